@@ -1,0 +1,8 @@
+"""Errors raised for bad user input (files, fields, values)."""
+
+
+class InputError(ValueError):
+    """Bad input: the message names the file or field and what was expected.
+
+    The command line turns it into a message on stderr and exit code 2.
+    """
