@@ -1,0 +1,270 @@
+"""The projector against analytic path lengths, exact bead projection, finite differences."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sopi.drr import Projector
+from sopi.errors import InputError
+from sopi.geometry import CArmGeometry, nominal_view, project_points, rigid
+from sopi.volume import Volume
+
+GEOMETRY = CArmGeometry(1000.0, 48, 40, (2.5, 2.2), principal_point_px=(20.3, 23.1), source_to_isocenter_mm=650.0)
+
+
+def oblique_affine(shape_ijk, spacing, origin, angles_rad=(0.3, -0.2, 0.5)) -> torch.Tensor:
+    """A world_from_index with rotated direction cosines and anisotropic spacing."""
+    from sopi.geometry import rotation_from_euler
+
+    direction = rotation_from_euler(torch.tensor(angles_rad, dtype=torch.float64))
+    return rigid(direction, torch.tensor(origin, dtype=torch.float64)) @ torch.diag(
+        torch.tensor([*spacing, 1.0], dtype=torch.float64)
+    )
+
+
+def random_views(center: torch.Tensor, count: int, seed: int, spread_deg: float = 25.0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    poses = []
+    for index in range(count):
+        view = nominal_view("ap" if index % 2 else "lateral", center, 650.0)
+        theta = torch.randn(6, generator=generator, dtype=torch.float64) * torch.tensor([spread_deg] * 3 + [8.0] * 3, dtype=torch.float64)
+        poses.append(view.pose(theta))
+    return torch.stack(poses)
+
+
+def ray_box_chords(poses: torch.Tensor, geometry: CArmGeometry, box_low_world, box_high_world, ramp_mm):
+    """Independent float64 chord lengths of every pixel's ray through an axis-aligned world box.
+
+    Also says which rays are "clean": the interpolant of a box of ones ramps linearly
+    across each face over ``+-ramp_mm / 2`` (per axis), which integrates exactly for a
+    ray crossing a face but not where the ramps of two faces meet (near edges). A ray
+    is clean if it enters and leaves the boxes grown and shrunk by the ramp through the
+    same faces as the box itself, away from those faces' edges.
+    """
+    du, dv = geometry.pixel_spacing_mm
+    cu, cv = geometry.principal_point_px
+    rows, cols = torch.meshgrid(torch.arange(geometry.rows, dtype=torch.float64), torch.arange(geometry.cols, dtype=torch.float64), indexing="ij")
+    pixel_camera = torch.stack([(cols - cu) * du, (rows - cv) * dv, torch.full_like(cols, geometry.sdd_mm)], -1)
+    low_corner, high_corner = torch.tensor(box_low_world, dtype=torch.float64), torch.tensor(box_high_world, dtype=torch.float64)
+    half_ramp = torch.tensor(ramp_mm, dtype=torch.float64) / 2
+    chords, clean = [], []
+    for pose in poses:
+        rotation, translation = pose[:3, :3], pose[:3, 3]
+        source = -rotation.T @ translation
+        direction = (pixel_camera - translation) @ rotation - source  # R^T (p - t) - source
+        ok = torch.ones(direction.shape[:-1], dtype=torch.bool)
+        faces = None
+        for grow in (1.0, 0.0, -1.0):
+            low_box, high_box = low_corner - grow * half_ramp, high_corner + grow * half_ramp
+            to_low, to_high = (low_box - source) / direction, (high_box - source) / direction
+            entering, leaving = torch.minimum(to_low, to_high), torch.maximum(to_low, to_high)
+            near, far = entering.amax(-1), leaving.amin(-1)
+            if grow == 0.0:
+                chords.append((far - near).clamp(min=0) * direction.norm(dim=-1))
+            ok &= far > near
+            these_faces = torch.stack([entering.argmax(-1), leaving.argmin(-1)])
+            ok &= True if faces is None else (these_faces == faces).all(0)
+            faces = these_faces
+            for lam in (near, far):
+                point = source + lam[..., None] * direction
+                close = ((point - low_box).abs() < half_ramp) | ((high_box - point).abs() < half_ramp)
+                ok &= close.sum(-1) == 1
+        clean.append(ok)
+    return torch.stack(chords), torch.stack(clean)
+
+
+def test_uniform_box_path_lengths_within_one_percent():
+    """Axis-aligned box of ones: the DRR is the chord length of each ray through the box."""
+    shape_kji = (30, 36, 40)
+    spacing = (2.0, 1.5, 2.5)  # i, j, k
+    origin = (-40.0, -27.0, -37.5)
+    world_from_index = torch.diag(torch.tensor([*spacing, 1.0], dtype=torch.float64))
+    world_from_index[:3, 3] = torch.tensor(origin, dtype=torch.float64)
+    volume = Volume(torch.ones(shape_kji), world_from_index)
+    # The interpolant of n voxels of ones integrates to n voxel lengths: the box spans the voxel edges.
+    low = [o - s / 2 for o, s in zip(origin, spacing)]
+    high = [o + (n - 0.5) * s for o, s, n in zip(origin, spacing, reversed(shape_kji))]
+    poses = random_views(volume.center_world, 6, seed=0)
+    images = Projector(volume, GEOMETRY, step_mm=0.25)(poses).double()
+    # The interpolant ramps linearly over one voxel at each face, which integrates exactly
+    # for a ray crossing a face, but not for one passing within a voxel of an edge.
+    expected, clean = ray_box_chords(poses, GEOMETRY, low, high, ramp_mm=spacing)
+    inside = (expected > 20.0) & clean
+    assert inside.sum() > 1000
+    relative = (images[inside] - expected[inside]).abs() / expected[inside]
+    assert relative.max() < 0.01
+
+
+def test_ball_path_lengths_within_one_percent():
+    radius, spacing, size = 30.0, 1.25, 64
+    index = torch.arange(size, dtype=torch.float64)
+    centre = (size - 1) / 2
+    # partial-volume ball by 3x3x3 supersampling
+    offsets = (torch.arange(3, dtype=torch.float64) - 1) / 3
+    occupancy = torch.zeros(size, size, size, dtype=torch.float64)
+    for dk in offsets:
+        for dj in offsets:
+            for di in offsets:
+                k, j, i = torch.meshgrid(index + dk, index + dj, index + di, indexing="ij")
+                occupancy += ((((i - centre) ** 2 + (j - centre) ** 2 + (k - centre) ** 2).sqrt() * spacing) <= radius).double()
+    world_from_index = oblique_affine((size,) * 3, (spacing,) * 3, (5.0, -3.0, 12.0))
+    volume = Volume((occupancy / 27).float(), world_from_index)
+    poses = random_views(volume.center_world, 4, seed=1, spread_deg=40.0)
+    images = Projector(volume, GEOMETRY, step_mm=0.5)(poses).double()
+    # analytic: chord = 2 sqrt(r^2 - d^2), d the distance from the ball centre to the ray
+    du, dv = GEOMETRY.pixel_spacing_mm
+    cu, cv = GEOMETRY.principal_point_px
+    rows, cols = torch.meshgrid(torch.arange(GEOMETRY.rows, dtype=torch.float64), torch.arange(GEOMETRY.cols, dtype=torch.float64), indexing="ij")
+    rays = torch.stack([(cols - cu) * du, (rows - cv) * dv, torch.full_like(cols, GEOMETRY.sdd_mm)], -1)
+    rays = rays / rays.norm(dim=-1, keepdim=True)
+    for pose, image in zip(poses, images):
+        centre_camera = pose[:3, :3] @ volume.center_world + pose[:3, 3]
+        along = rays @ centre_camera
+        distance_sq = centre_camera.square().sum() - along.square()
+        chord = 2 * (radius**2 - distance_sq).clamp(min=0).sqrt()
+        core = distance_sq < (0.7 * radius) ** 2  # the voxelised ball's rim is blurred by one voxel
+        assert core.sum() > 50
+        assert ((image[core] - chord[core]).abs() / chord[core]).max() < 0.01
+
+
+def test_bead_projects_where_the_pinhole_model_says():
+    """A small Gaussian bead's image centroid sits at K (R X + t) within 0.5 px, for many poses."""
+    shape = (40, 44, 48)  # k, j, i
+    world_from_index = oblique_affine(shape, (1.1, 0.9, 1.3), (-20.0, 15.0, 40.0))
+    volume_probe = Volume(torch.zeros(shape), world_from_index)
+    generator = torch.Generator().manual_seed(5)
+    geometry = CArmGeometry(1000.0, 96, 96, (0.6, 0.6), source_to_isocenter_mm=650.0)
+    for trial in range(4):
+        bead_index = torch.tensor([14.0, 16.0, 12.0], dtype=torch.float64) + torch.rand(3, generator=generator, dtype=torch.float64) * 16
+        k, j, i = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in shape), indexing="ij")
+        distance_sq = (i - bead_index[0]) ** 2 + (j - bead_index[1]) ** 2 + (k - bead_index[2]) ** 2
+        volume = volume_probe.with_data(torch.exp(-distance_sq / (2 * 0.8**2)).float())
+        bead_world = (world_from_index @ torch.cat([bead_index, torch.ones(1, dtype=torch.float64)]))[:3]
+        poses = random_views(bead_world, 8, seed=10 + trial, spread_deg=60.0)
+        images = Projector(volume, geometry, step_mm=0.2)(poses).double()
+        expected = project_points(poses, geometry, bead_world[None].expand(8, 1, 3))[:, 0]
+        rows, cols = torch.meshgrid(torch.arange(96.0, dtype=torch.float64), torch.arange(96.0, dtype=torch.float64), indexing="ij")
+        weights = images / images.sum(dim=(1, 2), keepdim=True)
+        centroid = torch.stack([(weights * cols).sum((1, 2)), (weights * rows).sum((1, 2))], -1)
+        in_view = ((expected > 8) & (expected < 88)).all(dim=-1)  # the whole blob on the detector
+        assert in_view.sum() >= 5
+        assert (centroid - expected)[in_view].norm(dim=-1).max() < 0.5
+
+
+def smooth_volume(seed: int = 0) -> Volume:
+    generator = torch.Generator().manual_seed(seed)
+    shape = (24, 26, 28)
+    k, j, i = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in shape), indexing="ij")
+    data = torch.zeros(shape, dtype=torch.float64)
+    for _ in range(6):
+        centre = torch.rand(3, generator=generator, dtype=torch.float64) * 14 + 6
+        data += torch.exp(-((i - centre[0]) ** 2 + (j - centre[1]) ** 2 + (k - centre[2]) ** 2) / (2 * 2.5**2))
+    return Volume(data, oblique_affine(shape, (2.0, 2.0, 2.0), (-25.0, -20.0, -30.0)))
+
+
+def test_pose_gradients_match_finite_differences():
+    volume = smooth_volume()
+    geometry = CArmGeometry(1000.0, 20, 24, (3.0, 3.0), source_to_isocenter_mm=650.0)
+    projector = Projector(volume, geometry, n_samples=96, dtype=torch.float64)
+    nominal = nominal_view("ap", volume.center_world, 650.0)
+    weights = torch.randn(geometry.rows, geometry.cols, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    def loss(theta):
+        return (projector(nominal.pose(theta)) * weights).sum()
+
+    theta = torch.tensor([3.0, -2.0, 4.0, 2.0, -1.5, 5.0], dtype=torch.float64, requires_grad=True)
+    (gradient,) = torch.autograd.grad(loss(theta), theta)
+    numeric = torch.zeros(6, dtype=torch.float64)
+    for index in range(6):
+        step = torch.zeros(6, dtype=torch.float64)
+        step[index] = 1e-4
+        numeric[index] = (loss(theta.detach() + step) - loss(theta.detach() - step)) / 2e-4
+    assert torch.allclose(gradient, numeric, rtol=2e-3, atol=1e-3 * numeric.abs().max())
+
+
+def test_volume_gradient_matches_finite_differences():
+    volume = smooth_volume(1)
+    geometry = CArmGeometry(1000.0, 8, 8, (6.0, 6.0), source_to_isocenter_mm=650.0)
+    pose = nominal_view("lateral", volume.center_world, 650.0).camera_from_world
+    data = volume.data.clone().requires_grad_(True)
+    projector = Projector(volume, geometry, n_samples=64, dtype=torch.float64)
+    projector.volume = data[None, None]
+    image = projector(pose)
+    (gradient,) = torch.autograd.grad(image.sum(), data)
+    # The image is linear in the volume: the gradient is the sampling weight of each voxel.
+    voxel = tuple(int(v) for v in (torch.tensor(volume.data.shape) // 2))
+    bumped = volume.data.clone()
+    bumped[voxel] += 1.0
+    difference = Projector(volume.with_data(bumped), geometry, n_samples=64, dtype=torch.float64)(pose).sum() - image.sum()
+    assert float(gradient[voxel]) == pytest.approx(float(difference.detach()), rel=1e-9, abs=1e-12)
+    assert float(gradient[voxel]) > 0
+
+
+def test_batched_equals_one_by_one_and_chunking_is_invisible():
+    volume = smooth_volume(2).to(torch.float32)
+    poses = random_views(volume.center_world, 5, seed=3)
+    projector = Projector(volume, GEOMETRY, step_mm=1.0, n_samples=80)
+    batched = projector(poses)
+    single = torch.stack([projector(pose) for pose in poses])
+    assert torch.allclose(batched, single, atol=1e-5)
+    chunked = Projector(volume, GEOMETRY, n_samples=80, max_samples_per_chunk=80 * 37)(poses)
+    assert torch.allclose(batched, chunked, atol=1e-5)
+
+
+def test_checkpointed_gradients_equal_plain_gradients():
+    volume = smooth_volume(3)
+    theta = torch.tensor([1.0, 2.0, -1.0, 0.5, 0.0, 2.0], dtype=torch.float64, requires_grad=True)
+    nominal = nominal_view("ap", volume.center_world, 650.0)
+    plain = Projector(volume, GEOMETRY, n_samples=40, dtype=torch.float64)
+    checkpointed = Projector(volume, GEOMETRY, n_samples=40, dtype=torch.float64, max_samples_per_chunk=4000, checkpoint_above_samples=0)
+    (g_plain,) = torch.autograd.grad(plain(nominal.pose(theta)).square().sum(), theta)
+    (g_checkpointed,) = torch.autograd.grad(checkpointed(nominal.pose(theta)).square().sum(), theta)
+    assert torch.allclose(g_plain, g_checkpointed, rtol=1e-9)
+
+
+def test_channels_render_like_separate_volumes_and_masks_give_path_lengths():
+    volume = smooth_volume(4).to(torch.float32)
+    mask = (volume.data > 0.5).float()
+    poses = random_views(volume.center_world, 3, seed=4)
+    both = Projector(volume.with_data(torch.stack([volume.data, mask])), GEOMETRY, n_samples=60)(poses)
+    assert both.shape == (3, 2, GEOMETRY.rows, GEOMETRY.cols)
+    # the first channel sets the support box, so it renders exactly as alone
+    assert torch.allclose(both[:, 0], Projector(volume, GEOMETRY, n_samples=60)(poses), atol=1e-5)
+    # a mask alone has a tighter box (other sample positions): equal up to discretisation
+    alone = Projector(volume.with_data(mask), GEOMETRY, step_mm=0.1)(poses)
+    fine = Projector(volume.with_data(torch.stack([volume.data, mask])), GEOMETRY, step_mm=0.1)(poses)[:, 1]
+    assert (alone - fine).abs().max() < 0.02 * alone.max()
+    assert (both[:, 1] - fine).abs().max() < 0.05 * alone.max()
+
+
+def test_resized_projector_equals_a_projector_built_for_that_detector():
+    volume = smooth_volume(5).to(torch.float32)
+    pose = random_views(volume.center_world, 1, seed=6)
+    projector = Projector(volume, GEOMETRY, n_samples=50)
+    small = projector.resized(24, 20)
+    direct = Projector(volume, GEOMETRY.resized(24, 20), n_samples=50)
+    assert torch.allclose(small(pose), direct(pose), atol=1e-5)
+    assert projector(pose).shape == (1, GEOMETRY.rows, GEOMETRY.cols)  # the original is untouched
+
+
+def test_rays_missing_the_volume_are_zero_and_bad_input_is_rejected():
+    volume = smooth_volume(6).to(torch.float32)
+    far_away = nominal_view("ap", volume.center_world + torch.tensor([500.0, 0, 0], dtype=torch.float64), 650.0)
+    image = Projector(volume, GEOMETRY)(far_away.camera_from_world)
+    assert image.abs().max() == 0
+    with pytest.raises(InputError, match="NaN"):
+        Projector(volume.with_data(torch.full((4, 4, 4), math.nan)), GEOMETRY)
+    with pytest.raises(InputError, match="poses"):
+        Projector(volume, GEOMETRY)(torch.eye(3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu():
+    volume = smooth_volume(7).to(torch.float32)
+    poses = random_views(volume.center_world, 4, seed=7)
+    cpu = Projector(volume, GEOMETRY, n_samples=64)(poses)
+    gpu = Projector(volume, GEOMETRY, n_samples=64).cuda()(poses.cuda())
+    assert torch.allclose(cpu, gpu.cpu(), atol=1e-4, rtol=1e-4)
