@@ -30,6 +30,7 @@ import torch
 from .errors import InputError
 
 __all__ = [
+    "PARAM_NAMES",
     "CArmGeometry",
     "NominalView",
     "PRESETS",
@@ -40,6 +41,7 @@ __all__ = [
     "nominal_view",
     "paper_matrix",
     "paper_params",
+    "params_to_dict",
     "project_points",
     "rigid",
     "rotation_from_euler",
@@ -257,6 +259,15 @@ def euler_from_rotation(rotation: torch.Tensor) -> torch.Tensor:
 def paper_matrix(theta: torch.Tensor) -> torch.Tensor:
     """``A = Mt Mrx Mry Mrz`` (paper eq. 2) from ``(..., 6)`` theta in degrees and mm."""
     return rigid(rotation_from_euler(torch.deg2rad(theta[..., :3])), theta[..., 3:])
+
+
+#: Names of the six paper parameters with their units, in ``theta`` order.
+PARAM_NAMES = ("rx_deg", "ry_deg", "rz_deg", "tx_mm", "ty_mm", "tz_mm")
+
+
+def params_to_dict(theta: torch.Tensor) -> dict[str, float]:
+    """``{"rx_deg": ..., "tz_mm": ...}`` from a ``(6,)`` theta."""
+    return {name: float(value) for name, value in zip(PARAM_NAMES, theta.reshape(6).tolist())}
 
 
 def paper_params(matrix: torch.Tensor) -> torch.Tensor:

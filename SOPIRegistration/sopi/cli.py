@@ -1,0 +1,208 @@
+"""The ``sopi`` command line (also ``python -m sopi``).
+
+Bad input prints one line naming the file or field and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .errors import InputError
+from .geometry import PRESETS, CArmGeometry
+
+__all__ = ["main"]
+
+
+# --------------------------------------------------------------------------- shared options
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA GPU is available; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise InputError(f"--device: expected auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def _add_geometry_options(parser: argparse.ArgumentParser, default_preset: str | None) -> None:
+    group = parser.add_mutually_exclusive_group(required=default_preset is None)
+    group.add_argument("--geometry", type=Path, help="geometry JSON (sdd_mm, rows, cols, pixel_spacing_mm, ...)")
+    group.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=default_preset,
+        help=f"named C-arm geometry (default: {default_preset})" if default_preset else "named C-arm geometry",
+    )
+
+
+def _geometry(args: argparse.Namespace) -> CArmGeometry:
+    return CArmGeometry.load(args.geometry) if args.geometry else CArmGeometry.preset(args.preset)
+
+
+def _add_render_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--attenuation",
+        choices=("hu", "raw"),
+        default="hu",
+        help="hu: convert HU to linear attenuation (1/mm, water 0.02683, below -130 HU dropped); raw: integrate voxel values as they are",
+    )
+    parser.add_argument("--step-mm", type=float, default=1.0, help="largest sample spacing along a ray (mm, default 1)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _cmd_drr(args: argparse.Namespace) -> int:
+    from .geometry import load_pose
+    from .io import read_ct, read_label_map, write_xray
+    from .render import render_drr, rendering_volume
+
+    geometry = _geometry(args)
+    pose = load_pose(args.pose)
+    ct = read_ct(args.ct)
+    mask = read_label_map(args.mask, reference=ct) if args.mask else None
+    volume = rendering_volume(ct, args.attenuation, mask=mask)
+    image = render_drr(volume, geometry, pose, step_mm=args.step_mm, device=resolve_device(args.device))
+    write_xray(args.out, image, geometry)
+    print(f"wrote {args.out} ({geometry.rows}x{geometry.cols})")
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import simulate_case
+
+    files = simulate_case(
+        ct_path=args.ct,
+        out_dir=args.out,
+        geometry=_geometry(args),
+        mask_path=args.mask,
+        view=args.view,
+        protocol=args.protocol,
+        seed=args.seed,
+        step_mm=args.step_mm,
+        device=resolve_device(args.device),
+    )
+    for path in files:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .io import read_ct, read_label_map, write_volume
+    from .segment import segment_spine, spine_from_labels
+
+    if args.labels:
+        ct = read_ct(args.ct)
+        ids = _parse_ids(args.label_ids) if args.label_ids else None
+        labels = read_label_map(args.labels, reference=ct)
+        mask = spine_from_labels(labels, ids) if ids else spine_from_labels(labels)
+    else:
+        ct = read_ct(args.ct)
+        with tqdm(total=100, desc="segmenting spine", unit="%", disable=args.quiet) as bar:
+
+            def progress(fraction: float, message: str) -> None:
+                bar.set_postfix_str(message)
+                bar.n = round(100 * fraction)
+                bar.refresh()
+
+            mask = segment_spine(ct, progress=progress)
+    write_volume(args.out, mask)
+    voxels = int(mask.data.count_nonzero())
+    print(f"wrote {args.out} ({voxels} spine voxels, {voxels * float(mask.spacing.prod()) / 1000:.1f} ml)")
+    return 0
+
+
+def _parse_ids(text: str) -> list[int]:
+    ids: list[int] = []
+    for part in text.split(","):
+        try:
+            if "-" in part:
+                low, high = (int(value) for value in part.split("-"))
+                ids.extend(range(low, high + 1))
+            elif part.strip():
+                ids.append(int(part))
+        except ValueError:
+            raise InputError(f"--label-ids: expected integers or ranges like 18-46,50, got {text!r}") from None
+    return ids
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    for path in run_demo(args.out, device=resolve_device(args.device)):
+        print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sopi", description="2D X-ray / 3D CT registration engine (SOPI).")
+    parser.add_argument("--version", action="version", version=f"sopi {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    drr = commands.add_parser("drr", help="render a DRR of a CT at a pose", description="Render a DRR of a CT at a camera_from_world pose.")
+    drr.add_argument("ct", type=Path, help="CT file (NIfTI, NRRD, MHA) or DICOM series folder")
+    drr.add_argument("--pose", type=Path, required=True, help='pose JSON {"matrix": 4x4 camera_from_world}')
+    _add_geometry_options(drr, default_preset=None)
+    drr.add_argument("--out", type=Path, required=True, help="output image (.mha, .nrrd, .nii.gz, .png, .tif)")
+    drr.add_argument("--mask", type=Path, help="render only the voxels inside this mask or label map (non-zero)")
+    _add_render_options(drr)
+    drr.set_defaults(run=_cmd_drr)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="write a synthetic registration case",
+        description="Render a synthetic X-ray at a random pose about a nominal view: xray.mha, geometry.json, gt.json, init.json.",
+    )
+    simulate.add_argument("ct", type=Path, help="CT file or DICOM folder")
+    simulate.add_argument("--out", type=Path, required=True, help="output folder")
+    simulate.add_argument("--mask", type=Path, help="spine mask or label map: its centroid is the isocentre (default: volume centre)")
+    simulate.add_argument("--view", choices=("ap", "lateral"), default="ap")
+    simulate.add_argument("--protocol", default="paper", help="pose distribution: paper or wide (default paper)")
+    simulate.add_argument("--seed", type=int, default=0)
+    _add_geometry_options(simulate, default_preset="perlove-plx118f")
+    _add_render_options(simulate)
+    simulate.set_defaults(run=_cmd_simulate, attenuation="hu")
+
+    segment = commands.add_parser(
+        "segment", help="segment the spine of a CT", description="Automatic vertebral-column mask (or one taken from an existing label map)."
+    )
+    segment.add_argument("ct", type=Path, help="CT file or DICOM folder")
+    segment.add_argument("--out", type=Path, required=True, help="output mask (.nii.gz, .nrrd, .mha)")
+    segment.add_argument("--labels", type=Path, help="use this label map instead of automatic segmentation")
+    segment.add_argument("--label-ids", help="label ids of the vertebrae in --labels, e.g. 18-46 (default: TotalSegmentator v1 vertebrae)")
+    segment.add_argument("--quiet", action="store_true", help="no progress bar")
+    segment.set_defaults(run=_cmd_segment)
+
+    demo = commands.add_parser("demo", help="render DRRs of the bundled sample CT", description="AP and lateral DRRs of the sample CT.")
+    demo.add_argument("--out", type=Path, default=Path("demo_output"))
+    demo.add_argument("--device", default="auto")
+    demo.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (2 for bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except InputError as error:
+        print(f"sopi {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sopi {args.command}: cancelled", file=sys.stderr)
+        return 130

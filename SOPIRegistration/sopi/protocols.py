@@ -1,0 +1,52 @@
+"""Pose-sampling protocols, stated in the paper's parameters ``theta`` (deg, mm).
+
+A protocol draws the offset of the true pose from the nominal view. Spreads are
+standard deviations of independent normal distributions per component
+``(rx, ry, rz, tx, ty, tz)``; ``tx, ty`` are in the detector plane, ``tz`` is depth.
+
+* ``paper``: sized so the summed per-axis errors of the nominal view match the
+  paper's "Initial" row (6.40 deg, 15.08 mm): for ``x ~ N(0, s)``,
+  ``E|x| = s sqrt(2 / pi)``, so three axes sum to ``2.394 s`` on average, giving
+  ``s = 2.67 deg`` and ``6.30 mm``.
+* ``wide``: the RTPI training distribution: rotation N(0, 20 deg) per axis (the
+  paper's); in-plane translation N(0, 15 mm) and depth N(0, 30 mm), which keep the
+  lumbar spine inside the paper's detector (about 136 mm wide at the isocentre).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import InputError
+
+__all__ = ["PROTOCOLS", "Protocol", "get_protocol"]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Independent normal offsets of ``theta`` with the given standard deviations."""
+
+    name: str
+    rotation_sd_deg: tuple[float, float, float]
+    translation_sd_mm: tuple[float, float, float]
+
+    def sample(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """``(count, 6)`` float64 offsets ``theta`` (deg, mm)."""
+        spread = torch.tensor([*self.rotation_sd_deg, *self.translation_sd_mm], dtype=torch.float64)
+        return torch.randn(count, 6, generator=generator, dtype=torch.float64) * spread
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "paper": Protocol("paper", (2.67, 2.67, 2.67), (6.30, 6.30, 6.30)),
+    "wide": Protocol("wide", (20.0, 20.0, 20.0), (15.0, 15.0, 30.0)),
+}
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol called ``name``; a clear error otherwise."""
+    try:
+        return PROTOCOLS[name]
+    except KeyError:
+        raise InputError(f"unknown protocol {name!r}; expected one of {sorted(PROTOCOLS)}") from None

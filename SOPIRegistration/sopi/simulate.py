@@ -1,0 +1,58 @@
+"""Synthetic registration cases: a DRR at a random pose about a nominal view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .geometry import CArmGeometry, nominal_view, params_to_dict, save_pose
+from .protocols import get_protocol
+from .render import render_drr, rendering_volume
+
+__all__ = ["simulate_case"]
+
+
+def simulate_case(
+    ct_path: str | Path,
+    out_dir: str | Path,
+    geometry: CArmGeometry,
+    mask_path: str | Path | None = None,
+    view: str = "ap",
+    protocol: str = "paper",
+    seed: int = 0,
+    step_mm: float = 1.0,
+    device: torch.device | str = "cpu",
+) -> list[Path]:
+    """Write ``xray.mha``, ``geometry.json``, ``gt.json`` and ``init.json`` into ``out_dir``.
+
+    The isocentre is the mask's centroid when a mask is given, else the CT's centre.
+    ``gt.json`` holds the true ``camera_from_world`` and its paper parameters relative
+    to the nominal view; ``init.json`` holds the nominal view (what a registration
+    starts from). Everything is computed before the first file is written; each file
+    is written atomically.
+    """
+    from .io import read_ct, read_label_map, write_xray
+
+    nominal_protocol = get_protocol(protocol)
+    ct = read_ct(ct_path)
+    if mask_path is not None:
+        from .segment import mask_centroid_world
+
+        isocenter = mask_centroid_world(read_label_map(mask_path, reference=ct))
+    else:
+        isocenter = ct.center_world
+    nominal = nominal_view(view, isocenter, geometry.source_to_isocenter_mm)
+    generator = torch.Generator().manual_seed(seed)
+    theta = nominal_protocol.sample(1, generator)[0]
+    true_pose = nominal.pose(theta)
+    image = render_drr(rendering_volume(ct, "hu"), geometry, true_pose, step_mm=step_mm, device=device)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    common = {"view": view, "isocenter_world_mm": isocenter.tolist(), "ct": str(ct_path)}
+    write_xray(out / "xray.mha", image, geometry)
+    geometry.save(out / "geometry.json")
+    save_pose(out / "gt.json", true_pose, params=params_to_dict(theta), protocol=protocol, seed=seed, **common)
+    save_pose(out / "init.json", nominal.camera_from_world, params=params_to_dict(torch.zeros(6)), **common)
+    return [out / name for name in ("xray.mha", "geometry.json", "gt.json", "init.json")]

