@@ -21,6 +21,7 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     suffix = "".join(path.suffixes)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(handle)
+    os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual permissions
     try:
         yield temporary
         os.replace(temporary, path)
@@ -28,3 +29,9 @@ def atomic_path(path: str | Path) -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -178,13 +178,17 @@ class Projector(nn.Module):
     ) -> torch.Tensor:
         """Midpoint-rule line integrals ``(R, C)`` for ``R`` rays."""
         fractions = (torch.arange(n_samples, device=origin.device, dtype=origin.dtype) + 0.5) / n_samples
-        lam = near[:, None] + (far - near)[:, None] * fractions  # (R, N)
-        samples = origin[:, None, :] + lam[..., None] * direction[:, None, :]  # (R, N, 3)
-        rays = samples.shape[0]
-        splits = _batch_splits(rays, samples.device)
+        lam = torch.addcmul(near[:, None], (far - near)[:, None], fractions)  # (R, N)
+        rays = lam.shape[0]
+        splits = _batch_splits(rays, lam.device)
         padded = -(-rays // splits) * splits
-        if padded != rays:  # pad with far-away points (zero after sampling)
-            samples = torch.cat([samples, samples.new_full((padded - rays, n_samples, 3), 4.0)], dim=0)
+        if padded != rays:  # pad with rays far outside the grid (zero after sampling)
+            extra = padded - rays
+            origin = torch.cat([origin, origin.new_full((extra, 3), 4.0)])
+            direction = torch.cat([direction, direction.new_zeros(extra, 3)])
+            lam = torch.cat([lam, lam.new_zeros(extra, n_samples)])
+        # one fused pass writes every sample position: origin + lam * direction, (R, N, 3)
+        samples = torch.addcmul(origin[:, None, :], lam[..., None], direction[:, None, :])
         grid = samples.reshape(splits, padded // splits, n_samples, 1, 3)
         volume = self.volume.expand(splits, -1, -1, -1, -1)
         values = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -1,0 +1,297 @@
+"""X-ray images: :class:`XRay`, :func:`read_xray`, :func:`write_xray` (re-exported by :mod:`sopi.io`).
+
+Image arrays are ``[row, col]`` float32 with **bone bright**: larger numbers where the
+beam was attenuated more (attenuation line integrals for our DRRs).
+
+Polarity (``read_xray(polarity=...)``) refers to the pixel values *as displayed*:
+SimpleITK (ITK >= 5.1) already converts DICOM ``MONOCHROME1`` pixels (minimum shown
+white) to ``MONOCHROME2`` on read (``v -> 2**BitsStored - 1 - v``), so every reader
+output has "larger = whiter on screen". A standard radiograph shows bone white, hence:
+
+* ``"auto"`` / ``"bone-bright"``: keep the values (DICOM: after the photometric
+  interpretation was applied, so MONOCHROME1 and MONOCHROME2 radiographs both come out
+  bone-bright; non-DICOM files are assumed bone-bright, like our DRRs).
+* ``"bone-dark"``: the image shows bone dark; values become ``max - value``.
+* ``"intensity"``: raw detector intensities ``I = I0 exp(-line integral)``; values
+  become ``-log(I / I0)`` with ``I0`` = the image maximum (``I`` floored at ``1e-6 I0``).
+
+Geometry: an explicit ``geometry`` wins; otherwise DICOM tags
+(DistanceSourceToDetector (0018,1110), ImagerPixelSpacing (0018,1164) else
+PixelSpacing (0028,0030), DistanceSourceToPatient (0018,1111) as
+``source_to_isocenter_mm``), or the geometry that :func:`write_xray` embeds in
+``.mha``/``.nrrd`` files. PNG/TIFF/JPEG and other files need a geometry JSON or preset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+from .atomic import atomic_path
+from .errors import InputError
+from .geometry import CArmGeometry
+from .io import check_finite, execute, file_suffix, read_information, require_path, sitk_message
+
+__all__ = ["POLARITIES", "XRay", "read_xray", "resize_image", "write_xray"]
+
+#: Accepted values of ``read_xray(polarity=...)``.
+POLARITIES = ("auto", "bone-bright", "bone-dark", "intensity")
+
+_FLOAT_SUFFIXES = (".mha", ".nrrd", ".nii", ".nii.gz")
+_BITMAP_SUFFIXES = (".png", ".tif", ".tiff")
+_EMBEDDED_SUFFIXES = (".mha", ".nrrd")
+#: Metadata key under which :func:`write_xray` stores the geometry JSON.
+GEOMETRY_KEY = "sopi_geometry"
+#: ITU-R BT.601 luma weights for RGB -> grey.
+_LUMA = np.array([0.299, 0.587, 0.114])
+#: ITK >= 5.1 converts MONOCHROME1 pixels to MONOCHROME2 when reading DICOM (ITK PR #1370).
+_ITK_CONVERTS_MONOCHROME1 = (sitk.Version.ITKMajorVersion(), sitk.Version.ITKMinorVersion()) >= (5, 1)
+_NEED_GEOMETRY = "pass a geometry JSON file or a preset name (e.g. --geometry perlove-plx118f)"
+
+
+@dataclass
+class XRay:
+    """One X-ray image and the detector geometry that describes its pixels.
+
+    Attributes:
+        image: ``(rows, cols)`` float32, bone bright.
+        geometry: detector geometry with ``geometry.shape == image.shape``.
+        path: the file it was read from, if any.
+        metadata: e.g. ``modality``, ``photometric_interpretation``, ``primary_angle_deg``,
+            ``secondary_angle_deg`` (DICOM positioner angles, degrees), ``polarity``,
+            ``geometry_source`` (``"argument"``, ``"dicom"`` or ``"embedded"``), ``file_shape``.
+    """
+
+    image: torch.Tensor
+    geometry: CArmGeometry
+    path: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.image.ndim != 2 or tuple(self.image.shape) != self.geometry.shape:
+            raise InputError(
+                f"{self.path or 'x-ray'}: image shape {tuple(self.image.shape)} does not match the geometry's "
+                f"{self.geometry.shape} (rows, cols)"
+            )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_xray(
+    path: str | Path,
+    geometry: CArmGeometry | None = None,
+    polarity: str = "auto",
+    working_shape: tuple[int, int] | None = None,
+) -> XRay:
+    """Read a 2D X-ray (DICOM DX/CR/XA/RF, MHA/NRRD/NIfTI, PNG/TIFF/JPEG) as a bone-bright :class:`XRay`.
+
+    Args:
+        path: the image file. 3D files are accepted if they hold a single slice.
+            RGB(A) bitmaps are converted to grey with BT.601 luma weights (alpha dropped).
+        geometry: geometry of the *file's* pixels; its ``rows, cols`` must equal the
+            image size (a binned geometry is an error: describe the file, then ask for
+            ``working_shape``).
+        polarity: one of :data:`POLARITIES` (see the module docstring).
+        working_shape: ``(rows, cols)`` to resample to (area averaging for integer
+            factors, antialiased bilinear otherwise); the geometry is ``resized`` to match.
+    """
+    if polarity not in POLARITIES:
+        raise InputError(f"polarity {polarity!r} is not one of {POLARITIES}")
+    path = require_path(path, "an X-ray image")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected a single X-ray image file")
+    reader = read_information(path, "an X-ray image")
+    is_dicom = reader.GetImageIO() == "GDCMImageIO"
+    size = reader.GetSize()
+    if reader.GetDimension() > 3 or (reader.GetDimension() == 3 and size[2] != 1):
+        raise InputError(f"{path}: image of size {size} holds several slices/frames; expected a 2D X-ray (one frame)")
+    components = reader.GetNumberOfComponents()
+    if components != 1 and (is_dicom or components not in (3, 4)):
+        raise InputError(f"{path}: image has {components} components per pixel; expected a greyscale X-ray")
+    tags = {key: reader.GetMetaData(key).strip() for key in reader.GetMetaDataKeys()}
+    array = sitk.GetArrayFromImage(execute(reader, path, "an X-ray image")).astype(np.float64)
+    metadata: dict = {"format": reader.GetImageIO()}
+    if components != 1:
+        array = array[..., :3] @ _LUMA
+        metadata["converted_from_rgb"] = True
+    array = array.reshape(array.shape[-2:])
+    check_finite(array, path, "the X-ray")
+    rows, cols = array.shape
+    metadata["file_shape"] = (rows, cols)
+    if is_dicom:
+        metadata.update(_dicom_metadata(tags))
+        if metadata.get("photometric_interpretation") == "MONOCHROME1" and not _ITK_CONVERTS_MONOCHROME1:
+            bits = _tag_floats(tags, "0028|0101") or [16.0]
+            array = (2.0 ** int(bits[0]) - 1.0) - array
+
+    if geometry is not None:
+        metadata["geometry_source"] = "argument"
+    elif is_dicom:
+        geometry, metadata["geometry_source"] = _dicom_geometry(tags, rows, cols, path), "dicom"
+    elif GEOMETRY_KEY in tags:
+        geometry, metadata["geometry_source"] = _embedded_geometry(tags[GEOMETRY_KEY], path), "embedded"
+    else:
+        raise InputError(f"{path}: this file carries no C-arm geometry; {_NEED_GEOMETRY}")
+    if geometry.shape != (rows, cols):
+        raise InputError(
+            f"{path}: image is {rows}x{cols} pixels (rows x cols) but the geometry describes "
+            f"{geometry.rows}x{geometry.cols}; the geometry must describe the file's pixels "
+            "(use working_shape to resample after reading)"
+        )
+
+    image = torch.from_numpy(_apply_polarity(array, polarity, path).astype(np.float32))
+    metadata["polarity"] = polarity
+    if working_shape is not None:
+        rows_out, cols_out = (int(n) for n in working_shape)
+        if rows_out < 1 or cols_out < 1:
+            raise InputError(f"working_shape must be two positive integers, got {working_shape!r}")
+        image = resize_image(image, (rows_out, cols_out))
+        geometry = geometry.resized(rows_out, cols_out)
+    return XRay(image.contiguous(), geometry, str(path), metadata)
+
+
+def _apply_polarity(array: np.ndarray, polarity: str, path: Path) -> np.ndarray:
+    if polarity == "bone-dark":
+        return array.max() - array
+    if polarity == "intensity":
+        i0 = float(array.max())
+        if i0 <= 0:
+            raise InputError(f"{path}: polarity 'intensity' needs positive detector values (max is {i0:g})")
+        return -np.log(np.maximum(array, 1e-6 * i0) / i0)
+    return array
+
+
+def resize_image(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Resample a ``(rows, cols)`` image to ``shape`` on the same physical extent.
+
+    Integer down-sampling factors average pixel blocks (binning); other factors use
+    antialiased bilinear interpolation. Pixel centres follow :meth:`CArmGeometry.resized`.
+    """
+    rows, cols = image.shape
+    out_rows, out_cols = shape
+    if (rows, cols) == (out_rows, out_cols):
+        return image
+    batch = image[None, None].to(torch.float32)
+    if rows % out_rows == 0 and cols % out_cols == 0:
+        result = F.avg_pool2d(batch, kernel_size=(rows // out_rows, cols // out_cols))
+    else:
+        result = F.interpolate(batch, size=(out_rows, out_cols), mode="bilinear", align_corners=False, antialias=True)
+    return result[0, 0].to(image.dtype)
+
+
+def _tag_floats(tags: dict[str, str], key: str) -> list[float] | None:
+    """Numbers of a multi-valued DICOM tag, or ``None`` when absent or not numeric."""
+    try:
+        values = [float(v) for v in tags[key].split("\\")]
+    except (KeyError, ValueError):
+        return None
+    return values if values and all(math.isfinite(v) for v in values) else None
+
+
+def _dicom_metadata(tags: dict[str, str]) -> dict:
+    names = {
+        "0008|0060": "modality",
+        "0028|0004": "photometric_interpretation",
+        "0018|5101": "view_position",
+        "0028|1040": "pixel_intensity_relationship",
+        "0028|1041": "pixel_intensity_relationship_sign",
+        "2050|0020": "presentation_lut_shape",
+    }
+    metadata = {name: tags[key] for key, name in names.items() if tags.get(key)}
+    for key, name in (("0018|1510", "primary_angle_deg"), ("0018|1511", "secondary_angle_deg")):
+        values = _tag_floats(tags, key)
+        if values:
+            metadata[name] = values[0]
+    values = _tag_floats(tags, "0018|1111")
+    if values:
+        metadata["distance_source_to_patient_mm"] = values[0]
+    return metadata
+
+
+def _dicom_geometry(tags: dict[str, str], rows: int, cols: int, path: Path) -> CArmGeometry:
+    """Geometry from DICOM tags; DICOM spacing tags list (row spacing, column spacing)."""
+    sdd = _tag_floats(tags, "0018|1110")
+    if not sdd or sdd[0] <= 0:
+        raise InputError(f"{path}: DICOM lacks DistanceSourceToDetector (0018,1110); {_NEED_GEOMETRY}")
+    spacing = None
+    for key in ("0018|1164", "0028|0030"):
+        values = _tag_floats(tags, key)
+        if values and len(values) == 2 and min(values) > 0:
+            spacing = values
+            break
+    if spacing is None:
+        found = {key: tags[key] for key in ("0018|1164", "0028|0030") if key in tags}
+        raise InputError(
+            f"{path}: DICOM has no usable ImagerPixelSpacing (0018,1164) or PixelSpacing (0028,0030) "
+            f"(found {found or 'neither'}); {_NEED_GEOMETRY}"
+        )
+    distance = _tag_floats(tags, "0018|1111")
+    source_to_isocenter = distance[0] if distance and 0 < distance[0] < sdd[0] else None
+    try:
+        return CArmGeometry(sdd[0], rows, cols, (spacing[1], spacing[0]), source_to_isocenter_mm=source_to_isocenter)
+    except InputError as error:
+        raise InputError(f"{path}: {error}") from None
+
+
+def _embedded_geometry(text: str, path: Path) -> CArmGeometry:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: embedded '{GEOMETRY_KEY}' is not valid JSON ({error}); {_NEED_GEOMETRY}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: embedded '{GEOMETRY_KEY}' is not a JSON object; {_NEED_GEOMETRY}")
+    return CArmGeometry.from_dict(data, source=f"{path} ({GEOMETRY_KEY})")
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_xray(
+    path: str | Path,
+    image: torch.Tensor,
+    geometry: CArmGeometry,
+    *,
+    window: tuple[float, float] | None = None,
+) -> None:
+    """Write a ``(rows, cols)`` X-ray atomically.
+
+    * ``.mha``, ``.nrrd``, ``.nii``, ``.nii.gz``: float32 2D image, spacing ``(du, dv)`` mm,
+      origin 0, identity direction; ``.mha``/``.nrrd`` also embed the geometry JSON
+      (metadata key :data:`GEOMETRY_KEY`) so :func:`read_xray` needs no geometry for them.
+      Reading back gives the same array.
+    * ``.png``, ``.tif``, ``.tiff``: 8-bit greyscale for viewing; ``window = (low, high)``
+      maps linearly to 0..255 (clipped), default the image's ``(min, max)``; a constant
+      image is written as zeros.
+    """
+    suffix = file_suffix(path)
+    if suffix not in _FLOAT_SUFFIXES + _BITMAP_SUFFIXES:
+        expected = _FLOAT_SUFFIXES + _BITMAP_SUFFIXES
+        raise InputError(f"{path}: unsupported X-ray file type {suffix!r}; expected one of {expected}")
+    array = image.detach().to(torch.float32).cpu().numpy()
+    if array.ndim != 2 or array.shape != geometry.shape:
+        raise InputError(
+            f"{path}: image shape {array.shape} does not match the geometry's {geometry.shape} (rows, cols)"
+        )
+    check_finite(array, path, "the X-ray to write")
+    if suffix in _FLOAT_SUFFIXES:
+        output = sitk.GetImageFromArray(array)
+        output.SetSpacing(geometry.pixel_spacing_mm)
+        if suffix in _EMBEDDED_SUFFIXES:
+            output.SetMetaData(GEOMETRY_KEY, json.dumps(geometry.to_dict()))
+    else:
+        low, high = (float(array.min()), float(array.max())) if window is None else (float(window[0]), float(window[1]))
+        scaled = np.zeros_like(array) if high <= low else np.clip((array - low) / (high - low), 0.0, 1.0)
+        output = sitk.GetImageFromArray(np.round(scaled * 255.0).astype(np.uint8))
+    try:
+        with atomic_path(path) as temporary:
+            sitk.WriteImage(output, temporary, suffix in (".mha", ".nrrd", ".nii.gz"))
+    except RuntimeError as error:
+        raise InputError(f"{path}: could not write the X-ray ({sitk_message(error)})") from None
