@@ -187,14 +187,34 @@ class Projector(nn.Module):
             origin = torch.cat([origin, origin.new_full((extra, 3), 4.0)])
             direction = torch.cat([direction, direction.new_zeros(extra, 3)])
             lam = torch.cat([lam, lam.new_zeros(extra, n_samples)])
-        # one fused pass writes every sample position: origin + lam * direction, (R, N, 3)
-        samples = torch.addcmul(origin[:, None, :], lam[..., None], direction[:, None, :])
+        samples = _RaySamples.apply(origin, direction, lam)  # (R, N, 3)
         grid = samples.reshape(splits, padded // splits, n_samples, 1, 3)
         volume = self.volume.expand(splits, -1, -1, -1, -1)
         values = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         sums = values.sum(dim=(3, 4))  # (splits, C, padded / splits)
         sums = sums.permute(0, 2, 1).reshape(padded, -1)[:rays]
         return sums * (chord_mm / n_samples)[:, None]
+
+
+class _RaySamples(torch.autograd.Function):
+    """``origin + lam * direction`` for ``(R, 3)`` rays at ``(R, N)`` ray parameters.
+
+    One fused pass forward; backward reduces over samples with batched matrix
+    products instead of autograd's broadcast multiply-and-sum passes.
+    """
+
+    @staticmethod
+    def forward(ctx, origin: torch.Tensor, direction: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(direction, lam)
+        return torch.addcmul(origin[:, None, :], lam[..., None], direction[:, None, :])
+
+    @staticmethod
+    def backward(ctx, grad_samples: torch.Tensor):
+        direction, lam = ctx.saved_tensors
+        grad_origin = grad_samples.sum(dim=1) if ctx.needs_input_grad[0] else None
+        grad_direction = torch.bmm(lam[:, None, :], grad_samples)[:, 0] if ctx.needs_input_grad[1] else None
+        grad_lam = torch.bmm(grad_samples, direction[:, :, None])[..., 0] if ctx.needs_input_grad[2] else None
+        return grad_origin, grad_direction, grad_lam
 
 
 def _batch_splits(rays: int, device: torch.device) -> int:

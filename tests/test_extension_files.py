@@ -1,0 +1,49 @@
+"""Static checks of the Slicer extension files against the files on disk."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE = REPO / "SOPIRegistration"
+
+
+def cmake_list(text: str, variable: str) -> list[str]:
+    match = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S)
+    assert match, f"{variable} not found"
+    return [line.strip().replace("${MODULE_NAME}", "SOPIRegistration") for line in match.group(1).split() if line.strip()]
+
+
+def test_module_cmake_lists_every_engine_file_and_resource():
+    text = (MODULE / "CMakeLists.txt").read_text()
+    scripts = cmake_list(text, "MODULE_PYTHON_SCRIPTS")
+    resources = cmake_list(text, "MODULE_PYTHON_RESOURCES")
+    on_disk_scripts = sorted(str(path.relative_to(MODULE)) for path in (MODULE / "sopi").rglob("*.py"))
+    assert sorted(scripts) == on_disk_scripts
+    on_disk_resources = sorted(
+        str(path.relative_to(MODULE)) for path in (MODULE / "Resources").rglob("*") if path.is_file()
+    )
+    assert sorted(resources) == on_disk_resources
+    assert "slicerMacroBuildScriptedModule" in text
+
+
+def test_extension_description_is_consistent():
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    s4ext = (REPO / "SOPI.s4ext").read_text()
+    assert re.search(r'set\(EXTENSION_DEPENDS\s+"?PyTorch"?\)', cmake)
+    assert re.search(r"^depends\s+PyTorch\s*$", s4ext, re.M)
+    assert re.search(r'set\(EXTENSION_CATEGORY\s+"Registration"\)', cmake)
+    assert re.search(r"^category\s+Registration\s*$", s4ext, re.M)
+    assert "add_subdirectory(SOPIRegistration)" in cmake
+    for variable in ("HOMEPAGE", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS"):
+        assert re.search(rf"set\(EXTENSION_{variable}\s+\"[^\"]+\"\)", cmake), variable
+    testing = (MODULE / "Testing" / "Python" / "CMakeLists.txt").read_text()
+    for script in re.findall(r"SCRIPT\s+\$\{CMAKE_CURRENT_SOURCE_DIR\}/(\S+)\)", testing):
+        assert (MODULE / "Testing" / "Python" / script).is_file()
+
+
+def test_engine_never_imports_slicer_qt_or_vtk():
+    pattern = re.compile(r"^\s*(import|from)\s+(slicer|qt|ctk|vtk)\b", re.M)
+    offenders = [str(path) for path in (MODULE / "sopi").rglob("*.py") if pattern.search(path.read_text())]
+    assert offenders == []
