@@ -1,22 +1,28 @@
-"""Differentiable cone-beam DRR by trilinear ray marching (the ProST design).
+"""Differentiable cone-beam DRR by trilinear ray marching on shared sample planes.
 
-For every detector pixel the ray from the X-ray source to the pixel centre is
-clipped to the support of the volume's interpolant (the box one voxel beyond the
-outermost non-zero voxels, where trilinear interpolation with zero padding
-vanishes). ``N`` samples are placed at the midpoints of ``N`` equal segments of
-that chord, the volume is sampled trilinearly there, and the pixel value is
+The ProST design: for every detector pixel the ray from the X-ray source to the
+pixel centre is sampled between its entry into and exit from the volume, the
+volume is interpolated trilinearly at the samples, and the pixel value is the sum
+of the samples times the step length (a line integral, value x mm).
 
-    I(pixel) = sum_k V(x_k) * chord_mm / N    (a line integral, value x mm)
+Samples are placed where the rays cross ``N`` planes perpendicular to the volume
+axis most aligned with the rays (a Joseph-style plane sweep), evenly spaced across
+the *support box*: the box one voxel beyond the outermost non-zero voxels, outside
+which the interpolant (zero-padded) vanishes. For a ray entering and leaving
+through the two faces perpendicular to that axis, these are exactly ``N`` evenly
+spaced samples between its entry and exit. A trilinear sample on a plane between
+slices ``k`` and ``k + 1`` is a bilinear sample of the blended slice
+``(1 - f) V[k] + f V[k + 1]``; the blended slices do not depend on the pose and are
+cached, so one render is a single batched 2D ``grid_sample`` (vectorised on CPU,
+one kernel on CUDA) with no Python loop over rays or samples. Each sample weighs
+its ray's step between planes, ``ray_length_mm * dz / |d_axis|``.
 
-with ``N = ceil(longest chord / step_mm)`` over the batch (so each ray's step is at
-most ``step_mm``) unless ``n_samples`` fixes it. Everything is batched torch, so
-it runs on CPU and CUDA and is differentiable with respect to the pose (and the
-volume).
-
-Memory stays bounded: rays are processed in chunks of at most
-``max_samples_per_chunk`` samples, and when gradients are needed for a render
-larger than ``checkpoint_above_samples`` the chunks are checkpointed (recomputed
-in the backward pass) instead of keeping every sample position alive.
+``N = n_samples`` if given, else the smallest count whose step along every ray is
+at most ``step_mm``. Everything is differentiable with respect to the pose (and
+the volume). Memory stays bounded: rays are processed in chunks of at most
+``max_samples_per_chunk`` samples, the backward pass recomputes each chunk's sample
+positions instead of storing them, and blended slices beyond ``max_cache_bytes``
+are built plane-chunk by plane-chunk instead of cached.
 """
 
 from __future__ import annotations
@@ -27,13 +33,16 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .errors import InputError
 from .geometry import CArmGeometry
 from .volume import Volume
 
 __all__ = ["Projector"]
+
+#: Sweep axis (0 = i, 1 = j, 2 = k) -> (its dim in the (C, K, J, I) tensor, the
+#: normalised axes that the blended slices' W and H dims follow).
+_SWEEP = {0: (3, (1, 2)), 1: (2, (0, 2)), 2: (1, (0, 1))}
 
 
 class Projector(nn.Module):
@@ -45,11 +54,10 @@ class Projector(nn.Module):
             ``(B, C, rows, cols)`` (for example CT and mask in one pass).
         geometry: the detector.
         step_mm: largest distance between samples along a ray (mm).
-        n_samples: fixed number of samples per ray (overrides ``step_mm``).
+        n_samples: fixed number of sample planes (overrides ``step_mm``).
         dtype: floating type of the rendering (float32 by default).
-        max_samples_per_chunk: bound on samples held at once per chunk.
-        checkpoint_above_samples: with gradients enabled, checkpoint chunks when a
-            render has more samples than this.
+        max_samples_per_chunk: bound on the samples processed at once.
+        max_cache_bytes: bound on the cached blended slices.
     """
 
     def __init__(
@@ -59,8 +67,8 @@ class Projector(nn.Module):
         step_mm: float = 1.0,
         n_samples: int | None = None,
         dtype: torch.dtype = torch.float32,
-        max_samples_per_chunk: int = 1 << 22,
-        checkpoint_above_samples: int = 1 << 25,
+        max_samples_per_chunk: int = 1 << 20,
+        max_cache_bytes: int = 1 << 30,
     ) -> None:
         super().__init__()
         if not step_mm > 0:
@@ -71,13 +79,13 @@ class Projector(nn.Module):
         self.step_mm = float(step_mm)
         self.n_samples = n_samples
         self.max_samples_per_chunk = int(max_samples_per_chunk)
-        self.checkpoint_above_samples = int(checkpoint_above_samples)
+        self.max_cache_bytes = int(max_cache_bytes)
         self.single_channel = volume.data.ndim == 3
-        data = volume.data[None] if self.single_channel else volume.data
-        data = data.to(dtype)
+        data = (volume.data[None] if self.single_channel else volume.data).to(dtype)
         if not torch.isfinite(data).all():
             raise InputError("projector: the volume holds NaN or infinite voxels")
         self.register_buffer("volume", data[None].contiguous(), persistent=False)  # (1, C, K, J, I)
+        self._slice_cache: dict = {}
 
         grid_size = torch.tensor(volume.grid_shape, dtype=torch.float64)  # (I, J, K)
         # grid_sample's normalised coordinates (align_corners=False): x_n = (2 i + 1) / I - 1.
@@ -90,6 +98,7 @@ class Projector(nn.Module):
         low, high = _support_box_index(data)
         self.register_buffer("box_low", ((2.0 * low + 1.0) / grid_size - 1.0).to(dtype), persistent=False)
         self.register_buffer("box_high", ((2.0 * high + 1.0) / grid_size - 1.0).to(dtype), persistent=False)
+        self.register_buffer("half_grid", (grid_size / 2.0).to(dtype), persistent=False)  # normalised -> index units
         detector_points, ray_length_mm = _detector_points_camera(geometry)
         self.register_buffer("detector_points", detector_points.to(dtype), persistent=False)  # (P, 3)
         self.register_buffer("ray_length_mm", ray_length_mm.to(dtype), persistent=False)  # (P,)
@@ -97,8 +106,12 @@ class Projector(nn.Module):
     def extra_repr(self) -> str:
         return f"detector={self.geometry.rows}x{self.geometry.cols}, step_mm={self.step_mm}, n_samples={self.n_samples}"
 
+    def _apply(self, fn, recurse=True):  # .to() / .cuda(): cached slices live on the old device
+        self._slice_cache = {}  # a new dict: copies made by resized() keep theirs
+        return super()._apply(fn, recurse)
+
     def resized(self, rows: int, cols: int) -> Projector:
-        """A projector of the same volume on a detector resampled to ``rows x cols``."""
+        """A projector of the same volume (sharing its slice cache) on a detector resampled to ``rows x cols``."""
         other = copy.copy(self)
         other._buffers = dict(self._buffers)  # shallow copy shares the volume, not the detector
         other.geometry = self.geometry.resized(rows, cols)
@@ -117,34 +130,22 @@ class Projector(nn.Module):
             raise InputError(f"projector: poses must be (B, 4, 4), got {tuple(camera_from_world.shape)}")
         squeeze = camera_from_world.ndim == 2
         poses = camera_from_world.reshape(-1, 4, 4).to(device=self.volume.device, dtype=self.volume.dtype)
-        batch = poses.shape[0]
         origin, direction = self._rays_normalized(poses)  # (B, 3), (B, P, 3)
-        near, far = self._clip(origin, direction)  # (B, P)
-        chord_mm = (far - near) * self.ray_length_mm
-        n_samples = self.n_samples or max(1, math.ceil(float(chord_mm.max()) / self.step_mm))
-
-        rays = direction.shape[1]
-        origin = origin[:, None, :].expand(-1, rays, -1).reshape(-1, 3)
-        direction, near, far, chord_mm = direction.reshape(-1, 3), near.reshape(-1), far.reshape(-1), chord_mm.reshape(-1)
-        total_rays = origin.shape[0]
-        rays_per_chunk = max(1, self.max_samples_per_chunk // n_samples)
-        use_checkpoint = torch.is_grad_enabled() and (
-            poses.requires_grad or self.volume.requires_grad
-        ) and total_rays * n_samples > self.checkpoint_above_samples
-        pieces = []
-        for start in range(0, total_rays, rays_per_chunk):
-            chunk = slice(start, start + rays_per_chunk)
-            args = (origin[chunk], direction[chunk], near[chunk], far[chunk], chord_mm[chunk], n_samples)
-            if use_checkpoint:
-                pieces.append(checkpoint(self._integrate, *args, use_reentrant=False))
-            else:
-                pieces.append(self._integrate(*args))
-        channels = self.volume.shape[1]
-        images = torch.cat(pieces, dim=0).reshape(batch, self.geometry.rows, self.geometry.cols, channels)
-        images = images.permute(0, 3, 1, 2)
+        with torch.no_grad():  # the sweep axis: where the most oblique ray is steepest, per pose
+            in_voxels = direction * self.half_grid
+            steepness = (in_voxels.abs() / in_voxels.norm(dim=-1, keepdim=True)).amin(dim=1)  # (B, 3)
+            axes = steepness.argmax(dim=1).tolist()
+        images: list[torch.Tensor | None] = [None] * len(axes)
+        for axis in sorted(set(axes)):
+            members = [index for index, value in enumerate(axes) if value == axis]
+            select = torch.tensor(members, device=poses.device)
+            sums = self._sweep(origin[select], direction[select], axis)  # (b, C, P)
+            for position, index in enumerate(members):
+                images[index] = sums[position]
+        stacked = torch.stack(images).reshape(len(axes), -1, self.geometry.rows, self.geometry.cols)
         if self.single_channel:
-            images = images[:, 0]
-        return images[0] if squeeze else images
+            stacked = stacked[:, 0]
+        return stacked[0] if squeeze else stacked
 
     # ------------------------------------------------------------------ internals
 
@@ -167,65 +168,115 @@ class Projector(nn.Module):
         far = torch.maximum(to_low, to_high).amin(dim=-1).clamp(min=0.0, max=1.0)
         return near, torch.maximum(far, near)
 
-    def _integrate(
-        self,
-        origin: torch.Tensor,
-        direction: torch.Tensor,
-        near: torch.Tensor,
-        far: torch.Tensor,
-        chord_mm: torch.Tensor,
-        n_samples: int,
-    ) -> torch.Tensor:
-        """Midpoint-rule line integrals ``(R, C)`` for ``R`` rays."""
-        fractions = (torch.arange(n_samples, device=origin.device, dtype=origin.dtype) + 0.5) / n_samples
-        lam = torch.addcmul(near[:, None], (far - near)[:, None], fractions)  # (R, N)
-        rays = lam.shape[0]
-        splits = _batch_splits(rays, lam.device)
-        padded = -(-rays // splits) * splits
-        if padded != rays:  # pad with rays far outside the grid (zero after sampling)
-            extra = padded - rays
-            origin = torch.cat([origin, origin.new_full((extra, 3), 4.0)])
-            direction = torch.cat([direction, direction.new_zeros(extra, 3)])
-            lam = torch.cat([lam, lam.new_zeros(extra, n_samples)])
-        samples = _RaySamples.apply(origin, direction, lam)  # (R, N, 3)
-        grid = samples.reshape(splits, padded // splits, n_samples, 1, 3)
-        volume = self.volume.expand(splits, -1, -1, -1, -1)
-        values = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        sums = values.sum(dim=(3, 4))  # (splits, C, padded / splits)
-        sums = sums.permute(0, 2, 1).reshape(padded, -1)[:rays]
-        return sums * (chord_mm / n_samples)[:, None]
+    def _sweep(self, origin: torch.Tensor, direction: torch.Tensor, axis: int) -> torch.Tensor:
+        """Line integrals ``(b, C, P)`` for poses that share the sweep ``axis``."""
+        batch, rays = direction.shape[:2]
+        _, (w_axis, h_axis) = _SWEEP[axis]
+        along = direction[..., axis]
+        along = torch.where(along.abs() < 1e-12, torch.full_like(along, 1e-12), along)  # (b, P)
+        span = float(self.box_high[axis] - self.box_low[axis])
+        if self.n_samples:
+            planes = self.n_samples
+        else:  # enough planes that every ray's step is at most step_mm
+            mm_per_unit = self.ray_length_mm / along.detach().abs()
+            planes = max(1, math.ceil(span * float(mm_per_unit.max()) / self.step_mm))
+        slope = direction[..., [w_axis, h_axis]] / along[..., None]  # (b, P, 2): in-plane change per unit along axis
+        intercept = origin[:, None, [w_axis, h_axis]] - origin[:, None, axis, None] * slope  # in-plane point at axis = 0
+        sample_mm = self.ray_length_mm * (span / planes) / along.abs()  # (b, P) step between planes along each ray
+        # Planes behind the source or beyond the detector must not count. They lie outside the
+        # support box (zero samples) unless the source or the detector is inside it.
+        with torch.no_grad():
+            near, far = self._clip(origin, direction)
+            guard = bool(((near <= 0) | (far >= 1)).logical_and(far > near).any())
+        per_ray = (
+            intercept.reshape(-1, 2),
+            slope.reshape(-1, 2),
+            origin[:, None, axis].expand(batch, rays).reshape(-1).detach(),
+            along.reshape(-1).detach(),
+        )
+        rays_per_chunk = max(1, self.max_samples_per_chunk // planes)
+        total = None
+        for slices, positions in self._plane_chunks(axis, planes):
+            pieces = []
+            for chunk_intercept, chunk_slope, origin_axis, chunk_along in zip(*(t.split(rays_per_chunk) for t in per_ray)):
+                inside = None
+                if guard:  # ray parameter of each plane: (position - origin) / along, keep [0, 1]
+                    t = (positions[:, None] - origin_axis[None]) / chunk_along[None]
+                    inside = ((t >= 0) & (t <= 1)).to(slices.dtype)
+                pieces.append(_PlaneSweep.apply(slices, positions, chunk_intercept, chunk_slope, inside))
+            partial = torch.cat(pieces, dim=1)  # (C, b * P)
+            total = partial if total is None else total + partial
+        sums = total.reshape(-1, batch, rays).transpose(0, 1)  # (b, C, P)
+        return sums * sample_mm[:, None, :]
+
+    def _plane_chunks(self, axis: int, planes: int):
+        """Yield blended slices ``(m, C, H, W)`` and their plane positions ``(m,)``, all ``planes`` in order."""
+        dim, _ = _SWEEP[axis]
+        data = self.volume[0]  # (C, K, J, I)
+        slice_bytes = data.numel() // data.shape[dim] * data.element_size()
+        per_chunk = max(1, self.max_cache_bytes // max(slice_bytes, 1))
+        low, high = float(self.box_low[axis]), float(self.box_high[axis])
+        positions = low + (torch.arange(planes, dtype=torch.float64) + 0.5) * (high - low) / planes
+        cacheable = not data.requires_grad and planes <= per_chunk
+        key = (axis, planes)
+        if cacheable and key in self._slice_cache:
+            yield self._slice_cache[key]
+            return
+        for start in range(0, planes, per_chunk):
+            chunk = positions[start : start + per_chunk]
+            result = (_blended_slices(data, dim, chunk), chunk.to(data))
+            if cacheable:  # keep a few plane sets (pyramid levels share the cache) within the budget
+                cached_bytes = sum(entry[0].numel() * entry[0].element_size() for entry in self._slice_cache.values())
+                if cached_bytes + result[0].numel() * result[0].element_size() > self.max_cache_bytes:
+                    self._slice_cache.clear()
+                self._slice_cache[key] = result
+            yield result
 
 
-class _RaySamples(torch.autograd.Function):
-    """``origin + lam * direction`` for ``(R, 3)`` rays at ``(R, N)`` ray parameters.
+class _PlaneSweep(torch.autograd.Function):
+    """``sum_s bilinear(slices[s], intercept + position_s * slope)`` for ``r`` rays: ``(C, r)``.
 
-    One fused pass forward; backward reduces over samples with batched matrix
-    products instead of autograd's broadcast multiply-and-sum passes.
+    Saves only the per-ray ``(r, 2)`` inputs: the backward recomputes the sample grid,
+    calls the 2D sampler's backward once and reduces the grid gradient over the planes
+    with one ``(2, n) @ (n, 2 r)`` product.
     """
 
     @staticmethod
-    def forward(ctx, origin: torch.Tensor, direction: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(direction, lam)
-        return torch.addcmul(origin[:, None, :], lam[..., None], direction[:, None, :])
+    def forward(ctx, slices, positions, intercept, slope, inside):
+        grid = torch.addcmul(intercept[None], positions[:, None, None], slope[None])  # (n, r, 2)
+        values = F.grid_sample(slices, grid[:, None], mode="bilinear", padding_mode="zeros", align_corners=False)[:, :, 0]
+        if inside is not None:
+            values = values * inside[:, None]
+        ctx.save_for_backward(slices, positions, intercept, slope, inside)
+        ctx.has_inside = inside is not None
+        return values.sum(dim=0)  # (C, r)
 
     @staticmethod
-    def backward(ctx, grad_samples: torch.Tensor):
-        direction, lam = ctx.saved_tensors
-        grad_origin = grad_samples.sum(dim=1) if ctx.needs_input_grad[0] else None
-        grad_direction = torch.bmm(lam[:, None, :], grad_samples)[:, 0] if ctx.needs_input_grad[1] else None
-        grad_lam = torch.bmm(grad_samples, direction[:, :, None])[..., 0] if ctx.needs_input_grad[2] else None
-        return grad_origin, grad_direction, grad_lam
+    def backward(ctx, grad_sums):
+        slices, positions, intercept, slope, inside = ctx.saved_tensors
+        planes = positions.shape[0]
+        grid = torch.addcmul(intercept[None], positions[:, None, None], slope[None])
+        grad_values = grad_sums[None].expand(planes, -1, -1)  # (n, C, r)
+        if ctx.has_inside:
+            grad_values = grad_values * inside[:, None]
+        grad_slices, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
+            grad_values[:, :, None].contiguous(), slices, grid[:, None], 0, 0, False, [ctx.needs_input_grad[0], True]
+        )
+        coefficients = torch.stack([torch.ones_like(positions), positions])  # (2, n)
+        reduced = (coefficients @ grad_grid.reshape(planes, -1)).reshape(2, -1, 2)
+        return (grad_slices if ctx.needs_input_grad[0] else None), None, reduced[0], reduced[1], None
 
 
-def _batch_splits(rays: int, device: torch.device) -> int:
-    """How many grid_sample batch entries to split ``rays`` into.
-
-    PyTorch's CPU 3D grid sampler parallelises over the batch dimension only, so
-    rays are spread over a few entries per thread; CUDA parallelises over all points.
-    """
-    if device.type != "cpu":
-        return 1
-    return max(1, min(rays, 4 * torch.get_num_threads()))
+def _blended_slices(data: torch.Tensor, dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """Trilinear blends ``(n, C, H, W)`` of ``data`` (C, K, J, I) at normalised ``positions`` along ``dim``."""
+    size = data.shape[dim]
+    index = ((positions + 1.0) * size - 1.0) / 2.0  # align_corners=False
+    lower = torch.floor(index)
+    fraction = (index - lower).to(data)[:, None, None, None]
+    stack = F.pad(data.movedim(dim, 0), (0, 0, 0, 0, 0, 0, 1, 1))  # a zero slice on each side
+    lower = (lower.long() + 1).clamp(0, size + 1).to(data.device)
+    upper = (lower + 1).clamp(0, size + 1)
+    return torch.lerp(stack[lower], stack[upper], fraction.to(data.device)).contiguous()
 
 
 def _support_box_index(data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
