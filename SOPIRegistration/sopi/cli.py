@@ -138,6 +138,67 @@ def _parse_ids(text: str) -> list[int]:
     return ids
 
 
+def _cmd_register(args: argparse.Namespace) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from .atomic import atomic_path
+    from .geometry import load_pose
+    from .io import read_ct, read_xray
+    from .registration import register
+
+    geometry = CArmGeometry.load(args.geometry) if args.geometry else (CArmGeometry.preset(args.preset) if args.preset else None)
+    ct = read_ct(args.ct)
+    xray = read_xray(args.xray, geometry=geometry)
+    initial_pose = load_pose(args.init) if args.init else None
+    with tqdm(total=1000, desc=f"sopi register ({args.method})", disable=args.quiet, bar_format="{l_bar}{bar}| {postfix}") as bar:
+
+        def progress(fraction: float, message: str) -> None:
+            bar.n = round(1000 * fraction)
+            bar.set_postfix_str(message)
+
+        result = register(
+            ct, xray, initial_pose=initial_pose, view=None if args.init else args.view, mask=args.mask,
+            auto_mask=args.auto_mask, method=args.method, device=resolve_device(args.device), seed=args.seed,
+            progress=progress,
+        )
+    with atomic_path(args.out) as temporary:
+        Path(temporary).write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out} (similarity {result.similarity:.4f}, {result.time_s:.1f} s)")
+    if args.fused:
+        from .fusion import write_fused_png
+        from .render import render_drr, rendering_volume
+
+        drr = render_drr(rendering_volume(ct, "hu"), xray.geometry, result.camera_from_world, device=resolve_device(args.device))
+        write_fused_png(args.fused, xray.image, drr)
+        print(f"wrote {args.fused}")
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .benchmark import run_benchmark
+
+    methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    with tqdm(total=args.cases * len(methods), desc="sopi benchmark", disable=args.quiet) as bar:
+
+        def progress(done: int, total: int, message: str) -> None:
+            bar.n = done
+            bar.set_postfix_str(message)
+            bar.refresh()
+
+        written = run_benchmark(
+            args.ct, args.mask, args.out, methods=methods, protocol=args.protocol, cases=args.cases, seed=args.seed,
+            realistic=args.realistic, view=args.view, geometry=_geometry(args), device=resolve_device(args.device),
+            progress=progress,
+        )
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -187,6 +248,47 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--label-ids", help="label ids of the vertebrae in --labels, e.g. 18-46 (default: TotalSegmentator v1 vertebrae)")
     segment.add_argument("--quiet", action="store_true", help="no progress bar")
     segment.set_defaults(run=_cmd_segment)
+
+    from .registration import METHODS
+
+    reg = commands.add_parser(
+        "register", help="register an X-ray to a CT", description="Find the camera_from_world pose of an X-ray relative to a CT."
+    )
+    reg.add_argument("--ct", type=Path, required=True, help="CT file or DICOM folder (HU)")
+    reg.add_argument("--xray", type=Path, required=True, help="X-ray file (MHA/NRRD/NIfTI/PNG/TIFF/DICOM)")
+    reg_geometry = reg.add_mutually_exclusive_group()
+    reg_geometry.add_argument("--geometry", type=Path, help="geometry JSON (default: from the X-ray file)")
+    reg_geometry.add_argument("--preset", choices=sorted(PRESETS), help="named C-arm geometry")
+    start = reg.add_mutually_exclusive_group()
+    start.add_argument("--init", type=Path, help="initial pose JSON")
+    start.add_argument("--view", choices=("ap", "lateral"), default="ap", help="start from this nominal view (default ap)")
+    masks = reg.add_mutually_exclusive_group()
+    masks.add_argument("--mask", type=Path, help="spine mask or label map on the CT grid")
+    masks.add_argument("--auto-mask", action="store_true", help="segment the spine automatically")
+    reg.add_argument("--method", default="opt", choices=sorted(METHODS), help="registration method (default opt)")
+    reg.add_argument("--out", type=Path, required=True, help="result JSON")
+    reg.add_argument("--fused", type=Path, help="also write the DRR at the result fused over the X-ray (PNG)")
+    reg.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    reg.add_argument("--seed", type=int, default=0)
+    reg.add_argument("--quiet", action="store_true", help="no progress bar")
+    reg.set_defaults(run=_cmd_register)
+
+    bench = commands.add_parser(
+        "benchmark", help="evaluate methods on simulated cases", description="Simulated cases at known poses; every method; Table-1-style report."
+    )
+    bench.add_argument("--ct", type=Path, required=True, help="CT file or DICOM folder (HU)")
+    bench.add_argument("--mask", type=Path, required=True, help="spine mask or label map (non-zero = spine)")
+    bench.add_argument("--protocol", default="paper", help="paper or wide (default paper)")
+    bench.add_argument("--cases", type=int, default=50)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--methods", default="opt", help="comma-separated method names (default opt)")
+    bench.add_argument("--out", type=Path, required=True, help="output folder")
+    bench.add_argument("--realistic", action="store_true", help="add noise, blur, contrast and intensity changes to the simulated X-rays")
+    bench.add_argument("--view", choices=("ap", "lateral"), default="ap")
+    _add_geometry_options(bench, default_preset="perlove-plx118f")
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--quiet", action="store_true")
+    bench.set_defaults(run=_cmd_benchmark)
 
     demo = commands.add_parser("demo", help="render DRRs of the bundled sample CT", description="AP and lateral DRRs of the sample CT.")
     demo.add_argument("--out", type=Path, default=Path("demo_output"))

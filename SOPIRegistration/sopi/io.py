@@ -301,4 +301,10 @@ def write_volume(path: str | Path, volume: Volume) -> None:
 
 
 # The X-ray half of the module (it imports the helpers above).
-from .io_xray import XRay, read_xray, write_xray  # noqa: E402
+def __getattr__(name: str):
+    """Lazy re-export of the X-ray API (``sopi.io_xray`` imports this module's helpers)."""
+    if name in ("XRay", "read_xray", "write_xray"):
+        from . import io_xray
+
+        return getattr(io_xray, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

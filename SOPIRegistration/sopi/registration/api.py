@@ -1,0 +1,168 @@
+"""``register()``: the one call behind ``sopi register``, the benchmark and the Slicer module."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from ..geometry import CArmGeometry, nominal_view, params_to_dict
+from ..io_xray import XRay
+from ..render import rendering_volume
+from ..volume import Volume
+from .methods import Stage, get_method
+from .optimizers import Monitor, adam, cma_es, powell
+from .problem import PoseProblem, default_pivot
+
+__all__ = ["RegistrationResult", "register"]
+
+
+@dataclass
+class RegistrationResult:
+    """What a registration found (it never saw a ground truth).
+
+    ``params`` are the paper's parameters of the result relative to the initial pose,
+    pivoting about ``pivot_world`` (deg, mm).
+    """
+
+    camera_from_world: torch.Tensor
+    params: torch.Tensor
+    method: str
+    time_s: float
+    similarity: float
+    iterations: int
+    converged: bool
+    pivot_world: torch.Tensor
+    stages: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The ``RESULT.json`` content."""
+        return {
+            "matrix": self.camera_from_world.tolist(),
+            "params": params_to_dict(self.params),
+            "method": self.method,
+            "time_s": round(self.time_s, 3),
+            "similarity": self.similarity,
+            "iterations": self.iterations,
+            "converged": self.converged,
+            "pivot_world_mm": self.pivot_world.tolist(),
+            "stages": self.stages,
+        }
+
+
+def register(
+    ct: Volume | str | Path,
+    xray: XRay | str | Path,
+    *,
+    geometry: CArmGeometry | None = None,
+    initial_pose: torch.Tensor | None = None,
+    view: str | None = None,
+    mask: Volume | str | Path | None = None,
+    auto_mask: bool = False,
+    method: str = "opt",
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    step_mm: float = 1.0,
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> RegistrationResult:
+    """Register an X-ray to a CT.
+
+    Args:
+        ct: CT in HU (a :class:`Volume` or a file/DICOM folder).
+        xray: the X-ray (an :class:`XRay` or a file); ``geometry`` overrides its geometry.
+        initial_pose: ``camera_from_world`` to start from; else the nominal ``view``
+            (``ap`` by default) about the spine centroid (or the CT centre without a mask).
+        mask: spine mask or label map on the CT grid (non-zero = spine); ``auto_mask``
+            segments it. It sets the pivot and weights the similarity.
+        method: a name from :data:`sopi.registration.METHODS`.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        seed: seeds every random choice (CMA-ES samples).
+        progress: called with ``(fraction, message)`` between iterations.
+        cancel: polled between iterations; returning True raises :class:`sopi.errors.Cancelled`.
+    """
+    from ..cli import resolve_device
+    from ..io import read_ct, read_label_map, read_xray
+
+    stages = get_method(method)
+    started = time.perf_counter()
+    ct_volume = ct if isinstance(ct, Volume) else read_ct(ct)
+    fixed = xray if isinstance(xray, XRay) else read_xray(xray, geometry=geometry)
+    geometry = geometry or fixed.geometry
+    if tuple(fixed.image.shape) != geometry.shape:
+        raise InputError(f"X-ray shape {tuple(fixed.image.shape)} does not match the geometry {geometry.shape}")
+    spine = _spine_mask(ct_volume, mask, auto_mask, progress, cancel, read_label_map)
+    if initial_pose is not None and view is not None:
+        raise InputError("give either initial_pose or view, not both")
+    if spine is not None:
+        from ..segment import mask_centroid_world
+
+        pivot = mask_centroid_world(spine)
+    if initial_pose is None:
+        center = pivot if spine is not None else ct_volume.center_world
+        initial_pose = nominal_view(view or "ap", center, geometry.source_to_isocenter_mm).camera_from_world
+    if spine is None:
+        pivot = default_pivot(initial_pose, geometry)
+    problem = PoseProblem(
+        rendering_volume(ct_volume, "hu"), fixed.image, geometry, initial_pose.to(torch.float64), pivot,
+        mask=spine, device=resolve_device(str(device)), step_mm=step_mm,
+    )
+    theta = torch.zeros(6, dtype=torch.float64)
+    records, iterations, converged, similarity = [], 0, True, float("nan")
+    for index, stage in enumerate(stages):
+        monitor = Monitor(progress, cancel, index / len(stages), (index + 1) / len(stages), stage.label)
+        stage_started = time.perf_counter()
+        outcome = _run_stage(problem, stage, theta, seed + index, monitor)
+        theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged
+        similarity = -outcome.loss
+        records.append(
+            {"stage": stage.label, "iterations": outcome.iterations, "similarity": similarity, "time_s": round(time.perf_counter() - stage_started, 3)}
+        )
+    if progress is not None:
+        progress(1.0, "done")
+    return RegistrationResult(
+        camera_from_world=problem.pose(theta),
+        params=theta,
+        method=method,
+        time_s=time.perf_counter() - started,
+        similarity=similarity,
+        iterations=iterations,
+        converged=converged,
+        pivot_world=pivot,
+        stages=records,
+    )
+
+
+def _spine_mask(ct, mask, auto_mask, progress, cancel, read_label_map) -> Volume | None:
+    if mask is not None and auto_mask:
+        raise InputError("give either a mask or auto_mask, not both")
+    if isinstance(mask, Volume):
+        return mask
+    if mask is not None:
+        return read_label_map(mask, reference=ct)
+    if auto_mask:
+        from ..segment import segment_spine
+
+        return segment_spine(ct, progress=None if progress is None else lambda f, m: progress(0.0, f"segmenting spine: {m}"), cancel=cancel)
+    return None
+
+
+def _run_stage(problem: PoseProblem, stage: Stage, theta: torch.Tensor, seed: int, monitor: Monitor):
+    scale = torch.tensor([stage.scale[0]] * 3 + [stage.scale[1]] * 3, dtype=torch.float64)
+
+    factor = stage.level_factor(max(problem.geometry.rows, problem.geometry.cols))
+
+    def loss(candidates: torch.Tensor) -> torch.Tensor:
+        return -problem.similarity(candidates, factor, stage.measure)
+
+    if stage.optimizer == "cma-es":
+        return cma_es(loss, theta, scale, generations=stage.budget, population=stage.population, sigma=stage.sigma, seed=seed, monitor=monitor)
+    if stage.optimizer == "adam":
+        return adam(loss, theta, scale, iterations=stage.budget, learning_rate=stage.learning_rate, monitor=monitor)
+    if stage.optimizer == "powell":
+        return powell(loss, theta, scale, evaluations=stage.budget, monitor=monitor)
+    raise InputError(f"unknown optimizer {stage.optimizer!r}")

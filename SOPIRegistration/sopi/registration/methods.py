@@ -1,0 +1,67 @@
+"""Named registration methods: sequences of optimisation stages.
+
+A stage runs one optimiser on one similarity at one detector level (downsampling
+factor), starting where the previous stage ended. ``scale`` is ``(deg, mm)``: one
+unit of the optimiser's normalised coordinates for rotations and translations.
+
+* ``opt-nccl``, ``opt-ngi``, ``opt-gc``: the paper's classical baselines (its refs. 4-6):
+  one similarity (NCC + LoG, normalised gradient information, gradient correlation),
+  single resolution (the 128^2 half-resolution detector), a single CMA-ES run started
+  at the initial pose with the spread of the ``paper`` protocol, as in Otake et al.
+  2013 and De Silva et al. 2016.
+* ``opt``: our classical pipeline, chosen by measurement (docs/benchmarks.md): a
+  coarse-to-fine pyramid with a wide CMA-ES search on gradient correlation at the
+  quarter-resolution detector, then gradient descent (Adam) through the differentiable
+  projector at half and full resolution, similarity weighted by the projected spine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InputError
+
+__all__ = ["METHODS", "Stage", "get_method"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One optimisation stage."""
+
+    optimizer: str  # "cma-es", "adam" or "powell"
+    measure: str  # a key of sopi.similarity.SIMILARITIES
+    factor: int  # detector downsampling factor for a 256-pixel detector (scaled to others, see level_factor)
+    scale: tuple[float, float]  # (deg, mm) per normalised unit
+    budget: int  # generations (cma-es), iterations (adam) or evaluations (powell)
+    population: int | None = None  # cma-es only
+    sigma: float = 1.0  # cma-es only: initial step in normalised units
+    learning_rate: float = 0.05  # adam only
+
+    @property
+    def label(self) -> str:
+        return f"{self.optimizer} {self.measure} 1/{self.factor}"
+
+    def level_factor(self, detector_pixels: int) -> int:
+        """The downsampling factor for a detector ``detector_pixels`` wide: the same working
+        resolution as ``factor`` gives on the paper's 256-pixel detector, never upsampling."""
+        return max(1, round(self.factor * detector_pixels / 256))
+
+
+METHODS: dict[str, tuple[Stage, ...]] = {
+    "opt-nccl": (Stage("cma-es", "nccl", 2, (2.67, 6.3), 60, population=12),),
+    "opt-ngi": (Stage("cma-es", "ngi", 2, (2.67, 6.3), 60, population=12),),
+    "opt-gc": (Stage("cma-es", "gc", 2, (2.67, 6.3), 60, population=12),),
+    "opt": (
+        Stage("cma-es", "gc", 4, (4.0, 10.0), 40, population=16),
+        Stage("adam", "gc", 2, (1.0, 2.0), 60, learning_rate=0.1),
+        Stage("adam", "gc", 1, (0.5, 1.0), 40, learning_rate=0.05),
+    ),
+}
+
+
+def get_method(name: str) -> tuple[Stage, ...]:
+    """The stages of a named method; a clear error for unknown names."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise InputError(f"unknown method {name!r}; expected one of {sorted(METHODS)}") from None

@@ -1,0 +1,164 @@
+"""Pose optimisers over ``theta`` (deg, mm): CMA-ES (batched), Adam (through the projector), Powell.
+
+Each works in normalised coordinates ``x = (theta - start) / scale`` so one step size
+fits rotations (deg) and translations (mm), calls ``monitor.check()`` between
+iterations (cancellation) and returns the best point it evaluated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import Cancelled
+
+__all__ = ["Monitor", "OptimizerResult", "adam", "cma_es", "powell"]
+
+
+@dataclass
+class Monitor:
+    """Progress callback ``progress(fraction, message)`` and cancel flag ``cancel() -> bool``."""
+
+    progress: Callable[[float, str], None] | None = None
+    cancel: Callable[[], bool] | None = None
+    start_fraction: float = 0.0
+    end_fraction: float = 1.0
+    label: str = ""
+
+    def check(self) -> None:
+        if self.cancel is not None and self.cancel():
+            raise Cancelled("registration cancelled")
+
+    def report(self, done: int, total: int, detail: str = "") -> None:
+        self.check()
+        if self.progress is not None:
+            fraction = self.start_fraction + (self.end_fraction - self.start_fraction) * min(1.0, done / max(total, 1))
+            self.progress(fraction, f"{self.label} {done}/{total}{' ' + detail if detail else ''}".strip())
+
+
+@dataclass
+class OptimizerResult:
+    theta: torch.Tensor  # (6,) float64
+    loss: float
+    iterations: int
+    evaluations: int
+    converged: bool
+
+
+def cma_es(
+    loss: Callable[[torch.Tensor], torch.Tensor],
+    start: torch.Tensor,
+    scale: torch.Tensor,
+    *,
+    generations: int,
+    population: int | None = None,
+    sigma: float = 1.0,
+    bound: float = 4.0,
+    seed: int = 0,
+    tolerance: float = 1e-4,
+    patience: int = 8,
+    monitor: Monitor | None = None,
+) -> OptimizerResult:
+    """CMA-ES (``cmaes`` package) with the whole population rendered in one batch.
+
+    ``loss`` maps ``(P, 6)`` theta to ``(P,)`` values to minimise. Search is bounded to
+    ``start +- bound * scale``. Stops after ``generations``, when CMA-ES says so, or when
+    the best loss improved by less than ``tolerance`` over ``patience`` generations.
+    """
+    from cmaes import CMA
+
+    monitor = monitor or Monitor()
+    dimension = start.numel()
+    bounds = np.tile([[-bound, bound]], (dimension, 1)).astype(float)
+    optimizer = CMA(mean=np.zeros(dimension), sigma=sigma, bounds=bounds, seed=seed, population_size=population)
+    best_x, best_loss, evaluations = np.zeros(dimension), float("inf"), 0
+    history: list[float] = []
+    converged = False
+    generation = 0
+    for generation in range(1, generations + 1):
+        candidates = np.stack([optimizer.ask() for _ in range(optimizer.population_size)])
+        theta = start[None] + torch.from_numpy(candidates) * scale[None]
+        with torch.no_grad():
+            values = loss(theta).to(torch.float64).numpy()
+        evaluations += len(values)
+        optimizer.tell(list(zip(candidates, values)))
+        index = int(np.argmin(values))
+        if values[index] < best_loss:
+            best_loss, best_x = float(values[index]), candidates[index]
+        history.append(best_loss)
+        monitor.report(generation, generations, f"loss {best_loss:.4f}")
+        if optimizer.should_stop() or (len(history) > patience and history[-patience - 1] - best_loss < tolerance):
+            converged = True
+            break
+    return OptimizerResult(start + torch.from_numpy(best_x) * scale, best_loss, generation, evaluations, converged)
+
+
+def adam(
+    loss: Callable[[torch.Tensor], torch.Tensor],
+    start: torch.Tensor,
+    scale: torch.Tensor,
+    *,
+    iterations: int,
+    learning_rate: float = 0.05,
+    tolerance: float = 1e-4,
+    patience: int = 10,
+    monitor: Monitor | None = None,
+) -> OptimizerResult:
+    """Adam on ``x`` through the differentiable projector; ``loss`` maps ``(1, 6)`` theta to ``(1,)``.
+
+    ``learning_rate`` is in units of ``scale`` (so 0.05 with scale 1 deg / 2 mm steps about
+    0.05 deg and 0.1 mm). Stops when the best loss has not improved by ``tolerance`` for
+    ``patience`` iterations; returns the best iterate.
+    """
+    monitor = monitor or Monitor()
+    x = torch.zeros(start.numel(), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.Adam([x], lr=learning_rate)
+    best_x, best_loss, since_best = x.detach().clone(), float("inf"), 0
+    iteration = 0
+    converged = False
+    for iteration in range(1, iterations + 1):
+        optimizer.zero_grad()
+        value = loss((start + x * scale)[None])[0]
+        value.backward()
+        current = float(value.detach())
+        if current < best_loss - tolerance:
+            best_loss, best_x, since_best = current, x.detach().clone(), 0
+        else:
+            since_best += 1
+            if current < best_loss:
+                best_loss, best_x = current, x.detach().clone()
+        monitor.report(iteration, iterations, f"loss {best_loss:.4f}")
+        if since_best >= patience:
+            converged = True
+            break
+        optimizer.step()
+    return OptimizerResult(start + best_x * scale, best_loss, iteration, iteration, converged)
+
+
+def powell(
+    loss: Callable[[torch.Tensor], torch.Tensor],
+    start: torch.Tensor,
+    scale: torch.Tensor,
+    *,
+    evaluations: int,
+    tolerance: float = 1e-4,
+    monitor: Monitor | None = None,
+) -> OptimizerResult:
+    """Powell's method (scipy) on ``x``; ``loss`` maps ``(1, 6)`` theta to ``(1,)``."""
+    from scipy.optimize import minimize
+
+    monitor = monitor or Monitor()
+    count = 0
+
+    def objective(x: np.ndarray) -> float:
+        nonlocal count
+        count += 1
+        monitor.report(count, evaluations)
+        with torch.no_grad():
+            return float(loss((start + torch.from_numpy(x) * scale)[None])[0])
+
+    result = minimize(objective, np.zeros(start.numel()), method="Powell", options={"maxfev": evaluations, "xtol": 1e-2, "ftol": tolerance})
+    return OptimizerResult(start + torch.from_numpy(result.x) * scale, float(result.fun), int(result.nit), count, bool(result.success))

@@ -1,0 +1,105 @@
+"""The render-and-compare objective that every registration method optimises.
+
+Poses are searched as paper parameters ``theta`` (deg, mm) relative to the initial
+pose, pivoting about an isocentre (:class:`sopi.geometry.NominalView`), so rotations
+turn the CT about the spine rather than about the world origin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..drr import Projector
+from ..errors import InputError
+from ..geometry import CArmGeometry, NominalView, invert_rigid
+from ..io_xray import resize_image
+from ..similarity import SIMILARITIES
+from ..volume import Volume
+
+__all__ = ["PoseProblem", "default_pivot"]
+
+
+def default_pivot(initial_pose: torch.Tensor, geometry: CArmGeometry) -> torch.Tensor:
+    """The isocentre of the initial view: ``source_to_isocenter_mm`` along its principal ray (LPS mm)."""
+    world_from_camera = invert_rigid(initial_pose.to(torch.float64))
+    return world_from_camera[:3, :3] @ torch.tensor([0.0, 0.0, geometry.source_to_isocenter_mm], dtype=torch.float64) + world_from_camera[:3, 3]
+
+
+@dataclass
+class _Level:
+    projector: Projector
+    fixed: torch.Tensor  # (rows, cols)
+
+
+@dataclass
+class PoseProblem:
+    """Similarity of the X-ray and the DRR at ``theta`` about the initial pose, per detector level.
+
+    Args:
+        volume: attenuation volume (1/mm); with ``mask`` a second channel is rendered
+            and its projection weights the similarity (pixels the spine projects onto).
+        xray: the fixed image ``(rows, cols)`` on ``geometry``'s detector.
+        initial_pose: ``camera_from_world`` the search starts from (theta = 0).
+        pivot_world: isocentre the rotations turn about (LPS mm).
+        step_mm: ray-marching step at full resolution; coarser levels use ``step_mm * factor``
+            capped at 3 mm.
+    """
+
+    volume: Volume
+    xray: torch.Tensor
+    geometry: CArmGeometry
+    initial_pose: torch.Tensor
+    pivot_world: torch.Tensor
+    mask: Volume | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    step_mm: float = 1.0
+    mask_dilation_px: int = 5
+    _levels: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if tuple(self.xray.shape) != self.geometry.shape:
+            raise InputError(f"X-ray shape {tuple(self.xray.shape)} does not match the geometry {self.geometry.shape}")
+        self.reference = NominalView(self.initial_pose.to(torch.float64).cpu(), self.pivot_world.to(torch.float64).cpu(), "initial")
+
+    def pose(self, theta: torch.Tensor) -> torch.Tensor:
+        """``camera_from_world`` for ``theta`` relative to the initial pose."""
+        return self.reference.pose(theta)
+
+    def level(self, factor: int) -> _Level:
+        """Projector and fixed image on the detector downsampled by ``factor``."""
+        if factor not in self._levels:
+            rows, cols = -(-self.geometry.rows // factor), -(-self.geometry.cols // factor)
+            volume = self.volume if self.mask is None else self.volume.with_data(torch.stack([self.volume.data, self.mask.data.to(self.volume.data)]))
+            step = min(3.0, self.step_mm * factor)
+            projector = Projector(volume, self.geometry.resized(rows, cols), step_mm=step).to(self.device)
+            fixed = resize_image(self.xray.to(torch.float32), (rows, cols)).to(self.device)
+            self._levels[factor] = _Level(projector, fixed)
+        return self._levels[factor]
+
+    def similarity(self, theta: torch.Tensor, factor: int, measure: str) -> torch.Tensor:
+        """``(B,)`` similarities (larger is better) for ``(B, 6)`` theta; differentiable in theta."""
+        level = self.level(factor)
+        poses = self.pose(theta.reshape(-1, 6).to(torch.float64)).to(self.device)
+        rendered = level.projector(poses)
+        weights = None
+        if self.mask is not None:
+            rendered, projected_mask = rendered[:, 0], rendered[:, 1]
+            weights = _dilate((projected_mask > 0).to(rendered.dtype), self.mask_dilation_px)
+            weights = torch.where(weights.sum(dim=(-2, -1), keepdim=True) > 0, weights, torch.ones_like(weights))
+        fixed = level.fixed.expand_as(rendered)
+        return SIMILARITIES[measure](fixed, rendered, weights).to(torch.float64).cpu()
+
+    def render(self, theta: torch.Tensor, factor: int = 1) -> torch.Tensor:
+        """The DRR ``(rows, cols)`` at ``theta`` (no gradient), CT channel only."""
+        with torch.no_grad():
+            image = self.level(factor).projector(self.pose(theta.reshape(1, 6).to(torch.float64)).to(self.device))[0]
+        return (image[0] if self.mask is not None else image).cpu()
+
+
+def _dilate(mask: torch.Tensor, radius_px: int) -> torch.Tensor:
+    if radius_px <= 0:
+        return mask
+    size = 2 * radius_px + 1
+    return torch.nn.functional.max_pool2d(mask[:, None], size, stride=1, padding=radius_px)[:, 0]

@@ -1,0 +1,106 @@
+"""Registration: optimisers on analytic problems, known-pose recovery, cancellation, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sopi.cli import main
+from sopi.distances import mtre_mm
+from sopi.errors import Cancelled
+from sopi.geometry import CArmGeometry, nominal_view, save_pose
+from sopi.io import mask_from_labels, write_xray
+from sopi.io_xray import XRay
+from sopi.registration import register
+from sopi.registration.optimizers import Monitor, adam, cma_es, powell
+from sopi.render import render_drr, rendering_volume
+from sopi.sample_data import load_sample, sample_ct_path, sample_vertebrae_path
+from sopi.segment import mask_centroid_world
+
+#: A small detector so a whole registration runs in seconds on two cores.
+SMALL = CArmGeometry(1011.7, 96, 96, (2.4, 2.4), source_to_isocenter_mm=675.0)
+OPTIMUM = torch.tensor([1.5, -2.0, 0.5, 3.0, -4.0, 6.0], dtype=torch.float64)
+SCALE = torch.tensor([1.0, 1.0, 1.0, 2.0, 2.0, 2.0], dtype=torch.float64)
+
+
+def quadratic(theta: torch.Tensor) -> torch.Tensor:
+    return ((theta - OPTIMUM) / SCALE).square().sum(-1)
+
+
+@pytest.mark.parametrize("name", ["cma-es", "adam", "powell"])
+def test_optimisers_find_the_minimum_of_a_quadratic(name):
+    start = torch.zeros(6, dtype=torch.float64)
+    if name == "cma-es":
+        result = cma_es(quadratic, start, SCALE, generations=200, population=12, seed=3, tolerance=1e-10, patience=30)
+    elif name == "adam":
+        result = adam(quadratic, start, SCALE, iterations=600, learning_rate=0.05, tolerance=1e-10, patience=50)
+    else:
+        result = powell(quadratic, start, SCALE, evaluations=2000, tolerance=1e-10)
+    assert torch.allclose(result.theta, OPTIMUM, atol=0.05)
+    assert result.loss == pytest.approx(float(quadratic(result.theta)), abs=1e-9)
+
+
+def test_cma_es_is_deterministic_for_a_seed():
+    start = torch.zeros(6, dtype=torch.float64)
+    first = cma_es(quadratic, start, SCALE, generations=5, seed=11)
+    second = cma_es(quadratic, start, SCALE, generations=5, seed=11)
+    other = cma_es(quadratic, start, SCALE, generations=5, seed=12)
+    assert torch.equal(first.theta, second.theta) and not torch.equal(first.theta, other.theta)
+
+
+def test_monitor_reports_progress_and_cancels():
+    seen = []
+    monitor = Monitor(progress=lambda fraction, message: seen.append(fraction), label="stage")
+    adam(quadratic, torch.zeros(6, dtype=torch.float64), SCALE, iterations=5, monitor=monitor)
+    assert seen == sorted(seen) and seen[-1] <= 1.0 and len(seen) == 5
+    with pytest.raises(Cancelled):
+        cma_es(quadratic, torch.zeros(6, dtype=torch.float64), SCALE, generations=5, monitor=Monitor(cancel=lambda: True))
+
+
+@pytest.fixture(scope="module")
+def sample_case():
+    ct, labels = load_sample()
+    spine = mask_from_labels(labels)
+    nominal = nominal_view("ap", mask_centroid_world(spine), SMALL.source_to_isocenter_mm)
+    theta = torch.tensor([2.0, -1.5, 2.5, 4.0, -3.0, 8.0], dtype=torch.float64)
+    truth = nominal.pose(theta)
+    image = render_drr(rendering_volume(ct, "hu"), SMALL, truth)
+    return ct, spine, nominal, truth, image
+
+
+def test_opt_recovers_a_known_pose(sample_case):
+    ct, spine, nominal, truth, image = sample_case
+    points = torch.nonzero(spine.data)[::200].flip(-1).double() @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    initial_error = float(mtre_mm(nominal.camera_from_world, truth, points))
+    fractions = []
+    result = register(ct, XRay(image, SMALL), initial_pose=nominal.camera_from_world, mask=spine, method="opt", device="cpu",
+                      progress=lambda fraction, message: fractions.append(fraction))
+    final_error = float(mtre_mm(result.camera_from_world, truth, points))
+    assert initial_error > 8.0
+    assert final_error < 1.0
+    assert result.similarity > 0.99 and result.iterations > 0
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+
+
+def test_register_cli_writes_result_and_fused_picture(sample_case, tmp_path):
+    _, _, nominal, _, image = sample_case
+    write_xray(tmp_path / "xray.mha", image, SMALL)
+    save_pose(tmp_path / "init.json", nominal.camera_from_world)
+    out, fused = tmp_path / "result.json", tmp_path / "fused.png"
+    code = main([
+        "register", "--ct", str(sample_ct_path()), "--xray", str(tmp_path / "xray.mha"), "--init", str(tmp_path / "init.json"),
+        "--mask", str(sample_vertebrae_path()), "--method", "opt-gc", "--out", str(out), "--fused", str(fused), "--device", "cpu", "--quiet",
+    ])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert {"matrix", "params", "method", "time_s", "similarity", "iterations", "converged"} <= set(result)
+    assert result["method"] == "opt-gc" and len(result["matrix"]) == 4
+    from PIL import Image
+
+    picture = Image.open(fused)
+    assert picture.size == (SMALL.cols, SMALL.rows) and picture.mode == "RGB"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["register", "--ct", "x", "--xray", "y", "--out", "z", "--method", "nonsense"])
+    assert exit_info.value.code == 2
