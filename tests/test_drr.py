@@ -272,3 +272,15 @@ def test_cuda_matches_cpu():
     cpu = Projector(volume, GEOMETRY, n_samples=64)(poses)
     gpu = Projector(volume, GEOMETRY, n_samples=64).cuda()(poses.cuda())
     assert torch.allclose(cpu, gpu.cpu(), atol=1e-4, rtol=1e-4)
+
+
+def test_nearby_poses_reuse_the_cached_slices():
+    volume = smooth_volume(8).to(torch.float32)
+    nominal = nominal_view("ap", volume.center_world, 650.0)
+    projector = Projector(volume, GEOMETRY, step_mm=1.0)
+    with torch.no_grad():
+        for offset in (0.0, 0.3, -0.4, 0.2):
+            projector(nominal.pose(torch.tensor([offset, -offset, offset, 1.0, 0.0, offset], dtype=torch.float64)))
+    assert len(projector._slice_cache) == 1
+    (planes,) = [key[1] for key in projector._slice_cache]
+    assert planes >= 1

@@ -6,8 +6,9 @@ Bad input prints one line naming the file or field and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -59,6 +60,21 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
 
 
+@contextlib.contextmanager
+def _progress_bar(description: str, quiet: bool) -> Iterator[Callable[[float, str], None]]:
+    """A tqdm bar driven by ``update(fraction, message)`` callbacks (the engine's progress protocol)."""
+    from tqdm import tqdm
+
+    with tqdm(total=1000, desc=description, disable=quiet, bar_format="{l_bar}{bar}| {postfix}") as bar:
+
+        def update(fraction: float, message: str) -> None:
+            bar.n = round(1000 * min(max(fraction, 0.0), 1.0))
+            bar.set_postfix_str(message)
+            bar.refresh()
+
+        yield update
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -98,8 +114,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from .io import read_ct, read_label_map, write_volume
     from .segment import segment_spine, spine_from_labels
 
@@ -110,13 +124,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         mask = spine_from_labels(labels, ids) if ids else spine_from_labels(labels)
     else:
         ct = read_ct(args.ct)
-        with tqdm(total=100, desc="segmenting spine", unit="%", disable=args.quiet) as bar:
-
-            def progress(fraction: float, message: str) -> None:
-                bar.set_postfix_str(message)
-                bar.n = round(100 * fraction)
-                bar.refresh()
-
+        with _progress_bar("segmenting spine", args.quiet) as progress:
             mask = segment_spine(ct, progress=progress)
     write_volume(args.out, mask)
     voxels = int(mask.data.count_nonzero())
@@ -141,8 +149,6 @@ def _parse_ids(text: str) -> list[int]:
 def _cmd_register(args: argparse.Namespace) -> int:
     import json
 
-    from tqdm import tqdm
-
     from .atomic import atomic_path
     from .geometry import load_pose
     from .io import read_ct, read_xray
@@ -152,12 +158,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
     ct = read_ct(args.ct)
     xray = read_xray(args.xray, geometry=geometry)
     initial_pose = load_pose(args.init) if args.init else None
-    with tqdm(total=1000, desc=f"sopi register ({args.method})", disable=args.quiet, bar_format="{l_bar}{bar}| {postfix}") as bar:
-
-        def progress(fraction: float, message: str) -> None:
-            bar.n = round(1000 * fraction)
-            bar.set_postfix_str(message)
-
+    with _progress_bar(f"sopi register ({args.method})", args.quiet) as progress:
         result = register(
             ct, xray, initial_pose=initial_pose, view=None if args.init else args.view, mask=args.mask,
             auto_mask=args.auto_mask, method=args.method, device=resolve_device(args.device), seed=args.seed,
@@ -177,22 +178,14 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from .benchmark import run_benchmark
 
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
-    with tqdm(total=args.cases * len(methods), desc="sopi benchmark", disable=args.quiet) as bar:
-
-        def progress(done: int, total: int, message: str) -> None:
-            bar.n = done
-            bar.set_postfix_str(message)
-            bar.refresh()
-
+    with _progress_bar("sopi benchmark", args.quiet) as update:
         written = run_benchmark(
             args.ct, args.mask, args.out, methods=methods, protocol=args.protocol, cases=args.cases, seed=args.seed,
             realistic=args.realistic, view=args.view, geometry=_geometry(args), device=resolve_device(args.device),
-            progress=progress,
+            progress=lambda done, total, message: update(done / total, message),
         )
     for path in written:
         print(f"wrote {path}")

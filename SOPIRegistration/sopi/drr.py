@@ -177,9 +177,9 @@ class Projector(nn.Module):
         span = float(self.box_high[axis] - self.box_low[axis])
         if self.n_samples:
             planes = self.n_samples
-        else:  # enough planes that every ray's step is at most step_mm
+        else:  # enough planes that every ray's step is at most step_mm, rounded up to a few cached counts
             mm_per_unit = self.ray_length_mm / along.detach().abs()
-            planes = max(1, math.ceil(span * float(mm_per_unit.max()) / self.step_mm))
+            planes = _plane_ladder(math.ceil(span * float(mm_per_unit.max()) / self.step_mm))
         slope = direction[..., [w_axis, h_axis]] / along[..., None]  # (b, P, 2): in-plane change per unit along axis
         intercept = origin[:, None, [w_axis, h_axis]] - origin[:, None, axis, None] * slope  # in-plane point at axis = 0
         sample_mm = self.ray_length_mm * (span / planes) / along.abs()  # (b, P) step between planes along each ray
@@ -265,6 +265,17 @@ class _PlaneSweep(torch.autograd.Function):
         coefficients = torch.stack([torch.ones_like(positions), positions])  # (2, n)
         reduced = (coefficients @ grad_grid.reshape(planes, -1)).reshape(2, -1, 2)
         return (grad_slices if ctx.needs_input_grad[0] else None), None, reduced[0], reduced[1], None
+
+
+def _plane_ladder(needed: int) -> int:
+    """The smallest count ``round(8 * 2 ** (k / 8)) >= needed`` (steps of about 9 %).
+
+    The count needed depends on the pose; rounding it up to this ladder lets nearby
+    poses share cached blended slices (and only makes the steps smaller).
+    """
+    if needed <= 8:
+        return max(1, needed)
+    return round(8 * 2 ** (math.ceil(8 * math.log2(needed / 8) - 1e-9) / 8))
 
 
 def _blended_slices(data: torch.Tensor, dim: int, positions: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,83 @@
+"""Benchmark metrics against hand-computed values; a tiny end-to-end run; realism effects."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from sopi.augment import bone_contrast_attenuation, detector_effects, draw_realism
+from sopi.benchmark import case_metrics, run_benchmark
+from sopi.geometry import CArmGeometry, nominal_view
+from sopi.report import summarise
+from sopi.sample_data import sample_ct_path, sample_vertebrae_path
+
+GEOMETRY = CArmGeometry(1000.0, 100, 100, (1.0, 1.0), source_to_isocenter_mm=600.0)
+
+
+def test_case_metrics_by_hand():
+    nominal = nominal_view("ap", torch.tensor([10.0, 20.0, 30.0], dtype=torch.float64), 600.0)
+    truth_theta = torch.tensor([1.0, -2.0, 0.5, 3.0, 1.0, -2.0], dtype=torch.float64)
+    # a pure in-plane shift of the CT by (2, 1, 0) mm in the isocentric frame after the true rotation
+    truth = nominal.pose(truth_theta)
+    shift = torch.eye(4, dtype=torch.float64)
+    shift[:3, 3] = torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64)
+    estimate = shift @ truth  # moves every point by (2, 1, 0) mm in camera axes
+    points = torch.tensor([[10.0, 20.0, 30.0], [40.0, 20.0, 30.0]], dtype=torch.float64)
+    metrics = case_metrics(estimate, truth, nominal, GEOMETRY, points)
+    assert metrics.mtre_mm == pytest.approx(5**0.5)
+    assert metrics.translation_at_isocenter_mm == pytest.approx(5**0.5)
+    assert metrics.rotation_deg == pytest.approx(0.0, abs=1e-6)
+    assert metrics.paper_rotation_deg == pytest.approx(0.0, abs=1e-6)
+    assert metrics.paper_translation_mm == pytest.approx(3.0)  # |2| + |1| + |0|
+    assert metrics.failed  # the paper fails a case at or above 3
+    # at the isocentre the detector magnification is sdd / source-to-isocentre
+    centre_only = case_metrics(estimate, truth, nominal, GEOMETRY, points[:1])
+    depth = float((truth[:3, :3] @ points[0] + truth[:3, 3])[2])
+    assert centre_only.projection_distance_mm == pytest.approx(5**0.5 * 1000.0 / depth, rel=1e-9)
+
+
+def test_summarise_by_hand():
+    rows = [
+        {"method": "m", "paper_rotation_deg": r, "paper_translation_mm": t, "rotation_deg": r, "translation_at_isocenter_mm": t,
+         "mtre_mm": e, "projection_distance_mm": e, "time_s": 1.0, "failed": r >= 3 or t >= 3}
+        for r, t, e in [(1.0, 1.0, 0.5), (4.0, 1.0, 3.0), (1.0, 5.0, 12.0), (2.0, 2.0, 1.0)]
+    ]
+    summary = summarise(rows)["m"]
+    assert summary["failure_rate"] == pytest.approx(0.5)
+    assert summary["success_2mm"] == pytest.approx(0.5)
+    assert summary["success_10mm"] == pytest.approx(0.75)
+    assert summary["paper_rotation_deg_mean"] == pytest.approx(2.0)
+    assert summary["mtre_mm_median"] == pytest.approx(2.0)
+
+
+def test_realism_changes_images_reproducibly():
+    generator = torch.Generator().manual_seed(0)
+    draw = draw_realism(generator)
+    image = torch.linspace(0.0, 4.0, 64 * 64).reshape(64, 64)
+    first = detector_effects(image, draw, torch.Generator().manual_seed(1))
+    second = detector_effects(image, draw, torch.Generator().manual_seed(1))
+    assert torch.equal(first, second) and not torch.allclose(first, image, atol=1e-2)
+    hu = torch.tensor([-1000.0, 0.0, 1000.0])
+    boosted = bone_contrast_attenuation(hu, 0.5)
+    assert boosted[0] == 0 and boosted[2] / boosted[1] > 2.0 * 1.4  # bone gained contrast over water
+
+
+def test_a_tiny_benchmark_end_to_end(tmp_path):
+    written = run_benchmark(
+        sample_ct_path(), sample_vertebrae_path(), tmp_path, methods=["opt-gc"], protocol="paper", cases=2, seed=4,
+        geometry=CArmGeometry(1011.7, 64, 64, (3.2, 3.2), source_to_isocenter_mm=675.0),
+    )
+    names = {path.name for path in written}
+    assert {"results.csv", "report.md", "summary.json", "errors.png", "capture_range.png"} <= names
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert [row["method"] for row in rows] == ["Initial", "Initial", "opt-gc", "opt-gc"]
+    initial = rows[0]
+    # the Initial row's paper errors are the sums of the true offsets
+    offsets = [abs(float(initial[f"true_{name}"])) for name in ("rx_deg", "ry_deg", "rz_deg")]
+    assert float(initial["paper_rotation_deg"]) == pytest.approx(sum(offsets), rel=1e-6)
+    report = (tmp_path / "report.md").read_text()
+    assert "| Initial |" in report and "| opt-gc |" in report
+    assert json.loads((tmp_path / "summary.json").read_text())["settings"]["cases"] == 2
