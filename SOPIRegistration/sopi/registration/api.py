@@ -160,9 +160,9 @@ def _run_stage(problem: PoseProblem, stage: Stage, theta: torch.Tensor, seed: in
         return -problem.similarity(candidates, factor, stage.measure)
 
     if stage.optimizer == "cma-es":
-        return cma_es(loss, theta, scale, generations=stage.budget, population=stage.population, sigma=stage.sigma, seed=seed, monitor=monitor)
+        return cma_es(loss, theta, scale, generations=stage.budget, population=stage.population, sigma=stage.sigma, seed=seed, patience=stage.patience, monitor=monitor)
     if stage.optimizer == "adam":
-        return adam(loss, theta, scale, iterations=stage.budget, learning_rate=stage.learning_rate, monitor=monitor)
+        return adam(loss, theta, scale, iterations=stage.budget, learning_rate=stage.learning_rate, patience=stage.patience, monitor=monitor)
     if stage.optimizer == "powell":
         return powell(loss, theta, scale, evaluations=stage.budget, monitor=monitor)
     raise InputError(f"unknown optimizer {stage.optimizer!r}")
