@@ -104,3 +104,31 @@ def test_register_cli_writes_result_and_fused_picture(sample_case, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["register", "--ct", "x", "--xray", "y", "--out", "z", "--method", "nonsense"])
     assert exit_info.value.code == 2
+
+
+def two_basins(theta: torch.Tensor) -> torch.Tensor:
+    """A shallow minimum at theta = 0 (value 0.5) and a deep one at theta_0 = 6 (value 0)."""
+    first = theta[..., 0]
+    shallow = 0.5 + first.square() + theta[..., 1:].square().sum(-1)
+    deep = (first - 6.0).square() + theta[..., 1:].square().sum(-1)
+    return torch.minimum(shallow, deep)
+
+
+def test_multi_start_escapes_a_shallow_basin():
+    from sopi.registration.optimizers import multi_start
+
+    start, scale = torch.zeros(6, dtype=torch.float64), torch.ones(6, dtype=torch.float64)
+    run = lambda point: adam(two_basins, point, scale, iterations=300, learning_rate=0.1, patience=30)  # noqa: E731
+    single = run(start)
+    assert float(single.theta[0]) == pytest.approx(0.0, abs=0.05)  # stuck in the shallow basin
+    several = multi_start(run, start, scale, starts=8, spread=4.0, seed=0)
+    assert float(several.theta[0]) == pytest.approx(6.0, abs=0.05) and several.loss < 1e-3
+    assert several.iterations > single.iterations
+
+
+def test_cma_es_restarts_never_lose_the_best_point():
+    start, scale = torch.zeros(6, dtype=torch.float64), torch.ones(6, dtype=torch.float64)
+    once = cma_es(two_basins, start, scale, generations=15, population=8, sigma=0.3, seed=1)
+    restarted = cma_es(two_basins, start, scale, generations=15, population=8, sigma=0.3, seed=1, restarts=2)
+    assert restarted.loss <= once.loss
+    assert restarted.evaluations > once.evaluations

@@ -15,7 +15,7 @@ from ..io_xray import XRay
 from ..render import rendering_volume
 from ..volume import Volume
 from .methods import Stage, get_method
-from .optimizers import Monitor, adam, cma_es, powell
+from .optimizers import Monitor, adam, cma_es, multi_start, powell
 from .problem import PoseProblem, default_pivot
 
 __all__ = ["RegistrationResult", "register"]
@@ -159,10 +159,18 @@ def _run_stage(problem: PoseProblem, stage: Stage, theta: torch.Tensor, seed: in
     def loss(candidates: torch.Tensor) -> torch.Tensor:
         return -problem.similarity(candidates, factor, stage.measure)
 
-    if stage.optimizer == "cma-es":
-        return cma_es(loss, theta, scale, generations=stage.budget, population=stage.population, sigma=stage.sigma, seed=seed, patience=stage.patience, monitor=monitor)
-    if stage.optimizer == "adam":
-        return adam(loss, theta, scale, iterations=stage.budget, learning_rate=stage.learning_rate, patience=stage.patience, monitor=monitor)
-    if stage.optimizer == "powell":
-        return powell(loss, theta, scale, evaluations=stage.budget, monitor=monitor)
-    raise InputError(f"unknown optimizer {stage.optimizer!r}")
+    def optimize(start: torch.Tensor):
+        if stage.optimizer == "cma-es":
+            return cma_es(
+                loss, start, scale, generations=stage.budget, population=stage.population, sigma=stage.sigma, seed=seed,
+                patience=stage.patience, restarts=stage.restarts, monitor=monitor,
+            )
+        if stage.optimizer == "adam":
+            return adam(loss, start, scale, iterations=stage.budget, learning_rate=stage.learning_rate, patience=stage.patience, monitor=monitor)
+        if stage.optimizer == "powell":
+            return powell(loss, start, scale, evaluations=stage.budget, monitor=monitor)
+        raise InputError(f"unknown optimizer {stage.optimizer!r}")
+
+    if stage.starts > 1:
+        return multi_start(optimize, theta, scale, starts=stage.starts, seed=seed)
+    return optimize(theta)

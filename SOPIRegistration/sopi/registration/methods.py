@@ -39,6 +39,8 @@ class Stage:
     population: int | None = None  # cma-es only
     sigma: float = 1.0  # cma-es only: initial step in normalised units
     patience: int = 15  # stop when the best value has not improved for this many iterations
+    starts: int = 1  # multi-start: the stage also runs from starts - 1 seeded points around its start
+    restarts: int = 0  # cma-es only: IPOP restarts with a doubled population
     learning_rate: float = 0.05  # adam only
 
     @property

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import Cancelled
 
-__all__ = ["Monitor", "OptimizerResult", "adam", "cma_es", "powell"]
+__all__ = ["Monitor", "OptimizerResult", "adam", "cma_es", "multi_start", "powell"]
 
 
 @dataclass
@@ -60,17 +60,32 @@ def cma_es(
     seed: int = 0,
     tolerance: float = 1e-4,
     patience: int = 8,
+    restarts: int = 0,
     monitor: Monitor | None = None,
 ) -> OptimizerResult:
     """CMA-ES (``cmaes`` package) with the whole population rendered in one batch.
 
     ``loss`` maps ``(P, 6)`` theta to ``(P,)`` values to minimise. Search is bounded to
-    ``start +- bound * scale``. Stops after ``generations``, when CMA-ES says so, or when
-    the best loss improved by less than ``tolerance`` over ``patience`` generations.
+    ``start +- bound * scale``. A run stops after ``generations``, when CMA-ES says so, or
+    when the best loss improved by less than ``tolerance`` over ``patience`` generations.
+    ``restarts`` more runs follow (IPOP: population doubled each time, restarted from the
+    best point so far); the best point over all runs is returned.
     """
+    monitor = monitor or Monitor()
+    best = _cma_run(loss, start, scale, generations, population, sigma, bound, seed, tolerance, patience, monitor)
+    size = best.evaluations // max(best.iterations, 1)
+    for restart in range(1, restarts + 1):
+        size *= 2
+        again = _cma_run(loss, best.theta, scale, generations, size, sigma, bound, seed + restart, tolerance, patience, monitor)
+        total_iterations, total_evaluations = best.iterations + again.iterations, best.evaluations + again.evaluations
+        best = again if again.loss < best.loss else best
+        best = OptimizerResult(best.theta, best.loss, total_iterations, total_evaluations, best.converged)
+    return best
+
+
+def _cma_run(loss, start, scale, generations, population, sigma, bound, seed, tolerance, patience, monitor) -> OptimizerResult:
     from cmaes import CMA
 
-    monitor = monitor or Monitor()
     dimension = start.numel()
     bounds = np.tile([[-bound, bound]], (dimension, 1)).astype(float)
     optimizer = CMA(mean=np.zeros(dimension), sigma=sigma, bounds=bounds, seed=seed, population_size=population)
@@ -162,3 +177,21 @@ def powell(
 
     result = minimize(objective, np.zeros(start.numel()), method="Powell", options={"maxfev": evaluations, "xtol": 1e-2, "ftol": tolerance})
     return OptimizerResult(start + torch.from_numpy(result.x) * scale, float(result.fun), int(result.nit), count, bool(result.success))
+
+
+def multi_start(
+    optimize: Callable[[torch.Tensor], OptimizerResult],
+    start: torch.Tensor,
+    scale: torch.Tensor,
+    *,
+    starts: int,
+    spread: float = 1.0,
+    seed: int = 0,
+) -> OptimizerResult:
+    """Run ``optimize(start_point)`` from ``start`` and ``starts - 1`` seeded points around it
+    (``start + N(0, spread) * scale``); return the best result (iterations summed)."""
+    generator = torch.Generator().manual_seed(seed)
+    points = [start] + [start + torch.randn(start.numel(), generator=generator, dtype=torch.float64) * spread * scale for _ in range(starts - 1)]
+    results = [optimize(point) for point in points]
+    best = min(results, key=lambda result: result.loss)
+    return OptimizerResult(best.theta, best.loss, sum(r.iterations for r in results), sum(r.evaluations for r in results), best.converged)
