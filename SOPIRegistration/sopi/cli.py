@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .device import resolve_device
 from .errors import Cancelled, InputError
 from .geometry import PRESETS, CArmGeometry
 
@@ -21,17 +22,6 @@ __all__ = ["main"]
 
 
 # --------------------------------------------------------------------------- shared options
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA GPU is available; use --device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise InputError(f"--device: expected auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
 
 
 def _add_geometry_options(parser: argparse.ArgumentParser, default_preset: str | None) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..device import resolve_device
 from ..errors import InputError
 from ..geometry import CArmGeometry, nominal_view, params_to_dict
 from ..io_xray import XRay
@@ -85,7 +86,6 @@ def register(
         progress: called with ``(fraction, message)`` between iterations.
         cancel: polled between iterations; returning True raises :class:`sopi.errors.Cancelled`.
     """
-    from ..cli import resolve_device
     from ..io import read_ct, read_label_map, read_xray
 
     stages = get_method(method)
@@ -109,7 +109,7 @@ def register(
         pivot = default_pivot(initial_pose, geometry)
     problem = PoseProblem(
         rendering_volume(ct_volume, "hu"), fixed.image, geometry, initial_pose.to(torch.float64), pivot,
-        mask=spine, device=resolve_device(str(device)), step_mm=step_mm,
+        mask=spine, device=resolve_device(device), step_mm=step_mm,
     )
     theta = torch.zeros(6, dtype=torch.float64)
     records, iterations, converged, similarity = [], 0, True, float("nan")
