@@ -96,6 +96,8 @@ def register(
     if tuple(fixed.image.shape) != geometry.shape:
         raise InputError(f"X-ray shape {tuple(fixed.image.shape)} does not match the geometry {geometry.shape}")
     spine = _spine_mask(ct_volume, mask, auto_mask, progress, cancel, read_label_map)
+    if spine is not None:  # label maps (vertebra ids) become a 0/1 mask
+        spine = spine.with_data((spine.data != 0).to(torch.uint8))
     if initial_pose is not None and view is not None:
         raise InputError("give either initial_pose or view, not both")
     if spine is not None:
