@@ -31,6 +31,14 @@ def atomic_path(path: str | Path) -> Iterator[str]:
         raise
 
 
+def write_json(path: str | Path, data: dict) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    import json
+
+    with atomic_path(path) as temporary:
+        Path(temporary).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

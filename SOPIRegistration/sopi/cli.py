@@ -11,7 +11,6 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import torch
 
 from . import __version__
 from .device import resolve_device
@@ -137,9 +136,7 @@ def _parse_ids(text: str) -> list[int]:
 
 
 def _cmd_register(args: argparse.Namespace) -> int:
-    import json
-
-    from .atomic import atomic_path
+    from .atomic import write_json
     from .geometry import load_pose
     from .io import read_ct, read_xray
     from .registration import register
@@ -154,8 +151,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
             auto_mask=args.auto_mask, method=args.method, device=resolve_device(args.device), seed=args.seed,
             progress=progress,
         )
-    with atomic_path(args.out) as temporary:
-        Path(temporary).write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    write_json(args.out, result.to_dict())
     print(f"wrote {args.out} (similarity {result.similarity:.4f}, {result.time_s:.1f} s)")
     if args.fused:
         from .fusion import write_fused_png

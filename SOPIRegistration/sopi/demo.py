@@ -54,9 +54,7 @@ def run_demo(out_dir: str | Path = "demo_output", device: torch.device | str = "
 
 def _registration_demo(out: Path, ct, spine, geometry: CArmGeometry, isocenter: torch.Tensor, device) -> list[Path]:
     """Simulate an X-ray at a random pose (paper protocol, seed 0), register it with ``opt``, report errors."""
-    import json
-
-    from .atomic import atomic_path
+    from .atomic import write_json
     from .benchmark import case_metrics, target_points
     from .fusion import write_fused_png
     from .io import write_xray
@@ -83,8 +81,7 @@ def _registration_demo(out: Path, ct, spine, geometry: CArmGeometry, isocenter: 
     write_xray(out / "xray.mha", xray, geometry)
     save_pose(out / "gt.json", truth, note="true pose of xray.mha (the registration never saw it)")
     result_path = out / "result.json"
-    with atomic_path(result_path) as temporary:
-        Path(temporary).write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    write_json(result_path, result.to_dict())
     fused_path = out / "fused.png"
     write_fused_png(fused_path, xray, render_drr(volume, geometry, result.camera_from_world, device=device))
     return [out / "xray.mha", out / "gt.json", result_path, fused_path]

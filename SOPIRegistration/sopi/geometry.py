@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import write_json
 from .errors import InputError
 
 __all__ = [
@@ -172,7 +173,7 @@ class CArmGeometry:
 
     def save(self, path: str | Path) -> None:
         """Write the geometry JSON file (atomically)."""
-        _write_json(path, self.to_dict())
+        write_json(path, self.to_dict())
 
     @classmethod
     def preset(cls, name: str) -> CArmGeometry:
@@ -369,7 +370,7 @@ def load_pose(path: str | Path) -> torch.Tensor:
 
 def save_pose(path: str | Path, camera_from_world: torch.Tensor, **extra) -> None:
     """Write ``{"matrix": ..., **extra}`` atomically."""
-    _write_json(path, {"matrix": camera_from_world.detach().to(torch.float64).cpu().tolist(), **extra})
+    write_json(path, {"matrix": camera_from_world.detach().to(torch.float64).cpu().tolist(), **extra})
 
 
 def _read_json(path: str | Path) -> dict:
@@ -383,10 +384,3 @@ def _read_json(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object")
     return data
-
-
-def _write_json(path: str | Path, data: dict) -> None:
-    from .atomic import atomic_path
-
-    with atomic_path(path) as temporary:
-        Path(temporary).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

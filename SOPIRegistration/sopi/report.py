@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_json
 
 __all__ = ["summarise", "table_markdown", "write_report"]
 
@@ -72,8 +71,7 @@ def write_report(rows: list[dict], out: Path, settings: dict) -> list[Path]:
     with atomic_path(report) as temporary:
         Path(temporary).write_text(text, encoding="utf-8")
     summary_path = out / "summary.json"
-    with atomic_path(summary_path) as temporary:
-        Path(temporary).write_text(json.dumps({"settings": settings, "summary": summary}, indent=2) + "\n", encoding="utf-8")
+    write_json(summary_path, {"settings": settings, "summary": summary})
     return [report, summary_path, *_plots(rows, out)]
 
 

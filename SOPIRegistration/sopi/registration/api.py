@@ -93,8 +93,6 @@ def register(
     ct_volume = ct if isinstance(ct, Volume) else read_ct(ct)
     fixed = xray if isinstance(xray, XRay) else read_xray(xray, geometry=geometry)
     geometry = geometry or fixed.geometry
-    if tuple(fixed.image.shape) != geometry.shape:
-        raise InputError(f"X-ray shape {tuple(fixed.image.shape)} does not match the geometry {geometry.shape}")
     spine = _spine_mask(ct_volume, mask, auto_mask, progress, cancel, read_label_map)
     if spine is not None:  # label maps (vertebra ids) become a 0/1 mask
         spine = spine.with_data((spine.data != 0).to(torch.uint8))

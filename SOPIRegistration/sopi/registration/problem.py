@@ -62,6 +62,10 @@ class PoseProblem:
         if tuple(self.xray.shape) != self.geometry.shape:
             raise InputError(f"X-ray shape {tuple(self.xray.shape)} does not match the geometry {self.geometry.shape}")
         self.reference = NominalView(self.initial_pose.to(torch.float64).cpu(), self.pivot_world.to(torch.float64).cpu(), "initial")
+        # one voxel tensor for every level: the CT, and the mask as a second channel
+        self._channels = self.volume if self.mask is None else self.volume.with_data(
+            torch.stack([self.volume.data, self.mask.data.to(self.volume.data)])
+        )
 
     def pose(self, theta: torch.Tensor) -> torch.Tensor:
         """``camera_from_world`` for ``theta`` relative to the initial pose."""
@@ -71,9 +75,8 @@ class PoseProblem:
         """Projector and fixed image on the detector downsampled by ``factor``."""
         if factor not in self._levels:
             rows, cols = -(-self.geometry.rows // factor), -(-self.geometry.cols // factor)
-            volume = self.volume if self.mask is None else self.volume.with_data(torch.stack([self.volume.data, self.mask.data.to(self.volume.data)]))
             step = min(3.0, self.step_mm * factor)
-            projector = Projector(volume, self.geometry.resized(rows, cols), step_mm=step).to(self.device)
+            projector = Projector(self._channels, self.geometry.resized(rows, cols), step_mm=step).to(self.device)
             fixed = resize_image(self.xray.to(torch.float32), (rows, cols)).to(self.device)
             self._levels[factor] = _Level(projector, fixed)
         return self._levels[factor]
@@ -90,12 +93,6 @@ class PoseProblem:
             weights = torch.where(weights.sum(dim=(-2, -1), keepdim=True) > 0, weights, torch.ones_like(weights))
         fixed = level.fixed.expand_as(rendered)
         return SIMILARITIES[measure](fixed, rendered, weights).to(torch.float64).cpu()
-
-    def render(self, theta: torch.Tensor, factor: int = 1) -> torch.Tensor:
-        """The DRR ``(rows, cols)`` at ``theta`` (no gradient), CT channel only."""
-        with torch.no_grad():
-            image = self.level(factor).projector(self.pose(theta.reshape(1, 6).to(torch.float64)).to(self.device))[0]
-        return (image[0] if self.mask is not None else image).cpu()
 
 
 def _dilate(mask: torch.Tensor, radius_px: int) -> torch.Tensor:
