@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .preprocess import hu_to_attenuation
 
-__all__ = ["bone_contrast_attenuation", "detector_effects", "draw_realism"]
+__all__ = ["bone_contrast_attenuation", "detector_effects", "detector_effects_batch", "draw_realism"]
 
 
 def draw_realism(generator: torch.Generator) -> dict[str, float]:
@@ -39,15 +39,31 @@ def bone_contrast_attenuation(hu: torch.Tensor, bone_gain: float) -> torch.Tenso
 
 def detector_effects(line_integrals: torch.Tensor, draw: dict[str, float], generator: torch.Generator) -> torch.Tensor:
     """Noise, blur and non-linearity applied to a ``(rows, cols)`` DRR (returns float32 line integrals)."""
-    photons = draw["photons"]
-    counts = torch.poisson(photons * torch.exp(-line_integrals.to(torch.float64)), generator=generator)
-    sigma = draw["blur_px"]
-    radius = max(1, math.ceil(3 * sigma))
+    parameters = [torch.tensor([draw[key]], dtype=torch.float64) for key in ("photons", "blur_px", "gamma")]
+    return detector_effects_batch(line_integrals[None], *parameters, generator)[0]
+
+
+def detector_effects_batch(
+    line_integrals: torch.Tensor,
+    photons: torch.Tensor,
+    blur_px: torch.Tensor,
+    gamma: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """:func:`detector_effects` on ``(B, rows, cols)`` images with per-image ``(B,)`` parameters (CPU generator)."""
+    batch = line_integrals.shape[0]
+    photons = photons.to(torch.float64).reshape(batch, 1, 1)
+    expected = (photons * torch.exp(-line_integrals.detach().to(torch.float64).cpu())).clamp(max=1e12)
+    counts = torch.poisson(expected, generator=generator)
+    sigma = blur_px.to(torch.float64).reshape(batch, 1).clamp(min=1e-3)
+    radius = max(1, math.ceil(3 * float(sigma.max())))
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    kernel = torch.exp(-offsets.square() / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    blurred = F.pad(counts[None, None], (radius, radius, radius, radius), mode="replicate")
-    blurred = F.conv2d(F.conv2d(blurred, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))[0, 0]
+    kernels = torch.exp(-offsets.square() / (2 * sigma**2))
+    kernels = (kernels / kernels.sum(dim=1, keepdim=True))[:, None, None]  # (B, 1, 1, taps)
+    blurred = F.pad(counts[None], (radius, radius, radius, radius), mode="replicate")
+    blurred = F.conv2d(blurred, kernels, groups=batch)
+    blurred = F.conv2d(blurred, kernels.transpose(-1, -2), groups=batch)[0]
     integrals = -torch.log(blurred.clamp(min=0.5) / photons)
-    peak = float(integrals.max().clamp(min=1e-6))
-    return (peak * (integrals.clamp(min=0) / peak) ** draw["gamma"]).to(torch.float32)
+    peak = integrals.amax(dim=(-2, -1), keepdim=True).clamp(min=1e-6)
+    shaped = peak * (integrals.clamp(min=0) / peak) ** gamma.to(torch.float64).reshape(batch, 1, 1)
+    return shaped.to(torch.float32).to(line_integrals.device)

@@ -20,6 +20,7 @@ from .atomic import atomic_path
 from .distances import mean_projection_distance_mm, mtre_mm, paper_errors, rotation_angle_deg, translation_error_mm
 from .geometry import PARAM_NAMES, CArmGeometry, NominalView, nominal_view
 from .io import read_ct, read_label_map
+from .errors import InputError
 from .io_xray import XRay
 from .protocols import get_protocol
 from .volume import Volume
@@ -109,6 +110,7 @@ def run_benchmark(
     realistic: bool = False,
     view: str = "ap",
     geometry: CArmGeometry | None = None,
+    model: str | Path | None = None,
     device: torch.device | str = "cpu",
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[Path]:
@@ -117,8 +119,14 @@ def run_benchmark(
     from .report import write_report
     from .segment import mask_centroid_world
 
+    from .nets.model_file import load_model
+    from .registration.methods import needs_model
+
     for method in methods:
         get_method(method)  # unknown names fail before any work
+    if any(needs_model(method) for method in methods) and model is None:
+        raise InputError(f"methods {', '.join(m for m in methods if needs_model(m))} need a trained model (--model)")
+    network = load_model(model, device=device) if model is not None else None
     geometry = geometry or CArmGeometry.preset("perlove-plx118f")
     ct = read_ct(ct_path)
     spine = read_label_map(mask_path, reference=ct)
@@ -136,7 +144,7 @@ def run_benchmark(
             truth = nominal.pose(theta)
             result = register(
                 ct, XRay(images[index], geometry), initial_pose=nominal.camera_from_world, mask=spine,
-                method=method, device=device, seed=seed + index,
+                method=method, model=network, device=device, seed=seed + index,
             )
             rows.append(
                 _row(method, index, theta, result.camera_from_world, truth, nominal, geometry, points, result.time_s, result.similarity, result.iterations)
@@ -154,6 +162,7 @@ def run_benchmark(
     settings = {
         "ct": str(ct_path), "mask": str(mask_path), "protocol": protocol, "cases": cases, "seed": seed,
         "realistic": realistic, "view": view, "geometry": geometry.to_dict(), "device": str(device),
+        "model": None if model is None else str(model),
     }
     return [csv_path, *write_report(rows, out, settings)]
 

@@ -15,12 +15,28 @@ from .errors import InputError
 from .io import read_ct, read_label_map
 from .volume import Volume
 
-__all__ = ["load_sample", "sample_ct_path", "sample_data_dir", "sample_vertebra_names", "sample_vertebrae_path"]
+__all__ = [
+    "load_sample", "models_dir", "sample_ct_path", "sample_data_dir", "sample_rtpi_model_path", "sample_vertebra_names",
+    "sample_vertebrae_path",
+]
 
 
 def sample_data_dir() -> Path:
     """``SOPIRegistration/Resources/SampleData`` (relative to this package)."""
     return Path(__file__).resolve().parent.parent / "Resources" / "SampleData"
+
+
+def models_dir() -> Path:
+    """``SOPIRegistration/Resources/Models``: trained networks shipped with the extension."""
+    return Path(__file__).resolve().parent.parent / "Resources" / "Models"
+
+
+def sample_rtpi_model_path() -> Path:
+    """The RTPI model trained for the sample CT (``rtpi_sample_ct.pt``, its ``.json`` and model card beside it)."""
+    path = models_dir() / "rtpi_sample_ct.pt"
+    if not path.is_file():
+        raise InputError(f"{path}: shipped model not found (it ships in SOPIRegistration/Resources/Models)")
+    return path
 
 
 def _existing(name: str) -> Path:

@@ -15,8 +15,9 @@ from ..geometry import CArmGeometry, nominal_view, params_to_dict
 from ..io_xray import XRay
 from ..render import rendering_volume
 from ..volume import Volume
-from .methods import Stage, get_method
-from .optimizers import Monitor, adam, cma_es, multi_start, powell
+from .methods import NetworkStage, Stage, get_method, needs_model
+from ..nets.model_file import LoadedModel, load_model
+from .optimizers import Monitor, OptimizerResult, adam, cma_es, multi_start, powell
 from .problem import PoseProblem, default_pivot
 
 __all__ = ["RegistrationResult", "register"]
@@ -65,6 +66,7 @@ def register(
     mask: Volume | str | Path | None = None,
     auto_mask: bool = False,
     method: str = "opt",
+    model: str | Path | LoadedModel | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
     step_mm: float = 1.0,
@@ -81,6 +83,9 @@ def register(
         mask: spine mask or label map on the CT grid (non-zero = spine); ``auto_mask``
             segments it. It sets the pivot and weights the similarity.
         method: a name from :data:`sopi.registration.METHODS`.
+        model: the trained network (file or :class:`sopi.nets.model_file.LoadedModel`) for
+            methods that use one (``rtpi``, ``rtpi+opt``); they also need the spine mask,
+            whose centroid is the isocentre the network was trained about.
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: seeds every random choice (CMA-ES samples).
         progress: called with ``(fraction, message)`` between iterations.
@@ -90,21 +95,27 @@ def register(
 
     stages = get_method(method)
     started = time.perf_counter()
+    network = _network(method, model, device)
     ct_volume = ct if isinstance(ct, Volume) else read_ct(ct)
     fixed = xray if isinstance(xray, XRay) else read_xray(xray, geometry=geometry)
     geometry = geometry or fixed.geometry
     spine = _spine_mask(ct_volume, mask, auto_mask, progress, cancel, read_label_map)
     if spine is not None:  # label maps (vertebra ids) become a 0/1 mask
         spine = spine.with_data((spine.data != 0).to(torch.uint8))
+    elif network is not None:
+        raise InputError(f"method {method!r} needs the spine mask (a mask file, or auto_mask / --auto-mask)")
     if initial_pose is not None and view is not None:
         raise InputError("give either initial_pose or view, not both")
+    if network is not None and view is not None and view != network.view:
+        raise InputError(f"{network.path.name} was trained for the {network.view!r} view, not {view!r}")
     if spine is not None:
         from ..segment import mask_centroid_world
 
         pivot = mask_centroid_world(spine)
     if initial_pose is None:
         center = pivot if spine is not None else ct_volume.center_world
-        initial_pose = nominal_view(view or "ap", center, geometry.source_to_isocenter_mm).camera_from_world
+        start_view = view or (network.view if network is not None else "ap")
+        initial_pose = nominal_view(start_view, center, geometry.source_to_isocenter_mm).camera_from_world
     if spine is None:
         pivot = default_pivot(initial_pose, geometry)
     problem = PoseProblem(
@@ -116,7 +127,10 @@ def register(
     for index, stage in enumerate(stages):
         monitor = Monitor(progress, cancel, index / len(stages), (index + 1) / len(stages), stage.label)
         stage_started = time.perf_counter()
-        outcome = _run_stage(problem, stage, theta, seed + index, monitor)
+        if isinstance(stage, NetworkStage):
+            outcome = _network_stage(problem, network, spine, fixed, monitor)
+        else:
+            outcome = _run_stage(problem, stage, theta, seed + index, monitor)
         theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged
         similarity = -outcome.loss
         records.append(
@@ -135,6 +149,30 @@ def register(
         pivot_world=pivot,
         stages=records,
     )
+
+
+def _network(method: str, model, device) -> LoadedModel | None:
+    kinds = needs_model(method)
+    if not kinds:
+        return None
+    if model is None:
+        raise InputError(f"method {method!r} needs a trained {'/'.join(sorted(kinds)).upper()} model (--model FILE.pt)")
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=resolve_device(device))
+    if loaded.kind not in kinds:
+        raise InputError(f"method {method!r} needs a {'/'.join(sorted(kinds))} model; {loaded.path} holds a {loaded.kind!r} model")
+    return loaded
+
+
+def _network_stage(problem: PoseProblem, network: LoadedModel, spine: Volume, fixed: XRay, monitor: Monitor):
+    """Ask the network for theta (relative to the problem's reference view); score it like the optimisers do."""
+    from ..nets.predict import check_geometry, rtpi_theta
+
+    monitor.report(0, 1)
+    check_geometry(network, problem.geometry)
+    estimate = rtpi_theta(network, problem.volume, spine, problem.reference, fixed.image)
+    with torch.no_grad():
+        score = float(problem.similarity(estimate[None], 2, "gc")[0])
+    return OptimizerResult(estimate, -score, 1, 1, True)
 
 
 def _spine_mask(ct, mask, auto_mask, progress, cancel, read_label_map) -> Volume | None:

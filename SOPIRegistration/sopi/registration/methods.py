@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ..errors import InputError
 
-__all__ = ["METHODS", "Stage", "get_method"]
+__all__ = ["METHODS", "NetworkStage", "Stage", "get_method", "needs_model"]
 
 
 @dataclass(frozen=True)
@@ -53,18 +53,38 @@ class Stage:
         return max(1, round(self.factor * detector_pixels / 256))
 
 
-METHODS: dict[str, tuple[Stage, ...]] = {
+@dataclass(frozen=True)
+class NetworkStage:
+    """A stage that asks a trained network for the pose (``kind`` names the network)."""
+
+    kind: str
+
+    @property
+    def label(self) -> str:
+        return self.kind
+
+
+_OPT = (
+    Stage("cma-es", "gc", 4, (4.0, 10.0), 40, population=16),
+    Stage("adam", "gc", 2, (1.0, 2.0), 60, learning_rate=0.1, patience=10),
+)
+
+METHODS: dict[str, tuple[Stage | NetworkStage, ...]] = {
     "opt-nccl": (Stage("cma-es", "nccl", 2, (2.67, 6.3), 60, population=12),),
     "opt-ngi": (Stage("cma-es", "ngi", 2, (2.67, 6.3), 60, population=12),),
     "opt-gc": (Stage("cma-es", "gc", 2, (2.67, 6.3), 60, population=12),),
-    "opt": (
-        Stage("cma-es", "gc", 4, (4.0, 10.0), 40, population=16),
-        Stage("adam", "gc", 2, (1.0, 2.0), 60, learning_rate=0.1, patience=10),
-    ),
+    "opt": _OPT,
+    "rtpi": (NetworkStage("rtpi"),),
+    "rtpi+opt": (NetworkStage("rtpi"), *_OPT),
 }
 
 
-def get_method(name: str) -> tuple[Stage, ...]:
+def needs_model(name: str) -> set[str]:
+    """The network kinds a method needs (empty for the classical methods)."""
+    return {stage.kind for stage in get_method(name) if isinstance(stage, NetworkStage)}
+
+
+def get_method(name: str) -> tuple[Stage | NetworkStage, ...]:
     """The stages of a named method; a clear error for unknown names."""
     try:
         return METHODS[name]

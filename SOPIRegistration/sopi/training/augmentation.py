@@ -1,0 +1,99 @@
+"""Make simulated DRRs look like real X-rays, per image, from a seeded generator.
+
+Applied to a batch rendered as two channels, soft tissue and bone (line integrals of
+the attenuation below and above the bone step, see :func:`split_bone`), so that bone
+contrast can change per image without re-rendering:
+
+1. bone contrast: ``soft + (1 + gain) * bone``, ``gain`` uniform in ``bone_gain``;
+2. detector physics (:func:`sopi.augment.detector_effects_batch`): Poisson noise at a
+   log-uniform photon count, Gaussian blur, gamma;
+3. collimation (probability ``collimation_p``): up to ``collimation_max`` of the image
+   on each side replaced by a flat shutter (the image's maximum or minimum);
+4. random erasing (probability ``erase_p``): a rectangle of 2-15 % of the image set to
+   the image mean;
+5. standardisation (zero mean, unit variance), then inversion (probability ``invert_p``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..augment import detector_effects_batch
+from ..nets.inputs import standardize_xray
+from ..preprocess import hu_to_attenuation
+from ..volume import Volume
+
+__all__ = ["AugmentSettings", "augment_xrays", "split_bone"]
+
+_BONE_HU = 250.0
+_BONE_WIDTH_HU = 50.0
+
+
+@dataclass
+class AugmentSettings:
+    """Ranges and probabilities of each augmentation (``enabled=False`` only standardises)."""
+
+    enabled: bool = True
+    bone_gain: tuple[float, float] = (-0.3, 0.5)
+    photons: tuple[float, float] = (3e3, 3e4)
+    blur_px: tuple[float, float] = (0.0, 1.0)
+    gamma: tuple[float, float] = (0.8, 1.25)
+    collimation_p: float = 0.3
+    collimation_max: float = 0.15
+    erase_p: float = 0.25
+    invert_p: float = 0.1
+
+    def to_dict(self) -> dict:
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+
+def split_bone(ct: Volume) -> Volume:
+    """Two-channel attenuation (1/mm): soft tissue and bone (a logistic step at 250 HU, 50 HU wide)."""
+    hu = ct.data.to(torch.float32)
+    attenuation = hu_to_attenuation(hu)
+    bone = attenuation * torch.sigmoid((hu - _BONE_HU) / _BONE_WIDTH_HU)
+    return ct.with_data(torch.stack([attenuation - bone, bone]))
+
+
+def _uniform(count: int, bounds: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    low, high = bounds
+    return low + (high - low) * torch.rand(count, generator=generator, dtype=torch.float64)
+
+
+def augment_xrays(channels: torch.Tensor, generator: torch.Generator, settings: AugmentSettings) -> torch.Tensor:
+    """``(B, 2, S, S)`` soft/bone line integrals -> ``(B, S, S)`` standardised, augmented images."""
+    soft, bone = channels[:, 0], channels[:, 1]
+    batch, rows, cols = soft.shape
+    if not settings.enabled:
+        return standardize_xray(soft + bone)
+    gain = _uniform(batch, settings.bone_gain, generator).to(soft).reshape(batch, 1, 1)
+    images = soft + (1.0 + gain) * bone
+    log_photons = _uniform(batch, (math.log(settings.photons[0]), math.log(settings.photons[1])), generator)
+    images = detector_effects_batch(
+        images, log_photons.exp(), _uniform(batch, settings.blur_px, generator), _uniform(batch, settings.gamma, generator), generator
+    )
+    images = images.clone()
+    for index in range(batch):
+        draws = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
+        if draws[0] < settings.collimation_p:
+            margins = (torch.rand(4, generator=generator, dtype=torch.float64) * settings.collimation_max).tolist()
+            top, bottom = round(margins[0] * rows), round(margins[1] * rows)
+            left, right = round(margins[2] * cols), round(margins[3] * cols)
+            shutter = images[index].max() if draws[1] < 0.5 else images[index].min()
+            inside = torch.zeros(rows, cols, dtype=torch.bool, device=images.device)
+            inside[top : rows - bottom, left : cols - right] = True
+            images[index] = torch.where(inside, images[index], shutter)
+        if draws[2] < settings.erase_p:
+            area, aspect, row_at, col_at = torch.rand(4, generator=generator, dtype=torch.float64).tolist()
+            area = (0.02 + 0.13 * area) * rows * cols
+            aspect = math.exp((aspect - 0.5) * math.log(9.0))  # 1/3 .. 3
+            height = max(1, min(rows, round(math.sqrt(area * aspect))))
+            width = max(1, min(cols, round(math.sqrt(area / aspect))))
+            top, left = int(row_at * (rows - height + 1)), int(col_at * (cols - width + 1))
+            images[index, top : top + height, left : left + width] = images[index].mean()
+    images = standardize_xray(images)
+    flip = torch.rand(batch, generator=generator, dtype=torch.float64) < settings.invert_p
+    return torch.where(flip.to(images.device).reshape(batch, 1, 1), -images, images)
