@@ -255,13 +255,16 @@ def _free_port() -> int:
         return handle.getsockname()[1]
 
 
-def test_two_gloo_processes_keep_identical_replicas(tmp_path):
+@pytest.mark.parametrize("network, sizes", [
+    ("rtpi", ["--xray-size", "32", "--ct-size", "8", "--width", "4"]),
+    ("fine", ["--image-size", "32", "--width", "4", "--branch-width", "8", "--embed-channels", "8"]),  # double backward under DDP
+])
+def test_two_gloo_processes_keep_identical_replicas(tmp_path, network, sizes):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}", "-m", "sopi", "train", "rtpi",
+        f"--master_port={_free_port()}", "-m", "sopi", "train", network,
         "--ct", str(sample_ct_path()), "--mask", str(sample_vertebrae_path()), "--out", str(tmp_path),
-        "--steps", "3", "--batch-size", "2", "--xray-size", "32", "--ct-size", "8", "--width", "4",
-        "--step-mm", "4", "--device", "cpu", "--quiet",
+        "--steps", "3", "--batch-size", "2", *sizes, "--step-mm", "4", "--device", "cpu", "--quiet",
     ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
@@ -272,7 +275,7 @@ def test_two_gloo_processes_keep_identical_replicas(tmp_path):
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     first, second = checkpoint["generators"]
     assert not torch.equal(first, second)  # the ranks drew different poses
-    load_model(tmp_path / "rtpi.pt")
+    assert load_model(tmp_path / f"{network}.pt").kind == network
 
 
 # --------------------------------------------------------------------------- use in register()

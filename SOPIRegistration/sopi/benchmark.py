@@ -111,6 +111,7 @@ def run_benchmark(
     view: str = "ap",
     geometry: CArmGeometry | None = None,
     model: str | Path | None = None,
+    fine_model: str | Path | None = None,
     device: torch.device | str = "cpu",
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[Path]:
@@ -124,9 +125,13 @@ def run_benchmark(
 
     for method in methods:
         get_method(method)  # unknown names fail before any work
-    if any(needs_model(method) for method in methods) and model is None:
-        raise InputError(f"methods {', '.join(m for m in methods if needs_model(m))} need a trained model (--model)")
+    given = {"rtpi": model, "fine": fine_model}
+    for method in methods:
+        for kind in sorted(needs_model(method)):
+            if given[kind] is None:
+                raise InputError(f"method {method} needs a trained {kind} model ({'--model' if kind == 'rtpi' else '--fine-model'})")
     network = load_model(model, device=device) if model is not None else None
+    fine_network = load_model(fine_model, device=device) if fine_model is not None else None
     geometry = geometry or CArmGeometry.preset("perlove-plx118f")
     ct = read_ct(ct_path)
     spine = read_label_map(mask_path, reference=ct)
@@ -144,7 +149,7 @@ def run_benchmark(
             truth = nominal.pose(theta)
             result = register(
                 ct, XRay(images[index], geometry), initial_pose=nominal.camera_from_world, mask=spine,
-                method=method, model=network, device=device, seed=seed + index,
+                method=method, model=network, fine_model=fine_network, device=device, seed=seed + index,
             )
             rows.append(
                 _row(method, index, theta, result.camera_from_world, truth, nominal, geometry, points, result.time_s, result.similarity, result.iterations)
@@ -162,7 +167,7 @@ def run_benchmark(
     settings = {
         "ct": str(ct_path), "mask": str(mask_path), "protocol": protocol, "cases": cases, "seed": seed,
         "realistic": realistic, "view": view, "geometry": geometry.to_dict(), "device": str(device),
-        "model": None if model is None else str(model),
+        "model": None if model is None else str(model), "fine_model": None if fine_model is None else str(fine_model),
     }
     return [csv_path, *write_report(rows, out, settings)]
 

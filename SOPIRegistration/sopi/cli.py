@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -149,7 +148,8 @@ def _cmd_register(args: argparse.Namespace) -> int:
     with _progress_bar(f"sopi register ({args.method})", args.quiet) as progress:
         result = register(
             ct, xray, initial_pose=initial_pose, view=None if args.init else args.view, mask=args.mask,
-            auto_mask=args.auto_mask, method=args.method, model=args.model, device=resolve_device(args.device),
+            auto_mask=args.auto_mask, method=args.method, model=args.model, fine_model=args.fine_model,
+            device=resolve_device(args.device),
             seed=args.seed, progress=progress,
         )
     write_json(args.out, result.to_dict())
@@ -171,43 +171,11 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     with _progress_bar("sopi benchmark", args.quiet) as update:
         written = run_benchmark(
             args.ct, args.mask, args.out, methods=methods, protocol=args.protocol, cases=args.cases, seed=args.seed,
-            realistic=args.realistic, view=args.view, geometry=_geometry(args), model=args.model,
+            realistic=args.realistic, view=args.view, geometry=_geometry(args), model=args.model, fine_model=args.fine_model,
             device=resolve_device(args.device), progress=lambda done, total, message: update(done / total, message),
         )
     for path in written:
         print(f"wrote {path}")
-    return 0
-
-
-def _cmd_train_rtpi(args: argparse.Namespace) -> int:
-    from .nets.rtpi import RTPIConfig
-    from .training.augmentation import AugmentSettings
-    from .training.cases import case_pairs, read_case_list
-    from .training.rtpi import RTPISettings, RTPITask
-    from .training.trainer import OptimSettings, train
-
-    pairs = read_case_list(args.data) if args.data else case_pairs(args.ct or [], args.mask or [])
-    geometry = _geometry(args)
-    config = RTPIConfig(
-        xray_size=args.xray_size, ct_size=args.ct_size, width=args.width, local_widths=(2 * args.width, 4 * args.width)
-    )
-    settings = RTPISettings(
-        batch_size=args.batch_size, alpha=args.alpha, beta=args.beta, lam=args.lam, protocol=args.protocol, view=args.view,
-        step_mm=args.step_mm, augment=AugmentSettings(enabled=not args.no_augment),
-    )
-    optim = OptimSettings(
-        steps=args.steps, optimizer=args.optimizer, base_lr=args.base_lr, max_lr=args.max_lr, seed=args.seed,
-        max_minutes=args.max_minutes,
-        checkpoint_every=args.checkpoint_every,
-    )
-    rank = int(os.environ.get("RANK", "0"))
-    with _progress_bar("sopi train rtpi", args.quiet or rank != 0) as progress:
-        summary = train(
-            lambda context: RTPITask(pairs, geometry, config, settings, context), args.out, optim,
-            model_name=args.name, resume=args.resume, device=args.device, progress=progress,
-        )
-    if rank == 0:
-        print(f"wrote {args.out / (args.name + '.pt')} ({summary['steps_done']} steps, {summary['train_time_s']:.0f} s)")
     return 0
 
 
@@ -278,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--mask", type=Path, help="spine mask or label map on the CT grid")
     masks.add_argument("--auto-mask", action="store_true", help="segment the spine automatically")
     reg.add_argument("--method", default="opt", choices=sorted(METHODS), help="registration method (default opt)")
-    reg.add_argument("--model", type=Path, help="trained network (.pt with its .json) for the rtpi methods")
+    reg.add_argument("--model", type=Path, help="trained RTPI network (.pt with its .json) for rtpi, rtpi+opt, sopi, sopi+opt")
+    reg.add_argument("--fine-model", type=Path, help="trained fine-registration encoders for fine, sopi, sopi+opt")
     reg.add_argument("--out", type=Path, required=True, help="result JSON")
     reg.add_argument("--fused", type=Path, help="also write the DRR at the result fused over the X-ray (PNG)")
     reg.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
@@ -295,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cases", type=int, default=50)
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--methods", default="opt", help="comma-separated method names (default opt)")
-    bench.add_argument("--model", type=Path, help="trained network (.pt with its .json) for the rtpi methods")
+    bench.add_argument("--model", type=Path, help="trained RTPI network (.pt with its .json) for rtpi, rtpi+opt, sopi, sopi+opt")
+    bench.add_argument("--fine-model", type=Path, help="trained fine-registration encoders for fine, sopi, sopi+opt")
     bench.add_argument("--out", type=Path, required=True, help="output folder")
     bench.add_argument("--realistic", action="store_true", help="add noise, blur, contrast and intensity changes to the simulated X-rays")
     bench.add_argument("--view", choices=("ap", "lateral"), default="ap")
@@ -304,52 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quiet", action="store_true")
     bench.set_defaults(run=_cmd_benchmark)
 
-    _add_train_parser(commands)
+    from .training.cli import add_train_parser
+
+    add_train_parser(commands)
 
     demo = commands.add_parser("demo", help="render DRRs of the bundled sample CT", description="AP and lateral DRRs of the sample CT.")
     demo.add_argument("--out", type=Path, default=Path("demo_output"))
     demo.add_argument("--device", default="auto")
     demo.set_defaults(run=_cmd_demo)
     return parser
-
-
-def _add_train_parser(commands) -> None:
-    trainer = commands.add_parser("train", help="train a network", description="Train a network on poses simulated online from CTs.")
-    networks = trainer.add_subparsers(dest="network", required=True, metavar="NETWORK")
-    rtpi = networks.add_parser(
-        "rtpi", help="the RTPI pose-initialisation network",
-        description="Train RTPI (paper eq. 5) on one CT (patient-specific) or many (population). "
-        "Scale out with: torchrun --nproc_per_node=N -m sopi train rtpi ...",
-    )
-    data = rtpi.add_argument_group("training data (give --ct/--mask pairs or --data)")
-    data.add_argument("--ct", type=Path, action="append", help="CT file or DICOM folder (repeat for several)")
-    data.add_argument("--mask", type=Path, action="append", help="its spine mask or label map (repeat, one per --ct)")
-    data.add_argument("--data", type=Path, help="CSV with columns ct,mask, or a folder of sub-folders with ct.* and mask.*")
-    rtpi.add_argument("--out", type=Path, required=True, help="output folder (model, checkpoint, log.csv, loss.png)")
-    rtpi.add_argument("--name", default="rtpi", help="model file name without extension (default rtpi)")
-    rtpi.add_argument("--steps", type=int, default=2000, help="training steps (default 2000)")
-    rtpi.add_argument("--max-minutes", type=float, help="stop and save after this much wall time")
-    rtpi.add_argument("--batch-size", type=int, default=16)
-    rtpi.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="sgd (momentum 0.9, the paper's) or adam")
-    rtpi.add_argument("--base-lr", type=float, default=1e-3, help="cyclic learning rate low end (default 1e-3)")
-    rtpi.add_argument("--max-lr", type=float, default=1e-2, help="cyclic learning rate high end (default 1e-2)")
-    rtpi.add_argument("--alpha", type=float, default=1.0, help="weight of the gradient-difference term (default 1)")
-    rtpi.add_argument("--beta", type=float, default=1.0, help="weight of the parameter MSE (default 1)")
-    rtpi.add_argument("--lam", type=float, default=0.01, help="weight of the L2 regulariser (default 0.01)")
-    rtpi.add_argument("--protocol", default="wide", help="pose distribution (default wide)")
-    rtpi.add_argument("--view", choices=("ap", "lateral"), default="ap")
-    rtpi.add_argument("--xray-size", type=int, default=64, help="X-ray input edge in pixels (default 64)")
-    rtpi.add_argument("--ct-size", type=int, default=64, help="CT cube edge in voxels (default 64)")
-    rtpi.add_argument("--width", type=int, default=32, help="2D branch channels (default 32)")
-    rtpi.add_argument("--step-mm", type=float, default=2.0, help="ray-marching step of training renders (default 2)")
-    rtpi.add_argument("--no-augment", action="store_true", help="train on clean DRRs")
-    rtpi.add_argument("--checkpoint-every", type=int, default=100)
-    rtpi.add_argument("--resume", action="store_true", help="continue the run saved in --out/checkpoint.pt")
-    rtpi.add_argument("--seed", type=int, default=0)
-    rtpi.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    rtpi.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_geometry_options(rtpi, default_preset="perlove-plx118f")
-    rtpi.set_defaults(run=_cmd_train_rtpi)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

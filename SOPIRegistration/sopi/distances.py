@@ -12,6 +12,7 @@ from .geometry import CArmGeometry, project_points, transform_points
 
 __all__ = [
     "double_geodesic_mm",
+    "geodesic_gradient",
     "geodesic_se3",
     "mean_projection_distance_mm",
     "mtre_mm",
@@ -110,6 +111,28 @@ def geodesic_se3(pose_a: torch.Tensor, pose_b: torch.Tensor) -> torch.Tensor:
     """
     angle = so3_log(pose_a[..., :3, :3].transpose(-1, -2) @ pose_b[..., :3, :3]).norm(dim=-1)
     return torch.sqrt(2.0 * angle.square() + (pose_a[..., :3, 3] - pose_b[..., :3, 3]).square().sum(-1))
+
+
+def geodesic_gradient(theta: torch.Tensor, theta_target: torch.Tensor) -> torch.Tensor:
+    """Gradient (..., 6) of ``geodesic_se3(A(theta), A(theta_target))^2 / 2`` with respect to the paper's
+    parameters ``theta`` (per deg and per mm), ``A`` = :func:`sopi.geometry.paper_matrix`.
+
+    The distance is :func:`geodesic_se3` written out (``2 angle^2 + |t - t_target|^2``, the
+    metric the paper takes from geomstats) and differentiated by autograd in float64, so
+    it is exact and fast; ``tests/test_fine.py`` checks it against finite differences of
+    geomstats' own distance. The translation part is ``t - t_target``; the rotation
+    part depends on the rotations only.
+    """
+    from .geometry import paper_matrix
+
+    with torch.enable_grad():
+        current = theta.detach().to(torch.float64).requires_grad_(True)
+        target = paper_matrix(theta_target.detach().to(torch.float64))
+        moving = paper_matrix(current)
+        relative = moving[..., :3, :3].transpose(-1, -2) @ target[..., :3, :3]
+        squared = 2.0 * so3_log(relative).square().sum(-1) + (moving[..., :3, 3] - target[..., :3, 3]).square().sum(-1)
+        (gradient,) = torch.autograd.grad(0.5 * squared.sum(), current)
+    return gradient.to(theta.dtype)
 
 
 def double_geodesic_mm(pose_a: torch.Tensor, pose_b: torch.Tensor, radius_mm: float) -> torch.Tensor:

@@ -16,7 +16,8 @@ from .io import read_ct, read_label_map
 from .volume import Volume
 
 __all__ = [
-    "load_sample", "models_dir", "sample_ct_path", "sample_data_dir", "sample_rtpi_model_path", "sample_vertebra_names",
+    "load_sample", "models_dir", "sample_ct_path", "sample_data_dir", "sample_fine_model_path", "sample_rtpi_model_path",
+    "sample_vertebra_names",
     "sample_vertebrae_path",
 ]
 
@@ -34,6 +35,14 @@ def models_dir() -> Path:
 def sample_rtpi_model_path() -> Path:
     """The RTPI model trained for the sample CT (``rtpi_sample_ct.pt``, its ``.json`` and model card beside it)."""
     path = models_dir() / "rtpi_sample_ct.pt"
+    if not path.is_file():
+        raise InputError(f"{path}: shipped model not found (it ships in SOPIRegistration/Resources/Models)")
+    return path
+
+
+def sample_fine_model_path() -> Path:
+    """The fine-registration encoders trained for the sample CT (``fine_sample_ct.pt``, with ``.json`` and card)."""
+    path = models_dir() / "fine_sample_ct.pt"
     if not path.is_file():
         raise InputError(f"{path}: shipped model not found (it ships in SOPIRegistration/Resources/Models)")
     return path

@@ -48,7 +48,11 @@ def ct_cube(attenuation: Volume, view: NominalView, size: int, side_mm: float, m
 
 
 def standardize_xray(images: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Zero mean, unit variance per image over the last two dims (``(..., rows, cols)``)."""
+    """Zero mean, unit variance per image over the last two dims (``(..., rows, cols)``).
+
+    ``sqrt(var + eps^2)`` keeps the gradient finite for a blank image (a spine-only DRR
+    with the spine out of view), where the gradient of ``std`` is 0 / 0.
+    """
     mean = images.mean(dim=(-2, -1), keepdim=True)
-    std = images.std(dim=(-2, -1), keepdim=True)
-    return (images - mean) / (std + eps)
+    spread = (images.var(dim=(-2, -1), keepdim=True) + eps * eps).sqrt()
+    return (images - mean) / spread

@@ -23,8 +23,8 @@ from ..geometry import CArmGeometry
 
 __all__ = ["LoadedModel", "load_model", "model_paths", "save_model", "sha256_of"]
 
-#: Network kinds a model file may hold, with their (network class, config class) factories.
-_KINDS = {"rtpi"}
+#: Network kinds a model file may hold (built by ``_build``).
+_KINDS = {"rtpi", "fine"}
 
 
 @dataclass
@@ -103,6 +103,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedMo
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"model: {weights_path} does not match the configuration in {json_path.name}: {first_line}") from None
     geometry = CArmGeometry.from_dict(metadata["geometry"], source=f"{json_path} geometry")
+    network.requires_grad_(False)  # inference: gradients flow to poses, never into the weights
     return LoadedModel(kind, network.to(device).eval(), geometry, str(metadata["view"]), metadata, weights_path)
 
 
@@ -113,4 +114,8 @@ def _build(kind: str, config: dict, source: Path) -> nn.Module:
         from .rtpi import RTPI, RTPIConfig
 
         return RTPI(RTPIConfig.from_dict(config, source=f"{source} config"))
+    if kind == "fine":
+        from .encoder import EncoderConfig, FineNet
+
+        return FineNet(EncoderConfig.from_dict(config, source=f"{source} config"))
     raise InputError(f"model: unknown kind {kind!r}")  # pragma: no cover - _KINDS guards it

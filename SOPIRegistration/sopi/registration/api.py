@@ -15,7 +15,7 @@ from ..geometry import CArmGeometry, nominal_view, params_to_dict
 from ..io_xray import XRay
 from ..render import rendering_volume
 from ..volume import Volume
-from .methods import NetworkStage, Stage, get_method, needs_model
+from .methods import FineStage, NetworkStage, Stage, get_method, needs_model
 from ..nets.model_file import LoadedModel, load_model
 from .optimizers import Monitor, OptimizerResult, adam, cma_es, multi_start, powell
 from .problem import PoseProblem, default_pivot
@@ -67,6 +67,7 @@ def register(
     auto_mask: bool = False,
     method: str = "opt",
     model: str | Path | LoadedModel | None = None,
+    fine_model: str | Path | LoadedModel | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
     step_mm: float = 1.0,
@@ -83,9 +84,11 @@ def register(
         mask: spine mask or label map on the CT grid (non-zero = spine); ``auto_mask``
             segments it. It sets the pivot and weights the similarity.
         method: a name from :data:`sopi.registration.METHODS`.
-        model: the trained network (file or :class:`sopi.nets.model_file.LoadedModel`) for
-            methods that use one (``rtpi``, ``rtpi+opt``); they also need the spine mask,
-            whose centroid is the isocentre the network was trained about.
+        model: the trained RTPI network (file or :class:`sopi.nets.model_file.LoadedModel`)
+            for the methods that use one (``rtpi``, ``rtpi+opt``, ``sopi``, ``sopi+opt``).
+        fine_model: the trained fine-registration encoders (``fine``, ``sopi``, ``sopi+opt``).
+            Learned methods need the spine mask: its centroid is the isocentre the networks
+            were trained about.
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: seeds every random choice (CMA-ES samples).
         progress: called with ``(fraction, message)`` between iterations.
@@ -95,26 +98,27 @@ def register(
 
     stages = get_method(method)
     started = time.perf_counter()
-    network = _network(method, model, device)
+    networks = _networks(method, {"rtpi": model, "fine": fine_model}, device)
     ct_volume = ct if isinstance(ct, Volume) else read_ct(ct)
     fixed = xray if isinstance(xray, XRay) else read_xray(xray, geometry=geometry)
     geometry = geometry or fixed.geometry
     spine = _spine_mask(ct_volume, mask, auto_mask, progress, cancel, read_label_map)
     if spine is not None:  # label maps (vertebra ids) become a 0/1 mask
         spine = spine.with_data((spine.data != 0).to(torch.uint8))
-    elif network is not None:
+    elif networks:
         raise InputError(f"method {method!r} needs the spine mask (a mask file, or auto_mask / --auto-mask)")
     if initial_pose is not None and view is not None:
         raise InputError("give either initial_pose or view, not both")
-    if network is not None and view is not None and view != network.view:
-        raise InputError(f"{network.path.name} was trained for the {network.view!r} view, not {view!r}")
+    for network in networks.values():
+        if view is not None and view != network.view:
+            raise InputError(f"{network.path.name} was trained for the {network.view!r} view, not {view!r}")
     if spine is not None:
         from ..segment import mask_centroid_world
 
         pivot = mask_centroid_world(spine)
     if initial_pose is None:
         center = pivot if spine is not None else ct_volume.center_world
-        start_view = view or (network.view if network is not None else "ap")
+        start_view = view or next((network.view for network in networks.values()), "ap")
         initial_pose = nominal_view(start_view, center, geometry.source_to_isocenter_mm).camera_from_world
     if spine is None:
         pivot = default_pivot(initial_pose, geometry)
@@ -128,13 +132,18 @@ def register(
         monitor = Monitor(progress, cancel, index / len(stages), (index + 1) / len(stages), stage.label)
         stage_started = time.perf_counter()
         if isinstance(stage, NetworkStage):
-            outcome = _network_stage(problem, network, spine, fixed, monitor)
+            outcome = _network_stage(problem, networks["rtpi"], spine, fixed, monitor)
+        elif isinstance(stage, FineStage):
+            outcome = _fine_stage(problem, networks["fine"], stage, spine, fixed, theta, monitor)
         else:
             outcome = _run_stage(problem, stage, theta, seed + index, monitor)
         theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged
         similarity = -outcome.loss
         records.append(
-            {"stage": stage.label, "iterations": outcome.iterations, "similarity": similarity, "time_s": round(time.perf_counter() - stage_started, 3)}
+            {
+                "stage": stage.label, "iterations": outcome.iterations, "similarity": similarity,
+                "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta),
+            }
         )
     if progress is not None:
         progress(1.0, "done")
@@ -151,16 +160,34 @@ def register(
     )
 
 
-def _network(method: str, model, device) -> LoadedModel | None:
-    kinds = needs_model(method)
-    if not kinds:
-        return None
-    if model is None:
-        raise InputError(f"method {method!r} needs a trained {'/'.join(sorted(kinds)).upper()} model (--model FILE.pt)")
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=resolve_device(device))
-    if loaded.kind not in kinds:
-        raise InputError(f"method {method!r} needs a {'/'.join(sorted(kinds))} model; {loaded.path} holds a {loaded.kind!r} model")
+def _networks(method: str, models: dict, device) -> dict[str, LoadedModel]:
+    """Load the networks ``method`` needs, by kind; a clear error for a missing or wrong one."""
+    loaded = {}
+    for kind in sorted(needs_model(method)):
+        given = models.get(kind)
+        option = "--model" if kind == "rtpi" else "--fine-model"
+        if given is None:
+            raise InputError(f"method {method!r} needs a trained {kind.upper()} model ({option} FILE.pt)")
+        network = given if isinstance(given, LoadedModel) else load_model(given, device=resolve_device(device))
+        if network.kind != kind:
+            raise InputError(f"method {method!r}: {option} needs a {kind!r} model; {network.path} holds a {network.kind!r} model")
+        loaded[kind] = network
     return loaded
+
+
+def _fine_stage(problem: PoseProblem, network: LoadedModel, stage, spine: Volume, fixed: XRay, theta: torch.Tensor, monitor: Monitor):
+    """Learned fine registration from ``theta``; scored by gradient correlation like the other stages."""
+    from ..nets.predict import check_geometry
+    from .fine import FineObjective, fine_register
+
+    check_geometry(network, problem.geometry)
+    objective = FineObjective(
+        network, problem.volume, spine, problem.reference, fixed.image, problem.geometry, device=problem.device
+    )
+    outcome = fine_register(objective, theta, stage, monitor)
+    with torch.no_grad():
+        score = float(problem.similarity(outcome.theta[None], 2, "gc")[0])
+    return OptimizerResult(outcome.theta, -score, outcome.iterations, outcome.evaluations, outcome.converged)
 
 
 def _network_stage(problem: PoseProblem, network: LoadedModel, spine: Volume, fixed: XRay, monitor: Monitor):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ..errors import InputError
 
-__all__ = ["METHODS", "NetworkStage", "Stage", "get_method", "needs_model"]
+__all__ = ["METHODS", "FineStage", "NetworkStage", "Stage", "get_method", "needs_model"]
 
 
 @dataclass(frozen=True)
@@ -64,27 +64,50 @@ class NetworkStage:
         return self.kind
 
 
+@dataclass(frozen=True)
+class FineStage:
+    """Learned fine registration: Adam on theta over ``L_N``, then on translation alone.
+
+    ``scale`` (deg, mm) per normalised unit; ``learning_rate`` in those units.
+    """
+
+    rotation_iterations: int = 30
+    translation_iterations: int = 30
+    learning_rate: float = 0.05  # chosen on 12 cases of another seed (docs/benchmarks.md)
+    scale: tuple[float, float] = (1.0, 2.0)
+    patience: int = 10
+    tolerance: float = 1e-4
+    kind: str = "fine"
+
+    @property
+    def label(self) -> str:
+        return "fine"
+
+
 _OPT = (
     Stage("cma-es", "gc", 4, (4.0, 10.0), 40, population=16),
     Stage("adam", "gc", 2, (1.0, 2.0), 60, learning_rate=0.1, patience=10),
 )
 
-METHODS: dict[str, tuple[Stage | NetworkStage, ...]] = {
+METHODS: dict[str, tuple[Stage | NetworkStage | FineStage, ...]] = {
     "opt-nccl": (Stage("cma-es", "nccl", 2, (2.67, 6.3), 60, population=12),),
     "opt-ngi": (Stage("cma-es", "ngi", 2, (2.67, 6.3), 60, population=12),),
     "opt-gc": (Stage("cma-es", "gc", 2, (2.67, 6.3), 60, population=12),),
     "opt": _OPT,
     "rtpi": (NetworkStage("rtpi"),),
     "rtpi+opt": (NetworkStage("rtpi"), *_OPT),
+    "fine": (FineStage(),),
+    "sopi": (NetworkStage("rtpi"), FineStage()),
+    "sopi+opt": (NetworkStage("rtpi"), FineStage(), *_OPT),
 }
 
 
 def needs_model(name: str) -> set[str]:
     """The network kinds a method needs (empty for the classical methods)."""
-    return {stage.kind for stage in get_method(name) if isinstance(stage, NetworkStage)}
+    return {stage.kind for stage in get_method(name) if isinstance(stage, (NetworkStage, FineStage))}
 
 
-def get_method(name: str) -> tuple[Stage | NetworkStage, ...]:
+def get_method(name: str) -> tuple[Stage | NetworkStage | FineStage, ...]:
     """The stages of a named method; a clear error for unknown names."""
     try:
         return METHODS[name]

@@ -23,7 +23,7 @@ from ..render import rendering_volume
 from ..volume import Volume
 from .augmentation import split_bone
 
-__all__ = ["TrainingCase", "case_pairs", "prepare_case", "read_case_list", "voxel_fingerprint"]
+__all__ = ["CaseTask", "TrainingCase", "case_pairs", "prepare_case", "read_case_list", "voxel_fingerprint"]
 
 
 @dataclass
@@ -32,9 +32,27 @@ class TrainingCase:
 
     name: str
     nominal: NominalView
-    cube: torch.Tensor  # (1, 1, D, D, D) network input
+    cube: torch.Tensor | None  # (1, 1, D, D, D) RTPI input (None when not asked for)
     projector: Projector  # soft tissue and bone channels on the training detector
     fingerprint: dict
+    spine_projector: Projector | None = None  # spine-only CT (V_seg) and spine mask channels
+
+
+class CaseTask:
+    """What the training tasks share: their cases (``self.cases``) and recorded settings (``self.options``)."""
+
+    cases: list[TrainingCase]
+    options: object
+
+    def settings(self) -> dict:
+        return self.options.to_dict()
+
+    def training_data(self) -> list[dict]:
+        return [case.fingerprint for case in self.cases]
+
+    def draw_case(self, generator: torch.Generator) -> TrainingCase:
+        """One training CT, uniformly (population mode), from the run's generator."""
+        return self.cases[int(torch.randint(len(self.cases), (1,), generator=generator))]
 
 
 def voxel_fingerprint(volume: Volume) -> str:
@@ -50,13 +68,17 @@ def prepare_case(
     geometry: CArmGeometry,
     view: str,
     xray_size: int,
-    ct_size: int,
+    ct_size: int | None,
     ct_side_mm: float,
     step_mm: float,
     device: torch.device,
     name: str | None = None,
+    with_spine: bool = False,
 ) -> TrainingCase:
-    """Load (if paths), binarise the mask, and build everything the training loop renders from."""
+    """Load (if paths), binarise the mask, and build everything the training loop renders from.
+
+    ``ct_size=None`` skips the RTPI cube; ``with_spine`` adds the projector of the spine-only
+    CT and the mask (the fine module's moving image and ``M'``)."""
     from ..io import read_ct, read_label_map
     from ..segment import mask_centroid_world
 
@@ -69,7 +91,7 @@ def prepare_case(
         raise InputError(f"training case {name or ct}: the spine mask is empty")
     nominal = nominal_view(view, mask_centroid_world(spine), geometry.source_to_isocenter_mm)
     attenuation = rendering_volume(ct_volume, "hu")
-    cube = ct_cube(attenuation, nominal, ct_size, ct_side_mm, mask=spine)[None].to(device)
+    cube = None if ct_size is None else ct_cube(attenuation, nominal, ct_size, ct_side_mm, mask=spine)[None].to(device)
     detector = geometry.resized(xray_size, xray_size)
     projector = Projector(split_bone(ct_volume), detector, step_mm=step_mm).to(device)
     fingerprint = {
@@ -78,7 +100,11 @@ def prepare_case(
         "spacing_mm": [round(float(s), 4) for s in ct_volume.spacing],
         "voxels_sha256": voxel_fingerprint(ct_volume),
     }
-    return TrainingCase(name or fingerprint["ct"], nominal, cube, projector, fingerprint)
+    spine_projector = None
+    if with_spine:
+        channels = torch.stack([attenuation.data * spine.data, spine.data])
+        spine_projector = Projector(ct_volume.with_data(channels), detector, step_mm=step_mm).to(device)
+    return TrainingCase(name or fingerprint["ct"], nominal, cube, projector, fingerprint, spine_projector)
 
 
 def read_case_list(source: str | Path) -> list[tuple[Path, Path]]:

@@ -32,7 +32,7 @@ def write_log(path: Path, rows: list[dict]) -> None:
 
 
 def write_loss_plot(path: Path, rows: list[dict], title: str) -> None:
-    """Loss terms (log scale) and pose errors against the step."""
+    """Loss terms (log scale), and pose errors or gradient agreement, against the step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,10 +51,15 @@ def write_loss_plot(path: Path, rows: list[dict], title: str) -> None:
     for key, label in (("rotation_error_deg", "rotation |error| (deg)"), ("translation_error_mm", "translation |error| (mm)")):
         if key in rows[0]:
             _curve(errors, steps, [float(row[key]) for row in rows], label)
+    for key, label in (("cosine_rotation", "cosine(learned, geodesic), rotation"), ("cosine_translation", "cosine(learned, geodesic), translation")):
+        if key in rows[0]:
+            _curve(errors, steps, [float(row[key]) for row in rows], label)
     errors.set_xlabel("step")
-    errors.legend(fontsize=8)
-    errors.set_title("mean per-axis error on training batches")
-    errors.set_ylim(bottom=0)
+    if errors.lines:
+        errors.legend(fontsize=8)
+    errors.set_title("pose errors" if "rotation_error_deg" in rows[0] else "gradient agreement")
+    if "rotation_error_deg" in rows[0]:
+        errors.set_ylim(bottom=0)
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=110)

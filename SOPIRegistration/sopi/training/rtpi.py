@@ -33,7 +33,7 @@ from ..protocols import get_protocol
 from ..similarity import gradient_difference
 from ..volume import Volume
 from .augmentation import AugmentSettings, augment_xrays
-from .cases import TrainingCase, prepare_case
+from .cases import CaseTask, TrainingCase, prepare_case
 from .distributed import DistContext
 
 __all__ = ["RTPISettings", "RTPITask"]
@@ -58,7 +58,7 @@ class RTPISettings:
         return recorded
 
 
-class RTPITask:
+class RTPITask(CaseTask):
     """RTPI training on one CT (patient-specific) or several (population)."""
 
     kind = "rtpi"
@@ -85,15 +85,9 @@ class RTPITask:
     def build_network(self) -> nn.Module:
         return RTPI(self.config)
 
-    def settings(self) -> dict:
-        return self.options.to_dict()
-
-    def training_data(self) -> list[dict]:
-        return [case.fingerprint for case in self.cases]
-
     def step_loss(self, network: nn.Module, generator: torch.Generator, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         options = self.options
-        case = self.cases[int(torch.randint(len(self.cases), (1,), generator=generator))]
+        case = self.draw_case(generator)
         theta = self.protocol.sample(options.batch_size, generator)  # (B, 6) float64, deg and mm
         device = case.cube.device
         with torch.no_grad():

@@ -1,0 +1,73 @@
+"""Fine registration with learned embedded features (SOPI's iterative module, inference).
+
+Gradient descent on the pose ``theta`` through the differentiable projector and the
+trained encoders: the moving image is the spine-only DRR at ``theta`` (``V_seg``), the
+loss is the masked embedded-feature distance ``L_N`` (paper eq. 6) to the fixed X-ray's
+embedding (computed once). The paper's schedule: all six parameters move for
+``rotation_iterations`` steps, then the rotation is frozen and the translation goes on
+until ``L_N`` stops improving. Adam takes the steps; the stopping rule and the returned
+pose look only at ``L_N``, never at a ground truth.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..drr import Projector
+from ..geometry import CArmGeometry, NominalView
+from ..io_xray import resize_image
+from ..nets.fine_loss import masked_feature_distance
+from ..nets.inputs import standardize_xray
+from ..nets.model_file import LoadedModel
+from ..volume import Volume
+from .methods import FineStage
+from .optimizers import Monitor, OptimizerResult, adam
+
+__all__ = ["FineObjective", "fine_register"]
+
+
+class FineObjective:
+    """``theta (P, 6) -> L_N (P,)`` for one X-ray, differentiable in ``theta``."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        attenuation: Volume,
+        spine: Volume,
+        reference: NominalView,
+        xray: torch.Tensor,
+        geometry: CArmGeometry,
+        step_mm: float = 2.0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        network = model.network
+        size = network.config.image_size
+        channels = torch.stack([attenuation.data * (spine.data != 0), (spine.data != 0).to(attenuation.data.dtype)])
+        self.projector = Projector(attenuation.with_data(channels), geometry.resized(size, size), step_mm=step_mm).to(device)
+        self.network, self.reference = network, reference
+        fixed = standardize_xray(resize_image(xray.to(torch.float32), (size, size)))[None, None].to(device)
+        with torch.no_grad():
+            self.embedded_fixed = network.fixed(fixed)
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        rendered = self.projector(self.reference.pose(theta.reshape(-1, 6)))  # (P, 2, S, S)
+        embedded = self.network.moving(standardize_xray(rendered[:, 0])[:, None])
+        fixed = self.embedded_fixed.expand(embedded.shape[0], -1, -1, -1)
+        return masked_feature_distance(embedded, fixed, rendered[:, 1].detach()).to(torch.float64)
+
+
+def fine_register(objective: FineObjective, start: torch.Tensor, stage: FineStage, monitor: Monitor) -> OptimizerResult:
+    """Run the schedule of ``stage`` from ``start`` (6,); returns the pose with the lowest ``L_N``."""
+    rotation_deg, translation_mm = stage.scale
+    everything = torch.tensor([rotation_deg] * 3 + [translation_mm] * 3, dtype=torch.float64)
+    translation_only = torch.tensor([0.0] * 3 + [translation_mm] * 3, dtype=torch.float64)
+    first = adam(
+        objective, start, everything, iterations=stage.rotation_iterations, learning_rate=stage.learning_rate,
+        patience=stage.patience, tolerance=stage.tolerance, monitor=monitor,
+    )
+    second = adam(
+        objective, first.theta, translation_only, iterations=stage.translation_iterations, learning_rate=stage.learning_rate,
+        patience=stage.patience, tolerance=stage.tolerance, monitor=monitor,
+    )
+    best = second if second.loss <= first.loss else first
+    return OptimizerResult(best.theta, best.loss, first.iterations + second.iterations, first.evaluations + second.evaluations, second.converged)

@@ -1,0 +1,116 @@
+"""``sopi train fine``: the fine module's double-backward training (paper eq. 7, section 3.2).
+
+Each step draws one training CT, target poses ``theta_t`` and current poses
+``theta = theta_t + offset`` (both normal, rotation 20 deg and translation 20 mm by
+default, the paper's fine-module settings), and:
+
+1. renders the fixed image ``I_f`` from the full CT at ``theta_t`` and augments it like
+   RTPI's targets (:mod:`sopi.training.augmentation`);
+2. renders the moving image ``I_m`` from the spine-only CT (``V_seg``) and the projected
+   mask ``M'`` at ``theta``, differentiably in ``theta``;
+3. embeds both (:class:`sopi.nets.encoder.FineNet`) and takes the masked distance ``L_N``
+   (eq. 6);
+4. first backward: ``V = dL_N / dtheta`` with ``create_graph=True`` (through the encoders
+   and the projector);
+5. geodesic gradient ``V'`` of the SE(3) distance between ``theta`` and ``theta_t``
+   (:func:`sopi.distances.geodesic_gradient`);
+6. loss ``|V'_r/|V'_r| - V_r/|V_r|| + |V'_t/|V'_t| - V_t/|V_t||``; the second backward
+   trains both encoders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..distances import geodesic_gradient
+from ..geometry import CArmGeometry
+from ..nets.encoder import EncoderConfig, FineNet
+from ..nets.fine_loss import direction_loss, masked_feature_distance
+from ..nets.inputs import standardize_xray
+from ..volume import Volume
+from .augmentation import AugmentSettings, augment_xrays
+from .cases import CaseTask, TrainingCase, prepare_case
+from .distributed import DistContext
+
+__all__ = ["FineSettings", "FineTask"]
+
+
+@dataclass
+class FineSettings:
+    """Pose pairs, batch and rendering of fine-module training."""
+
+    batch_size: int = 4
+    target_sd: tuple[float, float] = (20.0, 20.0)  # (deg, mm) spread of theta_t about the nominal view
+    offset_sd: tuple[float, float] = (20.0, 20.0)  # (deg, mm) spread of theta - theta_t
+    view: str = "ap"
+    step_mm: float = 3.0
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+
+    def to_dict(self) -> dict:
+        recorded = asdict(self)
+        recorded["augment"] = self.augment.to_dict()
+        recorded["target_sd"], recorded["offset_sd"] = list(self.target_sd), list(self.offset_sd)
+        return recorded
+
+
+def _normal(count: int, spread: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    sd = torch.tensor([spread[0]] * 3 + [spread[1]] * 3, dtype=torch.float64)
+    return torch.randn(count, 6, generator=generator, dtype=torch.float64) * sd
+
+
+class FineTask(CaseTask):
+    """Fine-module training on one CT (patient-specific) or several (population)."""
+
+    kind = "fine"
+
+    def __init__(
+        self,
+        cases: Sequence[tuple[Volume | str | Path, Volume | str | Path]],
+        geometry: CArmGeometry,
+        config: EncoderConfig,
+        settings: FineSettings,
+        context: DistContext,
+    ) -> None:
+        self.geometry, self.view, self.config, self.options = geometry, settings.view, config, settings
+        self.cases: list[TrainingCase] = [
+            prepare_case(
+                ct, mask, geometry, settings.view, config.image_size, None, 0.0, settings.step_mm, context.device,
+                name=None if not isinstance(ct, Volume) else f"case{index}", with_spine=True,
+            )
+            for index, (ct, mask) in enumerate(cases)
+        ]
+
+    def build_network(self) -> nn.Module:
+        return FineNet(self.config)
+
+    def step_loss(self, network: nn.Module, generator: torch.Generator, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        options = self.options
+        case = self.draw_case(generator)
+        target = _normal(options.batch_size, options.target_sd, generator)
+        current = target + _normal(options.batch_size, options.offset_sd, generator)
+        device = case.projector.volume.device
+        with torch.no_grad():
+            fixed = augment_xrays(case.projector(case.nominal.pose(target).to(device)), generator, options.augment)[:, None]
+        theta = current.to(device).requires_grad_(True)
+        rendered = case.spine_projector(case.nominal.pose(theta))  # (B, 2, S, S): V_seg DRR and M'
+        moving = standardize_xray(rendered[:, 0])[:, None]
+        embedded_moving, embedded_fixed = network(moving, fixed)
+        distance = masked_feature_distance(embedded_moving, embedded_fixed, rendered[:, 1].detach())
+        (learned,) = torch.autograd.grad(distance.sum(), theta, create_graph=True)
+        geodesic = geodesic_gradient(current, target).to(device)
+        per_pose = direction_loss(learned, geodesic)
+        loss = per_pose.mean()
+        with torch.no_grad():
+            cosine = torch.nn.functional.cosine_similarity
+            metrics = {
+                "loss": float(loss),
+                "loss_feature_distance": float(distance.mean()),
+                "cosine_rotation": float(cosine(learned[:, :3], geodesic[:, :3].to(learned), dim=-1).mean()),
+                "cosine_translation": float(cosine(learned[:, 3:], geodesic[:, 3:].to(learned), dim=-1).mean()),
+            }
+        return loss, metrics
