@@ -154,7 +154,7 @@ def test_double_backward_training_turns_the_learned_gradient_towards_the_geodesi
         loss.backward()
         optimizer.step()
     after_loss, after = batch()
-    assert float(after_loss) < 0.5 * float(before_loss)
+    assert float(after_loss.detach()) < 0.5 * float(before_loss.detach())
     assert after["cosine_rotation"] > before["cosine_rotation"] + 0.3
     assert after["cosine_translation"] > before["cosine_translation"] + 0.3
 
