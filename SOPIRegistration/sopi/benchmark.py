@@ -20,7 +20,6 @@ from .atomic import atomic_path
 from .distances import mean_projection_distance_mm, mtre_mm, paper_errors, rotation_angle_deg, translation_error_mm
 from .geometry import PARAM_NAMES, CArmGeometry, NominalView, nominal_view
 from .io import read_ct, read_label_map
-from .errors import InputError
 from .io_xray import XRay
 from .protocols import get_protocol
 from .volume import Volume
@@ -116,22 +115,17 @@ def run_benchmark(
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[Path]:
     """Run every method on every case; write ``results.csv``, ``report.md`` and plots into ``out_dir``."""
-    from .registration import get_method, register
+    from .nets.model_file import load_model
+    from .registration import get_method, load_networks, register
     from .report import write_report
     from .segment import mask_centroid_world
-
-    from .nets.model_file import load_model
-    from .registration.methods import needs_model
 
     for method in methods:
         get_method(method)  # unknown names fail before any work
     given = {"rtpi": model, "fine": fine_model}
+    loaded = {kind: load_model(path, device=device) for kind, path in given.items() if path is not None}  # once, for every case
     for method in methods:
-        for kind in sorted(needs_model(method)):
-            if given[kind] is None:
-                raise InputError(f"method {method} needs a trained {kind} model ({'--model' if kind == 'rtpi' else '--fine-model'})")
-    network = load_model(model, device=device) if model is not None else None
-    fine_network = load_model(fine_model, device=device) if fine_model is not None else None
+        load_networks(method, loaded, device)  # a missing or wrong model fails before any work
     geometry = geometry or CArmGeometry.preset("perlove-plx118f")
     ct = read_ct(ct_path)
     spine = read_label_map(mask_path, reference=ct)
@@ -149,7 +143,7 @@ def run_benchmark(
             truth = nominal.pose(theta)
             result = register(
                 ct, XRay(images[index], geometry), initial_pose=nominal.camera_from_world, mask=spine,
-                method=method, model=network, fine_model=fine_network, device=device, seed=seed + index,
+                method=method, model=loaded.get("rtpi"), fine_model=loaded.get("fine"), device=device, seed=seed + index,
             )
             rows.append(
                 _row(method, index, theta, result.camera_from_world, truth, nominal, geometry, points, result.time_s, result.similarity, result.iterations)

@@ -49,6 +49,11 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
 
 
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, help="trained RTPI network (.pt with its .json) for rtpi, rtpi+opt, sopi, sopi+opt")
+    parser.add_argument("--fine-model", type=Path, help="trained fine-registration encoders for fine, sopi, sopi+opt")
+
+
 @contextlib.contextmanager
 def _progress_bar(description: str, quiet: bool) -> Iterator[Callable[[float, str], None]]:
     """A tqdm bar driven by ``update(fraction, message)`` callbacks (the engine's progress protocol)."""
@@ -246,8 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--mask", type=Path, help="spine mask or label map on the CT grid")
     masks.add_argument("--auto-mask", action="store_true", help="segment the spine automatically")
     reg.add_argument("--method", default="opt", choices=sorted(METHODS), help="registration method (default opt)")
-    reg.add_argument("--model", type=Path, help="trained RTPI network (.pt with its .json) for rtpi, rtpi+opt, sopi, sopi+opt")
-    reg.add_argument("--fine-model", type=Path, help="trained fine-registration encoders for fine, sopi, sopi+opt")
+    _add_model_options(reg)
     reg.add_argument("--out", type=Path, required=True, help="result JSON")
     reg.add_argument("--fused", type=Path, help="also write the DRR at the result fused over the X-ray (PNG)")
     reg.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
@@ -264,8 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cases", type=int, default=50)
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--methods", default="opt", help="comma-separated method names (default opt)")
-    bench.add_argument("--model", type=Path, help="trained RTPI network (.pt with its .json) for rtpi, rtpi+opt, sopi, sopi+opt")
-    bench.add_argument("--fine-model", type=Path, help="trained fine-registration encoders for fine, sopi, sopi+opt")
+    _add_model_options(bench)
     bench.add_argument("--out", type=Path, required=True, help="output folder")
     bench.add_argument("--realistic", action="store_true", help="add noise, blur, contrast and intensity changes to the simulated X-rays")
     bench.add_argument("--view", choices=("ap", "lateral"), default="ap")

@@ -10,7 +10,7 @@ from .geometry import CArmGeometry
 from .preprocess import hu_to_attenuation
 from .volume import Volume
 
-__all__ = ["render_drr", "rendering_volume"]
+__all__ = ["render_drr", "rendering_volume", "spine_channels"]
 
 
 def rendering_volume(ct: Volume, attenuation: str = "hu", mask: Volume | None = None) -> Volume:
@@ -34,6 +34,13 @@ def rendering_volume(ct: Volume, attenuation: str = "hu", mask: Volume | None = 
             raise InputError(f"mask grid {tuple(mask.data.shape)} differs from the CT grid {tuple(ct.data.shape)}")
         data = data * (mask.data != 0)
     return ct.with_data(data)
+
+
+def spine_channels(attenuation: Volume, spine: Volume) -> Volume:
+    """Two channels on the CT grid: the spine-only attenuation (the paper's ``V_seg``) and the
+    0/1 spine mask (its projection is the fine module's ``M'``)."""
+    inside = (spine.data != 0).to(attenuation.data.dtype)
+    return attenuation.with_data(torch.stack([attenuation.data * inside, inside]))
 
 
 def render_drr(

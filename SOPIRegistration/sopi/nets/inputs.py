@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from ..geometry import NominalView, invert_rigid
+from ..io_xray import resize_image
 from ..preprocess import MU_WATER_PER_MM
 from ..volume import Volume
 
-__all__ = ["ct_cube", "standardize_xray"]
+__all__ = ["ct_cube", "network_image", "standardize_xray"]
 
 
 def ct_cube(attenuation: Volume, view: NominalView, size: int, side_mm: float, mask: Volume | None = None) -> torch.Tensor:
@@ -56,3 +57,8 @@ def standardize_xray(images: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     mean = images.mean(dim=(-2, -1), keepdim=True)
     spread = (images.var(dim=(-2, -1), keepdim=True) + eps * eps).sqrt()
     return (images - mean) / spread
+
+
+def network_image(xray: torch.Tensor, size: int) -> torch.Tensor:
+    """A ``(rows, cols)`` X-ray as a network sees it: area-resampled to ``size x size``, standardised."""
+    return standardize_xray(resize_image(xray.to(torch.float32), (size, size)))

@@ -8,9 +8,8 @@ import torch
 
 from ..errors import InputError
 from ..geometry import CArmGeometry, NominalView
-from ..io_xray import resize_image
 from ..volume import Volume
-from .inputs import ct_cube, standardize_xray
+from .inputs import ct_cube, network_image
 from .model_file import LoadedModel
 
 __all__ = ["check_geometry", "rtpi_theta"]
@@ -48,7 +47,7 @@ def rtpi_theta(model: LoadedModel, attenuation: Volume, spine: Volume, view: Nom
     config = network.config
     device = next(network.parameters()).device
     cube = ct_cube(attenuation, view, config.ct_size, config.ct_side_mm, mask=spine)[None].to(device)
-    image = standardize_xray(resize_image(xray.to(torch.float32), (config.xray_size, config.xray_size)))
+    image = network_image(xray, config.xray_size)
     with torch.no_grad():
         theta = network(cube, image[None, None].to(device))[0]
     return theta.to(torch.float64).cpu()

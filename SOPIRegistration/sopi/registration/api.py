@@ -14,13 +14,13 @@ from ..errors import InputError
 from ..geometry import CArmGeometry, nominal_view, params_to_dict
 from ..io_xray import XRay
 from ..render import rendering_volume
+from ..nets.model_file import LoadedModel, load_model
 from ..volume import Volume
 from .methods import FineStage, NetworkStage, Stage, get_method, needs_model
-from ..nets.model_file import LoadedModel, load_model
 from .optimizers import Monitor, OptimizerResult, adam, cma_es, multi_start, powell
 from .problem import PoseProblem, default_pivot
 
-__all__ = ["RegistrationResult", "register"]
+__all__ = ["RegistrationResult", "load_networks", "register"]
 
 
 @dataclass
@@ -98,7 +98,7 @@ def register(
 
     stages = get_method(method)
     started = time.perf_counter()
-    networks = _networks(method, {"rtpi": model, "fine": fine_model}, device)
+    networks = load_networks(method, {"rtpi": model, "fine": fine_model}, device)
     ct_volume = ct if isinstance(ct, Volume) else read_ct(ct)
     fixed = xray if isinstance(xray, XRay) else read_xray(xray, geometry=geometry)
     geometry = geometry or fixed.geometry
@@ -160,8 +160,10 @@ def register(
     )
 
 
-def _networks(method: str, models: dict, device) -> dict[str, LoadedModel]:
-    """Load the networks ``method`` needs, by kind; a clear error for a missing or wrong one."""
+def load_networks(method: str, models: dict, device: str | torch.device = "auto") -> dict[str, LoadedModel]:
+    """The networks ``method`` needs, by kind, from ``models`` (``{"rtpi": ..., "fine": ...}``,
+    each a file or an already loaded model, which is passed through); a clear error for a
+    missing or wrong one."""
     loaded = {}
     for kind in sorted(needs_model(method)):
         given = models.get(kind)
@@ -185,9 +187,7 @@ def _fine_stage(problem: PoseProblem, network: LoadedModel, stage, spine: Volume
         network, problem.volume, spine, problem.reference, fixed.image, problem.geometry, device=problem.device
     )
     outcome = fine_register(objective, theta, stage, monitor)
-    with torch.no_grad():
-        score = float(problem.similarity(outcome.theta[None], 2, "gc")[0])
-    return OptimizerResult(outcome.theta, -score, outcome.iterations, outcome.evaluations, outcome.converged)
+    return OptimizerResult(outcome.theta, -_score(problem, outcome.theta), outcome.iterations, outcome.evaluations, outcome.converged)
 
 
 def _network_stage(problem: PoseProblem, network: LoadedModel, spine: Volume, fixed: XRay, monitor: Monitor):
@@ -197,9 +197,13 @@ def _network_stage(problem: PoseProblem, network: LoadedModel, spine: Volume, fi
     monitor.report(0, 1)
     check_geometry(network, problem.geometry)
     estimate = rtpi_theta(network, problem.volume, spine, problem.reference, fixed.image)
+    return OptimizerResult(estimate, -_score(problem, estimate), 1, 1, True)
+
+
+def _score(problem: PoseProblem, theta: torch.Tensor) -> float:
+    """Gradient correlation at the half-resolution level: how a learned stage's pose is reported."""
     with torch.no_grad():
-        score = float(problem.similarity(estimate[None], 2, "gc")[0])
-    return OptimizerResult(estimate, -score, 1, 1, True)
+        return float(problem.similarity(theta[None], 2, "gc")[0])
 
 
 def _spine_mask(ct, mask, auto_mask, progress, cancel, read_label_map) -> Volume | None:

@@ -15,10 +15,10 @@ import torch
 
 from ..drr import Projector
 from ..geometry import CArmGeometry, NominalView
-from ..io_xray import resize_image
 from ..nets.fine_loss import masked_feature_distance
-from ..nets.inputs import standardize_xray
+from ..nets.inputs import network_image, standardize_xray
 from ..nets.model_file import LoadedModel
+from ..render import spine_channels
 from ..volume import Volume
 from .methods import FineStage
 from .optimizers import Monitor, OptimizerResult, adam
@@ -42,10 +42,9 @@ class FineObjective:
     ) -> None:
         network = model.network
         size = network.config.image_size
-        channels = torch.stack([attenuation.data * (spine.data != 0), (spine.data != 0).to(attenuation.data.dtype)])
-        self.projector = Projector(attenuation.with_data(channels), geometry.resized(size, size), step_mm=step_mm).to(device)
+        self.projector = Projector(spine_channels(attenuation, spine), geometry.resized(size, size), step_mm=step_mm).to(device)
         self.network, self.reference = network, reference
-        fixed = standardize_xray(resize_image(xray.to(torch.float32), (size, size)))[None, None].to(device)
+        fixed = network_image(xray, size)[None, None].to(device)
         with torch.no_grad():
             self.embedded_fixed = network.fixed(fixed)
 

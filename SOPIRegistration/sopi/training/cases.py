@@ -19,11 +19,11 @@ from ..drr import Projector
 from ..errors import InputError
 from ..geometry import CArmGeometry, NominalView, nominal_view
 from ..nets.inputs import ct_cube
-from ..render import rendering_volume
+from ..render import rendering_volume, spine_channels
 from ..volume import Volume
 from .augmentation import split_bone
 
-__all__ = ["CaseTask", "TrainingCase", "case_pairs", "prepare_case", "read_case_list", "voxel_fingerprint"]
+__all__ = ["CaseTask", "TrainingCase", "case_pairs", "prepare_case", "prepare_cases", "read_case_list", "voxel_fingerprint"]
 
 
 @dataclass
@@ -102,9 +102,19 @@ def prepare_case(
     }
     spine_projector = None
     if with_spine:
-        channels = torch.stack([attenuation.data * spine.data, spine.data])
-        spine_projector = Projector(ct_volume.with_data(channels), detector, step_mm=step_mm).to(device)
+        spine_projector = Projector(spine_channels(attenuation, spine), detector, step_mm=step_mm).to(device)
     return TrainingCase(name or fingerprint["ct"], nominal, cube, projector, fingerprint, spine_projector)
+
+
+def prepare_cases(
+    pairs: Sequence[tuple[Volume | str | Path, Volume | str | Path]], *args, with_spine: bool = False
+) -> list[TrainingCase]:
+    """:func:`prepare_case` for every ``(ct, mask)`` pair (``args`` from ``geometry`` to ``device``);
+    in-memory CTs are named ``case0``, ``case1``, ..."""
+    return [
+        prepare_case(ct, mask, *args, name=f"case{index}" if isinstance(ct, Volume) else None, with_spine=with_spine)
+        for index, (ct, mask) in enumerate(pairs)
+    ]
 
 
 def read_case_list(source: str | Path) -> list[tuple[Path, Path]]:

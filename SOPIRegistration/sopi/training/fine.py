@@ -34,7 +34,7 @@ from ..nets.fine_loss import direction_loss, masked_feature_distance
 from ..nets.inputs import standardize_xray
 from ..volume import Volume
 from .augmentation import AugmentSettings, augment_xrays
-from .cases import CaseTask, TrainingCase, prepare_case
+from .cases import CaseTask, TrainingCase, prepare_cases
 from .distributed import DistContext
 
 __all__ = ["FineSettings", "FineTask"]
@@ -77,13 +77,9 @@ class FineTask(CaseTask):
         context: DistContext,
     ) -> None:
         self.geometry, self.view, self.config, self.options = geometry, settings.view, config, settings
-        self.cases: list[TrainingCase] = [
-            prepare_case(
-                ct, mask, geometry, settings.view, config.image_size, None, 0.0, settings.step_mm, context.device,
-                name=None if not isinstance(ct, Volume) else f"case{index}", with_spine=True,
-            )
-            for index, (ct, mask) in enumerate(cases)
-        ]
+        self.cases: list[TrainingCase] = prepare_cases(
+            cases, geometry, settings.view, config.image_size, None, 0.0, settings.step_mm, context.device, with_spine=True
+        )
 
     def build_network(self) -> nn.Module:
         return FineNet(self.config)

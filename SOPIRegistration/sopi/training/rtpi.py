@@ -33,7 +33,7 @@ from ..protocols import get_protocol
 from ..similarity import gradient_difference
 from ..volume import Volume
 from .augmentation import AugmentSettings, augment_xrays
-from .cases import CaseTask, TrainingCase, prepare_case
+from .cases import CaseTask, TrainingCase, prepare_cases
 from .distributed import DistContext
 
 __all__ = ["RTPISettings", "RTPITask"]
@@ -73,13 +73,9 @@ class RTPITask(CaseTask):
     ) -> None:
         get_protocol(settings.protocol)  # unknown names fail before any loading
         self.geometry, self.view, self.config, self.options = geometry, settings.view, config, settings
-        self.cases: list[TrainingCase] = [
-            prepare_case(
-                ct, mask, geometry, settings.view, config.xray_size, config.ct_size, config.ct_side_mm,
-                settings.step_mm, context.device, name=None if not isinstance(ct, Volume) else f"case{index}",
-            )
-            for index, (ct, mask) in enumerate(cases)
-        ]
+        self.cases: list[TrainingCase] = prepare_cases(
+            cases, geometry, settings.view, config.xray_size, config.ct_size, config.ct_side_mm, settings.step_mm, context.device
+        )
         self.protocol = get_protocol(settings.protocol)
 
     def build_network(self) -> nn.Module:
