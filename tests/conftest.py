@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+MODULE_DIR = REPO / "SOPIRegistration"
+if str(MODULE_DIR) not in sys.path:  # SOPIRegistrationLib sits beside the engine, as Slicer loads it
+    sys.path.insert(0, str(MODULE_DIR))
 
 
 @pytest.fixture(scope="session")

@@ -15,17 +15,21 @@ def cmake_list(text: str, variable: str) -> list[str]:
     return [line.strip().replace("${MODULE_NAME}", "SOPIRegistration") for line in match.group(1).split() if line.strip()]
 
 
-def test_module_cmake_lists_every_engine_file_and_resource():
+def test_module_cmake_lists_every_python_file_and_resource():
     text = (MODULE / "CMakeLists.txt").read_text()
     scripts = cmake_list(text, "MODULE_PYTHON_SCRIPTS")
     resources = cmake_list(text, "MODULE_PYTHON_RESOURCES")
-    on_disk_scripts = sorted(str(path.relative_to(MODULE)) for path in (MODULE / "sopi").rglob("*.py"))
+    python_files = [MODULE / "SOPIRegistration.py", *(MODULE / "SOPIRegistrationLib").rglob("*.py"), *(MODULE / "sopi").rglob("*.py")]
+    on_disk_scripts = sorted(str(path.relative_to(MODULE)) for path in python_files)
     assert sorted(scripts) == on_disk_scripts
     on_disk_resources = sorted(
         str(path.relative_to(MODULE)) for path in (MODULE / "Resources").rglob("*") if path.is_file()
     )
     assert sorted(resources) == on_disk_resources
     assert "slicerMacroBuildScriptedModule" in text
+    assert "Resources/UI/SOPIRegistration.ui" in resources and "Resources/requirements.txt" in resources
+    # the module's self-test runs as a ctest
+    assert re.search(r"if\(BUILD_TESTING\)\s+.*slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text, re.S)
 
 
 def test_extension_description_is_consistent():

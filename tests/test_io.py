@@ -512,3 +512,22 @@ def test_sample_data() -> None:
     index = torch.nonzero(mask_from_labels(vertebrae, [29, 30, 31, 32, 33]).data).flip(-1).double().mean(0)
     centroid = vertebrae.world_from_index[:3, :3] @ index + vertebrae.world_from_index[:3, 3]
     assert float((centroid - ct.center_world).norm()) < 3.0
+
+
+def test_checkerboard_and_edge_overlay_fusions():
+    from sopi.fusion import checkerboard, edge_overlay
+
+    xray = torch.zeros(8, 8)
+    xray[:, 4:] = 1.0
+    drr = torch.zeros(8, 8)
+    drr[4:, :] = 1.0
+    tiles = checkerboard(xray, drr, tile_px=2)
+    rows, cols = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
+    from_drr = ((rows // 2) + (cols // 2)) % 2 == 1
+    np.testing.assert_array_equal(tiles[~from_drr], (cols[~from_drr] >= 4).astype(np.float32))
+    np.testing.assert_array_equal(tiles[from_drr], (rows[from_drr] >= 4).astype(np.float32))
+    edges = edge_overlay(xray, drr, edge_quantile=0.5)
+    assert edges.max() == 1.0 and np.isclose(edges[edges < 1].max(), 0.8)
+    assert (edges[3:5, :] == 1.0).all()  # the DRR's horizontal step is drawn
+    with pytest.raises(ValueError, match="differ in shape"):
+        checkerboard(xray, drr[:4])

@@ -9,7 +9,7 @@ import torch
 
 from sopi.cli import main
 from sopi.distances import mtre_mm
-from sopi.errors import Cancelled
+from sopi.errors import Cancelled, InputError
 from sopi.geometry import CArmGeometry, nominal_view, save_pose
 from sopi.io import mask_from_labels, write_xray
 from sopi.io_xray import XRay
@@ -132,3 +132,21 @@ def test_cma_es_restarts_never_lose_the_best_point():
     restarted = cma_es(two_basins, start, scale, generations=15, population=8, sigma=0.3, seed=1, restarts=2)
     assert restarted.loss <= once.loss
     assert restarted.evaluations > once.evaluations
+
+
+def test_iteration_scale_multiplies_every_budget():
+    from sopi.registration.methods import METHODS, FineStage, NetworkStage, Stage, scaled_budgets
+
+    stages = METHODS["sopi+opt"]
+    doubled = scaled_budgets(stages, 2.0)
+    for original, scaled in zip(stages, doubled):
+        if isinstance(original, Stage):
+            assert scaled.budget == 2 * original.budget
+        elif isinstance(original, FineStage):
+            assert scaled.rotation_iterations == 2 * original.rotation_iterations
+            assert scaled.translation_iterations == 2 * original.translation_iterations
+        else:
+            assert isinstance(original, NetworkStage) and scaled == original
+    assert all(stage.budget >= 1 for stage in scaled_budgets(METHODS["opt"], 1e-6))
+    with pytest.raises(InputError, match="iteration_scale"):
+        scaled_budgets(stages, 0.0)

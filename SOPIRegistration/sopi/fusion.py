@@ -10,7 +10,7 @@ import torch
 from .atomic import atomic_path
 from .similarity import image_gradients
 
-__all__ = ["fused_overlay", "write_fused_png"]
+__all__ = ["checkerboard", "edge_overlay", "fused_overlay", "write_fused_png"]
 
 
 def _normalised(image: torch.Tensor) -> np.ndarray:
@@ -19,21 +19,49 @@ def _normalised(image: torch.Tensor) -> np.ndarray:
     return np.clip((array - low) / max(high - low, 1e-12), 0.0, 1.0)
 
 
+def _check_shapes(xray: torch.Tensor, drr: torch.Tensor, what: str) -> None:
+    if tuple(xray.shape) != tuple(drr.shape):
+        raise ValueError(f"{what}: X-ray {tuple(xray.shape)} and DRR {tuple(drr.shape)} differ in shape")
+
+
+def _edges(drr: torch.Tensor, edge_quantile: float) -> np.ndarray:
+    gx, gy = image_gradients(drr.detach().to(torch.float64).cpu()[None])
+    magnitude = torch.sqrt(gx.square() + gy.square())[0].numpy()
+    return magnitude > np.quantile(magnitude, edge_quantile)
+
+
+def checkerboard(xray: torch.Tensor, drr: torch.Tensor, tile_px: int = 32) -> np.ndarray:
+    """``(rows, cols)`` float32 in [0, 1]: windowed X-ray and DRR in alternating square tiles
+    (the X-ray in the tile holding pixel (0, 0))."""
+    _check_shapes(xray, drr, "checkerboard")
+    if tile_px < 1:
+        raise ValueError(f"checkerboard: tile_px must be a positive integer, got {tile_px}")
+    rows, cols = (np.arange(n) // tile_px for n in xray.shape)
+    use_drr = (rows[:, None] + cols[None, :]) % 2 == 1
+    return np.where(use_drr, _normalised(drr), _normalised(xray)).astype(np.float32)
+
+
+def edge_overlay(xray: torch.Tensor, drr: torch.Tensor, edge_quantile: float = 0.9) -> np.ndarray:
+    """``(rows, cols)`` float32 in [0, 1]: the windowed X-ray, dimmed to 0.8, with the DRR's
+    edges (Sobel magnitude above its ``edge_quantile`` quantile) drawn at 1."""
+    _check_shapes(xray, drr, "edge_overlay")
+    grey = 0.8 * _normalised(xray)
+    grey[_edges(drr, edge_quantile)] = 1.0
+    return grey.astype(np.float32)
+
+
 def fused_overlay(xray: torch.Tensor, drr: torch.Tensor, opacity: float = 0.5, edge_quantile: float = 0.9) -> np.ndarray:
     """``(rows, cols, 3)`` uint8: the X-ray in grey, the DRR blended in orange, the DRR's edges in green.
 
     Both images are windowed to their 1st-99.5th percentiles; edges are the DRR
     pixels whose Sobel gradient magnitude is above its ``edge_quantile`` quantile.
     """
-    if tuple(xray.shape) != tuple(drr.shape):
-        raise ValueError(f"fused_overlay: X-ray {tuple(xray.shape)} and DRR {tuple(drr.shape)} differ in shape")
+    _check_shapes(xray, drr, "fused_overlay")
     grey, moving = _normalised(xray), _normalised(drr)
     orange = np.array([1.0, 0.55, 0.1])
     rgb = (1 - opacity) * grey[..., None] + opacity * moving[..., None] * orange
     rgb = np.clip(rgb, 0.0, 1.0)
-    gx, gy = image_gradients(drr.detach().to(torch.float64).cpu()[None])
-    magnitude = torch.sqrt(gx.square() + gy.square())[0].numpy()
-    edges = magnitude > np.quantile(magnitude, edge_quantile)
+    edges = _edges(drr, edge_quantile)
     rgb[edges] = 0.35 * rgb[edges] + 0.65 * np.array([0.1, 1.0, 0.3])
     return np.round(rgb * 255).astype(np.uint8)
 

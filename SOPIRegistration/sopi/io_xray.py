@@ -39,7 +39,7 @@ from .errors import InputError
 from .geometry import CArmGeometry
 from .io import check_finite, execute, file_suffix, read_information, require_path, sitk_message
 
-__all__ = ["POLARITIES", "XRay", "read_xray", "resize_image", "write_xray"]
+__all__ = ["POLARITIES", "XRay", "apply_polarity", "read_xray", "resize_image", "write_xray"]
 
 #: Accepted values of ``read_xray(polarity=...)``.
 POLARITIES = ("auto", "bone-bright", "bone-dark", "intensity")
@@ -147,7 +147,7 @@ def read_xray(
             "(use working_shape to resample after reading)"
         )
 
-    image = torch.from_numpy(_apply_polarity(array, polarity, path).astype(np.float32))
+    image = torch.from_numpy(apply_polarity(array, polarity, path).astype(np.float32))
     metadata["polarity"] = polarity
     if working_shape is not None:
         rows_out, cols_out = (int(n) for n in working_shape)
@@ -158,7 +158,10 @@ def read_xray(
     return XRay(image.contiguous(), geometry, str(path), metadata)
 
 
-def _apply_polarity(array: np.ndarray, polarity: str, path: Path) -> np.ndarray:
+def apply_polarity(array: np.ndarray, polarity: str, path: str | Path) -> np.ndarray:
+    """Make bone bright (see the module docstring); ``path`` names the image in errors."""
+    if polarity not in POLARITIES:
+        raise InputError(f"{path}: polarity {polarity!r} is not one of {POLARITIES}")
     if polarity == "bone-dark":
         return array.max() - array
     if polarity == "intensity":

@@ -16,7 +16,7 @@ from ..io_xray import XRay
 from ..render import rendering_volume
 from ..nets.model_file import LoadedModel, load_model
 from ..volume import Volume
-from .methods import FineStage, NetworkStage, Stage, get_method, needs_model
+from .methods import FineStage, NetworkStage, Stage, get_method, needs_model, scaled_budgets
 from .optimizers import Monitor, OptimizerResult, adam, cma_es, multi_start, powell
 from .problem import PoseProblem, default_pivot
 
@@ -71,6 +71,7 @@ def register(
     device: str | torch.device = "auto",
     seed: int = 0,
     step_mm: float = 1.0,
+    iteration_scale: float = 1.0,
     progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> RegistrationResult:
@@ -91,12 +92,13 @@ def register(
             were trained about.
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: seeds every random choice (CMA-ES samples).
+        iteration_scale: multiplies every optimisation stage's iteration budget.
         progress: called with ``(fraction, message)`` between iterations.
         cancel: polled between iterations; returning True raises :class:`sopi.errors.Cancelled`.
     """
     from ..io import read_ct, read_label_map, read_xray
 
-    stages = get_method(method)
+    stages = scaled_budgets(get_method(method), iteration_scale)
     started = time.perf_counter()
     networks = load_networks(method, {"rtpi": model, "fine": fine_model}, device)
     ct_volume = ct if isinstance(ct, Volume) else read_ct(ct)

@@ -20,11 +20,11 @@ unit of the optimiser's normalised coordinates for rotations and translations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import InputError
 
-__all__ = ["METHODS", "FineStage", "NetworkStage", "Stage", "get_method", "needs_model"]
+__all__ = ["METHODS", "FineStage", "NetworkStage", "Stage", "get_method", "needs_model", "scaled_budgets"]
 
 
 @dataclass(frozen=True)
@@ -113,3 +113,23 @@ def get_method(name: str) -> tuple[Stage | NetworkStage | FineStage, ...]:
         return METHODS[name]
     except KeyError:
         raise InputError(f"unknown method {name!r}; expected one of {sorted(METHODS)}") from None
+
+
+def scaled_budgets(stages: tuple, iteration_scale: float) -> tuple:
+    """``stages`` with every iteration budget multiplied by ``iteration_scale`` (at least one
+    iteration each); network stages are unchanged."""
+    if not iteration_scale > 0:
+        raise InputError(f"iteration_scale must be a positive number, got {iteration_scale!r}")
+
+    def times(count: int) -> int:
+        return max(1, round(count * iteration_scale))
+
+    scaled = []
+    for stage in stages:
+        if isinstance(stage, Stage):
+            stage = replace(stage, budget=times(stage.budget))
+        elif isinstance(stage, FineStage):
+            stage = replace(stage, rotation_iterations=times(stage.rotation_iterations),
+                            translation_iterations=times(stage.translation_iterations))
+        scaled.append(stage)
+    return tuple(scaled)

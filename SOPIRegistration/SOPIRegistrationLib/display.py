@@ -1,0 +1,91 @@
+"""What the clinician looks at: the DRR fused over the X-ray in the slice views, and the
+C-arm (source and principal ray) in the 3D view. Headless MRML only; the module's widget
+adds what needs the application (fitting views to the window)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sopi.fusion import checkerboard, edge_overlay
+from sopi.io_xray import resize_image
+
+from . import nodes
+
+__all__ = ["FUSION_MODES", "align_slice_to_image", "show_carm", "show_fusion"]
+
+#: ``blend``: the DRR as the foreground layer at the chosen opacity; ``checkerboard``:
+#: alternating tiles of X-ray and DRR; ``edges``: the DRR's edges drawn over the X-ray.
+FUSION_MODES = ("blend", "checkerboard", "edges")
+
+
+def align_slice_to_image(slice_node, image_node) -> None:
+    """Turn a slice view onto a single-slice image's plane, centred on it, shown as the file
+    shows it: column 0 on the left, row 0 at the top."""
+    ras_from_ijk = nodes.node_ras_from_ijk(image_node)
+    columns, rows, _ = image_node.GetImageData().GetDimensions()
+    column_axis = ras_from_ijk[:3, 0] / np.linalg.norm(ras_from_ijk[:3, 0])
+    row_axis = ras_from_ijk[:3, 1] / np.linalg.norm(ras_from_ijk[:3, 1])
+    normal = -np.cross(column_axis, row_axis)  # screen x = columns, screen y (up) = -rows
+    centre = ras_from_ijk @ np.array([(columns - 1) / 2.0, (rows - 1) / 2.0, 0.0, 1.0])
+    slice_node.SetSliceToRASByNTP(*normal, *column_axis, *centre[:3], 0)
+
+
+def _composite_nodes(scene, layouts):
+    found = []
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+        if layouts is None or node.GetLayoutName() in layouts:
+            found.append(node)
+    return found
+
+
+def _slice_node(scene, layout_name: str):
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLSliceNode")
+        if node.GetLayoutName() == layout_name:
+            return node
+    return None
+
+
+def show_fusion(scene, xray_node, drr_node, opacity: float = 0.5, mode: str = "blend", fusion_node=None,
+                layouts: tuple[str, ...] | None = ("Red",)):
+    """Show the DRR over the X-ray in the slice views named ``layouts`` (all if None).
+
+    Returns the derived image node that ``checkerboard`` and ``edges`` display as the
+    background (``fusion_node`` is reused), or None for ``blend``."""
+    if mode not in FUSION_MODES:
+        raise ValueError(f"fusion mode {mode!r} is not one of {FUSION_MODES}")
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"foreground opacity must lie in [0, 1], got {opacity}")
+    background, foreground = xray_node, drr_node
+    if mode != "blend":
+        xray = torch.from_numpy(nodes.xray_image_from_node(xray_node))
+        drr = resize_image(torch.from_numpy(nodes.xray_image_from_node(drr_node)), tuple(xray.shape))
+        image = checkerboard(xray, drr) if mode == "checkerboard" else edge_overlay(xray, drr)
+        fusion_node = nodes.image_to_node(
+            image, nodes.node_ras_from_ijk(xray_node), scene, f"{xray_node.GetName()} {mode}", fusion_node
+        )
+        background, foreground = fusion_node, None
+    for composite in _composite_nodes(scene, layouts):
+        composite.SetBackgroundVolumeID(background.GetID())
+        composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
+        composite.SetForegroundOpacity(float(opacity))
+        slice_node = _slice_node(scene, composite.GetLayoutName())
+        if slice_node is not None:
+            align_slice_to_image(slice_node, xray_node)
+    return fusion_node if mode != "blend" else None
+
+
+def show_carm(scene, scene_from_camera: np.ndarray, sdd_mm: float, marker_node=None):
+    """A markups line from the X-ray source to the detector's principal point (the principal
+    ray), so the C-arm set-up can be seen in 3D; ``marker_node`` is reused."""
+    if marker_node is None:
+        marker_node = scene.AddNewNodeByClass("vtkMRMLMarkupsLineNode", scene.GenerateUniqueName("C-arm principal ray"))
+        marker_node.CreateDefaultDisplayNodes()
+    source = np.asarray(scene_from_camera, np.float64) @ np.array([0.0, 0.0, 0.0, 1.0])
+    detector = np.asarray(scene_from_camera, np.float64) @ np.array([0.0, 0.0, float(sdd_mm), 1.0])
+    marker_node.RemoveAllControlPoints()
+    marker_node.AddControlPoint(*source[:3], "source")
+    marker_node.AddControlPoint(*detector[:3], "detector")
+    return marker_node

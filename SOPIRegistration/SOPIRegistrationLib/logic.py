@@ -1,0 +1,387 @@
+"""``RegistrationLogic``: what the module's buttons do, on MRML nodes, headless.
+
+Every long call has two forms: a blocking one for the Python console and tests, and a
+``start_*`` one that returns a :class:`~SOPIRegistrationLib.worker.BackgroundJob`. Nodes are
+read into engine objects on the calling (main) thread, the engine runs on the worker
+thread, and output nodes are written on the main thread when the job is polled. Input
+nodes are never modified; on an error or a cancel no output node is created or changed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sopi.errors import InputError
+from sopi.geometry import PRESETS, CArmGeometry
+from sopi.io_xray import XRay, apply_polarity
+from sopi.volume import Volume
+
+from . import frames, nodes
+from .worker import BackgroundJob
+
+__all__ = ["DEFAULT_METHOD", "RegistrationLogic", "SceneRegistration", "geometry_for_xray"]
+
+DEFAULT_METHOD = "sopi+opt"
+DEFAULT_PRESET = "perlove-plx118f"
+ATTRIBUTE_PREFIX = "SOPIRegistration."
+CT_REFERENCE, XRAY_REFERENCE = ATTRIBUTE_PREFIX + "CT", ATTRIBUTE_PREFIX + "XRay"
+
+Progress = Callable[[float, str], None] | None
+
+
+@dataclass
+class SceneRegistration:
+    """A registration written to the scene."""
+
+    result: object  # sopi.registration.RegistrationResult
+    transform_node: object
+    drr_node: object
+    segmentation_node: object | None
+    geometry: CArmGeometry
+    scene_from_camera: np.ndarray
+
+
+@dataclass
+class _Prepared:
+    ct: Volume
+    xray: XRay
+    mask: Volume | None
+    initial_pose: torch.Tensor | None
+    scene_from_camera: np.ndarray
+
+
+def _matrix_attribute(node, name: str) -> np.ndarray | None:
+    text = node.GetAttribute(ATTRIBUTE_PREFIX + name)
+    if not text:
+        return None
+    values = np.array([float(value) for value in text.split()], dtype=np.float64)
+    return values.reshape(4, 4) if values.size == 16 else values
+
+
+def _set_matrix_attribute(node, name: str, values: np.ndarray) -> None:
+    node.SetAttribute(ATTRIBUTE_PREFIX + name, " ".join(repr(float(value)) for value in np.asarray(values).ravel()))
+
+
+def geometry_for_xray(
+    xray_node,
+    preset: str = DEFAULT_PRESET,
+    sdd_mm: float | None = None,
+    pixel_spacing_mm: float | None = None,
+    source_to_isocenter_mm: float | None = None,
+) -> CArmGeometry:
+    """The C-arm geometry of an X-ray node: a preset's distances, overridden where given; the
+    node's size, and its spacing unless ``pixel_spacing_mm`` (mm, square pixels) is given."""
+    if preset not in PRESETS:
+        raise InputError(f"geometry preset {preset!r} is unknown; expected one of {sorted(PRESETS)}")
+    base = PRESETS[preset]
+    spacing = None if not pixel_spacing_mm else (float(pixel_spacing_mm), float(pixel_spacing_mm))
+    return nodes.xray_geometry(
+        xray_node, sdd_mm or base.sdd_mm, spacing, source_to_isocenter_mm or base.source_to_isocenter_mm
+    )
+
+
+class RegistrationLogic:
+    """Segmentation, registration and DRR rendering on the nodes of ``scene``.
+
+    Args:
+        scene: the ``vtkMRMLScene`` (in Slicer, the application's scene).
+        models_dir: where the default models live (the shipped ``Resources/Models``).
+    """
+
+    def __init__(self, scene, models_dir: str | Path | None = None) -> None:
+        from sopi.sample_data import models_dir as shipped_models
+
+        self.scene = scene
+        self.models_dir = Path(models_dir) if models_dir is not None else shipped_models()
+        self._rendering_cache: tuple | None = None
+
+    # ------------------------------------------------------------------ models
+
+    def default_models(self) -> dict[str, Path]:
+        """The model files used when none is given: ``{"rtpi": ..., "fine": ...}`` in :attr:`models_dir`."""
+        return {"rtpi": self.models_dir / "rtpi_sample_ct.pt", "fine": self.models_dir / "fine_sample_ct.pt"}
+
+    def model_warnings(self, ct_node, model_files: dict[str, str | Path | None] | None = None) -> list[str]:
+        """Human-readable warnings for models that were trained on another CT than ``ct_node``'s."""
+        from sopi.training.cases import voxel_fingerprint
+
+        fingerprint = voxel_fingerprint(nodes.volume_from_node(ct_node))
+        warnings = []
+        for kind, path in (model_files or self.default_models()).items():
+            if not path:
+                continue
+            path = Path(path)
+            try:
+                data = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))["training"]["data"]
+            except (OSError, KeyError, TypeError, json.JSONDecodeError):
+                warnings.append(f"{path.name}: no training record; cannot tell which CT it was trained on")
+                continue
+            if fingerprint not in {entry.get("voxels_sha256") for entry in data}:
+                warnings.append(
+                    f"{path.name} ({kind}) was trained on another CT; use 'Prepare model for this CT' "
+                    "or a classical method (opt)"
+                )
+        return warnings
+
+    def prepare_models(self, ct_node, segmentation_node, geometry: CArmGeometry, out_dir: str | Path,
+                       minutes: float = 30.0, device: str = "auto", progress: Progress = None,
+                       cancel: Callable[[], bool] | None = None, seed: int = 0) -> dict[str, Path]:
+        """Train patient-specific models (blocking); see :meth:`start_prepare_models`."""
+        job = self.start_prepare_models(ct_node, segmentation_node, geometry, out_dir, minutes, device, on_progress=progress, seed=seed)
+        return job.wait(cancel=cancel)
+
+    def start_prepare_models(self, ct_node, segmentation_node, geometry: CArmGeometry, out_dir: str | Path,
+                             minutes: float = 30.0, device: str = "auto", on_progress=None, on_done=None,
+                             on_error=None, *, seed: int = 0) -> BackgroundJob:
+        """Train RTPI and the fine module on this CT and spine for ``geometry``'s C-arm, in the
+        background, with the shipped models' recipe (:func:`sopi.training.patient.train_patient_models`).
+        The job's result is ``{"rtpi": path, "fine": path}``."""
+        from sopi.training.patient import train_patient_models
+
+        if segmentation_node is None:
+            raise InputError("Prepare model: select or create the spine segmentation first (Auto-segment spine)")
+        ct = nodes.volume_from_node(ct_node)
+        mask = nodes.mask_from_segmentation(segmentation_node, ct_node)
+        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in ct_node.GetName()) or "ct"
+        job = BackgroundJob(
+            lambda progress, cancel: train_patient_models(
+                ct, mask, geometry, out_dir, minutes=minutes, name=name, device=device, seed=seed, progress=progress, cancel=cancel,
+            ),
+            on_progress, on_done, on_error,
+        )
+        return job.start()
+
+    # ------------------------------------------------------------------ segmentation
+
+    def segment_spine(self, ct_node, segmentation_node=None, progress: Progress = None, cancel=None):
+        """Segment the spine of a CT node (blocking); returns the segmentation node."""
+        return self.start_segment_spine(ct_node, segmentation_node, on_progress=progress).wait(cancel=cancel)
+
+    def start_segment_spine(self, ct_node, segmentation_node=None, on_progress=None, on_done=None, on_error=None) -> BackgroundJob:
+        """Background spine segmentation; the job's result is the segmentation node."""
+        from sopi.segment import segment_spine
+
+        ct = nodes.volume_from_node(ct_node)
+        name = f"{ct_node.GetName()} spine"
+        job = BackgroundJob(
+            lambda progress, cancel: segment_spine(ct, progress=progress, cancel=cancel),
+            on_progress, on_done, on_error,
+            finish=lambda mask: self._write_nodes(lambda: nodes.segmentation_from_mask(mask, self.scene, ct_node, name, segmentation_node)),
+        )
+        return job.start()
+
+    # ------------------------------------------------------------------ registration
+
+    def register(self, ct_node, xray_node, geometry: CArmGeometry | None = None, segmentation_node=None,
+                 init_transform_node=None, method: str = DEFAULT_METHOD, device: str = "auto", transform_node=None,
+                 drr_node=None, progress: Progress = None, cancel: Callable[[], bool] | None = None,
+                 **options) -> SceneRegistration:
+        """Register (blocking); see :meth:`start_register` for the arguments."""
+        job = self.start_register(
+            ct_node, xray_node, geometry, segmentation_node, init_transform_node, method, device, transform_node,
+            drr_node, on_progress=progress, **options,
+        )
+        return job.wait(cancel=cancel)
+
+    def start_register(self, ct_node, xray_node, geometry: CArmGeometry | None = None, segmentation_node=None,
+                       init_transform_node=None, method: str = DEFAULT_METHOD, device: str = "auto",
+                       transform_node=None, drr_node=None, on_progress=None, on_done=None, on_error=None, *,
+                       model: str | Path | None = None, fine_model: str | Path | None = None, seed: int = 0,
+                       polarity: str = "bone-bright", step_mm: float = 1.0, iteration_scale: float = 1.0) -> BackgroundJob:
+        """Register an X-ray node to a CT node in the background.
+
+        Args:
+            geometry: the X-ray's C-arm; default :func:`geometry_for_xray` with the
+                ``perlove-plx118f`` distances and the node's pixel spacing.
+            segmentation_node: the spine; without it, methods that need one segment it
+                first (and the job creates a segmentation node).
+            init_transform_node: start pose (a transform node in this module's convention,
+                ``docs/conventions.md``); default the nominal AP view about the spine.
+            transform_node, drr_node: outputs to update; new nodes are created if None.
+            model, fine_model: network files; default :meth:`default_models`.
+            polarity: how bone looks in the X-ray node (``bone-bright``, ``bone-dark`` or
+                ``intensity``); the engine wants bone bright.
+            seed, step_mm, iteration_scale: as in :func:`sopi.register`.
+        The job's result is a :class:`SceneRegistration`.
+        """
+        from sopi.registration.methods import get_method, needs_model
+
+        get_method(method)
+        geometry = geometry or geometry_for_xray(xray_node)
+        prepared = self._prepare(ct_node, xray_node, geometry, segmentation_node, init_transform_node, polarity)
+        needed = needs_model(method)
+        defaults = self.default_models()
+        models = {"rtpi": model or (defaults["rtpi"] if "rtpi" in needed else None),
+                  "fine": fine_model or (defaults["fine"] if "fine" in needed else None)}
+        auto_mask = prepared.mask is None and bool(needed)
+
+        def work(progress, cancel):
+            from sopi.registration import register
+            from sopi.render import render_drr, rendering_volume
+            from sopi.segment import segment_spine
+
+            mask, share = prepared.mask, 0.0
+            if auto_mask:
+                share = 0.2
+                mask = segment_spine(prepared.ct, progress=lambda f, m: progress(share * f, f"Segmenting spine: {m}"), cancel=cancel)
+            result = register(
+                prepared.ct, prepared.xray, geometry=geometry, initial_pose=prepared.initial_pose, mask=mask,
+                method=method, model=models["rtpi"], fine_model=models["fine"], device=device, seed=seed,
+                step_mm=step_mm, iteration_scale=iteration_scale, cancel=cancel,
+                progress=lambda f, m: progress(share + (1 - share) * f, m),
+            )
+            drr = render_drr(rendering_volume(prepared.ct, "hu"), geometry, result.camera_from_world, step_mm=step_mm)
+            return result, drr.numpy(), mask if auto_mask else None
+
+        def finish(outcome) -> SceneRegistration:
+            result, drr, new_mask = outcome
+            return self._write_nodes(lambda: self._write_registration(
+                ct_node, xray_node, geometry, prepared, result, drr, new_mask, segmentation_node, transform_node, drr_node,
+            ))
+
+        return BackgroundJob(work, on_progress, on_done, on_error, finish=finish).start()
+
+    def _prepare(self, ct_node, xray_node, geometry, segmentation_node, init_transform_node, polarity) -> _Prepared:
+        ct = nodes.volume_from_node(ct_node)
+        image = nodes.xray_image_from_node(xray_node)
+        if image.shape != geometry.shape:
+            raise InputError(f"X-ray: {xray_node.GetName()!r} is {image.shape} pixels but the geometry describes {geometry.shape}")
+        image = apply_polarity(image.astype(np.float64), polarity, xray_node.GetName()).astype(np.float32)
+        xray = XRay(torch.from_numpy(image), geometry, xray_node.GetName())
+        mask = nodes.mask_from_segmentation(segmentation_node, ct_node) if segmentation_node is not None else None
+        scene_from_camera = frames.scene_from_camera_for_xray(
+            nodes.node_ras_from_ijk(xray_node), geometry.sdd_mm, geometry.principal_point_px
+        )
+        initial_pose = None
+        if init_transform_node is not None:
+            initial_pose = torch.from_numpy(
+                frames.camera_from_world_from_transform(nodes.transform_matrix(init_transform_node), scene_from_camera)
+            )
+        return _Prepared(ct, xray, mask, initial_pose, scene_from_camera)
+
+    def _write_nodes(self, write: Callable):
+        """Run ``write``; if it fails, remove the nodes it added so the scene is as it was."""
+        before = {self.scene.GetNthNode(index).GetID() for index in range(self.scene.GetNumberOfNodes())}
+        try:
+            return write()
+        except BaseException:
+            added = [self.scene.GetNthNode(index) for index in range(self.scene.GetNumberOfNodes())]
+            for node in added:
+                if node is not None and node.GetID() not in before:
+                    self.scene.RemoveNode(node)
+            raise
+
+    def _write_registration(self, ct_node, xray_node, geometry, prepared, result, drr, new_mask, segmentation_node,
+                            transform_node, drr_node) -> SceneRegistration:
+        if new_mask is not None:
+            segmentation_node = nodes.segmentation_from_mask(new_mask, self.scene, ct_node, f"{ct_node.GetName()} spine")
+        if transform_node is None:
+            transform_node = self.scene.AddNewNodeByClass(
+                "vtkMRMLLinearTransformNode", self.scene.GenerateUniqueName(f"{xray_node.GetName()} registration")
+            )
+        registered = frames.transform_from_camera_from_world(result.camera_from_world.numpy(), prepared.scene_from_camera)
+        nodes.set_transform_matrix(transform_node, registered)
+        _set_matrix_attribute(transform_node, "RegisteredMatrix", registered)
+        _set_matrix_attribute(transform_node, "SceneFromCamera", prepared.scene_from_camera)
+        _set_matrix_attribute(transform_node, "PivotLPS", result.pivot_world.numpy())
+        transform_node.SetAttribute(ATTRIBUTE_PREFIX + "Geometry", json.dumps(geometry.to_dict()))
+        transform_node.SetAttribute(ATTRIBUTE_PREFIX + "Method", result.method)
+        transform_node.SetAttribute(ATTRIBUTE_PREFIX + "Similarity", repr(float(result.similarity)))
+        transform_node.SetAttribute(ATTRIBUTE_PREFIX + "TimeS", f"{result.time_s:.3f}")
+        transform_node.SetNodeReferenceID(CT_REFERENCE, ct_node.GetID())
+        transform_node.SetNodeReferenceID(XRAY_REFERENCE, xray_node.GetID())
+        drr_node = self._drr_to_node(drr, geometry, prepared.scene_from_camera, drr_node, f"{xray_node.GetName()} DRR")
+        return SceneRegistration(result, transform_node, drr_node, segmentation_node, geometry, prepared.scene_from_camera)
+
+    def _drr_to_node(self, drr: np.ndarray, geometry: CArmGeometry, scene_from_camera: np.ndarray, drr_node, name: str):
+        ras_from_ijk = frames.detector_ras_from_ijk(scene_from_camera, geometry.sdd_mm, geometry.pixel_spacing_mm, geometry.principal_point_px)
+        return nodes.image_to_node(drr.astype(np.float32), ras_from_ijk, self.scene, name, drr_node)
+
+    # ------------------------------------------------------------------ poses and DRRs
+
+    def registration_geometry(self, transform_node) -> tuple[CArmGeometry, np.ndarray]:
+        """The geometry and ``scene_from_camera`` a registration stored on its transform node."""
+        text = transform_node.GetAttribute(ATTRIBUTE_PREFIX + "Geometry")
+        scene_from_camera = _matrix_attribute(transform_node, "SceneFromCamera")
+        if not text or scene_from_camera is None:
+            raise InputError(f"{transform_node.GetName()!r} holds no SOPIRegistration result; register first")
+        return CArmGeometry.from_dict(json.loads(text), source=transform_node.GetName()), scene_from_camera
+
+    def camera_from_world(self, transform_node, scene_from_camera: np.ndarray | None = None) -> np.ndarray:
+        """The engine's ``camera_from_world`` of a transform node (its stored scene frame by default)."""
+        if scene_from_camera is None:
+            scene_from_camera = _matrix_attribute(transform_node, "SceneFromCamera")
+            scene_from_camera = frames.default_scene_from_camera() if scene_from_camera is None else scene_from_camera
+        return frames.camera_from_world_from_transform(nodes.transform_matrix(transform_node), scene_from_camera)
+
+    def pose_params(self, transform_node) -> np.ndarray:
+        """The paper's parameters (deg, mm) of the node's current pose relative to the registered one."""
+        registered, scene_from_camera, pivot = self._registered(transform_node)
+        reference = frames.camera_from_world_from_transform(registered, scene_from_camera)
+        return frames.params_from_pose(reference, pivot, self.camera_from_world(transform_node, scene_from_camera))
+
+    def set_pose_params(self, transform_node, theta) -> None:
+        """Move the node to the registered pose plus ``theta`` (deg, mm; about the spine centroid)."""
+        registered, scene_from_camera, pivot = self._registered(transform_node)
+        reference = frames.camera_from_world_from_transform(registered, scene_from_camera)
+        pose = frames.pose_from_params(reference, pivot, np.asarray(theta, dtype=np.float64))
+        nodes.set_transform_matrix(transform_node, frames.transform_from_camera_from_world(pose, scene_from_camera))
+
+    def reset_pose(self, transform_node) -> None:
+        """Back to the registered pose."""
+        nodes.set_transform_matrix(transform_node, self._registered(transform_node)[0])
+
+    def _registered(self, transform_node) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        registered = _matrix_attribute(transform_node, "RegisteredMatrix")
+        pivot = _matrix_attribute(transform_node, "PivotLPS")
+        _, scene_from_camera = self.registration_geometry(transform_node)
+        if registered is None or pivot is None:
+            raise InputError(f"{transform_node.GetName()!r} holds no SOPIRegistration result; register first")
+        return registered, scene_from_camera, pivot
+
+    def _rendering_volume(self, ct_node) -> Volume:
+        from sopi.render import rendering_volume
+
+        key = (ct_node.GetID(), ct_node.GetImageData().GetMTime(), tuple(nodes.node_ras_from_ijk(ct_node).ravel()))
+        if self._rendering_cache is None or self._rendering_cache[0] != key:
+            self._rendering_cache = (key, rendering_volume(nodes.volume_from_node(ct_node), "hu"))
+        return self._rendering_cache[1]
+
+    def render_drr(self, ct_node, transform_node, geometry: CArmGeometry | None = None, drr_node=None, xray_node=None,
+                   binning: int = 1, step_mm: float = 1.0, device: str = "cpu"):
+        """Render the DRR of ``ct_node`` at ``transform_node``'s pose into ``drr_node`` (new if None).
+
+        The detector (and so the DRR node) sits where ``xray_node`` is; without it, where the
+        transform node's registration put it, or in the camera frame (source at the origin).
+        ``binning`` > 1 renders a coarser detector (for interactive dragging)."""
+        stored_scene = _matrix_attribute(transform_node, "SceneFromCamera")
+        if geometry is None:
+            geometry = self.registration_geometry(transform_node)[0]
+        if xray_node is not None:
+            scene_from_camera = frames.scene_from_camera_for_xray(nodes.node_ras_from_ijk(xray_node), geometry.sdd_mm, geometry.principal_point_px)
+        else:
+            scene_from_camera = stored_scene if stored_scene is not None else frames.default_scene_from_camera()
+        pose = torch.from_numpy(frames.camera_from_world_from_transform(nodes.transform_matrix(transform_node), scene_from_camera))
+        if binning > 1:
+            geometry = geometry.resized(max(1, geometry.rows // binning), max(1, geometry.cols // binning))
+        from sopi.render import render_drr
+
+        image = render_drr(self._rendering_volume(ct_node), geometry, pose, step_mm=step_mm * max(1, binning), device=device)
+        name = f"{(xray_node if xray_node is not None else transform_node).GetName()} DRR"
+        return self._drr_to_node(image.numpy(), geometry, scene_from_camera, drr_node, name)
+
+    def similarity(self, xray_node, drr_node, polarity: str = "bone-bright") -> float:
+        """Gradient correlation (in [-1, 1], higher is better) of the X-ray and a DRR node (resampled to the DRR's size)."""
+        from sopi.io_xray import resize_image
+        from sopi.similarity import gradient_correlation
+
+        xray = apply_polarity(nodes.xray_image_from_node(xray_node).astype(np.float64), polarity, xray_node.GetName())
+        drr = torch.from_numpy(nodes.xray_image_from_node(drr_node)).to(torch.float64)
+        fixed = resize_image(torch.from_numpy(xray), tuple(drr.shape)).to(torch.float64)
+        return float(gradient_correlation(fixed[None], drr[None]))

@@ -1,0 +1,149 @@
+"""MRML tier (``slicer-core``): node conversions and the frames of the Slicer scene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+slicer = pytest.importorskip("slicer", reason="the MRML tier needs slicer-core (make test installs it)")
+
+from SOPIRegistrationLib import frames, nodes  # noqa: E402
+from sopi.errors import InputError  # noqa: E402
+from sopi.geometry import CArmGeometry, nominal_view, project_points  # noqa: E402
+from sopi.volume import Volume  # noqa: E402
+
+
+def _volume(shape=(6, 7, 8), seed=0) -> Volume:
+    generator = torch.Generator().manual_seed(seed)
+    data = torch.randint(-1000, 1500, shape, generator=generator).to(torch.int16)
+    direction = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    world_from_index = torch.eye(4, dtype=torch.float64)
+    world_from_index[:3, :3] = direction * torch.tensor([0.7, 0.9, 2.5], dtype=torch.float64)
+    world_from_index[:3, 3] = torch.tensor([-30.0, 12.0, 100.0], dtype=torch.float64)
+    return Volume(data, world_from_index)
+
+
+def test_volume_node_round_trip_converts_ras_to_lps():
+    scene = slicer.vtkMRMLScene()
+    volume = _volume()
+    node = nodes.volume_to_node(volume, scene, "ct")
+    assert node.GetImageData().GetScalarTypeAsString() == "short"  # dtype kept
+    ras = nodes.matrix_from_vtk(_ijk_to_ras(node))
+    np.testing.assert_allclose(ras, np.diag([-1.0, -1.0, 1.0, 1.0]) @ volume.world_from_index.numpy())
+    back = nodes.volume_from_node(node)
+    assert torch.equal(back.data, volume.data.to(torch.float32))
+    assert torch.allclose(back.world_from_index, volume.world_from_index)
+
+
+def _ijk_to_ras(node):
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return matrix
+
+
+def test_volume_from_node_rejects_a_single_slice_and_names_the_node():
+    scene = slicer.vtkMRMLScene()
+    node = nodes.image_to_node(np.zeros((4, 5), np.float32), np.eye(4), scene, "flat")
+    with pytest.raises(InputError, match="flat.*single slice"):
+        nodes.volume_from_node(node)
+    with pytest.raises(InputError, match="no volume node"):
+        nodes.volume_from_node(None)
+
+
+def test_xray_node_keeps_dtype_and_pixel_order():
+    scene = slicer.vtkMRMLScene()
+    image = np.arange(12, dtype=np.uint16).reshape(3, 4)  # 3 rows, 4 columns
+    node = nodes.image_to_node(image, np.diag([0.5, 0.6, 1.0, 1.0]), scene, "xray")
+    assert node.GetImageData().GetScalarTypeAsString() == "unsigned short"
+    assert node.GetImageData().GetDimensions() == (4, 3, 1)
+    np.testing.assert_array_equal(nodes.xray_image_from_node(node), image.astype(np.float32))
+    geometry = nodes.xray_geometry(node, 1000.0)
+    assert geometry.shape == (3, 4) and geometry.pixel_spacing_mm == (0.5, 0.6)
+    with pytest.raises(InputError, match="slices"):
+        nodes.xray_image_from_node(nodes.volume_to_node(_volume(), scene, "ct"))
+
+
+def test_segmentation_round_trip_and_resampling_onto_the_ct_grid():
+    scene = slicer.vtkMRMLScene()
+    ct = _volume((8, 9, 10))
+    ct_node = nodes.volume_to_node(ct, scene, "ct")
+    mask = torch.zeros(8, 9, 10, dtype=torch.uint8)
+    mask[2:6, 3:7, 1:8] = 1
+    segmentation = nodes.segmentation_from_mask(ct.with_data(mask), scene, ct_node)
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 1
+    back = nodes.mask_from_segmentation(segmentation, ct_node)
+    assert torch.equal(back.data, mask)
+    # a second CT on a grid shifted by whole voxels: the same segment lands shifted
+    shifted = ct.world_from_index.clone()
+    shifted[:3, 3] += shifted[:3, :3] @ torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)  # one column
+    other = nodes.volume_to_node(Volume(ct.data, shifted), scene, "shifted")
+    moved = nodes.mask_from_segmentation(segmentation, other)
+    assert torch.equal(moved.data[..., :-1], mask[..., 1:])
+
+
+def test_empty_segmentation_is_refused():
+    scene = slicer.vtkMRMLScene()
+    ct = _volume()
+    ct_node = nodes.volume_to_node(ct, scene, "ct")
+    empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty")
+    with pytest.raises(InputError, match="empty.*no segments"):
+        nodes.mask_from_segmentation(empty, ct_node)
+
+
+def test_scene_frame_matches_the_engine_projection():
+    """A CT point placed by the transform node, cast from the source onto the X-ray node's
+    plane, lands on the pixel where the engine projects it."""
+    geometry = CArmGeometry(1000.0, 40, 50, (0.8, 0.7), source_to_isocenter_mm=650.0)
+    # an X-ray node placed as Slicer places a 2D file: LPS origin and spacing, in RAS
+    ras_from_ijk = np.diag([-0.8, -0.7, 1.0, 1.0])
+    ras_from_ijk[:3, 3] = [15.0, -40.0, 220.0]
+    scene_from_camera = frames.scene_from_camera_for_xray(ras_from_ijk, geometry.sdd_mm, geometry.principal_point_px)
+    view = nominal_view("lateral", torch.tensor([5.0, 20.0, -300.0], dtype=torch.float64), 650.0)
+    pose = view.pose(torch.tensor([4.0, -3.0, 7.0, 6.0, -5.0, 20.0], dtype=torch.float64))
+    transform = frames.transform_from_camera_from_world(pose.numpy(), scene_from_camera)
+    points_lps = torch.tensor([[5.0, 20.0, -300.0], [30.0, -10.0, -280.0], [-20.0, 40.0, -330.0]], dtype=torch.float64)
+    expected = project_points(pose, geometry, points_lps).numpy()  # (col, row)
+    source = scene_from_camera[:3, 3]
+    normal = np.cross(ras_from_ijk[:3, 0], ras_from_ijk[:3, 1])
+    normal /= np.linalg.norm(normal)
+    plane_point = ras_from_ijk[:3, 3]
+    for point, pixel in zip(points_lps.numpy(), expected):
+        in_scene = transform @ np.append(frames.RAS_FROM_LPS[:3, :3] @ point, 1.0)
+        ray = in_scene[:3] - source
+        hit = source + ray * ((plane_point - source) @ normal) / (ray @ normal)
+        ijk = np.linalg.solve(ras_from_ijk, np.append(hit, 1.0))
+        np.testing.assert_allclose(ijk[:2], pixel, atol=1e-6)
+        assert abs(ijk[2]) < 1e-6
+    round_trip = frames.camera_from_world_from_transform(transform, scene_from_camera)
+    np.testing.assert_allclose(round_trip, pose.numpy(), atol=1e-9)
+
+
+def test_detector_image_sits_on_the_xray_plane():
+    geometry = CArmGeometry(1000.0, 40, 50, (0.8, 0.7))
+    ras_from_ijk = np.diag([-0.8, -0.7, 1.0, 1.0])
+    ras_from_ijk[:3, 3] = [15.0, -40.0, 220.0]
+    scene_from_camera = frames.scene_from_camera_for_xray(ras_from_ijk, geometry.sdd_mm, geometry.principal_point_px)
+    detector = frames.detector_ras_from_ijk(scene_from_camera, geometry.sdd_mm, geometry.pixel_spacing_mm, geometry.principal_point_px)
+    corners = np.array([[0, 0, 0, 1], [49, 0, 0, 1], [0, 39, 0, 1], [49, 39, 0, 1]], dtype=np.float64).T
+    np.testing.assert_allclose(detector @ corners, ras_from_ijk @ corners, atol=1e-9)
+
+
+def test_skewed_xray_axes_are_refused():
+    skewed = np.eye(4)
+    skewed[:3, 1] = [0.5, 1.0, 0.0]
+    with pytest.raises(ValueError, match="not perpendicular"):
+        frames.scene_from_camera_for_xray(skewed, 1000.0, (10.0, 10.0))
+
+
+def test_pose_parameters_round_trip_about_the_pivot():
+    reference = nominal_view("ap", torch.tensor([0.0, 10.0, -200.0], dtype=torch.float64), 600.0).camera_from_world.numpy()
+    pivot = np.array([0.0, 10.0, -200.0])
+    theta = np.array([2.0, -1.0, 5.0, 3.0, 4.0, -10.0])
+    pose = frames.pose_from_params(reference, pivot, theta)
+    np.testing.assert_allclose(frames.params_from_pose(reference, pivot, pose), theta, atol=1e-9)
+    # a pure rotation keeps the pivot where the reference pose put it
+    turned = frames.pose_from_params(reference, pivot, np.array([10.0, 0, 0, 0, 0, 0]))
+    np.testing.assert_allclose(turned[:3, :3] @ pivot + turned[:3, 3], reference[:3, :3] @ pivot + reference[:3, 3], atol=1e-9)

@@ -1,0 +1,251 @@
+"""MRML tier (``slicer-core``): ``RegistrationLogic`` on a scene holding the shipped sample case."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+slicer = pytest.importorskip("slicer", reason="the MRML tier needs slicer-core (make test installs it)")
+
+from SOPIRegistrationLib import RegistrationLogic, display, nodes  # noqa: E402
+from SOPIRegistrationLib.sample import load_sample_case, mask_points_world  # noqa: E402
+from sopi.distances import mtre_mm  # noqa: E402
+from sopi.errors import Cancelled, InputError  # noqa: E402
+from sopi.render import render_drr, rendering_volume  # noqa: E402
+from sopi.segment import dice  # noqa: E402
+
+
+def _node_ids(scene) -> list[str]:
+    return [scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes())]
+
+
+def _array(node) -> np.ndarray:
+    from vtk.util import numpy_support
+
+    return numpy_support.vtk_to_numpy(node.GetImageData().GetPointData().GetScalars()).copy()
+
+
+@pytest.fixture(scope="module")
+def registered():
+    """The sample case registered once with rtpi+opt (spine from the reference labels)."""
+    scene = slicer.vtkMRMLScene()
+    case = load_sample_case(scene)
+    ct_before, xray_before = _array(case.ct_node), _array(case.xray_node)
+    spine = case.vertebrae.with_data((case.vertebrae.data != 0).to(torch.uint8))
+    segmentation = nodes.segmentation_from_mask(spine, scene, case.ct_node)
+    logic = RegistrationLogic(scene)
+    before = _node_ids(scene)
+    messages = []
+    registration = logic.register(case.ct_node, case.xray_node, segmentation_node=segmentation, method="rtpi+opt",
+                                  device="cpu", progress=lambda fraction, message: messages.append((fraction, message)))
+    return {"scene": scene, "case": case, "logic": logic, "registration": registration, "before": before,
+            "messages": messages, "ct_before": ct_before, "xray_before": xray_before, "segmentation": segmentation}
+
+
+def _mtre(logic, transform_node, case) -> float:
+    estimated = torch.from_numpy(logic.camera_from_world(transform_node))
+    return float(mtre_mm(estimated, torch.from_numpy(case.true_camera_from_world), mask_points_world(case.vertebrae)))
+
+
+def test_register_recovers_the_simulated_pose(registered):
+    case, logic, registration = registered["case"], registered["logic"], registered["registration"]
+    assert _mtre(logic, registration.transform_node, case) < 1.0
+    assert [stage["stage"] for stage in registration.result.stages][0] == "rtpi"
+    fractions = [fraction for fraction, _ in registered["messages"]]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_register_writes_only_new_output_nodes_and_keeps_inputs(registered):
+    scene, case, registration = registered["scene"], registered["case"], registered["registration"]
+    added = [node_id for node_id in _node_ids(scene) if node_id not in registered["before"]]
+    added_data = {node_id for node_id in added if scene.GetNodeByID(node_id).IsA("vtkMRMLStorableNode")}
+    assert added_data == {registration.transform_node.GetID(), registration.drr_node.GetID()}
+    np.testing.assert_array_equal(_array(case.ct_node), registered["ct_before"])
+    np.testing.assert_array_equal(_array(case.xray_node), registered["xray_before"])
+    assert case.ct_node.GetParentTransformNode() is None
+
+
+def test_drr_node_lies_on_the_xray_and_matches_the_engine(registered):
+    case, logic, registration = registered["case"], registered["logic"], registered["registration"]
+    drr = registration.drr_node
+    assert drr.GetImageData().GetDimensions() == case.xray_node.GetImageData().GetDimensions()
+    np.testing.assert_allclose(nodes.node_ras_from_ijk(drr), nodes.node_ras_from_ijk(case.xray_node), atol=1e-9)
+    # independently: the engine's DRR at the transform node's pose
+    expected = render_drr(rendering_volume(nodes.volume_from_node(case.ct_node), "hu"), registration.geometry,
+                          torch.from_numpy(logic.camera_from_world(registration.transform_node)))
+    np.testing.assert_allclose(nodes.xray_image_from_node(drr), expected.numpy(), rtol=1e-5, atol=1e-5)
+    assert logic.similarity(case.xray_node, drr) > 0.95
+
+
+def test_binned_render_keeps_the_detector_extent(registered):
+    scene, case, logic, registration = registered["scene"], registered["case"], registered["logic"], registered["registration"]
+    coarse = logic.render_drr(case.ct_node, registration.transform_node, xray_node=case.xray_node, binning=2)
+    assert coarse.GetImageData().GetDimensions() == (128, 128, 1)
+    np.testing.assert_allclose(coarse.GetSpacing()[:2], 2 * np.array(case.xray_node.GetSpacing()[:2]))
+    corner_fine = nodes.node_ras_from_ijk(case.xray_node) @ np.array([-0.5, -0.5, 0, 1])
+    corner_coarse = nodes.node_ras_from_ijk(coarse) @ np.array([-0.5, -0.5, 0, 1])
+    np.testing.assert_allclose(corner_coarse, corner_fine, atol=1e-6)
+    scene.RemoveNode(coarse)
+
+
+def test_pose_sliders_move_about_the_registered_pose(registered):
+    case, logic, registration = registered["case"], registered["logic"], registered["registration"]
+    transform, drr = registration.transform_node, registration.drr_node
+    theta = np.array([1.5, -2.0, 3.0, 8.0, -4.0, 12.0])
+    logic.set_pose_params(transform, theta)
+    np.testing.assert_allclose(logic.pose_params(transform), theta, atol=1e-9)
+    moved = logic.render_drr(case.ct_node, transform, xray_node=case.xray_node)
+    assert logic.similarity(case.xray_node, moved) < logic.similarity(case.xray_node, drr)
+    assert _mtre(logic, transform, case) > 5.0
+    logic.reset_pose(transform)
+    np.testing.assert_allclose(logic.pose_params(transform), np.zeros(6), atol=1e-9)
+    registered["scene"].RemoveNode(moved)
+
+
+def test_scene_round_trip_keeps_the_registration(registered, tmp_path):
+    scene, case, registration = registered["scene"], registered["case"], registered["registration"]
+    parameters = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "SOPIRegistration")
+    parameters.SetParameter("method", "rtpi+opt")
+    parameters.SetNodeReferenceID("outputTransform", registration.transform_node.GetID())
+    storable = [case.ct_node, case.xray_node, registration.drr_node, registration.transform_node, registered["segmentation"]]
+    for node in storable:
+        node.AddDefaultStorageNode()
+        storage = node.GetStorageNode()
+        storage.SetFileName(str(tmp_path / f"{node.GetID()}.{storage.GetDefaultWriteFileExtension()}"))
+        assert storage.WriteData(node)
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+    scene.RemoveNode(parameters)
+
+    reloaded = slicer.vtkMRMLScene()
+    reloaded.SetURL(str(tmp_path / "scene.mrml"))
+    assert reloaded.Connect()
+    parameters = reloaded.GetFirstNodeByName("SOPIRegistration")
+    assert parameters.GetParameter("method") == "rtpi+opt"
+    transform = parameters.GetNodeReference("outputTransform")
+    np.testing.assert_allclose(nodes.transform_matrix(transform), nodes.transform_matrix(registration.transform_node), atol=1e-9)
+    logic = RegistrationLogic(reloaded)
+    assert transform.GetAttribute("SOPIRegistration.Method") == "rtpi+opt"
+    np.testing.assert_allclose(logic.pose_params(transform), np.zeros(6), atol=1e-9)
+    ct_node = transform.GetNodeReference("SOPIRegistration.CT")
+    xray_node = transform.GetNodeReference("SOPIRegistration.XRay")
+    assert ct_node.GetName() == case.ct_node.GetName() and xray_node.GetName() == case.xray_node.GetName()
+    # the stored geometry and scene frame re-render the same DRR without the X-ray node
+    drr = logic.render_drr(ct_node, transform)
+    np.testing.assert_allclose(nodes.xray_image_from_node(drr), nodes.xray_image_from_node(registration.drr_node), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(nodes.node_ras_from_ijk(drr), nodes.node_ras_from_ijk(xray_node), atol=1e-6)
+
+
+def test_register_reuses_the_given_output_nodes():
+    scene = slicer.vtkMRMLScene()
+    case = load_sample_case(scene)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "mine")
+    drr = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my DRR")
+    spine = nodes.segmentation_from_mask(case.vertebrae.with_data((case.vertebrae.data != 0).to(torch.uint8)), scene, case.ct_node)
+    before = _node_ids(scene)
+    logic = RegistrationLogic(scene)
+    result = logic.register(case.ct_node, case.xray_node, segmentation_node=spine, method="rtpi", transform_node=transform,
+                            drr_node=drr, device="cpu")
+    assert result.transform_node is transform and result.drr_node is drr
+    assert _node_ids(scene) == before
+    from sopi.geometry import nominal_view
+    from sopi.segment import mask_centroid_world
+
+    start = nominal_view("ap", mask_centroid_world(case.vertebrae), result.geometry.source_to_isocenter_mm).camera_from_world
+    start_error = float(mtre_mm(start, torch.from_numpy(case.true_camera_from_world), mask_points_world(case.vertebrae)))
+    assert _mtre(logic, transform, case) < 0.75 * start_error  # RTPI alone: an initialisation
+
+
+def test_register_segments_the_spine_when_none_is_given():
+    scene = slicer.vtkMRMLScene()
+    case = load_sample_case(scene)
+    result = RegistrationLogic(scene).register(case.ct_node, case.xray_node, method="rtpi", device="cpu")
+    assert result.segmentation_node is not None
+    mask = nodes.mask_from_segmentation(result.segmentation_node, case.ct_node)
+    assert dice(mask, case.vertebrae.data != 0) > 0.7
+
+
+def test_cancelled_background_registration_leaves_the_scene_unchanged():
+    scene = slicer.vtkMRMLScene()
+    case = load_sample_case(scene)
+    before = _node_ids(scene)
+    events = {"progress": 0, "error": None, "done": None}
+    logic = RegistrationLogic(scene)
+
+    def on_progress(fraction, message):
+        events["progress"] += 1
+        job.cancel()
+
+    job = logic.start_register(case.ct_node, case.xray_node, method="opt", device="cpu", on_progress=on_progress,
+                               on_done=lambda result: events.update(done=result), on_error=lambda error: events.update(error=error))
+    with pytest.raises(Cancelled):
+        job.wait(timeout_s=120)
+    assert events["progress"] >= 1 and isinstance(events["error"], Cancelled) and events["done"] is None
+    assert _node_ids(scene) == before and not job.running
+
+
+def test_worker_errors_reach_on_error_and_leave_the_scene_unchanged(tmp_path):
+    scene = slicer.vtkMRMLScene()
+    case = load_sample_case(scene)
+    before = _node_ids(scene)
+    errors = []
+    job = RegistrationLogic(scene).start_register(
+        case.ct_node, case.xray_node, method="rtpi", device="cpu", model=tmp_path / "missing.pt", on_error=errors.append,
+    )
+    with pytest.raises(InputError, match="missing.pt"):
+        job.wait(timeout_s=120)
+    assert len(errors) == 1 and _node_ids(scene) == before
+
+
+def test_bad_inputs_fail_before_any_work_and_name_the_node():
+    scene = slicer.vtkMRMLScene()
+    case = load_sample_case(scene)
+    logic = RegistrationLogic(scene)
+    with pytest.raises(InputError, match="SOPI sample X-ray.*single slice"):
+        logic.start_register(case.xray_node, case.ct_node)
+    with pytest.raises(InputError, match="unknown method"):
+        logic.start_register(case.ct_node, case.xray_node, method="magic")
+
+
+def test_fusion_display_modes(registered):
+    scene, case, registration = registered["scene"], registered["case"], registered["registration"]
+    slice_node = scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    slice_node.SetLayoutName("Red")
+    composite = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+    composite.SetLayoutName("Red")
+    assert display.show_fusion(scene, case.xray_node, registration.drr_node, 0.3, "blend") is None
+    assert composite.GetBackgroundVolumeID() == case.xray_node.GetID()
+    assert composite.GetForegroundVolumeID() == registration.drr_node.GetID()
+    assert composite.GetForegroundOpacity() == pytest.approx(0.3)
+    slice_to_ras = nodes.matrix_from_vtk(slice_node.GetSliceToRAS())
+    ras_from_ijk = nodes.node_ras_from_ijk(case.xray_node)
+    np.testing.assert_allclose(slice_to_ras[:3, 0], ras_from_ijk[:3, 0] / np.linalg.norm(ras_from_ijk[:3, 0]), atol=1e-9)
+    np.testing.assert_allclose(slice_to_ras[:3, 1], -ras_from_ijk[:3, 1] / np.linalg.norm(ras_from_ijk[:3, 1]), atol=1e-9)
+    fusion = display.show_fusion(scene, case.xray_node, registration.drr_node, 0.3, "checkerboard")
+    assert composite.GetBackgroundVolumeID() == fusion.GetID() and composite.GetForegroundVolumeID() is None
+    np.testing.assert_allclose(nodes.node_ras_from_ijk(fusion), ras_from_ijk)
+    again = display.show_fusion(scene, case.xray_node, registration.drr_node, 0.3, "edges", fusion)
+    assert again is fusion
+    with pytest.raises(ValueError, match="fusion mode"):
+        display.show_fusion(scene, case.xray_node, registration.drr_node, 0.3, "stereo")
+
+
+def test_prepared_models_are_trained_on_this_ct(registered, tmp_path):
+    case, logic = registered["case"], registered["logic"]
+    assert logic.model_warnings(case.ct_node) == []  # the shipped models were trained on the sample CT
+    geometry = registered["registration"].geometry
+    models = logic.prepare_models(case.ct_node, registered["segmentation"], geometry, tmp_path, minutes=0.02, device="cpu")
+    from sopi.nets.model_file import load_model
+
+    assert {kind: load_model(path).kind for kind, path in models.items()} == {"rtpi": "rtpi", "fine": "fine"}
+    assert logic.model_warnings(case.ct_node, models) == []
+    scene = registered["scene"]
+    other = nodes.volume_to_node(nodes.volume_from_node(case.ct_node).with_data(torch.zeros(128, 128, 128)), scene, "other CT")
+    warnings = logic.model_warnings(other, models)
+    assert len(warnings) == 2 and all("another CT" in warning for warning in warnings)
+    scene.RemoveNode(other)
+    with pytest.raises(InputError, match="segmentation"):
+        logic.prepare_models(case.ct_node, None, geometry, tmp_path)
