@@ -11,7 +11,6 @@ import os
 import pathlib
 from typing import Annotated, Optional
 
-import ctk
 import qt
 import slicer
 import vtk
@@ -30,11 +29,12 @@ from slicer.util import VTKObservationMixin
 #: Must equal ``sopi.registration.METHODS`` (checked by tests/test_slicer_module_static.py);
 #: listed here because the engine is not importable before the dependencies are installed.
 METHOD_CHOICES = ["sopi+opt", "sopi", "rtpi+opt", "rtpi", "fine", "opt", "opt-gc", "opt-nccl", "opt-ngi"]
-#: Must equal ``sopi.geometry.PRESETS``: (source-to-detector, source-to-isocentre, pixel spacing) in mm.
+#: Must equal ``sopi.geometry.PRESETS``: (source-to-detector, source-to-isocentre) in mm. The pixel
+#: spacing is the X-ray node's (or the DICOM tags') unless the user types one.
 GEOMETRY_PRESETS = {
-    "perlove-plx118f": (1011.7, 675.0, 0.79836),
-    "perlove-plx118f-full": (1011.7, 675.0, 0.19959),
-    "generic": (1000.0, 650.0, 0.8),
+    "perlove-plx118f": (1011.7, 675.0),
+    "perlove-plx118f-full": (1011.7, 675.0),
+    "generic": (1000.0, 650.0),
 }
 POLARITY_CHOICES = ["bone-bright", "bone-dark", "intensity"]
 FUSION_CHOICES = ["blend", "checkerboard", "edges"]
@@ -164,7 +164,7 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._fullRenderTimer.setInterval(400)
         self._fullRenderTimer.connect("timeout()", lambda: self._renderPreview(final=True))
         self._fusionNode = None
-        self._carmNode = None
+        self._observedTransform = None
         self._updatingPose = False
 
     def setup(self) -> None:
@@ -182,8 +182,10 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.autoSegmentButton.connect("clicked(bool)", self.onAutoSegmentButton)
         self.ui.prepareModelButton.connect("clicked(bool)", self.onPrepareModelButton)
         self.ui.resetPoseButton.connect("clicked(bool)", self.onResetPoseButton)
-        self.ui.geometryPresetComboBox.connect("currentIndexChanged(int)", self.onPresetChanged)
+        # "activated": only a user's choice fills the distances (not the wrapper filling the combo box)
+        self.ui.geometryPresetComboBox.connect("activated(int)", self.onPresetChanged)
         self.ui.outputTransformSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onOutputTransformChanged)
+        self.ui.xrayVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onXrayChanged)
         for name in POSE_PARAMETERS:
             self._poseSlider(name).connect("valueChanged(double)", self.onPoseSliderChanged)
         self.ui.opacitySliderWidget.connect("valueChanged(double)", lambda value: self._showResults())
@@ -274,11 +276,32 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onPresetChanged(self, index: int) -> None:
         if not self._parameterNode:
             return
-        sdd, sod, spacing = GEOMETRY_PRESETS[self._parameterNode.geometryPreset]
+        sdd, sod = GEOMETRY_PRESETS[self.ui.geometryPresetComboBox.currentText]
         with slicer.util.NodeModify(self._parameterNode.parameterNode):
             self._parameterNode.sourceToDetectorMm = sdd
             self._parameterNode.sourceToIsocenterMm = sod
-            self._parameterNode.pixelSpacingMm = spacing
+
+    def onXrayChanged(self, xrayNode) -> None:
+        """Fill the C-arm geometry from the DICOM tags when the X-ray was loaded from DICOM."""
+        uids = (xrayNode.GetAttribute("DICOM.instanceUIDs") or "").split() if xrayNode is not None else []
+        if not uids or not self._parameterNode or self.logic.missingRequirements():
+            return
+        path = slicer.dicomDatabase.fileForInstance(uids[0]) if slicer.dicomDatabase else ""
+        if not path:
+            return
+        from SOPIRegistrationLib import dicom_geometry_settings
+
+        try:
+            settings = dicom_geometry_settings(path)
+        except Exception as error:
+            self.ui.statusLabel.text = _("Check the C-arm geometry: {error}").format(error=error)
+            return
+        with slicer.util.NodeModify(self._parameterNode.parameterNode):
+            self._parameterNode.sourceToDetectorMm = settings["sdd_mm"]
+            if settings["source_to_isocenter_mm"]:
+                self._parameterNode.sourceToIsocenterMm = settings["source_to_isocenter_mm"]
+            self._parameterNode.pixelSpacingMm = settings["pixel_spacing_mm"] or 0.0
+        self.ui.statusLabel.text = _("C-arm geometry filled from the DICOM tags.")
 
     # ------------------------------------------------------------------ jobs
 
@@ -373,7 +396,7 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             node.outputDrr = registration.drr_node
             if registration.segmentation_node is not None:
                 node.spineSegmentation = registration.segmentation_node
-            self._resetPoseSliders()
+        self._resetPoseSliders()
         result = registration.result
         self.ui.statusLabel.text = _("Registered with {method} in {seconds:.1f} s (similarity {similarity:.3f}).").format(
             method=result.method, seconds=result.time_s, similarity=result.similarity)
@@ -384,7 +407,19 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onOutputTransformChanged(self, transform_node) -> None:
         self.ui.translationSliders.setMRMLTransformNode(transform_node)
         self.ui.rotationSliders.setMRMLTransformNode(transform_node)
+        if self._observedTransform is not None:
+            self.removeObserver(self._observedTransform, slicer.vtkMRMLTransformNode.TransformModifiedEvent, self._onTransformModified)
+        self._observedTransform = transform_node
+        if transform_node is not None:
+            self.addObserver(transform_node, slicer.vtkMRMLTransformNode.TransformModifiedEvent, self._onTransformModified)
         self._checkCanApply()
+
+    def _onTransformModified(self, caller=None, event=None) -> None:
+        """Any pose change (the paper's sliders, Slicer's transform sliders, the Transforms
+        module): a coarse DRR soon (while dragging on a CPU), the full one once it settles."""
+        if self._job is None:
+            self._renderTimer.start(30)
+            self._fullRenderTimer.start()
 
     def _showResults(self, fit: bool = False) -> None:
         node = self._parameterNode
@@ -424,12 +459,9 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         theta = [getattr(node, name) for name in POSE_PARAMETERS]
         try:
-            self.logic.lib().set_pose_params(node.outputTransform, theta)
+            self.logic.lib().set_pose_params(node.outputTransform, theta)  # the transform observer re-renders
         except Exception as error:
             self.ui.statusLabel.text = str(error)
-            return
-        self._renderTimer.start(30)
-        self._fullRenderTimer.start()
 
     def _renderPreview(self, final: bool = False) -> None:
         node = self._parameterNode
@@ -452,7 +484,6 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.logic.lib().reset_pose(node.outputTransform)
         self._resetPoseSliders()
-        self._renderPreview(final=True)
 
 
 #
@@ -466,6 +497,7 @@ class SOPIRegistrationLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self._lib = None
+        self._carmNode = None
 
     def getParameterNode(self):
         return SOPIRegistrationParameterNode(super().getParameterNode())
@@ -512,15 +544,30 @@ class SOPIRegistrationLogic(ScriptedLoadableModuleLogic):
                     raise RuntimeError(_("PyTorch could not be installed."))
             others = [text for text in missing if not text.startswith("torch")]
             if others:
-                try:
-                    import slicer.pydeps as pydeps
-                except ImportError:
-                    pydeps = None
-                if pydeps is not None and hasattr(pydeps, "pip_ensure"):
-                    pydeps.pip_ensure(pydeps.load_requirements(self.requirementsFile()), prompt_install=False, requester="SOPIRegistration")
+                ensure = self._pipEnsure()
+                if ensure is not None:
+                    ensure(others)
                 else:
                     slicer.util.pip_install(" ".join('"{}"'.format(text) for text in others))
         return True
+
+    @staticmethod
+    def _pipEnsure():
+        """Slicer's own "install what is missing" helper where this Slicer has one (``pip_ensure``,
+        in ``slicer.packaging`` or ``slicer.pydeps`` depending on the release), else None."""
+        import importlib
+
+        for name in ("slicer.packaging", "slicer.pydeps"):
+            try:
+                module = importlib.import_module(name)
+            except ImportError:
+                continue
+            if hasattr(module, "pip_ensure"):
+                from packaging.requirements import Requirement
+
+                return lambda texts: module.pip_ensure([Requirement(text) for text in texts], prompt_install=False,
+                                                       requester="SOPIRegistration")
+        return None
 
     def lib(self):
         """The headless logic (imported once the dependencies are there)."""
@@ -606,6 +653,10 @@ class SOPIRegistrationLogic(ScriptedLoadableModuleLogic):
         for node in (parameters.ctVolume, parameters.spineSegmentation):
             if node is not None:
                 node.SetAndObserveTransformNodeID(transformID)
+        geometry, sceneFromCamera = self.lib().registration_geometry(parameters.outputTransform)
+        if self._carmNode is not None and not slicer.mrmlScene.IsNodePresent(self._carmNode):
+            self._carmNode = None
+        self._carmNode = display.show_carm(slicer.mrmlScene, sceneFromCamera, geometry.sdd_mm, self._carmNode)
         return fusionNode
 
 
@@ -668,6 +719,7 @@ class SOPIRegistrationTest(ScriptedLoadableModuleTest):
 
     def test_SOPIRegistration_widget_enables_register(self):
         widget = slicer.modules.sopiregistration.widgetRepresentation().self()
+        widget.initializeParameterNode()  # the scene was cleared: observe the new parameter node
         parameters = widget.logic.getParameterNode()
         parameters.ctVolume = None
         parameters.xrayVolume = None

@@ -437,9 +437,9 @@ def test_dicom_without_distance_asks_for_geometry(tmp_path: Path) -> None:
         read_ct(path)  # a single 2D DICOM is no CT
 
 
-def test_pydicom_written_dx(tmp_path: Path) -> None:
-    """A DX written by pydicom: 12 bits stored, MONOCHROME1, both spacing tags (ImagerPixelSpacing wins)."""
-    pydicom = pytest.importorskip("pydicom")
+def write_dx(path: Path, imager_spacing=(0.15, 0.18), source_to_patient: str | None = "800") -> None:
+    """A DX written by pydicom: 12 bits stored, MONOCHROME1, both spacing tags, RAW pixels."""
+    import pydicom  # noqa: F401 - callers skip without it
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -454,12 +454,20 @@ def test_pydicom_written_dx(tmp_path: Path) -> None:
     ds.Modality, ds.PhotometricInterpretation = "DX", "MONOCHROME1"
     ds.Rows, ds.Columns, ds.SamplesPerPixel = RAW.shape[0], RAW.shape[1], 1
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.DistanceSourceToDetector, ds.DistanceSourceToPatient = "1200", "800"
-    ds.ImagerPixelSpacing, ds.PixelSpacing = [0.15, 0.18], [0.1, 0.12]
+    ds.DistanceSourceToDetector = "1200"
+    if source_to_patient is not None:
+        ds.DistanceSourceToPatient = source_to_patient
+    ds.ImagerPixelSpacing, ds.PixelSpacing = list(imager_spacing), [0.1, 0.12]
     ds.PositionerPrimaryAngle, ds.PositionerSecondaryAngle = "30", "-10"
     ds.PixelData = RAW.tobytes()
-    path = tmp_path / "pydicom_dx.dcm"
     ds.save_as(path, enforce_file_format=True)
+
+
+def test_pydicom_written_dx(tmp_path: Path) -> None:
+    """A DX written by pydicom: 12 bits stored, MONOCHROME1, both spacing tags (ImagerPixelSpacing wins)."""
+    pydicom = pytest.importorskip("pydicom")
+    path = tmp_path / "pydicom_dx.dcm"
+    write_dx(path)
 
     xray = read_xray(path)
     assert xray.geometry.pixel_spacing_mm == pytest.approx((0.18, 0.15))  # (du, dv) from ImagerPixelSpacing
@@ -531,3 +539,21 @@ def test_checkerboard_and_edge_overlay_fusions():
     assert (edges[3:5, :] == 1.0).all()  # the DRR's horizontal step is drawn
     with pytest.raises(ValueError, match="differ in shape"):
         checkerboard(xray, drr[:4])
+
+
+def test_shipped_sample_xray_is_the_drr_at_its_recorded_pose():
+    """The sample X-ray (Slicer's Sample Data) and its truth file agree: rendering the sample CT
+    at the recorded pose gives the shipped image."""
+    import json
+
+    from sopi.geometry import load_pose
+    from sopi.render import render_drr, rendering_volume
+    from sopi.sample_data import load_sample, sample_data_dir
+
+    xray = read_xray(sample_data_dir() / "sample_xray.mha")
+    pose = load_pose(sample_data_dir() / "sample_xray_truth.json")
+    truth = json.loads((sample_data_dir() / "sample_xray_truth.json").read_text())
+    assert truth["protocol"] == "paper" and truth["view"] == "ap"
+    ct, _ = load_sample()
+    expected = render_drr(rendering_volume(ct, "hu"), xray.geometry, pose)
+    torch.testing.assert_close(xray.image, expected, rtol=1e-4, atol=1e-4)

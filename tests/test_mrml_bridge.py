@@ -147,3 +147,15 @@ def test_pose_parameters_round_trip_about_the_pivot():
     # a pure rotation keeps the pivot where the reference pose put it
     turned = frames.pose_from_params(reference, pivot, np.array([10.0, 0, 0, 0, 0, 0]))
     np.testing.assert_allclose(turned[:3, :3] @ pivot + turned[:3, 3], reference[:3, :3] @ pivot + reference[:3, 3], atol=1e-9)
+
+
+def test_dicom_geometry_settings_fill_the_gui_fields(tmp_path):
+    pytest.importorskip("pydicom")
+    from test_io import write_dx
+
+    from SOPIRegistrationLib import dicom_geometry_settings
+
+    write_dx(tmp_path / "dx.dcm")
+    assert dicom_geometry_settings(tmp_path / "dx.dcm") == {"sdd_mm": 1200.0, "source_to_isocenter_mm": 800.0, "pixel_spacing_mm": None}
+    write_dx(tmp_path / "square.dcm", imager_spacing=(0.2, 0.2), source_to_patient=None)
+    assert dicom_geometry_settings(tmp_path / "square.dcm") == {"sdd_mm": 1200.0, "source_to_isocenter_mm": None, "pixel_spacing_mm": 0.2}

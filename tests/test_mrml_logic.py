@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -249,3 +247,26 @@ def test_prepared_models_are_trained_on_this_ct(registered, tmp_path):
     scene.RemoveNode(other)
     with pytest.raises(InputError, match="segmentation"):
         logic.prepare_models(case.ct_node, None, geometry, tmp_path)
+
+
+def test_carm_marker_runs_from_the_source_to_the_principal_point(registered):
+    scene, case, logic, registration = registered["scene"], registered["case"], registered["logic"], registered["registration"]
+    geometry, scene_from_camera = logic.registration_geometry(registration.transform_node)
+    line = display.show_carm(scene, scene_from_camera, geometry.sdd_mm)
+    source, detector = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+    line.GetNthControlPointPosition(0, source)
+    line.GetNthControlPointPosition(1, detector)
+    principal = nodes.node_ras_from_ijk(case.xray_node) @ np.array([*geometry.principal_point_px, 0.0, 1.0])
+    np.testing.assert_allclose(detector, principal[:3], atol=1e-3)
+    assert np.linalg.norm(np.subtract(detector, source)) == pytest.approx(geometry.sdd_mm, abs=1e-3)
+    # the registered CT sits between the source and the detector: its spine centroid projects inside the image
+    pivot_ras = frames_ras(logic, registration)
+    assert 0 < np.dot(pivot_ras - source, np.subtract(detector, source)) / geometry.sdd_mm ** 2 < 1
+    assert display.show_carm(scene, scene_from_camera, geometry.sdd_mm, line) is line and line.GetNumberOfControlPoints() == 2
+
+
+def frames_ras(logic, registration) -> np.ndarray:
+    """The spine centroid (pivot) placed by the registration transform, in scene RAS."""
+    pivot_lps = registration.result.pivot_world.numpy()
+    transform = nodes.transform_matrix(registration.transform_node)
+    return (transform @ np.append(np.diag([-1.0, -1.0, 1.0]) @ pivot_lps, 1.0))[:3]

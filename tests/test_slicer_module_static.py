@@ -135,9 +135,8 @@ def test_choice_lists_match_the_engine():
     assert sorted(methods) == sorted(METHODS) and methods[0] == "sopi+opt"
     presets = _module_constant("GEOMETRY_PRESETS")
     assert set(presets) == set(PRESETS)
-    for name, (sdd, sod, spacing) in presets.items():
-        geometry = PRESETS[name]
-        assert (sdd, sod, spacing) == (geometry.sdd_mm, geometry.source_to_isocenter_mm, geometry.pixel_spacing_mm[0])
+    for name, (sdd, sod) in presets.items():
+        assert (sdd, sod) == (PRESETS[name].sdd_mm, PRESETS[name].source_to_isocenter_mm)
     assert set(_module_constant("POLARITY_CHOICES")) <= set(POLARITIES)
     assert tuple(_module_constant("FUSION_CHOICES")) == FUSION_MODES
     fields = _parameter_fields()

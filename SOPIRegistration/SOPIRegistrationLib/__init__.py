@@ -5,7 +5,7 @@ it is tested outside Slicer. ``SOPIRegistration.py`` (the Slicer module) delegat
 :class:`RegistrationLogic`.
 """
 
-from .logic import DEFAULT_METHOD, RegistrationLogic, SceneRegistration, geometry_for_xray
+from .logic import DEFAULT_METHOD, RegistrationLogic, SceneRegistration, dicom_geometry_settings, geometry_for_xray
 from .worker import BackgroundJob
 
-__all__ = ["DEFAULT_METHOD", "BackgroundJob", "RegistrationLogic", "SceneRegistration", "geometry_for_xray"]
+__all__ = ["DEFAULT_METHOD", "BackgroundJob", "RegistrationLogic", "SceneRegistration", "dicom_geometry_settings", "geometry_for_xray"]

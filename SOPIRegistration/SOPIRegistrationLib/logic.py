@@ -25,7 +25,7 @@ from sopi.volume import Volume
 from . import frames, nodes
 from .worker import BackgroundJob
 
-__all__ = ["DEFAULT_METHOD", "RegistrationLogic", "SceneRegistration", "geometry_for_xray"]
+__all__ = ["DEFAULT_METHOD", "RegistrationLogic", "SceneRegistration", "dicom_geometry_settings", "geometry_for_xray"]
 
 DEFAULT_METHOD = "sopi+opt"
 DEFAULT_PRESET = "perlove-plx118f"
@@ -84,6 +84,23 @@ def geometry_for_xray(
     return nodes.xray_geometry(
         xray_node, sdd_mm or base.sdd_mm, spacing, source_to_isocenter_mm or base.source_to_isocenter_mm
     )
+
+
+def dicom_geometry_settings(path: str | Path) -> dict:
+    """The C-arm distances and pixel spacing recorded in an X-ray DICOM file, for the GUI's
+    geometry fields: ``sdd_mm``, ``source_to_isocenter_mm`` (None if absent) and
+    ``pixel_spacing_mm`` (None for non-square pixels: the node's spacing is used then).
+    Raises :class:`InputError` naming the file and the missing tag."""
+    from sopi.io_xray import read_xray
+
+    xray = read_xray(path)
+    du, dv = xray.geometry.pixel_spacing_mm
+    recorded = "distance_source_to_patient_mm" in xray.metadata
+    return {
+        "sdd_mm": xray.geometry.sdd_mm,
+        "source_to_isocenter_mm": xray.geometry.source_to_isocenter_mm if recorded else None,
+        "pixel_spacing_mm": du if abs(du - dv) <= 1e-6 * du else None,
+    }
 
 
 class RegistrationLogic:
