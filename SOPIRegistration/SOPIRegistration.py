@@ -132,6 +132,7 @@ class SOPIRegistrationParameterNode:
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
     rayStepMm: Annotated[float, WithinRange(0.25, 5.0)] = 1.0
     iterationScale: Annotated[float, WithinRange(0.25, 4.0)] = 1.0
+    pyramid: bool = True
     modelFolder: pathlib.Path
 
 
@@ -628,6 +629,7 @@ class SOPIRegistrationLogic(ScriptedLoadableModuleLogic):
             parameters.initialTransform, parameters.method, parameters.device, parameters.outputTransform, parameters.outputDrr,
             on_progress, on_done, on_error, model=models["rtpi"], fine_model=models["fine"], seed=parameters.seed,
             polarity=parameters.xrayPolarity, step_mm=parameters.rayStepMm, iteration_scale=parameters.iterationScale,
+            pyramid=parameters.pyramid,
         )
 
     def startPrepareModels(self, parameters, on_progress=None, on_done=None, on_error=None):

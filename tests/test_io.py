@@ -439,7 +439,6 @@ def test_dicom_without_distance_asks_for_geometry(tmp_path: Path) -> None:
 
 def write_dx(path: Path, imager_spacing=(0.15, 0.18), source_to_patient: str | None = "800") -> None:
     """A DX written by pydicom: 12 bits stored, MONOCHROME1, both spacing tags, RAW pixels."""
-    import pydicom  # noqa: F401 - callers skip without it
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

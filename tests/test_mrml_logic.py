@@ -270,3 +270,14 @@ def frames_ras(logic, registration) -> np.ndarray:
     pivot_lps = registration.result.pivot_world.numpy()
     transform = nodes.transform_matrix(registration.transform_node)
     return (transform @ np.append(np.diag([-1.0, -1.0, 1.0]) @ pivot_lps, 1.0))[:3]
+
+
+def test_progress_messages_read_as_stages(registered):
+    from SOPIRegistrationLib.logic import readable_progress
+
+    assert readable_progress("fine 12/60") == "Fine registration 12/60"
+    assert readable_progress("cma-es gc 1/4 3/40") == "CMA-ES search (gc, 1/4 detector) 3/40"
+    assert readable_progress("done") == "Done"
+    messages = [message for _, message in registered["messages"]]
+    assert any(message.startswith("RTPI") for message in messages)
+    assert any(message.startswith("Gradient descent (gc, 1/2 detector)") for message in messages)

@@ -92,11 +92,13 @@ def test_register_cli_writes_result_and_fused_picture(sample_case, tmp_path):
     code = main([
         "register", "--ct", str(sample_ct_path()), "--xray", str(tmp_path / "xray.mha"), "--init", str(tmp_path / "init.json"),
         "--mask", str(sample_vertebrae_path()), "--method", "opt-gc", "--out", str(out), "--fused", str(fused), "--device", "cpu", "--quiet",
+        "--iteration-scale", "0.1",
     ])
     assert code == 0
     result = json.loads(out.read_text())
     assert {"matrix", "params", "method", "time_s", "similarity", "iterations", "converged"} <= set(result)
     assert result["method"] == "opt-gc" and len(result["matrix"]) == 4
+    assert 0 < result["iterations"] <= 6  # opt-gc runs 60 CMA-ES generations; a tenth of them
     from PIL import Image
 
     picture = Image.open(fused)
@@ -150,3 +152,13 @@ def test_iteration_scale_multiplies_every_budget():
     assert all(stage.budget >= 1 for stage in scaled_budgets(METHODS["opt"], 1e-6))
     with pytest.raises(InputError, match="iteration_scale"):
         scaled_budgets(stages, 0.0)
+
+
+def test_single_level_runs_every_stage_at_the_finest_level():
+    from sopi.registration.methods import METHODS, Stage, single_level
+
+    flat = single_level(METHODS["sopi+opt"])
+    factors = {stage.factor for stage in flat if isinstance(stage, Stage)}
+    assert factors == {min(stage.factor for stage in METHODS["opt"])} == {2}
+    assert [type(stage) for stage in flat] == [type(stage) for stage in METHODS["sopi+opt"]]
+    assert single_level(METHODS["rtpi"]) == METHODS["rtpi"]

@@ -34,6 +34,21 @@ CT_REFERENCE, XRAY_REFERENCE = ATTRIBUTE_PREFIX + "CT", ATTRIBUTE_PREFIX + "XRay
 
 Progress = Callable[[float, str], None] | None
 
+#: Stage labels of ``sopi.register``'s progress messages, in a clinician's words.
+_STAGE_NAMES = {"rtpi": "RTPI", "fine": "Fine registration", "cma-es": "CMA-ES search", "adam": "Gradient descent",
+                "powell": "Powell search"}
+
+
+def readable_progress(message: str) -> str:
+    """``"fine 12/60"`` -> ``"Fine registration 12/60"``; ``"cma-es gc 1/4 3/40"`` -> ``"CMA-ES search (gc, 1/4 detector) 3/40"``."""
+    words = message.split()
+    if not words or words[0] not in _STAGE_NAMES:
+        return message[:1].upper() + message[1:]
+    name = _STAGE_NAMES[words[0]]
+    if words[0] in ("cma-es", "adam", "powell") and len(words) >= 3:
+        return " ".join([f"{name} ({words[1]}, {words[2]} detector)", *words[3:]])
+    return " ".join([name, *words[1:]])
+
 
 @dataclass
 class SceneRegistration:
@@ -210,7 +225,8 @@ class RegistrationLogic:
                        init_transform_node=None, method: str = DEFAULT_METHOD, device: str = "auto",
                        transform_node=None, drr_node=None, on_progress=None, on_done=None, on_error=None, *,
                        model: str | Path | None = None, fine_model: str | Path | None = None, seed: int = 0,
-                       polarity: str = "bone-bright", step_mm: float = 1.0, iteration_scale: float = 1.0) -> BackgroundJob:
+                       polarity: str = "bone-bright", step_mm: float = 1.0, iteration_scale: float = 1.0,
+                       pyramid: bool = True) -> BackgroundJob:
         """Register an X-ray node to a CT node in the background.
 
         Args:
@@ -224,7 +240,7 @@ class RegistrationLogic:
             model, fine_model: network files; default :meth:`default_models`.
             polarity: how bone looks in the X-ray node (``bone-bright``, ``bone-dark`` or
                 ``intensity``); the engine wants bone bright.
-            seed, step_mm, iteration_scale: as in :func:`sopi.register`.
+            seed, step_mm, iteration_scale, pyramid: as in :func:`sopi.register`.
         The job's result is a :class:`SceneRegistration`.
         """
         from sopi.registration.methods import get_method, needs_model
@@ -246,12 +262,13 @@ class RegistrationLogic:
             mask, share = prepared.mask, 0.0
             if auto_mask:
                 share = 0.2
-                mask = segment_spine(prepared.ct, progress=lambda f, m: progress(share * f, f"Segmenting spine: {m}"), cancel=cancel)
+                mask = segment_spine(prepared.ct, progress=lambda f, m: progress(share * f, f"Segmenting spine ({m})"), cancel=cancel)
             result = register(
                 prepared.ct, prepared.xray, geometry=geometry, initial_pose=prepared.initial_pose, mask=mask,
                 method=method, model=models["rtpi"], fine_model=models["fine"], device=device, seed=seed,
-                step_mm=step_mm, iteration_scale=iteration_scale, cancel=cancel,
-                progress=lambda f, m: progress(share + (1 - share) * f, m),
+                step_mm=step_mm, iteration_scale=iteration_scale, pyramid=pyramid,
+                cancel=cancel,
+                progress=lambda f, m: progress(share + (1 - share) * f, readable_progress(m)),
             )
             drr = render_drr(rendering_volume(prepared.ct, "hu"), geometry, result.camera_from_world, step_mm=step_mm)
             return result, drr.numpy(), mask if auto_mask else None

@@ -154,8 +154,8 @@ def _cmd_register(args: argparse.Namespace) -> int:
         result = register(
             ct, xray, initial_pose=initial_pose, view=None if args.init else args.view, mask=args.mask,
             auto_mask=args.auto_mask, method=args.method, model=args.model, fine_model=args.fine_model,
-            device=resolve_device(args.device),
-            seed=args.seed, progress=progress,
+            device=resolve_device(args.device), seed=args.seed, iteration_scale=args.iteration_scale,
+            pyramid=not args.no_pyramid, progress=progress,
         )
     write_json(args.out, result.to_dict())
     print(f"wrote {args.out} (similarity {result.similarity:.4f}, {result.time_s:.1f} s)")
@@ -256,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--fused", type=Path, help="also write the DRR at the result fused over the X-ray (PNG)")
     reg.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     reg.add_argument("--seed", type=int, default=0)
+    reg.add_argument("--iteration-scale", type=float, default=1.0, help="multiply every stage's iteration budget (default 1)")
+    reg.add_argument("--no-pyramid", action="store_true", help="run every stage at the method's finest detector level")
     reg.add_argument("--quiet", action="store_true", help="no progress bar")
     reg.set_defaults(run=_cmd_register)
 

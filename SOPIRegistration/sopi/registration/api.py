@@ -16,7 +16,7 @@ from ..io_xray import XRay
 from ..render import rendering_volume
 from ..nets.model_file import LoadedModel, load_model
 from ..volume import Volume
-from .methods import FineStage, NetworkStage, Stage, get_method, needs_model, scaled_budgets
+from .methods import FineStage, NetworkStage, Stage, get_method, needs_model, scaled_budgets, single_level
 from .optimizers import Monitor, OptimizerResult, adam, cma_es, multi_start, powell
 from .problem import PoseProblem, default_pivot
 
@@ -72,6 +72,7 @@ def register(
     seed: int = 0,
     step_mm: float = 1.0,
     iteration_scale: float = 1.0,
+    pyramid: bool = True,
     progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> RegistrationResult:
@@ -93,12 +94,15 @@ def register(
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: seeds every random choice (CMA-ES samples).
         iteration_scale: multiplies every optimisation stage's iteration budget.
+        pyramid: False runs every optimisation stage at the method's finest detector level.
         progress: called with ``(fraction, message)`` between iterations.
         cancel: polled between iterations; returning True raises :class:`sopi.errors.Cancelled`.
     """
     from ..io import read_ct, read_label_map, read_xray
 
     stages = scaled_budgets(get_method(method), iteration_scale)
+    if not pyramid:
+        stages = single_level(stages)
     started = time.perf_counter()
     networks = load_networks(method, {"rtpi": model, "fine": fine_model}, device)
     ct_volume = ct if isinstance(ct, Volume) else read_ct(ct)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 from ..errors import InputError
 
-__all__ = ["METHODS", "FineStage", "NetworkStage", "Stage", "get_method", "needs_model", "scaled_budgets"]
+__all__ = ["METHODS", "FineStage", "NetworkStage", "Stage", "get_method", "needs_model", "scaled_budgets", "single_level"]
 
 
 @dataclass(frozen=True)
@@ -133,3 +133,12 @@ def scaled_budgets(stages: tuple, iteration_scale: float) -> tuple:
                             translation_iterations=times(stage.translation_iterations))
         scaled.append(stage)
     return tuple(scaled)
+
+
+def single_level(stages: tuple) -> tuple:
+    """``stages`` without the coarse-to-fine pyramid: every optimisation stage works at the
+    finest detector level the method uses (slower, sometimes more precise)."""
+    factors = [stage.factor for stage in stages if isinstance(stage, Stage)]
+    if not factors:
+        return tuple(stages)
+    return tuple(replace(stage, factor=min(factors)) if isinstance(stage, Stage) else stage for stage in stages)
