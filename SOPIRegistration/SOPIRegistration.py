@@ -307,7 +307,12 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ jobs
 
     def _startJob(self, kind: str, start) -> None:
-        if not self.logic.ensureDependencies():
+        try:
+            if not self.logic.ensureDependencies():
+                self.ui.statusLabel.text = _("The Python packages SOPIRegistration needs are not installed.")
+                return
+        except Exception as error:
+            slicer.util.errorDisplay(_("Could not install the required Python packages: {error}").format(error=error))
             return
         self.ui.progressBar.value = 0
         self.ui.progressBar.visible = True
@@ -418,9 +423,26 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onTransformModified(self, caller=None, event=None) -> None:
         """Any pose change (the paper's sliders, Slicer's transform sliders, the Transforms
         module): a coarse DRR soon (while dragging on a CPU), the full one once it settles."""
-        if self._job is None:
-            self._renderTimer.start(30)
-            self._fullRenderTimer.start()
+        if self._job is not None:
+            return
+        self._renderTimer.start(30)
+        self._fullRenderTimer.start()
+        if not self._updatingPose:  # moved elsewhere (Slicer's sliders): show it in the paper's parameters
+            self._showPoseParameters()
+
+    def _showPoseParameters(self) -> None:
+        node = self._parameterNode
+        try:
+            theta = self.logic.lib().pose_params(node.outputTransform)
+        except Exception:  # not a SOPIRegistration result: the paper's sliders do not apply
+            return
+        self._updatingPose = True
+        try:
+            for name, value in zip(POSE_PARAMETERS, theta):
+                slider = self._poseSlider(name)
+                setattr(node, name, float(min(max(value, slider.minimum), slider.maximum)))
+        finally:
+            self._updatingPose = False
 
     def _showResults(self, fit: bool = False) -> None:
         node = self._parameterNode
@@ -458,11 +480,14 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         if self._updatingPose or not node or not node.outputTransform or self._job is not None:
             return
-        theta = [getattr(node, name) for name in POSE_PARAMETERS]
+        theta = [self._poseSlider(name).value for name in POSE_PARAMETERS]  # the parameter node may lag the widgets
+        self._updatingPose = True
         try:
             self.logic.lib().set_pose_params(node.outputTransform, theta)  # the transform observer re-renders
         except Exception as error:
             self.ui.statusLabel.text = str(error)
+        finally:
+            self._updatingPose = False
 
     def _renderPreview(self, final: bool = False) -> None:
         node = self._parameterNode
@@ -510,20 +535,9 @@ class SOPIRegistrationLogic(ScriptedLoadableModuleLogic):
 
     def missingRequirements(self) -> list:
         """Requirements of ``Resources/requirements.txt`` (and torch) that are not installed."""
-        from importlib.metadata import PackageNotFoundError, version
+        from SOPIRegistrationLib.dependencies import missing_requirements, read_requirements
 
-        from packaging.requirements import Requirement
-
-        lines = [line.split("#")[0].strip() for line in open(self.requirementsFile(), encoding="utf-8")]
-        missing = []
-        for text in ["torch" + TORCH_REQUIREMENT] + [line for line in lines if line]:
-            requirement = Requirement(text)
-            try:
-                if not requirement.specifier.contains(version(requirement.name), prereleases=True):
-                    missing.append(text)
-            except PackageNotFoundError:
-                missing.append(text)
-        return missing
+        return missing_requirements(["torch" + TORCH_REQUIREMENT] + read_requirements(self.requirementsFile()))
 
     def ensureDependencies(self, askConfirmation: bool = True) -> bool:
         """Install what is missing, after asking: torch through the PyTorch extension, the rest

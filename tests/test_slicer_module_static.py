@@ -174,3 +174,15 @@ def test_help_acknowledges_the_paper_and_requirements_skip_bundled_packages():
     assert names and not names & {"vtk", "simpleitk", "numpy", "torch", "slicer-core"}
     pyproject = (MODULE_DIR.parent / "pyproject.toml").read_text()
     assert all(f'"{name}' in pyproject.lower() for name in names)
+
+
+def test_module_file_loads_before_the_dependencies_are_installed():
+    """Slicer imports the module at start-up, before torch may exist: no top-level import of
+    torch, the engine or the Lib (they are imported inside methods, after ensureDependencies)."""
+    top_level = set()
+    for node in _source_tree().body:
+        if isinstance(node, ast.Import):
+            top_level |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            top_level.add((node.module or "").split(".")[0])
+    assert not top_level & {"torch", "sopi", "SOPIRegistrationLib", "numpy", "SimpleITK", "scipy"}

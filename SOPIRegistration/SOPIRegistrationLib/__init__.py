@@ -2,10 +2,25 @@
 
 Imports only what runs with the PyPI package ``slicer-core`` (no Qt, no application object), so
 it is tested outside Slicer. ``SOPIRegistration.py`` (the Slicer module) delegates to
-:class:`RegistrationLogic`.
+:class:`RegistrationLogic`. Names are imported on first use, so ``SOPIRegistrationLib.dependencies``
+works before torch is installed.
 """
 
-from .logic import DEFAULT_METHOD, RegistrationLogic, SceneRegistration, dicom_geometry_settings, geometry_for_xray
-from .worker import BackgroundJob
+from importlib import import_module
 
-__all__ = ["DEFAULT_METHOD", "BackgroundJob", "RegistrationLogic", "SceneRegistration", "dicom_geometry_settings", "geometry_for_xray"]
+_EXPORTS = {
+    "DEFAULT_METHOD": "logic",
+    "RegistrationLogic": "logic",
+    "SceneRegistration": "logic",
+    "dicom_geometry_settings": "logic",
+    "geometry_for_xray": "logic",
+    "BackgroundJob": "worker",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
