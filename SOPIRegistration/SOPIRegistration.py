@@ -460,6 +460,8 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateSimilarity(self) -> None:
         node = self._parameterNode
+        if self._job is not None:  # the engine thread is busy: the readout would wait for the job
+            return
         try:
             value = self.logic.lib().similarity(node.xrayVolume, node.outputDrr, node.xrayPolarity)
         except Exception as error:  # a readout must never break the GUI

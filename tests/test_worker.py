@@ -36,7 +36,7 @@ def test_callbacks_run_on_the_polling_thread_in_order():
 def test_nothing_is_delivered_without_polling():
     seen = []
     job = BackgroundJob(lambda progress, cancel: progress(1.0, "x"), on_progress=lambda *args: seen.append(args)).start()
-    job._thread.join(5)
+    job._future.result(5)
     assert seen == []
     job.wait(timeout_s=5)
     assert seen == [(1.0, "x")]
@@ -87,3 +87,14 @@ def test_wait_polls_a_cancel_callback_and_times_out():
         job.wait(timeout_s=0.1)
     with pytest.raises(Cancelled):
         job.wait(timeout_s=10, cancel=lambda: (release.set(), True)[1])
+
+
+def test_jobs_and_blocking_calls_share_one_engine_thread():
+    from SOPIRegistrationLib.worker import on_engine_thread
+
+    names = [BackgroundJob(lambda progress, cancel: threading.current_thread().name).start().wait(timeout_s=10) for _ in range(2)]
+    names.append(on_engine_thread(lambda: threading.current_thread().name))
+    assert len(set(names)) == 1 and names[0] != threading.current_thread().name
+    # a blocking call made from the engine thread runs in place instead of deadlocking
+    nested = BackgroundJob(lambda progress, cancel: on_engine_thread(lambda: threading.current_thread().name)).start()
+    assert nested.wait(timeout_s=10) == names[0]

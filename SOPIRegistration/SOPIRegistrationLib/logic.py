@@ -23,7 +23,7 @@ from sopi.io_xray import XRay, apply_polarity
 from sopi.volume import Volume
 
 from . import frames, nodes
-from .worker import BackgroundJob
+from .worker import BackgroundJob, on_engine_thread
 
 __all__ = ["DEFAULT_METHOD", "RegistrationLogic", "SceneRegistration", "dicom_geometry_settings", "geometry_for_xray"]
 
@@ -384,7 +384,7 @@ class RegistrationLogic:
 
         key = (ct_node.GetID(), ct_node.GetImageData().GetMTime(), tuple(nodes.node_ras_from_ijk(ct_node).ravel()))
         if self._rendering_cache is None or self._rendering_cache[0] != key:
-            self._rendering_cache = (key, rendering_volume(nodes.volume_from_node(ct_node), "hu"))
+            self._rendering_cache = (key, on_engine_thread(rendering_volume, nodes.volume_from_node(ct_node), "hu"))
         return self._rendering_cache[1]
 
     def render_drr(self, ct_node, transform_node, geometry: CArmGeometry | None = None, drr_node=None, xray_node=None,
@@ -406,16 +406,23 @@ class RegistrationLogic:
             geometry = geometry.resized(max(1, geometry.rows // binning), max(1, geometry.cols // binning))
         from sopi.render import render_drr
 
-        image = render_drr(self._rendering_volume(ct_node), geometry, pose, step_mm=step_mm * max(1, binning), device=device)
+        volume = self._rendering_volume(ct_node)
+        image = on_engine_thread(render_drr, volume, geometry, pose, step_mm=step_mm * max(1, binning), device=device)
         name = f"{(xray_node if xray_node is not None else transform_node).GetName()} DRR"
         return self._drr_to_node(image.numpy(), geometry, scene_from_camera, drr_node, name)
 
     def similarity(self, xray_node, drr_node, polarity: str = "bone-bright") -> float:
-        """Gradient correlation (in [-1, 1], higher is better) of the X-ray and a DRR node (resampled to the DRR's size)."""
+        """Gradient correlation (in [-1, 1], higher is better) of the X-ray and a DRR node (resampled to the DRR's size).
+
+        Like :meth:`render_drr`, it runs on the engine thread and so waits for a running job."""
         from sopi.io_xray import resize_image
         from sopi.similarity import gradient_correlation
 
         xray = apply_polarity(nodes.xray_image_from_node(xray_node).astype(np.float64), polarity, xray_node.GetName())
         drr = torch.from_numpy(nodes.xray_image_from_node(drr_node)).to(torch.float64)
-        fixed = resize_image(torch.from_numpy(xray), tuple(drr.shape)).to(torch.float64)
-        return float(gradient_correlation(fixed[None], drr[None]))
+
+        def measure() -> float:
+            fixed = resize_image(torch.from_numpy(xray), tuple(drr.shape)).to(torch.float64)
+            return float(gradient_correlation(fixed[None], drr[None]))
+
+        return on_engine_thread(measure)

