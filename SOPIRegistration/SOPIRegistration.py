@@ -364,8 +364,19 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job is not None:
             self._cancelJob()
             return
+        self._startJob("register", self._startRegistration)
+
+    def _startRegistration(self):
+        """Warn (and ask) when the networks were trained on another CT, then start the job."""
         node = self._parameterNode
-        self._startJob("register", lambda: self.logic.startRegister(node, self._onJobProgress, self._onRegistered, self._onJobError))
+        warnings = self.logic.modelWarnings(node)
+        self.ui.modelStatusLabel.text = "\n".join(warnings)
+        if warnings and not slicer.util.confirmOkCancelDisplay(
+                _("{warnings}\n\nRegister with these networks anyway?").format(warnings="\n".join(warnings))):
+            from sopi.errors import Cancelled
+
+            raise Cancelled("declined: networks trained on another CT")
+        return self.logic.startRegister(node, self._onJobProgress, self._onRegistered, self._onJobError)
 
     def onAutoSegmentButton(self) -> None:
         node = self._parameterNode
@@ -402,6 +413,8 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             node.outputDrr = registration.drr_node
             if registration.segmentation_node is not None:
                 node.spineSegmentation = registration.segmentation_node
+        if node.spineSegmentation is not None:
+            node.spineSegmentation.CreateClosedSurfaceRepresentation()  # the spine in 3D
         self._resetPoseSliders()
         result = registration.result
         self.ui.statusLabel.text = _("Registered with {method} in {seconds:.1f} s (similarity {similarity:.3f}).").format(
@@ -635,11 +648,17 @@ class SOPIRegistrationLogic(ScriptedLoadableModuleLogic):
             models["fine"] = pathlib.Path(parameters.fineModel)
         return models
 
+    def modelWarnings(self, parameters) -> list:
+        """Warnings for the networks the chosen method would use (none for classical methods)."""
+        from sopi.registration.methods import needs_model
+
+        needed = needs_model(parameters.method)
+        models = {kind: path for kind, path in self._models(parameters).items() if kind in needed}
+        return self.lib().model_warnings(parameters.ctVolume, models) if models else []
+
     def startRegister(self, parameters, on_progress=None, on_done=None, on_error=None):
         """Start a background registration with the parameter node's settings."""
         models = self._models(parameters)
-        for warning in self.lib().model_warnings(parameters.ctVolume, models) if parameters.method.startswith(("sopi", "rtpi", "fine")) else []:
-            logging.warning("SOPIRegistration: %s", warning)
         return self.lib().start_register(
             parameters.ctVolume, parameters.xrayVolume, self.geometry(parameters), parameters.spineSegmentation,
             parameters.initialTransform, parameters.method, parameters.device, parameters.outputTransform, parameters.outputDrr,
