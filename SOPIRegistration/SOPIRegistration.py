@@ -449,11 +449,15 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             theta = self.logic.lib().pose_params(node.outputTransform)
         except Exception:  # not a SOPIRegistration result: the paper's sliders do not apply
             return
+        self._setPoseSliders(theta)
+
+    def _setPoseSliders(self, theta) -> None:
+        """Show ``theta`` (clamped to the sliders' ranges) without moving the transform."""
         self._updatingPose = True
         try:
             for name, value in zip(POSE_PARAMETERS, theta):
                 slider = self._poseSlider(name)
-                setattr(node, name, float(min(max(value, slider.minimum), slider.maximum)))
+                setattr(self._parameterNode, name, float(min(max(value, slider.minimum), slider.maximum)))
         finally:
             self._updatingPose = False
 
@@ -463,11 +467,10 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._fusionNode = self.logic.showResults(node, self._fusionNode)
         if fit:
-            for name in ("Red",):
-                widget = slicer.app.layoutManager().sliceWidget(name)
-                if widget is not None:
-                    widget.sliceLogic().FitSliceToAll()
-                    widget.mrmlSliceNode().SetSliceVisible(True)
+            red = slicer.app.layoutManager().sliceWidget("Red")
+            if red is not None:
+                red.sliceLogic().FitSliceToAll()
+                red.mrmlSliceNode().SetSliceVisible(True)  # the X-ray plane in 3D
             slicer.app.layoutManager().threeDWidget(0).threeDView().resetFocalPoint()
         self._updateSimilarity()
 
@@ -484,12 +487,7 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.similarityLabel.text = _("Gradient correlation: {value:.3f}").format(value=value)
 
     def _resetPoseSliders(self) -> None:
-        self._updatingPose = True
-        try:
-            for name in POSE_PARAMETERS:
-                setattr(self._parameterNode, name, 0.0)
-        finally:
-            self._updatingPose = False
+        self._setPoseSliders([0.0] * len(POSE_PARAMETERS))
 
     def onPoseSliderChanged(self, value: float) -> None:
         node = self._parameterNode
@@ -638,10 +636,7 @@ class SOPIRegistrationLogic(ScriptedLoadableModuleLogic):
         )
 
     def _models(self, parameters) -> dict:
-        lib = self.lib()
-        if _is_set(parameters.modelFolder):
-            lib.models_dir = pathlib.Path(parameters.modelFolder)
-        models = lib.default_models()
+        models = self.lib().default_models(parameters.modelFolder if _is_set(parameters.modelFolder) else None)
         if _is_set(parameters.rtpiModel):
             models["rtpi"] = pathlib.Path(parameters.rtpiModel)
         if _is_set(parameters.fineModel):
@@ -721,7 +716,8 @@ class SOPIRegistrationTest(ScriptedLoadableModuleTest):
         self.assertTrue(logic.ensureDependencies(askConfirmation=False))
         import numpy as np
         import torch
-        from SOPIRegistrationLib.sample import load_sample_case, mask_points_world
+        from SOPIRegistrationLib.sample import load_sample_case
+        from sopi.benchmark import target_points
         from sopi.distances import mtre_mm
         from sopi.segment import dice
 
@@ -738,7 +734,7 @@ class SOPIRegistrationTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Registering with sopi+opt on the CPU")
         registration = lib.register(case.ct_node, case.xray_node, segmentation_node=segmentation, method="sopi+opt", device="cpu")
         estimated = torch.from_numpy(lib.camera_from_world(registration.transform_node))
-        points = mask_points_world(case.vertebrae)
+        points = target_points(case.vertebrae)
         error = float(mtre_mm(estimated, torch.from_numpy(case.true_camera_from_world), points))
         self.assertLess(error, 2.0, "mTRE {:.2f} mm".format(error))
 

@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 import slicer  # noqa: E402
 import torch  # noqa: E402
 from SOPIRegistrationLib import RegistrationLogic, nodes  # noqa: E402
-from SOPIRegistrationLib.sample import load_sample_case, mask_points_world  # noqa: E402
+from SOPIRegistrationLib.sample import load_sample_case  # noqa: E402
+
 
 def main() -> None:
     import matplotlib
@@ -27,6 +28,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from sopi.benchmark import target_points
     from sopi.distances import mtre_mm
 
     from sopi.fusion import checkerboard, fused_overlay
@@ -36,7 +38,7 @@ def main() -> None:
     logic = RegistrationLogic(scene)
     segmentation = logic.segment_spine(case.ct_node)
     registration = logic.register(case.ct_node, case.xray_node, segmentation_node=segmentation, method="sopi+opt", device="cpu")
-    points = mask_points_world(case.vertebrae)
+    points = target_points(case.vertebrae)
     truth = torch.from_numpy(case.true_camera_from_world)
     xray = torch.from_numpy(nodes.xray_image_from_node(case.xray_node))
 

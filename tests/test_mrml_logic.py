@@ -8,8 +8,9 @@ import torch
 
 slicer = pytest.importorskip("slicer", reason="the MRML tier needs slicer-core (make test installs it)")
 
-from SOPIRegistrationLib import RegistrationLogic, display, nodes  # noqa: E402
-from SOPIRegistrationLib.sample import load_sample_case, mask_points_world  # noqa: E402
+from SOPIRegistrationLib import RegistrationLogic, display, frames, nodes  # noqa: E402
+from SOPIRegistrationLib.sample import load_sample_case  # noqa: E402
+from sopi.benchmark import target_points  # noqa: E402
 from sopi.distances import mtre_mm  # noqa: E402
 from sopi.errors import Cancelled, InputError  # noqa: E402
 from sopi.render import render_drr, rendering_volume  # noqa: E402
@@ -45,7 +46,7 @@ def registered():
 
 def _mtre(logic, transform_node, case) -> float:
     estimated = torch.from_numpy(logic.camera_from_world(transform_node))
-    return float(mtre_mm(estimated, torch.from_numpy(case.true_camera_from_world), mask_points_world(case.vertebrae)))
+    return float(mtre_mm(estimated, torch.from_numpy(case.true_camera_from_world), target_points(case.vertebrae)))
 
 
 def test_register_recovers_the_simulated_pose(registered):
@@ -153,7 +154,7 @@ def test_register_reuses_the_given_output_nodes():
     from sopi.segment import mask_centroid_world
 
     start = nominal_view("ap", mask_centroid_world(case.vertebrae), result.geometry.source_to_isocenter_mm).camera_from_world
-    start_error = float(mtre_mm(start, torch.from_numpy(case.true_camera_from_world), mask_points_world(case.vertebrae)))
+    start_error = float(mtre_mm(start, torch.from_numpy(case.true_camera_from_world), target_points(case.vertebrae)))
     assert _mtre(logic, transform, case) < 0.75 * start_error  # RTPI alone: an initialisation
 
 
@@ -260,16 +261,16 @@ def test_carm_marker_runs_from_the_source_to_the_principal_point(registered):
     np.testing.assert_allclose(detector, principal[:3], atol=1e-3)
     assert np.linalg.norm(np.subtract(detector, source)) == pytest.approx(geometry.sdd_mm, abs=1e-3)
     # the registered CT sits between the source and the detector: its spine centroid projects inside the image
-    pivot_ras = frames_ras(logic, registration)
+    pivot_ras = _placed_pivot_ras(registration)
     assert 0 < np.dot(pivot_ras - source, np.subtract(detector, source)) / geometry.sdd_mm ** 2 < 1
     assert display.show_carm(scene, scene_from_camera, geometry.sdd_mm, line) is line and line.GetNumberOfControlPoints() == 2
 
 
-def frames_ras(logic, registration) -> np.ndarray:
+def _placed_pivot_ras(registration) -> np.ndarray:
     """The spine centroid (pivot) placed by the registration transform, in scene RAS."""
     pivot_lps = registration.result.pivot_world.numpy()
     transform = nodes.transform_matrix(registration.transform_node)
-    return (transform @ np.append(np.diag([-1.0, -1.0, 1.0]) @ pivot_lps, 1.0))[:3]
+    return (transform @ np.append(frames.RAS_FROM_LPS[:3, :3] @ pivot_lps, 1.0))[:3]
 
 
 def test_progress_messages_read_as_stages(registered):

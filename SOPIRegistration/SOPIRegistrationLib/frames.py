@@ -97,22 +97,25 @@ def camera_from_world_from_transform(scene_ras_from_ct_ras: np.ndarray, scene_fr
     return np.linalg.inv(np.asarray(scene_from_camera, np.float64)) @ np.asarray(scene_ras_from_ct_ras, np.float64) @ RAS_FROM_LPS
 
 
+def _view(reference_camera_from_world: np.ndarray, pivot_world: np.ndarray):
+    """The engine's :class:`sopi.geometry.NominalView` about ``reference``, pivoting about ``pivot_world``."""
+    import torch
+
+    from sopi.geometry import NominalView
+
+    return NominalView(torch.as_tensor(reference_camera_from_world, dtype=torch.float64), torch.as_tensor(pivot_world, dtype=torch.float64))
+
+
 def pose_from_params(reference_camera_from_world: np.ndarray, pivot_world: np.ndarray, theta: np.ndarray) -> np.ndarray:
     """``camera_from_world`` for the paper's parameters ``theta`` (deg, mm) about ``reference``,
     pivoting about ``pivot_world`` (LPS mm): the pose sliders."""
     import torch
 
-    from sopi.geometry import NominalView
-
-    view = NominalView(torch.as_tensor(reference_camera_from_world, dtype=torch.float64), torch.as_tensor(pivot_world, dtype=torch.float64))
-    return view.pose(torch.as_tensor(theta, dtype=torch.float64)).numpy()
+    return _view(reference_camera_from_world, pivot_world).pose(torch.as_tensor(theta, dtype=torch.float64)).numpy()
 
 
 def params_from_pose(reference_camera_from_world: np.ndarray, pivot_world: np.ndarray, camera_from_world: np.ndarray) -> np.ndarray:
     """Inverse of :func:`pose_from_params`."""
     import torch
 
-    from sopi.geometry import NominalView
-
-    view = NominalView(torch.as_tensor(reference_camera_from_world, dtype=torch.float64), torch.as_tensor(pivot_world, dtype=torch.float64))
-    return view.params(torch.as_tensor(camera_from_world, dtype=torch.float64)).numpy()
+    return _view(reference_camera_from_world, pivot_world).params(torch.as_tensor(camera_from_world, dtype=torch.float64)).numpy()

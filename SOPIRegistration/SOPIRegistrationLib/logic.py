@@ -83,6 +83,22 @@ def _set_matrix_attribute(node, name: str, values: np.ndarray) -> None:
     node.SetAttribute(ATTRIBUTE_PREFIX + name, " ".join(repr(float(value)) for value in np.asarray(values).ravel()))
 
 
+def _xray_image(xray_node, polarity: str) -> np.ndarray:
+    """An X-ray node's image as float64 with bone bright (``polarity`` says how bone looks in the node)."""
+    return apply_polarity(nodes.xray_image_from_node(xray_node).astype(np.float64), polarity, xray_node.GetName())
+
+
+def _xray_scene_frame(xray_node, geometry: CArmGeometry) -> np.ndarray:
+    """``scene_from_camera`` with the detector where the X-ray node is."""
+    return frames.scene_from_camera_for_xray(nodes.node_ras_from_ijk(xray_node), geometry.sdd_mm, geometry.principal_point_px)
+
+
+def _stored_scene_frame(transform_node) -> np.ndarray:
+    """The scene frame a registration stored on its transform node, else the camera frame."""
+    stored = _matrix_attribute(transform_node, "SceneFromCamera")
+    return frames.default_scene_from_camera() if stored is None else stored
+
+
 def geometry_for_xray(
     xray_node,
     preset: str = DEFAULT_PRESET,
@@ -135,9 +151,11 @@ class RegistrationLogic:
 
     # ------------------------------------------------------------------ models
 
-    def default_models(self) -> dict[str, Path]:
-        """The model files used when none is given: ``{"rtpi": ..., "fine": ...}`` in :attr:`models_dir`."""
-        return {"rtpi": self.models_dir / "rtpi_sample_ct.pt", "fine": self.models_dir / "fine_sample_ct.pt"}
+    def default_models(self, folder: str | Path | None = None) -> dict[str, Path]:
+        """The model files used when none is given: ``{"rtpi": ..., "fine": ...}`` in ``folder``
+        (default :attr:`models_dir`)."""
+        folder = Path(folder) if folder is not None else self.models_dir
+        return {"rtpi": folder / "rtpi_sample_ct.pt", "fine": folder / "fine_sample_ct.pt"}
 
     def model_warnings(self, ct_node, model_files: dict[str, str | Path | None] | None = None) -> list[str]:
         """Human-readable warnings for models that were trained on another CT than ``ct_node``'s."""
@@ -283,15 +301,12 @@ class RegistrationLogic:
 
     def _prepare(self, ct_node, xray_node, geometry, segmentation_node, init_transform_node, polarity) -> _Prepared:
         ct = nodes.volume_from_node(ct_node)
-        image = nodes.xray_image_from_node(xray_node)
+        image = _xray_image(xray_node, polarity)
         if image.shape != geometry.shape:
             raise InputError(f"X-ray: {xray_node.GetName()!r} is {image.shape} pixels but the geometry describes {geometry.shape}")
-        image = apply_polarity(image.astype(np.float64), polarity, xray_node.GetName()).astype(np.float32)
-        xray = XRay(torch.from_numpy(image), geometry, xray_node.GetName())
+        xray = XRay(torch.from_numpy(image.astype(np.float32)), geometry, xray_node.GetName())
         mask = nodes.mask_from_segmentation(segmentation_node, ct_node) if segmentation_node is not None else None
-        scene_from_camera = frames.scene_from_camera_for_xray(
-            nodes.node_ras_from_ijk(xray_node), geometry.sdd_mm, geometry.principal_point_px
-        )
+        scene_from_camera = _xray_scene_frame(xray_node, geometry)
         initial_pose = None
         if init_transform_node is not None:
             initial_pose = torch.from_numpy(
@@ -350,20 +365,17 @@ class RegistrationLogic:
     def camera_from_world(self, transform_node, scene_from_camera: np.ndarray | None = None) -> np.ndarray:
         """The engine's ``camera_from_world`` of a transform node (its stored scene frame by default)."""
         if scene_from_camera is None:
-            scene_from_camera = _matrix_attribute(transform_node, "SceneFromCamera")
-            scene_from_camera = frames.default_scene_from_camera() if scene_from_camera is None else scene_from_camera
+            scene_from_camera = _stored_scene_frame(transform_node)
         return frames.camera_from_world_from_transform(nodes.transform_matrix(transform_node), scene_from_camera)
 
     def pose_params(self, transform_node) -> np.ndarray:
         """The paper's parameters (deg, mm) of the node's current pose relative to the registered one."""
-        registered, scene_from_camera, pivot = self._registered(transform_node)
-        reference = frames.camera_from_world_from_transform(registered, scene_from_camera)
+        _, reference, scene_from_camera, pivot = self._registered(transform_node)
         return frames.params_from_pose(reference, pivot, self.camera_from_world(transform_node, scene_from_camera))
 
     def set_pose_params(self, transform_node, theta) -> None:
         """Move the node to the registered pose plus ``theta`` (deg, mm; about the spine centroid)."""
-        registered, scene_from_camera, pivot = self._registered(transform_node)
-        reference = frames.camera_from_world_from_transform(registered, scene_from_camera)
+        _, reference, scene_from_camera, pivot = self._registered(transform_node)
         pose = frames.pose_from_params(reference, pivot, np.asarray(theta, dtype=np.float64))
         nodes.set_transform_matrix(transform_node, frames.transform_from_camera_from_world(pose, scene_from_camera))
 
@@ -371,13 +383,15 @@ class RegistrationLogic:
         """Back to the registered pose."""
         nodes.set_transform_matrix(transform_node, self._registered(transform_node)[0])
 
-    def _registered(self, transform_node) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _registered(self, transform_node) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The registered transform matrix, its ``camera_from_world``, the scene frame and the pivot (LPS mm)."""
         registered = _matrix_attribute(transform_node, "RegisteredMatrix")
         pivot = _matrix_attribute(transform_node, "PivotLPS")
         _, scene_from_camera = self.registration_geometry(transform_node)
         if registered is None or pivot is None:
             raise InputError(f"{transform_node.GetName()!r} holds no SOPIRegistration result; register first")
-        return registered, scene_from_camera, pivot
+        reference = frames.camera_from_world_from_transform(registered, scene_from_camera)
+        return registered, reference, scene_from_camera, pivot
 
     def _rendering_volume(self, ct_node) -> Volume:
         from sopi.render import rendering_volume
@@ -394,14 +408,10 @@ class RegistrationLogic:
         The detector (and so the DRR node) sits where ``xray_node`` is; without it, where the
         transform node's registration put it, or in the camera frame (source at the origin).
         ``binning`` > 1 renders a coarser detector (for interactive dragging)."""
-        stored_scene = _matrix_attribute(transform_node, "SceneFromCamera")
         if geometry is None:
             geometry = self.registration_geometry(transform_node)[0]
-        if xray_node is not None:
-            scene_from_camera = frames.scene_from_camera_for_xray(nodes.node_ras_from_ijk(xray_node), geometry.sdd_mm, geometry.principal_point_px)
-        else:
-            scene_from_camera = stored_scene if stored_scene is not None else frames.default_scene_from_camera()
-        pose = torch.from_numpy(frames.camera_from_world_from_transform(nodes.transform_matrix(transform_node), scene_from_camera))
+        scene_from_camera = _xray_scene_frame(xray_node, geometry) if xray_node is not None else _stored_scene_frame(transform_node)
+        pose = torch.from_numpy(self.camera_from_world(transform_node, scene_from_camera))
         if binning > 1:
             geometry = geometry.resized(max(1, geometry.rows // binning), max(1, geometry.cols // binning))
         from sopi.render import render_drr
@@ -418,7 +428,7 @@ class RegistrationLogic:
         from sopi.io_xray import resize_image
         from sopi.similarity import gradient_correlation
 
-        xray = apply_polarity(nodes.xray_image_from_node(xray_node).astype(np.float64), polarity, xray_node.GetName())
+        xray = _xray_image(xray_node, polarity)
         drr = torch.from_numpy(nodes.xray_image_from_node(drr_node)).to(torch.float64)
 
         def measure() -> float:

@@ -119,12 +119,16 @@ def volume_from_node(node, what: str = "CT") -> Volume:
     return Volume(torch.from_numpy(array.astype(np.float32)), torch.from_numpy(LPS_FROM_RAS @ _ijk_to_ras(node)))
 
 
-def _set_image(node, array: np.ndarray, ras_from_ijk: np.ndarray) -> None:
+def _fill_image(image, array: np.ndarray):
+    """Give a ``vtkImageData`` (or ``vtkOrientedImageData``) the ``(K, J, I)`` array's size and a copy of its voxels."""
     slices, rows, columns = array.shape
-    image = vtk.vtkImageData()
     image.SetDimensions(columns, rows, slices)
-    vtk_array = numpy_support.numpy_to_vtk(np.ascontiguousarray(array).ravel(), deep=True)
-    image.GetPointData().SetScalars(vtk_array)
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(array).ravel(), deep=True))
+    return image
+
+
+def _set_image(node, array: np.ndarray, ras_from_ijk: np.ndarray) -> None:
+    image = _fill_image(vtk.vtkImageData(), array)
     node.SetIJKToRASMatrix(vtk_from_matrix(ras_from_ijk))
     node.SetAndObserveImageData(image)
 
@@ -233,12 +237,7 @@ def mask_from_segmentation(segmentation_node, ct_node, segment_ids: list[str] | 
 
 def segmentation_from_mask(mask: Volume, scene, ct_node, name: str = "spine", node=None):
     """A segmentation node with one segment, ``spine``, from a 0/1 mask on the CT's grid."""
-    array = (mask.data.cpu().numpy() != 0).astype(np.uint8)
-    slices, rows, columns = array.shape
-    labelmap = slicer.vtkOrientedImageData()
-    labelmap.SetDimensions(columns, rows, slices)
-    labelmap.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-    numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars())[:] = array.ravel()
+    labelmap = _fill_image(slicer.vtkOrientedImageData(), (mask.data.cpu().numpy() != 0).astype(np.uint8))
     labelmap.SetImageToWorldMatrix(vtk_from_matrix(RAS_FROM_LPS @ mask.world_from_index.numpy()))
     node = _new_or_given(scene, node, "vtkMRMLSegmentationNode", name)
     node.SetReferenceImageGeometryParameterFromVolumeNode(ct_node)

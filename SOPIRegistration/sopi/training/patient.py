@@ -85,10 +85,10 @@ def train_patient_models(
         optim = OptimSettings(steps=_MAX_STEPS, max_minutes=minutes / 2, **{**recipe["optim"], "seed": seed})
         started = time.perf_counter()
 
-        def report(_fraction: float, message: str, index=index, started=started, label=kind) -> None:
-            if progress is not None:
+        def report(fraction: float, _message: str, index=index, started=started, label=kind) -> None:
+            if progress is not None:  # the trainer's fraction counts steps of _MAX_STEPS; show time spent instead
                 spent = min(1.0, (time.perf_counter() - started) / (30.0 * minutes))
-                progress((index + spent) / 2, f"Training {label.upper()}: {message.split(' loss')[0].split('/')[0]}")
+                progress((index + spent) / 2, f"Training {label.upper()}: step {round(fraction * _MAX_STEPS)}")
 
         train(_task_factory(kind, recipe, ct, mask, geometry), out / kind, optim, model_name=f"{kind}_{name}",
               device=device, progress=report, cancel=cancel)

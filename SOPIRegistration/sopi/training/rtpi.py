@@ -71,12 +71,11 @@ class RTPITask(CaseTask):
         settings: RTPISettings,
         context: DistContext,
     ) -> None:
-        get_protocol(settings.protocol)  # unknown names fail before any loading
+        self.protocol = get_protocol(settings.protocol)  # unknown names fail before any loading
         self.geometry, self.view, self.config, self.options = geometry, settings.view, config, settings
         self.cases: list[TrainingCase] = prepare_cases(
             cases, geometry, settings.view, config.xray_size, config.ct_size, config.ct_side_mm, settings.step_mm, context.device
         )
-        self.protocol = get_protocol(settings.protocol)
 
     def build_network(self) -> nn.Module:
         return RTPI(self.config)
