@@ -51,6 +51,26 @@ def test_summarise_by_hand():
     assert summary["success_10mm"] == pytest.approx(0.75)
     assert summary["paper_rotation_deg_mean"] == pytest.approx(2.0)
     assert summary["mtre_mm_median"] == pytest.approx(2.0)
+    assert "tz_mm_bias" not in summary  # rows without per-axis estimates
+
+
+def test_summarise_per_axis_errors_by_hand():
+    from sopi.geometry import PARAM_NAMES
+    from sopi.report import table_markdown
+
+    truths = [[0.0, 1.0, 0.0, 2.0, 0.0, 10.0], [0.0, -1.0, 0.0, -2.0, 0.0, 0.0]]
+    estimates = [[0.5, 1.0, 0.0, 2.0, 0.0, 4.0], [-1.5, -1.0, 0.0, -2.0, 0.0, 2.0]]
+    rows = [
+        {"method": "m", "paper_rotation_deg": 0.0, "paper_translation_mm": 0.0, "rotation_deg": 0.0, "translation_at_isocenter_mm": 0.0,
+         "mtre_mm": 0.0, "projection_distance_mm": 0.0, "time_s": 1.0, "failed": False,
+         **{f"true_{n}": t for n, t in zip(PARAM_NAMES, truth)}, **{f"est_{n}": e for n, e in zip(PARAM_NAMES, estimate)}}
+        for truth, estimate in zip(truths, estimates)
+    ]
+    summary = summarise(rows)["m"]
+    assert summary["rx_deg_abs_error_mean"] == pytest.approx(1.0) and summary["rx_deg_bias"] == pytest.approx(-0.5)
+    assert summary["tz_mm_abs_error_mean"] == pytest.approx(4.0) and summary["tz_mm_bias"] == pytest.approx(-2.0)
+    assert summary["ty_mm_abs_error_mean"] == 0.0
+    assert "| m | 1.00 (-0.50) | 0.00 (+0.00) | 0.00 (+0.00) | 0.00 (+0.00) | 0.00 (+0.00) | 4.00 (-2.00) |" in table_markdown({"m": summary})
 
 
 def test_realism_changes_images_reproducibly():

@@ -180,14 +180,19 @@ def _case(theta: torch.Tensor):
     return ct, spine, view, XRay(render_drr(rendering_volume(ct, "hu"), small, view.pose(theta), step_mm=2.0), small)
 
 
-def test_fine_objective_is_the_masked_distance_of_the_documented_inputs(tmp_path):
+@pytest.mark.parametrize("masked_loss", [True, False])
+def test_fine_objective_is_the_masked_distance_of_the_documented_inputs(tmp_path, masked_loss):
+    """L_N of the rendered spine DRR against the resized X-ray: over the projected mask M'
+    (eq. 6), or over every cell for the EL-off ablation (``masked_loss=False``)."""
     from sopi.io_xray import resize_image
     from sopi.nets.inputs import standardize_xray
     from sopi.registration.fine import FineObjective
     from sopi.render import render_drr, rendering_volume
 
     torch.manual_seed(1)
-    model = load_model(save_model(tmp_path / "fine.pt", FineNet(TINY), "fine", GEOMETRY, "ap"))
+    config = EncoderConfig(**{**TINY.to_dict(), "masked_loss": masked_loss})
+    model = load_model(save_model(tmp_path / "fine.pt", FineNet(config), "fine", GEOMETRY, "ap"))
+    assert model.network.config.masked_loss is masked_loss
     ct, spine, view, xray = _case(torch.tensor([2.0, -1.0, 3.0, 4.0, 2.0, -5.0], dtype=torch.float64))
     attenuation = rendering_volume(ct, "hu")
     objective = FineObjective(model, attenuation, spine, view, xray.image, xray.geometry, step_mm=2.0)
@@ -196,11 +201,12 @@ def test_fine_objective_is_the_masked_distance_of_the_documented_inputs(tmp_path
     moving = render_drr(attenuation.with_data(attenuation.data * (spine.data != 0)), detector, view.pose(theta[0]), step_mm=2.0)
     mask = render_drr(spine.with_data(spine.data.float()), detector, view.pose(theta[0]), step_mm=2.0)
     with torch.no_grad():
-        expected = masked_feature_distance(
-            model.network.moving(standardize_xray(moving)[None, None]),
-            model.network.fixed(standardize_xray(resize_image(xray.image, (32, 32)))[None, None]), mask[None],
-        )
+        embedded_moving = model.network.moving(standardize_xray(moving)[None, None])
+        embedded_fixed = model.network.fixed(standardize_xray(resize_image(xray.image, (32, 32)))[None, None])
+        expected = masked_feature_distance(embedded_moving, embedded_fixed, mask[None] if masked_loss else None)
+        other = masked_feature_distance(embedded_moving, embedded_fixed, None if masked_loss else mask[None])
     assert float(objective(theta)[0]) == pytest.approx(float(expected[0]), rel=1e-4)
+    assert float(objective(theta)[0]) != pytest.approx(float(other[0]), rel=1e-3)  # the switch matters here
 
 
 @pytest.mark.parametrize("method", ["fine", "sopi", "sopi+opt"])
@@ -243,9 +249,10 @@ def test_cli_train_fine_and_register_sopi(tmp_path):
     assert main([
         "train", "fine", "--ct", str(sample_ct_path()), "--mask", str(sample_vertebrae_path()), "--out", str(out), "--steps", "2",
         "--batch-size", "2", "--image-size", "32", "--width", "4", "--branch-width", "8", "--embed-channels", "8", "--step-mm", "4",
-        "--device", "cpu", "--quiet",
+        "--no-mask", "--device", "cpu", "--quiet",
     ]) == 0
-    assert json.loads((out / "fine.json").read_text())["kind"] == "fine"
+    recorded = json.loads((out / "fine.json").read_text())
+    assert recorded["kind"] == "fine" and recorded["config"]["masked_loss"] is False
     case = tmp_path / "case"
     assert main(["simulate", str(sample_ct_path()), "--mask", str(sample_vertebrae_path()), "--out", str(case)]) == 0
     from sopi.sample_data import sample_rtpi_model_path

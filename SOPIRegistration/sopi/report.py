@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path, write_json
+from .geometry import PARAM_NAMES
 
 __all__ = ["summarise", "table_markdown", "write_report"]
 
@@ -24,6 +25,11 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
             stats[f"{key}_median"] = float(np.median(values))
             stats[f"{key}_p95"] = float(np.percentile(values, 95))
         mtre = np.array([float(row["mtre_mm"]) for row in chosen])
+        if all(f"est_{name}" in row and f"true_{name}" in row for row in chosen for name in PARAM_NAMES):
+            for name in PARAM_NAMES:  # per axis: where the summed errors come from, and any systematic offset
+                signed = np.array([float(row[f"est_{name}"]) - float(row[f"true_{name}"]) for row in chosen])
+                stats[f"{name}_abs_error_mean"] = float(np.abs(signed).mean())
+                stats[f"{name}_bias"] = float(signed.mean())
         stats["failure_rate"] = float(np.mean([bool(row["failed"]) for row in chosen]))
         stats["success_2mm"] = float(np.mean(mtre < 2.0))
         stats["success_10mm"] = float(np.mean(mtre < 10.0))
@@ -53,6 +59,18 @@ def table_markdown(summary: dict[str, dict[str, float]]) -> str:
             f"| {method} | {s['mtre_mm_median']:.2f} | {s['mtre_mm_p95']:.2f} | {100 * s['success_2mm']:.1f} | {100 * s['success_10mm']:.1f} | "
             f"{s['rotation_deg_median']:.2f} | {s['translation_at_isocenter_mm_median']:.2f} | {s['projection_distance_mm_median']:.2f} |"
         )
+    with_axes = [(method, s) for method, s in summary.items() if f"{PARAM_NAMES[0]}_bias" in s]
+    if with_axes:
+        lines += [
+            "",
+            "Per axis of theta: mean |error| (mean signed error, estimate minus truth); `tz_mm` is depth.",
+            "",
+            "| Method | " + " | ".join(PARAM_NAMES) + " |",
+            "|---|" + "---|" * len(PARAM_NAMES),
+        ]
+        for method, s in with_axes:
+            cells = " | ".join(f"{s[name + '_abs_error_mean']:.2f} ({s[name + '_bias']:+.2f})" for name in PARAM_NAMES)
+            lines.append(f"| {method} | {cells} |")
     return "\n".join(lines) + "\n"
 
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from .fine_loss import masked_feature_distance
 
 __all__ = ["CompositeEncoder", "EncoderConfig", "FineNet", "SplitAttention"]
 
@@ -41,6 +42,7 @@ class EncoderConfig:
     embed_channels: int = 32  # C of the embedded features
     radix: int = 2  # split-attention splits
     composite: bool = True  # composite connections and concatenation (off: two plain branches, for the ablation)
+    masked_loss: bool = True  # L_N over the projected spine M' (eq. 6); off: over every cell (the paper's EL ablation)
 
     def __post_init__(self) -> None:
         if self.image_size % 8 or self.image_size < 16:
@@ -165,3 +167,8 @@ class FineNet(nn.Module):
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.moving(moving), self.fixed(fixed)
+
+    def distance(self, embedded_moving: torch.Tensor, embedded_fixed: torch.Tensor, projected_mask: torch.Tensor) -> torch.Tensor:
+        """``L_N`` (paper eq. 6) per image ``(B,)``: weighted by ``projected_mask`` ``(B, rows, cols)``
+        when the config's ``masked_loss`` is on, over every cell when it is off."""
+        return masked_feature_distance(embedded_moving, embedded_fixed, projected_mask if self.config.masked_loss else None)

@@ -15,7 +15,6 @@ import torch
 
 from ..drr import Projector
 from ..geometry import CArmGeometry, NominalView
-from ..nets.fine_loss import masked_feature_distance
 from ..nets.inputs import network_image, standardize_xray
 from ..nets.model_file import LoadedModel
 from ..render import spine_channels
@@ -52,7 +51,7 @@ class FineObjective:
         rendered = self.projector(self.reference.pose(theta.reshape(-1, 6)))  # (P, 2, S, S)
         embedded = self.network.moving(standardize_xray(rendered[:, 0])[:, None])
         fixed = self.embedded_fixed.expand(embedded.shape[0], -1, -1, -1)
-        return masked_feature_distance(embedded, fixed, rendered[:, 1].detach()).to(torch.float64)
+        return self.network.distance(embedded, fixed, rendered[:, 1].detach()).to(torch.float64)
 
 
 def fine_register(objective: FineObjective, start: torch.Tensor, stage: FineStage, monitor: Monitor) -> OptimizerResult:

@@ -42,6 +42,7 @@ def add_train_parser(commands) -> None:
     fine.add_argument("--branch-width", type=int, default=32, help="channels of both branches (default 32)")
     fine.add_argument("--embed-channels", type=int, default=32, help="C of the embedded features (default 32)")
     fine.add_argument("--no-composite", action="store_true", help="plain branches without composite connections (ablation)")
+    fine.add_argument("--no-mask", action="store_true", help="L_N over every cell instead of the projected spine (ablation)")
     fine.add_argument("--target-sd", type=float, nargs=2, default=(20.0, 20.0), metavar=("DEG", "MM"), help="spread of target poses")
     fine.add_argument("--offset-sd", type=float, nargs=2, default=(20.0, 20.0), metavar=("DEG", "MM"), help="spread of start-to-target offsets")
     _add_geometry_options(fine, default_preset="perlove-plx118f")
@@ -117,7 +118,7 @@ def _cmd_train_fine(args: argparse.Namespace) -> int:
     pairs, geometry = _pairs(args), _geometry(args)
     config = EncoderConfig(
         image_size=args.image_size, width=args.width, branch_width=args.branch_width, embed_channels=args.embed_channels,
-        composite=not args.no_composite,
+        composite=not args.no_composite, masked_loss=not args.no_mask,
     )
     settings = FineSettings(
         batch_size=args.batch_size, target_sd=tuple(args.target_sd), offset_sd=tuple(args.offset_sd), view=args.view,

@@ -30,7 +30,7 @@ from torch import nn
 from ..distances import geodesic_gradient
 from ..geometry import CArmGeometry
 from ..nets.encoder import EncoderConfig, FineNet
-from ..nets.fine_loss import direction_loss, masked_feature_distance
+from ..nets.fine_loss import direction_loss
 from ..nets.inputs import standardize_xray
 from ..volume import Volume
 from .augmentation import AugmentSettings, augment_xrays
@@ -84,7 +84,12 @@ class FineTask(CaseTask):
     def build_network(self) -> nn.Module:
         return FineNet(self.config)
 
-    def step_loss(self, network: nn.Module, generator: torch.Generator, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def pose_gradients(self, network: nn.Module, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One batch of pose pairs: ``(learned dL_N/dtheta (B, 6), geodesic gradient (B, 6), L_N (B,))``.
+
+        The learned gradient keeps its graph (``create_graph=True``) so a loss on it trains
+        the encoders (steps 1-5 of the module docstring).
+        """
         options = self.options
         case = self.draw_case(generator)
         target = _normal(options.batch_size, options.target_sd, generator)
@@ -96,17 +101,19 @@ class FineTask(CaseTask):
         rendered = case.spine_projector(case.nominal.pose(theta))  # (B, 2, S, S): V_seg DRR and M'
         moving = standardize_xray(rendered[:, 0])[:, None]
         embedded_moving, embedded_fixed = network(moving, fixed)
-        distance = masked_feature_distance(embedded_moving, embedded_fixed, rendered[:, 1].detach())
+        distance = network.distance(embedded_moving, embedded_fixed, rendered[:, 1].detach())
         (learned,) = torch.autograd.grad(distance.sum(), theta, create_graph=True)
-        geodesic = geodesic_gradient(current, target).to(device)
-        per_pose = direction_loss(learned, geodesic)
-        loss = per_pose.mean()
+        return learned, geodesic_gradient(current, target).to(learned), distance
+
+    def step_loss(self, network: nn.Module, generator: torch.Generator, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        learned, geodesic, distance = self.pose_gradients(network, generator)
+        loss = direction_loss(learned, geodesic).mean()
         with torch.no_grad():
             cosine = torch.nn.functional.cosine_similarity
             metrics = {
                 "loss": float(loss),
                 "loss_feature_distance": float(distance.mean()),
-                "cosine_rotation": float(cosine(learned[:, :3], geodesic[:, :3].to(learned), dim=-1).mean()),
-                "cosine_translation": float(cosine(learned[:, 3:], geodesic[:, 3:].to(learned), dim=-1).mean()),
+                "cosine_rotation": float(cosine(learned[:, :3], geodesic[:, :3], dim=-1).mean()),
+                "cosine_translation": float(cosine(learned[:, 3:], geodesic[:, 3:], dim=-1).mean()),
             }
         return loss, metrics

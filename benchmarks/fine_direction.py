@@ -1,0 +1,86 @@
+"""How well fine-module encoders point the pose gradient towards the target.
+
+For each model, draws pose pairs from seeds training never drew (training draws seed 0 and
+its successors; this script starts at ``--seed``, 9000 by default) with the model's own
+training spreads, or with ``--offset-sd`` for another start-to-target regime, and reports
+against the geodesic gradient of the SE(3) distance (what eq. 7 trains towards):
+
+* mean cosine of the rotation and translation parts, and the direction loss (eq. 7);
+* per axis, how often the learned gradient has the geodesic one's sign. Gradient steps
+  move each parameter by its sign (Adam), so an axis near 50 % is not being registered.
+
+    python benchmarks/fine_direction.py --model SOPIRegistration/Resources/Models/fine_sample_ct.pt \
+        --model other.pt --pairs 64 --out direction.md
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from sopi.geometry import PARAM_NAMES
+from sopi.nets.fine_loss import direction_loss
+from sopi.nets.model_file import load_model
+from sopi.sample_data import sample_ct_path, sample_vertebrae_path
+from sopi.training.augmentation import AugmentSettings
+from sopi.training.distributed import DistContext
+from sopi.training.fine import FineSettings, FineTask
+
+
+def agreement(model_path: Path, pairs: int, seed: int, offset_sd: tuple[float, float] | None, augment: bool) -> dict[str, float]:
+    """Mean cosines, direction loss and per-axis sign agreement over ``pairs`` pose pairs."""
+    model = load_model(model_path, device="cpu")
+    recorded = model.metadata["training"]["task"]
+    settings = FineSettings(
+        batch_size=4, target_sd=tuple(recorded["target_sd"]), offset_sd=tuple(offset_sd or recorded["offset_sd"]),
+        view=recorded["view"], step_mm=recorded["step_mm"], augment=AugmentSettings(enabled=augment),
+    )
+    task = FineTask([(sample_ct_path(), sample_vertebrae_path())], model.geometry, model.network.config, settings, DistContext())
+    network = model.network.requires_grad_(True)  # d L_N / d theta only; the weights are not changed
+    learned, geodesic = [], []
+    for batch in range(pairs // settings.batch_size):
+        gradient, target, _ = task.pose_gradients(network, torch.Generator().manual_seed(seed + batch))
+        learned.append(gradient.detach())
+        geodesic.append(target)
+    learned, geodesic = torch.cat(learned), torch.cat(geodesic)
+    cosine = torch.nn.functional.cosine_similarity
+    row = {
+        "cosine_rotation": float(cosine(learned[:, :3], geodesic[:, :3], dim=-1).mean()),
+        "cosine_translation": float(cosine(learned[:, 3:], geodesic[:, 3:], dim=-1).mean()),
+        "direction_loss": float(direction_loss(learned, geodesic).mean()),
+    }
+    same_sign = (torch.sign(learned) == torch.sign(geodesic)).to(torch.float64).mean(dim=0)
+    row.update({f"sign_{name}": float(value) for name, value in zip(PARAM_NAMES, same_sign)})
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, action="append", required=True, help="a fine model (.pt); repeat to compare")
+    parser.add_argument("--pairs", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=9000)
+    parser.add_argument("--offset-sd", type=float, nargs=2, metavar=("DEG", "MM"), help="start-to-target spread (default: the model's)")
+    parser.add_argument("--no-augment", action="store_true", help="clean fixed images")
+    parser.add_argument("--out", type=Path, help="append the table to this Markdown file")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    header = "| model | cosine rotation | cosine translation | direction loss | " + " | ".join(f"same sign {n}" for n in PARAM_NAMES) + " |"
+    offsets = "the model's" if args.offset_sd is None else f"N(0, {args.offset_sd[0]:g} deg), N(0, {args.offset_sd[1]:g} mm)"
+    lines = [
+        f"Pairs: {args.pairs}, seeds from {args.seed}, start-to-target offsets {offsets}, "
+        f"augmentation {'off' if args.no_augment else 'on'}.", "", header, "|" + "---|" * (4 + len(PARAM_NAMES)),
+    ]
+    for path in args.model:
+        row = agreement(path, args.pairs, args.seed, tuple(args.offset_sd) if args.offset_sd else None, not args.no_augment)
+        signs = " | ".join(f"{100 * row['sign_' + n]:.0f} %" for n in PARAM_NAMES)
+        lines.append(f"| {path.stem} | {row['cosine_rotation']:.2f} | {row['cosine_translation']:.2f} | {row['direction_loss']:.2f} | {signs} |")
+        print(lines[-1], flush=True)
+    if args.out:
+        with open(args.out, "a", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n\n")
+
+
+if __name__ == "__main__":
+    main()
