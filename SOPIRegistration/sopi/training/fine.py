@@ -9,7 +9,7 @@ default, the paper's fine-module settings), and:
 2. renders the moving image ``I_m`` from the spine-only CT (``V_seg``) and the projected
    mask ``M'`` at ``theta``, differentiably in ``theta``;
 3. embeds both (:class:`sopi.nets.encoder.FineNet`) and takes the masked distance ``L_N``
-   (eq. 6);
+   (eq. 6; over every cell when the config's ``masked_loss`` is off, the EL ablation);
 4. first backward: ``V = dL_N / dtheta`` with ``create_graph=True`` (through the encoders
    and the projector);
 5. geodesic gradient ``V'`` of the SE(3) distance between ``theta`` and ``theta_t``
