@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from ..device import resolve_device
 
-__all__ = ["DistContext", "init_distributed"]
+__all__ = ["DistContext", "init_distributed", "unwrap"]
 
 
 @dataclass
@@ -78,3 +78,8 @@ def init_distributed(device: str | torch.device = "auto") -> DistContext:
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
     return DistContext(rank, world_size, chosen)
+
+
+def unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The network itself, whether or not DDP wraps it (for its methods other than ``forward``)."""
+    return network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network

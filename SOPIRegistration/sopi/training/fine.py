@@ -35,7 +35,7 @@ from ..nets.inputs import standardize_xray
 from ..volume import Volume
 from .augmentation import AugmentSettings, augment_xrays
 from .cases import CaseTask, TrainingCase, prepare_cases
-from .distributed import DistContext
+from .distributed import DistContext, unwrap
 
 __all__ = ["FineSettings", "FineTask"]
 
@@ -101,7 +101,7 @@ class FineTask(CaseTask):
         rendered = case.spine_projector(case.nominal.pose(theta))  # (B, 2, S, S): V_seg DRR and M'
         moving = standardize_xray(rendered[:, 0])[:, None]
         embedded_moving, embedded_fixed = network(moving, fixed)
-        distance = network.distance(embedded_moving, embedded_fixed, rendered[:, 1].detach())
+        distance = unwrap(network).distance(embedded_moving, embedded_fixed, rendered[:, 1].detach())
         (learned,) = torch.autograd.grad(distance.sum(), theta, create_graph=True)
         return learned, geodesic_gradient(current, target).to(learned), distance
 

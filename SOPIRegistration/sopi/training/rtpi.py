@@ -34,7 +34,7 @@ from ..similarity import gradient_difference
 from ..volume import Volume
 from .augmentation import AugmentSettings, augment_xrays
 from .cases import CaseTask, TrainingCase, prepare_cases
-from .distributed import DistContext
+from .distributed import DistContext, unwrap
 
 __all__ = ["RTPISettings", "RTPITask"]
 
@@ -91,7 +91,7 @@ class RTPITask(CaseTask):
             clean = channels.sum(dim=1)
         predicted = network(case.cube, xray)  # (B, 6) float32
         target = theta.to(predicted)
-        module = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
+        module = unwrap(network)
         mse = module.normalized(predicted - target).square().mean()
         regulariser = module.normalized(predicted).square().mean()
         loss = options.beta * mse + options.lam * regulariser
