@@ -16,12 +16,13 @@ against the geodesic gradient of the SE(3) distance (what eq. 7 trains towards):
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from sopi.geometry import PARAM_NAMES
-from sopi.nets.fine_loss import direction_loss
+from sopi.nets.fine_loss import direction_loss, part_cosines
 from sopi.nets.model_file import load_model
 from sopi.sample_data import sample_ct_path, sample_vertebrae_path
 from sopi.training.augmentation import AugmentSettings
@@ -32,11 +33,8 @@ from sopi.training.fine import FineSettings, FineTask
 def agreement(model_path: Path, pairs: int, seed: int, offset_sd: tuple[float, float] | None, augment: bool) -> dict[str, float]:
     """Mean cosines, direction loss and per-axis sign agreement over ``pairs`` pose pairs."""
     model = load_model(model_path, device="cpu")
-    recorded = model.metadata["training"]["task"]
-    settings = FineSettings(
-        batch_size=4, target_sd=tuple(recorded["target_sd"]), offset_sd=tuple(offset_sd or recorded["offset_sd"]),
-        view=recorded["view"], step_mm=recorded["step_mm"], augment=AugmentSettings(enabled=augment),
-    )
+    settings = FineSettings.from_dict(model.metadata["training"]["task"])
+    settings = replace(settings, offset_sd=offset_sd or settings.offset_sd, augment=AugmentSettings(enabled=augment))
     task = FineTask([(sample_ct_path(), sample_vertebrae_path())], model.geometry, model.network.config, settings, DistContext())
     network = model.network.requires_grad_(True)  # d L_N / d theta only; the weights are not changed
     learned, geodesic = [], []
@@ -45,10 +43,10 @@ def agreement(model_path: Path, pairs: int, seed: int, offset_sd: tuple[float, f
         learned.append(gradient.detach())
         geodesic.append(target)
     learned, geodesic = torch.cat(learned), torch.cat(geodesic)
-    cosine = torch.nn.functional.cosine_similarity
+    rotation, translation = part_cosines(learned, geodesic)
     row = {
-        "cosine_rotation": float(cosine(learned[:, :3], geodesic[:, :3], dim=-1).mean()),
-        "cosine_translation": float(cosine(learned[:, 3:], geodesic[:, 3:], dim=-1).mean()),
+        "cosine_rotation": float(rotation.mean()),
+        "cosine_translation": float(translation.mean()),
         "direction_loss": float(direction_loss(learned, geodesic).mean()),
     }
     same_sign = (torch.sign(learned) == torch.sign(geodesic)).to(torch.float64).mean(dim=0)

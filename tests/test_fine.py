@@ -4,6 +4,7 @@ double-backward training, inference and the fine / sopi / sopi+opt pipelines."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -266,6 +267,19 @@ def test_cli_train_fine_and_register_sopi(tmp_path):
     assert [stage["stage"] for stage in json.loads(result.read_text())["stages"]] == ["rtpi", "fine"]
 
 
+def test_training_settings_round_trip_through_a_model_json():
+    from sopi.training.augmentation import AugmentSettings
+    from sopi.training.rtpi import RTPISettings
+
+    for settings in (
+        FineSettings(batch_size=2, target_sd=(10.0, 5.0), offset_sd=(3.0, 10.0), step_mm=4.0, augment=AugmentSettings(gamma=(0.9, 1.1))),
+        RTPISettings(batch_size=8, alpha=0.5, protocol="paper", augment=AugmentSettings(enabled=False, photons=(1e3, 1e4))),
+    ):
+        recorded = json.loads(json.dumps(settings.to_dict()))
+        assert recorded["augment"]["gamma"] == list(settings.augment.gamma)
+        assert type(settings).from_dict(recorded) == settings  # tuples come back as tuples
+
+
 # --------------------------------------------------------------------------- the shipped model
 
 
@@ -277,8 +291,7 @@ def test_shipped_fine_model_points_towards_the_target_on_unseen_pairs():
 
     model = load_model(sample_fine_model_path())
     assert model.kind == "fine" and model.view == "ap" and model.geometry == GEOMETRY
-    settings = FineSettings(**{**model.metadata["training"]["task"], "augment": AugmentSettings(enabled=False)})
-    settings.target_sd, settings.offset_sd = tuple(settings.target_sd), tuple(settings.offset_sd)
+    settings = replace(FineSettings.from_dict(model.metadata["training"]["task"]), augment=AugmentSettings(enabled=False))
     task = FineTask([(sample_ct_path(), sample_vertebrae_path())], GEOMETRY, model.network.config, settings, DistContext())
     network = model.network.requires_grad_(True)  # the direction needs d L_N / d theta only; weights stay as shipped
     cosines = [task.step_loss(network, torch.Generator().manual_seed(seed), 0)[1] for seed in range(9000, 9004)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["direction_loss", "masked_feature_distance"]
+__all__ = ["direction_loss", "masked_feature_distance", "part_cosines"]
 
 
 def masked_feature_distance(moving: torch.Tensor, fixed: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -40,3 +40,9 @@ def direction_loss(learned: torch.Tensor, geodesic: torch.Tensor) -> torch.Tenso
     """
     geodesic = geodesic.to(learned)
     return (_unit(geodesic[:, :3]) - _unit(learned[:, :3])).norm(dim=-1) + (_unit(geodesic[:, 3:]) - _unit(learned[:, 3:])).norm(dim=-1)
+
+
+def part_cosines(learned: torch.Tensor, geodesic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosines ``(B,)`` between ``learned`` and ``geodesic`` ``(B, 6)``, rotation part and translation part."""
+    geodesic = geodesic.to(learned)
+    return F.cosine_similarity(learned[:, :3], geodesic[:, :3], dim=-1), F.cosine_similarity(learned[:, 3:], geodesic[:, 3:], dim=-1)

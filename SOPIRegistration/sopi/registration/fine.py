@@ -3,8 +3,9 @@
 Gradient descent on the pose ``theta`` through the differentiable projector and the
 trained encoders: the moving image is the spine-only DRR at ``theta`` (``V_seg``), the
 loss is the masked embedded-feature distance ``L_N`` (paper eq. 6; unmasked for a model
-trained with ``masked_loss`` off) to the fixed X-ray's embedding (computed once). The paper's schedule: all six parameters move for
-``rotation_iterations`` steps, then the rotation is frozen and the translation goes on
+trained with ``masked_loss`` off) to the fixed X-ray's embedding (computed once). The
+paper's schedule: all six parameters move for ``rotation_iterations`` steps, then the
+rotation is frozen and the translation goes on
 until ``L_N`` stops improving. Adam takes the steps; the stopping rule and the returned
 pose look only at ``L_N``, never at a ground truth.
 """

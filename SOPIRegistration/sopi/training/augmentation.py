@@ -26,7 +26,7 @@ from ..nets.inputs import standardize_xray
 from ..preprocess import hu_to_attenuation
 from ..volume import Volume
 
-__all__ = ["AugmentSettings", "augment_xrays", "split_bone"]
+__all__ = ["AugmentSettings", "TaskSettings", "augment_xrays", "split_bone"]
 
 _BONE_HU = 250.0
 _BONE_WIDTH_HU = 50.0
@@ -47,7 +47,31 @@ class AugmentSettings:
     invert_p: float = 0.1
 
     def to_dict(self) -> dict:
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        return _lists(asdict(self))
+
+
+class TaskSettings:
+    """What RTPI's and the fine module's settings dataclasses share: an ``augment`` field, and
+    the round trip through a model's JSON (tuples are stored as lists)."""
+
+    augment: AugmentSettings
+
+    def to_dict(self) -> dict:
+        return {**_lists(asdict(self)), "augment": self.augment.to_dict()}
+
+    @classmethod
+    def from_dict(cls, recorded: dict):
+        """Settings as :meth:`to_dict` recorded them (``training.task`` in a model's JSON)."""
+        values = _tuples(recorded)
+        return cls(**{**values, "augment": AugmentSettings(**_tuples(values["augment"]))})
+
+
+def _lists(values: dict) -> dict:
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
+
+
+def _tuples(values: dict) -> dict:
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
 
 
 def split_bone(ct: Volume) -> Volume:

@@ -21,7 +21,7 @@ default, the paper's fine-module settings), and:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,10 +30,10 @@ from torch import nn
 from ..distances import geodesic_gradient
 from ..geometry import CArmGeometry
 from ..nets.encoder import EncoderConfig, FineNet
-from ..nets.fine_loss import direction_loss
+from ..nets.fine_loss import direction_loss, part_cosines
 from ..nets.inputs import standardize_xray
 from ..volume import Volume
-from .augmentation import AugmentSettings, augment_xrays
+from .augmentation import AugmentSettings, TaskSettings, augment_xrays
 from .cases import CaseTask, TrainingCase, prepare_cases
 from .distributed import DistContext, unwrap
 
@@ -41,7 +41,7 @@ __all__ = ["FineSettings", "FineTask"]
 
 
 @dataclass
-class FineSettings:
+class FineSettings(TaskSettings):
     """Pose pairs, batch and rendering of fine-module training."""
 
     batch_size: int = 4
@@ -50,12 +50,6 @@ class FineSettings:
     view: str = "ap"
     step_mm: float = 3.0
     augment: AugmentSettings = field(default_factory=AugmentSettings)
-
-    def to_dict(self) -> dict:
-        recorded = asdict(self)
-        recorded["augment"] = self.augment.to_dict()
-        recorded["target_sd"], recorded["offset_sd"] = list(self.target_sd), list(self.offset_sd)
-        return recorded
 
 
 def _normal(count: int, spread: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
@@ -109,11 +103,11 @@ class FineTask(CaseTask):
         learned, geodesic, distance = self.pose_gradients(network, generator)
         loss = direction_loss(learned, geodesic).mean()
         with torch.no_grad():
-            cosine = torch.nn.functional.cosine_similarity
+            rotation, translation = part_cosines(learned, geodesic)
             metrics = {
                 "loss": float(loss),
                 "loss_feature_distance": float(distance.mean()),
-                "cosine_rotation": float(cosine(learned[:, :3], geodesic[:, :3], dim=-1).mean()),
-                "cosine_translation": float(cosine(learned[:, 3:], geodesic[:, 3:], dim=-1).mean()),
+                "cosine_rotation": float(rotation.mean()),
+                "cosine_translation": float(translation.mean()),
             }
         return loss, metrics

@@ -15,14 +15,11 @@ from pathlib import Path
 from ..errors import InputError
 from ..geometry import CArmGeometry
 from ..volume import Volume
+from .augmentation import _tuples
 
 __all__ = ["train_patient_models"]
 
 _MAX_STEPS = 10**7  # the time budget stops training first
-
-
-def _tuples(settings: dict) -> dict:
-    return {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
 
 
 def _recipe(reference: Path) -> dict:
@@ -34,21 +31,17 @@ def _recipe(reference: Path) -> dict:
 
 
 def _task_factory(kind: str, recipe: dict, ct: Volume, mask: Volume, geometry: CArmGeometry):
-    from .augmentation import AugmentSettings
-
-    task_settings = dict(recipe["task"])
-    augment = AugmentSettings(**_tuples(task_settings.pop("augment")))
     pairs = [(ct, mask)]
     if kind == "rtpi":
         from ..nets.rtpi import RTPIConfig
         from .rtpi import RTPISettings, RTPITask
 
-        config, settings = RTPIConfig(**_tuples(recipe["config"])), RTPISettings(**_tuples(task_settings), augment=augment)
+        config, settings = RTPIConfig(**_tuples(recipe["config"])), RTPISettings.from_dict(recipe["task"])
         return lambda context: RTPITask(pairs, geometry, config, settings, context)
     from ..nets.encoder import EncoderConfig
     from .fine import FineSettings, FineTask
 
-    config, settings = EncoderConfig(**recipe["config"]), FineSettings(**_tuples(task_settings), augment=augment)
+    config, settings = EncoderConfig(**recipe["config"]), FineSettings.from_dict(recipe["task"])
     return lambda context: FineTask(pairs, geometry, config, settings, context)
 
 

@@ -21,7 +21,7 @@ channels, augments them (:mod:`sopi.training.augmentation`) and regresses ``thet
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,7 +32,7 @@ from ..nets.rtpi import RTPI, RTPIConfig
 from ..protocols import get_protocol
 from ..similarity import gradient_difference
 from ..volume import Volume
-from .augmentation import AugmentSettings, augment_xrays
+from .augmentation import AugmentSettings, TaskSettings, augment_xrays
 from .cases import CaseTask, TrainingCase, prepare_cases
 from .distributed import DistContext, unwrap
 
@@ -40,7 +40,7 @@ __all__ = ["RTPISettings", "RTPITask"]
 
 
 @dataclass
-class RTPISettings:
+class RTPISettings(TaskSettings):
     """Loss weights (paper eq. 5), batch, pose distribution and rendering of RTPI training."""
 
     batch_size: int = 16
@@ -51,11 +51,6 @@ class RTPISettings:
     view: str = "ap"
     step_mm: float = 2.0  # ray-marching step of the training renders
     augment: AugmentSettings = field(default_factory=AugmentSettings)
-
-    def to_dict(self) -> dict:
-        recorded = asdict(self)
-        recorded["augment"] = self.augment.to_dict()
-        return recorded
 
 
 class RTPITask(CaseTask):
