@@ -681,10 +681,7 @@ class SOPIRegistrationLogic(ScriptedLoadableModuleLogic):
             slicer.mrmlScene, parameters.xrayVolume, parameters.outputDrr, parameters.foregroundOpacity,
             parameters.fusionMode, fusionNode,
         )
-        transformID = parameters.outputTransform.GetID() if parameters.placeCtInCarm else None
-        for node in (parameters.ctVolume, parameters.spineSegmentation):
-            if node is not None:
-                node.SetAndObserveTransformNodeID(transformID)
+        display.place_in_carm(parameters.outputTransform, [parameters.ctVolume, parameters.spineSegmentation], parameters.placeCtInCarm)
         geometry, sceneFromCamera = self.lib().registration_geometry(parameters.outputTransform)
         if self._carmNode is not None and not slicer.mrmlScene.IsNodePresent(self._carmNode):
             self._carmNode = None

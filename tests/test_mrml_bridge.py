@@ -84,6 +84,57 @@ def test_segmentation_round_trip_and_resampling_onto_the_ct_grid():
     assert torch.equal(moved.data[..., :-1], mask[..., 1:])
 
 
+def _rigid_transform_node(scene, name="placement"):
+    """A transform node that turns by 30 deg about S and moves by (40, -25, 300) mm, like the registration transform."""
+    angle = np.radians(30.0)
+    matrix = np.eye(4)
+    matrix[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    matrix[:3, 3] = [40.0, -25.0, 300.0]
+    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", name)
+    nodes.set_transform_matrix(node, matrix)
+    return node, matrix
+
+
+def test_mask_ignores_a_parent_transform_shared_with_the_ct():
+    """Finding 1 of issue 14: the module places the CT and the spine under the registration
+    transform; the mask on the CT's grid must not change (a second Register failed on it)."""
+    scene = slicer.vtkMRMLScene()
+    ct = _volume((8, 9, 10))
+    ct_node = nodes.volume_to_node(ct, scene, "ct")
+    mask = torch.zeros(8, 9, 10, dtype=torch.uint8)
+    mask[2:6, 3:7, 1:8] = 1
+    segmentation = nodes.segmentation_from_mask(ct.with_data(mask), scene, ct_node)
+    transform, _ = _rigid_transform_node(scene)
+    for node in (ct_node, segmentation):
+        node.SetAndObserveTransformNodeID(transform.GetID())
+    assert torch.equal(nodes.mask_from_segmentation(segmentation, ct_node).data, mask)
+    # a segmentation made while the CT is placed lands on the CT's voxels too
+    again = nodes.segmentation_from_mask(ct.with_data(mask), scene, ct_node, "again")
+    assert again.GetParentTransformNode() is None
+    assert torch.equal(nodes.mask_from_segmentation(again, ct_node).data, mask)
+    ct_node.SetAndObserveTransformNodeID(None)  # the CT moves back 300 mm; the new segmentation stays where it was made
+    with pytest.raises(InputError, match="'again' is empty inside the CT"):
+        nodes.mask_from_segmentation(again, ct_node)
+
+
+def test_mask_follows_a_parent_transform_of_the_segmentation_alone():
+    scene = slicer.vtkMRMLScene()
+    ct = _volume((8, 9, 10))
+    ct_node = nodes.volume_to_node(ct, scene, "ct")
+    mask = torch.zeros(8, 9, 10, dtype=torch.uint8)
+    mask[2:6, 3:7, 1:8] = 1
+    segmentation = nodes.segmentation_from_mask(ct.with_data(mask), scene, ct_node)
+    # move the segmentation (only) by one CT column: its voxels land one column further
+    column_ras = (frames.RAS_FROM_LPS @ ct.world_from_index.numpy())[:3, 0]
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "one column")
+    shift = np.eye(4)
+    shift[:3, 3] = column_ras
+    nodes.set_transform_matrix(transform, shift)
+    segmentation.SetAndObserveTransformNodeID(transform.GetID())
+    moved = nodes.mask_from_segmentation(segmentation, ct_node).data
+    assert torch.equal(moved[..., 1:], mask[..., :-1]) and moved[..., 0].sum() == 0
+
+
 def test_empty_segmentation_is_refused():
     scene = slicer.vtkMRMLScene()
     ct = _volume()

@@ -158,6 +158,36 @@ def test_register_reuses_the_given_output_nodes():
     assert _mtre(logic, transform, case) < 0.75 * start_error  # RTPI alone: an initialisation
 
 
+def test_second_registration_with_the_ct_placed_in_the_carm_frame():
+    """Issue 14's scenario: segment, register, place the CT and spine as the module shows them,
+    register again into the same output nodes: both succeed, nothing is duplicated, inputs kept."""
+    scene = slicer.vtkMRMLScene()
+    case = load_sample_case(scene)
+    ct_before, xray_before = _array(case.ct_node), _array(case.xray_node)
+    logic = RegistrationLogic(scene)
+    spine = logic.segment_spine(case.ct_node)
+    first = logic.register(case.ct_node, case.xray_node, segmentation_node=spine, method="rtpi", device="cpu")
+    first_pose = logic.camera_from_world(first.transform_node)
+    display.place_in_carm(first.transform_node, [case.ct_node, spine])
+    assert case.ct_node.GetParentTransformNode() is first.transform_node
+    before = _node_ids(scene)
+    second = logic.register(case.ct_node, case.xray_node, segmentation_node=spine, method="rtpi", device="cpu",
+                            transform_node=first.transform_node, drr_node=first.drr_node)
+    assert second.transform_node is first.transform_node and second.drr_node is first.drr_node
+    assert _node_ids(scene) == before
+    # the same inputs give the same pose (RTPI is deterministic), whatever the CT's placement
+    np.testing.assert_allclose(logic.camera_from_world(second.transform_node), first_pose, atol=1e-4)
+    np.testing.assert_array_equal(_array(case.ct_node), ct_before)
+    np.testing.assert_array_equal(_array(case.xray_node), xray_before)
+    assert case.ct_node.GetParentTransformNode() is first.transform_node and spine.GetParentTransformNode() is first.transform_node
+    np.testing.assert_allclose(nodes.node_ras_from_ijk(second.drr_node), nodes.node_ras_from_ijk(case.xray_node), atol=1e-9)
+    # unplacing takes out only what sits under the registration transform
+    own = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "user's transform")
+    spine.SetAndObserveTransformNodeID(own.GetID())
+    display.place_in_carm(first.transform_node, [case.ct_node, spine], place=False)
+    assert case.ct_node.GetParentTransformNode() is None and spine.GetParentTransformNode() is own
+
+
 def test_register_segments_the_spine_when_none_is_given():
     scene = slicer.vtkMRMLScene()
     case = load_sample_case(scene)

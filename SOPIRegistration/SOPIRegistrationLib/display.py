@@ -13,7 +13,7 @@ from sopi.io_xray import resize_image
 from . import nodes
 from .worker import on_engine_thread
 
-__all__ = ["FUSION_MODES", "align_slice_to_image", "show_carm", "show_fusion"]
+__all__ = ["FUSION_MODES", "align_slice_to_image", "place_in_carm", "show_carm", "show_fusion"]
 
 #: ``blend``: the DRR as the foreground layer at the chosen opacity; ``checkerboard``:
 #: alternating tiles of X-ray and DRR; ``edges``: the DRR's edges drawn over the X-ray.
@@ -95,3 +95,18 @@ def show_carm(scene, scene_from_camera: np.ndarray, sdd_mm: float, marker_node=N
     marker_node.AddControlPoint(*source[:3], "source")
     marker_node.AddControlPoint(*detector[:3], "detector")
     return marker_node
+
+
+def place_in_carm(transform_node, placed_nodes, place: bool = True) -> None:
+    """Put ``placed_nodes`` (the CT, its spine) under the registration transform, so they sit in
+    front of the X-ray where the registered C-arm saw them; ``place=False`` takes them out again,
+    but only those under ``transform_node`` (a transform the user set stays). Registration ignores
+    these parent transforms (``nodes.volume_from_node``, ``nodes.mask_from_segmentation``)."""
+    for node in placed_nodes:
+        if node is None:
+            continue
+        if place and transform_node is not None:
+            if node.GetParentTransformNode() is not transform_node:
+                node.SetAndObserveTransformNodeID(transform_node.GetID())
+        elif transform_node is not None and node.GetParentTransformNode() is transform_node:
+            node.SetAndObserveTransformNodeID(None)

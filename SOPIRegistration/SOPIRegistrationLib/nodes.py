@@ -30,6 +30,7 @@ __all__ = [
     "volume_from_node",
     "volume_to_node",
     "vtk_from_matrix",
+    "world_from_local",
     "xray_geometry",
     "xray_image_from_node",
 ]
@@ -61,17 +62,21 @@ def _ijk_to_ras(node) -> np.ndarray:
     return matrix_from_vtk(matrix)
 
 
-def node_ras_from_ijk(node) -> np.ndarray:
-    """A volume node's ``IJKToRAS`` in the scene's world: its parent transform (linear only) applied."""
-    ras_from_ijk = _ijk_to_ras(node)
+def world_from_local(node) -> np.ndarray:
+    """The scene's RAS from a transformable node's own coordinates: its parent transforms (linear only)."""
     parent = node.GetParentTransformNode()
     if parent is None:
-        return ras_from_ijk
+        return np.eye(4)
     if not parent.IsTransformToWorldLinear():
         raise InputError(f"{node.GetName()}: its parent transform is not linear; harden or remove it first")
     world_from_parent = vtk.vtkMatrix4x4()
     parent.GetMatrixTransformToWorld(world_from_parent)
-    return matrix_from_vtk(world_from_parent) @ ras_from_ijk
+    return matrix_from_vtk(world_from_parent)
+
+
+def node_ras_from_ijk(node) -> np.ndarray:
+    """A volume node's ``IJKToRAS`` in the scene's world: its parent transform (linear only) applied."""
+    return world_from_local(node) @ _ijk_to_ras(node)
 
 
 def transform_matrix(node) -> np.ndarray:
@@ -198,6 +203,14 @@ def _oriented_reference(ct_node):
     return reference
 
 
+def _local_from_other(node, other) -> np.ndarray | None:
+    """``node``'s own coordinates from ``other``'s (their parent transforms), or None when they coincide."""
+    if node.GetParentTransformNode() is other.GetParentTransformNode():
+        return None
+    matrix = np.linalg.inv(world_from_local(node)) @ world_from_local(other)
+    return None if np.allclose(matrix, np.eye(4), atol=1e-12) else matrix
+
+
 def mask_from_segmentation(segmentation_node, ct_node, segment_ids: list[str] | None = None) -> Volume:
     """The union of a segmentation's segments (all, or ``segment_ids``) as a 0/1 uint8 mask on the CT's grid."""
     if segmentation_node is None or not segmentation_node.IsA("vtkMRMLSegmentationNode"):
@@ -214,12 +227,20 @@ def mask_from_segmentation(segmentation_node, ct_node, segment_ids: list[str] | 
     columns, rows, slices = ct_node.GetImageData().GetDimensions()
     mask = np.zeros((slices, rows, columns), dtype=np.uint8)
     logic = slicer.vtkSlicerSegmentationsModuleLogic
+    # The CT's grid is its own IJKToRAS (parent ignored, as for the CT's voxels): take the segments in
+    # the segmentation's own frame and move them by what lies between the two nodes' parent transforms,
+    # so placing both under the registration transform changes nothing.
+    ct_from_segmentation = _local_from_other(ct_node, segmentation_node)
     for segment_id in segment_ids:
         if segmentation.GetSegment(segment_id) is None:
             raise InputError(f"spine segmentation: {segmentation_node.GetName()!r} has no segment {segment_id!r}")
         labelmap, resampled = slicer.vtkOrientedImageData(), slicer.vtkOrientedImageData()
-        if not logic.GetSegmentBinaryLabelmapRepresentation(segmentation_node, segment_id, labelmap):
+        if not logic.GetSegmentBinaryLabelmapRepresentation(segmentation_node, segment_id, labelmap, False):
             raise InputError(f"spine segmentation: segment {segment_id!r} has no binary labelmap")
+        if ct_from_segmentation is not None:
+            image_to_world = vtk.vtkMatrix4x4()
+            labelmap.GetImageToWorldMatrix(image_to_world)
+            labelmap.SetImageToWorldMatrix(vtk_from_matrix(ct_from_segmentation @ matrix_from_vtk(image_to_world)))
         if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(labelmap, reference, resampled, False, False):
             raise InputError(f"spine segmentation: segment {segment_id!r} could not be resampled onto the CT grid")
         i0, i1, j0, j1, k0, k1 = resampled.GetExtent()
@@ -238,8 +259,11 @@ def mask_from_segmentation(segmentation_node, ct_node, segment_ids: list[str] | 
 def segmentation_from_mask(mask: Volume, scene, ct_node, name: str = "spine", node=None):
     """A segmentation node with one segment, ``spine``, from a 0/1 mask on the CT's grid."""
     labelmap = _fill_image(slicer.vtkOrientedImageData(), (mask.data.cpu().numpy() != 0).astype(np.uint8))
-    labelmap.SetImageToWorldMatrix(vtk_from_matrix(RAS_FROM_LPS @ mask.world_from_index.numpy()))
     node = _new_or_given(scene, node, "vtkMRMLSegmentationNode", name)
+    # the mask lies in the CT's own frame; the segmentation keeps its segments in its own frame
+    segmentation_from_ct = _local_from_other(node, ct_node)
+    ras_from_ijk = RAS_FROM_LPS @ mask.world_from_index.numpy()
+    labelmap.SetImageToWorldMatrix(vtk_from_matrix(ras_from_ijk if segmentation_from_ct is None else segmentation_from_ct @ ras_from_ijk))
     node.SetReferenceImageGeometryParameterFromVolumeNode(ct_node)
     segment_id = node.GetSegmentation().GetSegmentIdBySegmentName(SPINE_SEGMENT_NAME)
     if segment_id:
