@@ -54,12 +54,30 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fine-model", type=Path, help="trained fine-registration encoders for fine, sopi, sopi+opt")
 
 
+#: ``sopi --progress``: ``bar`` (tqdm on stderr), ``json`` or ``none``; set by :func:`main`.
+_PROGRESS = {"mode": "bar"}
+
+
 @contextlib.contextmanager
 def _progress_bar(description: str, quiet: bool) -> Iterator[Callable[[float, str], None]]:
-    """A tqdm bar driven by ``update(fraction, message)`` callbacks (the engine's progress protocol)."""
+    """A tqdm bar driven by ``update(fraction, message)`` callbacks (the engine's progress protocol).
+
+    With ``sopi --progress json`` each update is one line on stdout instead, for a program that
+    drives ``sopi`` (the Slicer module): ``{"fraction": 0..1, "stage": first word of the
+    message, "message": ...}``, flushed at once; ``--progress none`` shows nothing."""
+    if _PROGRESS["mode"] == "json":
+        import json
+
+        def report(fraction: float, message: str) -> None:
+            text = str(message)
+            line = {"fraction": min(max(float(fraction), 0.0), 1.0), "stage": text.split(" ", 1)[0] or description, "message": text}
+            print(json.dumps(line), flush=True)
+
+        yield report
+        return
     from tqdm import tqdm
 
-    with tqdm(total=1000, desc=description, disable=quiet, bar_format="{l_bar}{bar}| {postfix}") as bar:
+    with tqdm(total=1000, desc=description, disable=quiet or _PROGRESS["mode"] == "none", bar_format="{l_bar}{bar}| {postfix}") as bar:
 
         def update(fraction: float, message: str) -> None:
             bar.n = round(1000 * min(max(fraction, 0.0), 1.0))
@@ -198,6 +216,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sopi", description="2D X-ray / 3D CT registration engine (SOPI).")
     parser.add_argument("--version", action="version", version=f"sopi {__version__}")
+    parser.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
+                        help="bar: a progress bar on stderr (default); json: one JSON line per update on stdout "
+                        '({"fraction", "stage", "message"}); none: no progress')
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     drr = commands.add_parser("drr", help="render a DRR of a CT at a pose", description="Render a DRR of a CT at a camera_from_world pose.")
@@ -293,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for bad input)."""
     args = build_parser().parse_args(argv)
+    _PROGRESS["mode"] = args.progress
     try:
         return args.run(args)
     except InputError as error:
