@@ -4,9 +4,11 @@ In one process on one scene (slicer-core, no GUI):
 
 * node -> engine conversions: ``volume_from_node`` for the sample CT (128^3) and the full
   shared CT (512 x 512 x 133), ``mask_from_segmentation`` for the spine;
-* registration of the sample X-ray: ``RegistrationLogic.register`` (nodes in, nodes out, on
-  the engine thread) against ``sopi.register`` on the same engine objects, also on the
-  engine thread (why one thread: benchmarks/engine_thread.py);
+* the engine process's start-up: ``python -m sopi register --help`` (Python, torch and the
+  engine imported), what every job of the module pays before it works;
+* registration of the sample X-ray: ``RegistrationLogic.register`` (nodes in, inputs written,
+  ``sopi register`` in a separate process, result read back, DRR rendered, nodes out) against
+  ``sopi.register`` in this process on the same engine objects;
 * the slider preview: ``RegistrationLogic.render_drr`` at full detector resolution and
   binned 2x (what dragging renders on a CPU), CT rendering volume cached as in the module.
 
@@ -36,7 +38,7 @@ import torch  # noqa: E402
 
 from SOPIRegistrationLib import RegistrationLogic, geometry_for_xray, nodes  # noqa: E402
 from SOPIRegistrationLib.sample import load_sample_case  # noqa: E402
-from SOPIRegistrationLib.worker import on_engine_thread  # noqa: E402
+from SOPIRegistrationLib.process import engine_environment, sopi_command  # noqa: E402
 from sopi.io import read_ct  # noqa: E402
 from sopi.io_xray import XRay  # noqa: E402
 from sopi.registration import register  # noqa: E402
@@ -63,7 +65,7 @@ def main() -> None:
           f"({torch.get_num_threads()} threads), slicer-core {version('slicer-core')}, Python {platform.python_version()}")
 
     scene = slicer.vtkMRMLScene()
-    case = on_engine_thread(load_sample_case, scene)  # torch first runs on the engine thread, as in the module
+    case = load_sample_case(scene)
     logic = RegistrationLogic(scene)
     spine = case.vertebrae.with_data((case.vertebrae.data != 0).to(torch.uint8))
     segmentation = nodes.segmentation_from_mask(spine, scene, case.ct_node)
@@ -83,16 +85,21 @@ def main() -> None:
     models = logic.default_models()
     transform_node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "benchmark transform")
     drr_node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "benchmark DRR")
-    print("\n| method | sopi.register, engine thread (s) | RegistrationLogic.register (s) | ratio |")
+    import subprocess
+
+    startup = median_time(lambda: subprocess.run(sopi_command("register", "--help"), env=engine_environment(),
+                                                 capture_output=True, check=True), args.repeats)
+    print(f"\nEngine process start-up (python -m sopi register --help: Python, torch, sopi imported): {startup:.2f} s")
+    print("\n| method | sopi.register, in process (s) | RegistrationLogic.register, engine process (s) | difference (s) |")
     print("|---|---|---|---|")
     for method in [name.strip() for name in args.methods.split(",") if name.strip()]:
         def engine() -> None:
             register(ct, xray, geometry=geometry, mask=spine, method=method, model=models["rtpi"], fine_model=models["fine"], device="cpu")
 
-        on_engine = median_time(lambda: on_engine_thread(engine), args.repeats)
+        on_engine = median_time(engine, args.repeats)
         bridge = median_time(lambda: logic.register(case.ct_node, case.xray_node, geometry, segmentation, method=method,
                                                     device="cpu", transform_node=transform_node, drr_node=drr_node), args.repeats)
-        print(f"| {method} | {on_engine:.2f} | {bridge:.2f} | {bridge / on_engine:.2f} |")
+        print(f"| {method} | {on_engine:.2f} | {bridge:.2f} | {bridge - on_engine:+.2f} |")
 
     registered = logic.register(case.ct_node, case.xray_node, geometry, segmentation, method="rtpi+opt", device="cpu")
     transform = registered.transform_node

@@ -206,14 +206,21 @@ def test_cancelled_background_registration_leaves_the_scene_unchanged():
 
     def on_progress(fraction, message):
         events["progress"] += 1
+        events["pid"] = job.pid
         job.cancel()
 
     job = logic.start_register(case.ct_node, case.xray_node, method="opt", device="cpu", on_progress=on_progress,
                                on_done=lambda result: events.update(done=result), on_error=lambda error: events.update(error=error))
+    folder = job.folder
+    assert folder.exists() and {"ct.mha", "xray.mha", "geometry.json"} <= {path.name for path in folder.iterdir()}
     with pytest.raises(Cancelled):
         job.wait(timeout_s=120)
     assert events["progress"] >= 1 and isinstance(events["error"], Cancelled) and events["done"] is None
     assert _node_ids(scene) == before and not job.running
+    # the engine process (a process group of its own) is gone, and so is the job's folder
+    from test_process import _wait_gone
+
+    assert _wait_gone(events["pid"]) and not folder.exists()
 
 
 def test_worker_errors_reach_on_error_and_leave_the_scene_unchanged(tmp_path):

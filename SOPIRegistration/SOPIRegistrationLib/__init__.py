@@ -14,7 +14,8 @@ _EXPORTS = {
     "SceneRegistration": "logic",
     "dicom_geometry_settings": "logic",
     "geometry_for_xray": "logic",
-    "BackgroundJob": "worker",
+    "EngineProcessError": "process",
+    "ProcessJob": "process",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,7 +11,6 @@ from sopi.fusion import checkerboard, edge_overlay
 from sopi.io_xray import resize_image
 
 from . import nodes
-from .worker import on_engine_thread
 
 __all__ = ["FUSION_MODES", "align_slice_to_image", "place_in_carm", "show_carm", "show_fusion"]
 
@@ -62,13 +61,8 @@ def show_fusion(scene, xray_node, drr_node, opacity: float = 0.5, mode: str = "b
     background, foreground = xray_node, drr_node
     if mode != "blend":
         xray = torch.from_numpy(nodes.xray_image_from_node(xray_node))
-        drr = torch.from_numpy(nodes.xray_image_from_node(drr_node))
-
-        def fuse():  # torch work stays on the engine thread (worker.py)
-            resized = resize_image(drr, tuple(xray.shape))
-            return checkerboard(xray, resized) if mode == "checkerboard" else edge_overlay(xray, resized)
-
-        image = on_engine_thread(fuse)
+        resized = resize_image(torch.from_numpy(nodes.xray_image_from_node(drr_node)), tuple(xray.shape))
+        image = checkerboard(xray, resized) if mode == "checkerboard" else edge_overlay(xray, resized)
         fusion_node = nodes.image_to_node(
             image, nodes.node_ras_from_ijk(xray_node), scene, f"{xray_node.GetName()} {mode}", fusion_node
         )

@@ -1,15 +1,18 @@
 """``RegistrationLogic``: what the module's buttons do, on MRML nodes, headless.
 
 Every long call has two forms: a blocking one for the Python console and tests, and a
-``start_*`` one that returns a :class:`~SOPIRegistrationLib.worker.BackgroundJob`. Nodes are
-read into engine objects on the calling (main) thread, the engine runs on the worker
-thread, and output nodes are written on the main thread when the job is polled. Input
-nodes are never modified; on an error or a cancel no output node is created or changed.
+``start_*`` one that returns a :class:`~SOPIRegistrationLib.process.ProcessJob`. Nodes are
+read and written to a temporary folder on the calling (main) thread, the engine runs in a
+separate process (``python -m sopi ...``, see ``process.py``), and output nodes are written on
+the main thread when the job is polled. Short renders (the DRR at a pose, fusion, the
+similarity readout) run in this process on the calling thread. Input nodes are never
+modified; on an error or a cancel no output node is created or changed.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +26,7 @@ from sopi.io_xray import XRay, apply_polarity
 from sopi.volume import Volume
 
 from . import frames, nodes
-from .worker import BackgroundJob, on_engine_thread
+from .process import ProcessJob, Step, job_folder, python_executable, sopi_command
 
 __all__ = ["DEFAULT_METHOD", "RegistrationLogic", "SceneRegistration", "dicom_geometry_settings", "geometry_for_xray"]
 
@@ -69,6 +72,41 @@ class _Prepared:
     mask: Volume | None
     initial_pose: torch.Tensor | None
     scene_from_camera: np.ndarray
+
+
+def _write_volume(path: Path, volume: Volume) -> None:
+    """An uncompressed MHA (quick for a large CT; the job folder is temporary)."""
+    import SimpleITK as sitk
+
+    sitk.WriteImage(volume.to_sitk(), str(path), False)
+
+
+def _read_mask(path: Path, ct: Volume) -> Volume:
+    """The 0/1 uint8 mask an engine process wrote on the CT's grid."""
+    from sopi.io import read_label_map
+
+    labels = read_label_map(path, reference=ct)
+    return Volume((labels.data != 0).to(torch.uint8), ct.world_from_index)
+
+
+def _remove(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _result_from_dict(data: dict):
+    """The :class:`sopi.registration.RegistrationResult` of a ``sopi register`` result JSON."""
+    from sopi.geometry import PARAM_NAMES
+    from sopi.registration import RegistrationResult
+
+    return RegistrationResult(
+        camera_from_world=torch.tensor(data["matrix"], dtype=torch.float64),
+        params=torch.tensor([data["params"][name] for name in PARAM_NAMES], dtype=torch.float64),
+        method=data["method"], time_s=float(data["time_s"]), similarity=float(data["similarity"]),
+        iterations=int(data["iterations"]), converged=bool(data["converged"]),
+        pivot_world=torch.tensor(data["pivot_world_mm"], dtype=torch.float64), stages=list(data.get("stages", [])),
+    )
 
 
 def _matrix_attribute(node, name: str) -> np.ndarray | None:
@@ -148,6 +186,8 @@ class RegistrationLogic:
         self.scene = scene
         self.models_dir = Path(models_dir) if models_dir is not None else shipped_models()
         self._rendering_cache: tuple | None = None
+        #: where job folders go (None: the system's temporary folder; the module uses Slicer's)
+        self.temporary_root: str | Path | None = None
 
     # ------------------------------------------------------------------ models
 
@@ -188,24 +228,33 @@ class RegistrationLogic:
 
     def start_prepare_models(self, ct_node, segmentation_node, geometry: CArmGeometry, out_dir: str | Path,
                              minutes: float = 30.0, device: str = "auto", on_progress=None, on_done=None,
-                             on_error=None, *, seed: int = 0) -> BackgroundJob:
-        """Train RTPI and the fine module on this CT and spine for ``geometry``'s C-arm, in the
-        background, with the shipped models' recipe (:func:`sopi.training.patient.train_patient_models`).
-        The job's result is ``{"rtpi": path, "fine": path}``."""
-        from sopi.training.patient import train_patient_models
-
+                             on_error=None, *, seed: int = 0) -> ProcessJob:
+        """Train RTPI and the fine module on this CT and spine for ``geometry``'s C-arm, in a
+        separate process (``train_runner.py``), with the shipped models' recipe
+        (:func:`sopi.training.patient.train_patient_models`). The job's result is ``{"rtpi": path, "fine": path}``."""
         if segmentation_node is None:
             raise InputError("Prepare model: select or create the spine segmentation first (Auto-segment spine)")
+        if not minutes > 0:
+            raise InputError(f"Prepare model: training time must be positive minutes, got {minutes}")
         ct = nodes.volume_from_node(ct_node)
         mask = nodes.mask_from_segmentation(segmentation_node, ct_node)
-        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in ct_node.GetName()) or "ct"
-        job = BackgroundJob(
-            lambda progress, cancel: train_patient_models(
-                ct, mask, geometry, out_dir, minutes=minutes, name=name, device=device, seed=seed, progress=progress, cancel=cancel,
-            ),
-            on_progress, on_done, on_error,
-        )
-        return job.start()
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", ct_node.GetName()) or "ct"
+        folder = job_folder(self.temporary_root)
+        try:
+            _write_volume(folder / "ct.mha", ct)
+            _write_volume(folder / "mask.mha", mask)
+            geometry.save(folder / "geometry.json")
+        except BaseException:
+            _remove(folder)
+            raise
+        command = [python_executable(), "-m", "SOPIRegistrationLib.train_runner", "--ct", "ct.mha", "--mask", "mask.mha",
+                   "--geometry", "geometry.json", "--out", str(Path(out_dir).resolve()), "--minutes", repr(float(minutes)),
+                   "--name", name, "--device", device, "--seed", str(int(seed)), "--result", "models.json"]
+
+        def finish(folder: Path) -> dict[str, Path]:
+            return {kind: Path(path) for kind, path in json.loads((folder / "models.json").read_text(encoding="utf-8")).items()}
+
+        return ProcessJob([Step(command)], folder, finish, on_progress, on_done, on_error, "Prepare model").start()
 
     # ------------------------------------------------------------------ segmentation
 
@@ -213,18 +262,40 @@ class RegistrationLogic:
         """Segment the spine of a CT node (blocking); returns the segmentation node."""
         return self.start_segment_spine(ct_node, segmentation_node, on_progress=progress).wait(cancel=cancel)
 
-    def start_segment_spine(self, ct_node, segmentation_node=None, on_progress=None, on_done=None, on_error=None) -> BackgroundJob:
-        """Background spine segmentation; the job's result is the segmentation node."""
-        from sopi.segment import segment_spine
-
+    def start_segment_spine(self, ct_node, segmentation_node=None, on_progress=None, on_done=None, on_error=None) -> ProcessJob:
+        """Spine segmentation in a separate process (``sopi segment``); the job's result is the
+        segmentation node (``segmentation_node`` updated, or a new one)."""
         ct = nodes.volume_from_node(ct_node)
+        folder = self._write_inputs(ct)
         name = f"{ct_node.GetName()} spine"
-        job = BackgroundJob(
-            lambda progress, cancel: segment_spine(ct, progress=progress, cancel=cancel),
-            on_progress, on_done, on_error,
-            finish=lambda mask: self._write_nodes(lambda: nodes.segmentation_from_mask(mask, self.scene, ct_node, name, segmentation_node)),
-        )
-        return job.start()
+
+        def finish(folder: Path):
+            mask = _read_mask(folder / "mask.mha", ct)
+            return self._write_nodes(lambda: nodes.segmentation_from_mask(mask, self.scene, ct_node, name, segmentation_node))
+
+        step = Step(sopi_command("segment", "ct.mha", "--out", "mask.mha"), describe=lambda m: f"Segmenting spine ({m})")
+        return ProcessJob([step], folder, finish, on_progress, on_done, on_error, "Segmentation").start()
+
+    def _write_inputs(self, ct: Volume, mask: Volume | None = None, xray: XRay | None = None,
+                      initial_pose: torch.Tensor | None = None) -> Path:
+        """A new job folder holding ``ct.mha`` (and ``mask.mha``, ``xray.mha`` with ``geometry.json``, ``init.json``)."""
+        from sopi.geometry import save_pose
+        from sopi.io_xray import write_xray
+
+        folder = job_folder(self.temporary_root)
+        try:
+            _write_volume(folder / "ct.mha", ct)
+            if mask is not None:
+                _write_volume(folder / "mask.mha", mask)
+            if xray is not None:
+                write_xray(folder / "xray.mha", xray.image, xray.geometry)
+                xray.geometry.save(folder / "geometry.json")
+            if initial_pose is not None:
+                save_pose(folder / "init.json", initial_pose)
+        except BaseException:
+            _remove(folder)
+            raise
+        return folder
 
     # ------------------------------------------------------------------ registration
 
@@ -244,7 +315,7 @@ class RegistrationLogic:
                        transform_node=None, drr_node=None, on_progress=None, on_done=None, on_error=None, *,
                        model: str | Path | None = None, fine_model: str | Path | None = None, seed: int = 0,
                        polarity: str = "bone-bright", step_mm: float = 1.0, iteration_scale: float = 1.0,
-                       pyramid: bool = True) -> BackgroundJob:
+                       pyramid: bool = True) -> ProcessJob:
         """Register an X-ray node to a CT node in the background.
 
         Args:
@@ -264,6 +335,8 @@ class RegistrationLogic:
         from sopi.registration.methods import get_method, needs_model
 
         get_method(method)
+        if not step_mm > 0 or not iteration_scale > 0:
+            raise InputError(f"Register: the ray step ({step_mm}) and the iteration scale ({iteration_scale}) must be positive")
         geometry = geometry or geometry_for_xray(xray_node)
         prepared = self._prepare(ct_node, xray_node, geometry, segmentation_node, init_transform_node, polarity)
         needed = needs_model(method)
@@ -271,33 +344,31 @@ class RegistrationLogic:
         models = {"rtpi": model or (defaults["rtpi"] if "rtpi" in needed else None),
                   "fine": fine_model or (defaults["fine"] if "fine" in needed else None)}
         auto_mask = prepared.mask is None and bool(needed)
+        folder = self._write_inputs(prepared.ct, prepared.mask, prepared.xray, prepared.initial_pose)
+        arguments = ["register", "--ct", "ct.mha", "--xray", "xray.mha", "--geometry", "geometry.json", "--method", method,
+                     "--device", device, "--seed", str(int(seed)), "--iteration-scale", repr(float(iteration_scale)),
+                     "--out", "result.json"]
+        arguments += ["--init", "init.json"] if prepared.initial_pose is not None else []
+        arguments += ["--mask", "mask.mha"] if prepared.mask is not None or auto_mask else []
+        arguments += [] if pyramid else ["--no-pyramid"]
+        for option, path in (("--model", models["rtpi"]), ("--fine-model", models["fine"])):
+            arguments += [option, str(Path(path).resolve())] if path else []
+        steps = [Step(sopi_command(*arguments), 0.8 if auto_mask else 1.0, readable_progress)]
+        if auto_mask:  # segment first, in its own step, so the new spine can be shown
+            steps.insert(0, Step(sopi_command("segment", "ct.mha", "--out", "mask.mha"), 0.2, lambda m: f"Segmenting spine ({m})"))
 
-        def work(progress, cancel):
-            from sopi.registration import register
-            from sopi.render import render_drr, rendering_volume
-            from sopi.segment import segment_spine
+        def finish(folder: Path) -> SceneRegistration:
+            from sopi.render import render_drr
 
-            mask, share = prepared.mask, 0.0
-            if auto_mask:
-                share = 0.2
-                mask = segment_spine(prepared.ct, progress=lambda f, m: progress(share * f, f"Segmenting spine ({m})"), cancel=cancel)
-            result = register(
-                prepared.ct, prepared.xray, geometry=geometry, initial_pose=prepared.initial_pose, mask=mask,
-                method=method, model=models["rtpi"], fine_model=models["fine"], device=device, seed=seed,
-                step_mm=step_mm, iteration_scale=iteration_scale, pyramid=pyramid,
-                cancel=cancel,
-                progress=lambda f, m: progress(share + (1 - share) * f, readable_progress(m)),
-            )
-            drr = render_drr(rendering_volume(prepared.ct, "hu"), geometry, result.camera_from_world, step_mm=step_mm)
-            return result, drr.numpy(), mask if auto_mask else None
-
-        def finish(outcome) -> SceneRegistration:
-            result, drr, new_mask = outcome
+            result = _result_from_dict(json.loads((folder / "result.json").read_text(encoding="utf-8")))
+            new_mask = _read_mask(folder / "mask.mha", prepared.ct) if auto_mask else None
+            # the DRR the clinician compares: from the CT at its own resolution
+            drr = render_drr(self._rendering_volume(ct_node), geometry, result.camera_from_world, step_mm=step_mm).numpy()
             return self._write_nodes(lambda: self._write_registration(
                 ct_node, xray_node, geometry, prepared, result, drr, new_mask, segmentation_node, transform_node, drr_node,
             ))
 
-        return BackgroundJob(work, on_progress, on_done, on_error, finish=finish).start()
+        return ProcessJob(steps, folder, finish, on_progress, on_done, on_error, "Registration").start()
 
     def _prepare(self, ct_node, xray_node, geometry, segmentation_node, init_transform_node, polarity) -> _Prepared:
         ct = nodes.volume_from_node(ct_node)
@@ -396,9 +467,10 @@ class RegistrationLogic:
     def _rendering_volume(self, ct_node) -> Volume:
         from sopi.render import rendering_volume
 
-        key = (ct_node.GetID(), ct_node.GetImageData().GetMTime(), tuple(nodes.node_ras_from_ijk(ct_node).ravel()))
+        # the CT's own grid (its parent transform, which the module sets to place it, does not matter)
+        key = (ct_node.GetID(), ct_node.GetImageData().GetMTime(), tuple(nodes.own_ras_from_ijk(ct_node).ravel()))
         if self._rendering_cache is None or self._rendering_cache[0] != key:
-            self._rendering_cache = (key, on_engine_thread(rendering_volume, nodes.volume_from_node(ct_node), "hu"))
+            self._rendering_cache = (key, rendering_volume(nodes.volume_from_node(ct_node), "hu"))
         return self._rendering_cache[1]
 
     def render_drr(self, ct_node, transform_node, geometry: CArmGeometry | None = None, drr_node=None, xray_node=None,
@@ -417,22 +489,17 @@ class RegistrationLogic:
         from sopi.render import render_drr
 
         volume = self._rendering_volume(ct_node)
-        image = on_engine_thread(render_drr, volume, geometry, pose, step_mm=step_mm * max(1, binning), device=device)
+        image = render_drr(volume, geometry, pose, step_mm=step_mm * max(1, binning), device=device)
         name = f"{(xray_node if xray_node is not None else transform_node).GetName()} DRR"
         return self._drr_to_node(image.numpy(), geometry, scene_from_camera, drr_node, name)
 
     def similarity(self, xray_node, drr_node, polarity: str = "bone-bright") -> float:
-        """Gradient correlation (in [-1, 1], higher is better) of the X-ray and a DRR node (resampled to the DRR's size).
-
-        Like :meth:`render_drr`, it runs on the engine thread and so waits for a running job."""
+        """Gradient correlation (in [-1, 1], higher is better) of the X-ray and a DRR node (resampled to the DRR's size)."""
         from sopi.io_xray import resize_image
         from sopi.similarity import gradient_correlation
 
         xray = _xray_image(xray_node, polarity)
         drr = torch.from_numpy(nodes.xray_image_from_node(drr_node)).to(torch.float64)
 
-        def measure() -> float:
-            fixed = resize_image(torch.from_numpy(xray), tuple(drr.shape)).to(torch.float64)
-            return float(gradient_correlation(fixed[None], drr[None]))
-
-        return on_engine_thread(measure)
+        fixed = resize_image(torch.from_numpy(xray), tuple(drr.shape)).to(torch.float64)
+        return float(gradient_correlation(fixed[None], drr[None]))

@@ -24,6 +24,7 @@ __all__ = [
     "mask_from_segmentation",
     "matrix_from_vtk",
     "node_ras_from_ijk",
+    "own_ras_from_ijk",
     "segmentation_from_mask",
     "set_transform_matrix",
     "transform_matrix",
@@ -60,6 +61,11 @@ def _ijk_to_ras(node) -> np.ndarray:
     matrix = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)
     return matrix_from_vtk(matrix)
+
+
+def own_ras_from_ijk(node) -> np.ndarray:
+    """A volume node's own ``IJKToRAS`` (its parent transform not applied): the engine's world for a CT."""
+    return _ijk_to_ras(node)
 
 
 def world_from_local(node) -> np.ndarray:
