@@ -32,13 +32,25 @@ def test_module_cmake_lists_every_python_file_and_resource():
     assert re.search(r"if\(BUILD_TESTING\)\s+.*slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text, re.S)
 
 
+#: Keys of Slicer's extension catalog entry schema v1.0.2 (Slicer/Schemas), and the required ones.
+CATALOG_KEYS = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies", "dicom_support_rule",
+                "build_subdirectory", "enabled", "tier"}
+CATALOG_REQUIRED = {"$schema", "category", "scm_url"}
+
+
 def test_extension_description_is_consistent():
+    import json
+
     cmake = (REPO / "CMakeLists.txt").read_text()
-    s4ext = (REPO / "SOPI.s4ext").read_text()
-    assert re.search(r'set\(EXTENSION_DEPENDS\s+"?PyTorch"?\)', cmake)
-    assert re.search(r"^depends\s+PyTorch\s*$", s4ext, re.M)
-    assert re.search(r'set\(EXTENSION_CATEGORY\s+"Registration"\)', cmake)
-    assert re.search(r"^category\s+Registration\s*$", s4ext, re.M)
+    project = re.search(r"^project\((\w+)\)", cmake, re.M).group(1)
+    assert not list(REPO.glob("*.s4ext"))  # superseded by the catalog entry <ExtensionName>.json
+    entry = json.loads((REPO / f"{project}.json").read_text())
+    assert CATALOG_REQUIRED <= set(entry) <= CATALOG_KEYS
+    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.2.json#")
+    assert re.search(r'set\(EXTENSION_DEPENDS\s+"?PyTorch"?\)', cmake) and entry["build_dependencies"] == ["PyTorch"]
+    assert re.search(r'set\(EXTENSION_CATEGORY\s+"Registration"\)', cmake) and entry["category"] == "Registration"
+    homepage = re.search(r'set\(EXTENSION_HOMEPAGE\s+"([^"]+)"\)', cmake).group(1)
+    assert entry["scm_url"] == homepage + ".git"
     assert "add_subdirectory(SOPIRegistration)" in cmake
     for variable in ("HOMEPAGE", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS"):
         assert re.search(rf"set\(EXTENSION_{variable}\s+\"[^\"]+\"\)", cmake), variable

@@ -158,21 +158,41 @@ def test_register_reuses_the_given_output_nodes():
     assert _mtre(logic, transform, case) < 0.75 * start_error  # RTPI alone: an initialisation
 
 
+def _module_parameters(case, **changes):
+    """The module's parameter node as SOPIRegistrationLib.settings reads it (its fields and defaults)."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    fields = dict(ctVolume=case.ct_node, xrayVolume=case.xray_node, spineSegmentation=None, initialTransform=None,
+                  geometryPreset="perlove-plx118f", sourceToDetectorMm=1011.7, sourceToIsocenterMm=675.0, pixelSpacingMm=0.0,
+                  xrayPolarity="bone-bright", method="sopi+opt", device="cpu", rtpiModel=Path("."), fineModel=Path("."),
+                  trainingMinutes=30.0, outputTransform=None, outputDrr=None, seed=0, rayStepMm=1.0, iterationScale=1.0,
+                  pyramid=True, modelFolder=Path("."), placeCtInCarm=True)
+    fields.update(changes)
+    return SimpleNamespace(**fields)
+
+
 def test_second_registration_with_the_ct_placed_in_the_carm_frame():
-    """Issue 14's scenario: segment, register, place the CT and spine as the module shows them,
-    register again into the same output nodes: both succeed, nothing is duplicated, inputs kept."""
+    """Issue 14's scenario, through the calls the module makes (SOPIRegistrationLib.settings): segment,
+    register, place the CT and spine as the module shows them, register again into the same output
+    nodes: both succeed, nothing is duplicated, inputs are kept."""
+    from SOPIRegistrationLib import settings
+
     scene = slicer.vtkMRMLScene()
     case = load_sample_case(scene)
     ct_before, xray_before = _array(case.ct_node), _array(case.xray_node)
     logic = RegistrationLogic(scene)
-    spine = logic.segment_spine(case.ct_node)
-    first = logic.register(case.ct_node, case.xray_node, segmentation_node=spine, method="rtpi", device="cpu")
+    parameters = _module_parameters(case, method="rtpi")
+    parameters.spineSegmentation = logic.segment_spine(case.ct_node)
+    spine = parameters.spineSegmentation
+    first = settings.start_register(logic, parameters).wait(timeout_s=300)
+    settings.store_registration(parameters, first)
     first_pose = logic.camera_from_world(first.transform_node)
-    display.place_in_carm(first.transform_node, [case.ct_node, spine])
+    display.place_in_carm(parameters.outputTransform, [case.ct_node, spine], parameters.placeCtInCarm)
     assert case.ct_node.GetParentTransformNode() is first.transform_node
     before = _node_ids(scene)
-    second = logic.register(case.ct_node, case.xray_node, segmentation_node=spine, method="rtpi", device="cpu",
-                            transform_node=first.transform_node, drr_node=first.drr_node)
+    second = settings.start_register(logic, parameters).wait(timeout_s=300)
+    settings.store_registration(parameters, second)
     assert second.transform_node is first.transform_node and second.drr_node is first.drr_node
     assert _node_ids(scene) == before
     # the same inputs give the same pose (RTPI is deterministic), whatever the CT's placement
@@ -186,6 +206,21 @@ def test_second_registration_with_the_ct_placed_in_the_carm_frame():
     spine.SetAndObserveTransformNodeID(own.GetID())
     display.place_in_carm(first.transform_node, [case.ct_node, spine], place=False)
     assert case.ct_node.GetParentTransformNode() is None and spine.GetParentTransformNode() is own
+
+
+def test_module_picks_inputs_but_never_its_outputs_or_label_maps():
+    from SOPIRegistrationLib.inputs import choose_inputs, mark_output
+    from sopi.volume import Volume
+
+    scene = slicer.vtkMRMLScene()
+    label_map = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")  # first in the scene, 3D
+    nodes._set_image(label_map, np.zeros((4, 5, 6), np.uint8), np.eye(4))
+    mark_output(nodes.image_to_node(np.zeros((8, 9), np.float32), np.eye(4), scene, "an old DRR"))  # first single slice
+    ct = nodes.volume_to_node(Volume(torch.zeros(4, 5, 6), torch.eye(4, dtype=torch.float64)), scene, "CT")
+    xray = nodes.image_to_node(np.ones((8, 9), np.float32), np.eye(4), scene, "X-ray")
+    assert choose_inputs(scene) == (ct, xray)
+    assert choose_inputs(scene, ct_node=label_map) == (label_map, xray)  # a choice already made is kept
+    assert choose_inputs(slicer.vtkMRMLScene()) == (None, None)
 
 
 def test_register_segments_the_spine_when_none_is_given():

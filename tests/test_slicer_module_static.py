@@ -83,7 +83,10 @@ def _module_constant(name: str):
 
 def test_every_ui_parameter_names_a_field_with_a_compatible_widget():
     fields, bound = _parameter_fields(), _bound_widgets()
-    assert set(bound) == set(fields), f"unbound fields {set(fields) - set(bound)}, unknown names {set(bound) - set(fields)}"
+    internal = set(_module_constant("INTERNAL_PARAMETERS"))
+    assert internal <= set(fields) and not internal & set(bound)
+    shown = set(fields) - internal
+    assert set(bound) == shown, f"unbound fields {shown - set(bound)}, unknown names {set(bound) - shown}"
     for name, widget in bound.items():
         field, widget_class = fields[name], widget.get("class")
         if field["type"].startswith("vtkMRML"):
@@ -186,3 +189,95 @@ def test_module_file_loads_before_the_dependencies_are_installed():
         elif isinstance(node, ast.ImportFrom):
             top_level.add((node.module or "").split(".")[0])
     assert not top_level & {"torch", "sopi", "SOPIRegistrationLib", "numpy", "SimpleITK", "scipy"}
+
+
+# --------------------------------------------------------------------------- issue 14's findings that a static check can see
+
+
+def _function(name: str) -> ast.FunctionDef:
+    for node in ast.walk(_source_tree()):
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return node
+    raise AssertionError(f"no function {name} in SOPIRegistration.py")
+
+
+def _calls(function: ast.AST) -> set[str]:
+    return {ast.unparse(node.func) for node in ast.walk(function) if isinstance(node, ast.Call)}
+
+
+def test_finding_4_the_gui_is_connected_with_a_tag_on_every_slicer():
+    """Slicer 5.8's connectGui returns no tag; connectParametersToGui does, so disconnectGui works."""
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    assert ".connectGui(" not in source
+    assert "parameterNode.connectParametersToGui" in _calls(_function("_connectGui"))
+    assert "self._parameterNode.disconnectGui" in _calls(_function("setParameterNode"))
+    assert "self.setParameterNode" in _calls(_function("exit"))  # leaving the module disconnects
+
+
+def test_findings_5_and_6_the_display_follows_the_parameter_node_once_per_change():
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    for widget in ("opacitySliderWidget", "fusionModeComboBox", "placeCtCheckBox"):
+        assert not re.search(rf"self\.ui\.{widget}\.connect\(", source), f"{widget}: read the parameter node, not the widget"
+    setter = _function("setParameterNode")
+    order = [ast.unparse(node.func) for node in ast.walk(setter) if isinstance(node, ast.Call)]
+    assert order.index("self._connectGui") < order.index("self.addObserver")  # observe after the GUI writes the node
+    modified = ast.unparse(_function("_onParameterNodeModified"))
+    assert "self._shownDisplay" in modified and "foregroundOpacity" in modified and "fusionMode" in modified
+    # without the dependencies, refreshing the display does nothing (no ImportError at each entry)
+    assert "self.logic.dependenciesReady" in _calls(_function("_showResults"))
+
+
+def test_finding_7_the_gui_never_waits_for_a_job():
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    widget = next(node for node in _source_tree().body if isinstance(node, ast.ClassDef) and node.name == "SOPIRegistrationWidget")
+    assert not any(call.endswith(".wait") for call in _calls(widget))
+    assert "on_engine_thread" not in source
+    lib = MODULE_DIR / "SOPIRegistrationLib"
+    assert not (lib / "worker.py").exists()
+    assert not re.search(r"threading|ThreadPoolExecutor", "".join(path.read_text() for path in lib.glob("*.py")))
+
+
+def test_finding_9_display_nodes_are_parameter_node_references():
+    fields = _parameter_fields()
+    assert fields["fusionImage"]["type"] == "vtkMRMLScalarVolumeNode" and fields["carmMarker"]["type"] == "vtkMRMLMarkupsLineNode"
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    assert "_fusionNode" not in source and "_carmNode" not in source
+
+
+def test_finding_11_buttons_show_errors_with_details_and_the_3d_view_is_optional():
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    clicked = re.findall(r'\.connect\("clicked\(bool\)", ([^\n]+)\)', source)
+    assert clicked and all("_withErrorDisplay" in handler for handler in clicked)
+    assert "slicer.util.tryWithErrorDisplay" in _calls(_function("_withErrorDisplay"))
+    error = _function("_onJobError")
+    assert any(keyword.arg == "detailedText" for node in ast.walk(error) if isinstance(node, ast.Call) for keyword in node.keywords)
+    assert "details" in ast.unparse(error)
+    show = ast.unparse(_function("_showResults"))
+    assert "threeDWidget(0)" in show and re.search(r"threeD = layoutManager\.threeDWidget\(0\).*\n\s+if threeD is not None", show)
+
+
+def test_finding_3_and_10_dependencies_are_checked_after_installing():
+    ensure = _function("ensureDependencies")
+    text = ast.unparse(ensure)
+    assert "slicer.pydeps" not in MODULE_FILE.read_text(encoding="utf-8")
+    assert "skip_in_testing=False" in text and text.count("self.missingRequirements()") == 2  # before and after
+    engine_test = (MODULE_DIR / "Testing" / "Python" / "SOPIEngineTest.py").read_text()
+    assert not re.search(r"^import torch", engine_test, re.M)
+
+
+def test_finding_12_the_default_self_test_is_fast():
+    run = ast.unparse(_function("runTest"))
+    assert "FULL_SELF_TEST_VARIABLE" in run and "os.environ" in run
+    assert "ensureDependencies" not in ast.unparse(_function("test_SOPIRegistration_widget_enables_register"))
+
+
+def test_finding_15_sample_files_have_checksums_and_versioned_names():
+    import hashlib
+
+    samples = _module_constant("SAMPLE_FILES")
+    folder = MODULE_DIR / "Resources" / "SampleData"
+    for name, (pattern, checksum) in samples.items():
+        assert checksum == "SHA256:" + hashlib.sha256((folder / name).read_bytes()).hexdigest(), f"{name}: update SAMPLE_FILES"
+        assert "{}" in pattern
+    assert (folder / "sample_thumbnail.png").is_file()
+    assert "sample_thumbnail.png" in ast.unparse(_function("registerSampleData"))

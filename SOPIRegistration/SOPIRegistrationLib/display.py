@@ -11,6 +11,7 @@ from sopi.fusion import checkerboard, edge_overlay
 from sopi.io_xray import resize_image
 
 from . import nodes
+from .inputs import mark_output
 
 __all__ = ["FUSION_MODES", "align_slice_to_image", "place_in_carm", "show_carm", "show_fusion"]
 
@@ -63,9 +64,9 @@ def show_fusion(scene, xray_node, drr_node, opacity: float = 0.5, mode: str = "b
         xray = torch.from_numpy(nodes.xray_image_from_node(xray_node))
         resized = resize_image(torch.from_numpy(nodes.xray_image_from_node(drr_node)), tuple(xray.shape))
         image = checkerboard(xray, resized) if mode == "checkerboard" else edge_overlay(xray, resized)
-        fusion_node = nodes.image_to_node(
+        fusion_node = mark_output(nodes.image_to_node(
             image, nodes.node_ras_from_ijk(xray_node), scene, f"{xray_node.GetName()} {mode}", fusion_node
-        )
+        ))
         background, foreground = fusion_node, None
     for composite in _composite_nodes(scene, layouts):
         composite.SetBackgroundVolumeID(background.GetID())

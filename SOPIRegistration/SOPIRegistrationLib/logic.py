@@ -26,6 +26,7 @@ from sopi.io_xray import XRay, apply_polarity
 from sopi.volume import Volume
 
 from . import frames, nodes
+from .inputs import mark_output
 from .process import ProcessJob, Step, job_folder, python_executable, sopi_command
 
 __all__ = ["DEFAULT_METHOD", "RegistrationLogic", "SceneRegistration", "dicom_geometry_settings", "geometry_for_xray"]
@@ -421,7 +422,7 @@ class RegistrationLogic:
 
     def _drr_to_node(self, drr: np.ndarray, geometry: CArmGeometry, scene_from_camera: np.ndarray, drr_node, name: str):
         ras_from_ijk = frames.detector_ras_from_ijk(scene_from_camera, geometry.sdd_mm, geometry.pixel_spacing_mm, geometry.principal_point_px)
-        return nodes.image_to_node(drr.astype(np.float32), ras_from_ijk, self.scene, name, drr_node)
+        return mark_output(nodes.image_to_node(drr.astype(np.float32), ras_from_ijk, self.scene, name, drr_node))
 
     # ------------------------------------------------------------------ poses and DRRs
 
