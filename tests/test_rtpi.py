@@ -245,7 +245,7 @@ def test_resume_continues_the_same_run(tmp_path):
     with pytest.raises(InputError, match="different settings"):
         train(factory, split, OptimSettings(steps=6, base_lr=0.5), resume=True, device="cpu")
     (split / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(InputError, match="not a readable checkpoint"):
+    with pytest.raises(InputError, match=r"not a SOPI training checkpoint \(damaged or not a PyTorch file\)"):
         train(factory, split, OptimSettings(steps=6), resume=True, device="cpu")
 
 

@@ -130,7 +130,7 @@ def test_segment_spine_rejects_bad_input() -> None:
     with pytest.raises(InputError, match="Volume"):
         segment_spine(torch.zeros(8, 8, 8))  # type: ignore[arg-type]
     with pytest.raises(InputError, match="bone_threshold_hu"):
-        segment_spine(Volume(torch.zeros(8, 8, 8), affine), bone_threshold_hu=float("nan"))
+        segment_spine(Volume(torch.zeros(24, 24, 24), affine), bone_threshold_hu=float("nan"))
     with pytest.raises(InputError):
         Volume(torch.zeros(0, 8, 8), affine)  # empty grids are refused by Volume itself
 

@@ -16,10 +16,19 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     The temporary name keeps ``path``'s suffixes (``.nii.gz``, ``.png``) so writers
     that pick a format from the extension still work.
     """
+    from .errors import InputError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected a file path to write")
     suffix = "".join(path.suffixes)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"{path}: a part of its folder path is a file; expected a folder to write into") from None
+    except PermissionError:
+        raise InputError(f"{path}: cannot write into {path.parent} (permission denied); expected a writable folder") from None
     os.close(handle)
     os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual permissions
     try:

@@ -16,6 +16,7 @@ from . import __version__
 from .device import resolve_device
 from .errors import Cancelled, InputError
 from .geometry import PRESETS, CArmGeometry
+from .validate import check_ct_content, check_outputs, positive_int, positive_number, seed
 
 __all__ = ["main"]
 
@@ -35,7 +36,21 @@ def _add_geometry_options(parser: argparse.ArgumentParser, default_preset: str |
 
 
 def _geometry(args: argparse.Namespace) -> CArmGeometry:
-    return CArmGeometry.load(args.geometry) if args.geometry else CArmGeometry.preset(args.preset)
+    return _load_geometry(args.geometry) if args.geometry else CArmGeometry.preset(args.preset)
+
+
+def _load_geometry(path: Path) -> CArmGeometry:
+    """``--geometry FILE``; a preset's name given there points to ``--preset``."""
+    if not path.exists() and str(path) in PRESETS:
+        raise InputError(f"--geometry {path}: no such file; {path} is a preset name: use --preset {path}")
+    return CArmGeometry.load(path)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line: ``sopi COMMAND: error: ... (see sopi COMMAND --help)``."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _add_render_options(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +60,7 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
         default="hu",
         help="hu: convert HU to linear attenuation (1/mm, water 0.02683, below -130 HU dropped); raw: integrate voxel values as they are",
     )
-    parser.add_argument("--step-mm", type=float, default=1.0, help="largest sample spacing along a ray (mm, default 1)")
+    parser.add_argument("--step-mm", type=positive_number, default=1.0, help="largest sample spacing along a ray (mm, default 1)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
 
 
@@ -95,10 +110,16 @@ def _cmd_drr(args: argparse.Namespace) -> int:
     from .io import read_ct, read_label_map, write_xray
     from .render import render_drr, rendering_volume
 
+    from .validate import check_nonempty_mask, check_pose_in_front
+
+    check_outputs({"--out": args.out}, {"CT": args.ct, "--pose": args.pose, "--mask": args.mask, "--geometry": args.geometry})
     geometry = _geometry(args)
     pose = load_pose(args.pose)
     ct = read_ct(args.ct)
+    check_pose_in_front(pose, ct.center_world, geometry.sdd_mm, f"--pose {args.pose}")
     mask = read_label_map(args.mask, reference=ct) if args.mask else None
+    if mask is not None:
+        check_nonempty_mask(mask.data, f"--mask {args.mask}")
     volume = rendering_volume(ct, args.attenuation, mask=mask)
     image = render_drr(volume, geometry, pose, step_mm=args.step_mm, device=resolve_device(args.device))
     write_xray(args.out, image, geometry)
@@ -129,6 +150,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from .io import read_ct, read_label_map, write_volume
     from .segment import segment_spine, spine_from_labels
 
+    check_outputs({"--out": args.out}, {"CT": args.ct, "--labels": args.labels})
     if args.labels:
         ct = read_ct(args.ct)
         ids = _parse_ids(args.label_ids) if args.label_ids else None
@@ -137,7 +159,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     else:
         ct = read_ct(args.ct)
         with _progress_bar("segmenting spine", args.quiet) as progress:
-            mask = segment_spine(ct, progress=progress)
+            try:
+                mask = segment_spine(ct, progress=progress)
+            except InputError as error:  # name the file the CT came from
+                raise InputError(f"{args.ct}: {error}") from None
     write_volume(args.out, mask)
     voxels = int(mask.data.count_nonzero())
     print(f"wrote {args.out} ({voxels} spine voxels, {voxels * float(mask.spacing.prod()) / 1000:.1f} ml)")
@@ -164,8 +189,18 @@ def _cmd_register(args: argparse.Namespace) -> int:
     from .io import read_ct, read_xray
     from .registration import register
 
-    geometry = CArmGeometry.load(args.geometry) if args.geometry else (CArmGeometry.preset(args.preset) if args.preset else None)
+    inputs = {
+        "--ct": args.ct, "--xray": args.xray, "--geometry": args.geometry, "--init": args.init, "--mask": args.mask,
+        "--model": args.model, "--fine-model": args.fine_model,
+    }
+    check_outputs({"--out": args.out, "--fused": args.fused}, inputs)
+    if args.fused is not None and args.fused.suffix.lower() != ".png":
+        raise InputError(f"--fused {args.fused}: the fused overlay is a PNG image; expected a name ending in .png")
+    if args.fused is not None and args.fused.resolve() == args.out.resolve():
+        raise InputError(f"--fused {args.fused}: is the same file as --out; expected two different files")
+    geometry = _load_geometry(args.geometry) if args.geometry else (CArmGeometry.preset(args.preset) if args.preset else None)
     ct = read_ct(args.ct)
+    check_ct_content(ct.data, f"--ct {args.ct}")
     xray = read_xray(args.xray, geometry=geometry)
     initial_pose = load_pose(args.init) if args.init else None
     with _progress_bar(f"sopi register ({args.method})", args.quiet) as progress:
@@ -191,6 +226,9 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from .benchmark import run_benchmark
 
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    if not methods:
+        raise InputError(f"--methods {args.methods!r}: names no method; expected comma-separated names such as opt,rtpi+opt")
+    check_outputs({"--out": args.out}, {"--ct": args.ct, "--mask": args.mask, "--model": args.model, "--fine-model": args.fine_model}, folders=("--out",))
     with _progress_bar("sopi benchmark", args.quiet) as update:
         written = run_benchmark(
             args.ct, args.mask, args.out, methods=methods, protocol=args.protocol, cases=args.cases, seed=args.seed,
@@ -205,6 +243,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    check_outputs({"--out": args.out}, {}, folders=("--out",))
     for path in run_demo(args.out, device=resolve_device(args.device)):
         print(f"wrote {path}")
     return 0
@@ -214,7 +253,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sopi", description="2D X-ray / 3D CT registration engine (SOPI).")
+    parser = _Parser(prog="sopi", description="2D X-ray / 3D CT registration engine (SOPI).")
     parser.add_argument("--version", action="version", version=f"sopi {__version__}")
     parser.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
                         help="bar: a progress bar on stderr (default); json: one JSON line per update on stdout "
@@ -240,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--mask", type=Path, help="spine mask or label map: its centroid is the isocentre (default: volume centre)")
     simulate.add_argument("--view", choices=("ap", "lateral"), default="ap")
     simulate.add_argument("--protocol", default="paper", help="pose distribution: paper or wide (default paper)")
-    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--seed", type=seed, default=0)
     _add_geometry_options(simulate, default_preset="perlove-plx118f")
     _add_render_options(simulate)
     simulate.set_defaults(run=_cmd_simulate, attenuation="hu")
@@ -276,8 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--out", type=Path, required=True, help="result JSON")
     reg.add_argument("--fused", type=Path, help="also write the DRR at the result fused over the X-ray (PNG)")
     reg.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    reg.add_argument("--seed", type=int, default=0)
-    reg.add_argument("--iteration-scale", type=float, default=1.0, help="multiply every stage's iteration budget (default 1)")
+    reg.add_argument("--seed", type=seed, default=0)
+    reg.add_argument("--iteration-scale", type=positive_number, default=1.0, help="multiply every stage's iteration budget (default 1)")
     reg.add_argument("--no-pyramid", action="store_true", help="run every stage at the method's finest detector level")
     reg.add_argument("--quiet", action="store_true", help="no progress bar")
     reg.set_defaults(run=_cmd_register)
@@ -288,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ct", type=Path, required=True, help="CT file or DICOM folder (HU)")
     bench.add_argument("--mask", type=Path, required=True, help="spine mask or label map (non-zero = spine)")
     bench.add_argument("--protocol", default="paper", help="paper or wide (default paper)")
-    bench.add_argument("--cases", type=int, default=50)
-    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--cases", type=positive_int, default=50)
+    bench.add_argument("--seed", type=seed, default=0)
     bench.add_argument("--methods", default="opt", help="comma-separated method names (default opt)")
     _add_model_options(bench)
     bench.add_argument("--out", type=Path, required=True, help="output folder")
@@ -313,13 +352,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for bad input)."""
+    import warnings
+
     args = build_parser().parse_args(argv)
     _PROGRESS["mode"] = args.progress
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"sopi {args.command}: warning: {message}", file=sys.stderr)
+
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return args.run(args)
     except InputError as error:
         print(f"sopi {args.command}: error: {error}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Cancelled):
         print(f"sopi {args.command}: cancelled", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"sopi {args.command}: error: not enough memory for this input", file=sys.stderr)
+        return 1
+    except OSError as error:  # disk full, permissions changed while running, ...
+        print(f"sopi {args.command}: error: {error}", file=sys.stderr)
+        return 1

@@ -36,6 +36,7 @@ from torch import nn
 
 from .errors import InputError
 from .geometry import CArmGeometry
+from .validate import check_allocation
 from .volume import Volume
 
 __all__ = ["Projector"]
@@ -43,6 +44,12 @@ __all__ = ["Projector"]
 #: Sweep axis (0 = i, 1 = j, 2 = k) -> (its dim in the (C, K, J, I) tensor, the
 #: normalised axes that the blended slices' W and H dims follow).
 _SWEEP = {0: (3, (1, 2)), 1: (2, (0, 2)), 2: (1, (0, 1))}
+#: Smallest sample spacing along a ray (mm): a tenth of the finest CT voxels.
+MIN_STEP_MM = 0.01
+#: Most sample planes one render may use (a 1 m ray at 0.015 mm); more would run for hours.
+MAX_PLANES = 1 << 16
+#: Memory per detector pixel that a projector holds and a render touches (points, lengths, rays).
+_BYTES_PER_PIXEL = 128
 
 
 class Projector(nn.Module):
@@ -71,10 +78,11 @@ class Projector(nn.Module):
         max_cache_bytes: int = 1 << 30,
     ) -> None:
         super().__init__()
-        if not step_mm > 0:
-            raise InputError(f"projector: step_mm must be positive, got {step_mm!r}")
-        if n_samples is not None and n_samples < 1:
-            raise InputError(f"projector: n_samples must be >= 1, got {n_samples!r}")
+        if not MIN_STEP_MM <= step_mm < math.inf:
+            raise InputError(f"projector: step_mm must be a finite number >= {MIN_STEP_MM} mm, got {step_mm!r}")
+        if n_samples is not None and not 1 <= n_samples <= MAX_PLANES:
+            raise InputError(f"projector: n_samples must be in 1..{MAX_PLANES}, got {n_samples!r}")
+        check_allocation(geometry.rows * geometry.cols * _BYTES_PER_PIXEL, f"projector: a {geometry.rows}x{geometry.cols} detector")
         self.geometry = geometry
         self.step_mm = float(step_mm)
         self.n_samples = n_samples
@@ -128,6 +136,8 @@ class Projector(nn.Module):
         """
         if camera_from_world.shape[-2:] != (4, 4):
             raise InputError(f"projector: poses must be (B, 4, 4), got {tuple(camera_from_world.shape)}")
+        if not bool(torch.isfinite(camera_from_world).all()):
+            raise InputError("projector: a pose holds NaN or infinite entries; expected finite camera_from_world matrices")
         squeeze = camera_from_world.ndim == 2
         poses = camera_from_world.reshape(-1, 4, 4).to(device=self.volume.device, dtype=self.volume.dtype)
         origin, direction = self._rays_normalized(poses)  # (B, 3), (B, P, 3)
@@ -160,13 +170,15 @@ class Projector(nn.Module):
         return origin, direction
 
     def _clip(self, origin: torch.Tensor, direction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ray parameters ``[near, far]`` (0 = source, 1 = pixel) inside the support box (slab method)."""
+        """Ray-line parameters ``[near, far]`` (0 = source, 1 = pixel) of the support box (slab method).
+
+        Not clamped: ``near < 0`` means the box reaches behind the source, ``far > 1`` beyond
+        the detector; ``far <= near`` means the line misses the box.
+        """
         inverse = 1.0 / torch.where(direction == 0, torch.full_like(direction, 1e-12), direction)
         to_low = (self.box_low - origin[:, None, :]) * inverse
         to_high = (self.box_high - origin[:, None, :]) * inverse
-        near = torch.minimum(to_low, to_high).amax(dim=-1).clamp(min=0.0, max=1.0)
-        far = torch.maximum(to_low, to_high).amin(dim=-1).clamp(min=0.0, max=1.0)
-        return near, torch.maximum(far, near)
+        return torch.minimum(to_low, to_high).amax(dim=-1), torch.maximum(to_low, to_high).amin(dim=-1)
 
     def _sweep(self, origin: torch.Tensor, direction: torch.Tensor, axis: int) -> torch.Tensor:
         """Line integrals ``(b, C, P)`` for poses that share the sweep ``axis``."""
@@ -179,12 +191,18 @@ class Projector(nn.Module):
             planes = self.n_samples
         else:  # enough planes that every ray's step is at most step_mm, rounded up to a few cached counts
             mm_per_unit = self.ray_length_mm / along.detach().abs()
-            planes = _plane_ladder(math.ceil(span * float(mm_per_unit.max()) / self.step_mm))
+            needed = span * float(mm_per_unit.max()) / self.step_mm
+            if needed > MAX_PLANES:
+                raise InputError(
+                    f"projector: step_mm={self.step_mm:g} needs {needed:.3g} samples per ray (at most {MAX_PLANES}); "
+                    "expected a step near the CT's voxel size (about 0.5-2 mm)"
+                )
+            planes = _plane_ladder(math.ceil(needed))
         slope = direction[..., [w_axis, h_axis]] / along[..., None]  # (b, P, 2): in-plane change per unit along axis
         intercept = origin[:, None, [w_axis, h_axis]] - origin[:, None, axis, None] * slope  # in-plane point at axis = 0
         sample_mm = self.ray_length_mm * (span / planes) / along.abs()  # (b, P) step between planes along each ray
         # Planes behind the source or beyond the detector must not count. They lie outside the
-        # support box (zero samples) unless the source or the detector is inside it.
+        # support box (zero samples) unless the box reaches behind the source or past the detector.
         with torch.no_grad():
             near, far = self._clip(origin, direction)
             guard = bool(((near <= 0) | (far >= 1)).logical_and(far > near).any())

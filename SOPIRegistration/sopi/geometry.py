@@ -54,6 +54,14 @@ __all__ = [
 RAS_FROM_LPS = torch.diag(torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=torch.float64))
 
 
+#: Largest accepted source-to-detector distance (mm); C-arms and radiography rooms are 0.9-1.8 m.
+MAX_SDD_MM = 10_000.0
+#: Largest accepted detector edge (pixels); flat panels have up to about 4k.
+MAX_DETECTOR_PIXELS = 16_384
+#: Largest accepted pixel spacing (mm), room for strongly binned working detectors.
+MAX_PIXEL_SPACING_MM = 1_000.0
+
+
 @dataclass(frozen=True)
 class CArmGeometry:
     """Intrinsic C-arm geometry.
@@ -76,13 +84,20 @@ class CArmGeometry:
     source_to_isocenter_mm: float | None = None
 
     def __post_init__(self) -> None:
-        if not (self.sdd_mm > 0 and math.isfinite(self.sdd_mm)):
-            raise InputError(f"geometry: sdd_mm must be a positive number, got {self.sdd_mm!r}")
-        if int(self.rows) != self.rows or int(self.cols) != self.cols or self.rows < 1 or self.cols < 1:
+        if not 0 < _as_float(self.sdd_mm) <= MAX_SDD_MM:
+            raise InputError(f"geometry: sdd_mm must be a number in (0, {MAX_SDD_MM:g}] mm, got {self.sdd_mm!r}")
+        size = (_as_float(self.rows), _as_float(self.cols))
+        if not all(math.isfinite(n) and int(n) == n and n >= 1 for n in size):
             raise InputError(f"geometry: rows/cols must be positive integers, got {self.rows!r}, {self.cols!r}")
-        spacing = tuple(float(s) for s in self.pixel_spacing_mm)
-        if len(spacing) != 2 or min(spacing) <= 0:
-            raise InputError(f"geometry: pixel_spacing_mm must be two positive numbers, got {self.pixel_spacing_mm!r}")
+        if max(self.rows, self.cols) > MAX_DETECTOR_PIXELS:
+            raise InputError(
+                f"geometry: rows/cols must be at most {MAX_DETECTOR_PIXELS} pixels, got {self.rows!r} x {self.cols!r}"
+            )
+        spacing = tuple(_as_float(s) for s in self.pixel_spacing_mm)
+        if len(spacing) != 2 or not all(0 < s <= MAX_PIXEL_SPACING_MM for s in spacing):
+            raise InputError(
+                f"geometry: pixel_spacing_mm must be two numbers in (0, {MAX_PIXEL_SPACING_MM:g}] mm, got {self.pixel_spacing_mm!r}"
+            )
         object.__setattr__(self, "rows", int(self.rows))
         object.__setattr__(self, "cols", int(self.cols))
         object.__setattr__(self, "sdd_mm", float(self.sdd_mm))
@@ -90,13 +105,16 @@ class CArmGeometry:
         if self.principal_point_px is None:
             object.__setattr__(self, "principal_point_px", ((self.cols - 1) / 2.0, (self.rows - 1) / 2.0))
         else:
-            point = tuple(float(p) for p in self.principal_point_px)
-            if len(point) != 2:
-                raise InputError(f"geometry: principal_point_px must be two numbers, got {self.principal_point_px!r}")
+            point = tuple(_as_float(p) for p in self.principal_point_px)
+            reach = 10.0 * max(self.rows, self.cols)  # beyond this the principal ray misses the detector by far
+            if len(point) != 2 or not all(abs(p) <= reach for p in point):
+                raise InputError(
+                    f"geometry: principal_point_px must be two numbers within +-{reach:g} px, got {self.principal_point_px!r}"
+                )
             object.__setattr__(self, "principal_point_px", point)
         if self.source_to_isocenter_mm is None:
             object.__setattr__(self, "source_to_isocenter_mm", 2.0 * self.sdd_mm / 3.0)
-        elif not 0 < self.source_to_isocenter_mm < self.sdd_mm:
+        elif not 0 < _as_float(self.source_to_isocenter_mm) < self.sdd_mm:
             raise InputError(
                 f"geometry: source_to_isocenter_mm must lie in (0, sdd_mm={self.sdd_mm}), got {self.source_to_isocenter_mm!r}"
             )
@@ -182,6 +200,14 @@ class CArmGeometry:
             return PRESETS[name]
         except KeyError:
             raise InputError(f"unknown geometry preset {name!r}; expected one of {sorted(PRESETS)}") from None
+
+
+def _as_float(value: object) -> float:
+    """``float(value)``, or NaN for what is not a number (so range checks fail and name the field)."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
 
 
 #: Named geometries. ``perlove-plx118f`` is the paper's C-arm (1024^2 detector at
@@ -352,20 +378,9 @@ def load_pose(path: str | Path) -> torch.Tensor:
     data = _read_json(path)
     if "matrix" not in data:
         raise InputError(f"{path}: pose JSON needs a 'matrix' key holding a 4x4 camera_from_world")
-    try:
-        matrix = torch.tensor(data["matrix"], dtype=torch.float64)
-    except (TypeError, ValueError) as error:
-        raise InputError(f"{path}: 'matrix' is not a 4x4 list of numbers ({error})") from error
-    if matrix.shape != (4, 4) or not torch.isfinite(matrix).all():
-        raise InputError(f"{path}: 'matrix' must be a finite 4x4 list, got shape {tuple(matrix.shape)}")
-    rotation = matrix[:3, :3]
-    if (
-        not torch.allclose(rotation @ rotation.T, torch.eye(3, dtype=torch.float64), atol=1e-5)
-        or torch.det(rotation) < 0
-        or not torch.equal(matrix[3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64))
-    ):
-        raise InputError(f"{path}: 'matrix' is not a rigid transform (rotation must be orthonormal, last row 0 0 0 1)")
-    return matrix
+    from .validate import check_rigid_pose
+
+    return check_rigid_pose(data["matrix"], f"{path}: 'matrix'")
 
 
 def save_pose(path: str | Path, camera_from_world: torch.Tensor, **extra) -> None:

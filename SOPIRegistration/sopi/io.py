@@ -84,6 +84,10 @@ def quiet_itk() -> Iterator[None]:
 
 def read_information(path: Path, what: str) -> sitk.ImageFileReader:
     """An :class:`sitk.ImageFileReader` for ``path`` with the header read; ``GetImageIO()`` names the format."""
+    from .file_integrity import check_image_file
+
+    if path.is_file():
+        check_image_file(path, what)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -116,16 +120,32 @@ def check_finite(array: np.ndarray, path: str | Path, what: str) -> None:
 
 
 def _dicom_series_files(folder: Path, series_uid: str | None = None) -> list[str]:
-    """Files of the series ``series_uid`` in ``folder`` (default: the series with most files)."""
+    """Files of the series ``series_uid`` in ``folder`` (default: the series with most files).
+
+    When the folder holds several series and none was asked for, a warning names the
+    series read and how to read another (pass one file of it).
+    """
     with quiet_itk():
         series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
         if series_uid is not None and series_uid in series_ids:
             series_ids = (series_uid,)
-        candidates = [list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in series_ids]
-    candidates = [files for files in candidates if files]
+        candidates = [(uid, list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))) for uid in series_ids]
+    candidates = [(uid, files) for uid, files in candidates if files]
     if not candidates:
         raise InputError(f"{folder}: no DICOM series found in this folder (expected a folder of DICOM slices)")
-    return max(candidates, key=len)
+    chosen_uid, chosen = max(candidates, key=lambda item: len(item[1]))
+    if len(candidates) > 1:
+        import warnings
+
+        others = "; ".join(f"{uid or 'unnamed'} ({len(files)} files, e.g. {Path(files[0]).name})" for uid, files in candidates if uid != chosen_uid)
+        warnings.warn(
+            f"{folder}: holds {len(candidates)} DICOM series; reading {chosen_uid or 'the unnamed one'} "
+            f"({len(chosen)} files, e.g. {Path(chosen[0]).name}). "
+            f"To read another, pass one of its files instead of the folder: {others}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return chosen
 
 
 def _check_slice_positions(reader: sitk.ImageSeriesReader, image: sitk.Image, path: Path) -> None:
@@ -244,8 +264,11 @@ def read_label_map(path: str | Path, reference: Volume | None = None) -> Volume:
     using the world coordinates of both. If no label survives (the grids do not
     overlap) an :class:`InputError` names the file.
     """
+    from .validate import check_label_map_content
+
     image, path = _read_volume_image(path, "a label map")
     labels = Volume(_label_tensor(sitk.GetArrayFromImage(image), path), _affine(image))
+    check_label_map_content(labels.data, str(path))
     if reference is None or same_grid(labels, reference):
         return labels
     resampled = sitk.Resample(

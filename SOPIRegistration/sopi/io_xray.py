@@ -53,7 +53,12 @@ GEOMETRY_KEY = "sopi_geometry"
 _LUMA = np.array([0.299, 0.587, 0.114])
 #: ITK >= 5.1 converts MONOCHROME1 pixels to MONOCHROME2 when reading DICOM (ITK PR #1370).
 _ITK_CONVERTS_MONOCHROME1 = (sitk.Version.ITKMajorVersion(), sitk.Version.ITKMinorVersion()) >= (5, 1)
-_NEED_GEOMETRY = "pass a geometry JSON file or a preset name (e.g. --geometry perlove-plx118f)"
+_NEED_GEOMETRY = (
+    "give the C-arm geometry: a geometry JSON file (--geometry FILE.json) or a named one (--preset perlove-plx118f); "
+    "in Python, read_xray(path, geometry=...)"
+)
+#: DICOM modalities of cross-sectional images, which are never a projection X-ray.
+_NOT_XRAY_MODALITIES = {"CT": "a CT slice", "MR": "an MR slice", "PT": "a PET slice", "NM": "a nuclear-medicine image", "US": "an ultrasound image", "SEG": "a segmentation"}
 
 
 @dataclass
@@ -128,6 +133,11 @@ def read_xray(
     metadata["file_shape"] = (rows, cols)
     if is_dicom:
         metadata.update(_dicom_metadata(tags))
+        modality = metadata.get("modality", "").upper()
+        if modality in _NOT_XRAY_MODALITIES:
+            raise InputError(
+                f"{path}: DICOM Modality {modality}: {_NOT_XRAY_MODALITIES[modality]}; expected a projection X-ray (DX, CR, XA or RF)"
+            )
         if metadata.get("photometric_interpretation") == "MONOCHROME1" and not _ITK_CONVERTS_MONOCHROME1:
             bits = _tag_floats(tags, "0028|0101") or [16.0]
             array = (2.0 ** int(bits[0]) - 1.0) - array
@@ -143,8 +153,8 @@ def read_xray(
     if geometry.shape != (rows, cols):
         raise InputError(
             f"{path}: image is {rows}x{cols} pixels (rows x cols) but the geometry describes "
-            f"{geometry.rows}x{geometry.cols}; the geometry must describe the file's pixels "
-            "(use working_shape to resample after reading)"
+            f"{geometry.rows}x{geometry.cols}; expected a geometry with the file's rows and cols "
+            "(describe the detector as stored; binning happens after reading)"
         )
 
     image = torch.from_numpy(apply_polarity(array, polarity, path).astype(np.float32))

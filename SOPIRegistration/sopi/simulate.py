@@ -33,13 +33,20 @@ def simulate_case(
     is written atomically.
     """
     from .io import read_ct, read_label_map, write_xray
+    from .validate import check_nonempty_mask, check_outputs
 
+    out = Path(out_dir)
+    names = ("xray.mha", "geometry.json", "gt.json", "init.json")
+    check_outputs({"out": out}, {"ct": ct_path, "mask": mask_path}, folders=("out",))
+    check_outputs({f"out ({name})": out / name for name in names}, {"ct": ct_path, "mask": mask_path})
     nominal_protocol = get_protocol(protocol)
     ct = read_ct(ct_path)
     if mask_path is not None:
         from .segment import mask_centroid_world
 
-        isocenter = mask_centroid_world(read_label_map(mask_path, reference=ct))
+        mask = read_label_map(mask_path, reference=ct)
+        check_nonempty_mask(mask.data, str(mask_path))
+        isocenter = mask_centroid_world(mask)
     else:
         isocenter = ct.center_world
     nominal = nominal_view(view, isocenter, geometry.source_to_isocenter_mm)
@@ -48,11 +55,10 @@ def simulate_case(
     true_pose = nominal.pose(theta)
     image = render_drr(rendering_volume(ct, "hu"), geometry, true_pose, step_mm=step_mm, device=device)
 
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     common = {"view": view, "isocenter_world_mm": isocenter.tolist(), "ct": str(ct_path)}
     write_xray(out / "xray.mha", image, geometry)
     geometry.save(out / "geometry.json")
     save_pose(out / "gt.json", true_pose, params=params_to_dict(theta), protocol=protocol, seed=seed, **common)
     save_pose(out / "init.json", nominal.camera_from_world, params=params_to_dict(torch.zeros(6)), **common)
-    return [out / name for name in ("xray.mha", "geometry.json", "gt.json", "init.json")]
+    return [out / name for name in names]

@@ -93,10 +93,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedMo
             "the weights were modified or corrupted"
         )
     network = _build(kind, metadata["config"], json_path)
-    try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise InputError(f"model: {weights_path} could not be read as weights ({error})") from None
+    state = load_weights(weights_path, "model", "a SOPIRegistration model file")
     try:
         network.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as error:
@@ -105,6 +102,26 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedMo
     geometry = CArmGeometry.from_dict(metadata["geometry"], source=f"{json_path} geometry")
     network.requires_grad_(False)  # inference: gradients flow to poses, never into the weights
     return LoadedModel(kind, network.to(device).eval(), geometry, str(metadata["view"]), metadata, weights_path)
+
+
+def load_weights(path: Path, field: str, expected: str) -> object:
+    """``torch.load(path, weights_only=True)`` with one-line errors naming ``field`` and ``path``.
+
+    A file that would need to run code to load (a pickle of objects, not tensors) is
+    refused and said so; PyTorch's advice to load it with ``weights_only=False`` is not
+    repeated, since following it would run whatever code the file holds.
+    """
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "global" in str(error).lower():  # the unpickler met a reference to a function or class
+            raise InputError(f"{field}: {path} is not {expected} (it asks to run code on loading; refused)") from None
+        raise InputError(f"{field}: {path} is not {expected} (damaged or not a PyTorch file)") from None
+    except Exception as error:  # noqa: BLE001 - any other failure is a damaged or foreign file
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise InputError(f"{field}: {path} is not {expected} ({first_line})") from None
 
 
 def _build(kind: str, config: dict, source: Path) -> nn.Module:

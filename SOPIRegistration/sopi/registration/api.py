@@ -99,14 +99,23 @@ def register(
         cancel: polled between iterations; returning True raises :class:`sopi.errors.Cancelled`.
     """
     from ..io import read_ct, read_label_map, read_xray
+    from ..validate import MAX_SEED, check_ct_content, check_pose_in_front, check_rigid_pose, check_xray_signal, finite_number
 
+    if not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
+        raise InputError(f"seed: expected an integer from 0 to {MAX_SEED}, got {seed!r}")
+    if not finite_number(iteration_scale, "iteration_scale") > 0:
+        raise InputError(f"iteration_scale: expected a positive number, got {iteration_scale!r}")
+    if initial_pose is not None:
+        initial_pose = check_rigid_pose(initial_pose, "initial_pose")
     stages = scaled_budgets(get_method(method), iteration_scale)
     if not pyramid:
         stages = single_level(stages)
     started = time.perf_counter()
     networks = load_networks(method, {"rtpi": model, "fine": fine_model}, device)
     ct_volume = ct if isinstance(ct, Volume) else read_ct(ct)
+    check_ct_content(ct_volume.data, f"CT {ct}" if not isinstance(ct, Volume) else "CT")
     fixed = xray if isinstance(xray, XRay) else read_xray(xray, geometry=geometry)
+    check_xray_signal(fixed.image, f"X-ray {fixed.path or ''}".strip())
     geometry = geometry or fixed.geometry
     spine = _spine_mask(ct_volume, mask, auto_mask, progress, cancel, read_label_map)
     if spine is not None:  # label maps (vertebra ids) become a 0/1 mask
@@ -126,6 +135,7 @@ def register(
         center = pivot if spine is not None else ct_volume.center_world
         start_view = view or next((network.view for network in networks.values()), "ap")
         initial_pose = nominal_view(start_view, center, geometry.source_to_isocenter_mm).camera_from_world
+    check_pose_in_front(initial_pose, ct_volume.center_world, geometry.sdd_mm, "initial_pose")
     if spine is None:
         pivot = default_pivot(initial_pose, geometry)
     problem = PoseProblem(
@@ -215,10 +225,15 @@ def _score(problem: PoseProblem, theta: torch.Tensor) -> float:
 def _spine_mask(ct, mask, auto_mask, progress, cancel, read_label_map) -> Volume | None:
     if mask is not None and auto_mask:
         raise InputError("give either a mask or auto_mask, not both")
+    from ..validate import check_nonempty_mask
+
     if isinstance(mask, Volume):
+        check_nonempty_mask(mask.data, "mask")
         return mask
     if mask is not None:
-        return read_label_map(mask, reference=ct)
+        labels = read_label_map(mask, reference=ct)
+        check_nonempty_mask(labels.data, f"mask {mask}")
+        return labels
     if auto_mask:
         from ..segment import segment_spine
 

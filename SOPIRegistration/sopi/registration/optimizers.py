@@ -97,7 +97,7 @@ def _cma_run(loss, start, scale, generations, population, sigma, bound, seed, to
         candidates = np.stack([optimizer.ask() for _ in range(optimizer.population_size)])
         theta = start[None] + torch.from_numpy(candidates) * scale[None]
         with torch.no_grad():
-            values = loss(theta).to(torch.float64).numpy()
+            values = _finite_losses(loss(theta).to(torch.float64).numpy())
         evaluations += len(values)
         optimizer.tell(list(zip(candidates, values)))
         index = int(np.argmin(values))
@@ -109,6 +109,21 @@ def _cma_run(loss, start, scale, generations, population, sigma, bound, seed, to
             converged = True
             break
     return OptimizerResult(start + torch.from_numpy(best_x) * scale, best_loss, generation, evaluations, converged)
+
+
+def _finite_losses(values: np.ndarray) -> np.ndarray:
+    """Losses with NaN/Inf replaced by a value worse than every finite one (ranked last, never chosen).
+
+    Raises :class:`FloatingPointError` when no candidate has a finite loss: the optimiser
+    cannot rank anything, and returning a pose would be a silent failure.
+    """
+    finite = np.isfinite(values)
+    if finite.all():
+        return values
+    if not finite.any():
+        raise FloatingPointError("registration: the similarity is NaN or infinite for every candidate pose")
+    worst = float(values[finite].max())
+    return np.where(finite, values, worst + abs(worst) + 1.0)
 
 
 def adam(
@@ -137,8 +152,12 @@ def adam(
     for iteration in range(1, iterations + 1):
         optimizer.zero_grad()
         value = loss((start + x * scale)[None])[0]
-        value.backward()
         current = float(value.detach())
+        if not np.isfinite(current):  # a NaN gradient would poison x: stop at the best finite iterate
+            if iteration == 1:
+                raise FloatingPointError("registration: the similarity is NaN or infinite at the start pose")
+            break
+        value.backward()
         if current < best_loss - tolerance:
             best_loss, best_x, since_best = current, x.detach().clone(), 0
         else:
@@ -173,7 +192,8 @@ def powell(
         count += 1
         monitor.report(count, evaluations)
         with torch.no_grad():
-            return float(loss((start + torch.from_numpy(x) * scale)[None])[0])
+            value = float(loss((start + torch.from_numpy(x) * scale)[None])[0])
+        return value if np.isfinite(value) else np.inf
 
     result = minimize(objective, np.zeros(start.numel()), method="Powell", options={"maxfev": evaluations, "xtol": 1e-2, "ftol": tolerance})
     return OptimizerResult(start + torch.from_numpy(result.x) * scale, float(result.fun), int(result.nit), count, bool(result.success))

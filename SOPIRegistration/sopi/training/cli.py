@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from ..validate import check_outputs, nonnegative_number, positive_int, positive_number, seed
+
 __all__ = ["add_train_parser"]
 
 
@@ -21,13 +23,13 @@ def add_train_parser(commands) -> None:
         "Scale out with: torchrun --nproc_per_node=N -m sopi train rtpi ...",
     )
     _common_options(rtpi, name="rtpi", batch_size=16, base_lr=1e-3, max_lr=1e-2, step_mm=2.0)
-    rtpi.add_argument("--alpha", type=float, default=1.0, help="weight of the gradient-difference term (default 1)")
-    rtpi.add_argument("--beta", type=float, default=1.0, help="weight of the parameter MSE (default 1)")
-    rtpi.add_argument("--lam", type=float, default=0.01, help="weight of the L2 regulariser (default 0.01)")
+    rtpi.add_argument("--alpha", type=nonnegative_number, default=1.0, help="weight of the gradient-difference term (default 1)")
+    rtpi.add_argument("--beta", type=nonnegative_number, default=1.0, help="weight of the parameter MSE (default 1)")
+    rtpi.add_argument("--lam", type=nonnegative_number, default=0.01, help="weight of the L2 regulariser (default 0.01)")
     rtpi.add_argument("--protocol", default="wide", help="pose distribution (default wide)")
-    rtpi.add_argument("--xray-size", type=int, default=64, help="X-ray input edge in pixels (default 64)")
-    rtpi.add_argument("--ct-size", type=int, default=64, help="CT cube edge in voxels (default 64)")
-    rtpi.add_argument("--width", type=int, default=32, help="2D branch channels (default 32)")
+    rtpi.add_argument("--xray-size", type=positive_int, default=64, help="X-ray input edge in pixels (default 64)")
+    rtpi.add_argument("--ct-size", type=positive_int, default=64, help="CT cube edge in voxels (default 64)")
+    rtpi.add_argument("--width", type=positive_int, default=32, help="2D branch channels (default 32)")
     _add_geometry_options(rtpi, default_preset="perlove-plx118f")
     rtpi.set_defaults(run=_cmd_train_rtpi)
 
@@ -37,14 +39,14 @@ def add_train_parser(commands) -> None:
         "Scale out with: torchrun --nproc_per_node=N -m sopi train fine ...",
     )
     _common_options(fine, name="fine", batch_size=4, base_lr=1e-4, max_lr=1e-3, step_mm=3.0)
-    fine.add_argument("--image-size", type=int, default=64, help="detector edge the module renders at (default 64)")
-    fine.add_argument("--width", type=int, default=16, help="stem channels (default 16)")
-    fine.add_argument("--branch-width", type=int, default=32, help="channels of both branches (default 32)")
-    fine.add_argument("--embed-channels", type=int, default=32, help="C of the embedded features (default 32)")
+    fine.add_argument("--image-size", type=positive_int, default=64, help="detector edge the module renders at (default 64)")
+    fine.add_argument("--width", type=positive_int, default=16, help="stem channels (default 16)")
+    fine.add_argument("--branch-width", type=positive_int, default=32, help="channels of both branches (default 32)")
+    fine.add_argument("--embed-channels", type=positive_int, default=32, help="C of the embedded features (default 32)")
     fine.add_argument("--no-composite", action="store_true", help="plain branches without composite connections (ablation)")
     fine.add_argument("--no-mask", action="store_true", help="L_N over every cell instead of the projected spine (ablation)")
-    fine.add_argument("--target-sd", type=float, nargs=2, default=(20.0, 20.0), metavar=("DEG", "MM"), help="spread of target poses")
-    fine.add_argument("--offset-sd", type=float, nargs=2, default=(20.0, 20.0), metavar=("DEG", "MM"), help="spread of start-to-target offsets")
+    fine.add_argument("--target-sd", type=nonnegative_number, nargs=2, default=(20.0, 20.0), metavar=("DEG", "MM"), help="spread of target poses")
+    fine.add_argument("--offset-sd", type=nonnegative_number, nargs=2, default=(20.0, 20.0), metavar=("DEG", "MM"), help="spread of start-to-target offsets")
     _add_geometry_options(fine, default_preset="perlove-plx118f")
     fine.set_defaults(run=_cmd_train_fine)
 
@@ -56,18 +58,18 @@ def _common_options(parser: argparse.ArgumentParser, name: str, batch_size: int,
     data.add_argument("--data", type=Path, help="CSV with columns ct,mask, or a folder of sub-folders with ct.* and mask.*")
     parser.add_argument("--out", type=Path, required=True, help="output folder (model, checkpoint, log.csv, loss.png)")
     parser.add_argument("--name", default=name, help=f"model file name without extension (default {name})")
-    parser.add_argument("--steps", type=int, default=2000, help="training steps (default 2000)")
-    parser.add_argument("--max-minutes", type=float, help="wall-time budget: stop and save at the last learning-rate cycle end that fits")
-    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"(default {batch_size}, the paper's)")
+    parser.add_argument("--steps", type=positive_int, default=2000, help="training steps (default 2000)")
+    parser.add_argument("--max-minutes", type=positive_number, help="wall-time budget: stop and save at the last learning-rate cycle end that fits")
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size, help=f"(default {batch_size}, the paper's)")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="sgd (momentum 0.9, the paper's) or adam")
-    parser.add_argument("--base-lr", type=float, default=base_lr, help=f"cyclic learning rate low end (default {base_lr:g})")
-    parser.add_argument("--max-lr", type=float, default=max_lr, help=f"cyclic learning rate high end (default {max_lr:g})")
+    parser.add_argument("--base-lr", type=positive_number, default=base_lr, help=f"cyclic learning rate low end (default {base_lr:g})")
+    parser.add_argument("--max-lr", type=positive_number, default=max_lr, help=f"cyclic learning rate high end (default {max_lr:g})")
     parser.add_argument("--view", choices=("ap", "lateral"), default="ap")
-    parser.add_argument("--step-mm", type=float, default=step_mm, help=f"ray-marching step of training renders (default {step_mm:g})")
+    parser.add_argument("--step-mm", type=positive_number, default=step_mm, help=f"ray-marching step of training renders (default {step_mm:g})")
     parser.add_argument("--no-augment", action="store_true", help="train on clean DRRs")
-    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--checkpoint-every", type=positive_int, default=100)
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out/checkpoint.pt")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -80,6 +82,9 @@ def _run(args: argparse.Namespace, task_factory) -> int:
         steps=args.steps, optimizer=args.optimizer, base_lr=args.base_lr, max_lr=args.max_lr, seed=args.seed,
         max_minutes=args.max_minutes, checkpoint_every=args.checkpoint_every,
     )
+    inputs = {f"--ct {index + 1}": path for index, path in enumerate(args.ct or [])}
+    inputs.update({f"--mask {index + 1}": path for index, path in enumerate(args.mask or [])})
+    check_outputs({"--out": args.out}, {**inputs, "--data": args.data}, folders=("--out",))
     rank = int(os.environ.get("RANK", "0"))
     with _progress_bar(f"sopi train {args.network}", args.quiet or rank != 0) as progress:
         summary = train(task_factory, args.out, optim, model_name=args.name, resume=args.resume, device=args.device, progress=progress)

@@ -25,7 +25,7 @@ from torch import nn
 from ..atomic import atomic_path, write_json
 from ..errors import Cancelled, InputError
 from ..geometry import CArmGeometry
-from ..nets.model_file import save_model
+from ..nets.model_file import load_weights, save_model
 from .distributed import DistContext, init_distributed
 from .log import read_log, write_log, write_loss_plot
 
@@ -207,10 +207,7 @@ def _save_checkpoint(path, recorded, network, optimizer, generator, step, second
 def _restore(path, recorded, network, optimizer, generator, context) -> tuple[int, float]:
     if not path.is_file():
         raise InputError(f"--resume: {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise InputError(f"--resume: {path} is not a readable checkpoint ({error})") from None
+    state = load_weights(path, "--resume", "a SOPI training checkpoint")
     if not isinstance(state, dict) or state.get("format") != "sopi-checkpoint-1":
         raise InputError(f"--resume: {path} is not a SOPI training checkpoint")
     if state["recorded"] != recorded:
