@@ -281,3 +281,9 @@ def test_finding_15_sample_files_have_checksums_and_versioned_names():
         assert "{}" in pattern
     assert (folder / "sample_thumbnail.png").is_file()
     assert "sample_thumbnail.png" in ast.unparse(_function("registerSampleData"))
+
+
+def test_finding_14_status_labels_wrap():
+    for name in ("statusLabel", "modelStatusLabel"):
+        wrap = _property(_ui_widgets()[name], "wordWrap")
+        assert wrap is not None and wrap.find("bool").text == "true", name

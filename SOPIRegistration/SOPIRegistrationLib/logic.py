@@ -27,6 +27,7 @@ from sopi.volume import Volume
 
 from . import frames, nodes
 from .inputs import mark_output
+from .jobfiles import read_mask, remove_folder, result_from_dict, write_inputs, write_volume
 from .process import ProcessJob, Step, job_folder, python_executable, sopi_command
 
 __all__ = ["DEFAULT_METHOD", "RegistrationLogic", "SceneRegistration", "dicom_geometry_settings", "geometry_for_xray"]
@@ -73,41 +74,6 @@ class _Prepared:
     mask: Volume | None
     initial_pose: torch.Tensor | None
     scene_from_camera: np.ndarray
-
-
-def _write_volume(path: Path, volume: Volume) -> None:
-    """An uncompressed MHA (quick for a large CT; the job folder is temporary)."""
-    import SimpleITK as sitk
-
-    sitk.WriteImage(volume.to_sitk(), str(path), False)
-
-
-def _read_mask(path: Path, ct: Volume) -> Volume:
-    """The 0/1 uint8 mask an engine process wrote on the CT's grid."""
-    from sopi.io import read_label_map
-
-    labels = read_label_map(path, reference=ct)
-    return Volume((labels.data != 0).to(torch.uint8), ct.world_from_index)
-
-
-def _remove(folder: Path) -> None:
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def _result_from_dict(data: dict):
-    """The :class:`sopi.registration.RegistrationResult` of a ``sopi register`` result JSON."""
-    from sopi.geometry import PARAM_NAMES
-    from sopi.registration import RegistrationResult
-
-    return RegistrationResult(
-        camera_from_world=torch.tensor(data["matrix"], dtype=torch.float64),
-        params=torch.tensor([data["params"][name] for name in PARAM_NAMES], dtype=torch.float64),
-        method=data["method"], time_s=float(data["time_s"]), similarity=float(data["similarity"]),
-        iterations=int(data["iterations"]), converged=bool(data["converged"]),
-        pivot_world=torch.tensor(data["pivot_world_mm"], dtype=torch.float64), stages=list(data.get("stages", [])),
-    )
 
 
 def _matrix_attribute(node, name: str) -> np.ndarray | None:
@@ -242,11 +208,11 @@ class RegistrationLogic:
         name = re.sub(r"[^A-Za-z0-9_-]", "_", ct_node.GetName()) or "ct"
         folder = job_folder(self.temporary_root)
         try:
-            _write_volume(folder / "ct.mha", ct)
-            _write_volume(folder / "mask.mha", mask)
+            write_volume(folder / "ct.mha", ct)
+            write_volume(folder / "mask.mha", mask)
             geometry.save(folder / "geometry.json")
         except BaseException:
-            _remove(folder)
+            remove_folder(folder)
             raise
         command = [python_executable(), "-m", "SOPIRegistrationLib.train_runner", "--ct", "ct.mha", "--mask", "mask.mha",
                    "--geometry", "geometry.json", "--out", str(Path(out_dir).resolve()), "--minutes", repr(float(minutes)),
@@ -267,36 +233,15 @@ class RegistrationLogic:
         """Spine segmentation in a separate process (``sopi segment``); the job's result is the
         segmentation node (``segmentation_node`` updated, or a new one)."""
         ct = nodes.volume_from_node(ct_node)
-        folder = self._write_inputs(ct)
+        folder = write_inputs(self.temporary_root, ct)
         name = f"{ct_node.GetName()} spine"
 
         def finish(folder: Path):
-            mask = _read_mask(folder / "mask.mha", ct)
+            mask = read_mask(folder / "mask.mha", ct)
             return self._write_nodes(lambda: nodes.segmentation_from_mask(mask, self.scene, ct_node, name, segmentation_node))
 
         step = Step(sopi_command("segment", "ct.mha", "--out", "mask.mha"), describe=lambda m: f"Segmenting spine ({m})")
         return ProcessJob([step], folder, finish, on_progress, on_done, on_error, "Segmentation").start()
-
-    def _write_inputs(self, ct: Volume, mask: Volume | None = None, xray: XRay | None = None,
-                      initial_pose: torch.Tensor | None = None) -> Path:
-        """A new job folder holding ``ct.mha`` (and ``mask.mha``, ``xray.mha`` with ``geometry.json``, ``init.json``)."""
-        from sopi.geometry import save_pose
-        from sopi.io_xray import write_xray
-
-        folder = job_folder(self.temporary_root)
-        try:
-            _write_volume(folder / "ct.mha", ct)
-            if mask is not None:
-                _write_volume(folder / "mask.mha", mask)
-            if xray is not None:
-                write_xray(folder / "xray.mha", xray.image, xray.geometry)
-                xray.geometry.save(folder / "geometry.json")
-            if initial_pose is not None:
-                save_pose(folder / "init.json", initial_pose)
-        except BaseException:
-            _remove(folder)
-            raise
-        return folder
 
     # ------------------------------------------------------------------ registration
 
@@ -345,7 +290,7 @@ class RegistrationLogic:
         models = {"rtpi": model or (defaults["rtpi"] if "rtpi" in needed else None),
                   "fine": fine_model or (defaults["fine"] if "fine" in needed else None)}
         auto_mask = prepared.mask is None and bool(needed)
-        folder = self._write_inputs(prepared.ct, prepared.mask, prepared.xray, prepared.initial_pose)
+        folder = write_inputs(self.temporary_root, prepared.ct, prepared.mask, prepared.xray, prepared.initial_pose)
         arguments = ["register", "--ct", "ct.mha", "--xray", "xray.mha", "--geometry", "geometry.json", "--method", method,
                      "--device", device, "--seed", str(int(seed)), "--iteration-scale", repr(float(iteration_scale)),
                      "--out", "result.json"]
@@ -361,8 +306,8 @@ class RegistrationLogic:
         def finish(folder: Path) -> SceneRegistration:
             from sopi.render import render_drr
 
-            result = _result_from_dict(json.loads((folder / "result.json").read_text(encoding="utf-8")))
-            new_mask = _read_mask(folder / "mask.mha", prepared.ct) if auto_mask else None
+            result = result_from_dict(json.loads((folder / "result.json").read_text(encoding="utf-8")))
+            new_mask = read_mask(folder / "mask.mha", prepared.ct) if auto_mask else None
             # the DRR the clinician compares: from the CT at its own resolution
             drr = render_drr(self._rendering_volume(ct_node), geometry, result.camera_from_world, step_mm=step_mm).numpy()
             return self._write_nodes(lambda: self._write_registration(
