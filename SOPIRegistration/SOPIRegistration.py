@@ -199,7 +199,7 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.outputTransformSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onOutputTransformChanged)
         self.ui.xrayVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onXrayChanged)
         for name in POSE_PARAMETERS:
-            self._poseSlider(name).connect("valueChanged(double)", self.onPoseSliderChanged)
+            self._poseSlider(name).connect("valueChanged(double)", lambda value, name=name: self.onPoseSliderChanged(name, value))
         # opacity, fusion mode and "place CT" act through the parameter node (_onParameterNodeModified)
         self.ui.versionsLabel.text = self.logic.versionsText()
         self.initializeParameterNode()
@@ -529,14 +529,13 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _resetPoseSliders(self) -> None:
         self._setPoseSliders([0.0] * len(POSE_PARAMETERS))
 
-    def onPoseSliderChanged(self, value: float) -> None:
+    def onPoseSliderChanged(self, name: str, value: float) -> None:
         node = self._parameterNode
         if self._updatingPose or not node or not node.outputTransform or self._job is not None:
             return
-        theta = [self._poseSlider(name).value for name in POSE_PARAMETERS]  # the parameter node may lag the widgets
         self._updatingPose = True
-        try:
-            self.logic.lib().set_pose_params(node.outputTransform, theta)  # the transform observer re-renders
+        try:  # only this parameter moves: the others keep the pose's values, even beyond the sliders' ranges
+            self.logic.lib().set_pose_param(node.outputTransform, POSE_PARAMETERS.index(name), value)  # the observer re-renders
         except Exception as error:
             self.ui.statusLabel.text = str(error)
         finally:

@@ -102,6 +102,11 @@ def test_pose_sliders_move_about_the_registered_pose(registered):
     logic.reset_pose(transform)
     np.testing.assert_allclose(logic.pose_params(transform), np.zeros(6), atol=1e-9)
     registered["scene"].RemoveNode(moved)
+    # one slider moves one parameter; the others keep their values, even beyond the sliders' ranges
+    logic.set_pose_params(transform, [0.0, 0.0, 0.0, 0.0, 0.0, 150.0])
+    logic.set_pose_param(transform, 0, 2.5)
+    np.testing.assert_allclose(logic.pose_params(transform), [2.5, 0, 0, 0, 0, 150.0], atol=1e-9)
+    logic.reset_pose(transform)
 
 
 def test_scene_round_trip_keeps_the_registration(registered, tmp_path):
@@ -109,7 +114,13 @@ def test_scene_round_trip_keeps_the_registration(registered, tmp_path):
     parameters = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "SOPIRegistration")
     parameters.SetParameter("method", "rtpi+opt")
     parameters.SetNodeReferenceID("outputTransform", registration.transform_node.GetID())
-    storable = [case.ct_node, case.xray_node, registration.drr_node, registration.transform_node, registered["segmentation"]]
+    # the display nodes the module keeps as parameter-node references (finding 9)
+    geometry, scene_from_camera = registered["logic"].registration_geometry(registration.transform_node)
+    marker = display.show_carm(scene, scene_from_camera, geometry.sdd_mm)
+    fusion = display.show_fusion(scene, case.xray_node, registration.drr_node, 0.5, "checkerboard")
+    parameters.SetNodeReferenceID("carmMarker", marker.GetID())
+    parameters.SetNodeReferenceID("fusionImage", fusion.GetID())
+    storable = [case.ct_node, case.xray_node, registration.drr_node, registration.transform_node, registered["segmentation"], fusion]
     for node in storable:
         node.AddDefaultStorageNode()
         storage = node.GetStorageNode()
@@ -124,6 +135,11 @@ def test_scene_round_trip_keeps_the_registration(registered, tmp_path):
     assert reloaded.Connect()
     parameters = reloaded.GetFirstNodeByName("SOPIRegistration")
     assert parameters.GetParameter("method") == "rtpi+opt"
+    # (slicer-core has no markups storage node: the line's points are not saved here, the node and its reference are)
+    assert parameters.GetNodeReference("carmMarker").IsA("vtkMRMLMarkupsLineNode")
+    reloaded_fusion = parameters.GetNodeReference("fusionImage")
+    assert reloaded_fusion.GetAttribute("SOPIRegistration.Output") == "1"  # never offered as an input after a reload
+    np.testing.assert_allclose(nodes.xray_image_from_node(reloaded_fusion), nodes.xray_image_from_node(fusion), rtol=1e-6)
     transform = parameters.GetNodeReference("outputTransform")
     np.testing.assert_allclose(nodes.transform_matrix(transform), nodes.transform_matrix(registration.transform_node), atol=1e-9)
     logic = RegistrationLogic(reloaded)

@@ -396,6 +396,12 @@ class RegistrationLogic:
         pose = frames.pose_from_params(reference, pivot, np.asarray(theta, dtype=np.float64))
         nodes.set_transform_matrix(transform_node, frames.transform_from_camera_from_world(pose, scene_from_camera))
 
+    def set_pose_param(self, transform_node, index: int, value: float) -> None:
+        """Change one of the six parameters (a pose slider); the others keep the node's current values."""
+        theta = self.pose_params(transform_node)
+        theta[index] = float(value)
+        self.set_pose_params(transform_node, theta)
+
     def reset_pose(self, transform_node) -> None:
         """Back to the registered pose."""
         nodes.set_transform_matrix(transform_node, self._registered(transform_node)[0])
