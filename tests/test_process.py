@@ -129,3 +129,17 @@ def test_sopi_progress_json_prints_one_line_per_update(tmp_path):
     assert all(line["message"].startswith(line["stage"]) for line in lines)
     assert "it/s" not in completed.stderr and "%|" not in completed.stderr  # no tqdm bar
     assert (tmp_path / "spine.nii.gz").exists()
+
+
+def test_what_the_module_uses_before_the_dependencies_needs_no_torch():
+    """Slicer loads the module and picks its inputs before torch is installed (finding 6)."""
+    import subprocess
+
+    from SOPIRegistrationLib.process import engine_environment
+
+    code = ("import sys; sys.modules['torch'] = None\n"  # any 'import torch' now raises ImportError
+            "import SOPIRegistrationLib.inputs, SOPIRegistrationLib.dependencies, SOPIRegistrationLib.settings\n"
+            "print('ok')\n")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=engine_environment(), timeout=60,
+                               check=False)
+    assert completed.returncode == 0 and completed.stdout.strip() == "ok", completed.stderr
