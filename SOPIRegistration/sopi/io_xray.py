@@ -15,6 +15,18 @@ output has "larger = whiter on screen". A standard radiograph shows bone white, 
 * ``"intensity"``: raw detector intensities ``I = I0 exp(-line integral)``; values
   become ``-log(I / I0)`` with ``I0`` = the image maximum (``I`` floored at ``1e-6 I0``).
 
+Under ``"auto"``, DICOM files with PixelIntensityRelationship (0028,1040) LIN/LOG or
+PixelIntensityRelationshipSign (0028,1041) are decided from those tags instead (LIN data
+become line integrals); the table is in :mod:`sopi.dicom_xray`, and the metadata says
+what was decided and why (``polarity_applied``, ``polarity_values``, ``polarity_reason``).
+Without such tags ``"auto"`` keeps the values (content-based detection is
+:func:`sopi.xray_prep.detect_polarity`'s job). An explicit polarity always wins.
+
+DICOM RescaleSlope/RescaleIntercept (0028,1053/1052) are applied (by SimpleITK/GDCM).
+Multi-frame files (XA/RF cine) need ``frame=`` (an index or ``"mean"``). Shutters and
+collimators (ShutterShape (0018,1600), CollimatorShape (0018,1700)) give
+:attr:`XRay.field_mask`, True where the detector was exposed.
+
 Geometry: an explicit ``geometry`` wins; otherwise DICOM tags
 (DistanceSourceToDetector (0018,1110), ImagerPixelSpacing (0018,1164) else
 PixelSpacing (0028,0030), DistanceSourceToPatient (0018,1111) as
@@ -35,6 +47,8 @@ import torch
 import torch.nn.functional as F
 
 from .atomic import atomic_path
+from .dicom_xray import auto_polarity, check_frame, choose_frame, field_mask, intensity_values, rescale
+from .dicom_xray import tag_floats as _tag_floats
 from .errors import InputError
 from .geometry import CArmGeometry
 from .io import check_finite, execute, file_suffix, read_information, require_path, sitk_message
@@ -70,20 +84,33 @@ class XRay:
         geometry: detector geometry with ``geometry.shape == image.shape``.
         path: the file it was read from, if any.
         metadata: e.g. ``modality``, ``photometric_interpretation``, ``primary_angle_deg``,
-            ``secondary_angle_deg`` (DICOM positioner angles, degrees), ``polarity``,
+            ``secondary_angle_deg`` (DICOM positioner angles, degrees), ``polarity`` (as
+            asked), ``polarity_applied``, ``polarity_values``, ``polarity_reason`` (what was
+            done and why), ``rescale_slope``/``rescale_intercept``, ``number_of_frames`` and
+            ``frame`` (multi-frame files), ``field_mask_source`` (the shutter shapes used),
             ``geometry_source`` (``"argument"``, ``"dicom"`` or ``"embedded"``), ``file_shape``.
+        field_mask: bool ``(rows, cols)``, True where the detector was exposed (DICOM
+            shutters/collimators); ``None`` when the file says nothing about it.
     """
 
     image: torch.Tensor
     geometry: CArmGeometry
     path: str | None = None
     metadata: dict = field(default_factory=dict)
+    field_mask: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.image.ndim != 2 or tuple(self.image.shape) != self.geometry.shape:
             raise InputError(
                 f"{self.path or 'x-ray'}: image shape {tuple(self.image.shape)} does not match the geometry's "
                 f"{self.geometry.shape} (rows, cols)"
+            )
+        if self.field_mask is not None and (
+            self.field_mask.dtype != torch.bool or tuple(self.field_mask.shape) != tuple(self.image.shape)
+        ):
+            raise InputError(
+                f"{self.path or 'x-ray'}: field_mask must be bool {tuple(self.image.shape)} like the image, "
+                f"got {self.field_mask.dtype} {tuple(self.field_mask.shape)}"
             )
 
 
@@ -95,39 +122,52 @@ def read_xray(
     geometry: CArmGeometry | None = None,
     polarity: str = "auto",
     working_shape: tuple[int, int] | None = None,
+    frame: int | str | None = None,
 ) -> XRay:
     """Read a 2D X-ray (DICOM DX/CR/XA/RF, MHA/NRRD/NIfTI, PNG/TIFF/JPEG) as a bone-bright :class:`XRay`.
 
     Args:
-        path: the image file. 3D files are accepted if they hold a single slice.
-            RGB(A) bitmaps are converted to grey with BT.601 luma weights (alpha dropped).
+        path: the image file. 3D files are accepted if they hold a single slice, or with
+            ``frame``. RGB(A) bitmaps are converted to grey with BT.601 luma weights (alpha dropped).
         geometry: geometry of the *file's* pixels; its ``rows, cols`` must equal the
             image size (a binned geometry is an error: describe the file, then ask for
             ``working_shape``).
         polarity: one of :data:`POLARITIES` (see the module docstring).
         working_shape: ``(rows, cols)`` to resample to (area averaging for integer
-            factors, antialiased bilinear otherwise); the geometry is ``resized`` to match.
+            factors, antialiased bilinear otherwise); the geometry is ``resized`` to match,
+            and ``field_mask`` too (a pixel stays exposed when more than half its area was).
+        frame: for multi-frame files (XA/RF cine, or a 3D stack): the frame index (0-based,
+            negative counts from the end) or ``"mean"`` to average all frames. ``None``
+            (the default) refuses a file with several frames, saying how many.
     """
     if polarity not in POLARITIES:
         raise InputError(f"polarity {polarity!r} is not one of {POLARITIES}")
+    check_frame(frame)
     path = require_path(path, "an X-ray image")
     if path.is_dir():
         raise InputError(f"{path}: is a folder; expected a single X-ray image file")
     reader = read_information(path, "an X-ray image")
     is_dicom = reader.GetImageIO() == "GDCMImageIO"
     size = reader.GetSize()
-    if reader.GetDimension() > 3 or (reader.GetDimension() == 3 and size[2] != 1):
-        raise InputError(f"{path}: image of size {size} holds several slices/frames; expected a 2D X-ray (one frame)")
+    if reader.GetDimension() > 3:
+        raise InputError(f"{path}: image of size {size} has {reader.GetDimension()} dimensions; expected a 2D X-ray (one frame)")
+    frames = size[2] if reader.GetDimension() == 3 else 1
+    chosen = choose_frame(frame, frames, path, is_dicom)
     components = reader.GetNumberOfComponents()
     if components != 1 and (is_dicom or components not in (3, 4)):
         raise InputError(f"{path}: image has {components} components per pixel; expected a greyscale X-ray")
     tags = {key: reader.GetMetaData(key).strip() for key in reader.GetMetaDataKeys()}
-    array = sitk.GetArrayFromImage(execute(reader, path, "an X-ray image")).astype(np.float64)
+    itk_image = execute(reader, path, "an X-ray image")
+    stack = sitk.GetArrayViewFromImage(itk_image).reshape((frames, size[1], size[0], components))
+    array = stack.mean(axis=0, dtype=np.float64) if chosen == "mean" else stack[chosen].astype(np.float64)
+    del stack, itk_image
     metadata: dict = {"format": reader.GetImageIO()}
+    if frames > 1 or frame is not None:
+        metadata["number_of_frames"], metadata["frame"] = frames, chosen
     if components != 1:
         array = array[..., :3] @ _LUMA
         metadata["converted_from_rgb"] = True
-    array = array.reshape(array.shape[-2:])
+    array = array.reshape(array.shape[:2])
     check_finite(array, path, "the X-ray")
     rows, cols = array.shape
     metadata["file_shape"] = (rows, cols)
@@ -138,9 +178,15 @@ def read_xray(
             raise InputError(
                 f"{path}: DICOM Modality {modality}: {_NOT_XRAY_MODALITIES[modality]}; expected a projection X-ray (DX, CR, XA or RF)"
             )
-        if metadata.get("photometric_interpretation") == "MONOCHROME1" and not _ITK_CONVERTS_MONOCHROME1:
-            bits = _tag_floats(tags, "0028|0101") or [16.0]
-            array = (2.0 ** int(bits[0]) - 1.0) - array
+        modality_values, array = intensity_values(array, tags, _ITK_CONVERTS_MONOCHROME1, path)
+        if tags.get("0028|1053") or tags.get("0028|1052"):
+            metadata["rescale_slope"], metadata["rescale_intercept"] = rescale(tags, path)
+        decided = auto_polarity(modality_values, tags, path) if polarity == "auto" else None
+        mask, notes = field_mask(tags, rows, cols, path)
+        if notes:
+            metadata["field_mask_source"] = notes
+    else:
+        decided, mask = None, None
 
     if geometry is not None:
         metadata["geometry_source"] = "argument"
@@ -157,15 +203,27 @@ def read_xray(
             "(describe the detector as stored; binning happens after reading)"
         )
 
-    image = torch.from_numpy(apply_polarity(array, polarity, path).astype(np.float32))
-    metadata["polarity"] = polarity
+    if polarity != "auto":
+        values, applied, used, reason = array, polarity, "displayed", "given by the caller"
+    elif decided is not None:
+        values, applied, used, reason = decided
+    else:
+        values, applied, used = array, "bone-bright", "displayed"
+        reason = "no DICOM intensity tags (0028,1040/1041): values kept" + (
+            f" ({metadata['photometric_interpretation']} applied)" if metadata.get("photometric_interpretation") else ""
+        )
+    image = torch.from_numpy(apply_polarity(values, applied, path).astype(np.float32))
+    metadata.update(polarity=polarity, polarity_applied=applied, polarity_values=used, polarity_reason=reason)
+    exposed = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask))
     if working_shape is not None:
         rows_out, cols_out = (int(n) for n in working_shape)
         if rows_out < 1 or cols_out < 1:
             raise InputError(f"working_shape must be two positive integers, got {working_shape!r}")
         image = resize_image(image, (rows_out, cols_out))
         geometry = geometry.resized(rows_out, cols_out)
-    return XRay(image.contiguous(), geometry, str(path), metadata)
+        if exposed is not None:
+            exposed = resize_image(exposed.to(torch.float32), (rows_out, cols_out)) > 0.5
+    return XRay(image.contiguous(), geometry, str(path), metadata, exposed)
 
 
 def apply_polarity(array: np.ndarray, polarity: str, path: str | Path) -> np.ndarray:
@@ -198,15 +256,6 @@ def resize_image(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     else:
         result = F.interpolate(batch, size=(out_rows, out_cols), mode="bilinear", align_corners=False, antialias=True)
     return result[0, 0].to(image.dtype)
-
-
-def _tag_floats(tags: dict[str, str], key: str) -> list[float] | None:
-    """Numbers of a multi-valued DICOM tag, or ``None`` when absent or not numeric."""
-    try:
-        values = [float(v) for v in tags[key].split("\\")]
-    except (KeyError, ValueError):
-        return None
-    return values if values and all(math.isfinite(v) for v in values) else None
 
 
 def _dicom_metadata(tags: dict[str, str]) -> dict:
