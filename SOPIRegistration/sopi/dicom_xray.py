@@ -28,7 +28,8 @@ LOG            +1          either          ``max m - m``                        
 LOG            -1          either          ``m`` (kept)                                 modality
 LIN/LOG        absent      either          as ``k = +1`` (DICOM defines LIN/LOG as      modality
                                            growing with beam intensity)
-absent         +1 / -1     either          like LOG with that sign (no log applied)     modality
+absent, DISP,  +1 / -1     either          like LOG with that sign (no log applied)     modality
+OTHER
 DISP, OTHER,   absent      MONOCHROME2     ``d = m`` (kept; today's behaviour)          displayed
 absent                     MONOCHROME1     ``d`` = ``m`` inverted over the stored       displayed
                                            range (bone white on screen = bright)

@@ -132,7 +132,8 @@ def read_xray(
         geometry: geometry of the *file's* pixels; its ``rows, cols`` must equal the
             image size (a binned geometry is an error: describe the file, then ask for
             ``working_shape``).
-        polarity: one of :data:`POLARITIES` (see the module docstring).
+        polarity: one of :data:`POLARITIES` (see the module docstring); under ``"auto"``
+            DICOM intensity tags decide (the case table is in :mod:`sopi.dicom_xray`).
         working_shape: ``(rows, cols)`` to resample to (area averaging for integer
             factors, antialiased bilinear otherwise); the geometry is ``resized`` to match,
             and ``field_mask`` too (a pixel stays exposed when more than half its area was).
