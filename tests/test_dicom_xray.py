@@ -324,3 +324,14 @@ def test_real_cr_compressed_reads_like_uncompressed() -> None:
     stored = pydicom.dcmread(folder / "RG3_UNCR.dcm").pixel_array.astype(np.float64)
     expected = (1023.0 - stored).reshape(440, 4, 440, 4).mean(axis=(1, 3))
     np.testing.assert_allclose(raw.image.numpy(), expected, rtol=1e-5)
+
+
+def test_multi_frame_non_xray_is_refused_for_its_modality() -> None:
+    """pydicom-data's emri_small (MR, 10 frames): named as an MR, not asked for a frame."""
+    data_store = pytest.importorskip("data_store")
+    path = Path(data_store.__file__).parent / "data" / "emri_small.dcm"
+    if not path.is_file():
+        pytest.skip("pydicom-data emri_small absent")
+    for frame in (None, 0):
+        with pytest.raises(InputError, match=r"emri_small\.dcm: DICOM Modality MR"):
+            read_xray(path, frame=frame)

@@ -152,12 +152,17 @@ def read_xray(
     size = reader.GetSize()
     if reader.GetDimension() > 3:
         raise InputError(f"{path}: image of size {size} has {reader.GetDimension()} dimensions; expected a 2D X-ray (one frame)")
+    tags = {key: reader.GetMetaData(key).strip() for key in reader.GetMetaDataKeys()}
+    modality = tags.get("0008|0060", "").upper() if is_dicom else ""
+    if modality in _NOT_XRAY_MODALITIES:
+        raise InputError(
+            f"{path}: DICOM Modality {modality}: {_NOT_XRAY_MODALITIES[modality]}; expected a projection X-ray (DX, CR, XA or RF)"
+        )
     frames = size[2] if reader.GetDimension() == 3 else 1
     chosen = choose_frame(frame, frames, path, is_dicom)
     components = reader.GetNumberOfComponents()
     if components != 1 and (is_dicom or components not in (3, 4)):
         raise InputError(f"{path}: image has {components} components per pixel; expected a greyscale X-ray")
-    tags = {key: reader.GetMetaData(key).strip() for key in reader.GetMetaDataKeys()}
     itk_image = execute(reader, path, "an X-ray image")
     stack = sitk.GetArrayViewFromImage(itk_image).reshape((frames, size[1], size[0], components))
     array = stack.mean(axis=0, dtype=np.float64) if chosen == "mean" else stack[chosen].astype(np.float64)
@@ -174,11 +179,6 @@ def read_xray(
     metadata["file_shape"] = (rows, cols)
     if is_dicom:
         metadata.update(_dicom_metadata(tags))
-        modality = metadata.get("modality", "").upper()
-        if modality in _NOT_XRAY_MODALITIES:
-            raise InputError(
-                f"{path}: DICOM Modality {modality}: {_NOT_XRAY_MODALITIES[modality]}; expected a projection X-ray (DX, CR, XA or RF)"
-            )
         modality_values, array = intensity_values(array, tags, _ITK_CONVERTS_MONOCHROME1, path)
         if tags.get("0028|1053") or tags.get("0028|1052"):
             metadata["rescale_slope"], metadata["rescale_intercept"] = rescale(tags, path)
