@@ -211,12 +211,12 @@ def auto_polarity(modality: np.ndarray, tags: dict[str, str], path: Path) -> tup
 # --------------------------------------------------------------------------- frames
 
 
-def check_frame(frame: int | str | None) -> None:
+def check_frame(frame: int | str | None, path: str | Path = "x-ray") -> None:
     """Refuse a ``frame`` argument that is neither ``None``, an index nor ``"mean"``."""
     if frame is None or (isinstance(frame, str) and frame == "mean"):
         return
     if isinstance(frame, (bool, np.bool_)) or not isinstance(frame, (int, np.integer)):
-        raise InputError(f"frame {frame!r} is not a frame index (0, 1, ..., or -1 for the last) or 'mean'")
+        raise InputError(f"{path}: frame {frame!r} is not a frame index (0, 1, ..., or -1 for the last) or 'mean'")
 
 
 def choose_frame(frame: int | str | None, count: int, path: Path, is_dicom: bool) -> int | str:
@@ -225,7 +225,7 @@ def choose_frame(frame: int | str | None, count: int, path: Path, is_dicom: bool
     ``frame``: an index (negative from the end), ``"mean"``, or ``None`` (refused when
     there are several frames, with a message saying how to choose).
     """
-    check_frame(frame)
+    check_frame(frame, path)
     where = " (NumberOfFrames (0028,0008))" if is_dicom else ""
     if frame is None:
         if count == 1:

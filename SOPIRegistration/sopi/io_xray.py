@@ -143,8 +143,8 @@ def read_xray(
     """
     if polarity not in POLARITIES:
         raise InputError(f"polarity {polarity!r} is not one of {POLARITIES}")
-    check_frame(frame)
     path = require_path(path, "an X-ray image")
+    check_frame(frame, path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder; expected a single X-ray image file")
     reader = read_information(path, "an X-ray image")
