@@ -74,6 +74,8 @@ _CANAL_AREA_MM2 = (60.0, 900.0)
 _CANAL_RADIUS_MM = 6.0
 _CANAL_BODY_MM = 12.0  # bone in front of a canal: a vertebral body (cervical bodies are about 15 mm deep)
 _MIN_CANAL_SLICES = 3
+_SYMMETRY_MM = 30.0
+_MIN_SYMMETRY = 0.4  # measured 0.7-0.9 at the canal, 0.1-0.2 at neural foramina (TPTBox crop)
 _CANAL_CLOSE_MM = (2.0, 4.0)
 _BODY_CLOSE_MM = 6.0
 _BODY_HALF_WIDTH_MM = 35.0
@@ -227,20 +229,34 @@ def _outline_visible(body: Array) -> bool:
     return not (body[0].any() or body[-1].any())
 
 
+def _mirror_overlap(bone: Array, row: float, col: float, spacing: Array) -> float:
+    """Fraction of the bone within ``_SYMMETRY_MM`` of (row, col) whose mirror image about
+    the column ``col`` is bone too: a vertebra is left-right symmetric about its canal, a
+    neural foramen or the gap between a rib and a vertebra is not."""
+    half_r, half_c = int(_SYMMETRY_MM / spacing[0]), int(_SYMMETRY_MM / spacing[1])
+    r0, c0 = int(round(row)), int(round(col))
+    window = np.zeros((2 * half_r + 1, 2 * half_c + 1), bool)
+    rs, re = max(0, r0 - half_r), min(bone.shape[0], r0 + half_r + 1)
+    cs, ce = max(0, c0 - half_c), min(bone.shape[1], c0 + half_c + 1)
+    window[rs - r0 + half_r : re - r0 + half_r, cs - c0 + half_c : ce - c0 + half_c] = bone[rs:re, cs:ce]
+    return float((window & window[:, ::-1]).sum()) / max(1.0, float(window.sum()))
+
+
 def _canal_candidates(bone: Array, body: Array, work: Array, spacing: Array) -> Array:
-    """Step 3: spinal-canal candidates (N, 3) = (slice, row, column) on the working grid.
+    """Step 3: spinal-canal candidates (N, 4) = (slice, row, column, symmetry) on the working grid.
 
     Per slice: dark (HU < 60) holes of the closed bone mask of 60-900 mm2, not elongated
     (extent ratio <= 3), with a vertebral body in front: bone (or the bright interior of a
     closed bone ring) running at least ``_CANAL_BODY_MM`` forwards from the hole's
     anterior wall within 5 mm of its centre line (a long bone's marrow cavity has only its
     cortex there). Where the slice shows the body's outline, the hole must also lie in the
-    posterior 60 % of the body and within 50 mm of its midline.
+    posterior 60 % of the body and within 50 mm of its midline. The bone around it must be
+    left-right symmetric about it (:func:`_mirror_overlap` >= ``_MIN_SYMMETRY``).
     """
     count = bone.shape[0]
     pixel = spacing[1] * spacing[2]
     strip = max(1, int(round(5.0 / spacing[2])))
-    found: list[tuple[int, float, float]] = []
+    found: list[tuple[int, float, float, float]] = []
     for k in range(count):
         if body[k].sum() * pixel < 1000.0 or not bone[k].any():
             continue
@@ -277,32 +293,35 @@ def _canal_candidates(bone: Array, body: Array, work: Array, spacing: Array) -> 
                 front = solid[: rows.start, max(0, ci - strip) : ci + strip + 1].any(axis=1)[::-1]
                 run = int(np.argmin(front)) if not front.all() else len(front)
                 if run * spacing[1] >= _CANAL_BODY_MM:
-                    found.append((k, r0, c0))
+                    symmetry = _mirror_overlap(closed, r0, c0, spacing[1:])
+                    if symmetry >= _MIN_SYMMETRY:
+                        found.append((k, r0, c0, symmetry))
             if len(found) > before:
                 break
-    return np.array(found, dtype=float).reshape(-1, 3)
+    return np.array(found, dtype=float).reshape(-1, 4)
 
 
 def _chain(points: Array, spacing: Array) -> Array:
-    """The longest run of canal candidates, at most one per slice, each within
-    4 mm + 0.6 x (distance along z) of the previous one in the slice plane, gaps <= 60 mm."""
+    """(slice, row, column) of the best run of canal candidates (N, 4): at most one per
+    slice, each within 4 mm + 0.6 x (distance along z) of the previous one in the slice
+    plane, gaps <= 60 mm; the run with the largest sum of symmetries."""
     if len(points) == 0:
-        return points
+        return points[:, :3]
     points = points[np.argsort(points[:, 0], kind="stable")]
-    mm = points * spacing
-    best = np.ones(len(points), int)
+    mm = points[:, :3] * spacing
+    best = points[:, 3].copy()
     previous = np.full(len(points), -1)
     for i in range(len(points)):
         dz = mm[i, 0] - mm[:i, 0]
         near = (dz > 0) & (dz <= 60.0) & (np.hypot(*(mm[i, 1:] - mm[:i, 1:]).T) <= 4.0 + 0.6 * dz)
         if near.any():
             j = np.flatnonzero(near)[np.argmax(best[:i][near])]
-            best[i], previous[i] = best[j] + 1, j
+            best[i], previous[i] = best[j] + points[i, 3], j
     i, chain = int(np.argmax(best)), []
     while i >= 0:
         chain.append(i)
         i = previous[i]
-    return points[chain[::-1]]
+    return points[chain[::-1], :3]
 
 
 def _track(ks: Array, values: Array, count: int, spacing: Array) -> Array:
@@ -342,6 +361,31 @@ def _lateral_extent(work: Array, body: Array, dy: Array, dx: Array, spacing: Arr
     return np.where(lung, _ROI_THORAX_MM, _ROI_LATERAL_MM)
 
 
+def _canal_front(bone: Array, dy: Array, dx: Array, spacing: Array) -> tuple[Array, Array]:
+    """The front wall of the canal (one slice) and what lies at or behind it: in each column
+    within ``_CANAL_WALL_MM`` of the canal centre, the first bone pixel met going forwards
+    from ``_CANAL_RADIUS_MM`` in front of the centre, up to ``_BODY_BACK_MM``; columns
+    without one (a gap in a thin posterior wall, the basivertebral foramen) get the row
+    interpolated from the others, or ``_CANAL_RADIUS_MM`` in front when none has one."""
+    near = np.abs(dx) <= _CANAL_WALL_MM
+    wall, behind = np.zeros_like(bone), np.zeros_like(bone)
+    columns = np.flatnonzero(near.any(axis=0))
+    if len(columns) == 0:
+        return wall, behind
+    search = bone & (dy <= -_CANAL_RADIUS_MM) & (dy >= -_BODY_BACK_MM) & near
+    index = np.arange(bone.shape[0])[:, None]
+    rows = np.where(search, index, -1).max(axis=0)[columns]  # the most posterior = the first met
+    found = rows >= 0
+    if found.any():
+        rows = np.round(np.interp(columns, columns[found], rows[found])).astype(int)
+    else:
+        rows = np.where(dy <= -_CANAL_RADIUS_MM, index, -1).max(axis=0)[columns]
+        columns, rows = columns[rows >= 0], rows[rows >= 0]
+    wall[rows, columns] = True
+    behind[:, columns] = index >= rows[None, :]
+    return wall, behind
+
+
 def _vertebral_body_interior(bone: Array, hu: Array, dy: Array, dx: Array, spacing: Array, close: Array) -> Array:
     """Step 5 in front of the canal (one slice): the vertebral body's cortex ring may have
     gaps (thin, noisy or osteoporotic cortex) and its fatty marrow can be as dark as muscle.
@@ -352,8 +396,8 @@ def _vertebral_body_interior(bone: Array, hu: Array, dy: Array, dx: Array, spaci
     ring = bone & zone & (dy < _CANAL_RADIUS_MM)
     if not ring.any():
         return ring
-    ring |= (np.abs(dy + _CANAL_RADIUS_MM) <= 0.5 * spacing[1]) & (np.abs(dx) <= _CANAL_WALL_MM)
-    inner, n = ndi.label(_enclosed(ring, close) & zone & (dy < -_CANAL_RADIUS_MM))
+    wall, behind = _canal_front(bone, dy, dx, spacing)
+    inner, n = ndi.label(_enclosed(ring | wall, close) & zone & (dy < -_CANAL_RADIUS_MM) & ~behind)
     if n == 0:
         return inner > 0
     mean = np.asarray(ndi.mean(hu, inner, np.arange(1, n + 1)))
