@@ -143,3 +143,24 @@ def test_what_the_module_uses_before_the_dependencies_needs_no_torch():
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=engine_environment(), timeout=60,
                                check=False)
     assert completed.returncode == 0 and completed.stdout.strip() == "ok", completed.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_engine_dies_with_the_process_that_started_it(tmp_path):
+    """A killed Slicer leaves no engine running (the engine has a session of its own, so a
+    signal to Slicer's process group would not reach it)."""
+    import subprocess
+
+    from SOPIRegistrationLib.process import engine_environment
+
+    parent = ("import sys, time\n"
+              "from SOPIRegistrationLib.process import ProcessJob, Step, job_folder\n"
+              f"job = ProcessJob([Step([sys.executable, '-c', 'import time; time.sleep(60)'])], job_folder({str(tmp_path)!r})).start()\n"
+              "print(job.pid, flush=True)\n"
+              "time.sleep(60)\n")
+    process = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True, env=engine_environment())
+    child = int(process.stdout.readline())
+    assert _alive(child)
+    process.kill()
+    process.wait(timeout=10)
+    assert _wait_gone(child)

@@ -80,6 +80,17 @@ class Step:
     describe: Callable[[str], str] | None = None
 
 
+def _die_with_parent() -> None:
+    """In the child, before it runs (Linux): be killed when the process that started it dies, so a
+    crashed or killed Slicer leaves no engine running."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _kill_group(process: subprocess.Popen) -> None:
     """Kill a process and every process it started (its process group; its tree on Windows)."""
     if os.name == "nt":
@@ -155,8 +166,10 @@ class ProcessJob:
         self._close_output()
         step = self.steps[self._index]
         stdout_path, stderr_path = self.folder / f"step{self._index}.out", self.folder / f"step{self._index}.err"
-        options: dict = {"start_new_session": True} if os.name != "nt" else {
-            "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)}
+        if os.name == "nt":
+            options: dict = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)}
+        else:
+            options = {"start_new_session": True, **({"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {})}
         with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
             self._process = None
             self._process = subprocess.Popen(step.command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
