@@ -80,15 +80,17 @@ class Step:
     describe: Callable[[str], str] | None = None
 
 
-def _die_with_parent() -> None:
-    """In the child, before it runs (Linux): be killed when the process that started it dies, so a
-    crashed or killed Slicer leaves no engine running."""
+def _death_signal_setter():
+    """A function for the child to call before it runs (Linux): be killed when the process that
+    started it dies, so a crashed or killed Slicer leaves no engine running. ``prctl`` is looked
+    up here, in the parent: the child, forked from a process with threads, only calls it."""
     import ctypes
 
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    return lambda: prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
 
 
 def _kill_group(process: subprocess.Popen) -> None:
@@ -169,7 +171,10 @@ class ProcessJob:
         if os.name == "nt":
             options: dict = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)}
         else:
-            options = {"start_new_session": True, **({"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {})}
+            options = {"start_new_session": True}
+            setter = _death_signal_setter() if sys.platform.startswith("linux") else None
+            if setter is not None:
+                options["preexec_fn"] = setter
         with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
             self._process = None
             self._process = subprocess.Popen(step.command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
