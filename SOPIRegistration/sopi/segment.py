@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
+from scipy.signal import find_peaks
 
 from .errors import Cancelled, InputError
 from .volume import Volume
@@ -99,6 +100,7 @@ _INTERIOR_MM = 8.0  # shortest dark run of the column profile taken as a body in
 _MAX_GAP_MM = 22.0  # longest end plate + disc + end plate between two interiors
 _DISC_DIP_HU = 20.0
 _DISC_ZONE_MM = 10.0
+_DISC_STRETCH_RATIO = 0.65  # a disc stretch (plate to plate) is shorter than this times each neighbouring body stretch
 _PROFILE_BIN_MM = 1.0
 _UPSAMPLE_SIGMA = 0.7  # working voxels
 _UPSAMPLE_LEVEL = 0.55
@@ -460,6 +462,41 @@ def _select_column(filled: Array, roi: Array, axis: Array, spacing: Array) -> Ar
     return keep[parts]
 
 
+def _endplate_discs(profile: Array) -> Array:
+    """Discs found from the end plates (1 mm bins of the column profile): the bright end
+    plates are peaks, and the stretches between them alternate vertebral body, disc,
+    body... A stretch clearly shorter than a neighbouring one (< 0.75 x), at most
+    ``_MAX_GAP_MM``, with a dip of ``_DISC_DIP_HU`` below both of its plates is a disc: its
+    part below the level halfway between the dip and the lower plate. This finds thick
+    lumbar discs that are no darker than a fatty marrow (where the dip test between dark
+    interiors cannot), and needs no dark interior on both sides (a cropped field of view)."""
+    disc = np.zeros(len(profile), bool)
+    if len(profile) < 8:
+        return disc
+    low, high = np.percentile(profile, [20, 90])
+    smooth = ndi.gaussian_filter1d(profile, 1.0 / _PROFILE_BIN_MM)
+    peaks, _ = find_peaks(smooth, prominence=max(_DISC_DIP_HU, 0.35 * (high - low)), distance=max(1, int(3.0 / _PROFILE_BIN_MM)))
+    if len(peaks) < 2:
+        return disc
+    lengths = np.diff(peaks) * _PROFILE_BIN_MM
+    for i, length in enumerate(lengths):
+        neighbours = [lengths[j] for j in (i - 1, i + 1) if 0 <= j < len(lengths)]
+        if length > _MAX_GAP_MM or not neighbours or length >= _DISC_STRETCH_RATIO * min(neighbours):
+            continue
+        a, b = peaks[i], peaks[i + 1]
+        stretch = smooth[a : b + 1]
+        floor = float(stretch.min())
+        plate = min(float(smooth[a]), float(smooth[b]))
+        if plate - floor < _DISC_DIP_HU:
+            continue
+        lowest = int(np.argmin(stretch))
+        half = max(1, int(round(0.2 * len(stretch))))  # at most 40 % of the stretch: end plates blur into the disc
+        for start, stop in _runs(stretch < 0.5 * (plate + floor)):
+            if start <= lowest < stop:
+                disc[a + max(start, lowest - half) : a + min(stop, lowest + half + 1)] = True
+    return disc
+
+
 def _remove_discs(selected: Array, hu: Array, axis: Array, spacing: Array) -> Array:
     """Step 7: drop the vertebral-body zone at the intervertebral discs that show as dips."""
     count = selected.shape[0]
@@ -503,6 +540,7 @@ def _remove_discs(selected: Array, hu: Array, axis: Array, spacing: Array) -> Ar
         for a, b in _runs(between < 0.5 * (min(gap[left], gap[right]) + between.min())):
             if a <= lowest < b:
                 disc[end + left + 1 + a : end + left + 1 + b] = True
+    disc |= _endplate_discs(profile)
     if not disc.any():
         return selected
     bin_of = np.floor((position - origin) / _PROFILE_BIN_MM).astype(int)
