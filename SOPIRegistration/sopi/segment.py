@@ -95,6 +95,8 @@ _ROI_MARGIN_MM = 20.0
 _CORE_MM = 3.0
 _CORE_VOXELS = 2.2
 _AXIS_CORE_MM = 20.0
+_DEEP_CORE_MM = 6.0  # deeper than the neck where an aorta touches a body (both are > 10 mm in radius)
+_BODY_CENTRE_MAX_MM = 40.0
 _INSIDE_FRACTION = 0.9
 _INTERIOR_MM = 8.0  # shortest dark run of the column profile taken as a body interior
 _MAX_GAP_MM = 22.0  # longest end plate + disc + end plate between two interiors
@@ -439,6 +441,31 @@ def _fill_slices(bone: Array, hu: Array, spacing: Array, canal: Array) -> Array:
     return out
 
 
+def _split_vessels(cores: Array, is_spine: Array, depth: Array, dy: Array, dx: Array) -> tuple[Array, Array]:
+    """Step 6: a contrast-filled aorta pressed against a vertebral body can join its core.
+    Within vertebral cores, the deep parts (deeper than ``_DEEP_CORE_MM``) are taken apart;
+    a deep part centred more than ``_BODY_CENTRE_MAX_MM`` in front of the canal centre (a
+    vertebral body's centre lies 15-30 mm in front of it) becomes a core of its own that
+    is not vertebral, and the rest of the joined core is left to the nearest-core rule."""
+    deep, n = ndi.label((depth > _DEEP_CORE_MM) & is_spine[cores])
+    if n < 1:
+        return cores, is_spine
+    index = np.arange(1, n + 1)
+    front = np.asarray(ndi.mean(dy, deep, index)) < -_BODY_CENTRE_MAX_MM
+    if not front.any():
+        return cores, is_spine
+    parent = np.asarray(ndi.maximum(cores, deep, index)).astype(int)
+    cores = cores.copy()
+    joined = np.zeros(len(is_spine), bool)
+    joined[parent[front]] = True
+    cores[joined[cores] & (deep == 0)] = 0  # the shell of a joined core: to the nearest core
+    first = len(is_spine)
+    relabel = np.zeros(n + 1, int)
+    relabel[1:][front] = first + np.arange(int(front.sum()))
+    cores = np.where(relabel[deep] > 0, relabel[deep], cores)
+    return cores, np.concatenate([is_spine, np.zeros(int(front.sum()), bool)])
+
+
 def _select_column(filled: Array, roi: Array, axis: Array, spacing: Array) -> Array:
     """Step 6: the filled bone inside ``roi`` that belongs to vertebral cores."""
     depth = ndi.distance_transform_edt(filled, sampling=spacing)
@@ -451,6 +478,7 @@ def _select_column(filled: Array, roi: Array, axis: Array, spacing: Array) -> Ar
     is_spine = np.bincount(cores[roi], minlength=count + 1) >= _INSIDE_FRACTION * size
     is_spine[np.unique(cores[near_axis & (cores > 0)])] = True
     is_spine[0] = False
+    cores, is_spine = _split_vessels(cores, is_spine, depth, dy, dx)
     if not is_spine.any():
         return filled & roi & near_axis
     nearest = ndi.distance_transform_edt(cores == 0, sampling=spacing, return_distances=False, return_indices=True)
