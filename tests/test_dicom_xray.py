@@ -149,7 +149,7 @@ def test_multi_frame_fluoroscopy(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         read_xray(path)
     message = str(info.value)
-    assert "cine.dcm" in message and "5 frames" in message and "frame=" in message and "'mean'" in message
+    assert "cine.dcm" in message and "5 frames" in message and "--frame INDEX" in message and "--frame mean" in message
     second = read_xray(path, frame=2)
     np.testing.assert_array_equal(second.image.numpy(), frames[2].astype(np.float32))
     assert (second.metadata["number_of_frames"], second.metadata["frame"]) == (5, 2)

@@ -77,24 +77,34 @@ def simulate_cases(
     realistic: bool = False,
     device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
-    """``(theta (N, 6), images (N, rows, cols), realism draws)`` for ``cases`` seeded cases."""
-    from .augment import bone_contrast_attenuation, detector_effects, draw_realism
+    """``(theta (N, 6), images (N, rows, cols), realism draws)`` for ``cases`` seeded cases.
+
+    ``realistic`` draws the physics of :mod:`sopi.xray_physics` per case (two materials,
+    instruments, collimation and field of view, scatter, quantum noise, detector blur,
+    read-out); the poses are the same as without it for the same seed.
+    """
+    from .drr import Projector
     from .render import render_drr, rendering_volume
+    from .xray_physics import draw_realism, material_volume, simulate_xray
 
     generator = torch.Generator().manual_seed(seed)
     thetas = get_protocol(protocol).sample(cases, generator)
-    clean = rendering_volume(ct, "hu")
+    realism = torch.Generator().manual_seed(seed + 7919)  # its own stream: same poses with or without it
+    if realistic:
+        projector = Projector(material_volume(ct), geometry).to(device)
+    else:
+        clean = rendering_volume(ct, "hu")
     images, draws = [], []
     for theta in thetas:
         pose = nominal.pose(theta)
         if realistic:
-            draw = draw_realism(generator)
-            volume = ct.with_data(bone_contrast_attenuation(ct.data, draw["bone_gain"]))
-            image = detector_effects(render_drr(volume, geometry, pose, device=device), draw, generator)
+            draw = draw_realism(realism, geometry)
+            image = simulate_xray(projector, geometry, pose, draw, realism, device=device)
+            draws.append(draw.to_dict())
         else:
-            draw, image = {}, render_drr(clean, geometry, pose, device=device)
+            image = render_drr(clean, geometry, pose, device=device)
+            draws.append({})
         images.append(image)
-        draws.append(draw)
     return thetas, torch.stack(images), draws
 
 
@@ -113,9 +123,13 @@ def run_benchmark(
     model: str | Path | None = None,
     fine_model: str | Path | None = None,
     device: torch.device | str = "cpu",
+    prepare: bool = True,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[Path]:
-    """Run every method on every case; write ``results.csv``, ``report.md`` and plots into ``out_dir``."""
+    """Run every method on every case; write ``results.csv``, ``report.md`` and plots into ``out_dir``.
+
+    ``prepare`` is passed to :func:`sopi.registration.register` (X-ray preparation on or off).
+    """
     from .nets.model_file import load_model
     from .registration import get_method, load_networks, register
     from .report import write_report
@@ -155,6 +169,7 @@ def run_benchmark(
             result = register(
                 ct, XRay(images[index], geometry), initial_pose=nominal.camera_from_world, mask=spine,
                 method=method, model=loaded.get("rtpi"), fine_model=loaded.get("fine"), device=device, seed=seed + index,
+                prepare=prepare,
             )
             rows.append(
                 _row(method, index, theta, result.camera_from_world, truth, nominal, geometry, points, result.time_s, result.similarity, result.iterations)
@@ -171,7 +186,7 @@ def run_benchmark(
         writer.writerows(rows)
     settings = {
         "ct": str(ct_path), "mask": str(mask_path), "protocol": protocol, "cases": cases, "seed": seed,
-        "realistic": realistic, "view": view, "geometry": geometry.to_dict(), "device": str(device),
+        "realistic": realistic, "prepare": prepare, "view": view, "geometry": geometry.to_dict(), "device": str(device),
         "model": None if model is None else str(model), "fine_model": None if fine_model is None else str(fine_model),
     }
     return [csv_path, *write_report(rows, out, settings)]

@@ -169,6 +169,16 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _frame(text: str | None) -> int | str | None:
+    """``--frame``: an index (negative counts from the end) or ``mean``."""
+    if text is None or text == "mean":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"--frame: expected a frame index or 'mean', got {text!r}") from None
+
+
 def _parse_ids(text: str) -> list[int]:
     ids: list[int] = []
     for part in text.split(","):
@@ -201,14 +211,14 @@ def _cmd_register(args: argparse.Namespace) -> int:
     geometry = _load_geometry(args.geometry) if args.geometry else (CArmGeometry.preset(args.preset) if args.preset else None)
     ct = read_ct(args.ct)
     check_ct_content(ct.data, f"--ct {args.ct}")
-    xray = read_xray(args.xray, geometry=geometry)
+    xray = read_xray(args.xray, geometry=geometry, polarity=args.polarity, frame=_frame(args.frame))
     initial_pose = load_pose(args.init) if args.init else None
     with _progress_bar(f"sopi register ({args.method})", args.quiet) as progress:
         result = register(
             ct, xray, initial_pose=initial_pose, view=None if args.init else args.view, mask=args.mask,
             auto_mask=args.auto_mask, method=args.method, model=args.model, fine_model=args.fine_model,
             device=resolve_device(args.device), seed=args.seed, iteration_scale=args.iteration_scale,
-            pyramid=not args.no_pyramid, progress=progress,
+            pyramid=not args.no_pyramid, prepare=not args.no_prepare, progress=progress,
         )
     write_json(args.out, result.to_dict())
     print(f"wrote {args.out} (similarity {result.similarity:.4f}, {result.time_s:.1f} s)")
@@ -233,6 +243,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         written = run_benchmark(
             args.ct, args.mask, args.out, methods=methods, protocol=args.protocol, cases=args.cases, seed=args.seed,
             realistic=args.realistic, view=args.view, geometry=_geometry(args), model=args.model, fine_model=args.fine_model,
+            prepare=not args.no_prepare,
             device=resolve_device(args.device), progress=lambda done, total, message: update(done / total, message),
         )
     for path in written:
@@ -318,6 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--seed", type=seed, default=0)
     reg.add_argument("--iteration-scale", type=positive_number, default=1.0, help="multiply every stage's iteration budget (default 1)")
     reg.add_argument("--no-pyramid", action="store_true", help="run every stage at the method's finest detector level")
+    reg.add_argument(
+        "--polarity", choices=("auto", "bone-bright", "bone-dark", "intensity"), default="auto",
+        help="how the X-ray shows bone: auto (from the file's tags, else judged against a DRR), bone-bright, "
+        "bone-dark, or intensity (raw detector values, converted with -log)",
+    )
+    reg.add_argument("--frame", help="multi-frame X-rays (fluoroscopy): the frame index (0 = first, -1 = last) or mean")
+    reg.add_argument(
+        "--no-prepare", action="store_true",
+        help="use every pixel as read (no masks for the field of view, saturation and metal; no polarity judgement)",
+    )
     reg.add_argument("--quiet", action="store_true", help="no progress bar")
     reg.set_defaults(run=_cmd_register)
 
@@ -332,7 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", default="opt", help="comma-separated method names (default opt)")
     _add_model_options(bench)
     bench.add_argument("--out", type=Path, required=True, help="output folder")
-    bench.add_argument("--realistic", action="store_true", help="add noise, blur, contrast and intensity changes to the simulated X-rays")
+    bench.add_argument(
+        "--realistic", action="store_true",
+        help="simulate intra-operative X-rays: two materials, instruments, collimation, scatter, noise, blur (docs/xray_realism.md)",
+    )
+    bench.add_argument("--no-prepare", action="store_true", help="register without X-ray preparation (ablation)")
     bench.add_argument("--view", choices=("ap", "lateral"), default="ap")
     _add_geometry_options(bench, default_preset="perlove-plx118f")
     bench.add_argument("--device", default="auto")

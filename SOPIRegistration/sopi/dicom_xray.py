@@ -232,7 +232,7 @@ def choose_frame(frame: int | str | None, count: int, path: Path, is_dicom: bool
             return 0
         raise InputError(
             f"{path}: holds {count} frames{where}; expected a 2D X-ray (one frame): choose one with "
-            f"frame=INDEX (0..{count - 1}, -1 = the last) or frame='mean' to average them, e.g. read_xray(path, frame=0)"
+            f"--frame INDEX (0..{count - 1}, -1 = the last) or --frame mean to average them (in Python: read_xray(path, frame=0))"
         )
     if isinstance(frame, str):
         return "mean"

@@ -215,6 +215,7 @@ def read_xray(
         )
     image = torch.from_numpy(apply_polarity(values, applied, path).astype(np.float32))
     metadata.update(polarity=polarity, polarity_applied=applied, polarity_values=used, polarity_reason=reason)
+    metadata["polarity_settled"] = polarity != "auto" or decided is not None  # else registration may judge it
     exposed = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask))
     if working_shape is not None:
         rows_out, cols_out = (int(n) for n in working_shape)

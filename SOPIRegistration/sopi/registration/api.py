@@ -40,6 +40,7 @@ class RegistrationResult:
     converged: bool
     pivot_world: torch.Tensor
     stages: list[dict] = field(default_factory=list)
+    xray_preparation: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """The ``RESULT.json`` content."""
@@ -53,6 +54,7 @@ class RegistrationResult:
             "converged": self.converged,
             "pivot_world_mm": self.pivot_world.tolist(),
             "stages": self.stages,
+            "xray_preparation": self.xray_preparation,
         }
 
 
@@ -73,6 +75,7 @@ def register(
     step_mm: float = 1.0,
     iteration_scale: float = 1.0,
     pyramid: bool = True,
+    prepare: bool = True,
     progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> RegistrationResult:
@@ -95,6 +98,9 @@ def register(
         seed: seeds every random choice (CMA-ES samples).
         iteration_scale: multiplies every optimisation stage's iteration budget.
         pyramid: False runs every optimisation stage at the method's finest detector level.
+        prepare: mask what the CT cannot explain (outside the field, saturated pixels, metal;
+            :func:`sopi.xray_prep.prepare_xray`) and decide an ``"auto"`` polarity the file's
+            tags left open by comparing with a DRR; False uses every pixel as read.
         progress: called with ``(fraction, message)`` between iterations.
         cancel: polled between iterations; returning True raises :class:`sopi.errors.Cancelled`.
     """
@@ -138,9 +144,16 @@ def register(
     check_pose_in_front(initial_pose, ct_volume.center_world, geometry.sdd_mm, "initial_pose")
     if spine is None:
         pivot = default_pivot(initial_pose, geometry)
+    attenuation = rendering_volume(ct_volume, "hu")
+    preparation: dict = {}
+    weight = None
+    if prepare:
+        from .preparation import prepare_fixed
+
+        fixed, weight, preparation = prepare_fixed(fixed, attenuation, initial_pose, resolve_device(device))
     problem = PoseProblem(
-        rendering_volume(ct_volume, "hu"), fixed.image, geometry, initial_pose.to(torch.float64), pivot,
-        mask=spine, device=resolve_device(device), step_mm=step_mm,
+        attenuation, fixed.image, geometry, initial_pose.to(torch.float64), pivot,
+        mask=spine, device=resolve_device(device), step_mm=step_mm, xray_weight=weight,
     )
     theta = torch.zeros(6, dtype=torch.float64)
     records, iterations, converged, similarity = [], 0, True, float("nan")
@@ -173,6 +186,7 @@ def register(
         converged=converged,
         pivot_world=pivot,
         stages=records,
+        xray_preparation=preparation,
     )
 
 

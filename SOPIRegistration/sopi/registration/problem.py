@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from ..drr import Projector
 from ..errors import InputError
@@ -31,6 +32,7 @@ def default_pivot(initial_pose: torch.Tensor, geometry: CArmGeometry) -> torch.T
 class _Level:
     projector: Projector
     fixed: torch.Tensor  # (rows, cols)
+    weight: torch.Tensor | None  # (rows, cols): the X-ray's weight on this level
 
 
 @dataclass
@@ -45,6 +47,9 @@ class PoseProblem:
         pivot_world: isocentre the rotations turn about (LPS mm).
         step_mm: ray-marching step at full resolution; coarser levels use ``step_mm * factor``
             capped at 3 mm.
+        xray_weight: optional ``(rows, cols)`` weight in [0, 1] of the X-ray's pixels (0 where the
+            CT cannot explain the image: outside the field, saturated, metal; see
+            :func:`sopi.xray_prep.prepare_xray`); it multiplies every similarity's weights.
     """
 
     volume: Volume
@@ -56,6 +61,7 @@ class PoseProblem:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     step_mm: float = 1.0
     mask_dilation_px: int = 5
+    xray_weight: torch.Tensor | None = None
     _levels: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -78,7 +84,10 @@ class PoseProblem:
             step = min(3.0, self.step_mm * factor)
             projector = Projector(self._channels, self.geometry.resized(rows, cols), step_mm=step).to(self.device)
             fixed = resize_image(self.xray.to(torch.float32), (rows, cols)).to(self.device)
-            self._levels[factor] = _Level(projector, fixed)
+            weight = None
+            if self.xray_weight is not None:  # a coarse pixel counts only if all its fine pixels do
+                weight = -F.adaptive_max_pool2d(-self.xray_weight.to(torch.float32)[None, None], (rows, cols))[0, 0].to(self.device)
+            self._levels[factor] = _Level(projector, fixed, weight)
         return self._levels[factor]
 
     def similarity(self, theta: torch.Tensor, factor: int, measure: str) -> torch.Tensor:
@@ -91,6 +100,8 @@ class PoseProblem:
             rendered, projected_mask = rendered[:, 0], rendered[:, 1]
             weights = _dilate((projected_mask > 0).to(rendered.dtype), self.mask_dilation_px)
             weights = torch.where(weights.sum(dim=(-2, -1), keepdim=True) > 0, weights, torch.ones_like(weights))
+        if level.weight is not None:
+            weights = level.weight.expand_as(rendered) if weights is None else weights * level.weight
         fixed = level.fixed.expand_as(rendered)
         return SIMILARITIES[measure](fixed, rendered, weights).to(torch.float64).cpu()
 

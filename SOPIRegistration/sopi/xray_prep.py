@@ -1,0 +1,318 @@
+"""Preparing an intra-operative X-ray for registration: what the CT cannot explain is masked.
+
+:func:`prepare_xray` takes a bone-bright image (``(rows, cols)``, larger = more attenuation)
+and finds the pixels that no DRR of the pre-operative CT can reproduce:
+
+* **outside the field**: pixels outside an image intensifier's circular field or under the
+  collimator blades. Rays are cast from the image centre. Along each ray, the field ends
+  where the image steps up onto a plateau that stays brighter than almost all anatomy
+  (95th percentile of the central disc plus a margin) out to the border. Such a plateau is
+  a blade, which passes 0.5-5 % of the beam. Anatomy edges are much weaker steps, and the
+  body's edge towards air steps down. The same test finds blades and circular fields at
+  any angle, as well as a constant fill outside the field.
+* **saturated**: pixels at the image's minimum or maximum value when many share it
+  (clipped detector values, a constant fill);
+* **metal**: instruments absent from the CT. These are thin bright structures that stand out
+  of a grey-level opening (top-hat) far beyond the image's own texture, and very bright
+  pixels far above the anatomy's range;
+* a DICOM shutter's ``field_mask`` (from the reader) is honoured as it is.
+
+The result is a weight image (1 = use, 0 = ignore), eroded by two pixels so that
+gradient filters never straddle a masked edge. It also holds the image with the masked
+pixels filled from their neighbours (normalised convolution), for the networks' inputs.
+:func:`detect_polarity` decides whether an image shows bone bright or dark by comparing
+its coarse intensity pattern with a DRR.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["PreparedXRay", "apply_reading", "coarse_correlation", "detect_polarity", "fill_masked", "prepare_xray"]
+
+_CENTRAL_RADIUS = 0.3  # central disc (fraction of the smaller image side) that sets the anatomy's range
+_PLATEAU_FRACTION = 0.9  # share of samples beyond a field edge that must stay on the plateau
+_RAYS = 360
+_WORKING_PX = 256  # larger images are analysed binned to about this size, their masks upsampled
+_TOPHAT_RADIUS = 0.035  # of the image width: wider than K-wires and screws, narrower than vertebrae
+_METAL_ROBUST_Z = 8.0  # top-hat outliers, in robust standard deviations of the top-hat
+_METAL_RANGE_FRACTION = 0.15  # ... and at least this share of the anatomy's 2-98 % range
+
+
+@dataclass
+class PreparedXRay:
+    """The outcome of :func:`prepare_xray` (all ``(rows, cols)``)."""
+
+    image: torch.Tensor  # bone bright, masked pixels filled from their neighbours
+    weight: torch.Tensor  # float32 in {0, 1}: 1 where the similarity may look
+    outside_field: torch.Tensor  # bool
+    saturated: torch.Tensor  # bool
+    metal: torch.Tensor  # bool
+
+    def summary(self) -> dict:
+        """Fractions of the detector in each mask (for the result JSON)."""
+        total = self.weight.numel()
+        return {
+            "used_fraction": round(float(self.weight.sum()) / total, 4),
+            "outside_field_fraction": round(float(self.outside_field.sum()) / total, 4),
+            "saturated_fraction": round(float(self.saturated.sum()) / total, 4),
+            "metal_fraction": round(float(self.metal.sum()) / total, 4),
+        }
+
+
+def prepare_xray(
+    image: torch.Tensor,
+    field_mask: torch.Tensor | None = None,
+    *,
+    detect_field: bool = True,
+    detect_metal: bool = True,
+    erode_px: int = 2,
+) -> PreparedXRay:
+    """Masks and weight of a bone-bright ``(rows, cols)`` X-ray (see the module docstring).
+
+    Args:
+        image: the X-ray, bone bright (as :func:`sopi.io.read_xray` returns it).
+        field_mask: optional bool ``(rows, cols)``, True where the detector was exposed
+            (a DICOM shutter); combined with the detected field.
+        detect_field, detect_metal: switch the detections off (for ablations).
+        erode_px: the weight is eroded by this many pixels.
+    """
+    values = image.detach().to(torch.float32).cpu()
+    rows, cols = values.shape
+    scale = max(1, math.ceil(max(rows, cols) / _WORKING_PX))
+    small = values if scale == 1 else F.avg_pool2d(values[None, None], scale, ceil_mode=True)[0, 0]
+    saturated = _saturated(values)
+    outside = torch.zeros_like(saturated)
+    if field_mask is not None:
+        outside |= ~field_mask.to(torch.bool).cpu()
+    known = outside | saturated
+    if detect_field:
+        outside |= _full_size(_outside_field(small, _any_in_block(known, scale)), (rows, cols))
+    invalid = outside | saturated
+    metal = torch.zeros_like(invalid)
+    if detect_metal:
+        metal = _full_size(_metal(small, _any_in_block(invalid, scale)), (rows, cols)) & ~invalid
+    usable = ~(invalid | metal)
+    if float(usable.sum()) < 0.05 * usable.numel():  # nothing sensible left: keep every pixel
+        usable = torch.ones_like(usable)
+    weight = _erode(usable.to(torch.float32), erode_px)
+    filled = fill_masked(values, usable).to(torch.float32)
+    return PreparedXRay(filled, weight, outside, saturated, metal)
+
+
+def fill_masked(image: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
+    """``image`` with pixels where ``usable`` is False replaced by a smooth fill from usable neighbours.
+
+    Normalised convolution on a pyramid: a hole near usable pixels takes their local
+    weighted mean; a larger hole takes the (recursively filled) coarser level's value.
+    """
+    values = image.to(torch.float32)
+    keep = usable.to(torch.bool)
+    if bool(keep.all()) or not bool(keep.any()):
+        return values.clone()
+    return torch.where(keep, values, _fill_level(values, keep.to(torch.float32)))
+
+
+def _fill_level(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """A smooth estimate everywhere, from the ``keep``-weighted ``values`` (coarse-to-fine)."""
+    numerator, denominator = _blur(values * keep, 1.5), _blur(keep, 1.5)
+    local = numerator / denominator.clamp(min=1e-12)
+    if min(values.shape) <= 4:
+        fallback = (values * keep).sum() / keep.sum().clamp(min=1e-12)
+        return torch.where(denominator > 0.05, local, fallback)
+    pooled_keep = F.avg_pool2d(keep[None, None], 2, ceil_mode=True)[0, 0]
+    pooled = F.avg_pool2d((values * keep)[None, None], 2, ceil_mode=True)[0, 0] / pooled_keep.clamp(min=1e-12)
+    coarse = _fill_level(pooled, (pooled_keep > 0).to(torch.float32))
+    upsampled = F.interpolate(coarse[None, None], size=values.shape, mode="bilinear", align_corners=False)[0, 0]
+    blend = (denominator / 0.3).clamp(0, 1)  # local estimate where enough usable pixels are near
+    return blend * local + (1 - blend) * upsampled
+
+
+def coarse_correlation(image: torch.Tensor, reference: torch.Tensor, weight: torch.Tensor | None = None) -> float:
+    """Weighted correlation of two images low-passed at 1/12 of their width (their coarse pattern)."""
+    values = image.detach().to(torch.float32).cpu()
+    weights = torch.ones_like(values) if weight is None else weight.to(torch.float32).cpu()
+    sigma = max(values.shape) / 12
+    return _weighted_correlation(_blur(values, sigma), _blur(reference.detach().to(torch.float32).cpu(), sigma), weights)
+
+
+def detect_polarity(image: torch.Tensor, drr: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[str, dict[str, float]]:
+    """Which reading of ``image`` matches a DRR: ``(best, {reading: correlation})``.
+
+    Readings: ``"bone-bright"`` (as it is), ``"bone-dark"`` (``max - image``) and, for a
+    positive image, ``"intensity"`` (``-log(image / max)``). Each is compared with ``drr``
+    by :func:`coarse_correlation`: at that scale the body's thickness dominates, so small
+    misalignments do not matter.
+    """
+    values = image.detach().to(torch.float32).cpu()
+    candidates = {"bone-bright": values, "bone-dark": values.max() - values}
+    if float(values.min()) > 0:
+        candidates["intensity"] = -torch.log(values / values.max())
+    scores = {name: coarse_correlation(candidate, drr, weight) for name, candidate in candidates.items()}
+    return max(scores, key=scores.get), scores
+
+
+def apply_reading(image: torch.Tensor, reading: str) -> torch.Tensor:
+    """``image`` re-read as :func:`detect_polarity` names it (bone bright afterwards)."""
+    values = image.to(torch.float32)
+    if reading == "bone-dark":
+        return values.max() - values
+    if reading == "intensity":
+        return -torch.log(values.clamp(min=1e-6 * float(values.max())) / values.max())
+    return values
+
+
+# --------------------------------------------------------------------------- detections
+
+
+def _saturated(values: torch.Tensor) -> torch.Tensor:
+    """Pixels at the image's extreme values when at least 0.2 % of the image shares them."""
+    result = torch.zeros_like(values, dtype=torch.bool)
+    span = float(values.max() - values.min())
+    if span <= 0:
+        return result
+    for extreme in (float(values.min()), float(values.max())):
+        at = (values - extreme).abs() <= 1e-6 * span
+        if float(at.sum()) >= 0.002 * values.numel():
+            result |= at
+    return _dilate(result, 1)
+
+
+def _outside_field(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Pixels beyond a field edge found along rays from the image centre (module docstring)."""
+    rows, cols = values.shape
+    smooth = _blur(values, 1.0)
+    row, col = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32), indexing="ij")
+    cy, cx = (rows - 1) / 2, (cols - 1) / 2
+    radius = torch.sqrt((row - cy).square() + (col - cx).square())
+    central = (radius <= _CENTRAL_RADIUS * min(rows, cols)) & ~known
+    if int(central.sum()) < 20:
+        return known.clone()
+    anatomy = smooth[central]
+    low, high = (float(v) for v in torch.quantile(anatomy, torch.tensor([0.05, 0.95], dtype=torch.float32)))
+    level = high + 0.25 * (high - low)  # blades sit above almost all anatomy
+    # Sample every ray from the centre to the border at one-pixel steps.
+    reach = int(math.ceil(math.hypot(rows, cols) / 2)) + 1
+    angles = torch.arange(_RAYS, dtype=torch.float32) * (2 * math.pi / _RAYS)
+    steps = torch.arange(reach, dtype=torch.float32)
+    xs = cx + steps[None] * torch.cos(angles)[:, None]
+    ys = cy + steps[None] * torch.sin(angles)[:, None]
+    on_image = ((xs >= -0.5) & (xs <= cols - 0.5) & (ys >= -0.5) & (ys <= rows - 0.5)).cumprod(dim=1).to(torch.bool)
+    grid = torch.stack([(2 * xs + 1) / cols - 1, (2 * ys + 1) / rows - 1], dim=-1)[None]
+    profile = F.grid_sample(smooth[None, None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, 0]
+    flagged = F.grid_sample(known[None, None].to(torch.float32), grid, mode="nearest", padding_mode="border", align_corners=False)[0, 0] > 0.5
+    high_or_known = (profile > level) | flagged
+    high_or_known &= on_image
+    counted = on_image.to(torch.float32)
+    # from each sample to the border: how many samples, and how many of them are on the plateau
+    remaining = counted.flip(1).cumsum(1).flip(1)
+    remaining_high = high_or_known.to(torch.float32).flip(1).cumsum(1).flip(1)
+    plateau = high_or_known & (remaining >= 3) & (remaining_high >= _PLATEAU_FRACTION * remaining)
+    first = torch.where(plateau.any(dim=1), plateau.to(torch.int64).argmax(dim=1), torch.full((_RAYS,), reach))
+    edges = first.to(torch.float32)
+    edges = _median_filter_circular(edges, 5)
+    pixel_angle = torch.atan2(row - cy, col - cx) % (2 * math.pi)
+    position = pixel_angle / (2 * math.pi / _RAYS)
+    lower = position.floor().long() % _RAYS
+    upper = (lower + 1) % _RAYS
+    fraction = position - position.floor()
+    edge_at_pixel = edges[lower] * (1 - fraction) + edges[upper] * fraction
+    outside = radius >= edge_at_pixel - 1.0
+    return (outside & (edge_at_pixel < reach - 1)) | known
+
+
+def _metal(values: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:
+    """Thin bright structures far above the image's texture (top-hat outliers), and extreme brights."""
+    rows, cols = values.shape
+    valid = ~invalid
+    if int(valid.sum()) < 100:
+        return torch.zeros_like(invalid)
+    filled = fill_masked(values, valid)
+    radius = max(2, round(_TOPHAT_RADIUS * max(rows, cols)))
+    opened = _max_pool(-_max_pool(-filled, radius), radius)  # grey opening with a (2r+1)^2 square
+    tophat = (filled - opened) * valid
+    sample = tophat[valid]
+    median = float(sample.median())
+    spread = 1.4826 * float((sample - median).abs().median()) + 1e-12
+    anatomy = values[valid]
+    low, high = (float(v) for v in torch.quantile(anatomy[:: max(1, anatomy.numel() // 200000)], torch.tensor([0.02, 0.98], dtype=torch.float32)))
+    # Far above the texture (noise) and a clear part of the anatomy's range (thin bone stays).
+    threshold = max(_METAL_ROBUST_Z * spread, _METAL_RANGE_FRACTION * (high - low))
+    metal = (tophat - median > threshold) & valid
+    metal |= (values > high + 0.5 * (high - low)) & valid
+    metal = _remove_small(metal, 4)
+    return _dilate(metal, 2) & valid
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _any_in_block(mask: torch.Tensor, scale: int) -> torch.Tensor:
+    if scale == 1:
+        return mask
+    return F.max_pool2d(mask[None, None].to(torch.float32), scale, ceil_mode=True)[0, 0] > 0.5
+
+
+def _full_size(mask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    if tuple(mask.shape) == tuple(shape):
+        return mask
+    return F.interpolate(mask[None, None].to(torch.float32), size=shape, mode="nearest")[0, 0] > 0.5
+
+
+def _blur(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    radius = min(max(1, math.ceil(3 * sigma_px)), min(image.shape) - 1)
+    offsets = torch.arange(-radius, radius + 1, dtype=image.dtype)
+    kernel = torch.exp(-offsets.square() / (2 * sigma_px**2))
+    kernel = kernel / kernel.sum()
+    padded = F.pad(image[None, None], (radius, radius, radius, radius), mode="replicate")
+    return F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))[0, 0]
+
+
+def _max_pool(image: torch.Tensor, radius: int) -> torch.Tensor:
+    padded = F.pad(image[None, None], (radius,) * 4, mode="replicate")
+    return F.max_pool2d(padded, 2 * radius + 1, stride=1)[0, 0]
+
+
+def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    if radius <= 0:
+        return mask
+    return F.max_pool2d(mask[None, None].to(torch.float32), 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0.5
+
+
+def _erode(weight: torch.Tensor, radius: int) -> torch.Tensor:
+    if radius <= 0:
+        return weight
+    padded = F.pad(weight[None, None], (radius,) * 4, mode="replicate")
+    return -F.max_pool2d(-padded, 2 * radius + 1, stride=1)[0, 0]
+
+
+def _median_filter_circular(values: torch.Tensor, width: int) -> torch.Tensor:
+    half = width // 2
+    padded = torch.cat([values[-half:], values, values[:half]])
+    return padded.unfold(0, width, 1).median(dim=1).values
+
+
+def _remove_small(mask: torch.Tensor, min_pixels: int) -> torch.Tensor:
+    """Drop connected components (8-neighbourhood) smaller than ``min_pixels``."""
+    if not bool(mask.any()):
+        return mask
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask.numpy(), structure=[[1, 1, 1], [1, 1, 1], [1, 1, 1]])
+    sizes = torch.bincount(torch.from_numpy(labels).flatten(), minlength=count + 1)
+    keep = sizes >= min_pixels
+    keep[0] = False
+    return keep[torch.from_numpy(labels).long()]
+
+
+def _weighted_correlation(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> float:
+    total = float(weights.sum()) + 1e-12
+    mean_a, mean_b = float((weights * a).sum()) / total, float((weights * b).sum()) / total
+    centred_a, centred_b = a - mean_a, b - mean_b
+    covariance = float((weights * centred_a * centred_b).sum())
+    variance = float((weights * centred_a.square()).sum()) * float((weights * centred_b.square()).sum())
+    return covariance / math.sqrt(variance + 1e-30)

@@ -1,0 +1,147 @@
+"""X-ray preparation: field, saturation and metal masks on synthetic images with known answers;
+polarity both ways; the fill; the weight in the registration objective."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sopi.geometry import CArmGeometry, nominal_view
+from sopi.registration.problem import PoseProblem
+from sopi.volume import Volume
+from sopi.xray_prep import apply_reading, detect_polarity, fill_masked, prepare_xray
+
+SIZE = 128
+
+
+def _anatomy(seed: int = 0) -> torch.Tensor:
+    """A body-like bone-bright image: a thick centre, a bright column, soft blobs and mild noise."""
+    generator = torch.Generator().manual_seed(seed)
+    row, col = torch.meshgrid(torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32), indexing="ij")
+    centre = (SIZE - 1) / 2
+    body = 2.0 * torch.exp(-((col - centre) / (0.45 * SIZE)).square())
+    column = 0.6 * torch.exp(-((col - centre) / 7.0).square()) * (1 + 0.3 * torch.sin(row / 6.0))
+    blobs = sum(
+        0.3 * torch.exp(-((row - float(y)).square() + (col - float(x)).square()) / 60.0)
+        for y, x in torch.randint(10, SIZE - 10, (12, 2), generator=generator)
+    )
+    return body + column + blobs + 0.02 * torch.randn(SIZE, SIZE, generator=generator)
+
+
+def _blades_and_circle() -> tuple[torch.Tensor, torch.Tensor]:
+    """The anatomy with a left blade (+3, leakage) and a constant fill outside a circle; the truth mask."""
+    image = _anatomy()
+    row, col = torch.meshgrid(torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32), indexing="ij")
+    blade = col < 22
+    image = torch.where(blade, image + 3.0, image)
+    inside = (row - 63.5).square() + (col - 63.5).square() <= 58.0**2
+    image = torch.where(inside, image, torch.full_like(image, float(image.min())))
+    return image, blade | ~inside
+
+
+def test_field_of_view_blade_and_circle_are_found():
+    image, outside_truth = _blades_and_circle()
+    prepared = prepare_xray(image, detect_metal=False)
+    masked = prepared.outside_field | prepared.saturated
+    assert float((outside_truth & ~masked).sum()) / float(outside_truth.sum()) < 0.01  # almost none leaks
+    kept = float((~outside_truth & ~masked).sum()) / float((~outside_truth).sum())
+    assert kept > 0.93  # and the field is kept (one to two pixels of margin at its edge)
+    assert float(prepared.weight[outside_truth].max()) == 0.0
+
+
+def test_no_field_edge_means_no_field_mask():
+    prepared = prepare_xray(_anatomy(1))
+    assert float(prepared.outside_field.sum()) == 0.0
+    assert float(prepared.weight.mean()) > 0.95
+
+
+def test_a_dicom_shutter_is_honoured():
+    image = _anatomy(2)
+    shutter = torch.ones(SIZE, SIZE, dtype=torch.bool)
+    shutter[:, 100:] = False
+    prepared = prepare_xray(image, shutter, detect_field=False, detect_metal=False)
+    assert bool(prepared.outside_field[:, 100:].all()) and not bool(prepared.outside_field[:, :100].any())
+    assert float(prepared.weight[:, 98:].max()) == 0.0  # eroded by two pixels
+
+
+def test_saturated_pixels_are_masked():
+    image = _anatomy(3)
+    clip = float(torch.quantile(image.flatten(), 0.95))
+    clipped = image.clamp(max=clip)
+    prepared = prepare_xray(clipped, detect_field=False, detect_metal=False)
+    truth = image >= clip
+    assert bool(prepared.saturated[truth].all())
+    assert float(prepared.saturated[~truth].float().mean()) < 0.05  # only a one-pixel rim around them
+    assert float(prepare_xray(image, detect_field=False, detect_metal=False).saturated.sum()) == 0.0
+
+
+def test_a_k_wire_and_a_screw_are_masked_and_bone_is_kept():
+    image = _anatomy(4)
+    row, col = torch.meshgrid(torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32), indexing="ij")
+    distance = ((col - 30) * math.sin(0.6) - (row - 20) * math.cos(0.6)).abs()  # a line through (30, 20)
+    wire = (distance <= 1.2) & (row > 15) & (row < 110)
+    screw = (row - 90).abs().le(3) & (col - 80).abs().le(12)
+    metal_truth = wire | screw
+    with_metal = image + 1.2 * wire + 0.9 * screw
+    prepared = prepare_xray(with_metal, detect_field=False)
+    assert float(prepared.metal[metal_truth].float().mean()) > 0.95
+    assert float(prepared.weight[metal_truth].max()) == 0.0
+    far = ~torch.nn.functional.max_pool2d(metal_truth[None, None].float(), 11, 1, 5)[0, 0].bool()
+    assert float(prepared.metal[far].float().mean()) < 0.01  # the bright column and blobs are not metal
+    assert float(prepare_xray(image, detect_field=False).metal.float().mean()) < 0.01
+
+
+def test_polarity_is_detected_both_ways():
+    drr = _anatomy(5)
+    for reading, image in (
+        ("bone-bright", 3.0 * drr + 10.0),
+        ("bone-dark", 4000.0 - 900.0 * drr),
+        ("intensity", 1000.0 * torch.exp(-drr)),
+    ):
+        shifted = torch.roll(image, shifts=(6, -5), dims=(0, 1))  # start pose a little off
+        found, scores = detect_polarity(shifted, drr)
+        assert found == reading, scores
+        assert scores[found] > 0.8
+        restored = apply_reading(image, found)
+        assert float(torch.corrcoef(torch.stack([restored.flatten(), drr.flatten()]))[0, 1]) > 0.99
+
+
+def test_fill_continues_a_ramp_and_keeps_usable_pixels():
+    row, col = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    ramp = 0.05 * col + 0.02 * row
+    usable = torch.ones(64, 64, dtype=torch.bool)
+    usable[20:40, 25:35] = False
+    filled = fill_masked(ramp, usable)
+    assert torch.equal(filled[usable], ramp[usable])
+    assert float((filled - ramp)[~usable].abs().max()) < 0.15  # the ramp rises 0.5 across the hole
+    hole_centre = filled[29:31, 29:31].mean()
+    assert float(hole_centre) == pytest.approx(float(ramp[29:31, 29:31].mean()), abs=0.03)
+
+
+def test_weight_removes_an_artefact_from_the_objective():
+    data = torch.zeros(24, 24, 24)
+    data[6:18, 9:15, 8:16] = 0.05
+    data[8:16, 11:13, 10:14] = 0.2
+    volume = Volume(data, torch.diag(torch.tensor([4.0, 4.0, 4.0, 1.0], dtype=torch.float64)))
+    geometry = CArmGeometry(1000.0, 40, 40, (4.0, 4.0), source_to_isocenter_mm=650.0)
+    pose = nominal_view("ap", volume.center_world, 650.0).camera_from_world
+    from sopi.drr import Projector
+
+    clean = Projector(volume, geometry)(pose).detach()
+    artefact = clean.clone()
+    artefact[2:12, 25:36] += 5.0  # something the CT cannot explain
+    weight = torch.ones(40, 40)
+    weight[0:14, 23:38] = 0.0  # the artefact and a two-pixel margin
+    theta = torch.tensor([[0.0, 0, 0, 0, 0, 0], [3.0, -2.0, 1.0, 4.0, -3.0, 8.0]], dtype=torch.float64)
+    pivot = volume.center_world
+
+    def scores(image, xray_weight):
+        problem = PoseProblem(volume, image, geometry, pose, pivot, xray_weight=xray_weight)
+        return problem.similarity(theta, 1, "gc")
+
+    with_weight = scores(artefact, weight)
+    assert torch.allclose(with_weight, scores(clean, weight), atol=1e-6)  # the artefact is invisible
+    assert not torch.allclose(scores(artefact, None), scores(clean, None), atol=1e-3)  # it is seen without
+    assert float(with_weight[0]) > float(with_weight[1])  # and the true pose still scores best
