@@ -201,7 +201,8 @@ def _offsets(shape: Sequence[int], axis: Array, spacing: Sequence[float]) -> tup
 def _noise_hu(work: Array) -> float:
     """Robust noise level (HU) of soft tissue: MAD of neighbouring-voxel differences along
     the columns where both voxels lie within 150 HU of water."""
-    a, b = work[:, :, 1:], work[:, :, :-1]
+    step = max(1, work.shape[0] // 24)  # two dozen slices are plenty
+    a, b = work[::step, :, 1:], work[::step, :, :-1]
     soft = (np.abs(a) < 150.0) & (np.abs(b) < 150.0)
     if soft.sum() < 1000:
         return 0.0
@@ -265,13 +266,19 @@ def _canal_candidates(bone: Array, body: Array, work: Array, spacing: Array) -> 
         if body[k].sum() * pixel < 1000.0 or not bone[k].any():
             continue
         outline = _outline_visible(body[k])
-        if outline:
+        r_lo, c_lo, r_hi, c_hi = 0, 0, bone.shape[1], bone.shape[2]
+        if outline:  # only where a canal may lie, with room for the symmetry test
             body_rows, body_cols = np.nonzero(body[k])
             top, bottom, middle = body_rows.min(), body_rows.max(), body_cols.mean()
+            margin_r, margin_c = (_SYMMETRY_MM + 5.0) / spacing[1], (50.0 + _SYMMETRY_MM + 5.0) / spacing[2]
+            r_lo, r_hi = max(0, int(top + 0.4 * (bottom - top) - margin_r)), int(bottom) + 2
+            c_lo, c_hi = max(0, int(middle - margin_c)), int(middle + margin_c) + 2
+        slab, hu = bone[k, r_lo:r_hi, c_lo:c_hi], work[k, r_lo:r_hi, c_lo:c_hi]
+        if not slab.any():
+            continue
+        closed = ndi.binary_closing(slab, _disk(2.0, spacing[1:])) | slab
         for radius in _CANAL_CLOSE_MM:  # a wider closing bridges gaps in a thin or noisy ring
-            closed = ndi.binary_closing(bone[k], _disk(2.0, spacing[1:])) | bone[k]
             inside = _enclosed(closed, _disk(radius, spacing[1:])) if radius > 2.0 else ndi.binary_fill_holes(closed) & ~closed
-            filled = closed | inside
             holes, n = ndi.label(inside)
             if n == 0:
                 continue
@@ -280,8 +287,8 @@ def _canal_candidates(bone: Array, body: Array, work: Array, spacing: Array) -> 
             ok = (area >= _CANAL_AREA_MM2[0]) & (area <= _CANAL_AREA_MM2[1])
             if not ok.any():
                 continue
-            ok &= np.asarray(ndi.mean(work[k], holes, index)) < _CANAL_MAX_HU
-            solid = closed | (filled & (work[k] > _FILL_MIN_HU))
+            ok &= np.asarray(ndi.mean(hu, holes, index)) < _CANAL_MAX_HU
+            solid = closed | (inside & (hu > _FILL_MIN_HU))
             boxes = ndi.find_objects(holes)
             before = len(found)
             for h in np.flatnonzero(ok):
@@ -291,7 +298,7 @@ def _canal_candidates(bone: Array, body: Array, work: Array, spacing: Array) -> 
                     continue
                 rr, cc = np.nonzero(holes[rows, cols] == h + 1)
                 r0, c0 = rr.mean() + rows.start, cc.mean() + cols.start
-                if outline and (r0 < top + 0.4 * (bottom - top) or abs(c0 - middle) * spacing[2] > 50.0):
+                if outline and (r0 + r_lo < top + 0.4 * (bottom - top) or abs(c0 + c_lo - middle) * spacing[2] > 50.0):
                     continue
                 ci = int(round(c0))
                 front = solid[: rows.start, max(0, ci - strip) : ci + strip + 1].any(axis=1)[::-1]
@@ -299,7 +306,7 @@ def _canal_candidates(bone: Array, body: Array, work: Array, spacing: Array) -> 
                 if run * spacing[1] >= _CANAL_BODY_MM:
                     symmetry = _mirror_overlap(closed, r0, c0, spacing[1:])
                     if symmetry >= _MIN_SYMMETRY:
-                        found.append((k, r0, c0, symmetry))
+                        found.append((k, r0 + r_lo, c0 + c_lo, symmetry))
             if len(found) > before:
                 break
     return np.array(found, dtype=float).reshape(-1, 4)
@@ -396,19 +403,23 @@ def _vertebral_body_interior(bone: Array, hu: Array, dy: Array, dx: Array, spaci
     The ring is closed wider there, taken with the pedicles and a wall across the front of
     the canal (so the marrow cannot leak into it through a thin posterior wall), and its
     holes are filled unless they are fat (mean <= ``_BODY_FILL_MIN_HU``)."""
-    zone = (dy > -_ROI_ANTERIOR_MM) & (np.abs(dx) < _BODY_HALF_WIDTH_MM)
-    ring = bone & zone & (dy < _CANAL_RADIUS_MM)
-    if not ring.any():
-        return ring
+    out = np.zeros_like(bone)
+    zone = (dy > -_ROI_ANTERIOR_MM) & (np.abs(dx) < _BODY_HALF_WIDTH_MM) & (dy < _CANAL_RADIUS_MM)
+    if not (bone & zone).any():
+        return out
+    rows, cols = (np.flatnonzero(zone.any(axis=a)) for a in (1, 0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    bone, hu, dy, dx, zone = bone[box], hu[box], dy[box], dx[box], zone[box]
     wall, behind = _canal_front(bone, dy, dx, spacing)
-    inner, n = ndi.label(_enclosed(ring | wall, close) & zone & (dy < -_CANAL_RADIUS_MM) & ~behind)
+    inner, n = ndi.label(_enclosed((bone & zone) | wall, close) & zone & (dy < -_CANAL_RADIUS_MM) & ~behind)
     if n == 0:
-        return inner > 0
+        return out
     mean = np.asarray(ndi.mean(hu, inner, np.arange(1, n + 1)))
     # the marrow reaches the back of the body, just in front of the canal (a gap between
     # the body and a contrast-filled aorta lies at its front)
     back = np.bincount(inner[(dy > -_BODY_BACK_MM) & (np.abs(dx) < 10.0)], minlength=n + 1)[1:] > 0
-    return np.concatenate([[False], (mean > _BODY_FILL_MIN_HU) & back])[inner]
+    out[box] = np.concatenate([[False], (mean > _BODY_FILL_MIN_HU) & back])[inner]
+    return out
 
 
 def _fill_slices(bone: Array, hu: Array, spacing: Array, canal: Array) -> Array:
