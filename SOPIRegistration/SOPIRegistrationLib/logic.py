@@ -291,7 +291,8 @@ class RegistrationLogic:
                   "fine": fine_model or (defaults["fine"] if "fine" in needed else None)}
         auto_mask = prepared.mask is None and bool(needed)
         folder = write_inputs(self.temporary_root, prepared.ct, prepared.mask, prepared.xray, prepared.initial_pose)
-        arguments = ["register", "--ct", "ct.mha", "--xray", "xray.mha", "--geometry", "geometry.json", "--method", method,
+        # the X-ray file holds bone bright (the module's polarity applied): settled, not for the engine to judge
+        arguments = ["register", "--ct", "ct.mha", "--xray", "xray.mha", "--polarity", "bone-bright", "--geometry", "geometry.json", "--method", method,
                      "--device", device, "--seed", str(int(seed)), "--iteration-scale", repr(float(iteration_scale)),
                      "--out", "result.json"]
         arguments += ["--init", "init.json"] if prepared.initial_pose is not None else []
