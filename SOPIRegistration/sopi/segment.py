@@ -337,17 +337,23 @@ def _chain(points: Array, spacing: Array) -> Array:
 
 
 def _track(ks: Array, values: Array, count: int, spacing: Array) -> Array:
-    """(K, 2) (row, column) given at slices ``ks``, interpolated; the ends are extrapolated
-    along the slope of the last 20 mm, at most 1 mm per mm."""
+    """(K, 2) (row, column) given at slices ``ks``, interpolated. Beyond the ends the track
+    follows a straight line fitted (least squares) to the points within 30 mm of the end
+    when they span at least 15 mm along z (slope at most 0.5 mm per mm), else stays level:
+    a slope from two close, jittery canal centres would send it astray."""
     order = np.argsort(ks)
     ks, values = ks[order], values[order]
     track = np.stack([np.interp(np.arange(count), ks, values[:, j]) for j in range(2)], axis=1)
-    first, last = int(ks[0]), int(ks[-1])
-    span, limit = max(1, int(round(20.0 / spacing[0]))), spacing[0] / spacing[1:]
-    for end, other, tail in ((first, min(last, first + span), np.arange(0, first)), (last, max(first, last - span), np.arange(last + 1, count))):
-        if len(tail) and other != end:
-            slope = np.clip((track[other] - track[end]) / (other - end), -limit, limit)
-            track[tail] = track[end] + (tail[:, None] - end) * slope
+    limit = 0.5 * spacing[0] / spacing[1:]
+    reach = 30.0 / spacing[0]
+    for end, tail in ((ks[0], np.arange(0, int(ks[0]))), (ks[-1], np.arange(int(ks[-1]) + 1, count))):
+        if len(tail) == 0:
+            continue
+        near = np.abs(ks - end) <= reach
+        slope = np.zeros(2)
+        if np.ptp(ks[near]) * spacing[0] >= 15.0:
+            slope = np.clip(np.polyfit(ks[near] - end, values[near], 1)[0], -limit, limit)
+        track[tail] = track[int(end)] + (tail[:, None] - end) * slope
     return track
 
 
