@@ -21,8 +21,11 @@ from sopi.segment import (
 )
 from sopi.volume import Volume
 
-# measured 0.813 (benchmarks/segment_dice.py, docs/segmentation.md); margin for platform noise
-DICE_128ISO_MIN = 0.78
+# measured with benchmarks/segment_dice.py (docs/segmentation.md); margins for platform noise
+DICE_128ISO_MIN = 0.82  # measured 0.848 (0.813 before the canal chain, body filling, aorta split and edge step)
+DICE_SAMPLE_MIN = 0.86  # measured 0.894
+DICE_TPTBOX_MIN = 0.83  # measured 0.864 (0.604 before: no body outline, noisy, its canal was not found)
+DICE_VERSE_PHANTOM_MIN = 0.90  # measured 0.937
 
 
 def _affine(spacing: tuple[float, float, float], origin: tuple[float, float, float], degrees: float = 0.0) -> torch.Tensor:
@@ -256,7 +259,7 @@ def test_real_ct_dice_against_vertebra_labels(ct_128) -> None:
     # deterministic, and the mask centroid lies near the labelled column's
     assert torch.equal(segment_spine(ct).data, mask.data)
     distance = torch.linalg.norm(mask_centroid_world(mask) - mask_centroid_world(reference))
-    assert float(distance) < 15.0  # measured 10.7 mm, mostly along z (extra bone at the C-spine end)
+    assert float(distance) < 12.0  # measured 6.8 mm (10.7 before), mostly along z (extra bone at the C-spine end)
 
 
 def test_real_ct_orientation_does_not_matter(ct_128) -> None:
@@ -272,3 +275,52 @@ def test_real_ct_orientation_does_not_matter(ct_128) -> None:
     swap[0, 2] = swap[1, 1] = swap[2, 0] = swap[3, 3] = 1.0  # index (i, j, k) <- (k, j, i)
     permuted = Volume(ct.data.permute(2, 1, 0).contiguous(), ct.world_from_index @ swap)
     assert torch.equal(segment_spine(permuted).data.permute(2, 1, 0), reference)
+
+
+# --------------------------------------------------------------------------- other labelled CTs
+
+
+def test_sample_ct_dice() -> None:
+    """The bundled sample CT (1.5 mm, L3 .. T8, contrast-filled aorta against the bodies)."""
+    from sopi.sample_data import load_sample
+
+    ct, vertebrae = load_sample()
+    mask = segment_spine(ct)
+    score = dice(mask, spine_from_labels(vertebrae))
+    assert score >= DICE_SAMPLE_MIN, f"Dice {score:.3f}"
+
+
+def test_cropped_noisy_lumbar_ct_dice(shared_data) -> None:
+    """The TPTBox crop: 11 x 7 x 11 cm inside the body (no air, no body outline), noise about
+    60 HU, fatty marrow as dark as muscle, axes permuted and flipped; VerSe labels L2-L4."""
+    folder = shared_data / "tptbox_lumbar_crop"
+    ct = Volume.from_sitk(sitk.ReadImage(str(folder / "sub-ct_label-22_ct.nii.gz")))
+    labels = Volume.from_sitk(sitk.ReadImage(str(folder / "sub-ct_seg-vert_label-22_msk.nii.gz")))
+    mask = segment_spine(ct)
+    score = dice(mask, spine_from_labels(labels, [21, 22, 23]))
+    assert score >= DICE_TPTBOX_MIN, f"Dice {score:.3f}"
+
+
+def test_phantom_from_verse_labels_dice(shared_data) -> None:
+    """Real vertebra shapes the method was not tuned on (VerSe sub-verse004, T9-L5, sagittal
+    1 x 1 x 2 mm grid, strong lordosis): each vertebra a 700 HU shell around 150 HU marrow in
+    40 HU soft tissue filling the field of view, blurred, with noise."""
+    from scipy import ndimage as ndi
+
+    labels_image = sitk.ReadImage(str(shared_data / "verse_sub-verse004" / "sub-verse004_seg-vert_msk.nii.gz"))
+    labels = sitk.GetArrayFromImage(labels_image).astype(np.int16)
+    spacing = np.array(labels_image.GetSpacing())[::-1]
+    ct = np.full(labels.shape, 40.0, np.float32)
+    for label, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        box = tuple(slice(max(0, b.start - 1), b.stop + 1) for b in box)
+        inside = labels[box] == label
+        ct[box][inside] = 700.0
+        ct[box][(ndi.distance_transform_edt(inside, sampling=spacing) > 1.5) & inside] = 150.0
+    ct = ndi.gaussian_filter(ct, 0.8 / spacing) + np.random.default_rng(4).normal(0.0, 15.0, ct.shape).astype(np.float32)
+    image = sitk.GetImageFromArray(ct)
+    image.CopyInformation(labels_image)
+    mask = segment_spine(Volume.from_sitk(image))
+    score = dice(mask.data.numpy(), labels > 0)
+    assert score >= DICE_VERSE_PHANTOM_MIN, f"Dice {score:.3f}"
