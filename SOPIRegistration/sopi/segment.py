@@ -608,7 +608,7 @@ def _half_maximum_edge(selected: Array, hu: Array) -> Array:
     fixed threshold puts the edge of a blurred cortex outside the bone (more so on coarse
     grids); half maximum puts it where the bone's edge is, thin processes included (their
     maximum is dimmed too)."""
-    inner = ndi.binary_erosion(selected)
+    inner = ndi.binary_erosion(selected, border_value=1)  # the edge of the field of view is no surface
     surface = selected & ~inner
     around = ndi.binary_dilation(selected, iterations=2) & ~selected
     if not around.any() or not inner.any():
@@ -620,7 +620,7 @@ def _half_maximum_edge(selected: Array, hu: Array) -> Array:
 
 def _upsample(selected: Array, shape: Sequence[int], factors: Sequence[int], flip: Sequence[bool], offset: Sequence[int]) -> Array:
     """Step 8: working mask (at ``offset`` in the working grid) onto the full canonical grid."""
-    smooth = ndi.gaussian_filter(selected.astype(np.float32), _UPSAMPLE_SIGMA, mode="constant")
+    smooth = ndi.gaussian_filter(selected.astype(np.float32), _UPSAMPLE_SIGMA, mode="nearest")  # a mask cut by the field of view stays cut, not thinned
     out = np.zeros(tuple(shape), np.uint8)
     support = np.nonzero(smooth > 1e-3)
     if len(support[0]) == 0:
