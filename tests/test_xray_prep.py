@@ -145,3 +145,43 @@ def test_weight_removes_an_artefact_from_the_objective():
     assert torch.allclose(with_weight, scores(clean, weight), atol=1e-6)  # the artefact is invisible
     assert not torch.allclose(scores(artefact, None), scores(clean, None), atol=1e-3)  # it is seen without
     assert float(with_weight[0]) > float(with_weight[1])  # and the true pose still scores best
+
+
+def test_scatter_readout_of_a_flat_image_is_an_offset_and_zero_is_identity():
+    from sopi.registration.problem import with_scatter
+
+    flat = torch.full((2, 32, 40), 1.7)
+    assert torch.allclose(with_scatter(flat, 0.8, 6.0), flat - math.log(1.8), atol=1e-5)  # -log(P (1 + SPR))
+    image = _anatomy(6)[None]
+    assert torch.allclose(with_scatter(image, 1e-9, 6.0), image, atol=1e-6)
+    compressed = with_scatter(image, 1.0, 10.0)
+    assert float(compressed.std()) < 0.95 * float(image.std())  # scatter lowers contrast
+
+
+def test_scatter_level_is_recovered_from_an_image_that_has_it():
+    from sopi.drr import Projector
+    from sopi.registration.problem import with_scatter
+
+    data = torch.zeros(24, 24, 24)
+    data[2:22, 4:20, 3:21] = 0.02
+    data[6:18, 9:15, 8:16] = 0.06
+    volume = Volume(data, torch.diag(torch.tensor([4.0, 4.0, 4.0, 1.0], dtype=torch.float64)))
+    geometry = CArmGeometry(1000.0, 40, 40, (4.0, 4.0), source_to_isocenter_mm=650.0)
+    pose = nominal_view("ap", volume.center_world, 650.0).camera_from_world
+    clean = Projector(volume, geometry)(pose).detach()
+    for level in (0.0, 1.0):
+        fixed = with_scatter(clean[None], level, 40.0 / 4.0)[0] if level else clean
+        problem = PoseProblem(volume, fixed, geometry, pose, volume.center_world)
+        assert problem.estimate_scatter(torch.zeros(6, dtype=torch.float64), 1, "gc") == level
+
+
+def test_local_gradient_correlation_ignores_a_smooth_contrast_gain():
+    from sopi.similarity import gradient_correlation, local_gradient_correlation
+
+    moving = _anatomy(7)[None]
+    row = torch.arange(SIZE, dtype=torch.float32)[:, None]
+    gain = 0.4 + 1.2 * row / (SIZE - 1)  # contrast 4x higher at the bottom than at the top
+    fixed = moving * gain
+    local = float(local_gradient_correlation(fixed, moving))
+    assert local > 0.93 and local > float(gradient_correlation(fixed, moving)) + 0.02
+    assert float(local_gradient_correlation(moving, moving)) == pytest.approx(1.0, abs=1e-5)

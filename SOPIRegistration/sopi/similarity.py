@@ -21,6 +21,7 @@ __all__ = [
     "gradient_ncc",
     "image_gradients",
     "laplacian_of_gaussian",
+    "local_gradient_correlation",
     "multiscale_ncc",
     "ncc",
     "nccl",
@@ -191,6 +192,42 @@ def gradient_ncc(
     return torch.stack([patch_ncc(f, m, mask, patch_px) for f, m in pairs]).mean(0)
 
 
+def local_gradient_correlation(
+    fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = None, window_px: float = 4.0
+) -> torch.Tensor:
+    """Gradient correlation of contrast-normalised images: each image's Sobel gradients divided
+    by their local RMS magnitude (Gaussian window of ``window_px``) before the weighted NCC.
+
+    A smooth, spatially varying contrast gain of either image (scatter, beam hardening,
+    heel effect, vendor look-up tables) cancels, where plain gradient correlation lets the
+    high-contrast regions dominate.
+    """
+    fixed, moving, mask = _batched(fixed, moving, mask)
+    weights = _weights(fixed, mask)
+    score = 0.0
+    normalised = [_contrast_normalised_gradients(image, window_px) for image in (fixed, moving)]
+    for fixed_d, moving_d in zip(*normalised):
+        score = score + _weighted_ncc(fixed_d, moving_d, weights)
+    return score / 2
+
+
+def _contrast_normalised_gradients(image: torch.Tensor, window_px: float) -> tuple[torch.Tensor, torch.Tensor]:
+    gradient_x, gradient_y = image_gradients(image)
+    energy = _gaussian(gradient_x.square() + gradient_y.square(), window_px)
+    scale = torch.sqrt(energy + 1e-6 * energy.mean(dim=(-2, -1), keepdim=True) + _TINY)
+    return gradient_x / scale, gradient_y / scale
+
+
+def _gaussian(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, H, W)`` images (replicate padding)."""
+    radius = max(1, math.ceil(3 * sigma_px))
+    offsets = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    gauss = torch.exp(-offsets.square() / (2 * sigma_px**2))
+    gauss = gauss / gauss.sum()
+    padded = F.pad(image[:, None], (radius, radius, radius, radius), mode="replicate")
+    return F.conv2d(F.conv2d(padded, gauss.view(1, 1, 1, -1)), gauss.view(1, 1, -1, 1))[:, 0]
+
+
 #: Similarities by name (larger is better).
 SIMILARITIES = {
     "ncc": ncc,
@@ -201,4 +238,5 @@ SIMILARITIES = {
     "patch-ncc": patch_ncc,
     "multiscale-ncc": multiscale_ncc,
     "gradient-ncc": gradient_ncc,
+    "local-gc": local_gradient_correlation,
 }

@@ -91,7 +91,10 @@ def prepare_xray(
         outside |= ~field_mask.to(torch.bool).cpu()
     known = outside | saturated
     if detect_field:
-        outside |= _full_size(_outside_field(small, _any_in_block(known, scale)), (rows, cols))
+        known_small = _any_in_block(known, scale)
+        found = _outside_field(small, known_small)
+        found |= _blade_edges(small, found)
+        outside |= _full_size(found, (rows, cols))
     invalid = outside | saturated
     metal = torch.zeros_like(invalid)
     if detect_metal:
@@ -223,6 +226,75 @@ def _outside_field(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     edge_at_pixel = edges[lower] * (1 - fraction) + edges[upper] * fraction
     outside = radius >= edge_at_pixel - 1.0
     return (outside & (edge_at_pixel < reach - 1)) | known
+
+
+def _blade_edges(values: torch.Tensor, known: torch.Tensor, max_lines: int = 8) -> torch.Tensor:
+    """The far side of straight field edges: collimator blades whose plateau scatter has dimmed.
+
+    Edge pixels (the strongest 3 % of gradients) whose brighter side faces away from the
+    image centre vote for lines (normal angle in 2 degree bins, distance from the centre in
+    pixels). A line with support along at least 30 % of the image side is a blade when the
+    band just beyond it is brighter than the band just inside by a quarter of the central
+    anatomy's 5-95 % range, and 80 % of the usable pixels beyond it stay that bright: a
+    plateau out to the border (a K-wire or a bone edge returns to darker anatomy).
+    """
+    rows, cols = values.shape
+    smooth = _blur(values, 1.5)
+    gradient_col, gradient_row = _sobel(smooth)
+    magnitude = torch.sqrt(gradient_col.square() + gradient_row.square())
+    row, col = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32), indexing="ij")
+    x, y = col - (cols - 1) / 2, row - (rows - 1) / 2
+    usable = ~_dilate(known, 2)
+    if int(usable.sum()) < 100:
+        return torch.zeros_like(known)
+    threshold = float(torch.quantile(magnitude[usable][:: max(1, int(usable.sum()) // 100000)], 0.97))
+    outward = (gradient_col * x + gradient_row * y) > 0
+    edge = usable & outward & (magnitude > threshold)
+    if int(edge.sum()) < 10:
+        return torch.zeros_like(known)
+    angle = torch.atan2(gradient_row[edge], gradient_col[edge]) % (2 * math.pi)
+    bins = 180
+    angle_bin = (angle / (2 * math.pi / bins)).long() % bins
+    rho = (x[edge] * torch.cos(angle) + y[edge] * torch.sin(angle)).round().long()
+    reach = int(math.ceil(math.hypot(rows, cols) / 2)) + 1
+    votes = torch.zeros(bins, reach + 1)
+    inside = (rho >= 0) & (rho <= reach)
+    votes.index_put_((angle_bin[inside], rho[inside]), torch.ones(int(inside.sum())), accumulate=True)
+    central = (x.square() + y.square()).sqrt() <= _CENTRAL_RADIUS * min(rows, cols)
+    anatomy = smooth[central & usable]
+    if anatomy.numel() < 20:
+        return torch.zeros_like(known)
+    low, high = (float(v) for v in torch.quantile(anatomy, torch.tensor([0.05, 0.95])))
+    step = 0.25 * (high - low)
+    result = torch.zeros_like(known)
+    support = 0.3 * min(rows, cols)
+    smoothed_votes = votes + votes.roll(1, 0) + votes.roll(-1, 0)  # an edge's angle wobbles by a bin
+    for _ in range(max_lines):
+        best = int(smoothed_votes.argmax())
+        angle_index, distance = divmod(best, reach + 1)
+        if float(smoothed_votes[angle_index, distance]) < support:
+            break
+        smoothed_votes[[(angle_index + k) % bins for k in range(-3, 4)], max(0, distance - 4) : distance + 5] = 0
+        phi = (angle_index + 0.5) * (2 * math.pi / bins)
+        signed = x * math.cos(phi) + y * math.sin(phi) - distance
+        beyond, near_in, near_out = signed > 1.5, (signed < -2) & (signed > -9), (signed > 2) & (signed < 9)
+        if not bool((near_in & usable).any()) or not bool((near_out & usable).any()):
+            continue
+        inner = float(smooth[near_in & usable].median())
+        if float(smooth[near_out & usable].median()) - inner < step:
+            continue
+        far = beyond & usable
+        if int(far.sum()) == 0 or float((smooth[far] > inner + 0.5 * step).float().mean()) < 0.8:
+            continue
+        result |= signed > -1.0
+    return result
+
+
+def _sobel(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    kernel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=image.dtype) / 8
+    padded = F.pad(image[None, None], (1, 1, 1, 1), mode="replicate")
+    gradients = F.conv2d(padded, torch.stack([kernel, kernel.T])[:, None])
+    return gradients[0, 0], gradients[0, 1]
 
 
 def _metal(values: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:

@@ -157,6 +157,7 @@ def register(
     )
     theta = torch.zeros(6, dtype=torch.float64)
     records, iterations, converged, similarity = [], 0, True, float("nan")
+    scatter_checked = False
     for index, stage in enumerate(stages):
         monitor = Monitor(progress, cancel, index / len(stages), (index + 1) / len(stages), stage.label)
         stage_started = time.perf_counter()
@@ -165,6 +166,10 @@ def register(
         elif isinstance(stage, FineStage):
             outcome = _fine_stage(problem, networks["fine"], stage, spine, fixed, theta, monitor)
         else:
+            if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter
+                factor = stage.level_factor(max(geometry.rows, geometry.cols))
+                preparation["scatter_to_primary_estimate"] = problem.estimate_scatter(theta, factor, stage.measure)
+                scatter_checked = True
             outcome = _run_stage(problem, stage, theta, seed + index, monitor)
         theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged
         similarity = -outcome.loss
