@@ -5,32 +5,46 @@ download. It works on the CT turned to (superior, posterior, left) array axes an
 block-averaged to about 1.5 mm; accuracy and timing: ``docs/segmentation.md``.
 
 1. Body: HU > -400, opened 3 mm per slice, largest 3D component, holes filled per
-   slice. Anything outside it (the CT table, cushions, separate arms) is ignored.
+   slice. Anything outside it (the CT table, cushions, separate arms) is ignored. A
+   noisy CT (soft-tissue noise above 20 HU) is first smoothed down to about 20 HU.
 2. Bone: HU > 0.7 ``bone_threshold_hu`` inside the body (block averaging dims the
    thin cortex).
-3. Spine axis: per slice, the largest dark (HU < 60) hole of the closed bone mask
-   (60-900 mm2) in the posterior half of the body within 40 mm of its midline is a
-   spinal-canal candidate; candidates more than 8 mm off a line through their
-   neighbours (30 mm along z) are dropped; the rest are interpolated, extrapolated
-   and smoothed. Fallback: bone centroid near the posterior midline.
+3. Spine axis (:mod:`sopi.segment_axis`): per slice, spinal-canal candidates are dark
+   (HU < 60) holes of the bone mask (closed 2 mm; 4 mm where that finds none), of
+   60-900 mm2, not elongated, with a vertebral body in front (bone at least 12 mm deep
+   along the midline) and left-right symmetric bone around them; the body's outline,
+   where the field of view shows it, only narrows the search. The best chain along z
+   (one candidate per slice, continuity 4 mm + 0.6 mm per mm, weighted by symmetry) is
+   interpolated, continued level or along a fitted line, and smoothed. No chain: an
+   ``InputError`` (no vertebral column), never a guess.
 4. Column region per slice: 40 mm to each side of the canal centre (32 mm where
    lungs flank the spine, i.e. where ribs are), 50 mm anterior, 75 mm posterior.
 5. Filling, per axial slice: the bone mask closed by 3 mm (at least 2 voxels), plus
    its holes with mean HU > 60 (cancellous bone, often below the threshold). The
    canal's hole is not filled; when it merged with a vertebral body, only its parts
-   brighter than 60 HU and more than 6 mm from the canal centre are.
+   brighter than 60 HU and more than 6 mm from the canal centre are. In front of the
+   canal, the vertebral body's ring (bone, else HU > 100 for a thin blurred cortex)
+   is closed through gaps up to 12 mm and sealed by the canal's front wall; its
+   interior is filled when it reaches the back of the body and is not fat (> 0 HU):
+   a fatty, osteoporotic marrow is as dark as muscle.
 6. Separation: "cores" (filled bone deeper than 3 mm, or 2.2 voxels) are labelled in
    3D in a region 20 mm wider than the column region. Cores within 20 mm of the
    canal centre, or lying 90 % inside the region, are vertebrae; the others (aorta
    and other contrast-filled vessels, ribs, scapulae, sternum) compete: every bone
    voxel goes to its nearest core, and vertebral voxels connected to a vertebral
-   core are kept.
-7. Discs: the mean HU along the column (positions on the local axis direction, so
-   tilted discs are followed) through the vertebral-body centres shows dark body
-   interiors between bright end plates; a dip between two end plates is a disc and
-   the bone more than 10 mm anterior of the canal centre at that level is dropped.
-8. Output: the working mask is smoothed (sigma 0.7 voxel), interpolated linearly on
-   the CT grid and thresholded at 0.55.
+   core are kept. The deep parts (> 6 mm) of a vertebral core centred more than
+   40 mm in front of the canal (an aorta pressed against a body) are split off first.
+7. Discs (:mod:`sopi.segment_discs`): the mean HU along the column (positions on the
+   local axis direction, so tilted discs are followed) through the vertebral-body
+   centres; a dip between two end plates that lie between dark interiors is a disc,
+   and so is a stretch between end-plate peaks clearly shorter than both neighbouring
+   stretches (body, disc, body: thick lumbar discs, cropped fields of view). The bone
+   more than 10 mm anterior of the canal centre at a disc is dropped.
+8. Edge and output: a surface voxel is kept only when brighter than the soft tissue
+   around the mask plus 0.3 x (the brightest mask voxel next to it - that level), so
+   a blurred cortex's halo is not bone; the edge of the field of view is no surface.
+   The working mask is smoothed (sigma 0.7 voxel), interpolated linearly on the CT
+   grid and thresholded at 0.55.
 
 Included: vertebral bodies with their cancellous interior, pedicles, laminae,
 spinous, articular and transverse processes, the sacrum when in the field of view,
@@ -41,7 +55,9 @@ pelvis beyond 40 mm of the midline, the CT table, contrast-filled vessels that o
 touch the column, everything outside the body. Bright tissue inside the column
 region and fused to a vertebra (osteophytes, small contrast-filled vessels beside the
 cervical spine, a calcified aortic wall pressed to a body) can be included. The CT
-must be in HU and hold the trunk.
+must be in HU and hold part of the vertebral column (it may be cropped inside the body).
+A CT with no spinal canal (a limb, a head without the neck, a phantom) gets an
+``InputError``.
 """
 
 from __future__ import annotations
@@ -353,8 +369,9 @@ def segment_spine(
         uint8 0/1 mask with ``ct``'s ``world_from_index``.
 
     Raises:
-        InputError: not a 3D scalar CT, non-finite values, only air, no bone in the
-            body, or no vertebral column found.
+        InputError: not a 3D scalar CT, non-finite values, too small, only air, no
+            bone in the body, mostly bone (not HU), or no vertebral column found (no
+            spinal canal with a vertebral body in front of it: a CT without a spine).
     """
     if not isinstance(ct, Volume):
         raise InputError(f"segment_spine: expected a Volume, got {type(ct).__name__}")
