@@ -32,11 +32,15 @@ from .segment_grid import (
 def _endplate_discs(profile: Array) -> Array:
     """Discs found from the end plates (1 mm bins of the column profile): the bright end
     plates are peaks, and the stretches between them alternate vertebral body, disc,
-    body... A stretch clearly shorter than a neighbouring one (< 0.75 x), at most
-    ``_MAX_GAP_MM``, with a dip of ``_DISC_DIP_HU`` below both of its plates is a disc: its
-    part below the level halfway between the dip and the lower plate. This finds thick
-    lumbar discs that are no darker than a fatty marrow (where the dip test between dark
-    interiors cannot), and needs no dark interior on both sides (a cropped field of view)."""
+    body... A stretch is a disc when it is clearly shorter than each neighbouring stretch
+    (< ``_DISC_STRETCH_RATIO`` x), at most ``_MAX_GAP_MM`` long, dips ``_DISC_DIP_HU`` below
+    both of its plates, and its floor is no darker than the neighbouring stretches' floors
+    (this detector is for discs no darker than the marrow -- thick lumbar discs beside a
+    fatty marrow, where the dip test between dark interiors cannot work; a darker disc is
+    the dip test's, and a stretch darker than its neighbours is a body interior whose end
+    plates were missed). The disc is the stretch's part below halfway between its floor and
+    its lower plate, at most 40 % of the stretch around the floor. Needs no dark interior on
+    both sides (a cropped field of view)."""
     disc = np.zeros(len(profile), bool)
     if len(profile) < 8:
         return disc
@@ -46,13 +50,16 @@ def _endplate_discs(profile: Array) -> Array:
     if len(peaks) < 2:
         return disc
     lengths = np.diff(peaks) * _PROFILE_BIN_MM
+    floors = [float(smooth[a : b + 1].min()) for a, b in zip(peaks[:-1], peaks[1:])]
     for i, length in enumerate(lengths):
-        neighbours = [lengths[j] for j in (i - 1, i + 1) if 0 <= j < len(lengths)]
-        if length > _MAX_GAP_MM or not neighbours or length >= _DISC_STRETCH_RATIO * min(neighbours):
+        near = [j for j in (i - 1, i + 1) if 0 <= j < len(lengths)]
+        if length > _MAX_GAP_MM or not near or length >= _DISC_STRETCH_RATIO * min(lengths[j] for j in near):
             continue
         a, b = peaks[i], peaks[i + 1]
         stretch = smooth[a : b + 1]
-        floor = float(stretch.min())
+        floor = floors[i]
+        if floor < max(floors[j] for j in near):
+            continue
         plate = min(float(smooth[a]), float(smooth[b]))
         if plate - floor < _DISC_DIP_HU:
             continue
