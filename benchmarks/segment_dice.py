@@ -14,6 +14,14 @@ Reference: the vertebra labels of each CT (union of the vertebra ids). Cases (``
   L5, sagittal 1 x 1 x 2 mm grid, strong lordosis): soft tissue 40 HU everywhere, each
   vertebra a 700 HU shell 1.5 mm thick around a ``--verse-marrow-hu`` interior, blurred
   (sigma 0.8 mm) plus noise (15 HU). Real vertebra shapes, not a real CT;
+* ``ts-example`` and ``ts-dicom`` (only with ``--totalseg DIR``, ``DIR`` = the
+  ``tests/reference_files`` folder of a TotalSegmentator checkout,
+  github.com/wasserth/TotalSegmentator, Apache-2.0): two real CTs with TotalSegmentator
+  (v2 ids 25-50) reference segmentations -- ``example_ct_sm.nii.gz`` (abdomen, 3 mm,
+  T11-L2) with ``example_seg.nii.gz``, and the ``example_ct_dicom`` series (the same one
+  as ``../shared/data/totalseg_ct_dicom``; T11-T12, 20 slices of 2 mm) with
+  ``example_seg_dicom.nii.gz`` (resampled, nearest, onto the series' grid; its direction
+  differs). Not used for tuning;
 * perturbations of the labelled CTs (robustness, not new anatomy): ``sample-noise50``
   (Gaussian noise of 50 HU added), ``full-crop`` (a 120 x 120 mm crop of the full CT
   around L1-T12: no air, no body outline), ``sample-rot15`` (the sample CT and labels
@@ -23,6 +31,7 @@ Usage::
 
     .venv/bin/python benchmarks/segment_dice.py [--cases full,128iso,...] [--repeat 3] [--json out.json]
         [--segment-module path/to/segment.py]   # e.g. an older version, for before/after tables
+        [--totalseg TotalSegmentator/tests/reference_files]   # two more real CTs, held out
 
 Prints a Markdown table (Dice, recall, precision, volumes, seconds) and per-vertebra
 recall. Timings: median of ``--repeat`` runs (2 at most for the 300-slice case), wall
@@ -54,7 +63,8 @@ SHARED = REPO.parent / "shared" / "data"
 SAMPLE = REPO / "SOPIRegistration" / "Resources" / "SampleData"
 TOTALSEG_VERTEBRAE = tuple(range(25, 51))  # TotalSegmentator v1: sacrum .. C1
 VERSE_VERTEBRAE = tuple(range(1, 29))  # VerSe: 1-7 C, 8-19 T, 20-25 L, 28 T13
-ALL_CASES = ("full", "128iso", "512x512x300", "sample", "tptbox", "verse004", "sample-noise50", "full-crop", "sample-rot15")
+ALL_CASES = ("full", "128iso", "512x512x300", "sample", "tptbox", "verse004", "sample-noise50", "full-crop", "sample-rot15", "ts-example", "ts-dicom")
+TOTALSEG: Path | None = None  # tests/reference_files of a TotalSegmentator checkout (--totalseg)
 DEFAULT_CASES = ("full", "128iso", "512x512x300", "sample", "tptbox", "verse004", "sample-noise50", "full-crop", "sample-rot15")
 
 
@@ -141,6 +151,16 @@ def load_case(name: str, marrow_hu: float) -> tuple[sitk.Image, sitk.Image, tupl
     if name == "sample-rot15":
         ct, labels, ids = load_case("sample", marrow_hu)
         return rotated(ct, 15.0, sitk.sitkLinear, -1024.0), rotated(labels, 15.0, sitk.sitkNearestNeighbor, 0), ids
+    if name in ("ts-example", "ts-dicom"):
+        if TOTALSEG is None:
+            raise SystemExit(f"case {name} needs --totalseg DIR (tests/reference_files of a TotalSegmentator checkout)")
+        if name == "ts-example":
+            return read(TOTALSEG / "example_ct_sm.nii.gz", sitk.sitkFloat32), read(TOTALSEG / "example_seg.nii.gz"), TOTALSEG_VERTEBRAE
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(TOTALSEG / "example_ct_dicom")))
+        ct = sitk.Cast(reader.Execute(), sitk.sitkFloat32)
+        labels = sitk.Resample(read(TOTALSEG / "example_seg_dicom.nii.gz"), ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        return ct, labels, TOTALSEG_VERTEBRAE
     raise SystemExit(f"unknown case {name!r}; known: {', '.join(ALL_CASES)}")
 
 
@@ -204,8 +224,13 @@ def main() -> None:
     parser.add_argument("--verse-marrow-hu", type=float, default=150.0, help="marrow HU of the verse004 phantom")
     parser.add_argument("--segment-module", type=Path, help="a segment.py to load segment_spine from instead of sopi.segment "
                         "(its relative imports must be made absolute)")
+    parser.add_argument("--totalseg", type=Path, help="tests/reference_files of a TotalSegmentator checkout: adds ts-example, ts-dicom")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    global TOTALSEG
+    TOTALSEG = args.totalseg
+    if args.totalseg is not None and args.cases == ",".join(DEFAULT_CASES):
+        args.cases += ",ts-example,ts-dicom"
     segment = segment_function(args.segment_module)
     results = []
     for name in [c.strip() for c in args.cases.split(",") if c.strip()]:
