@@ -122,12 +122,24 @@ def test_augmentation_is_seeded_and_exact_when_switched_off():
     assert torch.equal(first, second) and not torch.equal(first, other)
     # only bone contrast, with a fixed gain: soft + 1.5 bone, standardised
     plain = AugmentSettings(bone_gain=(0.5, 0.5), photons=(1e12, 1e12), blur_px=(0.0, 0.0), gamma=(1.0, 1.0),
-                            collimation_p=0.0, erase_p=0.0, invert_p=0.0)
+                            collimation_p=0.0, erase_p=0.0, invert_p=0.0, scatter_p=0.0, instruments_p=0.0, field_p=0.0, box_p=0.0)
     expected = standardize_xray(channels[:, 0] + 1.5 * channels[:, 1])
     assert torch.allclose(augment_xrays(channels, torch.Generator().manual_seed(0), plain), expected, atol=1e-3)
     assert torch.allclose(augment_xrays(channels, torch.Generator(), AugmentSettings(enabled=False)), standardize_xray(channels.sum(1)))
     inverted = AugmentSettings(**{**plain.__dict__, "invert_p": 1.0})
     assert torch.allclose(augment_xrays(channels, torch.Generator().manual_seed(0), inverted), -expected, atol=1e-3)
+    # scatter alone is the registration's scatter read-out of the same line integrals
+    from sopi.registration.problem import with_scatter
+
+    scattered = AugmentSettings(**{**plain.__dict__, "scatter_p": 1.0, "scatter_to_primary": (1.0, 1.0), "scatter_sigma": (0.25, 0.25)})
+    thick = 2.0 * channels + 1.0  # line integrals of a body: primary plus scatter stays below the open beam
+    expected_scatter = standardize_xray(with_scatter(thick[:, 0] + 1.5 * thick[:, 1], 1.0, 4.0))
+    assert torch.allclose(augment_xrays(thick, torch.Generator().manual_seed(0), scattered), expected_scatter, atol=1e-3)
+    # instruments only add attenuation (bright lines), nowhere remove it
+    tools = AugmentSettings(**{**plain.__dict__, "instruments_p": 1.0})
+    with_tools = augment_xrays(channels * 0 + 1.0, torch.Generator().manual_seed(1), tools)
+    for image in with_tools:  # a flat image: the median is the background
+        assert float(image.max()) > float(image.median()) + 1.0 and float((image - image.median()).min()) > -1e-4
 
 
 def test_case_lists_from_csv_and_folders(tmp_path):
@@ -305,14 +317,23 @@ def test_register_rtpi_returns_the_network_pose_about_the_spine(tmp_path):
     ct, spine, view, xray = _simulated_xray(torch.tensor([5.0, -3.0, 2.0, 4.0, -6.0, 10.0], dtype=torch.float64))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a binned detector of the same C-arm is not a mismatch
-        result = register(ct, xray, initial_pose=view.camera_from_world, mask=spine, method="rtpi", model=path)
-    # the same pose computed by hand from the documented inputs
+        result = register(ct, xray, initial_pose=view.camera_from_world, mask=spine, method="rtpi", model=path, prepare=False)
+    assert result.xray_preparation == {}
+    # the same pose computed by hand from the documented inputs (the X-ray as read)
     cube = ct_cube(rendering_volume(ct, "hu"), view, TINY.ct_size, TINY.ct_side_mm, mask=spine)
     image = standardize_xray(resize_image(xray.image, (32, 32)))
     expected = network(cube[None], image[None, None])[0].double()
     assert torch.allclose(result.params, expected, atol=1e-5)
     assert torch.allclose(result.camera_from_world, view.pose(expected), atol=1e-6)
     assert result.stages[0]["stage"] == "rtpi"
+    # prepared (the default): the network sees the prepared image
+    from sopi.registration.preparation import prepare_fixed
+
+    prepared, _, record = prepare_fixed(xray, rendering_volume(ct, "hu"), view.camera_from_world, torch.device("cpu"))
+    default = register(ct, xray, initial_pose=view.camera_from_world, mask=spine, method="rtpi", model=path)
+    expected_prepared = network(cube[None], standardize_xray(resize_image(prepared.image, (32, 32)))[None, None])[0].double()
+    assert torch.allclose(default.params, expected_prepared, atol=1e-5)
+    assert default.xray_preparation["used_fraction"] == record["used_fraction"]
 
 
 def test_a_different_c_arm_is_flagged(tmp_path):
