@@ -14,7 +14,13 @@ from typing import Annotated, Optional
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLLinearTransformNode, vtkMRMLMarkupsLineNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import (
+    vtkMRMLLabelMapVolumeNode,
+    vtkMRMLLinearTransformNode,
+    vtkMRMLMarkupsLineNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+)
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
@@ -40,7 +46,7 @@ POLARITY_CHOICES = ["bone-bright", "bone-dark", "intensity"]
 FUSION_CHOICES = ["blend", "checkerboard", "edges"]
 POSE_PARAMETERS = ["poseRx", "poseRy", "poseRz", "poseTx", "poseTy", "poseTz"]
 #: Parameter-node fields no widget shows: nodes the module made for display, kept with the scene.
-INTERNAL_PARAMETERS = ["fusionImage", "carmMarker"]
+INTERNAL_PARAMETERS = ["fusionImage", "carmMarker", "xrayMaskLabel"]
 #: Set to 1 to make the self-test install the dependencies and register on the CPU (minutes).
 FULL_SELF_TEST_VARIABLE = "SOPIREGISTRATION_FULL_SELF_TEST"
 TORCH_REQUIREMENT = ">=2.1"
@@ -135,6 +141,7 @@ class SOPIRegistrationParameterNode:
     foregroundOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     fusionMode: Annotated[str, Choice(FUSION_CHOICES)] = "blend"
     placeCtInCarm: bool = True
+    showXrayMask: bool = False
     poseRx: Annotated[float, WithinRange(-30.0, 30.0)] = 0.0
     poseRy: Annotated[float, WithinRange(-30.0, 30.0)] = 0.0
     poseRz: Annotated[float, WithinRange(-30.0, 30.0)] = 0.0
@@ -150,6 +157,7 @@ class SOPIRegistrationParameterNode:
     # Internal (INTERNAL_PARAMETERS)
     fusionImage: vtkMRMLScalarVolumeNode
     carmMarker: vtkMRMLMarkupsLineNode
+    xrayMaskLabel: vtkMRMLLabelMapVolumeNode
 
 
 #
@@ -272,7 +280,8 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Buttons follow the inputs; the views follow the display settings, once per change."""
         self._checkCanApply()
         node = self._parameterNode
-        shown = (node.xrayVolume, node.outputDrr, node.outputTransform, node.foregroundOpacity, node.fusionMode, node.placeCtInCarm)
+        shown = (node.xrayVolume, node.outputDrr, node.outputTransform, node.foregroundOpacity, node.fusionMode, node.placeCtInCarm,
+                 node.showXrayMask)
         if shown != self._shownDisplay:
             self._shownDisplay = shown
             self._showResults()
@@ -690,7 +699,12 @@ class SOPIRegistrationLogic(ScriptedLoadableModuleLogic):
         display.place_in_carm(parameters.outputTransform, [parameters.ctVolume, parameters.spineSegmentation], parameters.placeCtInCarm)
         geometry, sceneFromCamera = self.lib().registration_geometry(parameters.outputTransform)
         carmNode = display.show_carm(slicer.mrmlScene, sceneFromCamera, geometry.sdd_mm, parameters.carmMarker)
+        maskNode = display.show_xray_mask(
+            slicer.mrmlScene, parameters.xrayVolume, parameters.xrayMaskLabel, parameters.showXrayMask, polarity=parameters.xrayPolarity,
+        )
         with slicer.util.NodeModify(parameters.parameterNode):
+            if maskNode is not None and parameters.xrayMaskLabel is not maskNode:
+                parameters.xrayMaskLabel = maskNode
             if fusionNode is not None and parameters.fusionImage is not fusionNode:
                 parameters.fusionImage = fusionNode
             if parameters.carmMarker is not carmNode:

@@ -16,7 +16,7 @@ def test_success_renames_with_umask_permissions(tmp_path):
         assert temporary.endswith(".nii.gz") and os.path.dirname(temporary) == str(target.parent)
         with open(temporary, "w") as handle:
             handle.write("data")
-    assert target.read_text() == "data"
+    assert target.read_text(encoding="utf-8") == "data"
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
@@ -31,5 +31,5 @@ def test_failure_leaves_no_file_and_keeps_the_old_one(tmp_path):
             with open(temporary, "w") as handle:
                 handle.write("half")
             raise RuntimeError("writer crashed")
-    assert target.read_text() == "old"
+    assert target.read_text(encoding="utf-8") == "old"
     assert list(tmp_path.iterdir()) == [target]

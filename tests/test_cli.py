@@ -59,7 +59,7 @@ def test_simulate_writes_a_consistent_deterministic_case(small_ct, tmp_path):
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     case = tmp_path / "a"
-    gt, init = json.loads((case / "gt.json").read_text()), json.loads((case / "init.json").read_text())
+    gt, init = json.loads((case / "gt.json").read_text(encoding="utf-8")), json.loads((case / "init.json").read_text(encoding="utf-8"))
     nominal = nominal_view("ap", torch.tensor(gt["isocenter_world_mm"], dtype=torch.float64), 650.0)
     assert torch.allclose(load_pose(case / "init.json"), nominal.camera_from_world)
     theta = nominal.params(load_pose(case / "gt.json"))

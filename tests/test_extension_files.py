@@ -16,7 +16,7 @@ def cmake_list(text: str, variable: str) -> list[str]:
 
 
 def test_module_cmake_lists_every_python_file_and_resource():
-    text = (MODULE / "CMakeLists.txt").read_text()
+    text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     scripts = cmake_list(text, "MODULE_PYTHON_SCRIPTS")
     resources = cmake_list(text, "MODULE_PYTHON_RESOURCES")
     python_files = [MODULE / "SOPIRegistration.py", *(MODULE / "SOPIRegistrationLib").rglob("*.py"), *(MODULE / "sopi").rglob("*.py")]
@@ -41,10 +41,10 @@ CATALOG_REQUIRED = {"$schema", "category", "scm_url"}
 def test_extension_description_is_consistent():
     import json
 
-    cmake = (REPO / "CMakeLists.txt").read_text()
+    cmake = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     project = re.search(r"^project\((\w+)\)", cmake, re.M).group(1)
     assert not list(REPO.glob("*.s4ext"))  # superseded by the catalog entry <ExtensionName>.json
-    entry = json.loads((REPO / f"{project}.json").read_text())
+    entry = json.loads((REPO / f"{project}.json").read_text(encoding="utf-8"))
     assert CATALOG_REQUIRED <= set(entry) <= CATALOG_KEYS
     assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.2.json#")
     assert re.search(r'set\(EXTENSION_DEPENDS\s+"?PyTorch"?\)', cmake) and entry["build_dependencies"] == ["PyTorch"]
@@ -54,12 +54,12 @@ def test_extension_description_is_consistent():
     assert "add_subdirectory(SOPIRegistration)" in cmake
     for variable in ("HOMEPAGE", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS"):
         assert re.search(rf"set\(EXTENSION_{variable}\s+\"[^\"]+\"\)", cmake), variable
-    testing = (MODULE / "Testing" / "Python" / "CMakeLists.txt").read_text()
+    testing = (MODULE / "Testing" / "Python" / "CMakeLists.txt").read_text(encoding="utf-8")
     for script in re.findall(r"SCRIPT\s+\$\{CMAKE_CURRENT_SOURCE_DIR\}/(\S+)\)", testing):
         assert (MODULE / "Testing" / "Python" / script).is_file()
 
 
 def test_engine_never_imports_slicer_qt_or_vtk():
     pattern = re.compile(r"^\s*(import|from)\s+(slicer|qt|ctk|vtk)\b", re.M)
-    offenders = [str(path) for path in (MODULE / "sopi").rglob("*.py") if pattern.search(path.read_text())]
+    offenders = [str(path) for path in (MODULE / "sopi").rglob("*.py") if pattern.search(path.read_text(encoding="utf-8"))]
     assert offenders == []

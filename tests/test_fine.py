@@ -163,7 +163,7 @@ def test_double_backward_training_turns_the_learned_gradient_towards_the_geodesi
 def test_fine_training_loop_writes_a_loadable_model(tmp_path):
     train(_tiny_factory(), tmp_path, OptimSettings(steps=3, log_every=1), model_name="fine", device="cpu")
     assert load_model(tmp_path / "fine.pt").kind == "fine"
-    assert (tmp_path / "loss.png").is_file() and "cosine_rotation" in (tmp_path / "log.csv").read_text()
+    assert (tmp_path / "loss.png").is_file() and "cosine_rotation" in (tmp_path / "log.csv").read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- inference and pipelines
@@ -252,7 +252,7 @@ def test_cli_train_fine_and_register_sopi(tmp_path):
         "--batch-size", "2", "--image-size", "32", "--width", "4", "--branch-width", "8", "--embed-channels", "8", "--step-mm", "4",
         "--no-mask", "--device", "cpu", "--quiet",
     ]) == 0
-    recorded = json.loads((out / "fine.json").read_text())
+    recorded = json.loads((out / "fine.json").read_text(encoding="utf-8"))
     assert recorded["kind"] == "fine" and recorded["config"]["masked_loss"] is False
     case = tmp_path / "case"
     assert main(["simulate", str(sample_ct_path()), "--mask", str(sample_vertebrae_path()), "--out", str(case)]) == 0
@@ -264,7 +264,7 @@ def test_cli_train_fine_and_register_sopi(tmp_path):
         "--method", "sopi", "--model", str(sample_rtpi_model_path()), "--fine-model", str(out / "fine.pt"), "--out", str(result),
         "--device", "cpu", "--quiet",
     ]) == 0
-    assert [stage["stage"] for stage in json.loads(result.read_text())["stages"]] == ["rtpi", "fine"]
+    assert [stage["stage"] for stage in json.loads(result.read_text(encoding="utf-8"))["stages"]] == ["rtpi", "fine"]
 
 
 def test_training_settings_round_trip_through_a_model_json():

@@ -151,7 +151,7 @@ def test_geometry_json_round_trip_and_errors(tmp_path):
     path = tmp_path / "geometry.json"
     geometry.save(path)
     assert CArmGeometry.load(path) == geometry
-    assert set(json.loads(path.read_text())) >= {"sdd_mm", "rows", "cols", "pixel_spacing_mm", "principal_point_px"}
+    assert set(json.loads(path.read_text(encoding="utf-8"))) >= {"sdd_mm", "rows", "cols", "pixel_spacing_mm", "principal_point_px"}
     bad = tmp_path / "bad_geometry.json"
     bad.write_text(json.dumps({"sdd_mm": 1000, "rows": 10}))
     with pytest.raises(InputError, match="bad_geometry.json.*cols"):
@@ -168,7 +168,7 @@ def test_pose_json_round_trip_and_errors(tmp_path):
     path = tmp_path / "pose.json"
     save_pose(path, pose, view="lateral")
     assert torch.equal(load_pose(path), pose)
-    assert json.loads(path.read_text())["view"] == "lateral"
+    assert json.loads(path.read_text(encoding="utf-8"))["view"] == "lateral"
     bad = tmp_path / "scaled_pose.json"
     bad.write_text(json.dumps({"matrix": (2 * torch.eye(4)).tolist()}))
     with pytest.raises(InputError, match="scaled_pose.json.*rigid"):

@@ -554,7 +554,7 @@ def test_shipped_sample_xray_is_the_drr_at_its_recorded_pose():
 
     xray = read_xray(sample_data_dir() / "sample_xray.mha")
     pose = load_pose(sample_data_dir() / "sample_xray_truth.json")
-    truth = json.loads((sample_data_dir() / "sample_xray_truth.json").read_text())
+    truth = json.loads((sample_data_dir() / "sample_xray_truth.json").read_text(encoding="utf-8"))
     assert truth["protocol"] == "paper" and truth["view"] == "ap"
     ct, _ = load_sample()
     expected = render_drr(rendering_volume(ct, "hu"), xray.geometry, pose)

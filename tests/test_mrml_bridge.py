@@ -210,3 +210,30 @@ def test_dicom_geometry_settings_fill_the_gui_fields(tmp_path):
     assert dicom_geometry_settings(tmp_path / "dx.dcm") == {"sdd_mm": 1200.0, "source_to_isocenter_mm": 800.0, "pixel_spacing_mm": None}
     write_dx(tmp_path / "square.dcm", imager_spacing=(0.2, 0.2), source_to_patient=None)
     assert dicom_geometry_settings(tmp_path / "square.dcm") == {"sdd_mm": 1200.0, "source_to_isocenter_mm": None, "pixel_spacing_mm": 0.2}
+
+
+def test_xray_mask_overlay_labels_the_ignored_regions_on_the_xray_grid():
+    from SOPIRegistrationLib import display
+
+    scene = slicer.vtkMRMLScene()
+    composite = scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+    composite.SetLayoutName("Red")
+    rows, cols = 64, 80
+    row, col = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    image = 2.0 * np.exp(-(((col - 40) / 30.0) ** 2)) + 0.3 * np.sin(row / 5.0) * np.exp(-(((col - 40) / 8.0) ** 2))
+    image[:, 68:] += 4.0  # a collimator blade on the right
+    image[30:33, 10:50] += 1.5  # a thin bright instrument
+    xray = nodes.image_to_node(image.astype(np.float32), np.diag([0.8, 0.8, 1.0, 1.0]), scene, "xray")
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    xray.SetAndObserveTransformNodeID(transform.GetID())
+    label = display.show_xray_mask(scene, xray)
+    assert label.IsA("vtkMRMLLabelMapVolumeNode") and composite.GetLabelVolumeID() == label.GetID()
+    assert label.GetTransformNodeID() == transform.GetID()  # under the X-ray's parent: it moves with it
+    np.testing.assert_allclose(nodes.own_ras_from_ijk(label), nodes.own_ras_from_ijk(xray))
+    labels = nodes.xray_image_from_node(label)
+    assert labels.shape == (rows, cols)
+    assert (labels[:, 70:] == 1).mean() > 0.95 and (labels[:, 20:60] == 1).mean() < 0.05
+    assert (labels[31, 15:45] == 3).all()
+    assert display.show_xray_mask(scene, xray, label, visible=False) is label and composite.GetLabelVolumeID() is None
+    again = display.show_xray_mask(scene, xray, label)
+    assert again is label and scene.GetNumberOfNodesByClass("vtkMRMLLabelMapVolumeNode") == 1  # reused, not duplicated

@@ -45,10 +45,10 @@ def _wait_gone(pid: int, timeout_s: float = 5.0) -> bool:
 def test_steps_run_in_turn_and_progress_fills_each_share(tmp_path):
     folder = job_folder(tmp_path)
     first = f"print({_progress_line(0.5, 'one half')!r}); print('wrote something'); open('a.txt', 'w').write('A')"
-    second = f"import pathlib; print({_progress_line(1.0, 'two done')!r}); pathlib.Path('b.txt').write_text(pathlib.Path('a.txt').read_text() + 'B')"
+    second = f"import pathlib; print({_progress_line(1.0, 'two done')!r}); pathlib.Path('b.txt').write_text(pathlib.Path('a.txt').read_text(encoding='utf-8') + 'B')"
     seen, done = [], []
     job = ProcessJob([Step(_python(first), 0.25), Step(_python(second), 0.75, str.upper)], folder,
-                     finish=lambda path: (path / "b.txt").read_text(), on_progress=lambda f, m: seen.append((f, m)),
+                     finish=lambda path: (path / "b.txt").read_text(encoding="utf-8"), on_progress=lambda f, m: seen.append((f, m)),
                      on_done=done.append).start()
     assert job.wait(timeout_s=30) == "AB" and done == ["AB"]
     assert seen == [(0.125, "one half"), (1.0, "TWO DONE")]

@@ -95,7 +95,7 @@ def test_register_cli_writes_result_and_fused_picture(sample_case, tmp_path):
         "--iteration-scale", "0.1",
     ])
     assert code == 0
-    result = json.loads(out.read_text())
+    result = json.loads(out.read_text(encoding="utf-8"))
     assert {"matrix", "params", "method", "time_s", "similarity", "iterations", "converged"} <= set(result)
     assert result["method"] == "opt-gc" and len(result["matrix"]) == 4
     assert 0 < result["iterations"] <= 6  # opt-gc runs 60 CMA-ES generations; a tenth of them

@@ -389,7 +389,7 @@ def test_model_that_holds_code_is_refused_in_one_line(files, capsys, tmp_path):
     weights = tmp_path / "evil.pt"
     torch.save({"weight": Payload()}, weights)
     shipped = Path(__file__).resolve().parents[1] / "SOPIRegistration" / "Resources" / "Models" / "rtpi_sample_ct.json"
-    record = json.loads(shipped.read_text())
+    record = json.loads(shipped.read_text(encoding="utf-8"))
     record.update(weights="evil.pt", sha256=hashlib.sha256(weights.read_bytes()).hexdigest())  # a matching record
     (tmp_path / "evil.json").write_text(json.dumps(record))
     args = ["register", "--ct", files["ct.nii.gz"], "--xray", files["xray.mha"], "--mask", files["labels.nii.gz"],

@@ -199,7 +199,7 @@ def test_model_file_round_trip_and_refusals(tmp_path):
     assert loaded.geometry == GEOMETRY and loaded.view == "ap" and loaded.metadata["note"] == "test"
 
     weights, description = model_paths(path)
-    metadata = json.loads(description.read_text())
+    metadata = json.loads(description.read_text(encoding="utf-8"))
     blob = bytearray(weights.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     weights.write_bytes(bytes(blob))
@@ -208,7 +208,7 @@ def test_model_file_round_trip_and_refusals(tmp_path):
 
     # consistent checksum, but a configuration that does not fit the weights
     path = save_model(tmp_path / "other.pt", network, "rtpi", GEOMETRY, "ap")
-    metadata = json.loads(model_paths(path)[1].read_text())
+    metadata = json.loads(model_paths(path)[1].read_text(encoding="utf-8"))
     metadata["config"]["width"] = 6
     model_paths(path)[1].write_text(json.dumps(metadata))
     with pytest.raises(InputError, match="does not match the configuration"):
@@ -239,7 +239,7 @@ def test_a_few_training_steps_reduce_the_loss(tmp_path):
     assert after < 0.8 * before
     for name in ("log.csv", "loss.png", "summary.json", "checkpoint.pt", "tiny.json"):
         assert (tmp_path / name).is_file()
-    metadata = json.loads((tmp_path / "tiny.json").read_text())
+    metadata = json.loads((tmp_path / "tiny.json").read_text(encoding="utf-8"))
     assert metadata["training"]["steps_done"] == 60 and metadata["training"]["data"][0]["voxels_sha256"]
 
 
@@ -281,7 +281,7 @@ def test_two_gloo_processes_keep_identical_replicas(tmp_path, network, sizes):
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert summary["world_size"] == 2 and summary["steps_done"] == 3
     assert len(summary["replica_checksums"]) == 2 and len(set(summary["replica_checksums"])) == 1
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
@@ -376,7 +376,7 @@ def test_cli_train_and_register_with_rtpi(tmp_path, capsys):
         "register", "--ct", str(sample_ct_path()), "--xray", str(case / "xray.mha"), "--mask", str(sample_vertebrae_path()),
         "--method", "rtpi", "--model", str(out / "rtpi.pt"), "--out", str(result), "--device", "cpu", "--quiet",
     ])
-    assert code == 0 and json.loads(result.read_text())["method"] == "rtpi"
+    assert code == 0 and json.loads(result.read_text(encoding="utf-8"))["method"] == "rtpi"
     assert main(["register", "--ct", str(sample_ct_path()), "--xray", str(case / "xray.mha"), "--method", "rtpi", "--out", str(result), "--quiet"]) == 2
 
 

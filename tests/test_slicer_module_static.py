@@ -172,10 +172,10 @@ def test_help_acknowledges_the_paper_and_requirements_skip_bundled_packages():
     source = MODULE_FILE.read_text(encoding="utf-8")
     assert "Embedded Feature Similarity" in source and "Minheng Chen" in source
     assert re.search(r'categories = \[translate\("qSlicerAbstractCoreModule", "Registration"\)\]', source)
-    requirements = [line.split("#")[0].strip() for line in (MODULE_DIR / "Resources" / "requirements.txt").read_text().splitlines()]
+    requirements = [line.split("#")[0].strip() for line in (MODULE_DIR / "Resources" / "requirements.txt").read_text(encoding="utf-8").splitlines()]
     names = {re.split(r"[<>=!~ ]", line)[0].lower() for line in requirements if line}
     assert names and not names & {"vtk", "simpleitk", "numpy", "torch", "slicer-core"}
-    pyproject = (MODULE_DIR.parent / "pyproject.toml").read_text()
+    pyproject = (MODULE_DIR.parent / "pyproject.toml").read_text(encoding="utf-8")
     assert all(f'"{name}' in pyproject.lower() for name in names)
 
 
@@ -234,7 +234,7 @@ def test_finding_7_the_gui_never_waits_for_a_job():
     assert "on_engine_thread" not in source
     lib = MODULE_DIR / "SOPIRegistrationLib"
     assert not (lib / "worker.py").exists()
-    assert not re.search(r"threading|ThreadPoolExecutor", "".join(path.read_text() for path in lib.glob("*.py")))
+    assert not re.search(r"threading|ThreadPoolExecutor", "".join(path.read_text(encoding="utf-8") for path in lib.glob("*.py")))
 
 
 def test_finding_9_display_nodes_are_parameter_node_references():
@@ -261,7 +261,7 @@ def test_finding_3_and_10_dependencies_are_checked_after_installing():
     text = ast.unparse(ensure)
     assert "slicer.pydeps" not in MODULE_FILE.read_text(encoding="utf-8")
     assert "skip_in_testing=False" in text and text.count("self.missingRequirements()") == 2  # before and after
-    engine_test = (MODULE_DIR / "Testing" / "Python" / "SOPIEngineTest.py").read_text()
+    engine_test = (MODULE_DIR / "Testing" / "Python" / "SOPIEngineTest.py").read_text(encoding="utf-8")
     assert not re.search(r"^import torch", engine_test, re.M)
 
 

@@ -185,3 +185,27 @@ def test_local_gradient_correlation_ignores_a_smooth_contrast_gain():
     local = float(local_gradient_correlation(fixed, moving))
     assert local > 0.93 and local > float(gradient_correlation(fixed, moving)) + 0.02
     assert float(local_gradient_correlation(moving, moving)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_unexplained_edges_find_an_instrument_but_not_the_anatomy():
+    from sopi.drr import Projector
+
+    data = torch.zeros(24, 24, 24)
+    data[2:22, 4:20, 3:21] = 0.02
+    data[6:18, 9:15, 8:16] = 0.08
+    volume = Volume(data, torch.diag(torch.tensor([4.0, 4.0, 4.0, 1.0], dtype=torch.float64)))
+    geometry = CArmGeometry(1000.0, 40, 40, (4.0, 4.0), source_to_isocenter_mm=650.0)
+    pose = nominal_view("ap", volume.center_world, 650.0).camera_from_world
+    clean = Projector(volume, geometry)(pose).detach()
+    wire = torch.zeros(40, 40, dtype=torch.bool)
+    wire[8:32, 30] = True
+    fixed = clean + 3.0 * wire
+    problem = PoseProblem(volume, fixed, geometry, pose, volume.center_world)
+    found = problem.unexplained_edges(torch.zeros(6, dtype=torch.float64), 1)
+    near_wire = torch.nn.functional.max_pool2d(wire[None, None].float(), 5, 1, 2)[0, 0].bool()
+    assert float(found[near_wire].float().mean()) > 0.3 and not bool(found[~near_wire].any())
+    assert not bool(PoseProblem(volume, clean, geometry, pose, volume.center_world).unexplained_edges(torch.zeros(6, dtype=torch.float64), 1).any())
+    before = problem.similarity(torch.zeros(1, 6, dtype=torch.float64), 1, "gc")
+    problem.restrict_weight(~near_wire)
+    after = problem.similarity(torch.zeros(1, 6, dtype=torch.float64), 1, "gc")
+    assert float(after) > float(before)  # without the wire, the true pose matches better

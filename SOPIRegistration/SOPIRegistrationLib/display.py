@@ -13,7 +13,7 @@ from sopi.io_xray import resize_image
 from . import nodes
 from .inputs import mark_output
 
-__all__ = ["FUSION_MODES", "align_slice_to_image", "place_in_carm", "show_carm", "show_fusion"]
+__all__ = ["FUSION_MODES", "MASK_LABELS", "align_slice_to_image", "place_in_carm", "show_carm", "show_fusion", "show_xray_mask", "xray_mask_labels"]
 
 #: ``blend``: the DRR as the foreground layer at the chosen opacity; ``checkerboard``:
 #: alternating tiles of X-ray and DRR; ``edges``: the DRR's edges drawn over the X-ray.
@@ -105,3 +105,43 @@ def place_in_carm(transform_node, placed_nodes, place: bool = True) -> None:
                 node.SetAndObserveTransformNodeID(transform_node.GetID())
         elif transform_node is not None and node.GetParentTransformNode() is transform_node:
             node.SetAndObserveTransformNodeID(None)
+
+
+#: Label values of :func:`xray_mask_labels` (and their names, for the legend).
+MASK_LABELS = {1: "outside the field", 2: "saturated", 3: "metal"}
+
+
+def xray_mask_labels(image: np.ndarray, field_mask: np.ndarray | None = None) -> np.ndarray:
+    """``(rows, cols)`` uint8 labels of what registration ignores in a bone-bright X-ray
+    (:func:`sopi.xray_prep.prepare_xray`): 1 outside the field, 2 saturated, 3 metal, 0 used."""
+    from sopi.xray_prep import prepare_xray
+
+    prepared = prepare_xray(torch.from_numpy(np.asarray(image, dtype=np.float32)),
+                            None if field_mask is None else torch.from_numpy(np.asarray(field_mask, dtype=bool)))
+    labels = np.zeros(prepared.weight.shape, np.uint8)
+    labels[prepared.outside_field.numpy()] = 1
+    labels[prepared.saturated.numpy()] = 2
+    labels[prepared.metal.numpy()] = 3
+    return labels
+
+
+def show_xray_mask(scene, xray_node, label_node=None, visible: bool = True, opacity: float = 0.4,
+                   layouts: tuple[str, ...] | None = ("Red",), polarity: str = "bone-bright"):
+    """Overlay (or hide) the regions registration ignores on the X-ray in the slice views ``layouts``.
+
+    ``polarity`` says how the node shows bone (as :func:`sopi.io.read_xray` takes it).
+    The label map sits on the X-ray node's own grid (``label_node`` is reused). Returns the
+    label node, or None when hidden (an existing one is kept for the next time)."""
+    if not visible:
+        for composite in _composite_nodes(scene, layouts):
+            composite.SetLabelVolumeID(None)
+        return label_node
+    from sopi.io_xray import apply_polarity
+
+    image = nodes.xray_image_from_node(xray_node).astype(np.float64)
+    labels = xray_mask_labels(apply_polarity(image, "bone-bright" if polarity == "auto" else polarity, xray_node.GetName()))
+    label_node = mark_output(nodes.label_image_to_node(labels, xray_node, scene, f"{xray_node.GetName()} ignored", label_node))
+    for composite in _composite_nodes(scene, layouts):
+        composite.SetLabelVolumeID(label_node.GetID())
+        composite.SetLabelOpacity(float(opacity))
+    return label_node

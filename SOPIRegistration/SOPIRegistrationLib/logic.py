@@ -294,6 +294,7 @@ class RegistrationLogic:
         # the X-ray file holds bone bright (the module's polarity applied): settled, not for the engine to judge
         arguments = ["register", "--ct", "ct.mha", "--xray", "xray.mha", "--polarity", "bone-bright", "--geometry", "geometry.json", "--method", method,
                      "--device", device, "--seed", str(int(seed)), "--iteration-scale", repr(float(iteration_scale)),
+                     "--step-mm", repr(float(step_mm)),
                      "--out", "result.json"]
         arguments += ["--init", "init.json"] if prepared.initial_pose is not None else []
         arguments += ["--mask", "mask.mha"] if prepared.mask is not None or auto_mask else []

@@ -21,6 +21,7 @@ from .frames import LPS_FROM_RAS, RAS_FROM_LPS
 
 __all__ = [
     "image_to_node",
+    "label_image_to_node",
     "mask_from_segmentation",
     "matrix_from_vtk",
     "node_ras_from_ijk",
@@ -173,6 +174,17 @@ def image_to_node(image: np.ndarray, ras_from_ijk: np.ndarray, scene, name: str,
 
 
 # --------------------------------------------------------------------------- X-ray
+
+
+def label_image_to_node(labels: np.ndarray, like_node, scene, name: str, node=None):
+    """A single-slice label map node holding ``(rows, cols)`` labels on ``like_node``'s grid and under its parent transform."""
+    array = np.asarray(labels)
+    if array.ndim != 2:
+        raise InputError(f"{name}: expected (rows, cols) labels, got shape {array.shape}")
+    node = _new_or_given(scene, node, "vtkMRMLLabelMapVolumeNode", name)
+    _set_image(node, array[None], own_ras_from_ijk(like_node))
+    node.SetAndObserveTransformNodeID(like_node.GetTransformNodeID())
+    return node
 
 
 def xray_image_from_node(node) -> np.ndarray:

@@ -218,7 +218,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
             ct, xray, initial_pose=initial_pose, view=None if args.init else args.view, mask=args.mask,
             auto_mask=args.auto_mask, method=args.method, model=args.model, fine_model=args.fine_model,
             device=resolve_device(args.device), seed=args.seed, iteration_scale=args.iteration_scale,
-            pyramid=not args.no_pyramid, prepare=not args.no_prepare, progress=progress,
+            pyramid=not args.no_pyramid, prepare=not args.no_prepare, step_mm=args.step_mm, progress=progress,
         )
     write_json(args.out, result.to_dict())
     print(f"wrote {args.out} (similarity {result.similarity:.4f}, {result.time_s:.1f} s)")
@@ -329,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--seed", type=seed, default=0)
     reg.add_argument("--iteration-scale", type=positive_number, default=1.0, help="multiply every stage's iteration budget (default 1)")
     reg.add_argument("--no-pyramid", action="store_true", help="run every stage at the method's finest detector level")
+    reg.add_argument(
+        "--step-mm", type=positive_number, default=1.0,
+        help="ray-marching step at the full detector resolution (mm, default 1; coarse levels use longer steps)",
+    )
     reg.add_argument(
         "--polarity", choices=("auto", "bone-bright", "bone-dark", "intensity"), default="auto",
         help="how the X-ray shows bone: auto (from the file's tags, else judged against a DRR), bone-bright, "

@@ -169,6 +169,9 @@ def register(
             if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter
                 factor = stage.level_factor(max(geometry.rows, geometry.cols))
                 preparation["scatter_to_primary_estimate"] = problem.estimate_scatter(theta, factor, stage.measure)
+                unexplained = problem.unexplained_edges(theta, factor)
+                problem.restrict_weight(~_dilate_bool(unexplained, 2))
+                preparation["unexplained_edge_fraction"] = round(float(unexplained.float().mean()), 4)
                 scatter_checked = True
             outcome = _run_stage(problem, stage, theta, seed + index, monitor)
         theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged
@@ -258,6 +261,11 @@ def _spine_mask(ct, mask, auto_mask, progress, cancel, read_label_map) -> Volume
 
         return segment_spine(ct, progress=None if progress is None else lambda f, m: progress(0.0, f"segmenting spine: {m}"), cancel=cancel)
     return None
+
+
+def _dilate_bool(mask: torch.Tensor, radius_px: int) -> torch.Tensor:
+    size = 2 * radius_px + 1
+    return torch.nn.functional.max_pool2d(mask[None, None].to(torch.float32), size, stride=1, padding=radius_px)[0, 0] > 0.5
 
 
 def _run_stage(problem: PoseProblem, stage: Stage, theta: torch.Tensor, seed: int, monitor: Monitor):

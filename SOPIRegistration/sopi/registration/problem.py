@@ -92,11 +92,46 @@ class PoseProblem:
             step = min(3.0, self.step_mm * factor)
             projector = Projector(self._channels, self.geometry.resized(rows, cols), step_mm=step).to(self.device)
             fixed = resize_image(self.xray.to(torch.float32), (rows, cols)).to(self.device)
-            weight = None
-            if self.xray_weight is not None:  # a coarse pixel counts only if all its fine pixels do
-                weight = -F.adaptive_max_pool2d(-self.xray_weight.to(torch.float32)[None, None], (rows, cols))[0, 0].to(self.device)
-            self._levels[factor] = _Level(projector, fixed, weight)
+            self._levels[factor] = _Level(projector, fixed, self._level_weight(rows, cols))
         return self._levels[factor]
+
+    def _level_weight(self, rows: int, cols: int) -> torch.Tensor | None:
+        if self.xray_weight is None:  # a coarse pixel counts only if all its fine pixels do
+            return None
+        return -F.adaptive_max_pool2d(-self.xray_weight.to(torch.float32)[None, None], (rows, cols))[0, 0].to(self.device)
+
+    def restrict_weight(self, extra: torch.Tensor) -> None:
+        """Multiply the X-ray's weight by ``extra`` (any ``(rows, cols)`` size, resampled nearest) on every level."""
+        full = F.interpolate(extra.to(torch.float32)[None, None], size=self.geometry.shape, mode="nearest")[0, 0].cpu()
+        self.xray_weight = full if self.xray_weight is None else self.xray_weight.to(torch.float32) * full
+        for level in self._levels.values():
+            level.weight = self._level_weight(*level.fixed.shape)
+
+    def unexplained_edges(self, theta: torch.Tensor, factor: int, strength: float = 3.0, reach_px: float = 3.0) -> torch.Tensor:
+        """``(rows, cols)`` bool at level ``factor``: strong X-ray edges with no DRR edge nearby at ``theta``.
+
+        Gradient magnitudes are divided by their RMS over the weighted pixels; an X-ray edge
+        above ``strength`` where the DRR's edge magnitude, spread by a Gaussian of
+        ``reach_px``, stays below a sixth of it is something the CT cannot explain (an
+        instrument, a blade edge) once the pose is roughly right.
+        """
+        from ..similarity import image_gradients
+
+        level = self.level(factor)
+        with torch.no_grad():
+            rendered = level.projector(self.pose(theta.reshape(1, 6).to(torch.float64)).to(self.device))
+            rendered = rendered[:, 0] if self.mask is not None else rendered
+            if self.scatter_to_primary > 0:
+                rendered = with_scatter(rendered, self.scatter_to_primary, self.scatter_sigma_mm / level.projector.geometry.pixel_spacing_mm[0])
+            weight = torch.ones_like(level.fixed) if level.weight is None else level.weight
+            magnitudes = []
+            for image in (level.fixed[None], rendered):
+                gx, gy = image_gradients(image.to(torch.float32))
+                magnitude = torch.sqrt(gx.square() + gy.square())[0]
+                rms = torch.sqrt((weight * magnitude.square()).sum() / weight.sum().clamp(min=1e-6)).clamp(min=1e-12)
+                magnitudes.append(magnitude / rms)
+            spread = _gaussian_blur(magnitudes[1], reach_px)
+            return (magnitudes[0] > strength) & (spread < magnitudes[0] / 6.0) & (weight > 0)
 
     def similarity(self, theta: torch.Tensor, factor: int, measure: str) -> torch.Tensor:
         """``(B,)`` similarities (larger is better) for ``(B, 6)`` theta; differentiable in theta."""
@@ -149,6 +184,15 @@ def with_scatter(line_integrals: torch.Tensor, scatter_to_primary: float, sigma_
     scatter = F.interpolate(blurred, size=primary.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     scale = scatter_to_primary * primary.mean(dim=(-2, -1), keepdim=True) / scatter.mean(dim=(-2, -1), keepdim=True).clamp(min=1e-12)
     return -torch.log(primary + scale * scatter)
+
+
+def _gaussian_blur(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    radius = min(max(1, math.ceil(3 * sigma_px)), min(image.shape) - 1)
+    offsets = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    kernel = torch.exp(-offsets.square() / (2 * sigma_px**2))
+    kernel = kernel / kernel.sum()
+    padded = F.pad(image[None, None], (radius, radius, radius, radius), mode="replicate")
+    return F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))[0, 0]
 
 
 def _dilate(mask: torch.Tensor, radius_px: int) -> torch.Tensor:
