@@ -159,16 +159,9 @@ def test_scatter_readout_of_a_flat_image_is_an_offset_and_zero_is_identity():
 
 
 def test_scatter_level_is_recovered_from_an_image_that_has_it():
-    from sopi.drr import Projector
     from sopi.registration.problem import with_scatter
 
-    data = torch.zeros(24, 24, 24)
-    data[2:22, 4:20, 3:21] = 0.02
-    data[6:18, 9:15, 8:16] = 0.06
-    volume = Volume(data, torch.diag(torch.tensor([4.0, 4.0, 4.0, 1.0], dtype=torch.float64)))
-    geometry = CArmGeometry(1000.0, 40, 40, (4.0, 4.0), source_to_isocenter_mm=650.0)
-    pose = nominal_view("ap", volume.center_world, 650.0).camera_from_world
-    clean = Projector(volume, geometry)(pose).detach()
+    volume, geometry, pose, clean = _box_scene()
     for level in (0.0, 1.0):
         fixed = with_scatter(clean[None], level, 40.0 / 4.0)[0] if level else clean
         problem = PoseProblem(volume, fixed, geometry, pose, volume.center_world)
@@ -188,15 +181,7 @@ def test_local_gradient_correlation_ignores_a_smooth_contrast_gain():
 
 
 def test_unexplained_edges_find_an_instrument_but_not_the_anatomy():
-    from sopi.drr import Projector
-
-    data = torch.zeros(24, 24, 24)
-    data[2:22, 4:20, 3:21] = 0.02
-    data[6:18, 9:15, 8:16] = 0.08
-    volume = Volume(data, torch.diag(torch.tensor([4.0, 4.0, 4.0, 1.0], dtype=torch.float64)))
-    geometry = CArmGeometry(1000.0, 40, 40, (4.0, 4.0), source_to_isocenter_mm=650.0)
-    pose = nominal_view("ap", volume.center_world, 650.0).camera_from_world
-    clean = Projector(volume, geometry)(pose).detach()
+    volume, geometry, pose, clean = _box_scene(core=0.08)
     wire = torch.zeros(40, 40, dtype=torch.bool)
     wire[8:32, 30] = True
     fixed = clean + 3.0 * wire
@@ -209,3 +194,16 @@ def test_unexplained_edges_find_an_instrument_but_not_the_anatomy():
     problem.restrict_weight(~near_wire)
     after = problem.similarity(torch.zeros(1, 6, dtype=torch.float64), 1, "gc")
     assert float(after) > float(before)  # without the wire, the true pose matches better
+
+
+def _box_scene(body: float = 0.02, core: float = 0.06):
+    """A 24^3 box phantom at 4 mm (body and a denser core), a 40^2 detector, the AP pose and its DRR."""
+    from sopi.drr import Projector
+
+    data = torch.zeros(24, 24, 24)
+    data[2:22, 4:20, 3:21] = body
+    data[6:18, 9:15, 8:16] = core
+    volume = Volume(data, torch.diag(torch.tensor([4.0, 4.0, 4.0, 1.0], dtype=torch.float64)))
+    geometry = CArmGeometry(1000.0, 40, 40, (4.0, 4.0), source_to_isocenter_mm=650.0)
+    pose = nominal_view("ap", volume.center_world, 650.0).camera_from_world
+    return volume, geometry, pose, Projector(volume, geometry)(pose).detach()

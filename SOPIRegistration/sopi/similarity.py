@@ -14,6 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .filters import gaussian_blur
+
 __all__ = [
     "SIMILARITIES",
     "gradient_correlation",
@@ -213,19 +215,9 @@ def local_gradient_correlation(
 
 def _contrast_normalised_gradients(image: torch.Tensor, window_px: float) -> tuple[torch.Tensor, torch.Tensor]:
     gradient_x, gradient_y = image_gradients(image)
-    energy = _gaussian(gradient_x.square() + gradient_y.square(), window_px)
+    energy = gaussian_blur(gradient_x.square() + gradient_y.square(), window_px)
     scale = torch.sqrt(energy + 1e-6 * energy.mean(dim=(-2, -1), keepdim=True) + _TINY)
     return gradient_x / scale, gradient_y / scale
-
-
-def _gaussian(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(B, H, W)`` images (replicate padding)."""
-    radius = max(1, math.ceil(3 * sigma_px))
-    offsets = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
-    gauss = torch.exp(-offsets.square() / (2 * sigma_px**2))
-    gauss = gauss / gauss.sum()
-    padded = F.pad(image[:, None], (radius, radius, radius, radius), mode="replicate")
-    return F.conv2d(F.conv2d(padded, gauss.view(1, 1, 1, -1)), gauss.view(1, 1, -1, 1))[:, 0]
 
 
 #: Similarities by name (larger is better).

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .drr import Projector
+from .filters import gaussian_blur
 from .geometry import CArmGeometry
 from .preprocess import hu_to_attenuation
 from .volume import Volume
@@ -204,18 +205,6 @@ def field_masks(draw: RealismDraw, shape: tuple[int, int]) -> tuple[torch.Tensor
     return open_field, inside
 
 
-def _gaussian_blur(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    """Separable Gaussian blur of a ``(rows, cols)`` float64 image (reflect padding)."""
-    if sigma_px <= 0.05:
-        return image
-    radius = min(max(1, math.ceil(3 * sigma_px)), min(image.shape) - 1)
-    offsets = torch.arange(-radius, radius + 1, dtype=image.dtype)
-    kernel = torch.exp(-offsets.square() / (2 * sigma_px**2))
-    kernel = kernel / kernel.sum()
-    padded = F.pad(image[None, None], (radius, radius, radius, radius), mode="reflect")
-    return F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))[0, 0]
-
-
 def material_volume(ct: Volume) -> Volume:
     """Two channels on the CT grid: soft-tissue and bone attenuation (1/mm at 70 keV)."""
     hu = ct.data.to(torch.float32)
@@ -250,7 +239,7 @@ def simulate_xray(
     primary = torch.exp(-line) * torch.where(open_field, 1.0, draw.blade_transmission)
     if draw.scatter_to_primary > 0:
         sigma_px = draw.scatter_sigma_mm / (sum(geometry.pixel_spacing_mm) / 2)
-        blurred = _gaussian_blur(primary * open_field, sigma_px)
+        blurred = gaussian_blur(primary * open_field, sigma_px, mode="reflect")
         level = primary[open_field].mean() if bool(open_field.any()) else primary.mean()
         scatter = draw.scatter_to_primary * float(level) * blurred / blurred[open_field].mean().clamp(min=1e-12) if bool(open_field.any()) else 0.0
         fluence = primary + scatter
@@ -261,7 +250,7 @@ def simulate_xray(
     else:
         counts = fluence
     floor = 0.5 / draw.photons if draw.photons > 0 else 1e-12  # half a quantum: a log of zero counts is undefined
-    counts = _gaussian_blur(counts, draw.blur_px).clamp(min=floor)
+    counts = gaussian_blur(counts, draw.blur_px, mode="reflect").clamp(min=floor)
     if draw.raw_output:
         image = counts
         outside = float(image.max()) if draw.outside_value == "high" else 0.0
@@ -278,7 +267,7 @@ def simulate_xray(
 def _vendor_processing(image: torch.Tensor, inside: torch.Tensor, draw: RealismDraw) -> torch.Tensor:
     """Unsharp masking and a display gamma on the log image (values kept in their range)."""
     if draw.unsharp_amount > 0:
-        image = image + draw.unsharp_amount * (image - _gaussian_blur(image, draw.unsharp_sigma_px))
+        image = image + draw.unsharp_amount * (image - gaussian_blur(image, draw.unsharp_sigma_px, mode="reflect"))
     if draw.gamma != 1.0:
         low, high = float(image[inside].min()), float(image[inside].max())
         span = max(high - low, 1e-9)

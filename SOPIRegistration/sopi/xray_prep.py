@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .filters import gaussian_blur
+
 __all__ = ["PreparedXRay", "apply_reading", "coarse_correlation", "detect_polarity", "fill_masked", "prepare_xray"]
 
 _CENTRAL_RADIUS = 0.3  # central disc (fraction of the smaller image side) that sets the anatomy's range
@@ -122,7 +124,7 @@ def fill_masked(image: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
 
 def _fill_level(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """A smooth estimate everywhere, from the ``keep``-weighted ``values`` (coarse-to-fine)."""
-    numerator, denominator = _blur(values * keep, 1.5), _blur(keep, 1.5)
+    numerator, denominator = gaussian_blur(values * keep, 1.5), gaussian_blur(keep, 1.5)
     local = numerator / denominator.clamp(min=1e-12)
     if min(values.shape) <= 4:
         fallback = (values * keep).sum() / keep.sum().clamp(min=1e-12)
@@ -140,7 +142,7 @@ def coarse_correlation(image: torch.Tensor, reference: torch.Tensor, weight: tor
     values = image.detach().to(torch.float32).cpu()
     weights = torch.ones_like(values) if weight is None else weight.to(torch.float32).cpu()
     sigma = max(values.shape) / 12
-    return _weighted_correlation(_blur(values, sigma), _blur(reference.detach().to(torch.float32).cpu(), sigma), weights)
+    return _weighted_correlation(gaussian_blur(values, sigma), gaussian_blur(reference.detach().to(torch.float32).cpu(), sigma), weights)
 
 
 def detect_polarity(image: torch.Tensor, drr: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[str, dict[str, float]]:
@@ -188,7 +190,7 @@ def _saturated(values: torch.Tensor) -> torch.Tensor:
 def _outside_field(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     """Pixels beyond a field edge found along rays from the image centre (module docstring)."""
     rows, cols = values.shape
-    smooth = _blur(values, 1.0)
+    smooth = gaussian_blur(values, 1.0)
     row, col = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32), indexing="ij")
     cy, cx = (rows - 1) / 2, (cols - 1) / 2
     radius = torch.sqrt((row - cy).square() + (col - cx).square())
@@ -239,7 +241,7 @@ def _blade_edges(values: torch.Tensor, known: torch.Tensor, max_lines: int = 8) 
     plateau out to the border (a K-wire or a bone edge returns to darker anatomy).
     """
     rows, cols = values.shape
-    smooth = _blur(values, 1.5)
+    smooth = gaussian_blur(values, 1.5)
     gradient_col, gradient_row = _sobel(smooth)
     magnitude = torch.sqrt(gradient_col.square() + gradient_row.square())
     row, col = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32), indexing="ij")
@@ -333,15 +335,6 @@ def _full_size(mask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     if tuple(mask.shape) == tuple(shape):
         return mask
     return F.interpolate(mask[None, None].to(torch.float32), size=shape, mode="nearest")[0, 0] > 0.5
-
-
-def _blur(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    radius = min(max(1, math.ceil(3 * sigma_px)), min(image.shape) - 1)
-    offsets = torch.arange(-radius, radius + 1, dtype=image.dtype)
-    kernel = torch.exp(-offsets.square() / (2 * sigma_px**2))
-    kernel = kernel / kernel.sum()
-    padded = F.pad(image[None, None], (radius, radius, radius, radius), mode="replicate")
-    return F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))[0, 0]
 
 
 def _max_pool(image: torch.Tensor, radius: int) -> torch.Tensor:

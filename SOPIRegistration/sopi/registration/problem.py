@@ -7,7 +7,6 @@ turn the CT about the spine rather than about the world origin.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 
 from ..drr import Projector
 from ..errors import InputError
+from ..filters import gaussian_blur
 from ..geometry import CArmGeometry, NominalView, invert_rigid
 from ..io_xray import resize_image
 from ..similarity import SIMILARITIES
@@ -130,7 +130,7 @@ class PoseProblem:
                 magnitude = torch.sqrt(gx.square() + gy.square())[0]
                 rms = torch.sqrt((weight * magnitude.square()).sum() / weight.sum().clamp(min=1e-6)).clamp(min=1e-12)
                 magnitudes.append(magnitude / rms)
-            spread = _gaussian_blur(magnitudes[1], reach_px)
+            spread = gaussian_blur(magnitudes[1], reach_px)
             return (magnitudes[0] > strength) & (spread < magnitudes[0] / 6.0) & (weight > 0)
 
     def similarity(self, theta: torch.Tensor, factor: int, measure: str) -> torch.Tensor:
@@ -173,26 +173,11 @@ def with_scatter(line_integrals: torch.Tensor, scatter_to_primary: float, sigma_
     binned by 4 and interpolated back.
     """
     primary = torch.exp(-line_integrals)
-    binned = F.avg_pool2d(primary[:, None], 4, ceil_mode=True)
-    sigma = max(sigma_px / 4, 0.5)
-    radius = min(max(1, math.ceil(3 * sigma)), min(binned.shape[-2:]) - 1)
-    offsets = torch.arange(-radius, radius + 1, dtype=primary.dtype, device=primary.device)
-    kernel = torch.exp(-offsets.square() / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    blurred = F.pad(binned, (radius, radius, radius, radius), mode="replicate")
-    blurred = F.conv2d(F.conv2d(blurred, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
-    scatter = F.interpolate(blurred, size=primary.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    binned = F.avg_pool2d(primary[:, None], 4, ceil_mode=True)[:, 0]
+    blurred = gaussian_blur(binned, max(sigma_px / 4, 0.5))
+    scatter = F.interpolate(blurred[:, None], size=primary.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     scale = scatter_to_primary * primary.mean(dim=(-2, -1), keepdim=True) / scatter.mean(dim=(-2, -1), keepdim=True).clamp(min=1e-12)
     return -torch.log(primary + scale * scatter)
-
-
-def _gaussian_blur(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    radius = min(max(1, math.ceil(3 * sigma_px)), min(image.shape) - 1)
-    offsets = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
-    kernel = torch.exp(-offsets.square() / (2 * sigma_px**2))
-    kernel = kernel / kernel.sum()
-    padded = F.pad(image[None, None], (radius, radius, radius, radius), mode="replicate")
-    return F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))[0, 0]
 
 
 def _dilate(mask: torch.Tensor, radius_px: int) -> torch.Tensor:

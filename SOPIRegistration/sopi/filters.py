@@ -1,0 +1,29 @@
+"""Small image filters shared by the similarities, the X-ray simulation and its preparation."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["gaussian_blur"]
+
+
+def gaussian_blur(image: torch.Tensor, sigma_px: float, mode: str = "replicate") -> torch.Tensor:
+    """Separable Gaussian blur (sigma in pixels) of ``(H, W)`` or ``(B, H, W)`` images.
+
+    ``mode`` is the padding (``replicate`` or ``reflect``); the kernel is cut at three sigma
+    and at the image's size. A sigma under 0.05 pixels returns the image unchanged.
+    """
+    if sigma_px <= 0.05:
+        return image
+    single = image.ndim == 2
+    batch = image[None] if single else image
+    radius = min(max(1, math.ceil(3 * sigma_px)), min(batch.shape[-2:]) - 1)
+    offsets = torch.arange(-radius, radius + 1, dtype=batch.dtype, device=batch.device)
+    kernel = torch.exp(-offsets.square() / (2 * sigma_px**2))
+    kernel = kernel / kernel.sum()
+    padded = F.pad(batch[:, None], (radius, radius, radius, radius), mode=mode)
+    blurred = F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))[:, 0]
+    return blurred[0] if single else blurred
