@@ -67,12 +67,7 @@ def test_xray_node_keeps_dtype_and_pixel_order():
 
 
 def test_segmentation_round_trip_and_resampling_onto_the_ct_grid():
-    scene = slicer.vtkMRMLScene()
-    ct = _volume((8, 9, 10))
-    ct_node = nodes.volume_to_node(ct, scene, "ct")
-    mask = torch.zeros(8, 9, 10, dtype=torch.uint8)
-    mask[2:6, 3:7, 1:8] = 1
-    segmentation = nodes.segmentation_from_mask(ct.with_data(mask), scene, ct_node)
+    scene, ct, ct_node, mask, segmentation = _ct_and_segmentation()
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 1
     back = nodes.mask_from_segmentation(segmentation, ct_node)
     assert torch.equal(back.data, mask)
@@ -98,12 +93,7 @@ def _rigid_transform_node(scene, name="placement"):
 def test_mask_ignores_a_parent_transform_shared_with_the_ct():
     """Finding 1 of issue 14: the module places the CT and the spine under the registration
     transform; the mask on the CT's grid must not change (a second Register failed on it)."""
-    scene = slicer.vtkMRMLScene()
-    ct = _volume((8, 9, 10))
-    ct_node = nodes.volume_to_node(ct, scene, "ct")
-    mask = torch.zeros(8, 9, 10, dtype=torch.uint8)
-    mask[2:6, 3:7, 1:8] = 1
-    segmentation = nodes.segmentation_from_mask(ct.with_data(mask), scene, ct_node)
+    scene, ct, ct_node, mask, segmentation = _ct_and_segmentation()
     transform, _ = _rigid_transform_node(scene)
     for node in (ct_node, segmentation):
         node.SetAndObserveTransformNodeID(transform.GetID())
@@ -118,12 +108,7 @@ def test_mask_ignores_a_parent_transform_shared_with_the_ct():
 
 
 def test_mask_follows_a_parent_transform_of_the_segmentation_alone():
-    scene = slicer.vtkMRMLScene()
-    ct = _volume((8, 9, 10))
-    ct_node = nodes.volume_to_node(ct, scene, "ct")
-    mask = torch.zeros(8, 9, 10, dtype=torch.uint8)
-    mask[2:6, 3:7, 1:8] = 1
-    segmentation = nodes.segmentation_from_mask(ct.with_data(mask), scene, ct_node)
+    scene, ct, ct_node, mask, segmentation = _ct_and_segmentation()
     # move the segmentation (only) by one CT column: its voxels land one column further
     column_ras = (frames.RAS_FROM_LPS @ ct.world_from_index.numpy())[:3, 0]
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "one column")
@@ -237,3 +222,13 @@ def test_xray_mask_overlay_labels_the_ignored_regions_on_the_xray_grid():
     assert display.show_xray_mask(scene, xray, label, visible=False) is label and composite.GetLabelVolumeID() is None
     again = display.show_xray_mask(scene, xray, label)
     assert again is label and scene.GetNumberOfNodesByClass("vtkMRMLLabelMapVolumeNode") == 1  # reused, not duplicated
+
+
+def _ct_and_segmentation():
+    """A scene with a small CT node and a box-shaped spine segmentation made on its grid."""
+    scene = slicer.vtkMRMLScene()
+    ct = _volume((8, 9, 10))
+    ct_node = nodes.volume_to_node(ct, scene, "ct")
+    mask = torch.zeros(8, 9, 10, dtype=torch.uint8)
+    mask[2:6, 3:7, 1:8] = 1
+    return scene, ct, ct_node, mask, nodes.segmentation_from_mask(ct.with_data(mask), scene, ct_node)
