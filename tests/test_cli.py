@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from sopi.io import read_ct, read_xray
 from sopi.preprocess import hu_to_attenuation
 
 SMALL = CArmGeometry(1011.7, 48, 64, (3.2, 3.2), source_to_isocenter_mm=675.0)
+MODULE_SAMPLE = Path(__file__).resolve().parents[1] / "SOPIRegistration" / "Resources" / "SampleData"
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +102,27 @@ def test_bad_input_exits_with_code_2_and_names_the_file(small_ct, geometry_file,
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "sopi", "--version"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and result.stdout.startswith("sopi ")
+
+
+def test_register_uses_the_shipped_models_and_segments_the_spine_by_default(tmp_path, capsys):
+    import SimpleITK as sitk
+
+    sample = MODULE_SAMPLE
+    ct, xray = sample / "sample_ct.nii.gz", sample / "sample_xray.mha"
+    out = tmp_path / "result.json"
+    assert main(["register", "--ct", str(ct), "--xray", str(xray), "--method", "rtpi", "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    assert "trained on another CT" not in capsys.readouterr().err  # the shipped models know the sample CT
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["method"] == "rtpi" and result["stages"][0]["stage"] == "rtpi"
+    from sopi.segment import mask_centroid_world, segment_spine
+
+    assert torch.allclose(torch.tensor(result["pivot_world_mm"], dtype=torch.float64), mask_centroid_world(segment_spine(read_ct(ct))))
+    # another CT (here the sample with its voxels shifted by 1 HU): the same models, with a warning
+    other = tmp_path / "other_ct.nii.gz"
+    image = sitk.ReadImage(str(ct))
+    sitk.WriteImage(sitk.Cast(image, sitk.sitkFloat32) + 1.0, str(other))
+    assert main(["register", "--ct", str(other), "--xray", str(xray), "--method", "rtpi", "--out", str(tmp_path / "r2.json"), "--quiet", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: rtpi_sample_ct.pt (rtpi) was trained on another CT" in err
+    assert main(["register", "--ct", str(ct), "--xray", str(xray), "--method", "rtpi", "--no-mask", "--out", str(tmp_path / "r3.json")]) == 2
+    assert "needs the spine mask" in capsys.readouterr().err

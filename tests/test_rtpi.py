@@ -354,7 +354,12 @@ def test_register_rtpi_refuses_missing_model_or_mask(tmp_path):
         register(ct, xray, initial_pose=view.camera_from_world, mask=spine, method="rtpi+opt")
     path = save_model(tmp_path / "net.pt", RTPI(TINY), "rtpi", GEOMETRY, "ap")
     with pytest.raises(InputError, match="needs the spine mask"):
-        register(ct, xray, initial_pose=view.camera_from_world, method="rtpi", model=path)
+        register(ct, xray, initial_pose=view.camera_from_world, method="rtpi", model=path, auto_mask=False)
+    # by default a learned method segments the spine itself: the pivot is that mask's centroid
+    from sopi.segment import mask_centroid_world, segment_spine
+
+    result = register(ct, xray, initial_pose=view.camera_from_world, method="rtpi", model=path)
+    assert torch.allclose(result.pivot_world, mask_centroid_world(segment_spine(ct)))
 
 
 def test_cli_train_and_register_with_rtpi(tmp_path, capsys):
@@ -377,7 +382,10 @@ def test_cli_train_and_register_with_rtpi(tmp_path, capsys):
         "--method", "rtpi", "--model", str(out / "rtpi.pt"), "--out", str(result), "--device", "cpu", "--quiet",
     ])
     assert code == 0 and json.loads(result.read_text(encoding="utf-8"))["method"] == "rtpi"
-    assert main(["register", "--ct", str(sample_ct_path()), "--xray", str(case / "xray.mha"), "--method", "rtpi", "--out", str(result), "--quiet"]) == 2
+    # without --model the shipped model is used (tests/test_cli.py); a learned method without any mask is refused
+    assert main(["register", "--ct", str(sample_ct_path()), "--xray", str(case / "xray.mha"), "--method", "rtpi",
+                 "--model", str(out / "rtpi.pt"), "--no-mask", "--out", str(tmp_path / "refused.json"), "--quiet"]) == 2
+    assert "needs the spine mask" in capsys.readouterr().err and not (tmp_path / "refused.json").exists()
 
 
 # --------------------------------------------------------------------------- the shipped model

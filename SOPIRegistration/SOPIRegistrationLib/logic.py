@@ -166,25 +166,11 @@ class RegistrationLogic:
 
     def model_warnings(self, ct_node, model_files: dict[str, str | Path | None] | None = None) -> list[str]:
         """Human-readable warnings for models that were trained on another CT than ``ct_node``'s."""
-        from sopi.training.cases import voxel_fingerprint
+        from sopi.nets.shipped import other_ct_warning
 
-        fingerprint = voxel_fingerprint(nodes.volume_from_node(ct_node))
-        warnings = []
-        for kind, path in (model_files or self.default_models()).items():
-            if not path:
-                continue
-            path = Path(path)
-            try:
-                data = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))["training"]["data"]
-            except (OSError, KeyError, TypeError, json.JSONDecodeError):
-                warnings.append(f"{path.name}: no training record; cannot tell which CT it was trained on")
-                continue
-            if fingerprint not in {entry.get("voxels_sha256") for entry in data}:
-                warnings.append(
-                    f"{path.name} ({kind}) was trained on another CT; use 'Prepare model for this CT' "
-                    "or a classical method (opt)"
-                )
-        return warnings
+        ct = nodes.volume_from_node(ct_node)
+        found = (other_ct_warning(path, ct, kind) for kind, path in (model_files or self.default_models()).items() if path)
+        return [warning for warning in found if warning is not None]
 
     def prepare_models(self, ct_node, segmentation_node, geometry: CArmGeometry, out_dir: str | Path,
                        minutes: float = 30.0, device: str = "auto", progress: Progress = None,

@@ -169,6 +169,24 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_models(args: argparse.Namespace, ct) -> tuple[Path | None, Path | None]:
+    """``--model``/``--fine-model``, else the shipped models the method needs, with a warning
+    when they were trained on another CT than ``ct``."""
+    import warnings
+
+    from .nets.shipped import other_ct_warning, shipped_model
+    from .registration.methods import needs_model
+
+    chosen = {"rtpi": args.model, "fine": args.fine_model}
+    for kind in sorted(needs_model(args.method)):
+        if chosen[kind] is None and (path := shipped_model(kind)) is not None:
+            chosen[kind] = path
+            warning = other_ct_warning(path, ct, kind)
+            if warning:
+                warnings.warn(warning, UserWarning, stacklevel=2)
+    return chosen["rtpi"], chosen["fine"]
+
+
 def _frame(text: str | None) -> int | str | None:
     """``--frame``: an index (negative counts from the end) or ``mean``."""
     if text is None or text == "mean":
@@ -211,12 +229,13 @@ def _cmd_register(args: argparse.Namespace) -> int:
     geometry = _load_geometry(args.geometry) if args.geometry else (CArmGeometry.preset(args.preset) if args.preset else None)
     ct = read_ct(args.ct)
     check_ct_content(ct.data, f"--ct {args.ct}")
+    model, fine_model = _default_models(args, ct)
     xray = read_xray(args.xray, geometry=geometry, polarity=args.polarity, frame=_frame(args.frame))
     initial_pose = load_pose(args.init) if args.init else None
     with _progress_bar(f"sopi register ({args.method})", args.quiet) as progress:
         result = register(
             ct, xray, initial_pose=initial_pose, view=None if args.init else args.view, mask=args.mask,
-            auto_mask=args.auto_mask, method=args.method, model=args.model, fine_model=args.fine_model,
+            auto_mask=args.auto_mask, method=args.method, model=model, fine_model=fine_model,
             device=resolve_device(args.device), seed=args.seed, iteration_scale=args.iteration_scale,
             pyramid=not args.no_pyramid, prepare=not args.no_prepare, step_mm=args.step_mm, progress=progress,
         )
@@ -320,7 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--view", choices=("ap", "lateral"), default="ap", help="start from this nominal view (default ap)")
     masks = reg.add_mutually_exclusive_group()
     masks.add_argument("--mask", type=Path, help="spine mask or label map on the CT grid")
-    masks.add_argument("--auto-mask", action="store_true", help="segment the spine automatically")
+    masks.add_argument(
+        "--auto-mask", action="store_const", const=True, default=None,
+        help="segment the spine automatically (the default for the methods that need a mask: rtpi, fine, sopi and their +opt)",
+    )
+    masks.add_argument("--no-mask", dest="auto_mask", action="store_const", const=False, help="never segment the spine")
     reg.add_argument("--method", default="opt", choices=sorted(METHODS), help="registration method (default opt)")
     _add_model_options(reg)
     reg.add_argument("--out", type=Path, required=True, help="result JSON")

@@ -66,7 +66,7 @@ def register(
     initial_pose: torch.Tensor | None = None,
     view: str | None = None,
     mask: Volume | str | Path | None = None,
-    auto_mask: bool = False,
+    auto_mask: bool | None = None,
     method: str = "opt",
     model: str | Path | LoadedModel | None = None,
     fine_model: str | Path | LoadedModel | None = None,
@@ -87,7 +87,9 @@ def register(
         initial_pose: ``camera_from_world`` to start from; else the nominal ``view``
             (``ap`` by default) about the spine centroid (or the CT centre without a mask).
         mask: spine mask or label map on the CT grid (non-zero = spine); ``auto_mask``
-            segments it. It sets the pivot and weights the similarity.
+            segments it. It sets the pivot and weights the similarity. ``auto_mask=None`` (the
+            default) segments it when the method needs one (the learned methods) and none is
+            given; False never segments.
         method: a name from :data:`sopi.registration.METHODS`.
         model: the trained RTPI network (file or :class:`sopi.nets.model_file.LoadedModel`)
             for the methods that use one (``rtpi``, ``rtpi+opt``, ``sopi``, ``sopi+opt``).
@@ -123,11 +125,13 @@ def register(
     fixed = xray if isinstance(xray, XRay) else read_xray(xray, geometry=geometry)
     check_xray_signal(fixed.image, f"X-ray {fixed.path or ''}".strip())
     geometry = geometry or fixed.geometry
+    if auto_mask is None:
+        auto_mask = mask is None and bool(networks)
     spine = _spine_mask(ct_volume, mask, auto_mask, progress, cancel, read_label_map)
     if spine is not None:  # label maps (vertebra ids) become a 0/1 mask
         spine = spine.with_data((spine.data != 0).to(torch.uint8))
     elif networks:
-        raise InputError(f"method {method!r} needs the spine mask (a mask file, or auto_mask / --auto-mask)")
+        raise InputError(f"method {method!r} needs the spine mask (give a mask file, or let it be segmented: no --no-mask)")
     if initial_pose is not None and view is not None:
         raise InputError("give either initial_pose or view, not both")
     for network in networks.values():
