@@ -20,7 +20,7 @@ from .atomic import atomic_path
 from .errors import InputError
 from .distances import mean_projection_distance_mm, mtre_mm, paper_errors, rotation_angle_deg, translation_error_mm
 from .geometry import PARAM_NAMES, CArmGeometry, NominalView, nominal_view
-from .io import read_ct, read_label_map
+from .io import read_ct, read_mask
 from .io_xray import XRay
 from .protocols import get_protocol
 from .volume import Volume
@@ -135,14 +135,13 @@ def run_benchmark(
     from .report import write_report
     from .segment import mask_centroid_world
 
-    from .validate import MAX_SEED, check_nonempty_mask, check_outputs
+    from .validate import check_outputs, check_seed
 
     if not methods:
         raise InputError("methods: no method given; expected one or more names such as opt")
     if not (isinstance(cases, int) and cases >= 1):
         raise InputError(f"cases: expected a positive integer, got {cases!r}")
-    if not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
-        raise InputError(f"seed: expected an integer from 0 to {MAX_SEED}, got {seed!r}")
+    check_seed(seed)
     check_outputs({"out": out_dir}, {"ct": ct_path, "mask": mask_path, "model": model, "fine_model": fine_model}, folders=("out",))
     for method in methods:
         get_method(method)  # unknown names fail before any work
@@ -152,9 +151,7 @@ def run_benchmark(
         load_networks(method, loaded, device)  # a missing or wrong model fails before any work
     geometry = geometry or CArmGeometry.preset("perlove-plx118f")
     ct = read_ct(ct_path)
-    spine = read_label_map(mask_path, reference=ct)
-    check_nonempty_mask(spine.data, str(mask_path))
-    spine = spine.with_data((spine.data != 0).to(torch.uint8))
+    spine = read_mask(mask_path, ct)
     nominal = nominal_view(view, mask_centroid_world(spine), geometry.source_to_isocenter_mm)
     points = target_points(spine)
     thetas, images, _ = simulate_cases(ct, nominal, geometry, protocol, cases, seed, realistic, device)

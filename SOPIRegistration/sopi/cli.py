@@ -107,19 +107,16 @@ def _progress_bar(description: str, quiet: bool) -> Iterator[Callable[[float, st
 
 def _cmd_drr(args: argparse.Namespace) -> int:
     from .geometry import load_pose
-    from .io import read_ct, read_label_map, write_xray
+    from .io import read_ct, read_mask, write_xray
     from .render import render_drr, rendering_volume
-
-    from .validate import check_nonempty_mask, check_pose_in_front
+    from .validate import check_pose_in_front
 
     check_outputs({"--out": args.out}, {"CT": args.ct, "--pose": args.pose, "--mask": args.mask, "--geometry": args.geometry})
     geometry = _geometry(args)
     pose = load_pose(args.pose)
     ct = read_ct(args.ct)
     check_pose_in_front(pose, ct.center_world, geometry.sdd_mm, f"--pose {args.pose}")
-    mask = read_label_map(args.mask, reference=ct) if args.mask else None
-    if mask is not None:
-        check_nonempty_mask(mask.data, f"--mask {args.mask}")
+    mask = read_mask(args.mask, ct) if args.mask else None
     volume = rendering_volume(ct, args.attenuation, mask=mask)
     image = render_drr(volume, geometry, pose, step_mm=args.step_mm, device=resolve_device(args.device))
     write_xray(args.out, image, geometry)

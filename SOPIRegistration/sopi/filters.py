@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["gaussian_blur"]
+__all__ = ["dilate", "gaussian_blur"]
 
 
 def gaussian_blur(image: torch.Tensor, sigma_px: float, mode: str = "replicate") -> torch.Tensor:
@@ -27,3 +27,13 @@ def gaussian_blur(image: torch.Tensor, sigma_px: float, mode: str = "replicate")
     padded = F.pad(batch[:, None], (radius, radius, radius, radius), mode=mode)
     blurred = F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))[:, 0]
     return blurred[0] if single else blurred
+
+
+def dilate(mask: torch.Tensor, radius_px: int) -> torch.Tensor:
+    """Bool ``(H, W)`` or ``(B, H, W)``: ``mask`` (non-zero = set) grown by a square of ``radius_px``."""
+    if radius_px <= 0:
+        return mask != 0
+    single = mask.ndim == 2
+    batch = (mask[None] if single else mask).to(torch.float32)
+    grown = F.max_pool2d(batch[:, None], 2 * radius_px + 1, stride=1, padding=radius_px)[:, 0] > 0.5
+    return grown[0] if single else grown

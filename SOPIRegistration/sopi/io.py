@@ -33,6 +33,7 @@ __all__ = [
     "mask_from_labels",
     "read_ct",
     "read_label_map",
+    "read_mask",
     "read_xray",
     "write_volume",
     "write_xray",
@@ -279,6 +280,18 @@ def read_label_map(path: str | Path, reference: Volume | None = None) -> Volume:
     if bool(labels.data.any()) and not bool(result.data.any()):
         raise InputError(f"{path}: no labelled voxel lies inside the reference volume; expected labels for that CT")
     return result
+
+
+def read_mask(path: str | Path, reference: Volume) -> Volume:
+    """A uint8 0/1 mask (non-zero = inside) from a mask or label-map file, on ``reference``'s grid.
+
+    :class:`InputError` naming the file when no voxel of it is set there.
+    """
+    from .validate import check_nonempty_mask
+
+    labels = read_label_map(path, reference=reference)
+    check_nonempty_mask(labels.data, str(path))
+    return labels.with_data((labels.data != 0).to(torch.uint8))
 
 
 def mask_from_labels(labels: Volume, label_ids: Sequence[int] | None = None) -> Volume:

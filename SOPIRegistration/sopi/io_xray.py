@@ -37,7 +37,6 @@ PixelSpacing (0028,0030), DistanceSourceToPatient (0018,1111) as
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 

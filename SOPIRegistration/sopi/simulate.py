@@ -32,8 +32,8 @@ def simulate_case(
     starts from). Everything is computed before the first file is written; each file
     is written atomically.
     """
-    from .io import read_ct, read_label_map, write_xray
-    from .validate import check_nonempty_mask, check_outputs
+    from .io import read_ct, read_mask, write_xray
+    from .validate import check_outputs
 
     out = Path(out_dir)
     names = ("xray.mha", "geometry.json", "gt.json", "init.json")
@@ -44,9 +44,7 @@ def simulate_case(
     if mask_path is not None:
         from .segment import mask_centroid_world
 
-        mask = read_label_map(mask_path, reference=ct)
-        check_nonempty_mask(mask.data, str(mask_path))
-        isocenter = mask_centroid_world(mask)
+        isocenter = mask_centroid_world(read_mask(mask_path, ct))
     else:
         isocenter = ct.center_world
     nominal = nominal_view(view, isocenter, geometry.source_to_isocenter_mm)

@@ -26,10 +26,9 @@ __all__ = [
     "check_nonempty_mask",
     "check_outputs",
     "check_pose_in_front",
+    "check_seed",
     "check_rigid_pose",
     "check_xray_signal",
-    "finite_number",
-    "nonnegative_int",
     "nonnegative_number",
     "positive_int",
     "positive_number",
@@ -43,77 +42,41 @@ MAX_SEED = 2**32 - 1
 # --------------------------------------------------------------------------- numbers
 
 
-def finite_number(value: object, field: str) -> float:
-    """``value`` as a finite float; :class:`InputError` naming ``field`` otherwise."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise InputError(f"{field}: expected a number, got {value!r}") from None
+def check_seed(value: object, field: str = "seed") -> int:
+    """A random seed: an integer from 0 to :data:`MAX_SEED`; :class:`InputError` naming ``field`` otherwise."""
+    if not (isinstance(value, int) and 0 <= value <= MAX_SEED):
+        raise InputError(f"{field}: expected an integer from 0 to {MAX_SEED}, got {value!r}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
     if not math.isfinite(number):
-        raise InputError(f"{field}: expected a finite number, got {value!r}")
+        raise ValueError(text)
     return number
 
 
-def _argparse_type(check, description: str):
-    """An argparse ``type=`` from a check; argparse reports the message with the option's name."""
+def _argparse_type(parse, accept, description: str):
+    """An argparse ``type=``: ``parse`` the text, then ``accept`` the value; argparse names the option."""
 
     def convert(text: str):
         try:
-            return check(text)
-        except InputError:
-            raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}") from None
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}")
+        return value
 
     convert.__name__ = description
     return convert
 
 
-def _positive_int(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        raise InputError(text) from None
-    if number < 1:
-        raise InputError(text)
-    return number
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        raise InputError(text) from None
-    if number < 0:
-        raise InputError(text)
-    return number
-
-
-def _seed(text: str) -> int:
-    number = _nonnegative_int(text)
-    if number > MAX_SEED:
-        raise InputError(text)
-    return number
-
-
-def _nonnegative_number(text: str) -> float:
-    number = finite_number(text, "value")
-    if number < 0:
-        raise InputError(text)
-    return number
-
-
-def _positive_number(text: str) -> float:
-    number = finite_number(text, "value")
-    if number <= 0:
-        raise InputError(text)
-    return number
-
-
 #: argparse types: ``--cases 0`` becomes "argument --cases: expected a positive integer, got '0'".
-positive_int = _argparse_type(_positive_int, "a positive integer")
-nonnegative_int = _argparse_type(_nonnegative_int, "an integer >= 0")
-seed = _argparse_type(_seed, f"an integer from 0 to {MAX_SEED}")
-positive_number = _argparse_type(_positive_number, "a positive finite number")
-nonnegative_number = _argparse_type(_nonnegative_number, "a finite number >= 0")
+positive_int = _argparse_type(int, lambda number: number >= 1, "a positive integer")
+seed = _argparse_type(int, lambda number: 0 <= number <= MAX_SEED, f"an integer from 0 to {MAX_SEED}")
+positive_number = _argparse_type(_finite_float, lambda number: number > 0, "a positive finite number")
+nonnegative_number = _argparse_type(_finite_float, lambda number: number >= 0, "a finite number >= 0")
 
 
 # --------------------------------------------------------------------------- memory

@@ -30,7 +30,6 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from .drr import Projector
 from .filters import gaussian_blur

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .filters import gaussian_blur
+from .filters import dilate, gaussian_blur
+from .similarity import image_gradients
 
 __all__ = ["PreparedXRay", "apply_reading", "coarse_correlation", "detect_polarity", "fill_masked", "prepare_xray"]
 
@@ -184,7 +185,7 @@ def _saturated(values: torch.Tensor) -> torch.Tensor:
         at = (values - extreme).abs() <= 1e-6 * span
         if float(at.sum()) >= 0.002 * values.numel():
             result |= at
-    return _dilate(result, 1)
+    return dilate(result, 1)
 
 
 def _outside_field(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -242,11 +243,11 @@ def _blade_edges(values: torch.Tensor, known: torch.Tensor, max_lines: int = 8) 
     """
     rows, cols = values.shape
     smooth = gaussian_blur(values, 1.5)
-    gradient_col, gradient_row = _sobel(smooth)
+    gradient_col, gradient_row = (gradient[0] for gradient in image_gradients(smooth[None]))
     magnitude = torch.sqrt(gradient_col.square() + gradient_row.square())
     row, col = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32), indexing="ij")
     x, y = col - (cols - 1) / 2, row - (rows - 1) / 2
-    usable = ~_dilate(known, 2)
+    usable = ~dilate(known, 2)
     if int(usable.sum()) < 100:
         return torch.zeros_like(known)
     threshold = float(torch.quantile(magnitude[usable][:: max(1, int(usable.sum()) // 100000)], 0.97))
@@ -292,13 +293,6 @@ def _blade_edges(values: torch.Tensor, known: torch.Tensor, max_lines: int = 8) 
     return result
 
 
-def _sobel(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    kernel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=image.dtype) / 8
-    padded = F.pad(image[None, None], (1, 1, 1, 1), mode="replicate")
-    gradients = F.conv2d(padded, torch.stack([kernel, kernel.T])[:, None])
-    return gradients[0, 0], gradients[0, 1]
-
-
 def _metal(values: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:
     """Thin bright structures far above the image's texture (top-hat outliers), and extreme brights."""
     rows, cols = values.shape
@@ -319,7 +313,7 @@ def _metal(values: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:
     metal = (tophat - median > threshold) & valid
     metal |= (values > high + 0.5 * (high - low)) & valid
     metal = _remove_small(metal, 4)
-    return _dilate(metal, 2) & valid
+    return dilate(metal, 2) & valid
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -340,12 +334,6 @@ def _full_size(mask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
 def _max_pool(image: torch.Tensor, radius: int) -> torch.Tensor:
     padded = F.pad(image[None, None], (radius,) * 4, mode="replicate")
     return F.max_pool2d(padded, 2 * radius + 1, stride=1)[0, 0]
-
-
-def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    if radius <= 0:
-        return mask
-    return F.max_pool2d(mask[None, None].to(torch.float32), 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0.5
 
 
 def _erode(weight: torch.Tensor, radius: int) -> torch.Tensor:

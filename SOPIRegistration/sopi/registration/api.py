@@ -11,6 +11,7 @@ import torch
 
 from ..device import resolve_device
 from ..errors import InputError
+from ..filters import dilate
 from ..geometry import CArmGeometry, nominal_view, params_to_dict
 from ..io_xray import XRay
 from ..render import rendering_volume
@@ -106,13 +107,10 @@ def register(
         progress: called with ``(fraction, message)`` between iterations.
         cancel: polled between iterations; returning True raises :class:`sopi.errors.Cancelled`.
     """
-    from ..io import read_ct, read_label_map, read_xray
-    from ..validate import MAX_SEED, check_ct_content, check_pose_in_front, check_rigid_pose, check_xray_signal, finite_number
+    from ..io import read_ct, read_mask, read_xray
+    from ..validate import check_ct_content, check_pose_in_front, check_rigid_pose, check_seed, check_xray_signal
 
-    if not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
-        raise InputError(f"seed: expected an integer from 0 to {MAX_SEED}, got {seed!r}")
-    if not finite_number(iteration_scale, "iteration_scale") > 0:
-        raise InputError(f"iteration_scale: expected a positive number, got {iteration_scale!r}")
+    check_seed(seed)
     if initial_pose is not None:
         initial_pose = check_rigid_pose(initial_pose, "initial_pose")
     stages = scaled_budgets(get_method(method), iteration_scale)
@@ -127,7 +125,7 @@ def register(
     geometry = geometry or fixed.geometry
     if auto_mask is None:
         auto_mask = mask is None and bool(networks)
-    spine = _spine_mask(ct_volume, mask, auto_mask, progress, cancel, read_label_map)
+    spine = _spine_mask(ct_volume, mask, auto_mask, progress, cancel, read_mask)
     if spine is not None:  # label maps (vertebra ids) become a 0/1 mask
         spine = spine.with_data((spine.data != 0).to(torch.uint8))
     elif networks:
@@ -174,7 +172,7 @@ def register(
                 factor = stage.level_factor(max(geometry.rows, geometry.cols))
                 preparation["scatter_to_primary_estimate"] = problem.estimate_scatter(theta, factor, stage.measure)
                 unexplained = problem.unexplained_edges(theta, factor)
-                problem.restrict_weight(~_dilate_bool(unexplained, 2))
+                problem.restrict_weight(~dilate(unexplained, 2))
                 preparation["unexplained_edge_fraction"] = round(float(unexplained.float().mean()), 4)
                 scatter_checked = True
             outcome = _run_stage(problem, stage, theta, seed + index, monitor)
@@ -248,7 +246,7 @@ def _score(problem: PoseProblem, theta: torch.Tensor) -> float:
         return float(problem.similarity(theta[None], 2, "gc")[0])
 
 
-def _spine_mask(ct, mask, auto_mask, progress, cancel, read_label_map) -> Volume | None:
+def _spine_mask(ct, mask, auto_mask, progress, cancel, read_mask) -> Volume | None:
     if mask is not None and auto_mask:
         raise InputError("give either a mask or auto_mask, not both")
     from ..validate import check_nonempty_mask
@@ -257,19 +255,12 @@ def _spine_mask(ct, mask, auto_mask, progress, cancel, read_label_map) -> Volume
         check_nonempty_mask(mask.data, "mask")
         return mask
     if mask is not None:
-        labels = read_label_map(mask, reference=ct)
-        check_nonempty_mask(labels.data, f"mask {mask}")
-        return labels
+        return read_mask(mask, ct)
     if auto_mask:
         from ..segment import segment_spine
 
         return segment_spine(ct, progress=None if progress is None else lambda f, m: progress(0.0, f"segmenting spine: {m}"), cancel=cancel)
     return None
-
-
-def _dilate_bool(mask: torch.Tensor, radius_px: int) -> torch.Tensor:
-    size = 2 * radius_px + 1
-    return torch.nn.functional.max_pool2d(mask[None, None].to(torch.float32), size, stride=1, padding=radius_px)[0, 0] > 0.5
 
 
 def _run_stage(problem: PoseProblem, stage: Stage, theta: torch.Tensor, seed: int, monitor: Monitor):

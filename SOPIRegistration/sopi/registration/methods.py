@@ -22,6 +22,7 @@ unit of the optimiser's normalised coordinates for rotations and translations.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from ..errors import InputError
@@ -120,11 +121,15 @@ def get_method(name: str) -> tuple[Stage | NetworkStage | FineStage, ...]:
 def scaled_budgets(stages: tuple, iteration_scale: float) -> tuple:
     """``stages`` with every iteration budget multiplied by ``iteration_scale`` (at least one
     iteration each); network stages are unchanged."""
-    if not iteration_scale > 0:
-        raise InputError(f"iteration_scale must be a positive number, got {iteration_scale!r}")
+    try:
+        scale = float(iteration_scale)
+    except (TypeError, ValueError):
+        scale = math.nan
+    if not 0 < scale < math.inf:
+        raise InputError(f"iteration_scale must be a positive finite number, got {iteration_scale!r}")
 
     def times(count: int) -> int:
-        return max(1, round(count * iteration_scale))
+        return max(1, round(count * scale))
 
     scaled = []
     for stage in stages:

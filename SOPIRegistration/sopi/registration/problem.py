@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..drr import Projector
 from ..errors import InputError
-from ..filters import gaussian_blur
+from ..filters import dilate, gaussian_blur
 from ..geometry import CArmGeometry, NominalView, invert_rigid
 from ..io_xray import resize_image
 from ..similarity import SIMILARITIES
@@ -119,10 +119,7 @@ class PoseProblem:
 
         level = self.level(factor)
         with torch.no_grad():
-            rendered = level.projector(self.pose(theta.reshape(1, 6).to(torch.float64)).to(self.device))
-            rendered = rendered[:, 0] if self.mask is not None else rendered
-            if self.scatter_to_primary > 0:
-                rendered = with_scatter(rendered, self.scatter_to_primary, self.scatter_sigma_mm / level.projector.geometry.pixel_spacing_mm[0])
+            rendered = self._read_out(level, self._render(level, theta)[0])
             weight = torch.ones_like(level.fixed) if level.weight is None else level.weight
             magnitudes = []
             for image in (level.fixed[None], rendered):
@@ -136,33 +133,45 @@ class PoseProblem:
     def similarity(self, theta: torch.Tensor, factor: int, measure: str) -> torch.Tensor:
         """``(B,)`` similarities (larger is better) for ``(B, 6)`` theta; differentiable in theta."""
         level = self.level(factor)
-        poses = self.pose(theta.reshape(-1, 6).to(torch.float64)).to(self.device)
-        rendered = level.projector(poses)
+        return self._compare(level, *self._render(level, theta), measure)
+
+    def estimate_scatter(
+        self, theta: torch.Tensor, factor: int, measure: str, candidates: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
+    ) -> float:
+        """Set and return the scatter-to-primary ratio whose scatter-aware DRR at ``theta`` matches best
+        (one render, read out at every candidate)."""
+        level = self.level(factor)
+        scores = []
+        with torch.no_grad():
+            rendered, projected_mask = self._render(level, theta.reshape(1, 6))
+            for candidate in candidates:
+                self.scatter_to_primary = candidate
+                scores.append(float(self._compare(level, rendered, projected_mask, measure)[0]))
+        self.scatter_to_primary = candidates[max(range(len(candidates)), key=scores.__getitem__)]
+        return self.scatter_to_primary
+
+    def _render(self, level: _Level, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(B, rows, cols)`` DRRs of ``(B, 6)`` theta on ``level``, and the projected mask (None without one)."""
+        rendered = level.projector(self.pose(theta.reshape(-1, 6).to(torch.float64)).to(self.device))
+        return (rendered[:, 0], rendered[:, 1]) if self.mask is not None else (rendered, None)
+
+    def _read_out(self, level: _Level, rendered: torch.Tensor) -> torch.Tensor:
+        """The DRRs as the detector reads them: with scatter when :attr:`scatter_to_primary` is positive."""
+        if self.scatter_to_primary <= 0:
+            return rendered
+        return with_scatter(rendered, self.scatter_to_primary, self.scatter_sigma_mm / level.projector.geometry.pixel_spacing_mm[0])
+
+    def _compare(self, level: _Level, rendered: torch.Tensor, projected_mask: torch.Tensor | None, measure: str) -> torch.Tensor:
+        """Similarities of the level's X-ray and the read-out DRRs, weighted by the spine and the X-ray's weight."""
+        rendered = self._read_out(level, rendered)
         weights = None
-        if self.mask is not None:
-            rendered, projected_mask = rendered[:, 0], rendered[:, 1]
-        if self.scatter_to_primary > 0:
-            rendered = with_scatter(rendered, self.scatter_to_primary, self.scatter_sigma_mm / level.projector.geometry.pixel_spacing_mm[0])
-        if self.mask is not None:
-            weights = _dilate((projected_mask > 0).to(rendered.dtype), self.mask_dilation_px)
+        if projected_mask is not None:
+            weights = dilate(projected_mask > 0, self.mask_dilation_px).to(rendered.dtype)
             weights = torch.where(weights.sum(dim=(-2, -1), keepdim=True) > 0, weights, torch.ones_like(weights))
         if level.weight is not None:
             weights = level.weight.expand_as(rendered) if weights is None else weights * level.weight
         fixed = level.fixed.expand_as(rendered)
         return SIMILARITIES[measure](fixed, rendered, weights).to(torch.float64).cpu()
-
-
-    def estimate_scatter(
-        self, theta: torch.Tensor, factor: int, measure: str, candidates: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
-    ) -> float:
-        """Set and return the scatter-to-primary ratio whose scatter-aware DRR at ``theta`` matches best."""
-        scores = []
-        for candidate in candidates:
-            self.scatter_to_primary = candidate
-            with torch.no_grad():
-                scores.append(float(self.similarity(theta.reshape(1, 6), factor, measure)[0]))
-        self.scatter_to_primary = candidates[max(range(len(candidates)), key=scores.__getitem__)]
-        return self.scatter_to_primary
 
 
 def with_scatter(line_integrals: torch.Tensor, scatter_to_primary: float, sigma_px: float) -> torch.Tensor:
@@ -178,10 +187,3 @@ def with_scatter(line_integrals: torch.Tensor, scatter_to_primary: float, sigma_
     scatter = F.interpolate(blurred[:, None], size=primary.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     scale = scatter_to_primary * primary.mean(dim=(-2, -1), keepdim=True) / scatter.mean(dim=(-2, -1), keepdim=True).clamp(min=1e-12)
     return -torch.log(primary + scale * scatter)
-
-
-def _dilate(mask: torch.Tensor, radius_px: int) -> torch.Tensor:
-    if radius_px <= 0:
-        return mask
-    size = 2 * radius_px + 1
-    return torch.nn.functional.max_pool2d(mask[:, None], size, stride=1, padding=radius_px)[:, 0]
