@@ -74,6 +74,10 @@ class CArmGeometry:
             ``((cols - 1) / 2, (rows - 1) / 2)``.
         source_to_isocenter_mm: distance from the source to the C-arm's isocentre
             (mm), used to place nominal views; default ``2/3 * sdd_mm``.
+        view_from_reference: for one view of several, the 4x4 rigid map (row by row, mm) from
+            the reference view's camera frame (view 0's) to this view's camera frame: the
+            C-arm's motion between the shots (the patient stays still). ``None`` for a
+            single view (the identity). See :mod:`sopi.views`.
     """
 
     sdd_mm: float
@@ -82,6 +86,7 @@ class CArmGeometry:
     pixel_spacing_mm: tuple[float, float]
     principal_point_px: tuple[float, float] | None = None
     source_to_isocenter_mm: float | None = None
+    view_from_reference: tuple[tuple[float, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if not 0 < _as_float(self.sdd_mm) <= MAX_SDD_MM:
@@ -120,6 +125,21 @@ class CArmGeometry:
             )
         else:
             object.__setattr__(self, "source_to_isocenter_mm", float(self.source_to_isocenter_mm))
+        if self.view_from_reference is not None:
+            from .validate import check_rigid_pose
+
+            matrix = check_rigid_pose(self.view_from_reference, "geometry: view_from_reference")
+            object.__setattr__(self, "view_from_reference", tuple(tuple(row) for row in matrix.tolist()))
+
+    def reference_transform(self) -> torch.Tensor:
+        """``view_from_reference`` as a (4, 4) float64 tensor; the identity when absent."""
+        if self.view_from_reference is None:
+            return torch.eye(4, dtype=torch.float64)
+        return torch.tensor(self.view_from_reference, dtype=torch.float64)
+
+    def with_view_from_reference(self, matrix: torch.Tensor | None) -> CArmGeometry:
+        """The same detector with another ``view_from_reference`` (``None`` removes it)."""
+        return replace(self, view_from_reference=None if matrix is None else tuple(tuple(row) for row in torch.as_tensor(matrix, dtype=torch.float64).tolist()))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -161,6 +181,10 @@ class CArmGeometry:
         data = asdict(self)
         data["pixel_spacing_mm"] = list(self.pixel_spacing_mm)
         data["principal_point_px"] = list(self.principal_point_px)
+        if self.view_from_reference is None:
+            del data["view_from_reference"]
+        else:
+            data["view_from_reference"] = [list(row) for row in self.view_from_reference]
         return data
 
     @classmethod
@@ -169,7 +193,10 @@ class CArmGeometry:
         required = ("sdd_mm", "rows", "cols", "pixel_spacing_mm")
         missing = [key for key in required if key not in data]
         if missing:
-            raise InputError(f"{source}: missing key(s) {missing}; expected {list(required)} (+ optional principal_point_px)")
+            raise InputError(
+                f"{source}: missing key(s) {missing}; expected {list(required)} "
+                "(+ optional principal_point_px, source_to_isocenter_mm, view_from_reference)"
+            )
         try:
             return cls(
                 sdd_mm=float(data["sdd_mm"]),
@@ -178,6 +205,7 @@ class CArmGeometry:
                 pixel_spacing_mm=tuple(data["pixel_spacing_mm"]),
                 principal_point_px=None if data.get("principal_point_px") is None else tuple(data["principal_point_px"]),
                 source_to_isocenter_mm=data.get("source_to_isocenter_mm"),
+                view_from_reference=data.get("view_from_reference"),
             )
         except (TypeError, ValueError) as error:
             raise InputError(f"{source}: invalid geometry values ({error})") from error

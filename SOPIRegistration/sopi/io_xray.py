@@ -29,8 +29,8 @@ collimators (ShutterShape (0018,1600), CollimatorShape (0018,1700)) give
 
 Geometry: an explicit ``geometry`` wins; otherwise DICOM tags
 (DistanceSourceToDetector (0018,1110), ImagerPixelSpacing (0018,1164) else
-PixelSpacing (0028,0030), DistanceSourceToPatient (0018,1111) as
-``source_to_isocenter_mm``), or the geometry that :func:`write_xray` embeds in
+PixelSpacing (0028,0030), DistanceSourceToIsocenter (0018,9402) else DistanceSourceToPatient
+(0018,1111) as ``source_to_isocenter_mm``), or the geometry that :func:`write_xray` embeds in
 ``.mha``/``.nrrd`` files. PNG/TIFF/JPEG and other files need a geometry JSON or preset.
 """
 
@@ -273,9 +273,10 @@ def _dicom_metadata(tags: dict[str, str]) -> dict:
         values = _tag_floats(tags, key)
         if values:
             metadata[name] = values[0]
-    values = _tag_floats(tags, "0018|1111")
-    if values:
-        metadata["distance_source_to_patient_mm"] = values[0]
+    for key, name in (("0018|1111", "distance_source_to_patient_mm"), ("0018|9402", "distance_source_to_isocenter_mm")):
+        values = _tag_floats(tags, key)
+        if values:
+            metadata[name] = values[0]
     return metadata
 
 
@@ -296,8 +297,12 @@ def _dicom_geometry(tags: dict[str, str], rows: int, cols: int, path: Path) -> C
             f"{path}: DICOM has no usable ImagerPixelSpacing (0018,1164) or PixelSpacing (0028,0030) "
             f"(found {found or 'neither'}); {_NEED_GEOMETRY}"
         )
-    distance = _tag_floats(tags, "0018|1111")
-    source_to_isocenter = distance[0] if distance and 0 < distance[0] < sdd[0] else None
+    source_to_isocenter = None
+    for key in ("0018|9402", "0018|1111"):  # DistanceSourceToIsocenter, else DistanceSourceToPatient
+        distance = _tag_floats(tags, key)
+        if distance and 0 < distance[0] < sdd[0]:
+            source_to_isocenter = distance[0]
+            break
     try:
         return CArmGeometry(sdd[0], rows, cols, (spacing[1], spacing[0]), source_to_isocenter_mm=source_to_isocenter)
     except InputError as error:
