@@ -11,3 +11,10 @@ def register(*args, **kwargs):
     from .registration import register as _register
 
     return _register(*args, **kwargs)
+
+
+def register_views(*args, **kwargs):
+    """Register several X-rays of one patient (AP + lateral) at once; see :func:`sopi.registration.register_views`."""
+    from .registration import register_views as _register_views
+
+    return _register_views(*args, **kwargs)

@@ -1,0 +1,246 @@
+"""Joint registration of several X-rays of one patient (an AP and a lateral, say).
+
+The pose searched is view 0's ``camera_from_world``; view ``k`` is seen at
+``view_from_reference[k] @ camera_from_world[0]`` (``docs/conventions.md``, "Several
+views"). Each view keeps its own :class:`PoseProblem` (its X-ray, detector levels, weights
+and scatter read-out); the similarity a stage optimises is the mean over the views, so a
+second view with a known C-arm rotation pins down the depth that one view barely sees.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..device import resolve_device
+from ..errors import InputError
+from ..filters import dilate
+from ..geometry import CArmGeometry, nominal_view, params_to_dict
+from ..io_xray import XRay
+from ..render import rendering_volume
+from ..volume import Volume
+from .methods import METHODS, Stage, get_method, scaled_budgets, single_level
+from .optimizers import Monitor
+from .problem import PoseProblem, default_pivot
+
+__all__ = ["LinkedProblem", "MultiViewProblem", "MultiViewResult", "register_views"]
+
+
+@dataclass
+class LinkedProblem(PoseProblem):
+    """One view's :class:`PoseProblem` whose pose follows view 0's.
+
+    ``initial_pose`` and ``pivot_world`` are view 0's, so ``theta`` means the same for every
+    view; :meth:`pose` returns this view's ``camera_from_world``:
+    ``view_from_reference @ view0_pose(theta)``.
+    """
+
+    view_from_reference: torch.Tensor | None = None
+
+    def pose(self, theta: torch.Tensor) -> torch.Tensor:
+        """This view's ``camera_from_world`` (..., 4, 4) for ``theta`` (..., 6) about view 0's initial pose."""
+        base = super().pose(theta)
+        return base if self.view_from_reference is None else self.view_from_reference.to(base) @ base
+
+
+@dataclass
+class MultiViewProblem:
+    """The views of one registration, scored together (mean of their similarities)."""
+
+    views: list[LinkedProblem]
+
+    @property
+    def geometry(self) -> CArmGeometry:
+        """View 0's detector: stage levels are chosen on it and carried to the others by working width."""
+        return self.views[0].geometry
+
+    def pose(self, theta: torch.Tensor) -> torch.Tensor:
+        """View 0's ``camera_from_world`` for ``theta``."""
+        return self.views[0].pose(theta)
+
+    def view_factor(self, index: int, factor: int) -> int:
+        """The downsampling factor of view ``index`` that gives the working width view 0 has at ``factor``."""
+        width = max(self.geometry.rows, self.geometry.cols) / factor
+        return max(1, round(max(self.views[index].geometry.rows, self.views[index].geometry.cols) / width))
+
+    def similarity(self, theta: torch.Tensor, factor: int, measure: str) -> torch.Tensor:
+        """``(B,)`` mean similarity over the views for ``(B, 6)`` theta; differentiable in theta."""
+        scores = [view.similarity(theta, self.view_factor(index, factor), measure) for index, view in enumerate(self.views)]
+        return torch.stack(scores).mean(dim=0)
+
+
+@dataclass
+class MultiViewResult:
+    """A joint registration: ``camera_from_world`` is view 0's; ``view_poses`` every view's.
+
+    ``params`` are the paper's parameters of the result relative to view 0's initial pose,
+    pivoting about ``pivot_world`` (deg, mm); ``view_similarities`` are each view's gradient
+    correlation at the result (half-resolution detector).
+    """
+
+    camera_from_world: torch.Tensor
+    params: torch.Tensor
+    method: str
+    time_s: float
+    similarity: float
+    iterations: int
+    converged: bool
+    pivot_world: torch.Tensor
+    view_poses: list[torch.Tensor]
+    view_similarities: list[float]
+    xrays: list[str]
+    stages: list[dict] = field(default_factory=list)
+    xray_preparation: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The ``RESULT.json`` content: ``matrix`` is view 0's ``camera_from_world``."""
+        return {
+            "matrix": self.camera_from_world.tolist(),
+            "params": params_to_dict(self.params),
+            "method": self.method,
+            "time_s": round(self.time_s, 3),
+            "similarity": self.similarity,
+            "iterations": self.iterations,
+            "converged": self.converged,
+            "pivot_world_mm": self.pivot_world.tolist(),
+            "views": [
+                {"xray": name, "matrix": pose.tolist(), "similarity": score, "xray_preparation": prepared}
+                for name, pose, score, prepared in zip(self.xrays, self.view_poses, self.view_similarities, self.xray_preparation)
+            ],
+            "stages": self.stages,
+        }
+
+
+def multiview_methods() -> list[str]:
+    """Methods made only of optimisation stages: the ones that work with several views."""
+    return sorted(name for name, stages in METHODS.items() if all(isinstance(stage, Stage) for stage in stages))
+
+
+def register_views(
+    ct: Volume | str | Path,
+    xrays: Sequence[XRay | str | Path],
+    *,
+    geometries: Sequence[CArmGeometry | None] | None = None,
+    initial_pose: torch.Tensor | None = None,
+    view: str | None = None,
+    mask: Volume | str | Path | None = None,
+    method: str = "opt",
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    step_mm: float = 1.0,
+    iteration_scale: float = 1.0,
+    pyramid: bool = True,
+    prepare: bool = True,
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> MultiViewResult:
+    """Register several X-rays of one patient to a CT at once.
+
+    Args:
+        ct: CT in HU (a :class:`Volume` or a file/DICOM folder).
+        xrays: the X-rays (:class:`XRay` or files), view 0 first.
+        geometries: one per X-ray (``None`` entries: the file's own); each after the first
+            places its view with ``view_from_reference``, else the files' DICOM positioner
+            angles do (:func:`sopi.views.views_from_reference`).
+        initial_pose: view 0's ``camera_from_world`` to start from; else the nominal ``view``
+            (``ap`` by default) about the spine centroid (the CT centre without a mask).
+        mask: spine mask or label map on the CT grid; sets the pivot and weights every view.
+        method: a classical method (:func:`multiview_methods`); the learned ones are single-view.
+        Other arguments as in :func:`sopi.registration.register`.
+    """
+    from ..io import read_ct, read_mask, read_xray
+    from ..validate import check_ct_content, check_pose_in_front, check_rigid_pose, check_seed, check_xray_signal
+    from ..views import views_from_reference
+    from .api import _run_stage, _spine_mask
+
+    check_seed(seed)
+    xrays = list(xrays)
+    if not xrays:
+        raise InputError("xrays: expected at least one X-ray")
+    if geometries is not None and len(geometries) != len(xrays):
+        raise InputError(f"geometries: {len(geometries)} given for {len(xrays)} X-rays; expected one geometry per X-ray")
+    if method not in multiview_methods():
+        get_method(method)  # unknown names get the usual error
+        raise InputError(f"method {method!r} uses trained networks and registers one view; with several X-rays use one of {multiview_methods()}")
+    if initial_pose is not None:
+        initial_pose = check_rigid_pose(initial_pose, "initial_pose")
+        if view is not None:
+            raise InputError("give either initial_pose or view, not both")
+    stages = scaled_budgets(get_method(method), iteration_scale)
+    if not pyramid:
+        stages = single_level(stages)
+    started = time.perf_counter()
+    ct_volume = ct if isinstance(ct, Volume) else read_ct(ct)
+    check_ct_content(ct_volume.data, f"CT {ct}" if not isinstance(ct, Volume) else "CT")
+    fixed = []
+    for index, xray in enumerate(xrays):
+        given = None if geometries is None else geometries[index]
+        fixed.append(xray if isinstance(xray, XRay) else read_xray(xray, geometry=given))
+        if isinstance(xray, XRay) and given is not None:
+            fixed[-1] = XRay(xray.image, given, xray.path, xray.metadata, xray.field_mask)
+        check_xray_signal(fixed[-1].image, f"X-ray {index} {fixed[-1].path or ''}".strip())
+    names = [f"X-ray {index} ({item.path})" if item.path else f"X-ray {index}" for index, item in enumerate(fixed)]
+    transforms = views_from_reference([item.geometry for item in fixed], [item.metadata for item in fixed], names)
+    spine = _spine_mask(ct_volume, mask, False, progress, cancel, read_mask)
+    if spine is not None:
+        from ..segment import mask_centroid_world
+
+        spine = spine.with_data((spine.data != 0).to(torch.uint8))
+        pivot = mask_centroid_world(spine)
+    geometry = fixed[0].geometry
+    if initial_pose is None:
+        center = pivot if spine is not None else ct_volume.center_world
+        initial_pose = nominal_view(view or "ap", center, geometry.source_to_isocenter_mm).camera_from_world
+    for index, (item, transform) in enumerate(zip(fixed, transforms)):
+        check_pose_in_front(transform @ initial_pose, ct_volume.center_world, item.geometry.sdd_mm, f"initial pose of {names[index]}")
+    if spine is None:
+        pivot = default_pivot(initial_pose, geometry)
+    attenuation = rendering_volume(ct_volume, "hu")
+    chosen_device = resolve_device(device)
+    views, preparations = [], []
+    for item, transform in zip(fixed, transforms):
+        weight, record = None, {}
+        if prepare:
+            from .preparation import prepare_fixed
+
+            item, weight, record = prepare_fixed(item, attenuation, transform @ initial_pose, chosen_device)
+        preparations.append(record)
+        views.append(LinkedProblem(
+            attenuation, item.image, item.geometry, initial_pose.to(torch.float64), pivot, mask=spine, device=chosen_device,
+            step_mm=step_mm, xray_weight=weight, view_from_reference=transform,
+        ))
+    problem = MultiViewProblem(views)
+    theta = torch.zeros(6, dtype=torch.float64)
+    records, iterations, converged, similarity = [], 0, True, float("nan")
+    for index, stage in enumerate(stages):
+        monitor = Monitor(progress, cancel, index / len(stages), (index + 1) / len(stages), stage.label)
+        stage_started = time.perf_counter()
+        factor = stage.level_factor(max(geometry.rows, geometry.cols))
+        if prepare and index == 1:  # after the first stage the pose is close enough to judge scatter and edges
+            for number, (linked, record) in enumerate(zip(views, preparations)):
+                view_factor = problem.view_factor(number, factor)
+                record["scatter_to_primary_estimate"] = linked.estimate_scatter(theta, view_factor, stage.measure)
+                unexplained = linked.unexplained_edges(theta, view_factor)
+                linked.restrict_weight(~dilate(unexplained, 2))
+                record["unexplained_edge_fraction"] = round(float(unexplained.float().mean()), 4)
+        outcome = _run_stage(problem, stage, theta, seed + index, monitor)
+        theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged
+        similarity = -outcome.loss
+        records.append({
+            "stage": stage.label, "iterations": outcome.iterations, "similarity": similarity,
+            "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta),
+        })
+    with torch.no_grad():
+        scores = [float(linked.similarity(theta[None], problem.view_factor(number, 2), "gc")[0]) for number, linked in enumerate(views)]
+    if progress is not None:
+        progress(1.0, "done")
+    return MultiViewResult(
+        camera_from_world=problem.pose(theta), params=theta, method=method, time_s=time.perf_counter() - started,
+        similarity=similarity, iterations=iterations, converged=converged, pivot_world=pivot,
+        view_poses=[linked.pose(theta) for linked in views], view_similarities=scores,
+        xrays=[item.path or f"view {index}" for index, item in enumerate(fixed)], stages=records, xray_preparation=preparations,
+    )
