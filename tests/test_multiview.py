@@ -81,3 +81,85 @@ def test_bad_view_lists_get_a_clear_error(two_views):
         register_views(ct, xrays, initial_pose=start, method="nonsense")
     with pytest.raises(InputError, match="at least one X-ray"):
         register_views(ct, [], initial_pose=start)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+@pytest.fixture(scope="module")
+def simulated_views(tmp_path_factory):
+    """``sopi simulate --views ap,lateral`` of the blobs CT on the far C-arm."""
+    from sopi.cli import main
+    from sopi.io import write_volume
+
+    folder = tmp_path_factory.mktemp("views")
+    write_volume(folder / "ct.nii.gz", blobs_ct())
+    FAR.save(folder / "far.json")
+    code = main(["simulate", str(folder / "ct.nii.gz"), "--views", "ap,lateral", "--geometry", str(folder / "far.json"),
+                 "--out", str(folder / "case"), "--seed", "3", "--device", "cpu"])
+    assert code == 0
+    return folder
+
+
+def test_simulate_writes_one_xray_and_geometry_per_view(simulated_views):
+    from sopi.geometry import load_pose
+    from sopi.io import read_xray
+
+    case = simulated_views / "case"
+    ap, lateral = (CArmGeometry.load(case / f"geometry_{view}.json") for view in ("ap", "lateral"))
+    assert ap.view_from_reference is None and lateral.view_from_reference is not None
+    init = load_pose(case / "init.json")
+    centre = blobs_ct().center_world
+    expected = nominal_view("lateral", centre, FAR.source_to_isocenter_mm).camera_from_world
+    assert torch.allclose(lateral.reference_transform() @ init, expected, atol=1e-9)  # nominal AP -> nominal lateral
+    embedded = read_xray(case / "xray_lateral.mha")  # the .mha carries its geometry, view_from_reference included
+    assert embedded.geometry == lateral and embedded.image.shape == (FAR.rows, FAR.cols)
+    assert float(load_pose(case / "gt.json").sub(init).abs().max()) > 0
+
+
+def test_register_cli_takes_repeated_xray_and_geometry_pairs(simulated_views, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from sopi.cli import main
+    from sopi.geometry import load_pose
+
+    case = simulated_views / "case"
+    pairs = [arg for view in ("ap", "lateral") for arg in ("--xray", str(case / f"xray_{view}.mha"), "--geometry", str(case / f"geometry_{view}.json"))]
+    out, fused = tmp_path / "result.json", tmp_path / "fused.png"
+    code = main(["register", "--ct", str(simulated_views / "ct.nii.gz"), *pairs, "--init", str(case / "init.json"), "--out", str(out),
+                 "--fused", str(fused), "--no-prepare", "--iteration-scale", "0.5", "--device", "cpu", "--quiet"])
+    assert code == 0
+    result = json.loads(out.read_text(encoding="utf-8"))
+    truth, start = load_pose(case / "gt.json"), load_pose(case / "init.json")
+    centre = blobs_ct().center_world
+    points = centre + torch.tensor([[20.0, 0, 0], [0, 20, 0], [0, 0, 20], [-20, -20, -20]], dtype=torch.float64)
+    before = float(mtre_mm(start, truth, points))
+    after = float(mtre_mm(torch.tensor(result["matrix"], dtype=torch.float64), truth, points))
+    assert after < min(1.0, before / 4), (before, after)
+    assert len(result["views"]) == 2 and result["views"][1]["xray"].endswith("xray_lateral.mha")
+    assert Image.open(fused).size == (2 * FAR.cols + 4, FAR.rows)  # both views side by side
+
+
+def test_register_cli_names_what_is_missing_in_one_line(simulated_views, tmp_path, capsys):
+    from sopi.cli import main
+    from sopi.io import write_xray
+
+    case = simulated_views / "case"
+    write_xray(tmp_path / "bare.nii.gz", torch.ones(FAR.rows, FAR.cols), FAR)  # NIfTI carries no geometry
+    ct = ["register", "--ct", str(simulated_views / "ct.nii.gz"), "--out", str(tmp_path / "r.json"), "--quiet"]
+    two = ["--xray", str(case / "xray_ap.mha"), "--xray", str(case / "xray_lateral.mha")]
+    cases = {
+        "2 --xray but 1 --geometry": [*two, "--geometry", str(case / "geometry_ap.json")],
+        "bare.nii.gz: this file carries no C-arm geometry": ["--xray", str(case / "xray_ap.mha"), "--xray", str(tmp_path / "bare.nii.gz")],
+        "1 --xray but 2 --geometry": ["--xray", str(case / "xray_ap.mha"), "--geometry", str(case / "geometry_ap.json"),
+                                      "--geometry", str(case / "geometry_lateral.json")],
+        "registers one view": [*two, "--method", "sopi+opt"],
+    }
+    for message, args in cases.items():
+        assert main([*ct, *args]) == 2
+        error = capsys.readouterr().err.strip()
+        assert message in error and len(error.splitlines()) == 1 and "Traceback" not in error, error
+    assert main(["simulate", str(simulated_views / "ct.nii.gz"), "--views", "ap,ap", "--out", str(tmp_path / "x")]) == 2
+    assert "two or more different views" in capsys.readouterr().err

@@ -127,6 +127,10 @@ def _cmd_drr(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import simulate_case
 
+    if args.views:
+        from .cli_views import simulate_views_command
+
+        return simulate_views_command(args)
     files = simulate_case(
         ct_path=args.ct,
         out_dir=args.out,
@@ -214,6 +218,13 @@ def _cmd_register(args: argparse.Namespace) -> int:
     from .io import read_ct, read_xray
     from .registration import register
 
+    if len(args.xray) > 1:  # several views: sopi.cli_views
+        from .cli_views import register_views_command
+
+        return register_views_command(args)
+    if args.geometry and len(args.geometry) > 1:
+        raise InputError(f"1 --xray but {len(args.geometry)} --geometry; expected one --geometry per --xray, in the same order")
+    args.xray, args.geometry = args.xray[0], (args.geometry[0] if args.geometry else None)
     inputs = {
         "--ct": args.ct, "--xray": args.xray, "--geometry": args.geometry, "--init": args.init, "--mask": args.mask,
         "--model": args.model, "--fine-model": args.fine_model,
@@ -305,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--out", type=Path, required=True, help="output folder")
     simulate.add_argument("--mask", type=Path, help="spine mask or label map: its centroid is the isocentre (default: volume centre)")
     simulate.add_argument("--view", choices=("ap", "lateral"), default="ap")
+    simulate.add_argument(
+        "--views", help="several views of one pose, e.g. ap,lateral: xray_<view>.mha and geometry_<view>.json per view "
+        "(each after the first with view_from_reference), gt.json and init.json of the first; replaces --view",
+    )
     simulate.add_argument("--protocol", default="paper", help="pose distribution: paper or wide (default paper)")
     simulate.add_argument("--seed", type=seed, default=0)
     _add_geometry_options(simulate, default_preset="perlove-plx118f")
@@ -327,9 +342,17 @@ def build_parser() -> argparse.ArgumentParser:
         "register", help="register an X-ray to a CT", description="Find the camera_from_world pose of an X-ray relative to a CT."
     )
     reg.add_argument("--ct", type=Path, required=True, help="CT file or DICOM folder (HU)")
-    reg.add_argument("--xray", type=Path, required=True, help="X-ray file (MHA/NRRD/NIfTI/PNG/TIFF/DICOM)")
+    reg.add_argument(
+        "--xray", type=Path, required=True, action="append",
+        help="X-ray file (MHA/NRRD/NIfTI/PNG/TIFF/DICOM); repeat for several views of one patient (AP + lateral), "
+        "each with its --geometry: registers them jointly, RESULT's matrix is the first view's camera_from_world",
+    )
     reg_geometry = reg.add_mutually_exclusive_group()
-    reg_geometry.add_argument("--geometry", type=Path, help="geometry JSON (default: from the X-ray file)")
+    reg_geometry.add_argument(
+        "--geometry", type=Path, action="append",
+        help="geometry JSON (default: from the X-ray file); one per --xray, in the same order; views after the first "
+        "carry view_from_reference (docs/conventions.md)",
+    )
     reg_geometry.add_argument("--preset", choices=sorted(PRESETS), help="named C-arm geometry")
     start = reg.add_mutually_exclusive_group()
     start.add_argument("--init", type=Path, help="initial pose JSON")

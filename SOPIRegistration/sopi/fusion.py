@@ -10,7 +10,7 @@ import torch
 from .atomic import atomic_path
 from .similarity import image_gradients
 
-__all__ = ["checkerboard", "edge_overlay", "fused_overlay", "write_fused_png"]
+__all__ = ["checkerboard", "edge_overlay", "fused_overlay", "side_by_side", "write_fused_png", "write_fused_views_png"]
 
 
 def _normalised(image: torch.Tensor) -> np.ndarray:
@@ -72,3 +72,23 @@ def write_fused_png(path: str | Path, xray: torch.Tensor, drr: torch.Tensor, opa
 
     with atomic_path(path) as temporary:
         Image.fromarray(fused_overlay(xray, drr, opacity)).save(temporary, format="PNG")
+
+
+def side_by_side(pictures: list[np.ndarray], gap_px: int = 4) -> np.ndarray:
+    """``(rows, cols, 3)`` uint8: RGB pictures left to right, top-aligned, ``gap_px`` black columns between."""
+    rows = max(picture.shape[0] for picture in pictures)
+    padded = []
+    for index, picture in enumerate(pictures):
+        if index:
+            padded.append(np.zeros((rows, gap_px, 3), dtype=np.uint8))
+        padded.append(np.pad(picture, ((0, rows - picture.shape[0]), (0, 0), (0, 0))))
+    return np.concatenate(padded, axis=1)
+
+
+def write_fused_views_png(path: str | Path, pairs: list[tuple[torch.Tensor, torch.Tensor]], opacity: float = 0.5) -> None:
+    """Write every view's :func:`fused_overlay` (``(xray, drr)`` pairs, view 0 leftmost) side by side as one PNG."""
+    from PIL import Image
+
+    picture = side_by_side([fused_overlay(xray, drr, opacity) for xray, drr in pairs])
+    with atomic_path(path) as temporary:
+        Image.fromarray(picture).save(temporary, format="PNG")

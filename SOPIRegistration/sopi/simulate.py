@@ -10,7 +10,7 @@ from .geometry import CArmGeometry, nominal_view, params_to_dict, save_pose
 from .protocols import get_protocol
 from .render import render_drr, rendering_volume
 
-__all__ = ["simulate_case"]
+__all__ = ["simulate_case", "simulate_views"]
 
 
 def simulate_case(
@@ -59,4 +59,60 @@ def simulate_case(
     geometry.save(out / "geometry.json")
     save_pose(out / "gt.json", true_pose, params=params_to_dict(theta), protocol=protocol, seed=seed, **common)
     save_pose(out / "init.json", nominal.camera_from_world, params=params_to_dict(torch.zeros(6)), **common)
+    return [out / name for name in names]
+
+
+def simulate_views(
+    ct_path: str | Path,
+    out_dir: str | Path,
+    geometry: CArmGeometry,
+    views: list[str],
+    mask_path: str | Path | None = None,
+    protocol: str = "paper",
+    seed: int = 0,
+    step_mm: float = 1.0,
+    device: torch.device | str = "cpu",
+) -> list[Path]:
+    """One patient seen in several nominal views (``["ap", "lateral"]``): per view ``xray_<view>.mha``
+    and ``geometry_<view>.json``, plus ``gt.json`` and ``init.json`` for view 0.
+
+    All views share the isocentre (the mask's centroid, else the CT's centre) and the patient's
+    pose: the true pose is drawn about view 0's nominal view and view ``k`` sees it through its
+    geometry's ``view_from_reference`` (nominal ``k`` from nominal 0; see ``docs/conventions.md``).
+    """
+    from .errors import InputError
+    from .geometry import invert_rigid
+    from .io import read_ct, read_mask, write_xray
+    from .validate import check_outputs
+
+    if len(views) < 2 or len(set(views)) != len(views):
+        raise InputError(f"--views {','.join(views)}: expected two or more different views, such as ap,lateral")
+    out = Path(out_dir)
+    names = [name for view in views for name in (f"xray_{view}.mha", f"geometry_{view}.json")] + ["gt.json", "init.json"]
+    check_outputs({"out": out}, {"ct": ct_path, "mask": mask_path}, folders=("out",))
+    check_outputs({f"out ({name})": out / name for name in names}, {"ct": ct_path, "mask": mask_path})
+    nominal_protocol = get_protocol(protocol)
+    ct = read_ct(ct_path)
+    if mask_path is not None:
+        from .segment import mask_centroid_world
+
+        isocenter = mask_centroid_world(read_mask(mask_path, ct))
+    else:
+        isocenter = ct.center_world
+    nominals = [nominal_view(view, isocenter, geometry.source_to_isocenter_mm) for view in views]
+    reference = invert_rigid(nominals[0].camera_from_world)
+    geometries = [geometry] + [geometry.with_view_from_reference(nominal.camera_from_world @ reference) for nominal in nominals[1:]]
+    theta = nominal_protocol.sample(1, torch.Generator().manual_seed(seed))[0]
+    true_pose = nominals[0].pose(theta)
+    attenuation = rendering_volume(ct, "hu")
+    images = [render_drr(attenuation, view_geometry, view_geometry.reference_transform() @ true_pose, step_mm=step_mm, device=device)
+              for view_geometry in geometries]
+
+    out.mkdir(parents=True, exist_ok=True)
+    common = {"views": views, "isocenter_world_mm": isocenter.tolist(), "ct": str(ct_path)}
+    for view, view_geometry, image in zip(views, geometries, images):
+        write_xray(out / f"xray_{view}.mha", image, view_geometry)
+        view_geometry.save(out / f"geometry_{view}.json")
+    save_pose(out / "gt.json", true_pose, params=params_to_dict(theta), protocol=protocol, seed=seed, **common)
+    save_pose(out / "init.json", nominals[0].camera_from_world, params=params_to_dict(torch.zeros(6)), **common)
     return [out / name for name in names]

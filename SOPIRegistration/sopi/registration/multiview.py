@@ -128,6 +128,7 @@ def register_views(
     initial_pose: torch.Tensor | None = None,
     view: str | None = None,
     mask: Volume | str | Path | None = None,
+    auto_mask: bool = False,
     method: str = "opt",
     device: str | torch.device = "auto",
     seed: int = 0,
@@ -148,7 +149,8 @@ def register_views(
             angles do (:func:`sopi.views.views_from_reference`).
         initial_pose: view 0's ``camera_from_world`` to start from; else the nominal ``view``
             (``ap`` by default) about the spine centroid (the CT centre without a mask).
-        mask: spine mask or label map on the CT grid; sets the pivot and weights every view.
+        mask: spine mask or label map on the CT grid; sets the pivot and weights every view;
+            ``auto_mask`` segments it instead.
         method: a classical method (:func:`multiview_methods`); the learned ones are single-view.
         Other arguments as in :func:`sopi.registration.register`.
     """
@@ -185,7 +187,7 @@ def register_views(
         check_xray_signal(fixed[-1].image, f"X-ray {index} {fixed[-1].path or ''}".strip())
     names = [f"X-ray {index} ({item.path})" if item.path else f"X-ray {index}" for index, item in enumerate(fixed)]
     transforms = views_from_reference([item.geometry for item in fixed], [item.metadata for item in fixed], names)
-    spine = _spine_mask(ct_volume, mask, False, progress, cancel, read_mask)
+    spine = _spine_mask(ct_volume, mask, bool(auto_mask), progress, cancel, read_mask)
     if spine is not None:
         from ..segment import mask_centroid_world
 

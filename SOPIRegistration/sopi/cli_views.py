@@ -1,0 +1,102 @@
+"""``sopi register`` and ``sopi simulate`` with several views (``--xray X0 --geometry G0 --xray X1 --geometry G1``,
+``--views ap,lateral``); the single-view paths stay in :mod:`sopi.cli`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .device import resolve_device
+from .errors import InputError
+from .geometry import CArmGeometry
+from .validate import check_ct_content, check_outputs
+
+__all__ = ["parse_views", "register_views_command", "simulate_views_command", "view_geometries"]
+
+
+def parse_views(text: str) -> list[str]:
+    """``--views ap,lateral`` as a list of names (order kept)."""
+    views = [name.strip() for name in text.split(",") if name.strip()]
+    known = ("ap", "lateral")
+    unknown = [name for name in views if name not in known]
+    if unknown:
+        raise InputError(f"--views {text!r}: unknown view(s) {unknown}; expected comma-separated names from {list(known)}")
+    if len(views) < 2 or len(set(views)) != len(views):
+        raise InputError(f"--views {text!r}: expected two or more different views, such as ap,lateral")
+    return views
+
+
+def view_geometries(xrays: list[Path], geometries: list[Path] | None, preset: str | None) -> list[CArmGeometry | None]:
+    """One geometry per ``--xray`` (``None``: the file's own); a one-line error when the counts differ."""
+    from .cli import _load_geometry
+
+    if geometries:
+        if len(geometries) != len(xrays):
+            raise InputError(
+                f"{len(xrays)} --xray but {len(geometries)} --geometry; expected one --geometry per --xray, in the same "
+                "order (or none when every X-ray file carries its geometry)"
+            )
+        return [_load_geometry(path) for path in geometries]
+    if preset:
+        return [CArmGeometry.preset(preset)] * len(xrays)
+    return [None] * len(xrays)
+
+
+def register_views_command(args: argparse.Namespace) -> int:
+    """``sopi register`` with two or more ``--xray``: a joint registration; RESULT's ``matrix`` is view 0's."""
+    from .atomic import write_json
+    from .cli import _frame, _progress_bar
+    from .geometry import load_pose
+    from .io import read_ct, read_xray
+    from .registration.multiview import multiview_methods, register_views
+
+    inputs = {"--ct": args.ct, "--init": args.init, "--mask": args.mask, "--model": args.model, "--fine-model": args.fine_model}
+    inputs.update({f"--xray {index}": path for index, path in enumerate(args.xray)})
+    inputs.update({f"--geometry {index}": path for index, path in enumerate(args.geometry or [])})
+    check_outputs({"--out": args.out, "--fused": args.fused}, inputs)
+    if args.fused is not None and args.fused.suffix.lower() != ".png":
+        raise InputError(f"--fused {args.fused}: the fused overlay is a PNG image; expected a name ending in .png")
+    if args.model or args.fine_model:
+        raise InputError("--model/--fine-model: the learned methods register one view; with several --xray use " + ", ".join(multiview_methods()))
+    method = args.method or "opt"
+    if method not in multiview_methods():
+        raise InputError(f"--method {method}: registers one view; with several --xray use one of {multiview_methods()}")
+    geometries = view_geometries(args.xray, args.geometry, args.preset)
+    ct = read_ct(args.ct)
+    check_ct_content(ct.data, f"--ct {args.ct}")
+    xrays = [read_xray(path, geometry=geometry, polarity=args.polarity, frame=_frame(args.frame)) for path, geometry in zip(args.xray, geometries)]
+    initial_pose = load_pose(args.init) if args.init else None
+    with _progress_bar(f"sopi register ({method}, {len(xrays)} views)", args.quiet) as progress:
+        result = register_views(
+            ct, xrays, initial_pose=initial_pose, view=None if args.init else args.view, mask=args.mask,
+            auto_mask=bool(args.auto_mask), method=method, device=resolve_device(args.device), seed=args.seed,
+            iteration_scale=args.iteration_scale, pyramid=not args.no_pyramid, prepare=not args.no_prepare,
+            step_mm=args.step_mm, progress=progress,
+        )
+    write_json(args.out, result.to_dict())
+    scores = ", ".join(f"{score:.3f}" for score in result.view_similarities)
+    print(f"wrote {args.out} (similarity {result.similarity:.4f}; per view {scores}; {result.time_s:.1f} s)")
+    if args.fused:
+        from .fusion import write_fused_views_png
+        from .render import render_drr, rendering_volume
+
+        volume = rendering_volume(ct, "hu")
+        pairs = [(xray.image, render_drr(volume, xray.geometry, pose, device=resolve_device(args.device)))
+                 for xray, pose in zip(xrays, result.view_poses)]
+        write_fused_views_png(args.fused, pairs)
+        print(f"wrote {args.fused} ({len(pairs)} views side by side)")
+    return 0
+
+
+def simulate_views_command(args: argparse.Namespace) -> int:
+    """``sopi simulate --views ap,lateral``: one X-ray and geometry per view, the truth and start of view 0."""
+    from .cli import _geometry
+    from .simulate import simulate_views
+
+    files = simulate_views(
+        ct_path=args.ct, out_dir=args.out, geometry=_geometry(args), views=parse_views(args.views), mask_path=args.mask,
+        protocol=args.protocol, seed=args.seed, step_mm=args.step_mm, device=resolve_device(args.device),
+    )
+    for path in files:
+        print(f"wrote {path}")
+    return 0
