@@ -163,3 +163,23 @@ def test_register_cli_names_what_is_missing_in_one_line(simulated_views, tmp_pat
         assert message in error and len(error.splitlines()) == 1 and "Traceback" not in error, error
     assert main(["simulate", str(simulated_views / "ct.nii.gz"), "--views", "ap,ap", "--out", str(tmp_path / "x")]) == 2
     assert "two or more different views" in capsys.readouterr().err
+
+
+def test_benchmark_views_compares_one_view_with_all_on_the_same_cases(simulated_views, tmp_path):
+    import csv
+
+    from sopi.cli import main
+    from sopi.io import write_volume
+
+    ct = blobs_ct()
+    write_volume(tmp_path / "mask.nii.gz", ct.with_data((ct.data > 0).to(torch.uint8)))
+    code = main(["benchmark", "--ct", str(simulated_views / "ct.nii.gz"), "--mask", str(tmp_path / "mask.nii.gz"), "--views", "ap,lateral",
+                 "--cases", "1", "--seed", "4", "--geometry", str(simulated_views / "far.json"), "--no-prepare",
+                 "--out", str(tmp_path / "bench"), "--device", "cpu", "--quiet"])
+    assert code == 0
+    with open(tmp_path / "bench" / "results.csv", encoding="utf-8", newline="") as handle:
+        rows = {row["views"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"-", "ap", "ap+lateral"}
+    assert float(rows["ap+lateral"]["mtre_mm"]) < min(1.0, float(rows["-"]["mtre_mm"]))
+    assert abs(float(rows["ap+lateral"]["depth_error_mm"])) < 1.0
+    assert "| opt | ap+lateral | 1 |" in (tmp_path / "bench" / "report.md").read_text(encoding="utf-8")

@@ -262,6 +262,10 @@ def _cmd_register(args: argparse.Namespace) -> int:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from .benchmark import run_benchmark
 
+    if args.views:
+        from .cli_views import benchmark_views_command
+
+        return benchmark_views_command(args)
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
     if not methods:
         raise InputError(f"--methods {args.methods!r}: names no method; expected comma-separated names such as opt,rtpi+opt")
@@ -406,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--no-prepare", action="store_true", help="register without X-ray preparation (ablation)")
     bench.add_argument("--view", choices=("ap", "lateral"), default="ap")
+    bench.add_argument("--views", help="several views, e.g. ap,lateral: every method on the first view alone and on all jointly, same cases")
     _add_geometry_options(bench, default_preset="perlove-plx118f")
     bench.add_argument("--device", default="auto")
     bench.add_argument("--quiet", action="store_true")

@@ -11,7 +11,7 @@ from .errors import InputError
 from .geometry import CArmGeometry
 from .validate import check_ct_content, check_outputs
 
-__all__ = ["parse_views", "register_views_command", "simulate_views_command", "view_geometries"]
+__all__ = ["benchmark_views_command", "parse_views", "register_views_command", "simulate_views_command", "view_geometries"]
 
 
 def parse_views(text: str) -> list[str]:
@@ -98,5 +98,27 @@ def simulate_views_command(args: argparse.Namespace) -> int:
         protocol=args.protocol, seed=args.seed, step_mm=args.step_mm, device=resolve_device(args.device),
     )
     for path in files:
+        print(f"wrote {path}")
+    return 0
+
+
+def benchmark_views_command(args: argparse.Namespace) -> int:
+    """``sopi benchmark --views ap,lateral``: each method on the first view alone and on all views, same cases."""
+    from .benchmark_views import run_views_benchmark
+    from .cli import _geometry, _progress_bar
+
+    methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    if not methods:
+        raise InputError(f"--methods {args.methods!r}: names no method; expected comma-separated names such as opt")
+    if args.realistic or args.model or args.fine_model:
+        raise InputError("--views: realistic X-rays and learned models are single-view for now; drop --realistic/--model/--fine-model")
+    check_outputs({"--out": args.out}, {"--ct": args.ct, "--mask": args.mask}, folders=("--out",))
+    with _progress_bar("sopi benchmark (views)", args.quiet) as update:
+        written = run_views_benchmark(
+            args.ct, args.mask, args.out, views=parse_views(args.views), methods=methods, protocol=args.protocol,
+            cases=args.cases, seed=args.seed, geometry=_geometry(args), device=resolve_device(args.device),
+            prepare=not args.no_prepare, progress=lambda done, total, message: update(done / total, message),
+        )
+    for path in written:
         print(f"wrote {path}")
     return 0
