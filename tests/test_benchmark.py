@@ -101,3 +101,47 @@ def test_a_tiny_benchmark_end_to_end(tmp_path):
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "| Initial |" in report and "| opt-gc |" in report
     assert json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))["settings"]["cases"] == 2
+
+
+def test_far_protocol_centres_each_case_on_a_spine_voxel():
+    from sopi.benchmark import _along_spine
+    from sopi.geometry import invert_rigid
+    from sopi.io import mask_from_labels
+    from sopi.sample_data import load_sample
+    from sopi.segment import mask_centroid_world
+
+    _, labels = load_sample()
+    spine = mask_from_labels(labels)
+    nominal = nominal_view("ap", mask_centroid_world(spine), 675.0)
+    thetas = _along_spine(torch.zeros(5, 6, dtype=torch.float64), nominal, spine, torch.Generator().manual_seed(1))
+    for theta in thetas:  # theta = 0 about the drawn voxel: that voxel sits at the isocentre of the moved view
+        isocentre = invert_rigid(nominal.pose(theta)) @ torch.tensor([0.0, 0.0, 675.0, 1.0], dtype=torch.float64)
+        index = torch.linalg.solve(spine.world_from_index, isocentre)[:3].round().long()
+        assert spine.data[index[2], index[1], index[0]] != 0
+        assert torch.allclose(theta[:3], torch.zeros(3, dtype=torch.float64), atol=1e-9)  # a pure shift of the view
+    assert float(thetas[:, 3:].abs().max()) > 5.0  # the voxels are spread along the spine, not at its centroid
+
+
+def test_benchmark_on_several_cts_reports_each_and_pooled(tmp_path):
+    import shutil
+
+    from sopi.benchmark_multi import ct_names, run_benchmarks
+
+    assert ct_names(["a/ct.nii.gz", "b/ct.nii.gz", "c/scan.mha"]) == ["ct", "ct-2", "scan"]
+    copy = tmp_path / "other" / sample_ct_path().name
+    copy.parent.mkdir()
+    shutil.copy(sample_ct_path(), copy)
+    geometry = CArmGeometry(1011.7, 64, 64, (3.2, 3.2), source_to_isocenter_mm=675.0)
+    out = tmp_path / "out"
+    run_benchmarks([sample_ct_path(), copy], [sample_vertebrae_path(), sample_vertebrae_path()], out,
+                   methods=["opt-gc"], protocol="paper", cases=1, seed=2, geometry=geometry)
+    names = ct_names([sample_ct_path(), copy])
+    per_ct = [list(csv.DictReader(open(out / name / "results.csv", encoding="utf-8"))) for name in names]
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["pooled"]["opt-gc"]["cases"] == 2 and set(summary["per_ct"]) == set(names)
+    pooled_mtre = sorted(float(rows[-1]["mtre_mm"]) for rows in per_ct)
+    assert summary["pooled"]["opt-gc"]["mtre_mm_median"] == pytest.approx(sum(pooled_mtre) / 2)
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Pooled" in report and all(f"## {name}" in report for name in names)
+    with pytest.raises(Exception, match="one --mask"):
+        run_benchmarks([sample_ct_path(), copy], [sample_vertebrae_path()], out, methods=["opt-gc"])

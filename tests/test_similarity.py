@@ -115,3 +115,14 @@ def test_every_measure_is_batched_differentiable_and_best_at_identity(name):
     small_fixed = fixed[:1, :8, :8].clone()
     small_moving = moving[:1, :8, :8].clone().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda m: measure(small_fixed, m), (small_moving,), eps=1e-6, atol=1e-5)
+
+
+def test_box_mean_equals_average_pooling_that_ignores_the_outside():
+    import torch.nn.functional as F
+
+    from sopi.similarity import box_mean
+
+    images = torch.rand(3, 37, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for size in (3, 9, 13):
+        expected = F.avg_pool2d(images[:, None], size, stride=1, padding=size // 2, count_include_pad=False)[:, 0]
+        assert torch.allclose(box_mean(images, size), expected, atol=1e-12)

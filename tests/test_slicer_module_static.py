@@ -132,10 +132,10 @@ def test_choice_lists_match_the_engine():
     from SOPIRegistrationLib.display import FUSION_MODES
     from sopi.geometry import PRESETS
     from sopi.io_xray import POLARITIES
-    from sopi.registration.methods import METHODS
+    from sopi.registration.methods import DEFAULT_METHOD, METHODS
 
     methods = _module_constant("METHOD_CHOICES")
-    assert sorted(methods) == sorted(METHODS) and methods[0] == "sopi+opt"
+    assert sorted(methods) == sorted(METHODS) and methods[0] == DEFAULT_METHOD == "global+opt"
     presets = _module_constant("GEOMETRY_PRESETS")
     assert set(presets) == set(PRESETS)
     for name, (sdd, sod) in presets.items():

@@ -76,19 +76,24 @@ def simulate_cases(
     seed: int,
     realistic: bool = False,
     device: torch.device | str = "cpu",
+    spine: Volume | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     """``(theta (N, 6), images (N, rows, cols), realism draws)`` for ``cases`` seeded cases.
 
     ``realistic`` draws the physics of :mod:`sopi.xray_physics` per case (two materials,
     instruments, collimation and field of view, scatter, quantum noise, detector blur,
-    read-out); the poses are the same as without it for the same seed.
+    read-out); the poses are the same as without it for the same seed. Protocols drawn
+    ``along_spine`` need ``spine``; their ``theta`` are still relative to ``nominal``.
     """
     from .drr import Projector
     from .render import render_drr, rendering_volume
     from .xray_physics import draw_realism, material_volume, simulate_xray
 
     generator = torch.Generator().manual_seed(seed)
-    thetas = get_protocol(protocol).sample(cases, generator)
+    chosen = get_protocol(protocol)
+    thetas = chosen.sample(cases, generator)
+    if chosen.along_spine:
+        thetas = _along_spine(thetas, nominal, spine, torch.Generator().manual_seed(seed + 104729))
     realism = torch.Generator().manual_seed(seed + 7919)  # its own stream: same poses with or without it
     if realistic:
         projector = Projector(material_volume(ct), geometry).to(device)
@@ -106,6 +111,21 @@ def simulate_cases(
             draws.append({})
         images.append(image)
     return thetas, torch.stack(images), draws
+
+
+def _along_spine(thetas: torch.Tensor, nominal: NominalView, spine: Volume | None, generator: torch.Generator) -> torch.Tensor:
+    """``thetas`` taken about spine voxels drawn uniformly (the nominal view moved to each), re-expressed about ``nominal``."""
+    if spine is None:
+        raise InputError("a protocol drawn along the spine needs the spine mask")
+    voxels = torch.nonzero(spine.data != 0).flip(-1).to(torch.float64)  # (N, 3) as (i, j, k)
+    picked = voxels[torch.randint(len(voxels), (len(thetas),), generator=generator)]
+    points = picked @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    moved = []
+    for theta, point in zip(thetas, points):
+        shift = torch.eye(4, dtype=torch.float64)
+        shift[:3, 3] = nominal.isocenter_world - point
+        moved.append(nominal.params(NominalView(nominal.camera_from_world @ shift, point).pose(theta)))
+    return torch.stack(moved)
 
 
 def run_benchmark(
@@ -154,7 +174,7 @@ def run_benchmark(
     spine = read_mask(mask_path, ct)
     nominal = nominal_view(view, mask_centroid_world(spine), geometry.source_to_isocenter_mm)
     points = target_points(spine)
-    thetas, images, _ = simulate_cases(ct, nominal, geometry, protocol, cases, seed, realistic, device)
+    thetas, images, _ = simulate_cases(ct, nominal, geometry, protocol, cases, seed, realistic, device, spine=spine)
     rows = []
     total, done = cases * len(methods), 0
     for index, theta in enumerate(thetas):

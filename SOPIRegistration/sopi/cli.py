@@ -237,6 +237,10 @@ def _cmd_register(args: argparse.Namespace) -> int:
     geometry = _load_geometry(args.geometry) if args.geometry else (CArmGeometry.preset(args.preset) if args.preset else None)
     ct = read_ct(args.ct)
     check_ct_content(ct.data, f"--ct {args.ct}")
+    if args.method is None:
+        from .registration.methods import default_method
+
+        args.method = default_method(args.model is not None and args.fine_model is not None)
     model, fine_model = _default_models(args, ct)
     xray = read_xray(args.xray, geometry=geometry, polarity=args.polarity, frame=_frame(args.frame))
     initial_pose = load_pose(args.init) if args.init else None
@@ -261,7 +265,27 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from .benchmark import run_benchmark
+    from .benchmark_multi import AUTO_MASK, run_benchmarks
 
+    cts, masks = args.ct, [mask if mask == AUTO_MASK else Path(mask) for mask in args.mask]
+    if len(masks) != len(cts):
+        raise InputError(f"{len(cts)} --ct but {len(masks)} --mask; expected one --mask (a file or {AUTO_MASK}) per --ct, in the same order")
+    if len(cts) > 1 or AUTO_MASK in masks:
+        if args.views:
+            raise InputError("--views: benchmarks one CT with its mask file; give one --ct and one --mask")
+        methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+        check_outputs({"--out": args.out}, {f"--ct {ct}": ct for ct in cts} | {f"--mask {m}": m for m in masks if m != AUTO_MASK}, folders=("--out",))
+        with _progress_bar("sopi benchmark", args.quiet) as update:
+            written = run_benchmarks(
+                cts, masks, args.out, methods=methods, protocol=args.protocol, cases=args.cases, seed=args.seed,
+                realistic=args.realistic, view=args.view, geometry=_geometry(args), model=args.model, fine_model=args.fine_model,
+                prepare=not args.no_prepare, device=resolve_device(args.device),
+                progress=lambda done, total, message: update(done / total, message),
+            )
+        for path in written:
+            print(f"wrote {path}")
+        return 0
+    args.ct, args.mask = cts[0], masks[0]
     if args.views:
         from .cli_views import benchmark_views_command
 
@@ -365,10 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--mask", type=Path, help="spine mask or label map on the CT grid")
     masks.add_argument(
         "--auto-mask", action="store_const", const=True, default=None,
-        help="segment the spine automatically (the default for the methods that need a mask: rtpi, fine, sopi and their +opt)",
+        help="segment the spine automatically (the default for the methods that need a mask: the default global+opt, rtpi, fine, sopi and their +opt)",
     )
     masks.add_argument("--no-mask", dest="auto_mask", action="store_const", const=False, help="never segment the spine")
-    reg.add_argument("--method", default="opt", choices=sorted(METHODS), help="registration method (default opt)")
+    reg.add_argument(
+        "--method", choices=sorted(METHODS),
+        help="registration method (default: global+opt, the global search then opt; sopi+opt when --model and --fine-model are given)",
+    )
     _add_model_options(reg)
     reg.add_argument("--out", type=Path, required=True, help="result JSON")
     reg.add_argument("--fused", type=Path, help="also write the DRR at the result fused over the X-ray (PNG)")
@@ -396,9 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "benchmark", help="evaluate methods on simulated cases", description="Simulated cases at known poses; every method; Table-1-style report."
     )
-    bench.add_argument("--ct", type=Path, required=True, help="CT file or DICOM folder (HU)")
-    bench.add_argument("--mask", type=Path, required=True, help="spine mask or label map (non-zero = spine)")
-    bench.add_argument("--protocol", default="paper", help="paper or wide (default paper)")
+    bench.add_argument("--ct", type=Path, action="append", required=True, help="CT file or DICOM folder (HU); repeat for several CTs")
+    bench.add_argument(
+        "--mask", action="append", required=True,
+        help="spine mask or label map (non-zero = spine), or auto to segment it; one per --ct, in the same order",
+    )
+    bench.add_argument("--protocol", default="paper", help="paper, wide or far (far: anywhere along the spine, sopi.protocols; default paper)")
     bench.add_argument("--cases", type=positive_int, default=50)
     bench.add_argument("--seed", type=seed, default=0)
     bench.add_argument("--methods", default="opt", help="comma-separated method names (default opt)")

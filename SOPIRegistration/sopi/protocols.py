@@ -11,6 +11,11 @@ standard deviations of independent normal distributions per component
 * ``wide``: the RTPI training distribution: rotation N(0, 20 deg) per axis (the
   paper's); in-plane translation N(0, 15 mm) and depth N(0, 30 mm), which keep the
   lumbar spine inside the paper's detector (about 136 mm wide at the isocentre).
+* ``far``: the plausible range a new patient's X-ray may come from (issue 13): rotations
+  uniform in +-30 deg per axis, in-plane translations uniform in +-60 mm (about the
+  half-width of the paper's detector at the isocentre), depth uniform in +-100 mm, and the
+  X-ray's isocentre at a spine voxel drawn uniformly (``along_spine``): the start, about the
+  spine's centroid, does not know which part of the spine was imaged.
 """
 
 from __future__ import annotations
@@ -26,21 +31,31 @@ __all__ = ["PROTOCOLS", "Protocol", "get_protocol"]
 
 @dataclass(frozen=True)
 class Protocol:
-    """Independent normal offsets of ``theta`` with the given standard deviations."""
+    """Independent offsets of ``theta``: normal with the given standard deviations, or uniform
+    within +- the given values (``distribution="uniform"``).
+
+    ``along_spine``: the offsets are about a spine voxel drawn uniformly, not about the
+    spine's centroid (see :func:`sopi.benchmark.simulate_cases`).
+    """
 
     name: str
     rotation_sd_deg: tuple[float, float, float]
     translation_sd_mm: tuple[float, float, float]
+    distribution: str = "normal"
+    along_spine: bool = False
 
     def sample(self, count: int, generator: torch.Generator) -> torch.Tensor:
         """``(count, 6)`` float64 offsets ``theta`` (deg, mm)."""
         spread = torch.tensor([*self.rotation_sd_deg, *self.translation_sd_mm], dtype=torch.float64)
+        if self.distribution == "uniform":
+            return (torch.rand(count, 6, generator=generator, dtype=torch.float64) * 2.0 - 1.0) * spread
         return torch.randn(count, 6, generator=generator, dtype=torch.float64) * spread
 
 
 PROTOCOLS: dict[str, Protocol] = {
     "paper": Protocol("paper", (2.67, 2.67, 2.67), (6.30, 6.30, 6.30)),
     "wide": Protocol("wide", (20.0, 20.0, 20.0), (15.0, 15.0, 30.0)),
+    "far": Protocol("far", (30.0, 30.0, 30.0), (60.0, 60.0, 100.0), distribution="uniform", along_spine=True),
 }
 
 

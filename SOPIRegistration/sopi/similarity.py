@@ -154,6 +154,23 @@ def nccl(
     return 0.5 * (_weighted_ncc(fixed, moving, weights) + edges)
 
 
+def box_mean(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean of ``(B, H, W)`` images over ``size`` square windows centred on every pixel, over the
+    pixels inside the image (running sums along rows then columns: cost independent of ``size``)."""
+    pad = size // 2
+
+    def running(values: torch.Tensor, dim: int) -> torch.Tensor:
+        padding = (pad + 1, size - pad - 1)
+        padded = F.pad(values, padding if dim == -1 else (0, 0, *padding))
+        sums = padded.cumsum(dim)
+        length = sums.shape[dim]
+        return sums.narrow(dim, size, length - size) - sums.narrow(dim, 0, length - size)
+
+    wide = image.to(torch.float64)  # running sums in float64: differences of long float32 sums lose the window's digits
+    counts = running(running(torch.ones_like(wide[:1]), -1), -2)
+    return (running(running(wide, -1), -2) / counts).to(image.dtype)
+
+
 def patch_ncc(
     fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = None, patch_px: int = 9
 ) -> torch.Tensor:
@@ -164,7 +181,7 @@ def patch_ncc(
     """
     fixed, moving, mask = _batched(fixed, moving, mask)
     weights = _weights(fixed, mask)
-    pool = lambda image: F.avg_pool2d(image[:, None], patch_px, stride=1, padding=patch_px // 2, count_include_pad=False)[:, 0]  # noqa: E731
+    pool = lambda image: box_mean(image, patch_px)  # noqa: E731
     mean_f, mean_m = pool(fixed), pool(moving)
     covariance = pool(fixed * moving) - mean_f * mean_m
     variance_f = (pool(fixed.square()) - mean_f.square()).clamp(min=0)

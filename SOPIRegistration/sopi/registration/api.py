@@ -17,7 +17,8 @@ from ..io_xray import XRay
 from ..render import rendering_volume
 from ..nets.model_file import LoadedModel, load_model
 from ..volume import Volume
-from .methods import FineStage, NetworkStage, Stage, get_method, needs_model, scaled_budgets, single_level
+from .global_search import GlobalStage, global_search
+from .methods import FineStage, NetworkStage, Stage, default_method, get_method, needs_mask, needs_model, scaled_budgets, single_level
 from .optimizers import Monitor, OptimizerResult, adam, cma_es, multi_start, powell
 from .problem import PoseProblem, default_pivot
 
@@ -68,7 +69,7 @@ def register(
     view: str | None = None,
     mask: Volume | str | Path | None = None,
     auto_mask: bool | None = None,
-    method: str = "opt",
+    method: str | None = None,
     model: str | Path | LoadedModel | None = None,
     fine_model: str | Path | LoadedModel | None = None,
     device: str | torch.device = "auto",
@@ -91,7 +92,9 @@ def register(
             segments it. It sets the pivot and weights the similarity. ``auto_mask=None`` (the
             default) segments it when the method needs one (the learned methods) and none is
             given; False never segments.
-        method: a name from :data:`sopi.registration.METHODS`.
+        method: a name from :data:`sopi.registration.METHODS`; None (the default) runs the global
+            search then ``opt`` (``global+opt``), or ``sopi+opt`` when both ``model`` and
+            ``fine_model`` are given.
         model: the trained RTPI network (file or :class:`sopi.nets.model_file.LoadedModel`)
             for the methods that use one (``rtpi``, ``rtpi+opt``, ``sopi``, ``sopi+opt``).
         fine_model: the trained fine-registration encoders (``fine``, ``sopi``, ``sopi+opt``).
@@ -111,6 +114,8 @@ def register(
     from ..validate import check_ct_content, check_pose_in_front, check_rigid_pose, check_seed, check_xray_signal
 
     check_seed(seed)
+    if method is None:
+        method = default_method(model is not None and fine_model is not None)
     if initial_pose is not None:
         initial_pose = check_rigid_pose(initial_pose, "initial_pose")
     stages = scaled_budgets(get_method(method), iteration_scale)
@@ -124,7 +129,7 @@ def register(
     check_xray_signal(fixed.image, f"X-ray {fixed.path or ''}".strip())
     geometry = geometry or fixed.geometry
     if auto_mask is None:
-        auto_mask = mask is None and bool(networks)
+        auto_mask = mask is None and needs_mask(method)
     spine = _spine_mask(ct_volume, mask, auto_mask, progress, cancel, read_mask)
     if spine is not None:  # label maps (vertebra ids) become a 0/1 mask
         spine = spine.with_data((spine.data != 0).to(torch.uint8))
@@ -163,7 +168,11 @@ def register(
     for index, stage in enumerate(stages):
         monitor = Monitor(progress, cancel, index / len(stages), (index + 1) / len(stages), stage.label)
         stage_started = time.perf_counter()
-        if isinstance(stage, NetworkStage):
+        extra: dict = {}
+        if isinstance(stage, GlobalStage):
+            outcome = global_search(problem, stage, monitor, seed + index)
+            extra = {"renders": outcome.renders, "hypotheses": [round(value, 4) for _, value in outcome.hypotheses]}
+        elif isinstance(stage, NetworkStage):
             outcome = _network_stage(problem, networks["rtpi"], spine, fixed, monitor)
         elif isinstance(stage, FineStage):
             outcome = _fine_stage(problem, networks["fine"], stage, spine, fixed, theta, monitor)
@@ -181,7 +190,7 @@ def register(
         records.append(
             {
                 "stage": stage.label, "iterations": outcome.iterations, "similarity": similarity,
-                "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta),
+                "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta), **extra,
             }
         )
     if progress is not None:

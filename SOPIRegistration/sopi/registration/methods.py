@@ -26,8 +26,9 @@ import math
 from dataclasses import dataclass, replace
 
 from ..errors import InputError
+from .global_search import GlobalStage
 
-__all__ = ["METHODS", "FineStage", "NetworkStage", "Stage", "get_method", "needs_model", "scaled_budgets", "single_level"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "FineStage", "GlobalStage", "NetworkStage", "Stage", "default_method", "get_method", "needs_mask", "needs_model", "scaled_budgets", "single_level"]
 
 
 @dataclass(frozen=True)
@@ -97,12 +98,28 @@ METHODS: dict[str, tuple[Stage | NetworkStage | FineStage, ...]] = {
     "opt-ngi": (Stage("cma-es", "ngi", 2, (2.67, 6.3), 60, population=12),),
     "opt-gc": (Stage("cma-es", "gc", 2, (2.67, 6.3), 60, population=12),),
     "opt": _OPT,
+    "global+opt": (GlobalStage(), *_OPT),
     "rtpi": (NetworkStage("rtpi"),),
     "rtpi+opt": (NetworkStage("rtpi"), *_OPT),
     "fine": (FineStage(),),
     "sopi": (NetworkStage("rtpi"), FineStage()),
     "sopi+opt": (NetworkStage("rtpi"), FineStage(), *_OPT),
 }
+
+
+#: What ``sopi register`` and ``sopi.register`` run without a method: the global search, then ``opt``
+#: (``sopi+opt`` when trained models are given, see :func:`default_method`).
+DEFAULT_METHOD = "global+opt"
+
+
+def default_method(models_given: bool) -> str:
+    """The method for a new patient: ``sopi+opt`` with models trained for this CT, else :data:`DEFAULT_METHOD`."""
+    return "sopi+opt" if models_given else DEFAULT_METHOD
+
+
+def needs_mask(name: str) -> bool:
+    """Whether a method needs the spine mask (learned stages and the global search do)."""
+    return any(isinstance(stage, (NetworkStage, FineStage, GlobalStage)) for stage in get_method(name))
 
 
 def needs_model(name: str) -> set[str]:
@@ -135,6 +152,8 @@ def scaled_budgets(stages: tuple, iteration_scale: float) -> tuple:
     for stage in stages:
         if isinstance(stage, Stage):
             stage = replace(stage, budget=times(stage.budget))
+        elif isinstance(stage, GlobalStage):
+            stage = replace(stage, refine_generations=times(stage.refine_generations))
         elif isinstance(stage, FineStage):
             stage = replace(stage, rotation_iterations=times(stage.rotation_iterations),
                             translation_iterations=times(stage.translation_iterations))

@@ -1,0 +1,225 @@
+"""Training-free global initialisation: search the whole plausible pose range, keep hypotheses, refine them.
+
+Only the two out-of-plane rotations need new renders. For each ``(rx, ry)`` on a grid the
+CT is rendered once onto a *search detector*: the working detector extended on every
+side so that it holds the projection of the whole spine plus half an X-ray. The X-ray,
+rotated in its plane (``rz``) and scaled (depth, close to a scale change at the
+isocentre), is then matched at every shift of that DRR at once by FFT (masked gradient
+correlation, :mod:`sopi.template_matching`). So in-plane rotation, depth, in-plane
+translation and *where along the spine the X-ray was taken* cost no renders.
+
+The best matches become poses (a turn of the camera about the source that brings the
+match to the principal point, the in-plane turn, a shift in depth), distinct ones are
+kept as hypotheses, and each is refined by a short CMA-ES on the working detector.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..drr import Projector
+from ..geometry import CArmGeometry, project_points, rigid, transform_points
+from ..similarity import image_gradients
+from ..template_matching import masked_ncc_maps, top_peaks
+from .optimizers import Monitor, OptimizerResult, cma_es
+from .problem import PoseProblem
+
+__all__ = ["GlobalOutcome", "GlobalStage", "global_search"]
+
+
+@dataclass(frozen=True)
+class GlobalStage:
+    """Settings of the global search (angles in degrees, distances in mm).
+
+    ``detector_px``: the longest side of the working X-ray during the FFT search;
+    ``refine_px``: the same for the refinement of the hypotheses.
+    """
+
+    out_of_plane_deg: float = 30.0
+    out_of_plane_step_deg: float = 10.0
+    in_plane_deg: float = 30.0
+    in_plane_step_deg: float = 6.0
+    depth_mm: float = 100.0
+    depth_steps: int = 7
+    detector_px: int = 48
+    max_extent: float = 6.0  # the search detector is at most this many working detectors wide and high
+    peaks_per_map: int = 2
+    hypotheses: int = 6
+    refine_px: int = 64
+    refine_generations: int = 8
+    refine_population: int = 12
+    refine_scale: tuple[float, float] = (3.0, 8.0)
+    measure: str = "gradient-ncc"
+    kind: str = field(default="global", init=False)
+
+    @property
+    def label(self) -> str:
+        return "global search"
+
+
+@dataclass
+class GlobalOutcome(OptimizerResult):
+    """The best refined hypothesis, with every refined hypothesis ``(theta, similarity)`` and the render count."""
+
+    hypotheses: list[tuple[torch.Tensor, float]] = field(default_factory=list)
+    renders: int = 0
+
+
+def global_search(problem: PoseProblem, stage: GlobalStage, monitor: Monitor, seed: int = 0) -> GlobalOutcome:
+    """Search ``stage``'s pose range about ``problem``'s initial pose; refine the best distinct matches."""
+    longest = max(problem.geometry.rows, problem.geometry.cols)
+    level = problem.level(max(1, round(longest / stage.detector_px)))
+    small = level.projector.geometry
+    search = _search_detector(problem, small, stage.max_extent)
+    projector = Projector(problem._channels, search, step_mm=level.projector.step_mm).to(problem.device)
+    out_of_plane = _grid(stage.out_of_plane_deg, stage.out_of_plane_step_deg)
+    rotations = torch.tensor(list(itertools.product(out_of_plane, out_of_plane)), dtype=torch.float64)  # (R, 2)
+    angles = _grid(stage.in_plane_deg, stage.in_plane_step_deg)
+    depth = problem.geometry.source_to_isocenter_mm
+    scales = torch.linspace(math.log((depth - stage.depth_mm) / depth), math.log((depth + stage.depth_mm) / depth), stage.depth_steps).exp().tolist()
+    warps = list(itertools.product(angles, scales))
+    templates, masks = _templates(level.fixed, level.weight, small, warps)
+
+    candidates = []  # (score, rotation index, warp index, row, col)
+    monitor.report(0, len(rotations) + stage.hypotheses)
+    for start in range(0, len(rotations), 8):
+        chunk = rotations[start:start + 8]
+        theta = torch.zeros(len(chunk), 6, dtype=torch.float64)
+        theta[:, :2] = chunk
+        with torch.no_grad():
+            rendered = projector(problem.pose(theta).to(problem.device))
+            drr = rendered[:, 0] if rendered.ndim == 4 else rendered
+            gradient_x, gradient_y = image_gradients(drr.to(torch.float32))
+            maps = masked_ncc_maps(torch.stack([gradient_x, gradient_y], dim=1), templates, masks)
+            values, rows, cols = top_peaks(maps, stage.peaks_per_map, separation_px=3)
+        for r, k, p in itertools.product(range(len(chunk)), range(len(warps)), range(values.shape[-1])):
+            candidates.append((float(values[r, k, p]), start + r, k, int(rows[r, k, p]), int(cols[r, k, p])))
+        monitor.report(min(start + 8, len(rotations)), len(rotations) + stage.hypotheses)
+    candidates.sort(key=lambda item: -item[0])
+
+    reference = problem.reference
+    pivot_camera_depth = float(transform_points(reference.camera_from_world, reference.isocenter_world[None])[0, 2])
+    chosen: list[torch.Tensor] = []
+    for score, r, k, row, col in candidates[: 50 * stage.hypotheses]:
+        theta0 = torch.zeros(6, dtype=torch.float64)
+        theta0[:2] = rotations[r]
+        angle, scale = warps[k]
+        principal = small.principal_point_px
+        offset_px = (col + principal[0] - search.principal_point_px[0], row + principal[1] - search.principal_point_px[1])
+        pose = _matched_pose(problem.pose(theta0), search, offset_px, angle, scale, pivot_camera_depth)
+        theta = reference.params(pose)
+        if all(not _close(theta, other) for other in chosen):
+            chosen.append(theta)
+        if len(chosen) == stage.hypotheses:
+            break
+
+    refine_factor = max(1, round(longest / stage.refine_px))
+    scale = torch.tensor([stage.refine_scale[0]] * 3 + [stage.refine_scale[1]] * 3, dtype=torch.float64)
+
+    def loss(thetas: torch.Tensor) -> torch.Tensor:
+        return -problem.similarity(thetas, refine_factor, stage.measure)
+
+    refined, iterations, evaluations = [], 0, 0
+    quiet = Monitor(None, monitor.cancel)
+    for index, theta in enumerate(chosen):
+        outcome = cma_es(loss, theta, scale, generations=stage.refine_generations, population=stage.refine_population,
+                         sigma=1.0, bound=2.0, seed=seed + index, monitor=quiet)
+        refined.append((outcome.theta, -outcome.loss))
+        iterations, evaluations = iterations + outcome.iterations, evaluations + outcome.evaluations
+        monitor.report(len(rotations) + index + 1, len(rotations) + stage.hypotheses)
+    refined.sort(key=lambda item: -item[1])
+    best_theta, best_similarity = refined[0]
+    return GlobalOutcome(best_theta, -best_similarity, iterations, evaluations, True, hypotheses=refined, renders=len(rotations) + evaluations)
+
+
+def _grid(half_range: float, step: float) -> list[float]:
+    """Symmetric values ``0, +-step, ...`` within ``+-half_range``."""
+    count = int(math.floor(half_range / step + 1e-9))
+    return [step * i for i in range(-count, count + 1)]
+
+
+def _close(theta: torch.Tensor, other: torch.Tensor, degrees: float = 6.0, millimetres: float = 12.0) -> bool:
+    difference = (theta - other).abs()
+    return bool(difference[:3].max() < degrees and difference[3:].max() < millimetres)
+
+
+def _search_detector(problem: PoseProblem, small: CArmGeometry, max_extent: float) -> CArmGeometry:
+    """The working detector extended to hold the projected spine (or CT) plus half an X-ray on every side.
+
+    Same pixel spacing and principal ray as ``small``.
+    """
+    support = problem.mask if problem.mask is not None else problem.volume
+    index = torch.nonzero(support.data != 0 if problem.mask is not None else support.data > 0)
+    low, high = index.min(0).values.flip(-1).to(torch.float64), index.max(0).values.flip(-1).to(torch.float64)
+    corners = torch.tensor(list(itertools.product(*zip(low.tolist(), high.tolist()))), dtype=torch.float64)
+    world = corners @ support.world_from_index[:3, :3].T + support.world_from_index[:3, 3]
+    pixels = project_points(problem.reference.camera_from_world, small, world)
+    half_cols, half_rows = small.cols // 2, small.rows // 2
+    left = min(0.0, float(pixels[:, 0].min())) - half_cols
+    right = max(small.cols - 1.0, float(pixels[:, 0].max())) + half_cols
+    top = min(0.0, float(pixels[:, 1].min())) - half_rows
+    bottom = max(small.rows - 1.0, float(pixels[:, 1].max())) + half_rows
+    reach_cols, reach_rows = (max_extent - 1) / 2 * small.cols, (max_extent - 1) / 2 * small.rows
+    left, right = max(left, -reach_cols), min(right, small.cols - 1 + reach_cols)
+    top, bottom = max(top, -reach_rows), min(bottom, small.rows - 1 + reach_rows)
+    first_col, first_row = math.floor(left), math.floor(top)
+    cols, rows = math.ceil(right) - first_col + 1, math.ceil(bottom) - first_row + 1
+    cu, cv = small.principal_point_px
+    return CArmGeometry(
+        small.sdd_mm, rows, cols, small.pixel_spacing_mm, (cu - first_col, cv - first_row), small.source_to_isocenter_mm
+    )
+
+
+def _templates(image: torch.Tensor, weight: torch.Tensor | None, geometry: CArmGeometry, warps: list[tuple[float, float]]):
+    """Sobel derivatives ``(K, 2, h, w)`` of the X-ray turned by ``angle`` (deg) and scaled by ``scale``
+    about the principal point, and their masks ``(K, h, w)`` (1 where the X-ray is valid)."""
+    rows, cols = image.shape
+    du, dv = geometry.pixel_spacing_mm
+    cu, cv = geometry.principal_point_px
+    row_grid, col_grid = torch.meshgrid(torch.arange(rows, dtype=torch.float64), torch.arange(cols, dtype=torch.float64), indexing="ij")
+    x_mm, y_mm = (col_grid - cu) * du, (row_grid - cv) * dv
+    grids = []
+    for angle, scale in warps:  # template(p) = image(W^-1 p), W = scale * rotation(angle) about the principal point
+        cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+        source_x = (cos * x_mm + sin * y_mm) / scale
+        source_y = (-sin * x_mm + cos * y_mm) / scale
+        source_col, source_row = source_x / du + cu, source_y / dv + cv
+        grids.append(torch.stack([(2 * source_col + 1) / cols - 1, (2 * source_row + 1) / rows - 1], dim=-1))
+    grid = torch.stack(grids).to(torch.float32).to(image.device)
+    valid = torch.ones_like(image) if weight is None else weight.to(image)
+    stacked = torch.stack([image.to(torch.float32), valid.to(torch.float32)])[None].expand(len(warps), 2, rows, cols)
+    warped = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    gradient_x, gradient_y = image_gradients(warped[:, 0])
+    masks = (-F.max_pool2d(-warped[:, 1:2], 3, stride=1, padding=1))[:, 0] > 0.99  # away from every edge of the valid region
+    return torch.stack([gradient_x, gradient_y], dim=1), masks
+
+
+def _matched_pose(
+    pose: torch.Tensor, search: CArmGeometry, offset_px: tuple[float, float], angle_deg: float, scale: float, depth_mm: float
+) -> torch.Tensor:
+    """``camera_from_world`` whose image is the DRR of ``pose`` around ``offset_px`` (pixels from the
+    search detector's principal point), turned by ``-angle_deg`` and shrunk by ``scale``.
+
+    The camera turns about the source so the ray through the match becomes the principal
+    ray, turns about that ray, then the CT moves ``(scale - 1) * depth_mm`` deeper.
+    """
+    du, dv = search.pixel_spacing_mm
+    ray = torch.tensor([offset_px[0] * du, offset_px[1] * dv, search.sdd_mm], dtype=torch.float64)
+    ray = ray / ray.norm()
+    axis = torch.linalg.cross(ray, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+    sine, cosine = float(axis.norm()), float(ray[2])
+    to_centre = torch.eye(3, dtype=torch.float64)
+    if sine > 1e-12:
+        k = axis / sine
+        cross = torch.tensor([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]], dtype=torch.float64)
+        to_centre = to_centre + sine * cross + (1 - cosine) * cross @ cross
+    turn = math.radians(-angle_deg)
+    in_plane = torch.tensor([[math.cos(turn), -math.sin(turn), 0.0], [math.sin(turn), math.cos(turn), 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    deeper = torch.tensor([0.0, 0.0, (scale - 1.0) * depth_mm], dtype=torch.float64)
+    return rigid(torch.eye(3, dtype=torch.float64), deeper) @ rigid(in_plane @ to_centre, torch.zeros(3, dtype=torch.float64)) @ pose.to(torch.float64)
+

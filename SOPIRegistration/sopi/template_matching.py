@@ -1,0 +1,73 @@
+"""Masked normalised cross-correlation of templates at every shift, by FFT.
+
+For an image ``D`` and a template ``T`` with weights ``M`` (0 or 1), the score at the
+shift ``(row, col)`` is the NCC of ``T`` and the window ``D[row:row + h, col:col + w]``
+over the pixels where ``M`` is 1 (Padfield, "Masked FFT registration", CVPR 2010):
+
+    num(u)  = sum_p A(p) D(u + p),            A = M (T - <T>_M)
+    var(u)  = sum_p M D(u + p)^2 - (sum_p M D(u + p))^2 / n,     n = sum_p M
+    ncc(u)  = num(u) / sqrt(var(u) * sum_p A(p)^2)
+
+Only shifts that keep the template inside the image are returned ("valid" shifts), so
+the circular FFT correlation never wraps into them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["masked_ncc_maps", "top_peaks"]
+
+_TINY = 1e-12
+
+
+def masked_ncc_maps(images: torch.Tensor, templates: torch.Tensor, masks: torch.Tensor, min_fraction: float = 0.3) -> torch.Tensor:
+    """NCC maps ``(N, K, H - h + 1, W - w + 1)`` of ``(N, C, H, W)`` images and ``(K, C, h, w)`` templates.
+
+    ``masks`` ``(K, h, w)`` (one per template, shared by its channels). The scores of the
+    ``C`` channels are averaged (two channels of Sobel derivatives give gradient
+    correlation). Windows whose masked variance is below ``min_fraction`` of the median
+    window's score 0 there instead of a noisy value (flat regions of the image).
+    """
+    count, channels, height, width = images.shape
+    rows, cols = templates.shape[-2:]
+    if rows > height or cols > width:
+        raise ValueError(f"template {rows}x{cols} is larger than the image {height}x{width}")
+    size = (height, width)
+    masks = masks.to(images.dtype)
+    weight = masks.sum(dim=(-2, -1)).clamp(min=1.0)  # (K,)
+    means = (templates * masks[:, None]).sum(dim=(-2, -1)) / weight[:, None]
+    centred = (templates - means[..., None, None]) * masks[:, None]  # (K, C, h, w)
+    energy = centred.square().sum(dim=(-2, -1))  # (K, C)
+    image_f = torch.fft.rfft2(torch.cat([images, images.square()], dim=1), s=size)  # (N, 2C, ., .)
+    centred_f = torch.fft.rfft2(centred, s=size).conj()  # (K, C, ., .)
+    mask_f = torch.fft.rfft2(masks, s=size).conj()  # (K, ., .)
+    valid = (slice(0, height - rows + 1), slice(0, width - cols + 1))
+    total = 0.0
+    for channel in range(channels):
+        plain, squared = image_f[:, channel], image_f[:, channels + channel]
+        numerator = torch.fft.irfft2(plain[:, None] * centred_f[None, :, channel], s=size)[..., valid[0], valid[1]]
+        first = torch.fft.irfft2(plain[:, None] * mask_f[None], s=size)[..., valid[0], valid[1]]
+        second = torch.fft.irfft2(squared[:, None] * mask_f[None], s=size)[..., valid[0], valid[1]]
+        variance = (second - first.square() / weight[None, :, None, None]).clamp(min=0.0)
+        floor = min_fraction * variance.flatten(-2).median(dim=-1).values[..., None, None]
+        score = numerator / torch.sqrt(variance * energy[None, :, channel, None, None] + _TINY)
+        total = total + torch.where(variance > floor, score, torch.zeros_like(score))
+    return total / channels
+
+
+def top_peaks(maps: torch.Tensor, per_map: int, separation_px: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``per_map`` highest local maxima of each map (``(..., H, W)``).
+
+    A local maximum is the largest value within ``separation_px`` pixels. Returns
+    ``(values, rows, cols)``, each ``(..., per_map)``, best first.
+    """
+    flat_shape = maps.shape[:-2]
+    stacked = maps.reshape(-1, 1, *maps.shape[-2:])
+    window = 2 * separation_px + 1
+    pooled = torch.nn.functional.max_pool2d(stacked, window, stride=1, padding=separation_px)
+    maxima = torch.where(stacked == pooled, stacked, torch.full_like(stacked, -torch.inf)).flatten(1)
+    values, index = maxima.topk(min(per_map, maxima.shape[1]), dim=1)
+    width = maps.shape[-1]
+    shape = (*flat_shape, values.shape[-1])
+    return values.reshape(shape), (index // width).reshape(shape), (index % width).reshape(shape)

@@ -1,0 +1,103 @@
+"""Global initialisation: FFT template matching against a direct computation, the pose a match
+stands for against projected points, and a far start recovered on the sample CT."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sopi.distances import mtre_mm
+from sopi.geometry import CArmGeometry, nominal_view, project_points
+from sopi.io import mask_from_labels
+from sopi.io_xray import XRay
+from sopi.registration import register
+from sopi.registration.global_search import _matched_pose
+from sopi.registration.methods import DEFAULT_METHOD, default_method, get_method, needs_mask
+from sopi.render import render_drr, rendering_volume
+from sopi.sample_data import load_sample
+from sopi.segment import mask_centroid_world
+from sopi.template_matching import masked_ncc_maps, top_peaks
+
+SMALL = CArmGeometry(1011.7, 96, 96, (2.4, 2.4), source_to_isocenter_mm=675.0)
+
+
+def _direct_ncc(image: torch.Tensor, template: torch.Tensor, mask: torch.Tensor, row: int, col: int) -> float:
+    window = image[row:row + template.shape[0], col:col + template.shape[1]][mask]
+    values = template[mask]
+    window, values = window - window.mean(), values - values.mean()
+    return float((window * values).sum() / torch.sqrt(window.square().sum() * values.square().sum()))
+
+
+def test_masked_ncc_maps_match_a_direct_computation_and_find_the_cut_out_template():
+    generator = torch.Generator().manual_seed(3)
+    image = torch.randn(1, 1, 40, 50, generator=generator, dtype=torch.float64)
+    template = image[0, 0, 12:27, 30:44].clone() * 3.0 + 7.0  # NCC ignores gain and offset
+    mask = torch.ones_like(template, dtype=torch.bool)
+    mask[:4, :5] = False  # a masked corner holding garbage
+    template[~mask] = 100.0
+    maps = masked_ncc_maps(image, template[None, None], mask[None], min_fraction=0.0)
+    assert maps.shape == (1, 1, 40 - 15 + 1, 50 - 14 + 1)
+    for row, col in [(0, 0), (5, 17), (12, 30), (25, 36)]:
+        assert float(maps[0, 0, row, col]) == pytest.approx(_direct_ncc(image[0, 0], template, mask, row, col), abs=1e-9)
+    values, rows, cols = top_peaks(maps, per_map=2, separation_px=3)
+    assert (int(rows[0, 0, 0]), int(cols[0, 0, 0])) == (12, 30)
+    assert float(values[0, 0, 0]) == pytest.approx(1.0, abs=1e-9)
+    assert float(values[0, 0, 1]) < 0.9  # the second local maximum is elsewhere and worse
+
+
+def test_matched_pose_moves_the_match_to_the_principal_point_turned_and_scaled():
+    """A point at the isocentre's depth seen at offset d + s R(angle) r from the principal point by the
+    old camera is seen at r by the matched pose (to first order in the small angles)."""
+    nominal = nominal_view("ap", (0.0, 0.0, 0.0), SMALL.source_to_isocenter_mm)
+    pose = nominal.camera_from_world
+    offset_px, angle, scale = (6.0, -4.0), 12.0, 1.08
+    matched = _matched_pose(pose, SMALL, offset_px, angle, scale, SMALL.source_to_isocenter_mm)
+    cu, cv = SMALL.principal_point_px
+    turn = math.radians(angle)
+    for r in [(0.0, 0.0), (10.0, 0.0), (0.0, -8.0), (7.0, 5.0)]:
+        old = torch.tensor([
+            cu + offset_px[0] + scale * (math.cos(turn) * r[0] - math.sin(turn) * r[1]),
+            cv + offset_px[1] + scale * (math.sin(turn) * r[0] + math.cos(turn) * r[1]),
+        ], dtype=torch.float64)
+        # the world point at the isocentre's depth on the old camera's ray through ``old``
+        du, dv = SMALL.pixel_spacing_mm
+        ray = torch.tensor([(old[0] - cu) * du, (old[1] - cv) * dv, SMALL.sdd_mm], dtype=torch.float64)
+        camera_point = ray / ray[2] * SMALL.source_to_isocenter_mm
+        world = torch.linalg.solve(pose[:3, :3], camera_point - pose[:3, 3])
+        seen = project_points(matched, SMALL, world[None])[0]
+        assert torch.allclose(seen, torch.tensor([cu + r[0], cv + r[1]], dtype=torch.float64), atol=0.6)
+
+
+def test_default_method_is_the_global_search_then_opt_and_sopi_opt_with_models():
+    assert default_method(False) == DEFAULT_METHOD == "global+opt"
+    assert default_method(True) == "sopi+opt"
+    assert needs_mask("global+opt") and needs_mask("sopi") and not needs_mask("opt")
+    assert get_method("global+opt")[1:] == get_method("opt")
+
+
+@pytest.fixture(scope="module")
+def far_case():
+    ct, labels = load_sample()
+    spine = mask_from_labels(labels)
+    start = nominal_view("ap", mask_centroid_world(spine), SMALL.source_to_isocenter_mm)
+    # the X-ray is centred 40 mm further along the spine, turned and shifted far beyond the paper's spread
+    elsewhere = nominal_view("ap", mask_centroid_world(spine) + torch.tensor([0.0, 0.0, 40.0], dtype=torch.float64), SMALL.source_to_isocenter_mm)
+    truth = elsewhere.pose(torch.tensor([18.0, -15.0, 20.0, 25.0, -10.0, 60.0], dtype=torch.float64))
+    image = render_drr(rendering_volume(ct, "hu"), SMALL, truth)
+    points = torch.nonzero(spine.data)[::200].flip(-1).double() @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    return ct, spine, start, truth, image, points
+
+
+def test_global_search_recovers_a_pose_far_outside_the_capture_range_of_opt(far_case):
+    ct, spine, start, truth, image, points = far_case
+    assert float(mtre_mm(start.camera_from_world, truth, points)) > 60.0
+    local = register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine, method="opt", prepare=False)
+    assert float(mtre_mm(local.camera_from_world, truth, points)) > 10.0  # outside opt's reach
+    found = register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine, prepare=False)
+    assert found.method == "global+opt"
+    assert float(mtre_mm(found.camera_from_world, truth, points)) < 2.0
+    search = found.stages[0]
+    assert search["stage"] == "global search" and search["renders"] > 0
+    assert search["hypotheses"] == sorted(search["hypotheses"], reverse=True)
