@@ -463,6 +463,12 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         result = registration.result
         self.ui.statusLabel.text = _("Registered with {method} in {seconds:.1f} s (similarity {similarity:.3f}).").format(
             method=result.method, seconds=result.time_s, similarity=result.similarity)
+        if result.likely_failed:  # the confidence says the result is probably wrong: say so next to it
+            self.ui.statusLabel.text += " " + _(
+                "Confidence {confidence:.2f}: likely failed. Check the overlay; try another start pose or method."
+            ).format(confidence=result.confidence)
+        else:
+            self.ui.statusLabel.text += " " + _("Confidence {confidence:.2f}.").format(confidence=result.confidence)
         self._showResults(fit=True)
 
     # ------------------------------------------------------------------ display

@@ -98,8 +98,10 @@ def test_a_tiny_benchmark_end_to_end(tmp_path):
     # the Initial row's paper errors are the sums of the true offsets
     offsets = [abs(float(initial[f"true_{name}"])) for name in ("rx_deg", "ry_deg", "rz_deg")]
     assert float(initial["paper_rotation_deg"]) == pytest.approx(sum(offsets), rel=1e-6)
+    assert initial["confidence"] == "" and all(0.0 <= float(row["confidence"]) <= 1.0 for row in rows[2:])
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "| Initial |" in report and "| opt-gc |" in report
+    assert "| Method | AUROC |" in report
     assert json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))["settings"]["cases"] == 2
 
 

@@ -53,6 +53,11 @@ def test_register_recovers_the_simulated_pose(registered):
     case, logic, registration = registered["case"], registered["logic"], registered["registration"]
     assert _mtre(logic, registration.transform_node, case) < 1.0
     assert [stage["stage"] for stage in registration.result.stages][0] == "rtpi"
+    # the confidence travels from the engine process to the result and the transform node
+    assert 0.5 < registration.result.confidence <= 1.0 and not registration.result.likely_failed
+    attribute = registration.transform_node.GetAttribute("SOPIRegistration.Confidence")
+    assert float(attribute) == pytest.approx(registration.result.confidence, abs=1e-4)
+    assert registration.transform_node.GetAttribute("SOPIRegistration.LikelyFailed") == "false"
     fractions = [fraction for fraction, _ in registered["messages"]]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
 

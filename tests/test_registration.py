@@ -84,7 +84,7 @@ def test_opt_recovers_a_known_pose(sample_case):
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
 
 
-def test_register_cli_writes_result_and_fused_picture(sample_case, tmp_path):
+def test_register_cli_writes_result_and_fused_picture(sample_case, tmp_path, capsys):
     _, _, nominal, _, image = sample_case
     write_xray(tmp_path / "xray.mha", image, SMALL)
     save_pose(tmp_path / "init.json", nominal.camera_from_world)
@@ -99,6 +99,10 @@ def test_register_cli_writes_result_and_fused_picture(sample_case, tmp_path):
     assert {"matrix", "params", "method", "time_s", "similarity", "iterations", "converged"} <= set(result)
     assert result["method"] == "opt-gc" and len(result["matrix"]) == 4
     assert 0 < result["iterations"] <= 6  # opt-gc runs 60 CMA-ES generations; a tenth of them
+    assert 0.0 <= result["confidence"] <= 1.0 and isinstance(result["likely_failed"], bool)
+    assert result["likely_failed"] == (result["confidence"] < 0.5)
+    assert {"similarity_gc", "peak_drop"} <= set(result["confidence_details"])
+    assert f"confidence {result['confidence']:.2f}" in capsys.readouterr().out
     from PIL import Image
 
     picture = Image.open(fused)

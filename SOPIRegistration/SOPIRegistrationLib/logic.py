@@ -348,6 +348,8 @@ class RegistrationLogic:
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "Method", result.method)
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "Similarity", repr(float(result.similarity)))
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "TimeS", f"{result.time_s:.3f}")
+        transform_node.SetAttribute(ATTRIBUTE_PREFIX + "Confidence", f"{result.confidence:.4f}")
+        transform_node.SetAttribute(ATTRIBUTE_PREFIX + "LikelyFailed", str(bool(result.likely_failed)).lower())
         transform_node.SetNodeReferenceID(CT_REFERENCE, ct_node.GetID())
         transform_node.SetNodeReferenceID(XRAY_REFERENCE, xray_node.GetID())
         drr_node = self._drr_to_node(drr, geometry, prepared.scene_from_camera, drr_node, f"{xray_node.GetName()} DRR")

@@ -191,6 +191,8 @@ def run_benchmark(
             rows.append(
                 _row(method, index, theta, result.camera_from_world, truth, nominal, geometry, points, result.time_s, result.similarity, result.iterations)
             )
+            rows[-1].update(confidence=result.confidence, likely_failed=result.likely_failed)
+            rows[-1].update({f"confidence_{key}": value for key, value in result.confidence_details.items()})
             done += 1
             if progress is not None:
                 progress(done, total, f"{method} case {index + 1}/{cases}: mTRE {rows[-1]['mtre_mm']:.2f} mm")
@@ -198,7 +200,7 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "results.csv"
     with atomic_path(csv_path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)), restval="")
         writer.writeheader()
         writer.writerows(rows)
     settings = {

@@ -253,6 +253,8 @@ def _cmd_register(args: argparse.Namespace) -> int:
         )
     write_json(args.out, result.to_dict())
     print(f"wrote {args.out} (similarity {result.similarity:.4f}, {result.time_s:.1f} s)")
+    verdict = "likely failed: check the overlay before using it" if result.likely_failed else "looks right"
+    print(f"confidence {result.confidence:.2f} ({verdict})")
     if args.fused:
         from .fusion import write_fused_png
         from .render import render_drr, rendering_volume

@@ -9,7 +9,40 @@ import numpy as np
 from .atomic import atomic_path, write_json
 from .geometry import PARAM_NAMES
 
-__all__ = ["summarise", "table_markdown", "write_report"]
+__all__ = ["auroc", "summarise", "table_markdown", "write_report"]
+
+
+def auroc(scores: list[float] | np.ndarray, positive: list[bool] | np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for ``positive`` (Mann-Whitney, ties count half);
+    NaN when either class is empty."""
+    scores, positive = np.asarray(scores, dtype=float), np.asarray(positive, dtype=bool)
+    hits, misses = scores[positive], scores[~positive]
+    if len(hits) == 0 or len(misses) == 0:
+        return float("nan")
+    greater = (hits[:, None] > misses[None, :]).sum() + 0.5 * (hits[:, None] == misses[None, :]).sum()
+    return float(greater / (len(hits) * len(misses)))
+
+
+def _confidence_stats(chosen: list[dict]) -> dict[str, float]:
+    """AUROC of the result's confidence for success (not ``failed``: the paper's 3 deg / 3 mm), the
+    share of failed cases ``likely_failed`` missed and of successes it flagged (NaN when a class is empty)."""
+    rated = [row for row in chosen if str(row.get("confidence", "")) not in ("", "nan")]
+    if not rated:
+        return {}
+    confidence = np.array([float(row["confidence"]) for row in rated])
+    success = np.array([not _true(row["failed"]) for row in rated])
+    flagged = np.array([_true(row["likely_failed"]) for row in rated])
+    return {
+        "confidence_auroc": auroc(confidence, success),
+        "failed_not_flagged": float(np.mean(~flagged[~success])) if (~success).any() else float("nan"),
+        "success_flagged": float(np.mean(flagged[success])) if success.any() else float("nan"),
+        "failed_cases": int((~success).sum()),
+    }
+
+
+def _true(value) -> bool:
+    """A bool from a row read from memory or from ``results.csv``."""
+    return value is True or str(value).lower() in ("true", "1")
 
 
 def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
@@ -33,6 +66,7 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
         stats["failure_rate"] = float(np.mean([bool(row["failed"]) for row in chosen]))
         stats["success_2mm"] = float(np.mean(mtre < 2.0))
         stats["success_10mm"] = float(np.mean(mtre < 10.0))
+        stats.update(_confidence_stats(chosen))
         summary[method] = stats
     return summary
 
@@ -59,6 +93,20 @@ def table_markdown(summary: dict[str, dict[str, float]]) -> str:
             f"| {method} | {s['mtre_mm_median']:.2f} | {s['mtre_mm_p95']:.2f} | {100 * s['success_2mm']:.1f} | {100 * s['success_10mm']:.1f} | "
             f"{s['rotation_deg_median']:.2f} | {s['translation_at_isocenter_mm_median']:.2f} | {s['projection_distance_mm_median']:.2f} |"
         )
+    rated = [(method, s) for method, s in summary.items() if "confidence_auroc" in s]
+    if rated:
+        lines += [
+            "",
+            "Confidence (computed without the truth) against success (the paper's 3 deg / 3 mm):",
+            "",
+            "| Method | AUROC | failed cases | failed, not flagged (%) | successes flagged (%) |",
+            "|---|---|---|---|---|",
+        ]
+        for method, s in rated:
+            lines.append(
+                f"| {method} | {s['confidence_auroc']:.3f} | {s['failed_cases']} | {100 * s['failed_not_flagged']:.1f} | "
+                f"{100 * s['success_flagged']:.1f} |"
+            )
     with_axes = [(method, s) for method, s in summary.items() if f"{PARAM_NAMES[0]}_bias" in s]
     if with_axes:
         lines += [

@@ -43,6 +43,9 @@ class RegistrationResult:
     pivot_world: torch.Tensor
     stages: list[dict] = field(default_factory=list)
     xray_preparation: dict = field(default_factory=dict)
+    confidence: float = float("nan")  # in [0, 1], from the result alone (sopi.registration.confidence)
+    likely_failed: bool = True
+    confidence_details: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """The ``RESULT.json`` content."""
@@ -57,6 +60,9 @@ class RegistrationResult:
             "pivot_world_mm": self.pivot_world.tolist(),
             "stages": self.stages,
             "xray_preparation": self.xray_preparation,
+            "confidence": round(self.confidence, 4),
+            "likely_failed": self.likely_failed,
+            "confidence_details": self.confidence_details,
         }
 
 
@@ -193,6 +199,9 @@ def register(
                 "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta), **extra,
             }
         )
+    from .confidence import assess
+
+    assessment = assess(problem, theta)
     if progress is not None:
         progress(1.0, "done")
     return RegistrationResult(
@@ -206,6 +215,9 @@ def register(
         pivot_world=pivot,
         stages=records,
         xray_preparation=preparation,
+        confidence=assessment.confidence,
+        likely_failed=assessment.likely_failed,
+        confidence_details=assessment.details(),
     )
 
 

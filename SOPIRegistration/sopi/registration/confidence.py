@@ -1,0 +1,113 @@
+"""How far to trust a registration result, judged without the ground truth.
+
+Two cues, both read from the render-and-compare objective at the result:
+
+* **Similarity**: gradient correlation (spine-weighted, X-ray weight applied) at the
+  half-resolution detector level. A pose that explains the X-ray's edges scores high.
+* **Landscape**: the same similarity at the result moved by +-2 deg about each rotation
+  axis and +-5 mm along each translation axis (12 poses, one batch). At the right pose
+  the similarity is a sharp peak: every such move loses a clear part of it. A wrong pose
+  where the optimiser stopped is a flat or a lopsided peak.
+
+They are combined by a logistic model whose coefficients were fitted on benchmark cases
+of calibration CTs and checked on other CTs (docs/benchmarks.md, "Confidence").
+``likely_failed`` is ``confidence < LIKELY_FAILED_BELOW``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .problem import PoseProblem
+
+__all__ = ["Assessment", "LIKELY_FAILED_BELOW", "assess", "landscape_features", "perturbations"]
+
+#: The landscape probe: one step about / along each axis (deg, mm).
+PROBE_DEG, PROBE_MM = 2.0, 5.0
+#: Logistic model over (similarity, peak drop); see :func:`assess`.
+COEFFICIENTS = {"bias": -9.0, "similarity": 10.0, "drop": 20.0}
+#: ``likely_failed`` below this confidence.
+LIKELY_FAILED_BELOW = 0.5
+
+
+@dataclass
+class Assessment:
+    """A result's confidence in [0, 1], the flag, and the cues it came from."""
+
+    confidence: float
+    likely_failed: bool
+    similarity: float
+    drop: float
+    worst_axis_drop: float
+    lower_fraction: float
+    hypothesis_agreement: float | None = None
+
+    def details(self) -> dict:
+        """The cues, rounded, for ``RESULT.json``."""
+        cues = {
+            "similarity_gc": round(self.similarity, 4), "peak_drop": round(self.drop, 4),
+            "worst_axis_drop": round(self.worst_axis_drop, 4), "lower_fraction": round(self.lower_fraction, 3),
+        }  # fmt: skip
+        if self.hypothesis_agreement is not None:
+            cues["hypothesis_agreement"] = round(self.hypothesis_agreement, 3)
+        return cues
+
+
+def perturbations(theta: torch.Tensor, step_deg: float = PROBE_DEG, step_mm: float = PROBE_MM) -> torch.Tensor:
+    """``(13, 6)``: ``theta`` first, then it moved by -step and +step along each of the six axes."""
+    theta = theta.reshape(6).to(torch.float64)
+    steps = torch.tensor([step_deg] * 3 + [step_mm] * 3, dtype=torch.float64)
+    moves = torch.cat([-torch.diag(steps), torch.diag(steps)]).reshape(2, 6, 6).transpose(0, 1).reshape(12, 6)
+    return torch.cat([theta[None], theta + moves])
+
+
+def landscape_features(scores: torch.Tensor) -> tuple[float, float, float, float]:
+    """``(similarity, mean drop, worst axis drop, fraction lower)`` from the 13 scores of :func:`perturbations`.
+
+    The worst axis drop is the smallest, over the six axes, of the mean drop of its two moves:
+    a ridge along one axis (a pose not pinned down along it) keeps it near zero.
+    """
+    centre = float(scores[0])
+    drops = centre - scores[1:].to(torch.float64)
+    per_axis = drops.reshape(6, 2).mean(dim=1)
+    return centre, float(drops.mean()), float(per_axis.min()), float((drops > 0).double().mean())
+
+
+def combine(similarity: float, drop: float) -> float:
+    """The calibrated logistic model: confidence from the similarity and the mean peak drop."""
+    if not (math.isfinite(similarity) and math.isfinite(drop)):
+        return 0.0
+    z = COEFFICIENTS["bias"] + COEFFICIENTS["similarity"] * similarity + COEFFICIENTS["drop"] * drop
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
+
+
+def hypothesis_agreement(theta: torch.Tensor, hypotheses: Sequence[torch.Tensor], step_deg: float = PROBE_DEG, step_mm: float = PROBE_MM) -> float:
+    """Fraction of ``hypotheses`` (thetas of independent searches) within one probe step of ``theta`` on every axis."""
+    if not hypotheses:
+        return float("nan")
+    tolerance = torch.tensor([step_deg] * 3 + [step_mm] * 3, dtype=torch.float64)
+    close = [bool(((h.reshape(6).to(torch.float64) - theta.reshape(6).to(torch.float64)).abs() <= tolerance).all()) for h in hypotheses]
+    return sum(close) / len(close)
+
+
+def assess(
+    problem: PoseProblem, theta: torch.Tensor, *, hypotheses: Sequence[torch.Tensor] | None = None, factor: int | None = None
+) -> Assessment:
+    """Confidence of the result ``theta`` of ``problem`` (one batch of 13 renders at half resolution).
+
+    ``factor`` is the detector level (default: the half-resolution level of a 256-pixel
+    detector, scaled to this one). ``hypotheses``, thetas found by independent searches,
+    are reported as their agreement with ``theta``; they do not change the confidence.
+    """
+    if factor is None:
+        factor = max(1, round(2 * max(problem.geometry.rows, problem.geometry.cols) / 256))
+    with torch.no_grad():
+        scores = problem.similarity(perturbations(theta), factor, "gc")
+    similarity, drop, worst, lower = landscape_features(scores)
+    confidence = combine(similarity, drop)
+    agreement = hypothesis_agreement(theta, hypotheses) if hypotheses else None
+    return Assessment(confidence, confidence < LIKELY_FAILED_BELOW, similarity, drop, worst, lower, agreement)

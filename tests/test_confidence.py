@@ -1,0 +1,84 @@
+"""Confidence of a registration result, judged without the truth (issue 13 item 5)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sopi.geometry import CArmGeometry, nominal_view
+from sopi.registration.confidence import assess, landscape_features, perturbations
+from sopi.registration.problem import PoseProblem
+from sopi.report import auroc, summarise
+from sopi.volume import Volume, world_from_index_affine
+
+TINY = CArmGeometry(1011.7, 48, 48, (4.0, 4.0), source_to_isocenter_mm=675.0)
+
+
+def test_perturbations_move_one_axis_at_a_time():
+    theta = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], dtype=torch.float64)
+    probes = perturbations(theta, step_deg=2.0, step_mm=5.0)
+    assert probes.shape == (13, 6) and torch.equal(probes[0], theta)
+    moves = probes[1:] - theta
+    assert ((moves != 0).sum(dim=1) == 1).all()  # each probe changes exactly one component
+    expected = sorted([-2.0, 2.0] * 3 + [-5.0, 5.0] * 3)
+    assert sorted(moves.sum(dim=1).tolist()) == expected
+    assert (moves.abs().sum(dim=0) == torch.tensor([4.0] * 3 + [10.0] * 3, dtype=torch.float64)).all()
+
+
+def test_landscape_features_by_hand():
+    # centre 0.9; axis 0 loses 0.1 and 0.3, axis 1 gains 0.1 on one side and loses 0.1, the others lose 0.2
+    scores = torch.tensor([0.9, 0.8, 0.6, 1.0, 0.8] + [0.7] * 8, dtype=torch.float64)
+    similarity, drop, worst, lower = landscape_features(scores)
+    assert similarity == pytest.approx(0.9)
+    assert drop == pytest.approx((0.1 + 0.3 - 0.1 + 0.1 + 8 * 0.2) / 12)
+    assert worst == pytest.approx(0.0)  # axis 1: (-0.1 + 0.1) / 2
+    assert lower == pytest.approx(11 / 12)
+
+
+def test_auroc_by_hand():
+    assert auroc([0.9, 0.8, 0.3, 0.1], [True, True, False, False]) == pytest.approx(1.0)
+    assert auroc([0.1, 0.3, 0.8, 0.9], [True, True, False, False]) == pytest.approx(0.0)
+    # positives 0.5, 0.7 against negatives 0.5, 0.6: pairs won 0.5 (tie) + 0 + 1 + 1 of 4
+    assert auroc([0.5, 0.7, 0.5, 0.6], [True, True, False, False]) == pytest.approx(2.5 / 4)
+    assert auroc([0.5, 0.6], [True, True]) != auroc([0.5, 0.6], [True, True])  # NaN: no negatives
+
+
+def test_summarise_reports_confidence_by_hand():
+    base = {"method": "m", "paper_rotation_deg": 1.0, "paper_translation_mm": 1.0, "rotation_deg": 1.0,
+            "translation_at_isocenter_mm": 1.0, "mtre_mm": 1.0, "projection_distance_mm": 1.0, "time_s": 1.0}
+    cases = [(False, 0.9, False), (False, 0.7, False), (True, 0.8, True), (True, 0.2, True), (True, 0.6, False)]
+    rows = [{**base, "failed": failed, "confidence": c, "likely_failed": flag} for failed, c, flag in cases]
+    stats = summarise(rows)["m"]
+    # successes 0.9, 0.7 against failures 0.8, 0.2, 0.6: 3 + 2 = 5 of 6 pairs
+    assert stats["confidence_auroc"] == pytest.approx(5 / 6)
+    assert stats["failed_not_flagged"] == pytest.approx(1 / 3)
+    assert stats["success_flagged"] == pytest.approx(0.0)
+    assert stats["failed_cases"] == 3
+
+
+def _phantom() -> tuple[Volume, Volume]:
+    """A 32^3 block of soft tissue holding an asymmetric 'spine' of three bony boxes and a rod."""
+    data = torch.zeros(32, 32, 32)
+    data[4:28, 6:26, 6:26] = 0.02  # soft tissue (1/mm)
+    for k0, j0, i0 in ((6, 14, 12), (14, 15, 14), (22, 13, 15)):
+        data[k0:k0 + 5, j0:j0 + 5, i0:i0 + 6] = 0.06
+    data[8:24, 20:22, 20:22] = 0.05
+    volume = Volume(data, world_from_index_affine((-62.0, -62.0, -62.0), (4.0, 4.0, 4.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    return volume, volume.with_data((data > 0.04).to(torch.uint8))
+
+
+def test_confidence_high_at_the_true_pose_low_at_a_wrong_one():
+    volume, spine = _phantom()
+    view = nominal_view("ap", volume.center_world, TINY.source_to_isocenter_mm)
+    truth = torch.tensor([3.0, -2.0, 4.0, 5.0, -4.0, 10.0], dtype=torch.float64)
+    from sopi.drr import Projector
+
+    with torch.no_grad():
+        xray = Projector(volume, TINY)(view.pose(truth[None]))[0]
+    problem = PoseProblem(volume, xray, TINY, view.camera_from_world, view.isocenter_world, mask=spine)
+    right = assess(problem, truth, factor=1)
+    wrong = assess(problem, truth + torch.tensor([12.0, -10.0, 15.0, 25.0, 20.0, -40.0], dtype=torch.float64), factor=1)
+    assert right.similarity > 0.95 and right.lower_fraction == 1.0
+    assert 0.0 <= wrong.confidence < 0.5 < right.confidence <= 1.0
+    assert not right.likely_failed and wrong.likely_failed
+    assert right.details()["similarity_gc"] == pytest.approx(right.similarity, abs=1e-4)
