@@ -122,6 +122,14 @@ def test_far_protocol_centres_each_case_on_a_spine_voxel():
         assert spine.data[index[2], index[1], index[0]] != 0
         assert torch.allclose(theta[:3], torch.zeros(3, dtype=torch.float64), atol=1e-9)  # a pure shift of the view
     assert float(thetas[:, 3:].abs().max()) > 5.0  # the voxels are spread along the spine, not at its centroid
+    voxels = torch.nonzero(spine.data).flip(-1).double() @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    along = voxels @ nominal.camera_from_world[1, :3]
+    low, high = float(along.min()), float(along.max())
+    central = _along_spine(torch.zeros(40, 6, dtype=torch.float64), nominal, spine, torch.Generator().manual_seed(2), 0.5)
+    # theta's ty is the drawn voxel's head-to-foot offset from the centroid: within the middle half of the extent
+    centroid_along = float(nominal.isocenter_world @ nominal.camera_from_world[1, :3])
+    drawn = centroid_along - central[:, 4]
+    assert float(drawn.min()) >= low + 0.25 * (high - low) - 1e-6 and float(drawn.max()) <= high - 0.25 * (high - low) + 1e-6
 
 
 def test_benchmark_on_several_cts_reports_each_and_pooled(tmp_path):

@@ -93,7 +93,7 @@ def simulate_cases(
     chosen = get_protocol(protocol)
     thetas = chosen.sample(cases, generator)
     if chosen.along_spine:
-        thetas = _along_spine(thetas, nominal, spine, torch.Generator().manual_seed(seed + 104729))
+        thetas = _along_spine(thetas, nominal, spine, torch.Generator().manual_seed(seed + 104729), chosen.along_spine)
     realism = torch.Generator().manual_seed(seed + 7919)  # its own stream: same poses with or without it
     if realistic:
         projector = Projector(material_volume(ct), geometry).to(device)
@@ -113,13 +113,23 @@ def simulate_cases(
     return thetas, torch.stack(images), draws
 
 
-def _along_spine(thetas: torch.Tensor, nominal: NominalView, spine: Volume | None, generator: torch.Generator) -> torch.Tensor:
-    """``thetas`` taken about spine voxels drawn uniformly (the nominal view moved to each), re-expressed about ``nominal``."""
+def _along_spine(
+    thetas: torch.Tensor, nominal: NominalView, spine: Volume | None, generator: torch.Generator, fraction: float = 1.0
+) -> torch.Tensor:
+    """``thetas`` taken about spine voxels drawn uniformly (the nominal view moved to each), re-expressed about ``nominal``.
+
+    The voxels are drawn from the central ``fraction`` of the spine's extent along the nominal
+    view's rows (head to foot).
+    """
     if spine is None:
         raise InputError("a protocol drawn along the spine needs the spine mask")
     voxels = torch.nonzero(spine.data != 0).flip(-1).to(torch.float64)  # (N, 3) as (i, j, k)
-    picked = voxels[torch.randint(len(voxels), (len(thetas),), generator=generator)]
-    points = picked @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    world = voxels @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    along = world @ nominal.camera_from_world[1, :3]  # head-to-foot coordinate (the camera's row axis)
+    low, high = float(along.min()), float(along.max())
+    margin = (1.0 - fraction) / 2.0 * (high - low)
+    world = world[(along >= low + margin) & (along <= high - margin)]
+    points = world[torch.randint(len(world), (len(thetas),), generator=generator)]
     moved = []
     for theta, point in zip(thetas, points):
         shift = torch.eye(4, dtype=torch.float64)
@@ -192,6 +202,7 @@ def run_benchmark(
                 _row(method, index, theta, result.camera_from_world, truth, nominal, geometry, points, result.time_s, result.similarity, result.iterations)
             )
             rows[-1].update(confidence=result.confidence, likely_failed=result.likely_failed)
+            rows[-1]["renders"] = sum(stage.get("renders", 0) for stage in result.stages)
             rows[-1].update({f"confidence_{key}": value for key, value in result.confidence_details.items()})
             done += 1
             if progress is not None:

@@ -177,7 +177,7 @@ def register(
         extra: dict = {}
         if isinstance(stage, GlobalStage):
             outcome = global_search(problem, stage, monitor, seed + index)
-            extra = {"renders": outcome.renders, "hypotheses": [round(value, 4) for _, value in outcome.hypotheses]}
+            extra = {"hypotheses": [round(value, 4) for _, value in outcome.hypotheses]}
         elif isinstance(stage, NetworkStage):
             outcome = _network_stage(problem, networks["rtpi"], spine, fixed, monitor)
         elif isinstance(stage, FineStage):
@@ -196,7 +196,8 @@ def register(
         records.append(
             {
                 "stage": stage.label, "iterations": outcome.iterations, "similarity": similarity,
-                "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta), **extra,
+                "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta),
+                "renders": getattr(outcome, "renders", outcome.evaluations), **extra,
             }
         )
     from .confidence import assess

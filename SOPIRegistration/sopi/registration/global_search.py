@@ -64,7 +64,8 @@ class GlobalStage:
 
 @dataclass
 class GlobalOutcome(OptimizerResult):
-    """The best refined hypothesis, with every refined hypothesis ``(theta, similarity)`` and the render count."""
+    """The best refined hypothesis and every refined hypothesis ``(theta, similarity)``, best first;
+    ``renders`` (and ``evaluations``) count every DRR rendered, the search's and the refinements'."""
 
     hypotheses: list[tuple[torch.Tensor, float]] = field(default_factory=list)
     renders: int = 0
@@ -134,7 +135,8 @@ def global_search(problem: PoseProblem, stage: GlobalStage, monitor: Monitor, se
         monitor.report(len(rotations) + index + 1, len(rotations) + stage.hypotheses)
     refined.sort(key=lambda item: -item[1])
     best_theta, best_similarity = refined[0]
-    return GlobalOutcome(best_theta, -best_similarity, iterations, evaluations, True, hypotheses=refined, renders=len(rotations) + evaluations)
+    renders = len(rotations) + evaluations
+    return GlobalOutcome(best_theta, -best_similarity, iterations, renders, True, hypotheses=refined, renders=renders)
 
 
 def _grid(half_range: float, step: float) -> list[float]:

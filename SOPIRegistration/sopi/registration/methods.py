@@ -18,6 +18,11 @@ unit of the optimiser's normalised coordinates for rotations and translations.
   similarity weighted by the (dilated) projected spine. A further full-resolution Adam
   pass cut the mTRE from about 0.2 mm to 0.05 mm on 5 paper-protocol cases for twice
   the time, so it is left out.
+* ``global+opt`` (the default, :data:`DEFAULT_METHOD`): the training-free global search of
+  :mod:`sopi.registration.global_search` (out-of-plane rotations rendered on a grid onto a
+  detector that holds the whole spine; in-plane rotation, depth and position matched by FFT;
+  the best distinct matches refined by short CMA-ES runs), then ``opt``. It needs the
+  spine mask (segmented when none is given).
 """
 
 from __future__ import annotations
