@@ -108,6 +108,17 @@ def test_polarity_is_detected_both_ways():
         assert float(torch.corrcoef(torch.stack([restored.flatten(), drr.flatten()]))[0, 1]) > 0.99
 
 
+def test_polarity_is_detected_from_a_far_start_against_a_wider_drr():
+    """The X-ray shows a part of the body far from where the start looks: the DRR on a detector
+    three times as wide holds it somewhere, and every placement is tried."""
+    wide = torch.nn.functional.interpolate(_anatomy(7)[None, None], scale_factor=3, mode="bilinear", align_corners=False)[0, 0]
+    part = wide[10:10 + SIZE, 2 * SIZE - 15:3 * SIZE - 15]  # off-centre by most of a detector width
+    for reading, image in (("bone-bright", 2.0 * part + 1.0), ("bone-dark", 50.0 - 7.0 * part)):
+        found, scores = detect_polarity(image, wide)
+        assert found == reading, scores
+        assert scores[reading] > 0.9
+
+
 def test_fill_continues_a_ramp_and_keeps_usable_pixels():
     row, col = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     ramp = 0.05 * col + 0.02 * row

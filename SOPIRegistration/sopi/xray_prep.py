@@ -139,11 +139,22 @@ def _fill_level(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 
 def coarse_correlation(image: torch.Tensor, reference: torch.Tensor, weight: torch.Tensor | None = None) -> float:
-    """Weighted correlation of two images low-passed at 1/12 of their width (their coarse pattern)."""
+    """Weighted correlation of two images low-passed at 1/12 of ``image``'s width (their coarse pattern).
+
+    A ``reference`` larger than ``image`` (a DRR on an extended detector) is searched: the
+    result is the best correlation over every placement of ``image`` inside it, so the
+    judgement does not depend on knowing where the X-ray was taken.
+    """
+    from .template_matching import masked_ncc_maps
+
     values = image.detach().to(torch.float32).cpu()
     weights = torch.ones_like(values) if weight is None else weight.to(torch.float32).cpu()
     sigma = max(values.shape) / 12
-    return _weighted_correlation(gaussian_blur(values, sigma), gaussian_blur(reference.detach().to(torch.float32).cpu(), sigma), weights)
+    smooth, smooth_reference = gaussian_blur(values, sigma), gaussian_blur(reference.detach().to(torch.float32).cpu(), sigma)
+    if smooth_reference.shape == smooth.shape:
+        return _weighted_correlation(smooth, smooth_reference, weights)
+    maps = masked_ncc_maps(smooth_reference[None, None], smooth[None, None], (weights > 0.5)[None], min_fraction=0.0)
+    return float(maps.max())
 
 
 def detect_polarity(image: torch.Tensor, drr: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[str, dict[str, float]]:
@@ -152,7 +163,8 @@ def detect_polarity(image: torch.Tensor, drr: torch.Tensor, weight: torch.Tensor
     Readings: ``"bone-bright"`` (as it is), ``"bone-dark"`` (``max - image``) and, for a
     positive image, ``"intensity"`` (``-log(image / max)``). Each is compared with ``drr``
     by :func:`coarse_correlation`: at that scale the body's thickness dominates, so small
-    misalignments do not matter.
+    misalignments do not matter; a ``drr`` on a larger detector than ``image`` is searched
+    over every placement (far starts).
     """
     values = image.detach().to(torch.float32).cpu()
     candidates = {"bone-bright": values, "bone-dark": values.max() - values}

@@ -55,6 +55,7 @@ class GlobalStage:
     refine_population: int = 12
     refine_scale: tuple[float, float] = (3.0, 8.0)
     measure: str = "gradient-ncc"
+    contrast_window_px: float = 0.0  # > 0: gradients divided by their local RMS (Gaussian window) before matching
     kind: str = field(default="global", init=False)
 
     @property
@@ -84,7 +85,7 @@ def global_search(problem: PoseProblem, stage: GlobalStage, monitor: Monitor, se
     depth = problem.geometry.source_to_isocenter_mm
     scales = torch.linspace(math.log((depth - stage.depth_mm) / depth), math.log((depth + stage.depth_mm) / depth), stage.depth_steps).exp().tolist()
     warps = list(itertools.product(angles, scales))
-    templates, masks = _templates(level.fixed, level.weight, small, warps)
+    templates, masks = _templates(level.fixed, level.weight, small, warps, stage.contrast_window_px)
 
     candidates = []  # (score, rotation index, warp index, row, col)
     monitor.report(0, len(rotations) + stage.hypotheses)
@@ -95,7 +96,7 @@ def global_search(problem: PoseProblem, stage: GlobalStage, monitor: Monitor, se
         with torch.no_grad():
             rendered = projector(problem.pose(theta).to(problem.device))
             drr = rendered[:, 0] if rendered.ndim == 4 else rendered
-            gradient_x, gradient_y = image_gradients(drr.to(torch.float32))
+            gradient_x, gradient_y = _gradients(drr.to(torch.float32), stage.contrast_window_px)
             maps = masked_ncc_maps(torch.stack([gradient_x, gradient_y], dim=1), templates, masks)
             values, rows, cols = top_peaks(maps, stage.peaks_per_map, separation_px=3)
         for r, k, p in itertools.product(range(len(chunk)), range(len(warps)), range(values.shape[-1])):
@@ -177,7 +178,16 @@ def _search_detector(problem: PoseProblem, small: CArmGeometry, max_extent: floa
     )
 
 
-def _templates(image: torch.Tensor, weight: torch.Tensor | None, geometry: CArmGeometry, warps: list[tuple[float, float]]):
+def _gradients(images: torch.Tensor, window_px: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sobel derivatives of ``(B, H, W)`` images, divided by their local RMS magnitude when ``window_px`` > 0."""
+    if window_px > 0:
+        from ..similarity import _contrast_normalised_gradients
+
+        return _contrast_normalised_gradients(images, window_px)
+    return image_gradients(images)
+
+
+def _templates(image: torch.Tensor, weight: torch.Tensor | None, geometry: CArmGeometry, warps: list[tuple[float, float]], window_px: float = 0.0):
     """Sobel derivatives ``(K, 2, h, w)`` of the X-ray turned by ``angle`` (deg) and scaled by ``scale``
     about the principal point, and their masks ``(K, h, w)`` (1 where the X-ray is valid)."""
     rows, cols = image.shape
@@ -196,7 +206,7 @@ def _templates(image: torch.Tensor, weight: torch.Tensor | None, geometry: CArmG
     valid = torch.ones_like(image) if weight is None else weight.to(image)
     stacked = torch.stack([image.to(torch.float32), valid.to(torch.float32)])[None].expand(len(warps), 2, rows, cols)
     warped = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    gradient_x, gradient_y = image_gradients(warped[:, 0])
+    gradient_x, gradient_y = _gradients(warped[:, 0], window_px)
     masks = (-F.max_pool2d(-warped[:, 1:2], 3, stride=1, padding=1))[:, 0] > 0.99  # away from every edge of the valid region
     return torch.stack([gradient_x, gradient_y], dim=1), masks
 

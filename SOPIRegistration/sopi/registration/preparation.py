@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import torch
 
+from ..geometry import CArmGeometry
 from ..io_xray import XRay, resize_image
 from ..volume import Volume
 
@@ -13,6 +14,8 @@ __all__ = ["prepare_fixed"]
 
 #: Detector edge (pixels) at which polarity is judged: only the body's coarse shape matters.
 _POLARITY_PX = 64
+#: The DRR that polarity is judged against covers this many detector widths and heights.
+_POLARITY_EXTENT = 3
 #: The image is re-read with another polarity only when that reading correlates at least this much better.
 _POLARITY_MARGIN = 0.2
 
@@ -24,8 +27,9 @@ def prepare_fixed(
 
     A polarity that neither the caller nor the file's tags settled (``metadata["polarity_settled"]``
     false or absent, as for images made in memory) is judged against a coarse DRR at
-    ``initial_pose``; the image is re-read when another reading matches clearly better
-    (:func:`sopi.xray_prep.detect_polarity`).
+    ``initial_pose`` on a detector three times as wide and high, searched over every placement
+    of the X-ray (the start may be far from where it was taken); the image is re-read when
+    another reading matches clearly better (:func:`sopi.xray_prep.detect_polarity`).
     """
     from ..render import render_drr
     from ..xray_prep import apply_reading, detect_polarity, prepare_xray
@@ -37,7 +41,7 @@ def prepare_fixed(
         rows, cols = xray.geometry.shape
         scale = max(1, round(max(rows, cols) / _POLARITY_PX))
         small = (-(-rows // scale), -(-cols // scale))
-        drr = render_drr(attenuation, xray.geometry.resized(*small), initial_pose, step_mm=3.0, device=device)
+        drr = render_drr(attenuation, _extended(xray.geometry.resized(*small), _POLARITY_EXTENT), initial_pose, step_mm=3.0, device=device)
         first = prepare_xray(image, field_mask, detect_field=False, detect_metal=False)  # constant fills only
         reading, scores = detect_polarity(resize_image(image, small), drr, resize_image(first.weight, small))
         record["polarity_scores"] = {name: round(value, 3) for name, value in scores.items()}
@@ -50,3 +54,13 @@ def prepare_fixed(
     record.update(prepared.summary())
     metadata = {**xray.metadata, "prepared": True}
     return replace(xray, image=prepared.image.contiguous(), metadata=metadata), prepared.weight, record
+
+
+def _extended(geometry: CArmGeometry, extent: int) -> CArmGeometry:
+    """``geometry``'s detector grown to ``extent`` times its width and height about the same principal ray."""
+    cu, cv = geometry.principal_point_px
+    grow_cols, grow_rows = (extent - 1) * geometry.cols // 2, (extent - 1) * geometry.rows // 2
+    return replace(
+        geometry, rows=geometry.rows + 2 * grow_rows, cols=geometry.cols + 2 * grow_cols,
+        principal_point_px=(cu + grow_cols, cv + grow_rows),
+    )
