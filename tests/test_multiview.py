@@ -9,7 +9,9 @@ from sopi.distances import mtre_mm
 from sopi.errors import InputError
 from sopi.geometry import CArmGeometry, invert_rigid, nominal_view, transform_points
 from sopi.io_xray import XRay
-from sopi.registration.multiview import register_views
+from sopi.registration.global_search import GlobalStage
+from sopi.registration.multiview import LinkedProblem, MultiViewProblem, register_views
+from sopi.registration.multiview_global import align_in_view
 from sopi.render import render_drr, rendering_volume
 from sopi.volume import Volume
 
@@ -55,8 +57,8 @@ def test_two_views_pin_down_the_depth_one_view_misses(two_views):
     ct, start, truth, xrays = two_views
     centre = ct.center_world
     points = centre + torch.tensor([[20.0, 0, 0], [0, 20, 0], [0, 0, 20], [-20, -20, -20]], dtype=torch.float64)
-    single = register_views(ct, xrays[:1], initial_pose=start, device="cpu", prepare=False, iteration_scale=0.5)
-    joint = register_views(ct, xrays, initial_pose=start, device="cpu", prepare=False, iteration_scale=0.5)
+    single = register_views(ct, xrays[:1], initial_pose=start, method="opt", device="cpu", prepare=False, iteration_scale=0.5)
+    joint = register_views(ct, xrays, initial_pose=start, method="opt", device="cpu", prepare=False, iteration_scale=0.5)
     assert abs(_depth_error_mm(start, truth, centre)) == pytest.approx(20.0, abs=0.5)
     assert abs(_depth_error_mm(single.camera_from_world, truth, centre)) > 10.0  # one view: depth left where it started
     assert abs(_depth_error_mm(joint.camera_from_world, truth, centre)) < 1.0
@@ -67,6 +69,54 @@ def test_two_views_pin_down_the_depth_one_view_misses(two_views):
     assert all(score > 0.9 for score in joint.view_similarities)
     result = joint.to_dict()
     assert result["matrix"] == joint.camera_from_world.tolist() and len(result["views"]) == 2
+
+
+def _problem(ct, start, xrays) -> MultiViewProblem:
+    """The joint objective of the views as register_views builds it (no preparation, no mask)."""
+    attenuation = rendering_volume(ct, "hu")
+    return MultiViewProblem([
+        LinkedProblem(attenuation, xray.image, xray.geometry, start, ct.center_world, view_from_reference=xray.geometry.reference_transform())
+        for xray in xrays
+    ])
+
+
+def test_views_rendered_in_one_batch_score_as_each_view_alone(two_views):
+    ct, start, _, xrays = two_views
+    problem = _problem(ct, start, xrays)
+    thetas = torch.tensor([[0.0] * 6, TRUTH.tolist(), [5.0, 1.0, -2.0, 3.0, 0.0, -9.0]], dtype=torch.float64)
+    joint = problem.similarity(thetas, 1, "gc")
+    alone = torch.stack([view.similarity(thetas, 1, "gc") for view in problem.views]).mean(dim=0)
+    assert torch.allclose(joint, alone, atol=1e-5)
+    assert int(joint.argmax()) == 1  # the truth scores best
+
+
+def test_a_depth_only_view_0_got_wrong_is_found_in_the_lateral_view(two_views):
+    """View 0's depth is an in-plane shift of the lateral view: one render and an FFT match place it."""
+    ct, start, _, xrays = two_views
+    problem = _problem(ct, start, xrays)
+    hypothesis = TRUTH.clone()
+    hypothesis[5] += 45.0  # 45 mm too deep along view 0's ray: invisible to view 0 at 7 m
+    moved = align_in_view(problem, 1, hypothesis, GlobalStage(), peaks=1)[0]
+    assert torch.allclose(moved[:3], hypothesis[:3], atol=1e-6)  # the rotation is kept
+    assert abs(float(moved[5] - TRUTH[5])) < 4.0  # about a pixel (3.2 mm at the isocentre) from the truth, 45 mm before
+    assert abs(float(moved[4] - TRUTH[4])) < 4.0  # the lateral view's other axis (head-foot) stays right
+
+
+def test_the_default_global_search_places_a_far_start_with_two_views(two_views):
+    """global+opt (the default) from 25 deg and 20 mm off in depth (which one view cannot see at 7 m, see above)."""
+    ct, _, _, xrays = two_views
+    sid = FAR.source_to_isocenter_mm
+    ap = nominal_view("ap", ct.center_world, sid)
+    truth = ap.pose(torch.tensor([25.0, -20.0, 15.0, 10.0, -8.0, 20.0], dtype=torch.float64))
+    attenuation = rendering_volume(ct, "hu")
+    far = [XRay(render_drr(attenuation, xray.geometry, xray.geometry.reference_transform() @ truth), xray.geometry) for xray in xrays]
+    mask = ct.with_data((ct.data > 0).to(torch.uint8))
+    centre = ct.center_world
+    joint = register_views(ct, far, initial_pose=ap.camera_from_world, mask=mask, device="cpu", prepare=False, iteration_scale=0.5)
+    assert joint.method == "global+opt" and joint.stages[0]["stage"] == "global search"
+    assert abs(_depth_error_mm(joint.camera_from_world, truth, centre)) < 1.0
+    points = centre + torch.tensor([[20.0, 0, 0], [0, 20, 0], [0, 0, 20], [-20, -20, -20]], dtype=torch.float64)
+    assert float(mtre_mm(joint.camera_from_world, truth, points)) < 1.0
 
 
 def test_bad_view_lists_get_a_clear_error(two_views):
@@ -129,7 +179,7 @@ def test_register_cli_takes_repeated_xray_and_geometry_pairs(simulated_views, tm
     pairs = [arg for view in ("ap", "lateral") for arg in ("--xray", str(case / f"xray_{view}.mha"), "--geometry", str(case / f"geometry_{view}.json"))]
     out, fused = tmp_path / "result.json", tmp_path / "fused.png"
     code = main(["register", "--ct", str(simulated_views / "ct.nii.gz"), *pairs, "--init", str(case / "init.json"), "--out", str(out),
-                 "--fused", str(fused), "--no-prepare", "--iteration-scale", "0.5", "--device", "cpu", "--quiet"])
+                 "--fused", str(fused), "--no-prepare", "--no-mask", "--iteration-scale", "0.5", "--device", "cpu", "--quiet"])
     assert code == 0
     result = json.loads(out.read_text(encoding="utf-8"))
     truth, start = load_pose(case / "gt.json"), load_pose(case / "init.json")
@@ -139,6 +189,7 @@ def test_register_cli_takes_repeated_xray_and_geometry_pairs(simulated_views, tm
     after = float(mtre_mm(torch.tensor(result["matrix"], dtype=torch.float64), truth, points))
     assert after < min(1.0, before / 4), (before, after)
     assert len(result["views"]) == 2 and result["views"][1]["xray"].endswith("xray_lateral.mha")
+    assert result["method"] == "global+opt"  # the default, as for one view
     assert Image.open(fused).size == (2 * FAR.cols + 4, FAR.rows)  # both views side by side
 
 

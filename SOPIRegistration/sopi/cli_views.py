@@ -48,6 +48,7 @@ def register_views_command(args: argparse.Namespace) -> int:
     from .cli import _frame, _progress_bar
     from .geometry import load_pose
     from .io import read_ct, read_xray
+    from .registration.methods import DEFAULT_METHOD
     from .registration.multiview import multiview_methods, register_views
 
     inputs = {"--ct": args.ct, "--init": args.init, "--mask": args.mask, "--model": args.model, "--fine-model": args.fine_model}
@@ -58,7 +59,7 @@ def register_views_command(args: argparse.Namespace) -> int:
         raise InputError(f"--fused {args.fused}: the fused overlay is a PNG image; expected a name ending in .png")
     if args.model or args.fine_model:
         raise InputError("--model/--fine-model: the learned methods register one view; with several --xray use " + ", ".join(multiview_methods()))
-    method = args.method or "opt"
+    method = args.method or DEFAULT_METHOD  # the global search then opt, as for one view without trained models
     if method not in multiview_methods():
         raise InputError(f"--method {method}: registers one view; with several --xray use one of {multiview_methods()}")
     geometries = view_geometries(args.xray, args.geometry, args.preset)
@@ -69,7 +70,7 @@ def register_views_command(args: argparse.Namespace) -> int:
     with _progress_bar(f"sopi register ({method}, {len(xrays)} views)", args.quiet) as progress:
         result = register_views(
             ct, xrays, initial_pose=initial_pose, view=None if args.init else args.view, mask=args.mask,
-            auto_mask=bool(args.auto_mask), method=method, device=resolve_device(args.device), seed=args.seed,
+            auto_mask=args.auto_mask, method=method, device=resolve_device(args.device), seed=args.seed,
             iteration_scale=args.iteration_scale, pyramid=not args.no_pyramid, prepare=not args.no_prepare,
             step_mm=args.step_mm, progress=progress,
         )

@@ -5,13 +5,18 @@ The pose searched is view 0's ``camera_from_world``; view ``k`` is seen at
 views"). Each view keeps its own :class:`PoseProblem` (its X-ray, detector levels, weights
 and scatter read-out); the similarity a stage optimises is the mean over the views, so a
 second view with a known C-arm rotation pins down the depth that one view barely sees.
+
+Views whose detectors match view 0's are rendered in one projector call per candidate batch.
+The global stage (``global+opt``, the default) searches on view 0, the other views place each
+hypothesis' depth, and the hypotheses are ranked on every view
+(:mod:`sopi.registration.multiview_global`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -23,11 +28,12 @@ from ..geometry import CArmGeometry, nominal_view, params_to_dict
 from ..io_xray import XRay
 from ..render import rendering_volume
 from ..volume import Volume
-from .methods import METHODS, Stage, get_method, scaled_budgets, single_level
+from .global_search import GlobalStage
+from .methods import DEFAULT_METHOD, METHODS, Stage, get_method, needs_mask, scaled_budgets, single_level
 from .optimizers import Monitor
 from .problem import PoseProblem, default_pivot
 
-__all__ = ["LinkedProblem", "MultiViewProblem", "MultiViewResult", "register_views"]
+__all__ = ["LinkedProblem", "MultiViewProblem", "MultiViewResult", "multiview_methods", "register_views"]
 
 
 @dataclass
@@ -68,9 +74,36 @@ class MultiViewProblem:
         return max(1, round(max(self.views[index].geometry.rows, self.views[index].geometry.cols) / width))
 
     def similarity(self, theta: torch.Tensor, factor: int, measure: str) -> torch.Tensor:
-        """``(B,)`` mean similarity over the views for ``(B, 6)`` theta; differentiable in theta."""
-        scores = [view.similarity(theta, self.view_factor(index, factor), measure) for index, view in enumerate(self.views)]
-        return torch.stack(scores).mean(dim=0)
+        """``(B,)`` mean similarity over the views for ``(B, 6)`` theta; differentiable in theta.
+
+        Views whose detector at this level matches view 0's are rendered in one projector call
+        (every view renders the same CT and mask; only the poses differ).
+        """
+        theta = theta.reshape(-1, 6)
+        levels = [view.level(self.view_factor(index, factor)) for index, view in enumerate(self.views)]
+        first = levels[0].projector
+        shared = [index for index, level in enumerate(levels) if _same_detector(level.projector, first)]
+        scores: dict[int, torch.Tensor] = {}
+        if len(shared) > 1:
+            poses = torch.cat([self.views[index].pose(theta.to(torch.float64)) for index in shared])
+            rendered = first(poses.to(self.views[0].device))
+            for position, index in enumerate(shared):
+                part = rendered[position * len(theta):(position + 1) * len(theta)]
+                view = self.views[index]
+                pair = (part[:, 0], part[:, 1]) if view.mask is not None else (part, None)
+                scores[index] = view._compare(levels[index], *pair, measure)
+        for index, view in enumerate(self.views):
+            if index not in scores:
+                scores[index] = view.similarity(theta, self.view_factor(index, factor), measure)
+        return torch.stack([scores[index] for index in range(len(self.views))]).mean(dim=0)
+
+
+def _same_detector(projector, other) -> bool:
+    """Whether two levels' projectors sample the same rays in their camera frames (one call can render both)."""
+    if projector is other:
+        return True
+    plain = replace(projector.geometry, view_from_reference=None), replace(other.geometry, view_from_reference=None)
+    return plain[0] == plain[1] and projector.step_mm == other.step_mm and projector.n_samples == other.n_samples
 
 
 @dataclass
@@ -116,8 +149,8 @@ class MultiViewResult:
 
 
 def multiview_methods() -> list[str]:
-    """Methods made only of optimisation stages: the ones that work with several views."""
-    return sorted(name for name, stages in METHODS.items() if all(isinstance(stage, Stage) for stage in stages))
+    """Methods made only of optimisation stages and the global search: the ones that work with several views."""
+    return sorted(name for name, stages in METHODS.items() if all(isinstance(stage, (Stage, GlobalStage)) for stage in stages))
 
 
 def register_views(
@@ -128,8 +161,8 @@ def register_views(
     initial_pose: torch.Tensor | None = None,
     view: str | None = None,
     mask: Volume | str | Path | None = None,
-    auto_mask: bool = False,
-    method: str = "opt",
+    auto_mask: bool | None = None,
+    method: str | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
     step_mm: float = 1.0,
@@ -150,8 +183,10 @@ def register_views(
         initial_pose: view 0's ``camera_from_world`` to start from; else the nominal ``view``
             (``ap`` by default) about the spine centroid (the CT centre without a mask).
         mask: spine mask or label map on the CT grid; sets the pivot and weights every view;
-            ``auto_mask`` segments it instead.
-        method: a classical method (:func:`multiview_methods`); the learned ones are single-view.
+            ``auto_mask`` segments it instead (``None``, the default: when the method needs one
+            and none is given, as the global search does).
+        method: a classical method or the global search (:func:`multiview_methods`); ``None`` runs
+            :data:`~sopi.registration.methods.DEFAULT_METHOD` (``global+opt``); the learned ones are single-view.
         Other arguments as in :func:`sopi.registration.register`.
     """
     from ..io import read_ct, read_mask, read_xray
@@ -165,6 +200,7 @@ def register_views(
         raise InputError("xrays: expected at least one X-ray")
     if geometries is not None and len(geometries) != len(xrays):
         raise InputError(f"geometries: {len(geometries)} given for {len(xrays)} X-rays; expected one geometry per X-ray")
+    method = DEFAULT_METHOD if method is None else method
     if method not in multiview_methods():
         get_method(method)  # unknown names get the usual error
         raise InputError(f"method {method!r} uses trained networks and registers one view; with several X-rays use one of {multiview_methods()}")
@@ -187,6 +223,8 @@ def register_views(
         check_xray_signal(fixed[-1].image, f"X-ray {index} {fixed[-1].path or ''}".strip())
     names = [f"X-ray {index} ({item.path})" if item.path else f"X-ray {index}" for index, item in enumerate(fixed)]
     transforms = views_from_reference([item.geometry for item in fixed], [item.metadata for item in fixed], names)
+    if auto_mask is None:
+        auto_mask = mask is None and needs_mask(method)
     spine = _spine_mask(ct_volume, mask, bool(auto_mask), progress, cancel, read_mask)
     if spine is not None:
         from ..segment import mask_centroid_world
@@ -218,23 +256,33 @@ def register_views(
     problem = MultiViewProblem(views)
     theta = torch.zeros(6, dtype=torch.float64)
     records, iterations, converged, similarity = [], 0, True, float("nan")
+    scatter_checked = False
     for index, stage in enumerate(stages):
         monitor = Monitor(progress, cancel, index / len(stages), (index + 1) / len(stages), stage.label)
         stage_started = time.perf_counter()
-        factor = stage.level_factor(max(geometry.rows, geometry.cols))
-        if prepare and index == 1:  # after the first stage the pose is close enough to judge scatter and edges
-            for number, (linked, record) in enumerate(zip(views, preparations)):
-                view_factor = problem.view_factor(number, factor)
-                record["scatter_to_primary_estimate"] = linked.estimate_scatter(theta, view_factor, stage.measure)
-                unexplained = linked.unexplained_edges(theta, view_factor)
-                linked.restrict_weight(~dilate(unexplained, 2))
-                record["unexplained_edge_fraction"] = round(float(unexplained.float().mean()), 4)
-        outcome = _run_stage(problem, stage, theta, seed + index, monitor)
+        extra: dict = {}
+        if isinstance(stage, GlobalStage):
+            from .multiview_global import joint_global_search
+
+            outcome = joint_global_search(problem, stage, monitor, seed + index)
+            extra = {"renders": outcome.renders, "hypotheses": [round(value, 4) for _, value in outcome.hypotheses]}
+        else:
+            factor = stage.level_factor(max(geometry.rows, geometry.cols))
+            if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter and edges
+                for number, (linked, record) in enumerate(zip(views, preparations)):
+                    view_factor = problem.view_factor(number, factor)
+                    record["scatter_to_primary_estimate"] = linked.estimate_scatter(theta, view_factor, stage.measure)
+                    unexplained = linked.unexplained_edges(theta, view_factor)
+                    linked.restrict_weight(~dilate(unexplained, 2))
+                    record["unexplained_edge_fraction"] = round(float(unexplained.float().mean()), 4)
+                scatter_checked = True
+            outcome = _run_stage(problem, stage, theta, seed + index, monitor)
         theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged
         similarity = -outcome.loss
         records.append({
             "stage": stage.label, "iterations": outcome.iterations, "similarity": similarity,
             "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta),
+            "renders": outcome.evaluations * len(views), **extra,  # every view renders each candidate pose
         })
     with torch.no_grad():
         scores = [float(linked.similarity(theta[None], problem.view_factor(number, 2), "gc")[0]) for number, linked in enumerate(views)]
