@@ -63,11 +63,13 @@ def sopi_command(*arguments: str | os.PathLike) -> list[str]:
 
 
 def engine_environment() -> dict[str, str]:
-    """This process's environment with the engine's folder first on ``PYTHONPATH``."""
+    """This process's environment with the engine's folder first on ``PYTHONPATH`` and passive
+    OpenMP waits (unless set)."""
     environment = dict(os.environ)
     paths = [str(ENGINE_PATH)] + [path for path in environment.get("PYTHONPATH", "").split(os.pathsep) if path]
     environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     environment["PYTHONUNBUFFERED"] = "1"
+    environment.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch's threads sleep, not spin, beside Slicer (sopi/__init__.py)
     return environment
 
 

@@ -1,7 +1,17 @@
 """SOPI engine: C-arm geometry, differentiable DRR projector, CT/X-ray I/O, spine segmentation.
 
 Pure Python on torch, numpy, SimpleITK and scipy. Never imports Slicer, Qt or VTK.
+
+Importing ``sopi`` before torch (as ``sopi`` and ``python -m sopi`` do) makes torch's OpenMP
+threads sleep rather than spin while they wait (``OMP_WAIT_POLICY=PASSIVE``, unless the
+environment already chose a policy): on a CPU shared with other processes, spinning threads
+made registrations 3 to 8 times slower (docs/benchmarks.md, "Shared CPU"). ``OMP_NUM_THREADS``
+sets torch's thread count as usual.
 """
+
+import os as _os
+
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch loads OpenMP
 
 __version__ = "0.1.0"
 
