@@ -46,7 +46,7 @@ POLARITY_CHOICES = ["bone-bright", "bone-dark", "intensity"]
 FUSION_CHOICES = ["blend", "checkerboard", "edges"]
 POSE_PARAMETERS = ["poseRx", "poseRy", "poseRz", "poseTx", "poseTy", "poseTz"]
 #: Parameter-node fields no widget shows: nodes the module made for display, kept with the scene.
-INTERNAL_PARAMETERS = ["fusionImage", "carmMarker", "xrayMaskLabel"]
+INTERNAL_PARAMETERS = ["fusionImage", "carmMarker", "xrayMaskLabel", "secondOutputDrr"]
 #: Set to 1 to make the self-test install the dependencies and register on the CPU (minutes).
 FULL_SELF_TEST_VARIABLE = "SOPIREGISTRATION_FULL_SELF_TEST"
 TORCH_REQUIREMENT = ">=2.1"
@@ -128,6 +128,9 @@ class SOPIRegistrationParameterNode:
     sourceToIsocenterMm: Annotated[float, WithinRange(50.0, 3000.0)] = 675.0
     pixelSpacingMm: Annotated[float, WithinRange(0.0, 10.0)] = 0.0  # 0: the X-ray node's spacing
     xrayPolarity: Annotated[str, Choice(POLARITY_CHOICES)] = "bone-bright"
+    secondXrayVolume: vtkMRMLScalarVolumeNode  # optional: registered jointly with the first (sopi.register_views)
+    secondViewTurnDeg: Annotated[float, WithinRange(-180.0, 180.0)] = -90.0  # C-arm primary angle, second minus first
+    secondGeometryFile: pathlib.Path  # optional: the second X-ray's geometry JSON with view_from_reference
     # Registration
     method: Annotated[str, Choice(METHOD_CHOICES)] = "global+opt"
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
@@ -158,6 +161,7 @@ class SOPIRegistrationParameterNode:
     fusionImage: vtkMRMLScalarVolumeNode
     carmMarker: vtkMRMLMarkupsLineNode
     xrayMaskLabel: vtkMRMLLabelMapVolumeNode
+    secondOutputDrr: vtkMRMLScalarVolumeNode
 
 
 #
@@ -281,7 +285,7 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._checkCanApply()
         node = self._parameterNode
         shown = (node.xrayVolume, node.outputDrr, node.outputTransform, node.foregroundOpacity, node.fusionMode, node.placeCtInCarm,
-                 node.showXrayMask)
+                 node.showXrayMask, node.secondXrayVolume, node.secondOutputDrr)
         if shown != self._shownDisplay:
             self._shownDisplay = shown
             self._showResults()
@@ -467,7 +471,7 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text += " " + _(
                 "Confidence {confidence:.2f}: likely failed. Check the overlay; try another start pose or method."
             ).format(confidence=result.confidence)
-        else:
+        elif result.confidence == result.confidence:  # NaN: no read-out (two views)
             self.ui.statusLabel.text += " " + _("Confidence {confidence:.2f}.").format(confidence=result.confidence)
         self._showResults(fit=True)
 
@@ -703,6 +707,9 @@ class SOPIRegistrationLogic(ScriptedLoadableModuleLogic):
             slicer.mrmlScene, parameters.xrayVolume, parameters.outputDrr, parameters.foregroundOpacity,
             parameters.fusionMode, parameters.fusionImage,
         )
+        if parameters.secondXrayVolume and parameters.secondOutputDrr:  # the second view beside the first, in the yellow view
+            display.show_fusion(slicer.mrmlScene, parameters.secondXrayVolume, parameters.secondOutputDrr, parameters.foregroundOpacity,
+                                layouts=("Yellow",))
         display.place_in_carm(parameters.outputTransform, [parameters.ctVolume, parameters.spineSegmentation], parameters.placeCtInCarm)
         geometry, sceneFromCamera = self.lib().registration_geometry(parameters.outputTransform)
         carmNode = display.show_carm(slicer.mrmlScene, sceneFromCamera, geometry.sdd_mm, parameters.carmMarker)

@@ -36,6 +36,7 @@ DEFAULT_METHOD = "global+opt"  # sopi.registration.methods.DEFAULT_METHOD; sopi+
 DEFAULT_PRESET = "perlove-plx118f"
 ATTRIBUTE_PREFIX = "SOPIRegistration."
 CT_REFERENCE, XRAY_REFERENCE = ATTRIBUTE_PREFIX + "CT", ATTRIBUTE_PREFIX + "XRay"
+SECOND_XRAY_REFERENCE = ATTRIBUTE_PREFIX + "SecondXRay"
 
 Progress = Callable[[float, str], None] | None
 
@@ -65,6 +66,7 @@ class SceneRegistration:
     segmentation_node: object | None
     geometry: CArmGeometry
     scene_from_camera: np.ndarray
+    second_drr_node: object | None = None  # the second X-ray's DRR (two-view registrations)
 
 
 @dataclass
@@ -247,7 +249,8 @@ class RegistrationLogic:
                        transform_node=None, drr_node=None, on_progress=None, on_done=None, on_error=None, *,
                        model: str | Path | None = None, fine_model: str | Path | None = None, seed: int = 0,
                        polarity: str = "bone-bright", step_mm: float = 1.0, iteration_scale: float = 1.0,
-                       pyramid: bool = True) -> ProcessJob:
+                       pyramid: bool = True, second_xray_node=None, second_geometry: CArmGeometry | None = None,
+                       second_drr_node=None) -> ProcessJob:
         """Register an X-ray node to a CT node in the background.
 
         Args:
@@ -262,6 +265,11 @@ class RegistrationLogic:
             polarity: how bone looks in the X-ray node (``bone-bright``, ``bone-dark`` or
                 ``intensity``); the engine wants bone bright.
             seed, step_mm, iteration_scale, pyramid: as in :func:`sopi.register`.
+            second_xray_node: a second X-ray of the patient (a lateral, say) registered jointly
+                (:func:`sopi.register_views`, classical methods and ``global+opt``); its
+                ``second_geometry`` carries ``view_from_reference`` (default: the C-arm turned
+                from the first shot to the nominal lateral, :mod:`.second_view`); its DRR goes
+                to ``second_drr_node`` (new if None).
         The job's result is a :class:`SceneRegistration`.
         """
         from sopi.registration.methods import get_method, needs_model
@@ -271,12 +279,22 @@ class RegistrationLogic:
             raise InputError(f"Register: the ray step ({step_mm}) and the iteration scale ({iteration_scale}) must be positive")
         geometry = geometry or geometry_for_xray(xray_node)
         prepared = self._prepare(ct_node, xray_node, geometry, segmentation_node, init_transform_node, polarity)
+        second = None
+        if second_xray_node is not None:
+            from . import second_view
+
+            view_arguments = second_view.engine_arguments(method)
+            second_geometry = second_geometry or second_view.second_view_geometry(geometry, geometry_for_xray(second_xray_node), -90.0)
+            second = self._prepare(ct_node, second_xray_node, second_geometry, None, None, polarity).xray
+            model = fine_model = None  # the learned methods register one view: no networks to pass
         needed = needs_model(method)
         defaults = self.default_models()
         models = {"rtpi": model or (defaults["rtpi"] if "rtpi" in needed else None),
                   "fine": fine_model or (defaults["fine"] if "fine" in needed else None)}
         auto_mask = prepared.mask is None and bool(needed)
         folder = write_inputs(self.temporary_root, prepared.ct, prepared.mask, prepared.xray, prepared.initial_pose)
+        if second is not None:
+            second_view.write_second_xray(folder, second)
         # the X-ray file holds bone bright (the module's polarity applied): settled, not for the engine to judge
         arguments = ["register", "--ct", "ct.mha", "--xray", "xray.mha", "--polarity", "bone-bright", "--geometry", "geometry.json", "--method", method,
                      "--device", device, "--seed", str(int(seed)), "--iteration-scale", repr(float(iteration_scale)),
@@ -285,6 +303,7 @@ class RegistrationLogic:
         arguments += ["--init", "init.json"] if prepared.initial_pose is not None else []
         arguments += ["--mask", "mask.mha"] if prepared.mask is not None or auto_mask else []
         arguments += [] if pyramid else ["--no-pyramid"]
+        arguments += view_arguments if second is not None else []
         for option, path in (("--model", models["rtpi"]), ("--fine-model", models["fine"])):
             arguments += [option, str(Path(path).resolve())] if path else []
         steps = [Step(sopi_command(*arguments), 0.8 if auto_mask else 1.0, readable_progress)]
@@ -294,13 +313,30 @@ class RegistrationLogic:
         def finish(folder: Path) -> SceneRegistration:
             from sopi.render import render_drr
 
-            result = result_from_dict(json.loads((folder / "result.json").read_text(encoding="utf-8")))
+            data = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+            result = result_from_dict(data)
+            if second is not None and "likely_failed" not in data:  # no confidence read-out for several views yet
+                result.likely_failed = False
             new_mask = read_mask(folder / "mask.mha", prepared.ct) if auto_mask else None
             # the DRR the clinician compares: from the CT at its own resolution
             drr = render_drr(self._rendering_volume(ct_node), geometry, result.camera_from_world, step_mm=step_mm).numpy()
-            return self._write_nodes(lambda: self._write_registration(
-                ct_node, xray_node, geometry, prepared, result, drr, new_mask, segmentation_node, transform_node, drr_node,
-            ))
+            if second is None:
+                return self._write_nodes(lambda: self._write_registration(
+                    ct_node, xray_node, geometry, prepared, result, drr, new_mask, segmentation_node, transform_node, drr_node,
+                ))
+            second_pose = torch.from_numpy(second_view.second_view_pose(data))
+            second_drr = render_drr(self._rendering_volume(ct_node), second.geometry, second_pose, step_mm=step_mm).numpy()
+
+            def write_both() -> SceneRegistration:
+                written = self._write_registration(ct_node, xray_node, geometry, prepared, result, drr, new_mask, segmentation_node,
+                                                   transform_node, drr_node)
+                written.transform_node.SetAttribute(ATTRIBUTE_PREFIX + "SecondGeometry", json.dumps(second.geometry.to_dict()))
+                written.transform_node.SetNodeReferenceID(SECOND_XRAY_REFERENCE, second_xray_node.GetID())
+                written.second_drr_node = self._drr_to_node(second_drr, second.geometry, _xray_scene_frame(second_xray_node, second.geometry),
+                                                            second_drr_node, f"{second_xray_node.GetName()} DRR")
+                return written
+
+            return self._write_nodes(write_both)
 
         return ProcessJob(steps, folder, finish, on_progress, on_done, on_error, "Registration").start()
 

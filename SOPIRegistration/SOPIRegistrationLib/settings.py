@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["geometry", "is_set", "model_files", "model_warnings", "start_prepare_models", "start_register", "store_registration"]
+__all__ = ["geometry", "is_set", "model_files", "model_warnings", "second_geometry", "start_prepare_models", "start_register", "store_registration"]
 
 
 def is_set(path) -> bool:
@@ -43,15 +43,33 @@ def model_warnings(lib, parameters) -> list[str]:
     return lib.model_warnings(parameters.ctVolume, models) if models else []
 
 
+def second_geometry(parameters, first):
+    """The second X-ray's geometry (``None`` without a second X-ray): its geometry file, else the
+    first's distances on its own detector, placed by the C-arm turn between the shots."""
+    second = getattr(parameters, "secondXrayVolume", None)
+    if second is None:
+        return None
+    from .logic import geometry_for_xray
+    from .second_view import second_view_geometry
+
+    detector = geometry_for_xray(second, parameters.geometryPreset, parameters.sourceToDetectorMm, parameters.pixelSpacingMm or None,
+                                 parameters.sourceToIsocenterMm)
+    path = getattr(parameters, "secondGeometryFile", None)
+    return second_view_geometry(first, detector, getattr(parameters, "secondViewTurnDeg", -90.0), path if is_set(path) else None)
+
+
 def start_register(lib, parameters, on_progress=None, on_done=None, on_error=None):
-    """Start a registration with the parameter node's settings, into its output nodes (new ones if unset)."""
+    """Start a registration with the parameter node's settings, into its output nodes (new ones if unset);
+    with a second X-ray, both views jointly."""
     models = model_files(lib, parameters)
+    first = geometry(parameters)
     return lib.start_register(
-        parameters.ctVolume, parameters.xrayVolume, geometry(parameters), parameters.spineSegmentation,
+        parameters.ctVolume, parameters.xrayVolume, first, parameters.spineSegmentation,
         parameters.initialTransform, parameters.method, parameters.device, parameters.outputTransform, parameters.outputDrr,
         on_progress, on_done, on_error, model=models["rtpi"], fine_model=models["fine"], seed=parameters.seed,
         polarity=parameters.xrayPolarity, step_mm=parameters.rayStepMm, iteration_scale=parameters.iterationScale,
-        pyramid=parameters.pyramid,
+        pyramid=parameters.pyramid, second_xray_node=getattr(parameters, "secondXrayVolume", None),
+        second_geometry=second_geometry(parameters, first), second_drr_node=getattr(parameters, "secondOutputDrr", None),
     )
 
 
@@ -59,6 +77,8 @@ def store_registration(parameters, registration) -> None:
     """Keep a finished registration's nodes in the parameter node (the next Register reuses them)."""
     parameters.outputTransform = registration.transform_node
     parameters.outputDrr = registration.drr_node
+    if getattr(registration, "second_drr_node", None) is not None:
+        parameters.secondOutputDrr = registration.second_drr_node
     if registration.segmentation_node is not None:
         parameters.spineSegmentation = registration.segmentation_node
 
