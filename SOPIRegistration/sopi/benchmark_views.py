@@ -84,6 +84,9 @@ def run_views_benchmark(
     rows: list[dict] = []
     total, done = cases * len(methods) * 2, 0
     start = nominals[0].camera_from_world
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, summary_path, report_path = out / "results.csv", out / "summary.json", out / "report.md"
     for index, theta in enumerate(thetas):
         truth = nominals[0].pose(theta)
         images = [first_images[index]] + [render_drr(attenuation, g, g.reference_transform() @ truth, device=device) for g in geometries[1:]]
@@ -101,13 +104,7 @@ def run_views_benchmark(
                 done += 1
                 if progress is not None:
                     progress(done, total, f"{method} {label} case {index + 1}/{cases}: mTRE {rows[-1]['mtre_mm']:.2f} mm")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, summary_path, report_path = out / "results.csv", out / "summary.json", out / "report.md"
-    with atomic_path(csv_path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+        _write_rows(csv_path, rows)  # after every case: a long run stopped early keeps what it measured
     summary = _summary(rows)
     settings = {"ct": str(ct_path), "mask": str(mask_path), "views": views, "methods": list(methods), "protocol": protocol,
                 "cases": cases, "seed": seed, "geometry": geometry.to_dict(), "prepare": prepare}
@@ -115,6 +112,13 @@ def run_views_benchmark(
     with atomic_path(report_path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
         handle.write(_report(summary, settings))
     return [csv_path, summary_path, report_path]
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _row(method, views, index, estimate, truth, nominal, geometry, points, time_s, case_metrics) -> dict:
