@@ -10,7 +10,8 @@ translation and *where along the spine the X-ray was taken* cost no renders.
 
 The best matches become poses (a turn of the camera about the source that brings the
 match to the principal point, the in-plane turn, a shift in depth), distinct ones are
-kept as hypotheses, and each is refined by a short CMA-ES on the working detector.
+kept as hypotheses with the start itself (so a start that was already close is never lost),
+and each is refined by a short CMA-ES on the working detector.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def global_search(problem: PoseProblem, stage: GlobalStage, monitor: Monitor, se
     templates, masks = _templates(level.fixed, level.weight, small, warps, stage.contrast_window_px)
 
     candidates = []  # (score, rotation index, warp index, row, col)
-    monitor.report(0, len(rotations) + stage.hypotheses)
+    monitor.report(0, len(rotations) + stage.hypotheses + 1)
     for start in range(0, len(rotations), 8):
         chunk = rotations[start:start + 8]
         theta = torch.zeros(len(chunk), 6, dtype=torch.float64)
@@ -101,12 +102,12 @@ def global_search(problem: PoseProblem, stage: GlobalStage, monitor: Monitor, se
             values, rows, cols = top_peaks(maps, stage.peaks_per_map, separation_px=3)
         for r, k, p in itertools.product(range(len(chunk)), range(len(warps)), range(values.shape[-1])):
             candidates.append((float(values[r, k, p]), start + r, k, int(rows[r, k, p]), int(cols[r, k, p])))
-        monitor.report(min(start + 8, len(rotations)), len(rotations) + stage.hypotheses)
+        monitor.report(min(start + 8, len(rotations)), len(rotations) + stage.hypotheses + 1)
     candidates.sort(key=lambda item: -item[0])
 
     reference = problem.reference
     pivot_camera_depth = float(transform_points(reference.camera_from_world, reference.isocenter_world[None])[0, 2])
-    chosen: list[torch.Tensor] = []
+    chosen: list[torch.Tensor] = [torch.zeros(6, dtype=torch.float64)]  # the start itself competes too
     for score, r, k, row, col in candidates[: 50 * stage.hypotheses]:
         theta0 = torch.zeros(6, dtype=torch.float64)
         theta0[:2] = rotations[r]
@@ -117,7 +118,7 @@ def global_search(problem: PoseProblem, stage: GlobalStage, monitor: Monitor, se
         theta = reference.params(pose)
         if all(not _close(theta, other) for other in chosen):
             chosen.append(theta)
-        if len(chosen) == stage.hypotheses:
+        if len(chosen) == stage.hypotheses + 1:
             break
 
     refine_factor = max(1, round(longest / stage.refine_px))
@@ -133,7 +134,7 @@ def global_search(problem: PoseProblem, stage: GlobalStage, monitor: Monitor, se
                          sigma=1.0, bound=2.0, seed=seed + index, monitor=quiet)
         refined.append((outcome.theta, -outcome.loss))
         iterations, evaluations = iterations + outcome.iterations, evaluations + outcome.evaluations
-        monitor.report(len(rotations) + index + 1, len(rotations) + stage.hypotheses)
+        monitor.report(len(rotations) + index + 1, len(rotations) + stage.hypotheses + 1)
     refined.sort(key=lambda item: -item[1])
     best_theta, best_similarity = refined[0]
     renders = len(rotations) + evaluations
