@@ -1,8 +1,11 @@
-"""docs/images/realistic_registration.png: a realistic simulated X-ray of the sample CT, what
-registration ignores in it, and the DRR fused over it at the start and at the result.
+"""A realistic simulated X-ray of the sample CT, what registration ignores in it, and the DRR
+fused over it at the start and at the result.
 
-Case ``CASE`` of ``sopi benchmark --realistic`` on the sample CT (paper protocol, seed 0).
-Usage: python scripts/make_realistic_figure.py [CASE]
+Case ``CASE`` of ``sopi benchmark --realistic`` on the sample CT (seed 0) with ``PROTOCOL``,
+registered with ``METHOD``; written to ``OUT``.
+Usage: python scripts/make_realistic_figure.py [CASE [PROTOCOL METHOD OUT]]
+  default: 1 paper opt docs/images/realistic_registration.png
+  README's wide-start figure: 3 far global+opt docs/images/far_start_registration.png
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "SOPIRegistration" / "Resources" / "SampleData"
 
 
-def main(case: int = 1) -> None:
+def main(case: int = 1, protocol: str = "paper", method: str = "opt", out: str = "docs/images/realistic_registration.png") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,9 +41,9 @@ def main(case: int = 1) -> None:
     spine = spine.with_data((spine.data != 0).to(torch.uint8))
     geometry = CArmGeometry.preset("perlove-plx118f")
     nominal = nominal_view("ap", mask_centroid_world(spine), geometry.source_to_isocenter_mm)
-    thetas, images, _ = simulate_cases(ct, nominal, geometry, "paper", case + 1, 0, realistic=True)
+    thetas, images, _ = simulate_cases(ct, nominal, geometry, protocol, case + 1, 0, realistic=True, spine=spine)
     image, truth = images[case], nominal.pose(thetas[case])
-    result = register(ct, XRay(image, geometry), initial_pose=nominal.camera_from_world, mask=spine, method="opt", seed=case)
+    result = register(ct, XRay(image, geometry), initial_pose=nominal.camera_from_world, mask=spine, method=method, seed=case)
     points = target_points(spine)
     start = case_metrics(nominal.camera_from_world, truth, nominal, geometry, points).mtre_mm
     end = case_metrics(result.camera_from_world, truth, nominal, geometry, points).mtre_mm
@@ -50,7 +53,7 @@ def main(case: int = 1) -> None:
         ("realistic X-ray", np.stack([image.numpy()] * 3, -1), None),
         ("ignored: field (red), metal (blue)", None, prepared),
         (f"DRR edges at the start (mTRE {start:.1f} mm)", edge_overlay(image, render_drr(volume, geometry, nominal.camera_from_world)), None),
-        (f"after opt (mTRE {end:.2f} mm)", edge_overlay(image, render_drr(volume, geometry, result.camera_from_world)), None),
+        (f"after {method} (mTRE {end:.2f} mm)", edge_overlay(image, render_drr(volume, geometry, result.camera_from_world)), None),
     ]
     figure, axes = plt.subplots(1, 4, figsize=(13, 3.6))
     for axis, (title, picture, masks) in zip(axes, panels):
@@ -66,7 +69,7 @@ def main(case: int = 1) -> None:
         axis.set_title(title, fontsize=9)
         axis.axis("off")
     figure.tight_layout()
-    out = REPO / "docs" / "images" / "realistic_registration.png"
+    out = REPO / out
     from sopi.atomic import atomic_path
 
     with atomic_path(out) as temporary:
@@ -75,4 +78,4 @@ def main(case: int = 1) -> None:
 
 
 if __name__ == "__main__":
-    main(*(int(arg) for arg in sys.argv[1:2]))
+    main(*(int(arg) if index == 0 else arg for index, arg in enumerate(sys.argv[1:5])))
