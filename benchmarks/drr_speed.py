@@ -19,9 +19,14 @@ Renderers:
   DiffDRR tri     DRR(renderer="trilinear"), n_points=N
   DiffDRR Siddon  DRR(renderer="siddon") (one nearest-neighbour sample between
                   consecutive voxel-plane crossings: 3*129-1 = 386 samples per ray)
+  nanodrr n=N     nanodrr 0.1.7, pure-torch backend, n_samples=N (benchmarks/nanodrr_adapter.py)
 
-DiffDRR is an optional benchmark-only dependency (``.bench-venv``, see
-docs/benchmarks.md); without it only our projector is timed.
+Low-resolution scenes (``--low-res``, as a global search renders them: the CT
+average-pooled to 64^3, detectors of 64^2 and 32^2 pixels, large batches, forward
+only) are timed in the same run after the full-size scene.
+
+DiffDRR and nanodrr are optional benchmark-only dependencies (``.bench-venv``, see
+docs/benchmarks.md); without them only our projector is timed.
 
 Timing: one warm-up call per renderer, then repeats interleaved round-robin
 between renderers (so background load hits all of them alike); the median is
@@ -64,6 +69,9 @@ from sopi.drr import Projector  # noqa: E402
 from sopi.geometry import RAS_FROM_LPS, CArmGeometry, invert_rigid, nominal_view  # noqa: E402
 from sopi.volume import Volume  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nanodrr_adapter import NANODRR_ERROR, nanodrr, nanodrr_renderer  # noqa: E402
+
 try:
     import diffdrr
     from diffdrr.data import read as diffdrr_read
@@ -86,6 +94,7 @@ BENCH_VENV_RECIPE = [
     '.bench-venv/bin/pip install torch==2.13.0 "numpy<2.4"',
     ".bench-venv/bin/pip install --no-deps diffdrr==0.6.1 torchio==1.2.1 tqdm jaxtyping humanize deprecated wrapt",
     ".bench-venv/bin/pip install fastcore einops nibabel pandas SimpleITK scipy",
+    ".bench-venv/bin/pip install --no-deps nanodrr==0.1.7 roma platformdirs",
     ".bench-venv/bin/pip install --no-deps -e .",
 ]
 #: DiffDRR's camera frame is ours turned 180 degrees about the principal ray
@@ -107,14 +116,28 @@ def attenuation(hu: torch.Tensor) -> tuple[torch.Tensor, str]:
     return hu_to_attenuation(hu), "sopi.preprocess.hu_to_attenuation (defaults: mu_water 0.02683/mm, HU < -130 -> 0)"
 
 
+def pooled(volume: Volume, factor: int) -> Volume:
+    """``volume`` averaged over ``factor``^3 blocks (voxel centres move with the blocks)."""
+    if factor <= 1:
+        return volume
+    data = torch.nn.functional.avg_pool3d(volume.data[None, None].float(), factor, ceil_mode=True)[0, 0]
+    block = torch.eye(4, dtype=torch.float64)
+    block[:3, :3] *= factor
+    block[:3, 3] = (factor - 1) / 2.0
+    return Volume(data, volume.world_from_index @ block)
+
+
 class Scene:
-    def __init__(self, ct_path: Path, device: torch.device):
+    def __init__(self, ct_path: Path, device: torch.device, pool: int = 1, detector: int = 0):
         image = sitk.ReadImage(str(ct_path))
-        volume = Volume.from_sitk(image)
+        volume = pooled(Volume.from_sitk(image), pool)
         mu, self.mu_note = attenuation(volume.data)
         self.volume = volume.with_data(mu)
         self.device = device
         self.geometry = CArmGeometry.preset(PRESET)
+        if detector:
+            self.geometry = self.geometry.resized(detector, detector)
+        self.label = f"{self.volume.grid_shape[0]}^3, {self.geometry.rows}^2"
         self.view = nominal_view("ap", self.volume.center_world, self.geometry.source_to_isocenter_mm)
 
     def thetas(self, batch: int) -> torch.Tensor:
@@ -206,6 +229,8 @@ def make_renderers(scene: Scene, names: list[str], n_samples: int) -> dict:
         elif name == "dd_siddon":
             drr = scene.diffdrr("siddon")
             renderers[name] = lambda theta, d=drr: d(scene.diffdrr_pose(theta))[:, 0]
+        elif name == "nano":
+            renderers[name] = nanodrr_renderer(scene.volume, scene.geometry, scene.pose, n_samples, scene.device)
         else:
             raise ValueError(name)
     return renderers
@@ -278,10 +303,10 @@ _REFERENCES: dict = {}
 
 def reference_images(scene: Scene, batch: int) -> torch.Tensor:
     """Fixed NCC targets: our render at theta = 0, one per batch entry."""
-    if "ref" not in _REFERENCES:
+    if scene.label not in _REFERENCES:
         with torch.no_grad():
-            _REFERENCES["ref"] = scene.ours(256)(scene.pose(scene.thetas(1)))
-    return _REFERENCES["ref"].expand(batch, -1, -1)
+            _REFERENCES[scene.label] = scene.ours(256)(scene.pose(scene.thetas(1)))
+    return _REFERENCES[scene.label].expand(batch, -1, -1)
 
 
 def peak_memory(args, name: str, batch: int, mode: str) -> dict:
@@ -398,8 +423,9 @@ LABELS = {
     "ours_step": "ours step 1 mm",
     "dd_trilinear": "DiffDRR trilinear n={n}",
     "dd_siddon": "DiffDRR Siddon",
+    "nano": "nanodrr n={n}",
 }
-SHORT = {"ours": "ours", "ours_step": "ours 1 mm", "dd_trilinear": "DiffDRR tri", "dd_siddon": "DiffDRR Siddon"}
+SHORT = {"ours": "ours", "ours_step": "ours 1 mm", "dd_trilinear": "DiffDRR tri", "dd_siddon": "DiffDRR Siddon", "nano": "nanodrr"}
 
 
 def machine_description(device: torch.device) -> str:
@@ -419,6 +445,8 @@ def machine_description(device: torch.device) -> str:
         text += f", GPU {torch.cuda.get_device_name(device)}"
     if diffdrr is not None:
         text += f", diffdrr {diffdrr.__version__}"
+    if nanodrr is not None:
+        text += f", nanodrr {getattr(nanodrr, '__version__', '0.1.7')}"
     return text + f", Python {platform.python_version()}, numpy {np.__version__}"
 
 
@@ -460,7 +488,24 @@ def mem(entry: dict | None) -> str:
     return f"{entry['peak_rss_mb']:.0f} (+{entry['peak_rss_mb'] - entry['baseline_rss_mb']:.0f})"
 
 
-def report(args, scene: Scene, results: dict, memory: dict, agree: list[dict], samples_step: dict, load: tuple) -> str:
+def timing_table(results: dict, n: int) -> list[str]:
+    """Median ms per renderer and case (``results[(label, mode)]``), with ratios of ours to the others."""
+    present = [k for k in LABELS if any(k in case for case in results.values())]
+    ratios = [(k, "dd_trilinear") for k in ("ours", "ours_step") if k in present and "dd_trilinear" in present]
+    ratios += [("ours", other) for other in ("dd_siddon", "nano") if "ours" in present and other in present]
+    header = "| case [repeats] | " + " | ".join(LABELS[k].format(n=n) + " (ms)" for k in present)
+    header += "".join(f" | {SHORT[a]} / {SHORT[b]}" for a, b in ratios) + " |"
+    lines = [header, "|" + "---|" * (1 + len(present) + len(ratios))]
+    for (label, mode), case in results.items():
+        counts = "/".join(str(case.get(k, {}).get("n", "-")) for k in present)
+        row = f"| {label} {mode} [{counts}] | " + " | ".join(ms(case.get(k)) for k in present)
+        row += "".join(f" | {ratio(case.get(a), case.get(b))}" for a, b in ratios) + " |"
+        lines.append(row)
+    return lines
+
+
+def report(args, scene: Scene, results: dict, memory: dict, agree: list[dict], samples_step: dict, load: tuple,
+           low: dict | None = None) -> str:
     n = args.n_samples
     lines = [section_heading(scene.device), ""]
     lines.append(f"Date: {datetime.date.today().isoformat()}. Machine: {machine_description(scene.device)}.")
@@ -492,16 +537,16 @@ def report(args, scene: Scene, results: dict, memory: dict, agree: list[dict], s
     )
     lines.append("")
     present = [k for k in LABELS if any(k in case for case in results.values())]
-    ratios = [(k, "dd_trilinear") for k in ("ours", "ours_step") if k in present and "dd_trilinear" in present]
-    ratios += [("ours", "dd_siddon")] if "ours" in present and "dd_siddon" in present else []
-    header = "| case [repeats] | " + " | ".join(LABELS[k].format(n=n) + " (ms)" for k in present)
-    header += "".join(f" | {SHORT[a]} / {SHORT[b]}" for a, b in ratios) + " |"
-    lines += [header, "|" + "---|" * (1 + len(present) + len(ratios))]
-    for (batch, mode), case in results.items():
-        counts = "/".join(str(case.get(k, {}).get("n", "-")) for k in present)
-        row = f"| B={batch} {mode} [{counts}] | " + " | ".join(ms(case.get(k)) for k in present)
-        row += "".join(f" | {ratio(case.get(a), case.get(b))}" for a, b in ratios) + " |"
-        lines.append(row)
+    lines += timing_table({(f"B={batch}", mode): case for (batch, mode), case in results.items()}, n)
+    if low:
+        lines += [
+            "",
+            f"Low resolution, as a global search renders (forward only; the CT average-pooled 2x2x2 to "
+            f"{args.low_scene_label}; ours n and nanodrr n = {args.low_n_samples}, DiffDRR trilinear n_points = "
+            f"{args.low_n_samples}; `ours 1 mm` keeps its 1 mm step):",
+            "",
+        ]
+        lines += timing_table(low, args.low_n_samples)
     if memory:
         lines.append("")
         unit = "peak CUDA memory allocated by the call (MiB)" if scene.device.type == "cuda" else (
@@ -515,6 +560,8 @@ def report(args, scene: Scene, results: dict, memory: dict, agree: list[dict], s
             lines.append(f"| B={batch} {mode} | " + " | ".join(mem(case.get(k)) for k in present) + " |")
     if diffdrr is None:
         lines += ["", f"DiffDRR not importable ({DIFFDRR_ERROR}): only our projector was timed."]
+    if nanodrr is None:
+        lines += ["", f"nanodrr not importable ({NANODRR_ERROR}): not timed."]
     lines += ["", "Agreement (same CT, detector and pose; B=1; each renderer against ours n={}):".format(n), ""]
     lines += ["| pose | renderer | Pearson r | relative L2 diff | max abs diff / max | mean ratio |", "|---|---|---|---|---|---|"]
     for row in agree:
@@ -579,6 +626,10 @@ def parse_args(argv=None):
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="write/replace the section in this markdown file")
     parser.add_argument("--json", type=Path, default=None, help="also dump raw timings here")
+    parser.add_argument("--low-res", action="store_true", help="also time the low-resolution scenes of a global search")
+    parser.add_argument("--low-detectors", type=int, nargs="+", default=[64, 32], help="detector sizes (pixels) of the low-resolution scenes")
+    parser.add_argument("--low-batches", type=int, nargs="+", default=[32, 256])
+    parser.add_argument("--low-n-samples", type=int, default=128)
     parser.add_argument("--single", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.argv_for_report = [a for a in (sys.argv[1:] if argv is None else argv)]
@@ -596,7 +647,7 @@ def main(argv=None) -> None:
         single(args)
         return
     device = torch.device(args.device)
-    names = [n for n in args.renderers if diffdrr is not None or not n.startswith("dd_")]
+    names = [n for n in args.renderers if (diffdrr is not None or not n.startswith("dd_")) and (nanodrr is not None or n != "nano")]
     if diffdrr is None:
         print(f"note: DiffDRR not importable ({DIFFDRR_ERROR}); timing our projector only", file=sys.stderr)
     load_start = os.getloadavg()[0]
@@ -619,8 +670,18 @@ def main(argv=None) -> None:
             for mode in args.modes:
                 memory[(batch, mode)] = {name: peak_memory(args, name, batch, mode) for name in names}
                 print(f"memory B={batch} {mode}: " + json.dumps(memory[(batch, mode)]), file=sys.stderr)
+    low = {}
+    if args.low_res:
+        for detector in args.low_detectors:
+            small = Scene(args.ct, device, pool=2, detector=detector)
+            args.low_scene_label = f"{small.volume.grid_shape[0]}x{small.volume.grid_shape[1]}x{small.volume.grid_shape[2]} voxels"
+            renderers = make_renderers(small, names, args.low_n_samples)
+            for batch in args.low_batches:
+                low[(f"{detector}^2 B={batch}", "fwd")] = time_case(small, renderers, batch, "fwd", args)
+                print(f"low {detector}^2 B={batch}: " + json.dumps({k: ms(v) for k, v in low[(f'{detector}^2 B={batch}', 'fwd')].items()}), file=sys.stderr)
+            del renderers
     load = (load_start, os.getloadavg()[0])
-    section = report(args, scene, results, memory, agree, samples_step, load)
+    section = report(args, scene, results, memory, agree, samples_step, load, low)
     print(section)
     if args.out:
         write_section(args.out, section)
@@ -631,6 +692,7 @@ def main(argv=None) -> None:
                     "results": {f"B={b} {m}": v for (b, m), v in results.items()},
                     "memory": {f"B={b} {m}": v for (b, m), v in memory.items()},
                     "agreement": agree,
+                    "low_resolution": {f"{label} {m}": v for (label, m), v in low.items()},
                 },
                 indent=1,
             )
