@@ -134,6 +134,8 @@ def register(
     fixed = xray if isinstance(xray, XRay) else read_xray(xray, geometry=geometry)
     check_xray_signal(fixed.image, f"X-ray {fixed.path or ''}".strip())
     geometry = geometry or fixed.geometry
+    if initial_pose is not None:  # before any slow work (segmentation)
+        check_pose_in_front(initial_pose, ct_volume.center_world, geometry.sdd_mm, "initial_pose")
     if auto_mask is None:
         auto_mask = mask is None and needs_mask(method)
     spine = _spine_mask(ct_volume, mask, auto_mask, progress, cancel, read_mask)
