@@ -32,21 +32,12 @@ def simulate_case(
     starts from). Everything is computed before the first file is written; each file
     is written atomically.
     """
-    from .io import read_ct, read_mask, write_xray
-    from .validate import check_outputs
+    from .io import write_xray
 
     out = Path(out_dir)
     names = ("xray.mha", "geometry.json", "gt.json", "init.json")
-    check_outputs({"out": out}, {"ct": ct_path, "mask": mask_path}, folders=("out",))
-    check_outputs({f"out ({name})": out / name for name in names}, {"ct": ct_path, "mask": mask_path})
     nominal_protocol = get_protocol(protocol)
-    ct = read_ct(ct_path)
-    if mask_path is not None:
-        from .segment import mask_centroid_world
-
-        isocenter = mask_centroid_world(read_mask(mask_path, ct))
-    else:
-        isocenter = ct.center_world
+    ct, isocenter = _read_case_inputs(ct_path, mask_path, out, names)
     nominal = nominal_view(view, isocenter, geometry.source_to_isocenter_mm)
     generator = torch.Generator().manual_seed(seed)
     theta = nominal_protocol.sample(1, generator)[0]
@@ -82,23 +73,14 @@ def simulate_views(
     """
     from .errors import InputError
     from .geometry import invert_rigid
-    from .io import read_ct, read_mask, write_xray
-    from .validate import check_outputs
+    from .io import write_xray
 
     if len(views) < 2 or len(set(views)) != len(views):
         raise InputError(f"--views {','.join(views)}: expected two or more different views, such as ap,lateral")
     out = Path(out_dir)
     names = [name for view in views for name in (f"xray_{view}.mha", f"geometry_{view}.json")] + ["gt.json", "init.json"]
-    check_outputs({"out": out}, {"ct": ct_path, "mask": mask_path}, folders=("out",))
-    check_outputs({f"out ({name})": out / name for name in names}, {"ct": ct_path, "mask": mask_path})
     nominal_protocol = get_protocol(protocol)
-    ct = read_ct(ct_path)
-    if mask_path is not None:
-        from .segment import mask_centroid_world
-
-        isocenter = mask_centroid_world(read_mask(mask_path, ct))
-    else:
-        isocenter = ct.center_world
+    ct, isocenter = _read_case_inputs(ct_path, mask_path, out, names)
     nominals = [nominal_view(view, isocenter, geometry.source_to_isocenter_mm) for view in views]
     reference = invert_rigid(nominals[0].camera_from_world)
     geometries = [geometry] + [geometry.with_view_from_reference(nominal.camera_from_world @ reference) for nominal in nominals[1:]]
@@ -116,3 +98,19 @@ def simulate_views(
     save_pose(out / "gt.json", true_pose, params=params_to_dict(theta), protocol=protocol, seed=seed, **common)
     save_pose(out / "init.json", nominals[0].camera_from_world, params=params_to_dict(torch.zeros(6)), **common)
     return [out / name for name in names]
+
+
+def _read_case_inputs(ct_path: str | Path, mask_path: str | Path | None, out: Path, names) -> tuple:
+    """Check that the files ``names`` in ``out`` overwrite no input; ``(CT, isocentre)``: the spine
+    mask's centroid, else the CT's centre (LPS mm)."""
+    from .io import read_ct, read_mask
+    from .validate import check_outputs
+
+    check_outputs({"out": out}, {"ct": ct_path, "mask": mask_path}, folders=("out",))
+    check_outputs({f"out ({name})": out / name for name in names}, {"ct": ct_path, "mask": mask_path})
+    ct = read_ct(ct_path)
+    if mask_path is None:
+        return ct, ct.center_world
+    from .segment import mask_centroid_world
+
+    return ct, mask_centroid_world(read_mask(mask_path, ct))
