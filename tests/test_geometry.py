@@ -178,3 +178,15 @@ def test_pose_json_round_trip_and_errors(tmp_path):
         load_pose(bad)
     with pytest.raises(InputError, match="missing.json.*not found"):
         load_pose(tmp_path / "missing.json")
+
+
+def test_padded_detector_keeps_the_rays_and_shifts_the_pixels():
+    from sopi.geometry import CArmGeometry, nominal_view, project_points
+
+    geometry = CArmGeometry(1000.0, 40, 60, (1.5, 2.0), source_to_isocenter_mm=650.0)
+    grown = geometry.padded(7, 3, 5, 11)
+    assert (grown.rows, grown.cols) == (40 + 3 + 11, 60 + 7 + 5) and grown.pixel_spacing_mm == geometry.pixel_spacing_mm
+    pose = nominal_view("ap", (10.0, -20.0, 30.0), 650.0).camera_from_world
+    points = torch.tensor([[0.0, 0.0, 0.0], [40.0, 10.0, -25.0], [-30.0, 60.0, 80.0]], dtype=torch.float64)
+    shift = torch.tensor([7.0, 3.0], dtype=torch.float64)
+    assert torch.allclose(project_points(pose, grown, points), project_points(pose, geometry, points) + shift, atol=1e-9)

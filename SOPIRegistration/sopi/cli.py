@@ -272,37 +272,27 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     cts, masks = args.ct, [mask if mask == AUTO_MASK else Path(mask) for mask in args.mask]
     if len(masks) != len(cts):
         raise InputError(f"{len(cts)} --ct but {len(masks)} --mask; expected one --mask (a file or {AUTO_MASK}) per --ct, in the same order")
-    if len(cts) > 1 or AUTO_MASK in masks:
-        if args.views:
-            raise InputError("--views: benchmarks one CT with its mask file; give one --ct and one --mask")
-        methods = [name.strip() for name in args.methods.split(",") if name.strip()]
-        check_outputs({"--out": args.out}, {f"--ct {ct}": ct for ct in cts} | {f"--mask {m}": m for m in masks if m != AUTO_MASK}, folders=("--out",))
-        with _progress_bar("sopi benchmark", args.quiet) as update:
-            written = run_benchmarks(
-                cts, masks, args.out, methods=methods, protocol=args.protocol, cases=args.cases, seed=args.seed,
-                realistic=args.realistic, view=args.view, geometry=_geometry(args), model=args.model, fine_model=args.fine_model,
-                prepare=not args.no_prepare, device=resolve_device(args.device),
-                progress=lambda done, total, message: update(done / total, message),
-            )
-        for path in written:
-            print(f"wrote {path}")
-        return 0
-    args.ct, args.mask = cts[0], masks[0]
+    several = len(cts) > 1 or AUTO_MASK in masks
     if args.views:
+        if several:
+            raise InputError("--views: benchmarks one CT with its mask file; give one --ct and one --mask")
         from .cli_views import benchmark_views_command
 
+        args.ct, args.mask = cts[0], masks[0]
         return benchmark_views_command(args)
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
     if not methods:
         raise InputError(f"--methods {args.methods!r}: names no method; expected comma-separated names such as opt,rtpi+opt")
-    check_outputs({"--out": args.out}, {"--ct": args.ct, "--mask": args.mask, "--model": args.model, "--fine-model": args.fine_model}, folders=("--out",))
+    inputs = {("--ct" if index == 0 else f"--ct #{index + 1}"): ct for index, ct in enumerate(cts)}
+    inputs |= {("--mask" if index == 0 else f"--mask #{index + 1}"): mask for index, mask in enumerate(masks) if mask != AUTO_MASK}
+    check_outputs({"--out": args.out}, inputs | {"--model": args.model, "--fine-model": args.fine_model}, folders=("--out",))
     with _progress_bar("sopi benchmark", args.quiet) as update:
-        written = run_benchmark(
-            args.ct, args.mask, args.out, methods=methods, protocol=args.protocol, cases=args.cases, seed=args.seed,
-            realistic=args.realistic, view=args.view, geometry=_geometry(args), model=args.model, fine_model=args.fine_model,
-            prepare=not args.no_prepare,
+        options = dict(
+            methods=methods, protocol=args.protocol, cases=args.cases, seed=args.seed, realistic=args.realistic, view=args.view,
+            geometry=_geometry(args), model=args.model, fine_model=args.fine_model, prepare=not args.no_prepare,
             device=resolve_device(args.device), progress=lambda done, total, message: update(done / total, message),
         )
+        written = run_benchmarks(cts, masks, args.out, **options) if several else run_benchmark(cts[0], masks[0], args.out, **options)
     for path in written:
         print(f"wrote {path}")
     return 0

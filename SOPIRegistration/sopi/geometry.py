@@ -170,6 +170,14 @@ class CArmGeometry:
             principal_point_px=((cu + 0.5) / scale_col - 0.5, (cv + 0.5) / scale_row - 0.5),
         )
 
+    def padded(self, left: int, top: int, right: int, bottom: int) -> CArmGeometry:
+        """The detector grown by whole pixels on each side (same spacing and principal ray):
+        a pixel ``(col, row)`` of this detector is ``(col + left, row + top)`` on the result."""
+        cu, cv = self.principal_point_px
+        return replace(
+            self, rows=self.rows + top + bottom, cols=self.cols + left + right, principal_point_px=(cu + left, cv + top)
+        )
+
     def binned(self, factor: int) -> CArmGeometry:
         """Detector binned by an integer ``factor`` in both directions."""
         if factor < 1 or self.rows % factor or self.cols % factor:

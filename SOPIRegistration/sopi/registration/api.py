@@ -96,8 +96,8 @@ def register(
             (``ap`` by default) about the spine centroid (or the CT centre without a mask).
         mask: spine mask or label map on the CT grid (non-zero = spine); ``auto_mask``
             segments it. It sets the pivot and weights the similarity. ``auto_mask=None`` (the
-            default) segments it when the method needs one (the learned methods) and none is
-            given; False never segments.
+            default) segments it when the method needs one (the global search and the learned
+            methods, :func:`~sopi.registration.methods.needs_mask`) and none is given; False never segments.
         method: a name from :data:`sopi.registration.METHODS`; None (the default) runs the global
             search then ``opt`` (``global+opt``), or ``sopi+opt`` when both ``model`` and
             ``fine_model`` are given.
@@ -156,7 +156,7 @@ def register(
         center = pivot if spine is not None else ct_volume.center_world
         start_view = view or next((network.view for network in networks.values()), "ap")
         initial_pose = nominal_view(start_view, center, geometry.source_to_isocenter_mm).camera_from_world
-    check_pose_in_front(initial_pose, ct_volume.center_world, geometry.sdd_mm, "initial_pose")
+        check_pose_in_front(initial_pose, ct_volume.center_world, geometry.sdd_mm, "initial_pose")  # a given one was checked above
     if spine is None:
         pivot = default_pivot(initial_pose, geometry)
     attenuation = rendering_volume(ct_volume, "hu")

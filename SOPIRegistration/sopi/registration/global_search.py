@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..distances import _skew
 from ..drr import Projector
 from ..geometry import CArmGeometry, project_points, rigid, transform_points
 from ..similarity import image_gradients
@@ -56,7 +57,6 @@ class GlobalStage:
     refine_population: int = 12
     refine_scale: tuple[float, float] = (3.0, 8.0)
     measure: str = "gradient-ncc"
-    contrast_window_px: float = 0.0  # > 0: gradients divided by their local RMS (Gaussian window) before matching
     kind: str = field(default="global", init=False)
 
     @property
@@ -79,14 +79,14 @@ def global_search(problem: PoseProblem, stage: GlobalStage, monitor: Monitor, se
     level = problem.level(max(1, round(longest / stage.detector_px)))
     small = level.projector.geometry
     search = _search_detector(problem, small, stage.max_extent)
-    projector = Projector(problem._channels, search, step_mm=level.projector.step_mm).to(problem.device)
+    projector = Projector(problem.channels, search, step_mm=level.projector.step_mm).to(problem.device)
     out_of_plane = _grid(stage.out_of_plane_deg, stage.out_of_plane_step_deg)
     rotations = torch.tensor(list(itertools.product(out_of_plane, out_of_plane)), dtype=torch.float64)  # (R, 2)
     angles = _grid(stage.in_plane_deg, stage.in_plane_step_deg)
     depth = problem.geometry.source_to_isocenter_mm
     scales = torch.linspace(math.log((depth - stage.depth_mm) / depth), math.log((depth + stage.depth_mm) / depth), stage.depth_steps).exp().tolist()
     warps = list(itertools.product(angles, scales))
-    templates, masks = _templates(level.fixed, level.weight, small, warps, stage.contrast_window_px)
+    templates, masks = _templates(level.fixed, level.weight, small, warps)
 
     candidates = []  # (score, rotation index, warp index, row, col)
     monitor.report(0, len(rotations) + stage.hypotheses + 1)
@@ -97,7 +97,7 @@ def global_search(problem: PoseProblem, stage: GlobalStage, monitor: Monitor, se
         with torch.no_grad():
             rendered = projector(problem.pose(theta).to(problem.device))
             drr = rendered[:, 0] if rendered.ndim == 4 else rendered
-            gradient_x, gradient_y = _gradients(drr.to(torch.float32), stage.contrast_window_px)
+            gradient_x, gradient_y = image_gradients(drr.to(torch.float32))
             maps = masked_ncc_maps(torch.stack([gradient_x, gradient_y], dim=1), templates, masks)
             values, rows, cols = top_peaks(maps, stage.peaks_per_map, separation_px=3)
         for r, k, p in itertools.product(range(len(chunk)), range(len(warps)), range(values.shape[-1])):
@@ -158,7 +158,7 @@ def _search_detector(problem: PoseProblem, small: CArmGeometry, max_extent: floa
     Same pixel spacing and principal ray as ``small``.
     """
     support = problem.mask if problem.mask is not None else problem.volume
-    index = torch.nonzero(support.data != 0 if problem.mask is not None else support.data > 0)
+    index = torch.nonzero(support.data != 0)  # attenuation is never negative: != 0 is the body's support box
     low, high = index.min(0).values.flip(-1).to(torch.float64), index.max(0).values.flip(-1).to(torch.float64)
     corners = torch.tensor(list(itertools.product(*zip(low.tolist(), high.tolist()))), dtype=torch.float64)
     world = corners @ support.world_from_index[:3, :3].T + support.world_from_index[:3, 3]
@@ -172,23 +172,10 @@ def _search_detector(problem: PoseProblem, small: CArmGeometry, max_extent: floa
     left, right = max(left, -reach_cols), min(right, small.cols - 1 + reach_cols)
     top, bottom = max(top, -reach_rows), min(bottom, small.rows - 1 + reach_rows)
     first_col, first_row = math.floor(left), math.floor(top)
-    cols, rows = math.ceil(right) - first_col + 1, math.ceil(bottom) - first_row + 1
-    cu, cv = small.principal_point_px
-    return CArmGeometry(
-        small.sdd_mm, rows, cols, small.pixel_spacing_mm, (cu - first_col, cv - first_row), small.source_to_isocenter_mm
-    )
+    return small.padded(-first_col, -first_row, math.ceil(right) - (small.cols - 1), math.ceil(bottom) - (small.rows - 1))
 
 
-def _gradients(images: torch.Tensor, window_px: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sobel derivatives of ``(B, H, W)`` images, divided by their local RMS magnitude when ``window_px`` > 0."""
-    if window_px > 0:
-        from ..similarity import _contrast_normalised_gradients
-
-        return _contrast_normalised_gradients(images, window_px)
-    return image_gradients(images)
-
-
-def _templates(image: torch.Tensor, weight: torch.Tensor | None, geometry: CArmGeometry, warps: list[tuple[float, float]], window_px: float = 0.0):
+def _templates(image: torch.Tensor, weight: torch.Tensor | None, geometry: CArmGeometry, warps: list[tuple[float, float]]):
     """Sobel derivatives ``(K, 2, h, w)`` of the X-ray turned by ``angle`` (deg) and scaled by ``scale``
     about the principal point, and their masks ``(K, h, w)`` (1 where the X-ray is valid)."""
     rows, cols = image.shape
@@ -207,7 +194,7 @@ def _templates(image: torch.Tensor, weight: torch.Tensor | None, geometry: CArmG
     valid = torch.ones_like(image) if weight is None else weight.to(image)
     stacked = torch.stack([image.to(torch.float32), valid.to(torch.float32)])[None].expand(len(warps), 2, rows, cols)
     warped = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    gradient_x, gradient_y = _gradients(warped[:, 0], window_px)
+    gradient_x, gradient_y = image_gradients(warped[:, 0])
     masks = (-F.max_pool2d(-warped[:, 1:2], 3, stride=1, padding=1))[:, 0] > 0.99  # away from every edge of the valid region
     return torch.stack([gradient_x, gradient_y], dim=1), masks
 
@@ -227,9 +214,8 @@ def _matched_pose(
     axis = torch.linalg.cross(ray, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
     sine, cosine = float(axis.norm()), float(ray[2])
     to_centre = torch.eye(3, dtype=torch.float64)
-    if sine > 1e-12:
-        k = axis / sine
-        cross = torch.tensor([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]], dtype=torch.float64)
+    if sine > 1e-12:  # Rodrigues about the unit axis
+        cross = _skew(axis / sine)
         to_centre = to_centre + sine * cross + (1 - cosine) * cross @ cross
     turn = math.radians(-angle_deg)
     in_plane = torch.tensor([[math.cos(turn), -math.sin(turn), 0.0], [math.sin(turn), math.cos(turn), 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)

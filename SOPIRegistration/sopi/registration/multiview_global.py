@@ -83,10 +83,8 @@ def align_in_view(problem, index: int, theta: torch.Tensor, stage: GlobalStage, 
     reach = stage.depth_mm * small.sdd_mm / max(depth, 1e-6)  # mm on the detector
     reach_cols = int(min(math.ceil(reach / du), (stage.max_extent - 1) / 2 * small.cols))
     reach_rows = int(min(math.ceil(reach / dv), (stage.max_extent - 1) / 2 * small.rows))
-    cu, cv = small.principal_point_px
-    search = CArmGeometry(small.sdd_mm, small.rows + 2 * reach_rows, small.cols + 2 * reach_cols, small.pixel_spacing_mm,
-                          (cu + reach_cols, cv + reach_rows), small.source_to_isocenter_mm)
-    projector = Projector(view._channels, search, step_mm=level.projector.step_mm).to(view.device)
+    search = small.padded(reach_cols, reach_rows, reach_cols, reach_rows)
+    projector = Projector(view.channels, search, step_mm=level.projector.step_mm).to(view.device)
     with torch.no_grad():
         rendered = projector(pose[None].to(view.device))
         drr = rendered[:, 0] if rendered.ndim == 4 else rendered

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import torch
 
-from ..geometry import CArmGeometry
 from ..io_xray import XRay, resize_image
 from ..volume import Volume
 
@@ -41,7 +40,9 @@ def prepare_fixed(
         rows, cols = xray.geometry.shape
         scale = max(1, round(max(rows, cols) / _POLARITY_PX))
         small = (-(-rows // scale), -(-cols // scale))
-        drr = render_drr(attenuation, _extended(xray.geometry.resized(*small), _POLARITY_EXTENT), initial_pose, step_mm=3.0, device=device)
+        working = xray.geometry.resized(*small)
+        grow_cols, grow_rows = (_POLARITY_EXTENT - 1) * working.cols // 2, (_POLARITY_EXTENT - 1) * working.rows // 2
+        drr = render_drr(attenuation, working.padded(grow_cols, grow_rows, grow_cols, grow_rows), initial_pose, step_mm=3.0, device=device)
         first = prepare_xray(image, field_mask, detect_field=False, detect_metal=False)  # constant fills only
         reading, scores = detect_polarity(resize_image(image, small), drr, resize_image(first.weight, small))
         record["polarity_scores"] = {name: round(value, 3) for name, value in scores.items()}
@@ -54,13 +55,3 @@ def prepare_fixed(
     record.update(prepared.summary())
     metadata = {**xray.metadata, "prepared": True}
     return replace(xray, image=prepared.image.contiguous(), metadata=metadata), prepared.weight, record
-
-
-def _extended(geometry: CArmGeometry, extent: int) -> CArmGeometry:
-    """``geometry``'s detector grown to ``extent`` times its width and height about the same principal ray."""
-    cu, cv = geometry.principal_point_px
-    grow_cols, grow_rows = (extent - 1) * geometry.cols // 2, (extent - 1) * geometry.rows // 2
-    return replace(
-        geometry, rows=geometry.rows + 2 * grow_rows, cols=geometry.cols + 2 * grow_cols,
-        principal_point_px=(cu + grow_cols, cv + grow_rows),
-    )

@@ -81,6 +81,11 @@ class PoseProblem:
             torch.stack([self.volume.data, self.mask.data.to(self.volume.data)])
         )
 
+    @property
+    def channels(self) -> Volume:
+        """The voxels every level renders: the attenuation volume, with the spine mask as a second channel when given."""
+        return self._channels
+
     def pose(self, theta: torch.Tensor) -> torch.Tensor:
         """``camera_from_world`` for ``theta`` relative to the initial pose."""
         return self.reference.pose(theta)
