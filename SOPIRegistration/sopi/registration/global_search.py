@@ -89,7 +89,8 @@ def global_search(problem: PoseProblem, stage: GlobalStage, monitor: Monitor, se
     templates, masks = _templates(level.fixed, level.weight, small, warps)
 
     candidates = []  # (score, rotation index, warp index, row, col)
-    monitor.report(0, len(rotations) + stage.hypotheses + 1)
+    steps = len(rotations) + stage.hypotheses + 1  # progress: the search renders, then each refinement
+    monitor.report(0, steps)
     for start in range(0, len(rotations), 8):
         chunk = rotations[start:start + 8]
         theta = torch.zeros(len(chunk), 6, dtype=torch.float64)
@@ -102,7 +103,7 @@ def global_search(problem: PoseProblem, stage: GlobalStage, monitor: Monitor, se
             values, rows, cols = top_peaks(maps, stage.peaks_per_map, separation_px=3)
         for r, k, p in itertools.product(range(len(chunk)), range(len(warps)), range(values.shape[-1])):
             candidates.append((float(values[r, k, p]), start + r, k, int(rows[r, k, p]), int(cols[r, k, p])))
-        monitor.report(min(start + 8, len(rotations)), len(rotations) + stage.hypotheses + 1)
+        monitor.report(min(start + 8, len(rotations)), steps)
     candidates.sort(key=lambda item: -item[0])
 
     reference = problem.reference
@@ -134,7 +135,7 @@ def global_search(problem: PoseProblem, stage: GlobalStage, monitor: Monitor, se
                          sigma=1.0, bound=2.0, seed=seed + index, monitor=quiet)
         refined.append((outcome.theta, -outcome.loss))
         iterations, evaluations = iterations + outcome.iterations, evaluations + outcome.evaluations
-        monitor.report(len(rotations) + index + 1, len(rotations) + stage.hypotheses + 1)
+        monitor.report(len(rotations) + index + 1, steps)
     refined.sort(key=lambda item: -item[1])
     best_theta, best_similarity = refined[0]
     renders = len(rotations) + evaluations
