@@ -69,6 +69,12 @@ def test_two_views_pin_down_the_depth_one_view_misses(two_views):
     assert all(score > 0.9 for score in joint.view_similarities)
     result = joint.to_dict()
     assert result["matrix"] == joint.camera_from_world.tolist() and len(result["views"]) == 2
+    # a right joint result is trusted; the joint confidence is the lowest view's
+    assert 0.5 < joint.confidence <= 1.0 and not joint.likely_failed
+    assert len(joint.view_confidences) == 2 and joint.confidence == min(joint.view_confidences)
+    assert result["confidence"] == round(joint.confidence, 4) and result["likely_failed"] is False
+    assert [view["confidence"] for view in result["views"]] == [round(value, 4) for value in joint.view_confidences]
+    assert result["confidence_details"]["combined_as"] == "minimum over views"
 
 
 def _problem(ct, start, xrays) -> MultiViewProblem:
@@ -100,6 +106,25 @@ def test_a_depth_only_view_0_got_wrong_is_found_in_the_lateral_view(two_views):
     assert torch.allclose(moved[:3], hypothesis[:3], atol=1e-6)  # the rotation is kept
     assert abs(float(moved[5] - TRUTH[5])) < 4.0  # about a pixel (3.2 mm at the isocentre) from the truth, 45 mm before
     assert abs(float(moved[4] - TRUTH[4])) < 4.0  # the lateral view's other axis (head-foot) stays right
+
+
+def test_joint_confidence_sees_a_depth_error_that_view_0_alone_cannot(two_views):
+    """At 7 m, 45 mm along view 0's ray barely changes view 0's image but shifts the lateral one
+    by 14 pixels: view 0's assessment still trusts that pose, the joint one must not."""
+    from sopi.registration.confidence import assess, assess_views
+
+    ct, start, _, xrays = two_views
+    problem = _problem(ct, start, xrays)
+    deep = TRUTH.clone()
+    deep[5] += 45.0
+    wrong = TRUTH + torch.tensor([12.0, -10.0, 15.0, 25.0, 20.0, -40.0], dtype=torch.float64)
+    right, too_deep, lost = (assess_views(problem.views, theta) for theta in (TRUTH, deep, wrong))
+    assert not right.likely_failed and 0.5 < right.confidence <= 1.0
+    assert assess(problem.views[0], deep).confidence > 0.5  # view 0 alone: looks right
+    assert too_deep.likely_failed and 0.0 <= too_deep.confidence < 0.5 and too_deep.weakest_view == 1
+    assert lost.likely_failed and lost.confidence < right.confidence
+    assert [view.confidence for view in right.views] == [assess(view, TRUTH).confidence for view in problem.views]
+    assert right.details()["views"][1]["confidence"] == pytest.approx(right.views[1].confidence, abs=1e-4)
 
 
 def test_the_default_global_search_places_a_far_start_with_two_views(two_views):
@@ -167,7 +192,7 @@ def test_simulate_writes_one_xray_and_geometry_per_view(simulated_views):
     assert float(load_pose(case / "gt.json").sub(init).abs().max()) > 0
 
 
-def test_register_cli_takes_repeated_xray_and_geometry_pairs(simulated_views, tmp_path):
+def test_register_cli_takes_repeated_xray_and_geometry_pairs(simulated_views, tmp_path, capsys):
     import json
 
     from PIL import Image
@@ -190,6 +215,8 @@ def test_register_cli_takes_repeated_xray_and_geometry_pairs(simulated_views, tm
     assert after < min(1.0, before / 4), (before, after)
     assert len(result["views"]) == 2 and result["views"][1]["xray"].endswith("xray_lateral.mha")
     assert result["method"] == "global+opt"  # the default, as for one view
+    assert 0.5 < result["confidence"] <= 1.0 and result["likely_failed"] is False
+    assert f"confidence {result['confidence']:.2f}, the lowest of the views'" in capsys.readouterr().out
     assert Image.open(fused).size == (2 * FAR.cols + 4, FAR.rows)  # both views side by side
 
 
@@ -233,4 +260,24 @@ def test_benchmark_views_compares_one_view_with_all_on_the_same_cases(simulated_
     assert set(rows) == {"-", "ap", "ap+lateral"}
     assert float(rows["ap+lateral"]["mtre_mm"]) < min(1.0, float(rows["-"]["mtre_mm"]))
     assert abs(float(rows["ap+lateral"]["depth_error_mm"])) < 1.0
-    assert "| opt | ap+lateral | 1 |" in (tmp_path / "bench" / "report.md").read_text(encoding="utf-8")
+    for label in ("ap", "ap+lateral"):  # every result row carries its confidence; the joint one trusts its right pose
+        assert 0.0 <= float(rows[label]["confidence"]) <= 1.0 and rows[label]["likely_failed"] in ("True", "False")
+    assert rows["ap+lateral"]["likely_failed"] == "False" and float(rows["ap+lateral"]["confidence"]) > 0.5
+    assert rows["-"]["confidence"] == "nan"
+    report = (tmp_path / "bench" / "report.md").read_text(encoding="utf-8")
+    assert "| opt | ap+lateral | 1 |" in report and "Confidence against success" in report
+
+
+def test_benchmark_views_rates_confidence_by_hand():
+    from sopi.benchmark_views import confidence_stats
+
+    def row(mtre, confidence, flagged):
+        return {"mtre_mm": mtre, "confidence": confidence, "likely_failed": flagged}
+
+    # successes 0.9 and 0.4 (flagged), failures 0.6 and 0.1: 3 of 4 pairs ordered right
+    group = [row(float("nan"), float("nan"), ""), row(0.3, 0.9, False), row(0.8, 0.4, True), row(5.0, 0.6, False), row(40.0, 0.1, True)]
+    stats = confidence_stats(group)
+    assert stats["confidence_auroc"] == pytest.approx(0.75)
+    assert stats["failed_cases"] == 2 and stats["failed_not_flagged"] == pytest.approx(0.5) and stats["success_flagged"] == pytest.approx(0.5)
+    assert stats["confidence_median"] == pytest.approx(0.5)
+    assert confidence_stats(group[:1]) == {}

@@ -6,7 +6,10 @@ Each case is one pose of the patient drawn from a protocol about view 0's nomina
 (:func:`sopi.registration.register`) and on all views at once
 (:func:`sopi.registration.register_views`), from the same start (view 0's nominal
 view). Errors are measured against the truth afterwards: mTRE over spine voxels, the
-depth error (along view 0's principal ray, at the isocentre) and the paper's sums.
+depth error (along view 0's principal ray, at the isocentre) and the paper's sums. Each row
+keeps the result's ``confidence`` and ``likely_failed`` (for the joint runs the lowest view's,
+:func:`sopi.registration.confidence.assess_views`); the summary rates them against success
+(mTRE below :data:`SUCCESS_MTRE_MM`): AUROC, failures not flagged, successes flagged.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from .atomic import atomic_path, write_json
 from .errors import InputError
 from .geometry import CArmGeometry, invert_rigid, nominal_view, transform_points
 
-__all__ = ["depth_error_mm", "run_views_benchmark"]
+__all__ = ["confidence_stats", "depth_error_mm", "run_views_benchmark"]
 
 #: A case succeeds when its mTRE is below this (mm): the issue's target.
 SUCCESS_MTRE_MM = 1.0
@@ -100,6 +103,7 @@ def run_views_benchmark(
                 else:
                     result = register_views(ct, xrays, initial_pose=start, mask=spine, method=method, device=device, seed=seed + index, prepare=prepare)
                 rows.append(_row(method, label, index, result.camera_from_world, truth, nominals[0], geometry, points, result.time_s, case_metrics))
+                rows[-1].update(confidence=round(result.confidence, 4), likely_failed=result.likely_failed)
                 rows[-1]["cpu_s"] = round(time.process_time() - cpu_started, 2)  # this process's CPU time: steadier than wall time on a shared CPU
                 done += 1
                 if progress is not None:
@@ -128,7 +132,28 @@ def _row(method, views, index, estimate, truth, nominal, geometry, points, time_
         "depth_error_mm": depth_error_mm(estimate, truth, nominal.isocenter_world),
         "translation_at_isocenter_mm": metrics.translation_at_isocenter_mm, "rotation_deg": metrics.rotation_deg,
         "paper_rotation_deg": metrics.paper_rotation_deg, "paper_translation_mm": metrics.paper_translation_mm,
-        "time_s": time_s, "cpu_s": 0.0,
+        "time_s": time_s, "cpu_s": 0.0, "confidence": float("nan"), "likely_failed": "",
+    }
+
+
+def confidence_stats(group: list[dict]) -> dict:
+    """How well ``confidence`` and ``likely_failed`` tell success (mTRE < :data:`SUCCESS_MTRE_MM`) in
+    ``group``: AUROC, the share of failures not flagged and of successes flagged (NaN for an empty class)."""
+    from .report import auroc
+
+    rated = [row for row in group if row["confidence"] == row["confidence"]]  # the Initial rows have none
+    if not rated:
+        return {}
+    success = [row["mtre_mm"] < SUCCESS_MTRE_MM for row in rated]
+    flagged = [row["likely_failed"] is True for row in rated]
+    failures = [hit for hit, ok in zip(flagged, success) if not ok]
+    successes = [hit for hit, ok in zip(flagged, success) if ok]
+    return {
+        "confidence_auroc": auroc([row["confidence"] for row in rated], success),
+        "confidence_median": statistics.median(row["confidence"] for row in rated),
+        "failed_cases": len(failures),
+        "failed_not_flagged": sum(not hit for hit in failures) / len(failures) if failures else float("nan"),
+        "success_flagged": sum(successes) / len(successes) if successes else float("nan"),
     }
 
 
@@ -147,6 +172,7 @@ def _summary(rows: list[dict]) -> list[dict]:
             "rotation_median_deg": statistics.median(row["rotation_deg"] for row in group),
             "time_median_s": statistics.median(row["time_s"] for row in group),
             "cpu_median_s": statistics.median(row["cpu_s"] for row in group),
+            **confidence_stats(group),
         })
     return summary
 
@@ -164,4 +190,16 @@ def _report(summary: list[dict], settings: dict) -> str:
             f"| {entry['method']} | {entry['views']} | {entry['cases']} | {entry['success_percent']:.0f} | {entry['mtre_median_mm']:.2f} | "
             f"{entry['depth_error_median_mm']:.2f} | {entry['rotation_median_deg']:.2f} | {entry['time_median_s']:.1f} | {entry['cpu_median_s']:.1f} |"
         )
+    rated = [entry for entry in summary if "confidence_auroc" in entry]
+    if rated:
+        lines += [
+            "", f"Confidence against success (mTRE < {SUCCESS_MTRE_MM:g} mm); joint runs: the lowest view's confidence.", "",
+            "| Method | Views | AUROC | median confidence | failed cases | failed not flagged (%) | successes flagged (%) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for entry in rated:
+            lines.append(
+                f"| {entry['method']} | {entry['views']} | {entry['confidence_auroc']:.2f} | {entry['confidence_median']:.2f} | "
+                f"{entry['failed_cases']} | {100 * entry['failed_not_flagged']:.0f} | {100 * entry['success_flagged']:.0f} |"
+            )
     return "\n".join(lines) + "\n"

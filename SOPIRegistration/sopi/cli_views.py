@@ -77,6 +77,9 @@ def register_views_command(args: argparse.Namespace) -> int:
     write_json(args.out, result.to_dict())
     scores = ", ".join(f"{score:.3f}" for score in result.view_similarities)
     print(f"wrote {args.out} (similarity {result.similarity:.4f}; per view {scores}; {result.time_s:.1f} s)")
+    verdict = "likely failed: check every view's overlay before using it" if result.likely_failed else "looks right"
+    per_view = ", ".join(f"{value:.2f}" for value in result.view_confidences)
+    print(f"confidence {result.confidence:.2f}, the lowest of the views' ({per_view}): {verdict}")
     if args.fused:
         from .fusion import write_fused_views_png
         from .render import render_drr, rendering_volume

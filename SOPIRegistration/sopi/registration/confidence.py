@@ -27,7 +27,7 @@ import torch
 
 from .problem import PoseProblem
 
-__all__ = ["Assessment", "LIKELY_FAILED_BELOW", "assess", "landscape_features", "perturbations"]
+__all__ = ["Assessment", "LIKELY_FAILED_BELOW", "ViewsAssessment", "assess", "assess_views", "landscape_features", "perturbations"]
 
 #: The landscape probe: one step about / along each axis (deg, mm).
 PROBE_DEG, PROBE_MM = 2.0, 5.0
@@ -114,3 +114,49 @@ def assess(
     confidence = combine(similarity, drop)
     agreement = hypothesis_agreement(theta, hypotheses) if hypotheses else None
     return Assessment(confidence, confidence < LIKELY_FAILED_BELOW, similarity, drop, worst, lower, agreement)
+
+
+@dataclass
+class ViewsAssessment:
+    """A joint (several-view) result's confidence: the weakest view's; each view's :class:`Assessment`."""
+
+    confidence: float
+    likely_failed: bool
+    views: list[Assessment]
+
+    @property
+    def weakest_view(self) -> int:
+        """Index of the view that sets the confidence (the lowest one)."""
+        return min(range(len(self.views)), key=lambda index: self.views[index].confidence)
+
+    def details(self) -> dict:
+        """``RESULT.json``'s ``confidence_details``: how it was combined, and every view's cues and confidence."""
+        return {
+            "combined_as": "minimum over views", "weakest_view": self.weakest_view,
+            "views": [{"confidence": round(view.confidence, 4), "likely_failed": view.likely_failed, **view.details()} for view in self.views],
+        }
+
+
+def assess_views(problems: Sequence[PoseProblem], theta: torch.Tensor) -> ViewsAssessment:
+    """Confidence of a joint result ``theta`` shared by several views' problems (view 0 first).
+
+    Each view is assessed on its own problem (its X-ray, weights and detector) at the final pose,
+    exactly as a single-view result (:func:`assess`, one batch of 13 renders per view): the
+    calibrated model applies to each view unchanged. The probe moves ``theta``, the shared
+    parameters about view 0's frame; for a view turned by the C-arm these are the same twelve
+    rigid moves of the patient seen along other axes, so each view's mean drop is what a probe
+    in its own frame gives.
+
+    The joint confidence is the **minimum** over the views, and ``likely_failed`` holds when any
+    view's assessment says so. The pose has to explain every X-ray: a pose wrong along view 0's
+    principal ray looks right in view 0 (depth barely changes its image) and only the other
+    view sees the error, as an in-plane shift. A mean would let a confident view hide it
+    (0.99 and 0.01 average to 0.5), and a product would compound two probabilities that were
+    each calibrated alone (two good views at 0.7 would fall to 0.49, below the flag); the
+    minimum keeps each view's calibrated scale and its threshold.
+    """
+    if not problems:
+        raise ValueError("assess_views: expected at least one view")
+    views = [assess(problem, theta) for problem in problems]
+    confidence = min(view.confidence for view in views)
+    return ViewsAssessment(confidence, any(view.likely_failed for view in views), views)

@@ -112,7 +112,8 @@ class MultiViewResult:
 
     ``params`` are the paper's parameters of the result relative to view 0's initial pose,
     pivoting about ``pivot_world`` (deg, mm); ``view_similarities`` are each view's gradient
-    correlation at the result (half-resolution detector).
+    correlation at the result (half-resolution detector). ``confidence`` is the weakest view's
+    (:func:`sopi.registration.confidence.assess_views`), ``view_confidences`` every view's.
     """
 
     camera_from_world: torch.Tensor
@@ -128,9 +129,14 @@ class MultiViewResult:
     xrays: list[str]
     stages: list[dict] = field(default_factory=list)
     xray_preparation: list[dict] = field(default_factory=list)
+    confidence: float = float("nan")  # in [0, 1]: the lowest of the views' (sopi.registration.confidence.assess_views)
+    likely_failed: bool = True
+    confidence_details: dict = field(default_factory=dict)
+    view_confidences: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """The ``RESULT.json`` content: ``matrix`` is view 0's ``camera_from_world``."""
+        view_confidences = self.view_confidences or [float("nan")] * len(self.xrays)
         return {
             "matrix": self.camera_from_world.tolist(),
             "params": params_to_dict(self.params),
@@ -140,9 +146,13 @@ class MultiViewResult:
             "iterations": self.iterations,
             "converged": self.converged,
             "pivot_world_mm": self.pivot_world.tolist(),
+            "confidence": round(self.confidence, 4),
+            "likely_failed": self.likely_failed,
+            "confidence_details": self.confidence_details,
             "views": [
-                {"xray": name, "matrix": pose.tolist(), "similarity": score, "xray_preparation": prepared}
-                for name, pose, score, prepared in zip(self.xrays, self.view_poses, self.view_similarities, self.xray_preparation)
+                {"xray": name, "matrix": pose.tolist(), "similarity": score, "confidence": round(confidence, 4), "xray_preparation": prepared}
+                for name, pose, score, confidence, prepared in zip(
+                    self.xrays, self.view_poses, self.view_similarities, view_confidences, self.xray_preparation)
             ],
             "stages": self.stages,
         }
@@ -286,6 +296,9 @@ def register_views(
         })
     with torch.no_grad():
         scores = [float(linked.similarity(theta[None], problem.view_factor(number, 2), "gc")[0]) for number, linked in enumerate(views)]
+    from .confidence import assess_views
+
+    assessment = assess_views(views, theta)
     if progress is not None:
         progress(1.0, "done")
     return MultiViewResult(
@@ -293,4 +306,6 @@ def register_views(
         similarity=similarity, iterations=iterations, converged=converged, pivot_world=pivot,
         view_poses=[linked.pose(theta) for linked in views], view_similarities=scores,
         xrays=[item.path or f"view {index}" for index, item in enumerate(fixed)], stages=records, xray_preparation=preparations,
+        confidence=assessment.confidence, likely_failed=assessment.likely_failed, confidence_details=assessment.details(),
+        view_confidences=[view.confidence for view in assessment.views],
     )
