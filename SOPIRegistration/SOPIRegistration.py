@@ -136,7 +136,7 @@ class SOPIRegistrationParameterNode:
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
     rtpiModel: pathlib.Path
     fineModel: pathlib.Path
-    trainingMinutes: Annotated[float, WithinRange(1.0, 600.0)] = 30.0
+    trainingMinutes: Annotated[float, WithinRange(1.0, 600.0)] = 5.0
     # Outputs
     outputTransform: vtkMRMLLinearTransformNode
     outputDrr: vtkMRMLScalarVolumeNode

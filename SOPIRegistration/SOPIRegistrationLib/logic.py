@@ -175,18 +175,18 @@ class RegistrationLogic:
         return [warning for warning in found if warning is not None]
 
     def prepare_models(self, ct_node, segmentation_node, geometry: CArmGeometry, out_dir: str | Path,
-                       minutes: float = 30.0, device: str = "auto", progress: Progress = None,
+                       minutes: float = 5.0, device: str = "auto", progress: Progress = None,
                        cancel: Callable[[], bool] | None = None, seed: int = 0) -> dict[str, Path]:
         """Train patient-specific models (blocking); see :meth:`start_prepare_models`."""
         job = self.start_prepare_models(ct_node, segmentation_node, geometry, out_dir, minutes, device, on_progress=progress, seed=seed)
         return job.wait(cancel=cancel)
 
     def start_prepare_models(self, ct_node, segmentation_node, geometry: CArmGeometry, out_dir: str | Path,
-                             minutes: float = 30.0, device: str = "auto", on_progress=None, on_done=None,
+                             minutes: float = 5.0, device: str = "auto", on_progress=None, on_done=None,
                              on_error=None, *, seed: int = 0) -> ProcessJob:
-        """Train RTPI and the fine module on this CT and spine for ``geometry``'s C-arm, in a
-        separate process (``train_runner.py``), with the shipped models' recipe
-        (:func:`sopi.training.patient.train_patient_models`). The job's result is ``{"rtpi": path, "fine": path}``."""
+        """Fine-tune RTPI and the fine module from the shipped models on this CT and spine for
+        ``geometry``'s C-arm, in a separate process (``train_runner.py``), as ``sopi prepare`` does
+        (:func:`sopi.training.prepare.prepare_models`). The job's result is ``{"rtpi": path, "fine": path}``."""
         if segmentation_node is None:
             raise InputError("Prepare model: select or create the spine segmentation first (Auto-segment spine)")
         if not minutes > 0:

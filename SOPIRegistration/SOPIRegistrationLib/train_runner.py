@@ -1,8 +1,9 @@
 """Patient-specific model preparation in its own process (``python -m SOPIRegistrationLib.train_runner``).
 
-``sopi train`` has no command for the module's recipe (RTPI then the fine module, half the time
-each, the shipped models' settings: :func:`sopi.training.patient.train_patient_models`), so the
-module runs this small entry point the way it runs ``sopi``: inputs from files, one JSON line per
+The same preparation as ``sopi prepare`` (:func:`sopi.training.prepare.prepare_models`: RTPI then
+the fine module, half the time each, fine-tuned from the shipped models with their recipe), with
+the spine mask and the C-arm the module gives. The module runs this small entry point the way it
+runs ``sopi``: inputs from files, one JSON line per
 progress update on stdout (``{"fraction", "stage", "message"}``), the model paths written to
 ``--result``. Engine and standard library only (no slicer, no Qt).
 """
@@ -26,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mask", type=Path, required=True)
     parser.add_argument("--geometry", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--name", default="patient")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -37,21 +38,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sopi.errors import Cancelled, InputError
     from sopi.geometry import CArmGeometry
     from sopi.io import read_ct, read_label_map
-    from sopi.training.patient import train_patient_models
+    from sopi.training.prepare import prepare_models
 
     try:
         ct = read_ct(args.ct)
         mask = read_label_map(args.mask, reference=ct)
         geometry = CArmGeometry.load(args.geometry)
-        models = train_patient_models(ct, mask, geometry, args.out, minutes=args.minutes, name=args.name,
-                                      device=args.device, seed=args.seed, progress=_report)
+        prepared = prepare_models(ct, args.out, mask=mask, minutes=args.minutes, geometry=geometry, name=args.name,
+                                  device=args.device, seed=args.seed, progress=_report)
     except InputError as error:
         print(f"prepare models: error: {error}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Cancelled):
         print("prepare models: cancelled", file=sys.stderr)
         return 130
-    write_json(args.result, {kind: str(path) for kind, path in models.items()})
+    write_json(args.result, {"rtpi": str(prepared.rtpi), "fine": str(prepared.fine)})
     return 0
 
 

@@ -64,9 +64,14 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
+def _add_model_options(parser: argparse.ArgumentParser, prepared: bool = False) -> None:
     parser.add_argument("--model", type=Path, help="trained RTPI network (.pt with its .json) for rtpi, rtpi+opt, sopi, sopi+opt")
     parser.add_argument("--fine-model", type=Path, help="trained fine-registration encoders for fine, sopi, sopi+opt")
+    if prepared:
+        parser.add_argument(
+            "--models", type=Path,
+            help="a folder written by sopi prepare: both networks (the default method becomes sopi+opt) and, for its CT, the spine mask",
+        )
 
 
 #: ``sopi --progress``: ``bar`` (tqdm on stderr), ``json`` or ``none``; set by :func:`main`.
@@ -214,6 +219,7 @@ def _parse_ids(text: str) -> list[int]:
 
 def _cmd_register(args: argparse.Namespace) -> int:
     from .atomic import write_json
+    from .cli_prepare import models_from_folder
     from .geometry import load_pose
     from .io import read_ct, read_xray
     from .registration import register
@@ -221,6 +227,8 @@ def _cmd_register(args: argparse.Namespace) -> int:
     if len(args.xray) > 1:  # several views: sopi.cli_views
         from .cli_views import register_views_command
 
+        if args.models is not None:
+            raise InputError("--models: the learned methods register one view; leave it out with several --xray")
         return register_views_command(args)
     if args.geometry and len(args.geometry) > 1:
         raise InputError(f"1 --xray but {len(args.geometry)} --geometry; expected one --geometry per --xray, in the same order")
@@ -237,6 +245,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
     geometry = _load_geometry(args.geometry) if args.geometry else (CArmGeometry.preset(args.preset) if args.preset else None)
     ct = read_ct(args.ct)
     check_ct_content(ct.data, f"--ct {args.ct}")
+    models_from_folder(args, ct)
     if args.method is None:
         from .registration.methods import default_method
 
@@ -268,11 +277,13 @@ def _cmd_register(args: argparse.Namespace) -> int:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from .benchmark import run_benchmark
     from .benchmark_multi import AUTO_MASK, run_benchmarks
+    from .cli_prepare import models_from_folder
 
     cts, masks = args.ct, [mask if mask == AUTO_MASK else Path(mask) for mask in args.mask]
     if len(masks) != len(cts):
         raise InputError(f"{len(cts)} --ct but {len(masks)} --mask; expected one --mask (a file or {AUTO_MASK}) per --ct, in the same order")
     several = len(cts) > 1 or AUTO_MASK in masks
+    models_from_folder(args)
     if args.views:
         if several:
             raise InputError("--views: benchmarks one CT with its mask file; give one --ct and one --mask")
@@ -388,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--method", choices=sorted(METHODS),
         help="registration method (default: global+opt, the global search then opt; sopi+opt when --model and --fine-model are given)",
     )
-    _add_model_options(reg)
+    _add_model_options(reg, prepared=True)
     reg.add_argument("--out", type=Path, required=True, help="result JSON")
     reg.add_argument("--fused", type=Path, help="also write the DRR at the result fused over the X-ray (PNG)")
     reg.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
@@ -424,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cases", type=positive_int, default=50)
     bench.add_argument("--seed", type=seed, default=0)
     bench.add_argument("--methods", default="opt", help="comma-separated method names (default opt)")
-    _add_model_options(bench)
+    _add_model_options(bench, prepared=True)
     bench.add_argument("--out", type=Path, required=True, help="output folder")
     bench.add_argument(
         "--realistic", action="store_true",
@@ -438,8 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quiet", action="store_true")
     bench.set_defaults(run=_cmd_benchmark)
 
+    from .cli_prepare import add_prepare_parser
     from .training.cli import add_train_parser
 
+    add_prepare_parser(commands)
     add_train_parser(commands)
 
     demo = commands.add_parser("demo", help="render DRRs of the bundled sample CT", description="AP and lateral DRRs of the sample CT.")

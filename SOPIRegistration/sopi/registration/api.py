@@ -78,6 +78,7 @@ def register(
     method: str | None = None,
     model: str | Path | LoadedModel | None = None,
     fine_model: str | Path | LoadedModel | None = None,
+    models: str | Path | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
     step_mm: float = 1.0,
@@ -106,6 +107,9 @@ def register(
         fine_model: the trained fine-registration encoders (``fine``, ``sopi``, ``sopi+opt``).
             Learned methods need the spine mask: its centroid is the isocentre the networks
             were trained about.
+        models: a folder written by ``sopi prepare`` (:func:`sopi.training.prepare.prepare_models`):
+            both networks (so the default method is ``sopi+opt``) and, when ``ct`` is the CT it
+            was prepared for and no ``mask`` is given, its spine mask.
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: seeds every random choice (CMA-ES samples).
         iteration_scale: multiplies every optimisation stage's iteration budget.
@@ -120,6 +124,14 @@ def register(
     from ..validate import check_ct_content, check_pose_in_front, check_rigid_pose, check_seed, check_xray_signal
 
     check_seed(seed)
+    prepared = None
+    if models is not None:
+        from ..training.prepare import read_prepared
+
+        if model is not None or fine_model is not None:
+            raise InputError("models: gives both networks; leave out model and fine_model")
+        prepared = read_prepared(models)
+        model, fine_model = prepared.rtpi, prepared.fine
     if method is None:
         method = default_method(model is not None and fine_model is not None)
     if initial_pose is not None:
@@ -136,6 +148,8 @@ def register(
     geometry = geometry or fixed.geometry
     if initial_pose is not None:  # before any slow work (segmentation)
         check_pose_in_front(initial_pose, ct_volume.center_world, geometry.sdd_mm, "initial_pose")
+    if prepared is not None and mask is None and auto_mask is None:
+        mask = prepared.mask_for(ct_volume)
     if auto_mask is None:
         auto_mask = mask is None and needs_mask(method)
     spine = _spine_mask(ct_volume, mask, auto_mask, progress, cancel, read_mask)

@@ -54,6 +54,7 @@ def train_patient_models(
     minutes: float = 30.0,
     name: str = "patient",
     references: dict[str, str | Path] | None = None,
+    initial: dict[str, str | Path] | None = None,
     device: str = "auto",
     seed: int = 0,
     progress: Callable[[float, str], None] | None = None,
@@ -61,6 +62,8 @@ def train_patient_models(
 ) -> dict[str, Path]:
     """Train RTPI, then the fine module, on one CT and its spine mask; each gets half of ``minutes``.
 
+    ``references`` name the models whose recipe is copied (default: the shipped ones);
+    ``initial`` the models each network starts from (fine-tuning; default: a random start).
     Returns ``{"rtpi": out_dir/rtpi/rtpi_NAME.pt, "fine": out_dir/fine/fine_NAME.pt}``; each
     folder also keeps the run's checkpoint, log and loss plot. ``progress``
     reports the fraction of the time budget spent.
@@ -84,7 +87,7 @@ def train_patient_models(
                 progress((index + spent) / 2, f"Training {label.upper()}: step {round(fraction * _MAX_STEPS)}")
 
         train(_task_factory(kind, recipe, ct, mask, geometry), out / kind, optim, model_name=f"{kind}_{name}",
-              device=device, progress=report, cancel=cancel)
+              initial_weights=(initial or {}).get(kind), device=device, progress=report, cancel=cancel)
         outputs[kind] = out / kind / f"{kind}_{name}.pt"
     if progress is not None:
         progress(1.0, "Models ready")

@@ -83,19 +83,25 @@ def train(
     *,
     model_name: str = "model",
     resume: bool = False,
+    initial_weights: str | Path | None = None,
     device: str | torch.device = "auto",
     progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> dict:
-    """Train; returns the summary written to ``summary.json``. Runs under ``torchrun`` too."""
+    """Train; returns the summary written to ``summary.json``. Runs under ``torchrun`` too.
+
+    ``initial_weights``: a model file (:mod:`sopi.nets.model_file`) of the same kind and
+    configuration to start from instead of a random initialisation (fine-tuning a pretrained
+    network); it is recorded in the model's JSON. A resumed run continues from its checkpoint.
+    """
     context = init_distributed(device)
     try:
-        return _train(task_factory(context), context, Path(out_dir), optim, model_name, resume, progress, cancel)
+        return _train(task_factory(context), context, Path(out_dir), optim, model_name, resume, progress, cancel, initial_weights)
     finally:
         context.close()
 
 
-def _train(task, context, out, optim, model_name, resume, progress, cancel) -> dict:
+def _train(task, context, out, optim, model_name, resume, progress, cancel, initial_weights=None) -> dict:
     if optim.steps < 1 or optim.lr_cycle_steps < 2 or optim.checkpoint_every < 1 or optim.log_every < 1:
         raise InputError("training: steps, checkpoint_every and log_every must be >= 1 and lr_cycle_steps >= 2")
     started = time.perf_counter()
@@ -109,6 +115,8 @@ def _train(task, context, out, optim, model_name, resume, progress, cancel) -> d
         raise InputError(f"training: optimizer must be 'sgd' or 'adam', got {optim.optimizer!r}")
     generator = torch.Generator().manual_seed(optim.seed * 1_000_003 + context.rank)
     recorded = {"kind": task.kind, "config": network.config.to_dict(), "task": task.settings(), "optim": _schedule(optim)}
+    if initial_weights is not None:
+        recorded["initial_weights"] = _start_from(network, task.kind, Path(initial_weights))
     checkpoint_path = out / "checkpoint.pt"
     start_step, previous_seconds = 0, 0.0
     if resume:
@@ -190,6 +198,20 @@ def _schedule(optim: OptimSettings) -> dict:
     for key in ("steps", "max_minutes", "checkpoint_every", "log_every"):
         recorded.pop(key)
     return recorded
+
+
+def _start_from(network: nn.Module, kind: str, path: Path) -> dict:
+    """Copy a saved model's weights into ``network``; ``{"file", "sha256"}`` of what was used."""
+    from ..nets.model_file import load_model
+
+    loaded = load_model(path)
+    if loaded.kind != kind:
+        raise InputError(f"initial weights: {path} holds a {loaded.kind!r} network; this training is for {kind!r}")
+    if loaded.network.config.to_dict() != network.config.to_dict():
+        differing = sorted(key for key, value in network.config.to_dict().items() if loaded.network.config.to_dict().get(key) != value)
+        raise InputError(f"initial weights: {path} has another configuration ({', '.join(differing)}); expected {network.config.to_dict()}")
+    network.load_state_dict(loaded.network.state_dict())
+    return {"file": loaded.path.name, "sha256": loaded.metadata["sha256"]}
 
 
 def _save_checkpoint(path, recorded, network, optimizer, generator, step, seconds, context) -> None:

@@ -1,0 +1,131 @@
+"""`sopi prepare`: networks fine-tuned for one CT from the shipped ones, and `register --models`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sopi.cli import main
+from sopi.errors import InputError
+from sopi.geometry import CArmGeometry, nominal_view
+from sopi.io import read_mask, write_volume
+from sopi.io_xray import XRay
+from sopi.nets.model_file import load_model
+from sopi.nets.rtpi import RTPI
+from sopi.nets.shipped import other_ct_warning, shipped_model
+from sopi.registration import register
+from sopi.render import render_drr, rendering_volume
+from sopi.sample_data import load_sample
+from sopi.segment import mask_centroid_world
+from sopi.training.prepare import MODELS_INDEX, prepare_models, read_prepared
+from sopi.training.rtpi import RTPISettings, RTPITask
+from sopi.training.trainer import OptimSettings, train
+from sopi.volume import Volume
+
+
+def _crop(volume: Volume, start: int, size: int) -> Volume:
+    """A cube of ``volume`` (same spacing and world positions), so another CT than the sample."""
+    shift = torch.eye(4, dtype=torch.float64)
+    shift[:3, 3] = start
+    data = volume.data[start:start + size, start:start + size, start:start + size].clone()
+    return Volume(data, volume.world_from_index @ shift)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    sample_ct, labels = load_sample()
+    ct, mask = _crop(sample_ct, 16, 96), _crop(labels, 16, 96)
+    mask = mask.with_data((mask.data != 0).to(torch.uint8))
+    out = tmp_path_factory.mktemp("prepared")
+    models = prepare_models(ct, out, mask=mask, minutes=0.02, device="cpu", seed=3)
+    return {"ct": ct, "mask": mask, "out": out, "models": models}
+
+
+def _distance(a: dict, b: dict) -> float:
+    return float(sum((a[key].float() - b[key].float()).square().sum() for key in a).sqrt())
+
+
+def test_prepare_writes_loadable_models_fine_tuned_from_the_shipped_ones(prepared):
+    out, models = prepared["out"], prepared["models"]
+    index = json.loads((out / MODELS_INDEX).read_text(encoding="utf-8"))
+    assert (out / index["rtpi"]).resolve() == models.rtpi.resolve() and (out / index["fine"]).resolve() == models.fine.resolve()
+    for kind, path in (("rtpi", models.rtpi), ("fine", models.fine)):
+        loaded, shipped = load_model(path), load_model(shipped_model(kind))
+        assert loaded.kind == kind
+        # the JSON records what it started from, and it did start there: a few small steps from
+        # the shipped weights, far closer to them than a fresh network is
+        assert loaded.metadata["training"]["initial_weights"]["sha256"] == shipped.metadata["sha256"]
+        assert loaded.metadata["training"]["steps_done"] >= 1
+        moved = _distance(loaded.network.state_dict(), shipped.network.state_dict())
+        assert moved > 0
+        if kind == "rtpi":
+            torch.manual_seed(0)
+            fresh = RTPI(loaded.network.config).state_dict()
+            assert moved < 0.05 * _distance(fresh, shipped.network.state_dict())
+        # trained on this CT: no "another CT" warning, unlike the shipped model
+        assert other_ct_warning(path, prepared["ct"], kind) is None
+        assert "another CT" in other_ct_warning(shipped_model(kind), prepared["ct"], kind)
+    stored = read_mask(models.mask, prepared["ct"])
+    assert torch.equal(stored.data, prepared["mask"].data)
+
+
+def test_register_with_the_prepared_folder_uses_its_networks_and_mask(prepared):
+    ct, out = prepared["ct"], prepared["out"]
+    geometry = CArmGeometry.preset("perlove-plx118f")
+    centroid = mask_centroid_world(prepared["mask"])
+    pose = nominal_view("ap", centroid, geometry.source_to_isocenter_mm).camera_from_world
+    image = render_drr(rendering_volume(ct, "hu"), geometry, pose, step_mm=3.0)
+    result = register(ct, XRay(image, geometry), initial_pose=pose, models=out, device="cpu", iteration_scale=0.05)
+    assert result.method == "sopi+opt"
+    assert [record["stage"] for record in result.stages][:2] == ["rtpi", "fine"]
+    torch.testing.assert_close(result.pivot_world, centroid, atol=1e-6, rtol=0)  # the folder's spine mask, not a segmentation
+    with pytest.raises(InputError, match="leave out model"):
+        register(ct, XRay(image, geometry), initial_pose=pose, models=out, model=prepared["models"].rtpi)
+
+
+def test_read_prepared_refuses_unfinished_or_foreign_folders(prepared, tmp_path):
+    with pytest.raises(InputError, match="no models.json"):
+        read_prepared(tmp_path)
+    (tmp_path / MODELS_INDEX).write_text('{"format": "other"}', encoding="utf-8")
+    with pytest.raises(InputError, match="not a sopi prepare index"):
+        read_prepared(tmp_path)
+    record = json.loads((prepared["out"] / MODELS_INDEX).read_text(encoding="utf-8"))
+    (tmp_path / MODELS_INDEX).write_text(json.dumps(record), encoding="utf-8")  # the index without its files
+    with pytest.raises(InputError, match="is missing"):
+        read_prepared(tmp_path)
+
+
+def test_initial_weights_must_be_the_same_network(tmp_path):
+    from sopi.nets.rtpi import RTPIConfig
+    from sopi.sample_data import sample_ct_path, sample_vertebrae_path
+
+    tiny = RTPIConfig(xray_size=32, ct_size=8, width=4, ct_channels=2, local_widths=(8, 8), head_hidden=8)
+    pairs = [(sample_ct_path(), sample_vertebrae_path())]
+    factory = lambda context: RTPITask(pairs, CArmGeometry.preset("perlove-plx118f"), tiny, RTPISettings(batch_size=2, step_mm=4.0), context)  # noqa: E731
+    with pytest.raises(InputError, match="holds a 'fine' network"):
+        train(factory, tmp_path / "a", OptimSettings(steps=1), initial_weights=shipped_model("fine"), device="cpu")
+    with pytest.raises(InputError, match="another configuration"):
+        train(factory, tmp_path / "b", OptimSettings(steps=1), initial_weights=shipped_model("rtpi"), device="cpu")
+
+
+def test_cli_prepare_and_register_models(prepared, tmp_path, capsys):
+    ct_path, mask_path = tmp_path / "ct.nii.gz", tmp_path / "mask.nii.gz"
+    write_volume(ct_path, prepared["ct"])
+    write_volume(mask_path, prepared["mask"])
+    with pytest.raises(SystemExit) as usage:
+        main(["--progress", "none", "prepare", str(ct_path), "--out", str(tmp_path / "p"), "--minutes", "0"])
+    assert usage.value.code == 2 and "--minutes" in capsys.readouterr().err
+    assert main(["--progress", "none", "prepare", str(ct_path), "--out", str(tmp_path / "p"), "--name", "a b"]) == 2
+    assert "--name" in capsys.readouterr().err
+    code = main(["--progress", "none", "register", "--ct", str(ct_path), "--xray", str(ct_path), "--models", str(prepared["out"]),
+                 "--model", str(prepared["models"].rtpi), "--out", str(tmp_path / "r.json")])
+    assert code == 2 and "leave out --model" in capsys.readouterr().err
+    code = main(["--progress", "none", "register", "--ct", str(ct_path), "--xray", str(ct_path), "--models", str(tmp_path),
+                 "--out", str(tmp_path / "r.json")])
+    assert code == 2 and "no models.json" in capsys.readouterr().err
+    code = main(["--progress", "none", "prepare", str(ct_path), "--mask", str(mask_path), "--out", str(tmp_path / "p"),
+                 "--minutes", "0.01", "--device", "cpu", "--name", "cli"])
+    assert code == 0
+    assert read_prepared(tmp_path / "p").rtpi.name == "rtpi_cli.pt"
