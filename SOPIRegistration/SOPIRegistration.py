@@ -46,7 +46,7 @@ POLARITY_CHOICES = ["bone-bright", "bone-dark", "intensity"]
 FUSION_CHOICES = ["blend", "checkerboard", "edges"]
 POSE_PARAMETERS = ["poseRx", "poseRy", "poseRz", "poseTx", "poseTy", "poseTz"]
 #: Parameter-node fields no widget shows: nodes the module made for display, kept with the scene.
-INTERNAL_PARAMETERS = ["fusionImage", "carmMarker", "xrayMaskLabel", "secondOutputDrr"]
+INTERNAL_PARAMETERS = ["fusionImage", "carmMarker", "xrayMaskLabel", "secondOutputDrr", "secondCarmMarker"]
 #: Set to 1 to make the self-test install the dependencies and register on the CPU (minutes).
 FULL_SELF_TEST_VARIABLE = "SOPIREGISTRATION_FULL_SELF_TEST"
 TORCH_REQUIREMENT = ">=2.1"
@@ -162,6 +162,7 @@ class SOPIRegistrationParameterNode:
     carmMarker: vtkMRMLMarkupsLineNode
     xrayMaskLabel: vtkMRMLLabelMapVolumeNode
     secondOutputDrr: vtkMRMLScalarVolumeNode
+    secondCarmMarker: vtkMRMLMarkupsLineNode  # the second X-ray's C-arm in 3D
 
 
 #
@@ -471,8 +472,11 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text += " " + _(
                 "Confidence {confidence:.2f}: likely failed. Check the overlay; try another start pose or method."
             ).format(confidence=result.confidence)
-        elif result.confidence == result.confidence:  # NaN: no read-out (two views)
+        elif result.confidence == result.confidence:  # NaN: no read-out
             self.ui.statusLabel.text += " " + _("Confidence {confidence:.2f}.").format(confidence=result.confidence)
+        perView = settings.view_confidences(result)  # two X-rays: the confidence above is the lower of the two
+        if len(perView) > 1:
+            self.ui.statusLabel.text += " " + _("Per X-ray: {values}.").format(values=", ".join("{:.2f}".format(value) for value in perView))
         self._showResults(fit=True)
 
     # ------------------------------------------------------------------ display
@@ -531,6 +535,9 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if red is not None:
                 red.sliceLogic().FitSliceToAll()
                 red.mrmlSliceNode().SetSliceVisible(True)  # the X-ray plane in 3D
+            yellow = layoutManager.sliceWidget("Yellow")  # the second X-ray's fusion, if any
+            if yellow is not None and node.secondXrayVolume and node.secondOutputDrr:
+                yellow.sliceLogic().FitSliceToAll()
             threeD = layoutManager.threeDWidget(0)  # None in layouts without a 3D view
             if threeD is not None:
                 threeD.threeDView().resetFocalPoint()
@@ -538,13 +545,15 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateSimilarity(self) -> None:
         node = self._parameterNode
+        from SOPIRegistrationLib import settings
+
         try:
-            value = self.logic.lib().similarity(node.xrayVolume, node.outputDrr, node.xrayPolarity)
+            values = settings.similarities(self.logic.lib(), node)  # the second X-ray's too after a two-view registration
         except Exception as error:  # a readout must never break the GUI
             self.ui.similarityLabel.text = _("Similarity: -")
             logging.debug("similarity readout: %s", error)
             return
-        self.ui.similarityLabel.text = _("Gradient correlation: {value:.3f}").format(value=value)
+        self.ui.similarityLabel.text = _("Gradient correlation: {value}").format(value=" / ".join("{:.3f}".format(value) for value in values))
 
     def _resetPoseSliders(self) -> None:
         self._setPoseSliders([0.0] * len(POSE_PARAMETERS))
@@ -566,11 +575,10 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not node or not node.ctVolume or not node.outputTransform or not node.xrayVolume:
             return
         coarse = not final and self.logic.resolvedDevice(node.device) == "cpu"
-        try:
-            node.outputDrr = self.logic.lib().render_drr(
-                node.ctVolume, node.outputTransform, drr_node=node.outputDrr, xray_node=node.xrayVolume,
-                binning=2 if coarse else 1, step_mm=node.rayStepMm, device=self.logic.resolvedDevice(node.device),
-            )
+        from SOPIRegistrationLib import settings
+
+        try:  # both X-rays' DRRs after a two-view registration: the second follows the first's pose
+            settings.render_pose_drrs(self.logic.lib(), node, binning=2 if coarse else 1, device=self.logic.resolvedDevice(node.device))
         except Exception as error:
             self.ui.statusLabel.text = str(error)
             return
@@ -699,30 +707,16 @@ class SOPIRegistrationLogic(ScriptedLoadableModuleLogic):
         return settings.start_prepare_models(self.lib(), parameters, folder, on_progress, on_done, on_error)
 
     def showResults(self, parameters) -> None:
-        """Fuse the DRR over the X-ray in the red view, place the CT and spine in the C-arm's frame
-        and draw the principal ray; the display nodes are parameter-node references (kept with the scene)."""
-        from SOPIRegistrationLib import display
+        """Fuse each DRR over its X-ray (red view; a second X-ray in the yellow one), place the CT and
+        spine in the C-arm's frame and draw each C-arm's principal ray (SOPIRegistrationLib.settings.show_results);
+        the display nodes are parameter-node references (kept with the scene)."""
+        from SOPIRegistrationLib import settings
 
-        fusionNode = display.show_fusion(
-            slicer.mrmlScene, parameters.xrayVolume, parameters.outputDrr, parameters.foregroundOpacity,
-            parameters.fusionMode, parameters.fusionImage,
-        )
-        if parameters.secondXrayVolume and parameters.secondOutputDrr:  # the second view beside the first, in the yellow view
-            display.show_fusion(slicer.mrmlScene, parameters.secondXrayVolume, parameters.secondOutputDrr, parameters.foregroundOpacity,
-                                layouts=("Yellow",))
-        display.place_in_carm(parameters.outputTransform, [parameters.ctVolume, parameters.spineSegmentation], parameters.placeCtInCarm)
-        geometry, sceneFromCamera = self.lib().registration_geometry(parameters.outputTransform)
-        carmNode = display.show_carm(slicer.mrmlScene, sceneFromCamera, geometry.sdd_mm, parameters.carmMarker)
-        maskNode = display.show_xray_mask(
-            slicer.mrmlScene, parameters.xrayVolume, parameters.xrayMaskLabel, parameters.showXrayMask, polarity=parameters.xrayPolarity,
-        )
+        shown = settings.show_results(self.lib(), slicer.mrmlScene, parameters)
         with slicer.util.NodeModify(parameters.parameterNode):
-            if maskNode is not None and parameters.xrayMaskLabel is not maskNode:
-                parameters.xrayMaskLabel = maskNode
-            if fusionNode is not None and parameters.fusionImage is not fusionNode:
-                parameters.fusionImage = fusionNode
-            if parameters.carmMarker is not carmNode:
-                parameters.carmMarker = carmNode
+            for name, displayNode in shown.items():
+                if displayNode is not None and getattr(parameters, name) is not displayNode:
+                    setattr(parameters, name, displayNode)
 
 
 #

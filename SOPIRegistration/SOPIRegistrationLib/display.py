@@ -78,11 +78,11 @@ def show_fusion(scene, xray_node, drr_node, opacity: float = 0.5, mode: str = "b
     return fusion_node if mode != "blend" else None
 
 
-def show_carm(scene, scene_from_camera: np.ndarray, sdd_mm: float, marker_node=None):
+def show_carm(scene, scene_from_camera: np.ndarray, sdd_mm: float, marker_node=None, name: str = "C-arm principal ray"):
     """A markups line from the X-ray source to the detector's principal point (the principal
-    ray), so the C-arm set-up can be seen in 3D; ``marker_node`` is reused."""
+    ray), so the C-arm set-up can be seen in 3D; ``marker_node`` is reused (a new one is called ``name``)."""
     if marker_node is None:
-        marker_node = scene.AddNewNodeByClass("vtkMRMLMarkupsLineNode", scene.GenerateUniqueName("C-arm principal ray"))
+        marker_node = scene.AddNewNodeByClass("vtkMRMLMarkupsLineNode", scene.GenerateUniqueName(name))
         marker_node.CreateDefaultDisplayNodes()
     source = np.asarray(scene_from_camera, np.float64) @ np.array([0.0, 0.0, 0.0, 1.0])
     detector = np.asarray(scene_from_camera, np.float64) @ np.array([0.0, 0.0, float(sdd_mm), 1.0])

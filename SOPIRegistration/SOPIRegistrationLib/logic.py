@@ -36,7 +36,6 @@ DEFAULT_METHOD = "global+opt"  # sopi.registration.methods.DEFAULT_METHOD; sopi+
 DEFAULT_PRESET = "perlove-plx118f"
 ATTRIBUTE_PREFIX = "SOPIRegistration."
 CT_REFERENCE, XRAY_REFERENCE = ATTRIBUTE_PREFIX + "CT", ATTRIBUTE_PREFIX + "XRay"
-SECOND_XRAY_REFERENCE = ATTRIBUTE_PREFIX + "SecondXRay"
 
 Progress = Callable[[float, str], None] | None
 
@@ -314,9 +313,7 @@ class RegistrationLogic:
             from sopi.render import render_drr
 
             data = json.loads((folder / "result.json").read_text(encoding="utf-8"))
-            result = result_from_dict(data)
-            if second is not None and "likely_failed" not in data:  # no confidence read-out for several views yet
-                result.likely_failed = False
+            result = result_from_dict(data)  # two views: the confidence is the lowest view's
             new_mask = read_mask(folder / "mask.mha", prepared.ct) if auto_mask else None
             # the DRR the clinician compares: from the CT at its own resolution
             drr = render_drr(self._rendering_volume(ct_node), geometry, result.camera_from_world, step_mm=step_mm).numpy()
@@ -330,8 +327,7 @@ class RegistrationLogic:
             def write_both() -> SceneRegistration:
                 written = self._write_registration(ct_node, xray_node, geometry, prepared, result, drr, new_mask, segmentation_node,
                                                    transform_node, drr_node)
-                written.transform_node.SetAttribute(ATTRIBUTE_PREFIX + "SecondGeometry", json.dumps(second.geometry.to_dict()))
-                written.transform_node.SetNodeReferenceID(SECOND_XRAY_REFERENCE, second_xray_node.GetID())
+                second_view.store_second_view(written.transform_node, second.geometry, data, second_xray_node)  # the sliders move both
                 written.second_drr_node = self._drr_to_node(second_drr, second.geometry, _xray_scene_frame(second_xray_node, second.geometry),
                                                             second_drr_node, f"{second_xray_node.GetName()} DRR")
                 return written
@@ -388,6 +384,9 @@ class RegistrationLogic:
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "LikelyFailed", str(bool(result.likely_failed)).lower())
         transform_node.SetNodeReferenceID(CT_REFERENCE, ct_node.GetID())
         transform_node.SetNodeReferenceID(XRAY_REFERENCE, xray_node.GetID())
+        from .second_view import forget_second_view
+
+        forget_second_view(transform_node)  # a two-view registration stores its second view again afterwards
         drr_node = self._drr_to_node(drr, geometry, prepared.scene_from_camera, drr_node, f"{xray_node.GetName()} DRR")
         return SceneRegistration(result, transform_node, drr_node, segmentation_node, geometry, prepared.scene_from_camera)
 

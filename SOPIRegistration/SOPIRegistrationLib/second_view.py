@@ -6,6 +6,12 @@ follows through its ``view_from_reference`` (``docs/conventions.md``, "Several v
 its geometry comes from a geometry JSON that carries ``view_from_reference`` (as ``sopi
 simulate --views`` writes), or from the C-arm's turn between the shots: the difference of the
 DICOM primary angles (LAO positive), both shots about the same isocentre.
+
+After the registration the transform node keeps the second view (its geometry and
+``SecondViewFromFirst``, the engine's ``view_from_reference``), so that the pose sliders move
+both views: the second DRR is rendered at ``view_from_reference @ camera_from_world`` and
+stays on the second X-ray node (:func:`render_second_drr`), and the 3D view shows the second
+C-arm where it stood relative to the first (:func:`second_scene_from_camera`).
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ from sopi.errors import InputError
 from sopi.geometry import CArmGeometry
 from sopi.io_xray import XRay
 
-__all__ = ["SECOND_FILES", "engine_arguments", "second_view_geometry", "view_from_carm_turn", "write_second_xray"]
+__all__ = [
+    "SECOND_FILES", "engine_arguments", "forget_second_view", "has_second_view", "render_second_drr", "second_camera_from_world", "second_scene_from_camera",
+    "second_view_geometry", "second_view_pose", "store_second_view", "stored_second_view", "view_from_carm_turn", "write_second_xray",
+]
 
 #: The second view's files in a job folder.
 SECOND_FILES = ("xray_1.mha", "geometry_1.json")
@@ -76,3 +85,78 @@ def second_view_pose(result_json: dict) -> np.ndarray:
     if len(views) < 2:
         raise InputError("the engine's result holds no second view")
     return np.asarray(views[1]["matrix"], dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- after the registration: both views follow the pose
+
+_PREFIX = "SOPIRegistration."
+
+
+def store_second_view(transform_node, geometry: CArmGeometry, result_json: dict, xray_node) -> np.ndarray:
+    """Keep the second view on the registration's transform node: its geometry, its X-ray node and
+    ``SecondViewFromFirst`` (the engine's ``view_from_reference``: its pose over the first's in
+    ``result_json``). Returns that 4x4 matrix."""
+    import json
+
+    first = np.asarray(result_json["matrix"], dtype=np.float64)
+    view_from_first = second_view_pose(result_json) @ np.linalg.inv(first)
+    transform_node.SetAttribute(_PREFIX + "SecondGeometry", json.dumps(geometry.to_dict()))
+    transform_node.SetAttribute(_PREFIX + "SecondViewFromFirst", " ".join(repr(float(value)) for value in view_from_first.ravel()))
+    transform_node.SetNodeReferenceID(_PREFIX + "SecondXRay", xray_node.GetID())
+    return view_from_first
+
+
+def forget_second_view(transform_node) -> None:
+    """Remove what :func:`store_second_view` kept (a single-view registration into the same node)."""
+    for name in ("SecondGeometry", "SecondViewFromFirst"):
+        transform_node.RemoveAttribute(_PREFIX + name)
+    transform_node.RemoveNodeReferenceIDs(_PREFIX + "SecondXRay")
+
+
+def has_second_view(transform_node) -> bool:
+    """Whether ``transform_node`` holds a two-view registration."""
+    return transform_node is not None and bool(transform_node.GetAttribute(_PREFIX + "SecondViewFromFirst"))
+
+
+def stored_second_view(transform_node) -> tuple[CArmGeometry, np.ndarray]:
+    """The second view's geometry and ``view_from_reference`` (4x4) a two-view registration stored."""
+    import json
+
+    geometry_text = transform_node.GetAttribute(_PREFIX + "SecondGeometry") if transform_node is not None else None
+    matrix_text = transform_node.GetAttribute(_PREFIX + "SecondViewFromFirst") if transform_node is not None else None
+    if not geometry_text or not matrix_text:
+        name = transform_node.GetName() if transform_node is not None else "no transform"
+        raise InputError(f"{name!r} holds no two-view registration; register with a second X-ray first")
+    matrix = np.array([float(value) for value in matrix_text.split()], dtype=np.float64).reshape(4, 4)
+    return CArmGeometry.from_dict(json.loads(geometry_text), source=transform_node.GetName()), matrix
+
+
+def second_camera_from_world(lib, transform_node) -> np.ndarray:
+    """The second view's ``camera_from_world`` at the node's current pose (the sliders'): it follows the first's."""
+    _, view_from_first = stored_second_view(transform_node)
+    return view_from_first @ lib.camera_from_world(transform_node)
+
+
+def second_scene_from_camera(lib, transform_node) -> np.ndarray:
+    """``scene_from_camera`` of the second C-arm in the scene the registration set up for the first
+    (whose detector is at the first X-ray node, and where the CT is placed under the transform):
+    ``scene_from_camera_first @ inverse(view_from_reference)``. The C-arms stay; the CT moves with the pose."""
+    _, view_from_first = stored_second_view(transform_node)
+    _, scene_from_camera = lib.registration_geometry(transform_node)
+    return scene_from_camera @ np.linalg.inv(view_from_first)
+
+
+def render_second_drr(lib, ct_node, transform_node, xray_node, drr_node=None, binning: int = 1, step_mm: float = 1.0, device: str = "cpu"):
+    """Render the second view's DRR at the node's current pose into ``drr_node`` (new if None),
+    on ``xray_node`` (the second X-ray) so that the two fuse; ``binning`` > 1 renders a coarser detector."""
+    from sopi.render import render_drr
+
+    from . import frames, nodes
+
+    geometry, _ = stored_second_view(transform_node)
+    pose = torch.from_numpy(second_camera_from_world(lib, transform_node))
+    scene_from_camera = frames.scene_from_camera_for_xray(nodes.node_ras_from_ijk(xray_node), geometry.sdd_mm, geometry.principal_point_px)
+    if binning > 1:
+        geometry = geometry.resized(max(1, geometry.rows // binning), max(1, geometry.cols // binning))
+    image = render_drr(lib._rendering_volume(ct_node), geometry, pose, step_mm=step_mm * max(1, binning), device=device)
+    return lib._drr_to_node(image.numpy(), geometry, scene_from_camera, drr_node, f"{xray_node.GetName()} DRR")

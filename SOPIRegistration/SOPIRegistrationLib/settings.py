@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["geometry", "is_set", "model_files", "model_warnings", "second_geometry", "start_prepare_models", "start_register", "store_registration"]
+__all__ = [
+    "geometry", "is_set", "model_files", "model_warnings", "render_pose_drrs", "second_geometry", "show_results", "similarities",
+    "start_prepare_models", "start_register", "store_registration", "two_views", "view_confidences",
+]
 
 
 def is_set(path) -> bool:
@@ -89,3 +92,80 @@ def start_prepare_models(lib, parameters, default_folder, on_progress=None, on_d
     return lib.start_prepare_models(parameters.ctVolume, parameters.spineSegmentation, geometry(parameters), folder,
                                     parameters.trainingMinutes, parameters.device, on_progress, on_done, on_error,
                                     seed=parameters.seed)
+
+
+# --------------------------------------------------------------------------- display: both views follow the pose
+
+
+def two_views(parameters) -> bool:
+    """Whether the output transform holds a two-view registration and its second X-ray is selected."""
+    from .second_view import has_second_view
+
+    return getattr(parameters, "secondXrayVolume", None) is not None and has_second_view(parameters.outputTransform)
+
+
+def render_pose_drrs(lib, parameters, binning: int = 1, device: str = "cpu") -> None:
+    """The DRRs at the output transform's current pose (the pose sliders'): the first X-ray's into
+    ``outputDrr`` and, after a two-view registration, the second's into ``secondOutputDrr``
+    (its pose follows the first's through ``view_from_reference``); new nodes where unset."""
+    drr = lib.render_drr(parameters.ctVolume, parameters.outputTransform, drr_node=parameters.outputDrr, xray_node=parameters.xrayVolume,
+                         binning=binning, step_mm=parameters.rayStepMm, device=device)
+    if parameters.outputDrr is not drr:
+        parameters.outputDrr = drr
+    if two_views(parameters):
+        from .second_view import render_second_drr
+
+        second = render_second_drr(lib, parameters.ctVolume, parameters.outputTransform, parameters.secondXrayVolume,
+                                   parameters.secondOutputDrr, binning=binning, step_mm=parameters.rayStepMm, device=device)
+        if parameters.secondOutputDrr is not second:
+            parameters.secondOutputDrr = second
+
+
+def show_results(lib, scene, parameters) -> dict:
+    """Fuse each DRR over its X-ray (the first in the red view, the second in the yellow one), place
+    the CT and spine in the C-arm's frame and draw each C-arm's principal ray in 3D (the second's
+    where it stood relative to the first; hidden without a second view). Returns the display nodes
+    to keep as parameter-node references: ``{field: node}`` (``None`` where there is none)."""
+    from . import display
+
+    fusion = display.show_fusion(scene, parameters.xrayVolume, parameters.outputDrr, parameters.foregroundOpacity,
+                                 parameters.fusionMode, parameters.fusionImage)
+    display.place_in_carm(parameters.outputTransform, [parameters.ctVolume, parameters.spineSegmentation], parameters.placeCtInCarm)
+    geometry, scene_from_camera = lib.registration_geometry(parameters.outputTransform)
+    shown = {"fusionImage": fusion, "carmMarker": display.show_carm(scene, scene_from_camera, geometry.sdd_mm, parameters.carmMarker)}
+    second_marker = getattr(parameters, "secondCarmMarker", None)
+    if two_views(parameters):
+        from .second_view import second_scene_from_camera, stored_second_view
+
+        if parameters.secondOutputDrr is not None:
+            display.show_fusion(scene, parameters.secondXrayVolume, parameters.secondOutputDrr, parameters.foregroundOpacity,
+                                layouts=("Yellow",))
+        second_geometry, _ = stored_second_view(parameters.outputTransform)
+        second_marker = display.show_carm(scene, second_scene_from_camera(lib, parameters.outputTransform), second_geometry.sdd_mm,
+                                          second_marker, "C-arm principal ray, second X-ray")
+        _set_visible(second_marker, True)
+    elif second_marker is not None:
+        _set_visible(second_marker, False)  # kept for the next two-view registration
+    shown["secondCarmMarker"] = second_marker
+    shown["xrayMaskLabel"] = display.show_xray_mask(scene, parameters.xrayVolume, parameters.xrayMaskLabel, parameters.showXrayMask,
+                                                    polarity=parameters.xrayPolarity)
+    return shown
+
+
+def _set_visible(node, visible: bool) -> None:
+    shown = node.GetDisplayNode()
+    if shown is not None:
+        shown.SetVisibility(bool(visible))
+
+
+def similarities(lib, parameters) -> list[float]:
+    """Gradient correlation of each X-ray and its DRR: the first, and the second after a two-view registration."""
+    values = [lib.similarity(parameters.xrayVolume, parameters.outputDrr, parameters.xrayPolarity)]
+    if two_views(parameters) and parameters.secondOutputDrr is not None:
+        values.append(lib.similarity(parameters.secondXrayVolume, parameters.secondOutputDrr, parameters.xrayPolarity))
+    return values
+
+
+def view_confidences(result) -> list[float]:
+    """Each X-ray's confidence in a two-view result (the result's own is the lowest); empty for one view."""
+    return [float(view["confidence"]) for view in (getattr(result, "confidence_details", None) or {}).get("views", [])]
