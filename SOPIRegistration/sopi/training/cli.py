@@ -56,6 +56,10 @@ def _common_options(parser: argparse.ArgumentParser, name: str, batch_size: int,
     data.add_argument("--ct", type=Path, action="append", help="CT file or DICOM folder (repeat for several)")
     data.add_argument("--mask", type=Path, action="append", help="its spine mask or label map (repeat, one per --ct)")
     data.add_argument("--data", type=Path, help="CSV with columns ct,mask, or a folder of sub-folders with ct.* and mask.*")
+    data.add_argument(
+        "--anatomical-variants", type=int, default=0, metavar="N",
+        help="also train on N warped copies of every CT (affine, elastic, resampling, crop, HU; sopi.training.anatomy), seeded by --seed",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder (model, checkpoint, log.csv, loss.png)")
     parser.add_argument("--name", default=name, help=f"model file name without extension (default {name})")
     parser.add_argument("--steps", type=positive_int, default=2000, help="training steps (default 2000)")
@@ -94,9 +98,23 @@ def _run(args: argparse.Namespace, task_factory) -> int:
 
 
 def _pairs(args: argparse.Namespace):
+    from ..errors import InputError
     from .cases import case_pairs, read_case_list
 
-    return read_case_list(args.data) if args.data else case_pairs(args.ct or [], args.mask or [])
+    pairs = read_case_list(args.data) if args.data else case_pairs(args.ct or [], args.mask or [])
+    if args.anatomical_variants < 0:
+        raise InputError(f"--anatomical-variants: expected 0 or more, got {args.anatomical_variants}")
+    if args.anatomical_variants == 0:
+        return pairs
+    from ..io import read_ct, read_label_map
+    from .anatomy import anatomical_variants
+
+    expanded = []
+    for index, (ct_path, mask_path) in enumerate(pairs):
+        ct = read_ct(ct_path)
+        labels = read_label_map(mask_path, reference=ct)
+        expanded += [(ct, labels), *anatomical_variants(ct, labels, args.anatomical_variants, seed=args.seed * 1000 + index)]
+    return expanded
 
 
 def _cmd_train_rtpi(args: argparse.Namespace) -> int:
