@@ -35,5 +35,7 @@ def dilate(mask: torch.Tensor, radius_px: int) -> torch.Tensor:
         return mask != 0
     single = mask.ndim == 2
     batch = (mask[None] if single else mask).to(torch.float32)
-    grown = F.max_pool2d(batch[:, None], 2 * radius_px + 1, stride=1, padding=radius_px)[:, 0] > 0.5
+    size = 2 * radius_px + 1  # a square is a row then a column: two 1D passes, not one 2D window
+    rows = F.max_pool2d(batch[:, None], (1, size), stride=1, padding=(0, radius_px))
+    grown = F.max_pool2d(rows, (size, 1), stride=1, padding=(radius_px, 0))[:, 0] > 0.5
     return grown[0] if single else grown
