@@ -101,3 +101,31 @@ def test_global_search_recovers_a_pose_far_outside_the_capture_range_of_opt(far_
     search = found.stages[0]
     assert search["stage"] == "global search" and search["renders"] > 0
     assert search["hypotheses"] == sorted(search["hypotheses"], reverse=True)
+
+
+def test_the_refined_start_wins_near_ties(far_case, monkeypatch):
+    """Another hypothesis replaces the refined start only when it is more similar by more than
+    ``start_margin`` (the refinements are replaced by fixed outcomes here)."""
+    from dataclasses import replace
+
+    import sopi.registration.global_search as global_search_module
+    from sopi.registration.global_search import GlobalStage, global_search
+    from sopi.registration.optimizers import Monitor, OptimizerResult
+    from sopi.registration.problem import PoseProblem
+
+    ct, spine, start, truth, image, points = far_case
+    problem = PoseProblem(rendering_volume(ct, "hu"), image, SMALL, start.camera_from_world, mask_centroid_world(spine), mask=spine)
+    calls = []
+
+    def fixed_outcomes(loss, theta, *args, **kwargs):  # the start first, then the search's hypotheses
+        calls.append(theta)
+        similarity = {0: 0.50, 1: 0.53}.get(len(calls) - 1, 0.2)
+        return OptimizerResult(theta, -similarity, 1, 1, True)
+
+    monkeypatch.setattr(global_search_module, "cma_es", fixed_outcomes)
+    kept = global_search(problem, GlobalStage(), Monitor(None, None))
+    assert torch.equal(kept.theta, torch.zeros(6, dtype=torch.float64)) and -kept.loss == pytest.approx(0.50)
+    calls.clear()
+    replaced = global_search(problem, replace(GlobalStage(), start_margin=0.02), Monitor(None, None))
+    assert torch.equal(replaced.theta, calls[1]) and -replaced.loss == pytest.approx(0.53)
+    assert [value for _, value in replaced.hypotheses][:2] == pytest.approx([0.53, 0.50])
