@@ -34,7 +34,7 @@ from slicer.util import VTKObservationMixin
 
 #: Must equal ``sopi.registration.METHODS`` (checked by tests/test_slicer_module_static.py);
 #: listed here because the engine is not importable before the dependencies are installed.
-METHOD_CHOICES = ["global+opt", "sopi+opt", "sopi", "rtpi+opt", "rtpi", "fine", "opt", "opt-gc", "opt-nccl", "opt-ngi"]
+METHOD_CHOICES = ["global+opt", "sopi+global+opt", "sopi+opt", "sopi", "rtpi+opt", "rtpi", "fine", "opt", "opt-gc", "opt-nccl", "opt-ngi"]
 #: Must equal ``sopi.geometry.PRESETS``: (source-to-detector, source-to-isocentre) in mm. The pixel
 #: spacing is the X-ray node's (or the DICOM tags') unless the user types one.
 GEOMETRY_PRESETS = {
@@ -450,7 +450,7 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._jobEnded()
             node.rtpiModel = pathlib.Path(models["rtpi"])
             node.fineModel = pathlib.Path(models["fine"])
-            node.method = "sopi+opt"  # networks trained for this CT: the default uses them
+            node.method = "sopi+global+opt"  # networks trained for this CT: the default uses them
             self.ui.statusLabel.text = _("Models ready: {folder}").format(folder=os.path.dirname(models["rtpi"]))
 
         self._startJob("prepare", lambda: self.logic.startPrepareModels(node, self._onJobProgress, done, self._onJobError))

@@ -72,7 +72,7 @@ def test_matched_pose_moves_the_match_to_the_principal_point_turned_and_scaled()
 
 def test_default_method_is_the_global_search_then_opt_and_sopi_opt_with_models():
     assert default_method(False) == DEFAULT_METHOD == "global+opt"
-    assert default_method(True) == "sopi+opt"
+    assert default_method(True) == "sopi+global+opt"
     assert needs_mask("global+opt") and needs_mask("sopi") and not needs_mask("opt")
     assert get_method("global+opt")[1:] == get_method("opt")
 
@@ -129,3 +129,25 @@ def test_the_refined_start_wins_near_ties(far_case, monkeypatch):
     replaced = global_search(problem, replace(GlobalStage(), start_margin=0.02), Monitor(None, None))
     assert torch.equal(replaced.theta, calls[1]) and -replaced.loss == pytest.approx(0.53)
     assert [value for _, value in replaced.hypotheses][:2] == pytest.approx([0.53, 0.50])
+
+
+def test_a_proposal_is_refined_right_after_the_start_and_can_win(far_case, monkeypatch):
+    """A network's pose given as a proposal competes like the search's hypotheses (second in line)."""
+    import sopi.registration.global_search as global_search_module
+    from sopi.registration.global_search import GlobalStage, global_search
+    from sopi.registration.optimizers import Monitor, OptimizerResult
+    from sopi.registration.problem import PoseProblem
+
+    ct, spine, start, truth, image, points = far_case
+    problem = PoseProblem(rendering_volume(ct, "hu"), image, SMALL, start.camera_from_world, mask_centroid_world(spine), mask=spine)
+    proposal = torch.tensor([5.0, -3.0, 2.0, 10.0, -4.0, 30.0], dtype=torch.float64)
+    calls = []
+
+    def fixed_outcomes(loss, theta, *args, **kwargs):
+        calls.append(theta)
+        return OptimizerResult(theta, -(0.7 if torch.equal(theta, proposal) else 0.3), 1, 1, True)
+
+    monkeypatch.setattr(global_search_module, "cma_es", fixed_outcomes)
+    outcome = global_search(problem, GlobalStage(), Monitor(None, None), proposals=[proposal])
+    assert torch.equal(calls[1], proposal) and torch.equal(outcome.theta, proposal)
+    assert len(calls) == GlobalStage().hypotheses + 2  # the start, the proposal and the search's own

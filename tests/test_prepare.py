@@ -78,8 +78,8 @@ def test_register_with_the_prepared_folder_uses_its_networks_and_mask(prepared):
     pose = nominal_view("ap", centroid, geometry.source_to_isocenter_mm).camera_from_world
     image = render_drr(rendering_volume(ct, "hu"), geometry, pose, step_mm=3.0)
     result = register(ct, XRay(image, geometry), initial_pose=pose, models=out, device="cpu", iteration_scale=0.05)
-    assert result.method == "sopi+opt"
-    assert [record["stage"] for record in result.stages][:2] == ["rtpi", "fine"]
+    assert result.method == "sopi+global+opt"
+    assert [record["stage"] for record in result.stages][:3] == ["rtpi", "global search", "fine"]
     torch.testing.assert_close(result.pivot_world, centroid, atol=1e-6, rtol=0)  # the folder's spine mask, not a segmentation
     with pytest.raises(InputError, match="leave out model"):
         register(ct, XRay(image, geometry), initial_pose=pose, models=out, model=prepared["models"].rtpi)

@@ -32,7 +32,7 @@ from .process import ProcessJob, Step, job_folder, python_executable, sopi_comma
 
 __all__ = ["DEFAULT_METHOD", "RegistrationLogic", "SceneRegistration", "dicom_geometry_settings", "geometry_for_xray"]
 
-DEFAULT_METHOD = "global+opt"  # sopi.registration.methods.DEFAULT_METHOD; sopi+opt once models for this CT exist
+DEFAULT_METHOD = "global+opt"  # sopi.registration.methods.DEFAULT_METHOD; sopi+global+opt once models for this CT exist
 DEFAULT_PRESET = "perlove-plx118f"
 ATTRIBUTE_PREFIX = "SOPIRegistration."
 CT_REFERENCE, XRAY_REFERENCE = ATTRIBUTE_PREFIX + "CT", ATTRIBUTE_PREFIX + "XRay"

@@ -70,7 +70,7 @@ def _add_model_options(parser: argparse.ArgumentParser, prepared: bool = False) 
     if prepared:
         parser.add_argument(
             "--models", type=Path,
-            help="a folder written by sopi prepare: both networks (the default method becomes sopi+opt) and, for its CT, the spine mask",
+            help="a folder written by sopi prepare: both networks (the default method becomes sopi+global+opt) and, for its CT, the spine mask",
         )
 
 
@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--no-mask", dest="auto_mask", action="store_const", const=False, help="never segment the spine")
     reg.add_argument(
         "--method", choices=sorted(METHODS),
-        help="registration method (default: global+opt, the global search then opt; sopi+opt when --model and --fine-model are given)",
+        help="registration method (default: global+opt, the global search then opt; sopi+global+opt when --model and --fine-model or --models are given)",
     )
     _add_model_options(reg, prepared=True)
     reg.add_argument("--out", type=Path, required=True, help="result JSON")

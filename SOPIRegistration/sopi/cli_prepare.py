@@ -18,7 +18,7 @@ def add_prepare_parser(commands) -> None:
     prepare = commands.add_parser(
         "prepare", help="fine-tune the networks for one CT (a few minutes)",
         description="Segment the spine (unless --mask is given) and fine-tune RTPI and the fine module from the shipped "
-        "models for this CT; `sopi register --models DIR` then uses them (method sopi+opt).",
+        "models for this CT; `sopi register --models DIR` then uses them (method sopi+global+opt).",
     )
     prepare.add_argument("ct", type=Path, help="CT file or DICOM folder (HU)")
     prepare.add_argument("--out", type=Path, required=True, help="output folder (new or existing: models prepared there before are replaced)")

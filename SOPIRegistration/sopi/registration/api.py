@@ -100,7 +100,7 @@ def register(
             default) segments it when the method needs one (the global search and the learned
             methods, :func:`~sopi.registration.methods.needs_mask`) and none is given; False never segments.
         method: a name from :data:`sopi.registration.METHODS`; None (the default) runs the global
-            search then ``opt`` (``global+opt``), or ``sopi+opt`` when both ``model`` and
+            search then ``opt`` (``global+opt``), or ``sopi+global+opt`` when both ``model`` and
             ``fine_model`` are given.
         model: the trained RTPI network (file or :class:`sopi.nets.model_file.LoadedModel`)
             for the methods that use one (``rtpi``, ``rtpi+opt``, ``sopi``, ``sopi+opt``).
@@ -108,7 +108,7 @@ def register(
             Learned methods need the spine mask: its centroid is the isocentre the networks
             were trained about.
         models: a folder written by ``sopi prepare`` (:func:`sopi.training.prepare.prepare_models`):
-            both networks (so the default method is ``sopi+opt``) and, when ``ct`` is the CT it
+            both networks (so the default method is ``sopi+global+opt``) and, when ``ct`` is the CT it
             was prepared for and no ``mask`` is given, its spine mask.
         device: ``auto``, ``cpu`` or ``cuda``.
         seed: seeds every random choice (CMA-ES samples).
@@ -192,7 +192,8 @@ def register(
         stage_started = time.perf_counter()
         extra: dict = {}
         if isinstance(stage, GlobalStage):
-            outcome = global_search(problem, stage, monitor, seed + index)
+            proposals = [theta] if index > 0 else []  # an earlier stage's pose (a network's) competes with the search's
+            outcome = global_search(problem, stage, monitor, seed + index, proposals=proposals)
             extra = {"hypotheses": [round(value, 4) for _, value in outcome.hypotheses]}
         elif isinstance(stage, NetworkStage):
             outcome = _network_stage(problem, networks["rtpi"], spine, fixed, monitor)

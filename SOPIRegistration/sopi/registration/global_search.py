@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -77,8 +78,14 @@ class GlobalOutcome(OptimizerResult):
     renders: int = 0
 
 
-def global_search(problem: PoseProblem, stage: GlobalStage, monitor: Monitor, seed: int = 0) -> GlobalOutcome:
-    """Search ``stage``'s pose range about ``problem``'s initial pose; refine the best distinct matches."""
+def global_search(
+    problem: PoseProblem, stage: GlobalStage, monitor: Monitor, seed: int = 0, proposals: Sequence[torch.Tensor] = ()
+) -> GlobalOutcome:
+    """Search ``stage``'s pose range about ``problem``'s initial pose; refine the best distinct matches.
+
+    ``proposals``: thetas from elsewhere (a network's estimate) refined and ranked with the
+    search's own hypotheses; like them, they must beat the refined start by ``start_margin``.
+    """
     longest = max(problem.geometry.rows, problem.geometry.cols)
     level = problem.level(max(1, round(longest / stage.detector_px)))
     small = level.projector.geometry
@@ -93,7 +100,7 @@ def global_search(problem: PoseProblem, stage: GlobalStage, monitor: Monitor, se
     templates, masks = _templates(level.fixed, level.weight, small, warps)
 
     candidates = []  # (score, rotation index, warp index, row, col)
-    steps = len(rotations) + stage.hypotheses + 1  # progress: the search renders, then each refinement
+    steps = len(rotations) + stage.hypotheses + 1 + len(proposals)  # progress: the search renders, then each refinement
     monitor.report(0, steps)
     for start in range(0, len(rotations), 8):
         chunk = rotations[start:start + 8]
@@ -113,6 +120,8 @@ def global_search(problem: PoseProblem, stage: GlobalStage, monitor: Monitor, se
     reference = problem.reference
     pivot_camera_depth = float(transform_points(reference.camera_from_world, reference.isocenter_world[None])[0, 2])
     chosen: list[torch.Tensor] = [torch.zeros(6, dtype=torch.float64)]  # the start itself competes too
+    chosen += [proposal.reshape(6).to(torch.float64) for proposal in proposals if not _close(proposal.reshape(6).to(torch.float64), chosen[0])]
+    wanted = len(chosen) + stage.hypotheses
     for score, r, k, row, col in candidates[: 50 * stage.hypotheses]:
         theta0 = torch.zeros(6, dtype=torch.float64)
         theta0[:2] = rotations[r]
@@ -123,7 +132,7 @@ def global_search(problem: PoseProblem, stage: GlobalStage, monitor: Monitor, se
         theta = reference.params(pose)
         if all(not _close(theta, other) for other in chosen):
             chosen.append(theta)
-        if len(chosen) == stage.hypotheses + 1:
+        if len(chosen) == wanted:
             break
 
     refine_factor = max(1, round(longest / stage.refine_px))
