@@ -116,10 +116,7 @@ def register(
         pyramid: False runs every optimisation stage at the method's finest detector level.
         prepare: mask what the CT cannot explain (outside the field, saturated pixels, metal;
             :func:`sopi.xray_prep.prepare_xray`) and decide an ``"auto"`` polarity the file's
-            tags left open by comparing with a DRR; False uses every pixel as read. When the
-            polarity was judged so and the result is ``likely_failed``, the whole registration
-            runs again with the other reading, kept when it at least doubles the confidence's
-            odds (``xray_preparation["polarity_retry"]`` says what was tried).
+            tags left open by comparing with a DRR; False uses every pixel as read.
         progress: called with ``(fraction, message)`` between iterations.
         cancel: polled between iterations; returning True raises :class:`sopi.errors.Cancelled`.
     """
@@ -177,98 +174,21 @@ def register(
     if spine is None:
         pivot = default_pivot(initial_pose, geometry)
     attenuation = rendering_volume(ct_volume, "hu")
-    context = _Context(stages, networks, spine, geometry, seed, prepare, progress, cancel)
-    original = fixed
-    run = _prepare_and_run(context, original, attenuation, initial_pose, pivot, step_mm, device, reading=None)
-    from .preparation import other_reading
-
-    retry = other_reading(run.preparation) if prepare and run.assessment.likely_failed else None
-    if retry is not None:  # the polarity was judged, and the result looks wrong: try the other reading
-        second = _prepare_and_run(context, original, attenuation, initial_pose, pivot, step_mm, device, reading=retry)
-        note = {"reading": retry, "confidence": round(second.assessment.confidence, 4),
-                "first_confidence": round(run.assessment.confidence, 4)}
-        if _odds(second.assessment.confidence) >= _RETRY_ODDS_RATIO * _odds(run.assessment.confidence):
-            run = second
-        run.preparation["polarity_retry"] = {**note, "kept": run is second}
-    if progress is not None:
-        progress(1.0, "done")
-    problem, theta, assessment = run.problem, run.theta, run.assessment
-    similarity, iterations, converged, records, preparation = run.similarity, run.iterations, run.converged, run.records, run.preparation
-    return RegistrationResult(
-        camera_from_world=problem.pose(theta),
-        params=theta,
-        method=method,
-        time_s=time.perf_counter() - started,
-        similarity=similarity,
-        iterations=iterations,
-        converged=converged,
-        pivot_world=pivot,
-        stages=records,
-        xray_preparation=preparation,
-        confidence=assessment.confidence,
-        likely_failed=assessment.likely_failed,
-        confidence_details=assessment.details(),
-    )
-
-
-#: A polarity retry replaces the first result only when it at least doubles the odds of success the
-#: confidence gives: on realistic cases of the sample CT, a near miss read the right way (0.32) lost
-#: to a far-off pose read the wrong way (0.40) without this margin.
-_RETRY_ODDS_RATIO = 2.0
-
-
-def _odds(confidence: float) -> float:
-    confidence = min(max(confidence, 1e-9), 1 - 1e-9)
-    return confidence / (1 - confidence)
-
-
-@dataclass
-class _Context:
-    """What every run of the stages shares (one registration may run them twice: a polarity retry)."""
-
-    stages: tuple
-    networks: dict
-    spine: Volume | None
-    geometry: CArmGeometry
-    seed: int
-    prepare: bool
-    progress: Callable[[float, str], None] | None
-    cancel: Callable[[], bool] | None
-
-
-@dataclass
-class _Run:
-    problem: PoseProblem
-    theta: torch.Tensor
-    records: list
-    iterations: int
-    converged: bool
-    similarity: float
-    assessment: object
-    preparation: dict
-
-
-def _prepare_and_run(context: _Context, fixed: XRay, attenuation: Volume, initial_pose, pivot, step_mm, device, reading) -> _Run:
-    """Prepare the X-ray (``reading`` forces a polarity), then run every stage and assess the result."""
-    from .confidence import assess
-
     preparation: dict = {}
     weight = None
-    if context.prepare:
+    if prepare:
         from .preparation import prepare_fixed
 
-        fixed, weight, preparation = prepare_fixed(fixed, attenuation, initial_pose, resolve_device(device), reading=reading)
+        fixed, weight, preparation = prepare_fixed(fixed, attenuation, initial_pose, resolve_device(device))
     problem = PoseProblem(
-        attenuation, fixed.image, context.geometry, initial_pose.to(torch.float64), pivot,
-        mask=context.spine, device=resolve_device(device), step_mm=step_mm, xray_weight=weight,
+        attenuation, fixed.image, geometry, initial_pose.to(torch.float64), pivot,
+        mask=spine, device=resolve_device(device), step_mm=step_mm, xray_weight=weight,
     )
-    stages, networks, spine, seed = context.stages, context.networks, context.spine, context.seed
     theta = torch.zeros(6, dtype=torch.float64)
     records, iterations, converged, similarity = [], 0, True, float("nan")
     scatter_checked = False
     for index, stage in enumerate(stages):
-        label = stage.label if reading is None else f"{stage.label} (read as {reading})"
-        monitor = Monitor(context.progress, context.cancel, index / len(stages), (index + 1) / len(stages), label)
+        monitor = Monitor(progress, cancel, index / len(stages), (index + 1) / len(stages), stage.label)
         stage_started = time.perf_counter()
         extra: dict = {}
         if isinstance(stage, GlobalStage):
@@ -280,8 +200,8 @@ def _prepare_and_run(context: _Context, fixed: XRay, attenuation: Volume, initia
         elif isinstance(stage, FineStage):
             outcome = _fine_stage(problem, networks["fine"], stage, spine, fixed, theta, monitor)
         else:
-            if context.prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter
-                factor = stage.level_factor(max(context.geometry.rows, context.geometry.cols))
+            if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter
+                factor = stage.level_factor(max(geometry.rows, geometry.cols))
                 preparation["scatter_to_primary_estimate"] = problem.estimate_scatter(theta, factor, stage.measure)
                 unexplained = problem.unexplained_edges(theta, factor)
                 problem.restrict_weight(~dilate(unexplained, 2))
@@ -297,7 +217,26 @@ def _prepare_and_run(context: _Context, fixed: XRay, attenuation: Volume, initia
                 "renders": getattr(outcome, "renders", outcome.evaluations), **extra,
             }
         )
-    return _Run(problem, theta, records, iterations, converged, similarity, assess(problem, theta), preparation)
+    from .confidence import assess
+
+    assessment = assess(problem, theta)
+    if progress is not None:
+        progress(1.0, "done")
+    return RegistrationResult(
+        camera_from_world=problem.pose(theta),
+        params=theta,
+        method=method,
+        time_s=time.perf_counter() - started,
+        similarity=similarity,
+        iterations=iterations,
+        converged=converged,
+        pivot_world=pivot,
+        stages=records,
+        xray_preparation=preparation,
+        confidence=assessment.confidence,
+        likely_failed=assessment.likely_failed,
+        confidence_details=assessment.details(),
+    )
 
 
 def load_networks(method: str, models: dict, device: str | torch.device = "auto") -> dict[str, LoadedModel]:

@@ -9,7 +9,7 @@ import torch
 from ..io_xray import XRay, resize_image
 from ..volume import Volume
 
-__all__ = ["other_reading", "prepare_fixed"]
+__all__ = ["prepare_fixed"]
 
 #: Detector edge (pixels) at which polarity is judged: only the body's coarse shape matters.
 _POLARITY_PX = 64
@@ -20,7 +20,7 @@ _POLARITY_MARGIN = 0.2
 
 
 def prepare_fixed(
-    xray: XRay, attenuation: Volume, initial_pose: torch.Tensor, device: torch.device, reading: str | None = None
+    xray: XRay, attenuation: Volume, initial_pose: torch.Tensor, device: torch.device
 ) -> tuple[XRay, torch.Tensor, dict]:
     """``(xray with the prepared image, weight (rows, cols), record for the result JSON)``.
 
@@ -28,9 +28,7 @@ def prepare_fixed(
     false or absent, as for images made in memory) is judged against a coarse DRR at
     ``initial_pose`` on a detector three times as wide and high, searched over every placement
     of the X-ray (the start may be far from where it was taken); the image is re-read when
-    another reading matches clearly better (:func:`sopi.xray_prep.detect_polarity`). ``reading``
-    (``bone-bright``, ``bone-dark`` or ``intensity``) skips that judgement and reads the image so
-    (the retry of a likely failure with the other polarity).
+    another reading matches clearly better (:func:`sopi.xray_prep.detect_polarity`).
     """
     from ..render import render_drr
     from ..xray_prep import apply_reading, detect_polarity, prepare_xray
@@ -38,10 +36,7 @@ def prepare_fixed(
     image = xray.image
     record: dict = {}
     field_mask = xray.field_mask
-    if reading is not None:
-        image = apply_reading(image, reading) if reading != "bone-bright" else image
-        record.update(polarity=reading, polarity_source="retry")
-    elif not xray.metadata.get("polarity_settled", False):
+    if not xray.metadata.get("polarity_settled", False):
         rows, cols = xray.geometry.shape
         scale = max(1, round(max(rows, cols) / _POLARITY_PX))
         small = (-(-rows // scale), -(-cols // scale))
@@ -49,26 +44,14 @@ def prepare_fixed(
         grow_cols, grow_rows = (_POLARITY_EXTENT - 1) * working.cols // 2, (_POLARITY_EXTENT - 1) * working.rows // 2
         drr = render_drr(attenuation, working.padded(grow_cols, grow_rows, grow_cols, grow_rows), initial_pose, step_mm=3.0, device=device)
         first = prepare_xray(image, field_mask, detect_field=False, detect_metal=False)  # constant fills only
-        judged, scores = detect_polarity(resize_image(image, small), drr, resize_image(first.weight, small))
+        reading, scores = detect_polarity(resize_image(image, small), drr, resize_image(first.weight, small))
         record["polarity_scores"] = {name: round(value, 3) for name, value in scores.items()}
-        if judged != "bone-bright" and scores[judged] - scores["bone-bright"] >= _POLARITY_MARGIN:
-            image = apply_reading(image, judged)
-            record["polarity"] = judged
+        if reading != "bone-bright" and scores[reading] - scores["bone-bright"] >= _POLARITY_MARGIN:
+            image = apply_reading(image, reading)
+            record["polarity"] = reading
         record.setdefault("polarity", "bone-bright")
         record["polarity_source"] = "drr-comparison"
     prepared = prepare_xray(image, field_mask)
     record.update(prepared.summary())
     metadata = {**xray.metadata, "prepared": True}
     return replace(xray, image=prepared.image.contiguous(), metadata=metadata), prepared.weight, record
-
-
-def other_reading(record: dict) -> str | None:
-    """The reading to retry when a registration read as ``record`` says (``prepare_fixed``'s record)
-    likely failed: bone-bright after a re-read image, else the better-scored bone-dark reading
-    (``bone-dark`` or ``intensity``); None when the file's tags or the caller settled the polarity."""
-    if record.get("polarity_source") != "drr-comparison":
-        return None
-    if record.get("polarity") != "bone-bright":
-        return "bone-bright"
-    scores = record.get("polarity_scores", {})
-    return max(("bone-dark", "intensity"), key=lambda name: scores.get(name, float("-inf")))
