@@ -11,7 +11,6 @@ import torch
 
 from ..device import resolve_device
 from ..errors import InputError
-from ..filters import dilate
 from ..geometry import CArmGeometry, nominal_view, params_to_dict
 from ..io_xray import XRay
 from ..render import rendering_volume
@@ -201,11 +200,7 @@ def register(
             outcome = _fine_stage(problem, networks["fine"], stage, spine, fixed, theta, monitor)
         else:
             if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter
-                factor = stage.level_factor(max(geometry.rows, geometry.cols))
-                preparation["scatter_to_primary_estimate"] = problem.estimate_scatter(theta, factor, stage.measure)
-                unexplained = problem.unexplained_edges(theta, factor)
-                problem.restrict_weight(~dilate(unexplained, 2))
-                preparation["unexplained_edge_fraction"] = round(float(unexplained.float().mean()), 4)
+                preparation.update(problem.adapt_to_xray(theta, stage.level_factor(max(geometry.rows, geometry.cols)), stage.measure))
                 scatter_checked = True
             outcome = _run_stage(problem, stage, theta, seed + index, monitor)
         theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged
@@ -214,7 +209,7 @@ def register(
             {
                 "stage": stage.label, "iterations": outcome.iterations, "similarity": similarity,
                 "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta),
-                "renders": getattr(outcome, "renders", outcome.evaluations), **extra,
+                "renders": outcome.evaluations, **extra,  # a global search counts its search renders there too
             }
         )
     from .confidence import assess

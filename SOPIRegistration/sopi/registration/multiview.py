@@ -23,7 +23,6 @@ import torch
 
 from ..device import resolve_device
 from ..errors import InputError
-from ..filters import dilate
 from ..geometry import CArmGeometry, nominal_view, params_to_dict
 from ..io_xray import XRay
 from ..render import rendering_volume
@@ -280,11 +279,7 @@ def register_views(
             factor = stage.level_factor(max(geometry.rows, geometry.cols))
             if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter and edges
                 for number, (linked, record) in enumerate(zip(views, preparations)):
-                    view_factor = problem.view_factor(number, factor)
-                    record["scatter_to_primary_estimate"] = linked.estimate_scatter(theta, view_factor, stage.measure)
-                    unexplained = linked.unexplained_edges(theta, view_factor)
-                    linked.restrict_weight(~dilate(unexplained, 2))
-                    record["unexplained_edge_fraction"] = round(float(unexplained.float().mean()), 4)
+                    record.update(linked.adapt_to_xray(theta, problem.view_factor(number, factor), stage.measure))
                 scatter_checked = True
             outcome = _run_stage(problem, stage, theta, seed + index, monitor)
         theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged

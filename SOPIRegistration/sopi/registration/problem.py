@@ -135,6 +135,15 @@ class PoseProblem:
             spread = gaussian_blur(magnitudes[1], reach_px)
             return (magnitudes[0] > strength) & (spread < magnitudes[0] / 6.0) & (weight > 0)
 
+    def adapt_to_xray(self, theta: torch.Tensor, factor: int, measure: str) -> dict:
+        """Once ``theta`` is roughly right: fit the scatter level (:meth:`estimate_scatter`) and stop
+        weighting the X-ray's edges no DRR explains (:meth:`unexplained_edges`, dilated by 2 pixels).
+        Returns what was found, for the result's ``xray_preparation`` record."""
+        scatter = self.estimate_scatter(theta, factor, measure)
+        unexplained = self.unexplained_edges(theta, factor)
+        self.restrict_weight(~dilate(unexplained, 2))
+        return {"scatter_to_primary_estimate": scatter, "unexplained_edge_fraction": round(float(unexplained.float().mean()), 4)}
+
     def similarity(self, theta: torch.Tensor, factor: int, measure: str) -> torch.Tensor:
         """``(B,)`` similarities (larger is better) for ``(B, 6)`` theta; differentiable in theta."""
         level = self.level(factor)
