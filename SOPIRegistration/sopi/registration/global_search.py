@@ -99,8 +99,11 @@ def global_search(
     warps = list(itertools.product(angles, scales))
     templates, masks = _templates(level.fixed, level.weight, small, warps)
 
+    origin = torch.zeros(6, dtype=torch.float64)  # theta of the start
+    proposed = [theta.reshape(6).to(torch.float64) for theta in proposals]
+    proposed = [theta for theta in proposed if not _close(theta, origin)]
     candidates = []  # (score, rotation index, warp index, row, col)
-    steps = len(rotations) + stage.hypotheses + 1 + len(proposals)  # progress: the search renders, then each refinement
+    steps = len(rotations) + 1 + len(proposed) + stage.hypotheses  # progress: the search renders, then each refinement
     monitor.report(0, steps)
     for start in range(0, len(rotations), 8):
         chunk = rotations[start:start + 8]
@@ -119,8 +122,7 @@ def global_search(
 
     reference = problem.reference
     pivot_camera_depth = float(transform_points(reference.camera_from_world, reference.isocenter_world[None])[0, 2])
-    chosen: list[torch.Tensor] = [torch.zeros(6, dtype=torch.float64)]  # the start itself competes too
-    chosen += [proposal.reshape(6).to(torch.float64) for proposal in proposals if not _close(proposal.reshape(6).to(torch.float64), chosen[0])]
+    chosen: list[torch.Tensor] = [origin, *proposed]  # the start itself competes too
     wanted = len(chosen) + stage.hypotheses
     for score, r, k, row, col in candidates[: 50 * stage.hypotheses]:
         theta0 = torch.zeros(6, dtype=torch.float64)
