@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..geometry import rotation_from_euler
+from ..segment import mask_centroid_world
 from ..volume import Volume
 
 __all__ = ["AnatomySettings", "anatomical_variant", "anatomical_variants"]
@@ -68,12 +70,12 @@ def anatomical_variant(ct: Volume, labels: Volume, seed: int, settings: AnatomyS
     def uniform(low: float, high: float, size: int = 1) -> torch.Tensor:
         return low + (high - low) * torch.rand(size, generator=generator, dtype=torch.float64)
 
-    centre = _label_centroid(labels)
-    world_from_moved = _random_affine(centre, settings, uniform)  # maps the new anatomy back to the source's
+    centre = mask_centroid_world(labels)
+    source_from_new = _random_linear_map(settings, uniform)  # about the centre: the new anatomy back to the source's
     grid, counts = _output_grid(ct, centre, settings, uniform)
     world = _grid_world_points(grid, counts)  # (K, J, I, 3) LPS mm of the output voxels
     displacement = _elastic_field(world.shape[:3], grid, settings, generator)
-    source_world = (world - centre) @ world_from_moved[:3, :3].T + centre + world_from_moved[:3, 3] + displacement
+    source_world = (world - centre) @ source_from_new.T + centre + displacement
     coordinates = _normalised_index(ct, source_world)
     warped_ct = _sample(ct.data.to(torch.float32) - _AIR_HU, coordinates, "bilinear") + _AIR_HU
     warped_labels = _sample(labels.data.to(torch.float32), coordinates, "nearest").round().to(labels.data.dtype)
@@ -83,26 +85,12 @@ def anatomical_variant(ct: Volume, labels: Volume, seed: int, settings: AnatomyS
     return Volume(warped_ct.to(ct.data.dtype), grid), Volume(warped_labels, grid)
 
 
-def _label_centroid(labels: Volume) -> torch.Tensor:
-    index = torch.nonzero(labels.data != 0).to(torch.float64).flip(-1)  # (N, 3) as (i, j, k)
-    mean = index.mean(0)
-    return labels.world_from_index[:3, :3] @ mean + labels.world_from_index[:3, 3]
-
-
-def _random_affine(centre: torch.Tensor, settings: AnatomySettings, uniform) -> torch.Tensor:
-    """4x4 about ``centre``: source point = A (new point - centre) + centre, A = R S."""
-    angles = torch.deg2rad(uniform(-settings.rotation_deg, settings.rotation_deg, 3))
-    rotation = torch.eye(3, dtype=torch.float64)
-    for axis, angle in enumerate(angles.tolist()):
-        c, s = math.cos(angle), math.sin(angle)
-        i, j = [(1, 2), (0, 2), (0, 1)][axis]
-        turn = torch.eye(3, dtype=torch.float64)
-        turn[i, i], turn[i, j], turn[j, i], turn[j, j] = c, -s, s, c
-        rotation = turn @ rotation
+def _random_linear_map(settings: AnatomySettings, uniform) -> torch.Tensor:
+    """3x3 ``A = R S^-1``: a source point = A (new point - centre) + centre (a bigger patient samples
+    the source more densely); R from uniform angles about the three axes (``rotation_from_euler``)."""
+    rotation = rotation_from_euler(torch.deg2rad(uniform(-settings.rotation_deg, settings.rotation_deg, 3)))
     stretch = uniform(*settings.scale) * (1 + uniform(-settings.anisotropy, settings.anisotropy, 3))
-    affine = torch.eye(4, dtype=torch.float64)
-    affine[:3, :3] = rotation @ torch.diag(1.0 / stretch)  # a bigger patient samples the source more densely
-    return affine
+    return rotation @ torch.diag(1.0 / stretch)
 
 
 def _output_grid(ct: Volume, centre: torch.Tensor, settings: AnatomySettings, uniform) -> tuple[torch.Tensor, list[int]]:

@@ -207,9 +207,10 @@ def _start_from(network: nn.Module, kind: str, path: Path) -> dict:
     loaded = load_model(path)
     if loaded.kind != kind:
         raise InputError(f"initial weights: {path} holds a {loaded.kind!r} network; this training is for {kind!r}")
-    if loaded.network.config.to_dict() != network.config.to_dict():
-        differing = sorted(key for key, value in network.config.to_dict().items() if loaded.network.config.to_dict().get(key) != value)
-        raise InputError(f"initial weights: {path} has another configuration ({', '.join(differing)}); expected {network.config.to_dict()}")
+    given, expected = loaded.network.config.to_dict(), network.config.to_dict()
+    if given != expected:
+        differing = sorted(key for key, value in expected.items() if given.get(key) != value)
+        raise InputError(f"initial weights: {path} has another configuration ({', '.join(differing)}); expected {expected}")
     network.load_state_dict(loaded.network.state_dict())
     return {"file": loaded.path.name, "sha256": loaded.metadata["sha256"]}
 
