@@ -39,6 +39,13 @@ def _geometry(args: argparse.Namespace) -> CArmGeometry:
     return _load_geometry(args.geometry) if args.geometry else CArmGeometry.preset(args.preset)
 
 
+def _optional_geometry(args: argparse.Namespace) -> CArmGeometry | None:
+    """``--geometry`` or ``--preset`` where either is given, else None (the X-ray's or the model's own)."""
+    if args.geometry:
+        return _load_geometry(args.geometry)
+    return CArmGeometry.preset(args.preset) if args.preset else None
+
+
 def _load_geometry(path: Path) -> CArmGeometry:
     """``--geometry FILE``; a preset's name given there points to ``--preset``."""
     if not path.exists() and str(path) in PRESETS:
@@ -242,7 +249,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
         raise InputError(f"--fused {args.fused}: the fused overlay is a PNG image; expected a name ending in .png")
     if args.fused is not None and args.fused.resolve() == args.out.resolve():
         raise InputError(f"--fused {args.fused}: is the same file as --out; expected two different files")
-    geometry = _load_geometry(args.geometry) if args.geometry else (CArmGeometry.preset(args.preset) if args.preset else None)
+    geometry = _optional_geometry(args)
     ct = read_ct(args.ct)
     check_ct_content(ct.data, f"--ct {args.ct}")
     models_from_folder(args, ct)

@@ -37,16 +37,15 @@ def add_prepare_parser(commands) -> None:
 def _cmd_prepare(args: argparse.Namespace) -> int:
     import re
 
-    from .cli import _load_geometry, _progress_bar
+    from .cli import _optional_geometry, _progress_bar
     from .device import resolve_device
-    from .geometry import CArmGeometry
     from .io import read_ct, read_mask
     from .training.prepare import MODELS_INDEX, prepare_models
 
     check_outputs({"--out": args.out}, {"CT": args.ct, "--mask": args.mask, "--geometry": args.geometry}, folders=("--out",))
     if not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
         raise InputError(f"--name {args.name!r}: expected letters, digits, '_' or '-' (it names the model files)")
-    geometry = _load_geometry(args.geometry) if args.geometry else (CArmGeometry.preset(args.preset) if args.preset else None)
+    geometry = _optional_geometry(args)
     ct = read_ct(args.ct)
     check_ct_content(ct.data, f"CT {args.ct}")
     mask = read_mask(args.mask, ct) if args.mask else None
