@@ -474,6 +474,10 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ).format(confidence=result.confidence)
         elif result.confidence == result.confidence:  # NaN: no read-out
             self.ui.statusLabel.text += " " + _("Confidence {confidence:.2f}.").format(confidence=result.confidence)
+        if result.mask_source == "bone":  # the automatic segmentation found no spine in this CT
+            self.ui.statusLabel.text += " " + _(
+                "No spine found in the CT: registered on all of its bone. A spine segmentation gives a better start."
+            )
         perView = settings.view_confidences(result)  # two X-rays: the confidence above is the lower of the two
         if len(perView) > 1:
             self.ui.statusLabel.text += " " + _("Per X-ray: {values}.").format(values=", ".join("{:.2f}".format(value) for value in perView))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sopi.cli import main
-from sopi.distances import mtre_mm
+from sopi.distances import mean_projection_distance_mm, mtre_mm
 from sopi.errors import Cancelled, InputError
 from sopi.geometry import CArmGeometry, nominal_view, save_pose
 from sopi.io import mask_from_labels, write_xray
@@ -18,6 +18,7 @@ from sopi.registration.optimizers import Monitor, adam, cma_es, powell
 from sopi.render import render_drr, rendering_volume
 from sopi.sample_data import load_sample, sample_ct_path, sample_vertebrae_path
 from sopi.segment import mask_centroid_world
+from sopi.volume import Volume
 
 #: A small detector so a whole registration runs in seconds on two cores.
 SMALL = CArmGeometry(1011.7, 96, 96, (2.4, 2.4), source_to_isocenter_mm=675.0)
@@ -166,3 +167,34 @@ def test_single_level_runs_every_stage_at_the_finest_level():
     assert factors == {min(stage.factor for stage in METHODS["opt"])} == {2}
     assert [type(stage) for stage in flat] == [type(stage) for stage in METHODS["sopi+opt"]]
     assert single_level(METHODS["rtpi"]) == METHODS["rtpi"]
+
+
+def test_register_falls_back_to_the_bone_where_no_spine_is_found():
+    """A CT in HU with bone but no vertebral column: the automatic mask becomes every bone of
+    the body (with a warning and ``mask_source`` "bone"), so a registration still runs, pivoting
+    about that bone's centroid; a given mask is recorded as "given", none as "none"."""
+    spacing = 2.0
+    z, y, x = (torch.arange(n, dtype=torch.float64) * spacing for n in (40, 90, 110))
+    zz, yy, xx = torch.meshgrid(z - z.mean(), y - y.mean(), x - x.mean(), indexing="ij")
+    data = torch.where((xx / 100.0) ** 2 + (yy / 80.0) ** 2 <= 1.0, 40.0, -1000.0)
+    block = ((xx - 20.0).abs() <= 14.0) & ((yy + 10.0).abs() <= 10.0) & (zz.abs() <= 30.0)
+    rod = ((xx + 25.0).abs() <= 4.0) & ((yy - 20.0).abs() <= 4.0)  # a second bone along the whole CT
+    data = torch.where(block | rod, 700.0, data).to(torch.float32)
+    ct = Volume(data, torch.diag(torch.tensor([spacing, spacing, spacing, 1.0], dtype=torch.float64)))
+    bone = Volume((block | rod).to(torch.uint8), ct.world_from_index)
+    nominal = nominal_view("ap", mask_centroid_world(bone), SMALL.source_to_isocenter_mm)
+    truth = nominal.pose(torch.tensor([0.0, 0.0, 2.0, 5.0, -4.0, 0.0], dtype=torch.float64))
+    image = render_drr(rendering_volume(ct, "hu"), SMALL, truth)
+    with pytest.warns(UserWarning, match="no vertebral column.*every bone"):
+        result = register(ct, XRay(image, SMALL), initial_pose=nominal.camera_from_world, auto_mask=True, method="opt",
+                          device="cpu", iteration_scale=0.3, prepare=False)
+    assert result.mask_source == "bone" and result.to_dict()["mask_source"] == "bone"
+    assert torch.allclose(result.pivot_world, mask_centroid_world(bone), atol=3.0)  # the bone's centroid, within a voxel or so
+    points = torch.nonzero(bone.data)[::50].flip(-1).double() * spacing
+    start = float(mean_projection_distance_mm(nominal.camera_from_world, truth, SMALL, points))
+    assert float(mean_projection_distance_mm(result.camera_from_world, truth, SMALL, points)) < 0.2 * start  # depth: one view
+    given = register(ct, XRay(image, SMALL), initial_pose=nominal.camera_from_world, mask=bone, method="opt", device="cpu",
+                     iteration_scale=0.05)
+    assert given.mask_source == "given"
+    assert register(ct, XRay(image, SMALL), initial_pose=nominal.camera_from_world, method="opt", device="cpu",
+                    iteration_scale=0.05).mask_source == "none"

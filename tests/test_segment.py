@@ -331,3 +331,31 @@ def test_phantom_from_verse_labels_dice(shared_data) -> None:
     mask = segment_spine(Volume.from_sitk(image))
     score = dice(mask.data.numpy(), labels > 0)
     assert score >= DICE_VERSE_PHANTOM_MIN, f"Dice {score:.3f}"
+
+
+def test_bone_mask_stands_in_where_no_column_is_found() -> None:
+    """A trunk with a bone block and no spine: segment_spine raises NoVertebralColumn (an
+    InputError); bone_mask holds the block and the rib, not the soft tissue or the table."""
+    from sopi.errors import NoVertebralColumn
+    from sopi.segment import bone_mask
+
+    ct, parts = _phantom()
+    data = ct.data.clone()
+    data[torch.from_numpy(parts["canal"])] = 150.0  # no dark canal: not a spine for segment_spine
+    no_canal = Volume(data, ct.world_from_index)
+    with pytest.raises(NoVertebralColumn, match="no vertebral column"):
+        segment_spine(no_canal)
+    before = data.clone()
+    mask = bone_mask(no_canal)
+    assert torch.equal(no_canal.data, before), "the input CT was modified"
+    assert mask.data.shape == data.shape and mask.data.dtype == torch.uint8
+    assert torch.equal(mask.world_from_index, ct.world_from_index)
+    m = mask.data.numpy() > 0
+    bone = data.numpy() >= 600.0  # cortex, arches, spinous process and rib (the table lies outside the body)
+    assert m[bone & ~parts["table"]].mean() > 0.9
+    assert m[parts["rib"]].mean() > 0.9
+    assert not m[parts["table"]].any()
+    soft = np.abs(data.numpy() - 40.0) < 1.0
+    assert m[soft].mean() < 0.02
+    with pytest.raises(InputError, match="no bone"):
+        bone_mask(Volume(torch.where(no_canal.data > 100.0, 40.0, no_canal.data), ct.world_from_index))

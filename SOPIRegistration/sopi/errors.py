@@ -8,5 +8,9 @@ class InputError(ValueError):
     """
 
 
+class NoVertebralColumn(InputError):
+    """A CT in HU, with bone, in which the spine segmentation found no vertebral column."""
+
+
 class Cancelled(RuntimeError):
     """Long work stopped because the caller's cancel flag was set (not an error)."""

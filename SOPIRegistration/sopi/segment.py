@@ -68,7 +68,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from .errors import Cancelled, InputError
+from .errors import Cancelled, InputError, NoVertebralColumn
 from .segment_axis import _spine_axis
 from .segment_discs import _remove_discs
 from .segment_grid import (
@@ -99,24 +99,18 @@ from .segment_grid import (
     _ROI_MARGIN_MM,
     _ROI_POSTERIOR_MM,
     _ROI_THORAX_MM,
-    _UPSAMPLE_LEVEL,
-    _UPSAMPLE_SIGMA,
-    _WORK_SPACING_MM,
     _WORK_THRESHOLD_FACTOR,
-    _canonical_axes,
+    _WorkingGrid,
     _disk,
     _enclosed,
-    _flips,
     _largest_component,
     _offsets,
-    _pool,
-    _work_index,
     Array,
 )
 from .volume import Volume
 
 __all__ = [
-    "TOTALSEGMENTATOR_V1_VERTEBRAE", "SegmentationCancelled", "dice", "mask_centroid_world", "segment_spine", "spine_from_labels",
+    "TOTALSEGMENTATOR_V1_VERTEBRAE", "SegmentationCancelled", "bone_mask", "dice", "mask_centroid_world", "segment_spine", "spine_from_labels",
 ]
 
 #: TotalSegmentator v1 ids of the "vertebrae" group: 25 sacrum, 26 S1, 27 L5 .. 31 L1,
@@ -324,31 +318,6 @@ def _half_maximum_edge(selected: Array, hu: Array) -> Array:
     return selected & ~(surface & (hu < soft + _EDGE_FRACTION * (peak - soft)))
 
 
-def _upsample(selected: Array, shape: Sequence[int], factors: Sequence[int], flip: Sequence[bool], offset: Sequence[int]) -> Array:
-    """Step 8: working mask (at ``offset`` in the working grid) onto the full canonical grid."""
-    smooth = ndi.gaussian_filter(selected.astype(np.float32), _UPSAMPLE_SIGMA, mode="nearest")  # a mask cut by the field of view stays cut, not thinned
-    out = np.zeros(tuple(shape), np.uint8)
-    support = np.nonzero(smooth > 1e-3)
-    if len(support[0]) == 0:
-        return out
-    lo = [int(i.min()) for i in support]
-    values = np.pad(smooth[tuple(slice(a, int(i.max()) + 1) for a, i in zip(lo, support))], 1)
-    region = []
-    for a in range(3):
-        position = _work_index(np.arange(shape[a]), shape[a], factors[a], flip[a]) - offset[a] - lo[a] + 1
-        index = np.flatnonzero((position > 0) & (position < values.shape[a] - 1))
-        t = position[index]
-        base = np.minimum(t.astype(int), values.shape[a] - 2)
-        weight = (t - base).astype(np.float32).reshape([-1 if b == a else 1 for b in range(3)])
-        values = np.take(values, base, axis=a) * (1 - weight) + np.take(values, base + 1, axis=a) * weight
-        region.append(slice(int(index[0]), int(index[-1]) + 1) if len(index) else slice(0, 0))
-    out[tuple(region)] = values > _UPSAMPLE_LEVEL
-    return out
-
-
-# --------------------------------------------------------------------------- public API
-
-
 def segment_spine(
     ct: Volume,
     *,
@@ -401,12 +370,8 @@ def segment_spine(
             progress(fraction, message)
 
     stage(0.0, "resampling")
-    perm, flip = _canonical_axes(ct.world_from_index)
-    spacing = np.array([ct.spacing.numpy()[2 - p] for p in perm])  # canonical (S, P, L) mm
-    factors = [max(1, int(round(_WORK_SPACING_MM / s))) for s in spacing]
-    work = _pool(data, [factors[perm.index(d)] for d in range(3)])
-    work = np.ascontiguousarray(np.transpose(work, perm)[_flips(flip)])
-    work_spacing = spacing * factors
+    grid = _WorkingGrid.of(ct)
+    work, work_spacing = grid.work, grid.spacing
     if float(work.max()) <= _AIR_HU:
         raise InputError(f"segment_spine: the CT holds only air (maximum {float(data.max()):g} HU)")
 
@@ -432,7 +397,7 @@ def segment_spine(
     roi = (np.abs(dx) <= lateral) & (dy >= -_ROI_ANTERIOR_MM) & (dy <= _ROI_POSTERIOR_MM) & body
     wide = (np.abs(dx) <= lateral + _ROI_MARGIN_MM) & (dy >= -_ROI_ANTERIOR_MM - _ROI_MARGIN_MM) & (dy <= _ROI_POSTERIOR_MM) & body
     if not (roi & bone).any():
-        raise InputError("segment_spine: no bone around the spine axis")
+        raise NoVertebralColumn("segment_spine: no bone around the spine axis")
     box = (slice(0, work.shape[0]),) + tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(wide.any(axis=0)))
     crop_axis = axis - np.array([box[1].start, box[2].start])
     filled = _fill_slices(bone[box] & wide[box], work[box], work_spacing, crop_axis) & wide[box]
@@ -440,17 +405,37 @@ def segment_spine(
     stage(0.6, "separating ribs and vessels")
     selected = _select_column(filled, roi[box], crop_axis, work_spacing)
     if not selected.any():
-        raise InputError("segment_spine: no vertebral column found")
+        raise NoVertebralColumn("segment_spine: no vertebral column found")
     stage(0.75, "discs")
     selected = _remove_discs(selected, work[box], crop_axis, work_spacing)
     selected = _half_maximum_edge(selected, work[box])
 
     stage(0.85, "resampling the mask")
-    shape = [data.shape[p] for p in perm]
-    mask = _upsample(selected, shape, factors, flip, [b.start for b in box])
-    out = np.ascontiguousarray(np.transpose(mask[_flips(flip)], np.argsort(perm)))
+    mask = grid.to_ct(selected, [b.start for b in box])
     stage(1.0, "done")
-    return Volume(torch.from_numpy(out), ct.world_from_index.clone())
+    return mask
+
+
+def bone_mask(ct: Volume, bone_threshold_hu: float = 200.0, min_piece_ml: float = 1.0) -> Volume:
+    """uint8 0/1 mask of every bone inside the body: steps 1-2 of :func:`segment_spine` (working
+    grid, smoothing, body, bone above 0.7 ``bone_threshold_hu``), pieces under ``min_piece_ml``
+    dropped, back on the CT's grid.
+
+    A coarse stand-in for the spine mask where :func:`segment_spine` finds no vertebral column
+    (:class:`~sopi.errors.NoVertebralColumn`): ribs, pelvis and contrast-filled vessels come
+    with the spine. Raises :class:`~sopi.errors.InputError` when the body holds no such bone.
+    """
+    if not isinstance(ct, Volume) or ct.data.ndim != 3:
+        raise InputError("bone_mask: expected a 3D CT Volume in HU")
+    grid = _WorkingGrid.of(ct)
+    work, _ = _denoise(grid.work)
+    bone = (work > _WORK_THRESHOLD_FACTOR * float(bone_threshold_hu)) & _body_mask(work, grid.spacing)
+    labels, count = ndi.label(bone)
+    sizes = ndi.sum_labels(bone, labels, np.arange(1, count + 1)) * float(np.prod(grid.spacing)) / 1000.0
+    bone = np.isin(labels, 1 + np.flatnonzero(sizes >= min_piece_ml))
+    if not bone.any():
+        raise InputError(f"bone_mask: no bone (HU > {bone_threshold_hu:g}) of at least {min_piece_ml:g} ml inside the body")
+    return grid.to_ct(bone)
 
 
 def spine_from_labels(labels: Volume, label_ids: Sequence[int] = TOTALSEGMENTATOR_V1_VERTEBRAE) -> Volume:

@@ -4,7 +4,7 @@ on every axial slice of the working grid).
 Per slice, a canal candidate is a dark hole enclosed by bone with a vertebral body in front
 of it and left-right symmetric bone around it; no body outline is needed (cropped fields of
 view). The candidates are linked into the best chain along z, interpolated and smoothed. A
-CT with no such chain holds no vertebral column: :class:`~sopi.errors.InputError`.
+CT with no such chain holds no vertebral column: :class:`~sopi.errors.NoVertebralColumn`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .errors import InputError
+from .errors import NoVertebralColumn
 from .segment_grid import (
     _CANAL_AREA_MM2,
     _CANAL_BODY_MM,
@@ -161,7 +161,7 @@ def _spine_axis(bone: Array, body: Array, work: Array, spacing: Array) -> Array:
     count = bone.shape[0]
     points = _chain(_canal_candidates(bone, body, work, spacing), spacing)
     if len(points) < _MIN_CANAL_SLICES:
-        raise InputError(
+        raise NoVertebralColumn(
             "segment_spine: no vertebral column found (no spinal canal: a dark hole enclosed by bone with a "
             "vertebral body in front of it); is this a CT of the trunk, in HU?"
         )

@@ -7,12 +7,15 @@ posterior, left) axes, block-averaged to about ``_WORK_SPACING_MM``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
+
+from .volume import Volume
 
 Array = np.ndarray
 
@@ -83,6 +86,35 @@ def _canonical_axes(world_from_index: torch.Tensor) -> tuple[list[int], list[boo
     return perm, [bool(direction[2 - c, 2 - perm[c]] < 0) for c in range(3)]
 
 
+@dataclass(frozen=True)
+class _WorkingGrid:
+    """A CT on the working grid: turned to (superior, posterior, left) axes and block-averaged
+    by integer ``factors`` to about ``_WORK_SPACING_MM``; :meth:`to_ct` brings a mask back."""
+
+    work: Array  # HU
+    spacing: Array  # (3,) mm per working voxel
+    perm: list[int]
+    flip: list[bool]
+    factors: list[int]  # per canonical axis
+    ct: Volume
+
+    @classmethod
+    def of(cls, ct: Volume) -> "_WorkingGrid":
+        perm, flip = _canonical_axes(ct.world_from_index)
+        spacing = np.array([ct.spacing.numpy()[2 - p] for p in perm])  # canonical (S, P, L) mm
+        factors = [max(1, int(round(_WORK_SPACING_MM / s))) for s in spacing]
+        work = _pool(ct.data, [factors[perm.index(d)] for d in range(3)])
+        work = np.ascontiguousarray(np.transpose(work, perm)[_flips(flip)])
+        return cls(work, spacing * factors, perm, flip, factors, ct)
+
+    def to_ct(self, selected: Array, offset: Sequence[int] = (0, 0, 0)) -> Volume:
+        """uint8 0/1 mask on the CT's grid of a working-grid mask whose first voxel is at ``offset``."""
+        shape = [self.ct.data.shape[p] for p in self.perm]
+        mask = _upsample(selected, shape, self.factors, self.flip, offset)
+        out = np.ascontiguousarray(np.transpose(mask[_flips(self.flip)], np.argsort(self.perm)))
+        return Volume(torch.from_numpy(out), self.ct.world_from_index.clone())
+
+
 def _flips(flip: Sequence[bool]) -> tuple[slice, ...]:
     return tuple(slice(None, None, -1) if f else slice(None) for f in flip)
 
@@ -136,3 +168,28 @@ def _offsets(shape: Sequence[int], axis: Array, spacing: Sequence[float]) -> tup
     dy = (np.arange(rows)[None, :, None] - axis[:, 0, None, None]) * spacing[1]
     dx = (np.arange(cols)[None, None, :] - axis[:, 1, None, None]) * spacing[2]
     return np.broadcast_to(dy, tuple(shape)), np.broadcast_to(dx, tuple(shape))
+
+
+def _upsample(selected: Array, shape: Sequence[int], factors: Sequence[int], flip: Sequence[bool], offset: Sequence[int]) -> Array:
+    """Step 8: working mask (at ``offset`` in the working grid) onto the full canonical grid."""
+    smooth = ndi.gaussian_filter(selected.astype(np.float32), _UPSAMPLE_SIGMA, mode="nearest")  # a mask cut by the field of view stays cut, not thinned
+    out = np.zeros(tuple(shape), np.uint8)
+    support = np.nonzero(smooth > 1e-3)
+    if len(support[0]) == 0:
+        return out
+    lo = [int(i.min()) for i in support]
+    values = np.pad(smooth[tuple(slice(a, int(i.max()) + 1) for a, i in zip(lo, support))], 1)
+    region = []
+    for a in range(3):
+        position = _work_index(np.arange(shape[a]), shape[a], factors[a], flip[a]) - offset[a] - lo[a] + 1
+        index = np.flatnonzero((position > 0) & (position < values.shape[a] - 1))
+        t = position[index]
+        base = np.minimum(t.astype(int), values.shape[a] - 2)
+        weight = (t - base).astype(np.float32).reshape([-1 if b == a else 1 for b in range(3)])
+        values = np.take(values, base, axis=a) * (1 - weight) + np.take(values, base + 1, axis=a) * weight
+        region.append(slice(int(index[0]), int(index[-1]) + 1) if len(index) else slice(0, 0))
+    out[tuple(region)] = values > _UPSAMPLE_LEVEL
+    return out
+
+
+# --------------------------------------------------------------------------- public API

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..device import resolve_device
-from ..errors import InputError
+from ..errors import InputError, NoVertebralColumn
 from ..geometry import CArmGeometry, nominal_view, params_to_dict
 from ..io_xray import XRay
 from ..render import rendering_volume
@@ -45,6 +46,7 @@ class RegistrationResult:
     confidence: float = float("nan")  # in [0, 1], from the result alone (sopi.registration.confidence)
     likely_failed: bool = True
     confidence_details: dict = field(default_factory=dict)
+    mask_source: str = ""  # "given", "segmented", "bone" (no vertebral column found: every bone of the body) or "none"
 
     def to_dict(self) -> dict:
         """The ``RESULT.json`` content."""
@@ -62,6 +64,7 @@ class RegistrationResult:
             "confidence": round(self.confidence, 4),
             "likely_failed": self.likely_failed,
             "confidence_details": self.confidence_details,
+            "mask_source": self.mask_source,
         }
 
 
@@ -151,7 +154,7 @@ def register(
         mask = prepared.mask_for(ct_volume)
     if auto_mask is None:
         auto_mask = mask is None and needs_mask(method)
-    spine = _spine_mask(ct_volume, mask, auto_mask, progress, cancel, read_mask)
+    spine, mask_source = _spine_mask(ct_volume, mask, auto_mask, progress, cancel, read_mask)
     if spine is not None:  # label maps (vertebra ids) become a 0/1 mask
         spine = spine.with_data((spine.data != 0).to(torch.uint8))
     elif networks:
@@ -231,6 +234,7 @@ def register(
         confidence=assessment.confidence,
         likely_failed=assessment.likely_failed,
         confidence_details=assessment.details(),
+        mask_source=mask_source,
     )
 
 
@@ -280,21 +284,27 @@ def _score(problem: PoseProblem, theta: torch.Tensor) -> float:
         return float(problem.similarity(theta[None], 2, "gc")[0])
 
 
-def _spine_mask(ct, mask, auto_mask, progress, cancel, read_mask) -> Volume | None:
+def _spine_mask(ct, mask, auto_mask, progress, cancel, read_mask) -> tuple[Volume | None, str]:
+    """``(mask or None, where it came from)``: see :attr:`RegistrationResult.mask_source`."""
     if mask is not None and auto_mask:
         raise InputError("give either a mask or auto_mask, not both")
     from ..validate import check_nonempty_mask
 
     if isinstance(mask, Volume):
         check_nonempty_mask(mask.data, "mask")
-        return mask
+        return mask, "given"
     if mask is not None:
-        return read_mask(mask, ct)
-    if auto_mask:
-        from ..segment import segment_spine
+        return read_mask(mask, ct), "given"
+    if not auto_mask:
+        return None, "none"
+    from ..segment import bone_mask, segment_spine
 
-        return segment_spine(ct, progress=None if progress is None else lambda f, m: progress(0.0, f"segmenting spine: {m}"), cancel=cancel)
-    return None
+    try:
+        return segment_spine(ct, progress=None if progress is None else lambda f, m: progress(0.0, f"segmenting spine: {m}"), cancel=cancel), "segmented"
+    except NoVertebralColumn as error:  # a CT in HU with bone: register on all of its bone rather than not at all
+        warnings.warn(f"{error}; registering with every bone of the body as the mask instead (give a spine mask for a better start)",
+                      UserWarning, stacklevel=3)
+        return bone_mask(ct), "bone"
 
 
 def _run_stage(problem: PoseProblem, stage: Stage, theta: torch.Tensor, seed: int, monitor: Monitor):

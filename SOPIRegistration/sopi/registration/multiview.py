@@ -132,6 +132,7 @@ class MultiViewResult:
     likely_failed: bool = True
     confidence_details: dict = field(default_factory=dict)
     view_confidences: list[float] = field(default_factory=list)
+    mask_source: str = ""  # as RegistrationResult.mask_source
 
     def to_dict(self) -> dict:
         """The ``RESULT.json`` content: ``matrix`` is view 0's ``camera_from_world``."""
@@ -148,6 +149,7 @@ class MultiViewResult:
             "confidence": round(self.confidence, 4),
             "likely_failed": self.likely_failed,
             "confidence_details": self.confidence_details,
+            "mask_source": self.mask_source,
             "views": [
                 {"xray": name, "matrix": pose.tolist(), "similarity": score, "confidence": round(confidence, 4), "xray_preparation": prepared}
                 for name, pose, score, confidence, prepared in zip(
@@ -234,7 +236,7 @@ def register_views(
     transforms = views_from_reference([item.geometry for item in fixed], [item.metadata for item in fixed], names)
     if auto_mask is None:
         auto_mask = mask is None and needs_mask(method)
-    spine = _spine_mask(ct_volume, mask, bool(auto_mask), progress, cancel, read_mask)
+    spine, mask_source = _spine_mask(ct_volume, mask, bool(auto_mask), progress, cancel, read_mask)
     if spine is not None:
         from ..segment import mask_centroid_world
 
@@ -302,5 +304,5 @@ def register_views(
         view_poses=[linked.pose(theta) for linked in views], view_similarities=scores,
         xrays=[item.path or f"view {index}" for index, item in enumerate(fixed)], stages=records, xray_preparation=preparations,
         confidence=assessment.confidence, likely_failed=assessment.likely_failed, confidence_details=assessment.details(),
-        view_confidences=[view.confidence for view in assessment.views],
+        view_confidences=[view.confidence for view in assessment.views], mask_source=mask_source,
     )
