@@ -44,7 +44,7 @@ class GlobalStage:
     ``refine_px``: the same for the refinement of the hypotheses.
     """
 
-    out_of_plane_deg: float = 30.0
+    out_of_plane_deg: float = 40.0  # beyond the +-30 deg a clinician would accept: poses at the edge (rx 30, ry 23 deg) were missed with 30
     out_of_plane_step_deg: float = 10.0
     in_plane_deg: float = 30.0
     in_plane_step_deg: float = 6.0
