@@ -57,6 +57,34 @@ def test_no_field_edge_means_no_field_mask():
     assert float(prepared.weight.mean()) > 0.95
 
 
+def _straight_structures() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{name: (image, true outside-field mask)}``: the anatomy with a blade whose plateau scatter
+    has dimmed below the anatomy's brightest part and that fades along the edge, a bright
+    retractor-like band with two parallel edges, and a long but blurred straight step (anatomy)."""
+    image = _anatomy(2)
+    row, col = torch.meshgrid(torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32), indexing="ij")
+    noise = 0.05 * torch.randn(SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    blade = col >= SIZE - 20  # a right blade: +0.9 at the top fading to +0.5 at the bottom
+    dimmed = torch.where(blade, image + 0.9 - 0.4 * row / SIZE + noise, image)
+    band = (col - 0.3 * row - 20.0).abs() <= 6.0  # a plate crossing the image, 12 px wide
+    plate = torch.where(band, image + 1.0, image)
+    soft = image + 0.8 * torch.sigmoid((col - 100.0) / 4.0)  # a long step over ~16 px
+    nothing = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+    return {"dimmed blade": (dimmed, blade), "plate": (plate, nothing), "blurred step": (soft, nothing)}
+
+
+@pytest.mark.parametrize("name", ["dimmed blade", "plate", "blurred step"])
+def test_straight_field_edges_are_told_from_plates_and_anatomy(name):
+    """A blade is a sharp straight step up with no step back down beyond it: found even where
+    its plateau is dimmer than the anatomy's brightest part; a plate (steps up, then down) and a
+    blurred straight step are not field edges."""
+    image, truth = _straight_structures()[name]
+    masked = prepare_xray(image, detect_metal=False).outside_field
+    if truth.any():
+        assert float((truth & ~masked).sum()) / float(truth.sum()) < 0.02
+    assert float((masked & ~truth).sum()) / float((~truth).sum()) < 0.02
+
+
 def test_a_dicom_shutter_is_honoured():
     image = _anatomy(2)
     shutter = torch.ones(SIZE, SIZE, dtype=torch.bool)

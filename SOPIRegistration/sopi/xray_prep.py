@@ -9,7 +9,8 @@ and finds the pixels that no DRR of the pre-operative CT can reproduce:
   (95th percentile of the central disc plus a margin) out to the border. Such a plateau is
   a blade, which passes 0.5-5 % of the beam. Anatomy edges are much weaker steps, and the
   body's edge towards air steps down. The same test finds blades and circular fields at
-  any angle, as well as a constant fill outside the field.
+  any angle, as well as a constant fill outside the field. Straight blade edges whose plateau
+  scatter has dimmed are found as lines (:mod:`sopi.field_edges`).
 * **saturated**: pixels at the image's minimum or maximum value when many share it
   (clipped detector values, a constant fill);
 * **metal**: instruments absent from the CT. These are thin bright structures that stand out
@@ -32,12 +33,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .field_edges import _CENTRAL_RADIUS, hough_blade_edges, step_blade_edges
 from .filters import dilate, gaussian_blur
-from .similarity import image_gradients
 
 __all__ = ["PreparedXRay", "apply_reading", "coarse_correlation", "detect_polarity", "fill_masked", "prepare_xray"]
 
-_CENTRAL_RADIUS = 0.3  # central disc (fraction of the smaller image side) that sets the anatomy's range
 _PLATEAU_FRACTION = 0.9  # share of samples beyond a field edge that must stay on the plateau
 _RAYS = 360
 _WORKING_PX = 256  # larger images are analysed binned to about this size, their masks upsampled
@@ -96,7 +96,8 @@ def prepare_xray(
     if detect_field:
         known_small = _any_in_block(known, scale)
         found = _outside_field(small, known_small)
-        found |= _blade_edges(small, found)
+        found |= hough_blade_edges(small, found)
+        found |= step_blade_edges(small, found)
         outside |= _full_size(found, (rows, cols))
     invalid = outside | saturated
     metal = torch.zeros_like(invalid)
@@ -241,68 +242,6 @@ def _outside_field(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     edge_at_pixel = edges[lower] * (1 - fraction) + edges[upper] * fraction
     outside = radius >= edge_at_pixel - 1.0
     return (outside & (edge_at_pixel < reach - 1)) | known
-
-
-def _blade_edges(values: torch.Tensor, known: torch.Tensor, max_lines: int = 8) -> torch.Tensor:
-    """The far side of straight field edges: collimator blades whose plateau scatter has dimmed.
-
-    Edge pixels (the strongest 3 % of gradients) whose brighter side faces away from the
-    image centre vote for lines (normal angle in 2 degree bins, distance from the centre in
-    pixels). A line with support along at least 30 % of the image side is a blade when the
-    band just beyond it is brighter than the band just inside by a quarter of the central
-    anatomy's 5-95 % range, and 80 % of the usable pixels beyond it stay that bright: a
-    plateau out to the border (a K-wire or a bone edge returns to darker anatomy).
-    """
-    rows, cols = values.shape
-    smooth = gaussian_blur(values, 1.5)
-    gradient_col, gradient_row = (gradient[0] for gradient in image_gradients(smooth[None]))
-    magnitude = torch.sqrt(gradient_col.square() + gradient_row.square())
-    row, col = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32), indexing="ij")
-    x, y = col - (cols - 1) / 2, row - (rows - 1) / 2
-    usable = ~dilate(known, 2)
-    if int(usable.sum()) < 100:
-        return torch.zeros_like(known)
-    threshold = float(torch.quantile(magnitude[usable][:: max(1, int(usable.sum()) // 100000)], 0.97))
-    outward = (gradient_col * x + gradient_row * y) > 0
-    edge = usable & outward & (magnitude > threshold)
-    if int(edge.sum()) < 10:
-        return torch.zeros_like(known)
-    angle = torch.atan2(gradient_row[edge], gradient_col[edge]) % (2 * math.pi)
-    bins = 180
-    angle_bin = (angle / (2 * math.pi / bins)).long() % bins
-    rho = (x[edge] * torch.cos(angle) + y[edge] * torch.sin(angle)).round().long()
-    reach = int(math.ceil(math.hypot(rows, cols) / 2)) + 1
-    votes = torch.zeros(bins, reach + 1)
-    inside = (rho >= 0) & (rho <= reach)
-    votes.index_put_((angle_bin[inside], rho[inside]), torch.ones(int(inside.sum())), accumulate=True)
-    central = (x.square() + y.square()).sqrt() <= _CENTRAL_RADIUS * min(rows, cols)
-    anatomy = smooth[central & usable]
-    if anatomy.numel() < 20:
-        return torch.zeros_like(known)
-    low, high = (float(v) for v in torch.quantile(anatomy, torch.tensor([0.05, 0.95])))
-    step = 0.25 * (high - low)
-    result = torch.zeros_like(known)
-    support = 0.3 * min(rows, cols)
-    smoothed_votes = votes + votes.roll(1, 0) + votes.roll(-1, 0)  # an edge's angle wobbles by a bin
-    for _ in range(max_lines):
-        best = int(smoothed_votes.argmax())
-        angle_index, distance = divmod(best, reach + 1)
-        if float(smoothed_votes[angle_index, distance]) < support:
-            break
-        smoothed_votes[[(angle_index + k) % bins for k in range(-3, 4)], max(0, distance - 4) : distance + 5] = 0
-        phi = (angle_index + 0.5) * (2 * math.pi / bins)
-        signed = x * math.cos(phi) + y * math.sin(phi) - distance
-        beyond, near_in, near_out = signed > 1.5, (signed < -2) & (signed > -9), (signed > 2) & (signed < 9)
-        if not bool((near_in & usable).any()) or not bool((near_out & usable).any()):
-            continue
-        inner = float(smooth[near_in & usable].median())
-        if float(smooth[near_out & usable].median()) - inner < step:
-            continue
-        far = beyond & usable
-        if int(far.sum()) == 0 or float((smooth[far] > inner + 0.5 * step).float().mean()) < 0.8:
-            continue
-        result |= signed > -1.0
-    return result
 
 
 def _metal(values: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:
