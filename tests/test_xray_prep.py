@@ -247,3 +247,26 @@ def _box_scene(body: float = 0.02, core: float = 0.06):
     geometry = CArmGeometry(1000.0, 40, 40, (4.0, 4.0), source_to_isocenter_mm=650.0)
     pose = nominal_view("ap", volume.center_world, 650.0).camera_from_world
     return volume, geometry, pose, Projector(volume, geometry)(pose).detach()
+
+
+def test_a_clean_drr_of_a_cropped_ct_is_read_bone_bright(shared_data):
+    """The TPTBox crop's DRR is a box on a zero background. Judged against a DRR three detectors
+    wide, the nearly flat windows beyond the CT once gave correlations above 1 (1.9 for the
+    bone-dark reading at the nominal pose), so its clean X-rays were read as bone-dark."""
+    from sopi.io import read_ct, read_mask
+    from sopi.io_xray import XRay
+    from sopi.registration.preparation import prepare_fixed
+    from sopi.render import render_drr, rendering_volume
+    from sopi.segment import mask_centroid_world
+
+    folder = shared_data / "tptbox_lumbar_crop"
+    ct = read_ct(folder / "sub-ct_label-22_ct.nii.gz")
+    spine = read_mask(folder / "sub-ct_seg-vert_label-22_msk.nii.gz", ct)
+    geometry = CArmGeometry.preset("perlove-plx118f").resized(64, 64)
+    nominal = nominal_view("ap", mask_centroid_world(spine), geometry.source_to_isocenter_mm)
+    volume = rendering_volume(ct, "hu")
+    image = render_drr(volume, geometry, nominal.camera_from_world)
+    _, _, record = prepare_fixed(XRay(image, geometry), volume, nominal.camera_from_world, torch.device("cpu"))
+    assert record["polarity"] == "bone-bright"
+    assert all(-1.0 <= score <= 1.0 for score in record["polarity_scores"].values())
+    assert record["polarity_scores"]["bone-bright"] > record["polarity_scores"]["bone-dark"] + 0.2

@@ -154,8 +154,10 @@ def coarse_correlation(image: torch.Tensor, reference: torch.Tensor, weight: tor
     smooth, smooth_reference = gaussian_blur(values, sigma), gaussian_blur(reference.detach().to(torch.float32).cpu(), sigma)
     if smooth_reference.shape == smooth.shape:
         return _weighted_correlation(smooth, smooth_reference, weights)
-    maps = masked_ncc_maps(smooth_reference[None, None], smooth[None, None], (weights > 0.5)[None], min_fraction=0.0)
-    return float(maps.max())
+    # windows where the DRR is nearly flat (beyond the CT) would divide round-off by round-off: scores
+    # above 1 that made clean DRRs of a cropped CT read as bone-dark
+    maps = masked_ncc_maps(smooth_reference[None, None], smooth[None, None], (weights > 0.5)[None], min_fraction=0.05)
+    return min(1.0, float(maps.max()))
 
 
 def detect_polarity(image: torch.Tensor, drr: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[str, dict[str, float]]:
