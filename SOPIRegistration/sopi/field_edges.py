@@ -13,6 +13,7 @@ return the far side of the blades they find (bool, the image's shape).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +30,38 @@ _STEADY_SHARE = 0.6  # share of a blade edge's length that steps up by at least 
 _PLATEAU_SHARE = 0.6  # share of the usable pixels beyond a blade's edge that stay above the anatomy just inside
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """What both blade tests measure against: the image smoothed (sigma 1.5 px), the usable pixels
+    (2 px away from those known to lie outside), pixel coordinates from the image centre, and the
+    5-95 % range of the smoothed anatomy in the central disc."""
+
+    smooth: torch.Tensor
+    usable: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    anatomy_range: float
+
+    @classmethod
+    def of(cls, values: torch.Tensor, known: torch.Tensor) -> "_Frame | None":
+        """None when fewer than 100 pixels are usable or 20 of them lie in the central disc."""
+        rows, cols = values.shape
+        usable = ~dilate(known, 2)
+        if int(usable.sum()) < 100:
+            return None
+        smooth = gaussian_blur(values, 1.5)
+        row, col = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32), indexing="ij")
+        x, y = col - (cols - 1) / 2, row - (rows - 1) / 2
+        central = (x.square() + y.square()).sqrt() <= _CENTRAL_RADIUS * min(rows, cols)
+        anatomy = smooth[central & usable]
+        if anatomy.numel() < 20:
+            return None
+        low, high = (float(v) for v in torch.quantile(anatomy, torch.tensor([0.05, 0.95])))
+        return cls(smooth, usable, x, y, high - low)
+
+
 def hough_blade_edges(values: torch.Tensor, known: torch.Tensor, max_lines: int = 8) -> torch.Tensor:
-    """The far side of straight field edges: collimator blades whose plateau scatter has dimmed.
+    """The far side of straight field edges found by the strongest gradients' votes.
 
     Edge pixels (the strongest 3 % of gradients) whose brighter side faces away from the
     image centre vote for lines (normal angle in 2 degree bins, distance from the centre in
@@ -39,15 +70,13 @@ def hough_blade_edges(values: torch.Tensor, known: torch.Tensor, max_lines: int 
     anatomy's 5-95 % range, and 80 % of the usable pixels beyond it stay that bright: a
     plateau out to the border (a K-wire or a bone edge returns to darker anatomy).
     """
+    frame = _Frame.of(values, known)
+    if frame is None:
+        return torch.zeros_like(known)
     rows, cols = values.shape
-    smooth = gaussian_blur(values, 1.5)
+    smooth, usable, x, y = frame.smooth, frame.usable, frame.x, frame.y
     gradient_col, gradient_row = (gradient[0] for gradient in image_gradients(smooth[None]))
     magnitude = torch.sqrt(gradient_col.square() + gradient_row.square())
-    row, col = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32), indexing="ij")
-    x, y = col - (cols - 1) / 2, row - (rows - 1) / 2
-    usable = ~dilate(known, 2)
-    if int(usable.sum()) < 100:
-        return torch.zeros_like(known)
     threshold = float(torch.quantile(magnitude[usable][:: max(1, int(usable.sum()) // 100000)], 0.97))
     outward = (gradient_col * x + gradient_row * y) > 0
     edge = usable & outward & (magnitude > threshold)
@@ -61,12 +90,7 @@ def hough_blade_edges(values: torch.Tensor, known: torch.Tensor, max_lines: int 
     votes = torch.zeros(bins, reach + 1)
     inside = (rho >= 0) & (rho <= reach)
     votes.index_put_((angle_bin[inside], rho[inside]), torch.ones(int(inside.sum())), accumulate=True)
-    central = (x.square() + y.square()).sqrt() <= _CENTRAL_RADIUS * min(rows, cols)
-    anatomy = smooth[central & usable]
-    if anatomy.numel() < 20:
-        return torch.zeros_like(known)
-    low, high = (float(v) for v in torch.quantile(anatomy, torch.tensor([0.05, 0.95])))
-    step = 0.25 * (high - low)
+    step = 0.25 * frame.anatomy_range
     result = torch.zeros_like(known)
     support = 0.3 * min(rows, cols)
     smoothed_votes = votes + votes.roll(1, 0) + votes.roll(-1, 0)  # an edge's angle wobbles by a bin
@@ -104,19 +128,12 @@ def step_blade_edges(values: torch.Tensor, known: torch.Tensor, max_lines: int =
     parallel line further out steps sharply back down (a retractor plate does) and
     ``_PLATEAU_SHARE`` of the usable pixels beyond stay above the anatomy just inside.
     """
+    frame = _Frame.of(values, known)
+    if frame is None:
+        return torch.zeros_like(known)
     rows, cols = values.shape
-    smooth = gaussian_blur(values, 1.5)
-    row, col = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32), indexing="ij")
-    x, y = col - (cols - 1) / 2, row - (rows - 1) / 2
-    usable = ~dilate(known, 2)
-    if int(usable.sum()) < 100:
-        return torch.zeros_like(known)
-    central = (x.square() + y.square()).sqrt() <= _CENTRAL_RADIUS * min(rows, cols)
-    anatomy = smooth[central & usable]
-    if anatomy.numel() < 20:
-        return torch.zeros_like(known)
-    low, high = (float(v) for v in torch.quantile(anatomy, torch.tensor([0.05, 0.95])))
-    step = _BLADE_STEP * (high - low)
+    smooth, usable, x, y = frame.smooth, frame.usable, frame.x, frame.y
+    step = _BLADE_STEP * frame.anatomy_range
     support = 0.3 * min(rows, cols)
     bins = 180
     mean_step, length, steady = _line_steps(values, usable, bins, offset=5)
@@ -129,7 +146,7 @@ def step_blade_edges(values: torch.Tensor, known: torch.Tensor, max_lines: int =
     for _ in range(max_lines):
         best = int(score.argmax())
         angle_index, distance = divmod(best, score.shape[1])
-        if float(score[angle_index, distance]) < 0.05 * (high - low):
+        if float(score[angle_index, distance]) < 0.05 * frame.anatomy_range:
             break
         score[[(angle_index + k) % bins for k in range(-3, 4)], max(0, distance - 4) : distance + 5] = -math.inf
         # a retractor plate steps sharply back down further out, parallel to it; a blade does not (the

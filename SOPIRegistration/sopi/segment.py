@@ -156,6 +156,13 @@ def _body_mask(work: Array, spacing: Array) -> Array:
     return body
 
 
+def _body_and_bone(work: Array, spacing: Array, threshold: float) -> tuple[Array, Array, Array]:
+    """Steps 1-2 on the working grid: ``(smoothed HU, body, bone inside it)``."""
+    work, _ = _denoise(work)
+    body = _body_mask(work, spacing)
+    return work, body, (work > _WORK_THRESHOLD_FACTOR * threshold) & body
+
+
 def _lateral_extent(work: Array, body: Array, dy: Array, dx: Array, spacing: Array) -> Array:
     """Step 4: (K,) half-width (mm): ``_ROI_THORAX_MM`` where >= 500 mm2 of lung lies within
     80 mm to the side and 40 mm before or behind the canal centre (median over 20 mm), else
@@ -318,6 +325,9 @@ def _half_maximum_edge(selected: Array, hu: Array) -> Array:
     return selected & ~(surface & (hu < soft + _EDGE_FRACTION * (peak - soft)))
 
 
+# --------------------------------------------------------------------------- public API
+
+
 def segment_spine(
     ct: Volume,
     *,
@@ -376,9 +386,7 @@ def segment_spine(
         raise InputError(f"segment_spine: the CT holds only air (maximum {float(data.max()):g} HU)")
 
     stage(0.1, "body")
-    work, _ = _denoise(work)
-    body = _body_mask(work, work_spacing)
-    bone = (work > _WORK_THRESHOLD_FACTOR * threshold) & body
+    work, body, bone = _body_and_bone(work, work_spacing, threshold)
     if not bone.any():
         raise InputError(f"segment_spine: no bone (HU > {threshold:g}) inside the body")
     bone_fraction = float(bone.sum()) / max(float(body.sum()), 1.0)
@@ -428,8 +436,7 @@ def bone_mask(ct: Volume, bone_threshold_hu: float = 200.0, min_piece_ml: float 
     if not isinstance(ct, Volume) or ct.data.ndim != 3:
         raise InputError("bone_mask: expected a 3D CT Volume in HU")
     grid = _WorkingGrid.of(ct)
-    work, _ = _denoise(grid.work)
-    bone = (work > _WORK_THRESHOLD_FACTOR * float(bone_threshold_hu)) & _body_mask(work, grid.spacing)
+    _, _, bone = _body_and_bone(grid.work, grid.spacing, float(bone_threshold_hu))
     labels, count = ndi.label(bone)
     sizes = ndi.sum_labels(bone, labels, np.arange(1, count + 1)) * float(np.prod(grid.spacing)) / 1000.0
     bone = np.isin(labels, 1 + np.flatnonzero(sizes >= min_piece_ml))

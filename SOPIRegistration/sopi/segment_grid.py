@@ -191,5 +191,3 @@ def _upsample(selected: Array, shape: Sequence[int], factors: Sequence[int], fli
     out[tuple(region)] = values > _UPSAMPLE_LEVEL
     return out
 
-
-# --------------------------------------------------------------------------- public API
