@@ -58,6 +58,7 @@ def test_register_recovers_the_simulated_pose(registered):
     attribute = registration.transform_node.GetAttribute("SOPIRegistration.Confidence")
     assert float(attribute) == pytest.approx(registration.result.confidence, abs=1e-4)
     assert registration.transform_node.GetAttribute("SOPIRegistration.LikelyFailed") == "false"
+    assert registration.result.mask_source == "given"  # read back from the engine process's result JSON
     fractions = [fraction for fraction, _ in registered["messages"]]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
 
