@@ -151,3 +151,64 @@ def test_a_proposal_is_refined_right_after_the_start_and_can_win(far_case, monke
     outcome = global_search(problem, GlobalStage(), Monitor(None, None), proposals=[proposal])
     assert torch.equal(calls[1], proposal) and torch.equal(outcome.theta, proposal)
     assert len(calls) == GlobalStage().hypotheses + 2  # the start, the proposal and the search's own
+
+
+def test_widened_reaches_further_in_roll_for_global_searches_only():
+    from sopi.registration.methods import widened
+
+    assert widened(get_method("opt")) is None  # nothing to widen
+    wider = widened(get_method("global+opt"))
+    first = get_method("global+opt")[0]
+    assert wider[0].roll_deg == first.wider_roll_deg > first.out_of_plane_deg
+    assert wider[0].out_of_plane_deg == first.out_of_plane_deg and wider[1:] == get_method("opt")
+    assert widened(wider) is None  # already as wide as it goes
+
+
+def _fake_pass(confidence: float, label: str):
+    from sopi.registration.api import _Pass
+    from sopi.registration.confidence import LIKELY_FAILED_BELOW
+
+    assessment = type("Assessment", (), {"confidence": confidence, "likely_failed": confidence < LIKELY_FAILED_BELOW})()
+    return _Pass(None, torch.full((6,), confidence, dtype=torch.float64), [{"stage": label}], 3, True, confidence, assessment, {"pass": label})
+
+
+def test_a_second_wider_pass_runs_only_after_a_flagged_result_and_the_more_confident_pass_wins():
+    from sopi.registration.api import run_passes
+    from sopi.registration.methods import WIDER_NOTE
+
+    stages = get_method("global+opt")
+    for first, second, winner in [(0.9, None, 0.9), (0.2, 0.8, 0.8), (0.3, 0.1, 0.3)]:
+        calls = []
+
+        def run(chosen, note):
+            calls.append((chosen, note))
+            return _fake_pass(first if len(calls) == 1 else second, note or "first")
+
+        final = run_passes(run, stages)
+        assert float(final.theta[0]) == winner and final.similarity == winner
+        if second is None:  # trusted: one pass
+            assert len(calls) == 1 and final.records == [{"stage": "first"}] and final.iterations == 3
+        else:  # flagged: a second pass with the roll widened, both passes recorded whichever wins
+            assert [note for _, note in calls] == ["", WIDER_NOTE]
+            assert calls[1][0][0].roll_deg == stages[0].wider_roll_deg
+            assert final.records == [{"stage": "first"}, {"stage": WIDER_NOTE}] and final.iterations == 6
+            assert final.preparation == {"pass": "first" if winner == first else WIDER_NOTE}
+
+
+def test_a_roll_beyond_the_first_search_is_found_by_the_wider_second_pass():
+    """ry 68 deg (a wide start's tail: the C-arm's orbit or the patient's roll) lies beyond the
+    first search's +-40 deg; the first pass ends far off and is flagged, the second finds it."""
+    ct, labels = load_sample()
+    spine = mask_from_labels(labels)
+    start = nominal_view("ap", mask_centroid_world(spine), SMALL.source_to_isocenter_mm)
+    truth = start.pose(torch.tensor([8.0, 68.0, -10.0, 10.0, -5.0, 20.0], dtype=torch.float64))
+    image = render_drr(rendering_volume(ct, "hu"), SMALL, truth)
+    points = torch.nonzero(spine.data)[::200].flip(-1).double() @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    found = register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine, prepare=False)
+    first = [record for record in found.stages if not record["stage"].startswith("wider")]
+    second = [record for record in found.stages if record["stage"].startswith("wider search: ")]
+    assert [record["stage"] for record in first] == [stage.label for stage in get_method("global+opt")]
+    assert len(second) == len(first)
+    first_pose = start.pose(torch.tensor(list(first[-1]["params"].values()), dtype=torch.float64))
+    assert float(mtre_mm(first_pose, truth, points)) > 10.0
+    assert float(mtre_mm(found.camera_from_world, truth, points)) < 2.0 and not found.likely_failed

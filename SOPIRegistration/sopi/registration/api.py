@@ -18,7 +18,7 @@ from ..render import rendering_volume
 from ..nets.model_file import LoadedModel, load_model
 from ..volume import Volume
 from .global_search import GlobalStage, global_search
-from .methods import FineStage, NetworkStage, Stage, default_method, get_method, needs_mask, needs_model, scaled_budgets, single_level
+from .methods import WIDER_NOTE, FineStage, NetworkStage, Stage, default_method, get_method, needs_mask, needs_model, scaled_budgets, single_level, widened
 from .optimizers import Monitor, OptimizerResult, adam, cma_es, multi_start, powell
 from .problem import PoseProblem, default_pivot
 
@@ -182,46 +182,53 @@ def register(
         from .preparation import prepare_fixed
 
         fixed, weight, preparation = prepare_fixed(fixed, attenuation, initial_pose, resolve_device(device))
-    problem = PoseProblem(
-        attenuation, fixed.image, geometry, initial_pose.to(torch.float64), pivot,
-        mask=spine, device=resolve_device(device), step_mm=step_mm, xray_weight=weight,
-    )
-    theta = torch.zeros(6, dtype=torch.float64)
-    records, iterations, converged, similarity = [], 0, True, float("nan")
-    scatter_checked = False
-    for index, stage in enumerate(stages):
-        monitor = Monitor(progress, cancel, index / len(stages), (index + 1) / len(stages), stage.label)
-        stage_started = time.perf_counter()
-        extra: dict = {}
-        if isinstance(stage, GlobalStage):
-            proposals = [theta] if index > 0 else []  # an earlier stage's pose (a network's) competes with the search's
-            outcome = global_search(problem, stage, monitor, seed + index, proposals=proposals)
-            extra = {"hypotheses": [round(value, 4) for _, value in outcome.hypotheses]}
-        elif isinstance(stage, NetworkStage):
-            outcome = _network_stage(problem, networks["rtpi"], spine, fixed, monitor)
-        elif isinstance(stage, FineStage):
-            outcome = _fine_stage(problem, networks["fine"], stage, spine, fixed, theta, monitor)
-        else:
-            if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter
-                preparation.update(problem.adapt_to_xray(theta, stage.level_factor(max(geometry.rows, geometry.cols)), stage.measure))
-                scatter_checked = True
-            outcome = _run_stage(problem, stage, theta, seed + index, monitor)
-        theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged
-        similarity = -outcome.loss
-        records.append(
-            {
-                "stage": stage.label, "iterations": outcome.iterations, "similarity": similarity,
-                "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta),
-                "renders": outcome.evaluations, **extra,  # a global search counts its search renders there too
-            }
+
+    def run(chosen: tuple, note: str) -> _Pass:
+        problem = PoseProblem(  # a fresh one per pass: adapting to the X-ray changes its weights
+            attenuation, fixed.image, geometry, initial_pose.to(torch.float64), pivot,
+            mask=spine, device=resolve_device(device), step_mm=step_mm, xray_weight=weight,
         )
+        found = dict(preparation)
+        theta = torch.zeros(6, dtype=torch.float64)
+        records, iterations, converged, similarity = [], 0, True, float("nan")
+        scatter_checked = False
+        for index, stage in enumerate(chosen):
+            monitor = Monitor(progress, cancel, index / len(chosen), (index + 1) / len(chosen), note + stage.label)
+            stage_started = time.perf_counter()
+            extra: dict = {}
+            if isinstance(stage, GlobalStage):
+                proposals = [theta] if index > 0 else []  # an earlier stage's pose (a network's) competes with the search's
+                outcome = global_search(problem, stage, monitor, seed + index, proposals=proposals)
+                extra = {"hypotheses": [round(value, 4) for _, value in outcome.hypotheses]}
+            elif isinstance(stage, NetworkStage):
+                outcome = _network_stage(problem, networks["rtpi"], spine, fixed, monitor)
+            elif isinstance(stage, FineStage):
+                outcome = _fine_stage(problem, networks["fine"], stage, spine, fixed, theta, monitor)
+            else:
+                if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter
+                    found.update(problem.adapt_to_xray(theta, stage.level_factor(max(geometry.rows, geometry.cols)), stage.measure))
+                    scatter_checked = True
+                outcome = _run_stage(problem, stage, theta, seed + index, monitor)
+            theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged
+            similarity = -outcome.loss
+            records.append(
+                {
+                    "stage": note + stage.label, "iterations": outcome.iterations, "similarity": similarity,
+                    "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta),
+                    "renders": outcome.evaluations, **extra,  # a global search counts its search renders there too
+                }
+            )
+        return _Pass(problem, theta, records, iterations, converged, similarity, assess(problem, theta), found)
+
     from .confidence import assess
 
-    assessment = assess(problem, theta)
+    final = run_passes(run, stages)
+    theta, records, iterations, converged, similarity, assessment = (
+        final.theta, final.records, final.iterations, final.converged, final.similarity, final.assessment)
     if progress is not None:
         progress(1.0, "done")
     return RegistrationResult(
-        camera_from_world=problem.pose(theta),
+        camera_from_world=final.problem.pose(theta),
         params=theta,
         method=method,
         time_s=time.perf_counter() - started,
@@ -230,12 +237,42 @@ def register(
         converged=converged,
         pivot_world=pivot,
         stages=records,
-        xray_preparation=preparation,
+        xray_preparation=final.preparation,
         confidence=assessment.confidence,
         likely_failed=assessment.likely_failed,
         confidence_details=assessment.details(),
         mask_source=mask_source,
     )
+
+
+@dataclass
+class _Pass:
+    """One run of a method's stages: the problem it ran on, where it ended, its records, assessment
+    and what it found about the X-ray(s) (the result's ``xray_preparation``)."""
+
+    problem: object
+    theta: torch.Tensor
+    records: list[dict]
+    iterations: int
+    converged: bool
+    similarity: float
+    assessment: object
+    preparation: object
+
+
+def run_passes(run: Callable[[tuple, str], _Pass], stages: tuple) -> _Pass:
+    """``run(stages, "")``; when its result is flagged likely failed and the method has a global search
+    to widen (:func:`~sopi.registration.methods.widened`), also ``run(wider, WIDER_NOTE)`` from the
+    same start. The more confident pass wins; its records and iterations include both passes'."""
+    final = run(stages, "")
+    wider = widened(stages)
+    if final.assessment.likely_failed and wider is not None:
+        second = run(wider, WIDER_NOTE)
+        records, iterations = final.records + second.records, final.iterations + second.iterations
+        if second.assessment.confidence > final.assessment.confidence:
+            final = second
+        final.records, final.iterations = records, iterations
+    return final
 
 
 def load_networks(method: str, models: dict, device: str | torch.device = "auto") -> dict[str, LoadedModel]:

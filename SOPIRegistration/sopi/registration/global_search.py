@@ -46,6 +46,12 @@ class GlobalStage:
 
     out_of_plane_deg: float = 40.0  # beyond the +-30 deg a clinician would accept: poses at the edge (rx 30, ry 23 deg) were missed with 30
     out_of_plane_step_deg: float = 10.0
+    # ry (about the detector's columns: the body's long axis in the nominal views, so the C-arm's
+    # orbit and the patient's roll) reaches this far; None: as far as out_of_plane_deg
+    roll_deg: float | None = None
+    # a second search reaches this far in ry when the first result is flagged likely failed
+    # (sopi.registration.methods.widened): a 70 deg roll (a wide start's tail) was missed at 40
+    wider_roll_deg: float = 70.0
     in_plane_deg: float = 30.0
     in_plane_step_deg: float = 6.0
     depth_mm: float = 100.0
@@ -91,8 +97,9 @@ def global_search(
     small = level.projector.geometry
     search = _search_detector(problem, small, stage.max_extent)
     projector = Projector(problem.channels, search, step_mm=level.projector.step_mm).to(problem.device)
-    out_of_plane = _grid(stage.out_of_plane_deg, stage.out_of_plane_step_deg)
-    rotations = torch.tensor(list(itertools.product(out_of_plane, out_of_plane)), dtype=torch.float64)  # (R, 2)
+    tilts = _grid(stage.out_of_plane_deg, stage.out_of_plane_step_deg)
+    rolls = _grid(stage.out_of_plane_deg if stage.roll_deg is None else stage.roll_deg, stage.out_of_plane_step_deg)
+    rotations = torch.tensor(list(itertools.product(tilts, rolls)), dtype=torch.float64)  # (R, 2): rx, ry
     angles = _grid(stage.in_plane_deg, stage.in_plane_step_deg)
     depth = problem.geometry.source_to_isocenter_mm
     scales = torch.linspace(math.log((depth - stage.depth_mm) / depth), math.log((depth + stage.depth_mm) / depth), stage.depth_steps).exp().tolist()

@@ -25,7 +25,10 @@ unit of the optimiser's normalised coordinates for rotations and translations.
   :mod:`sopi.registration.global_search` (out-of-plane rotations rendered on a grid onto a
   detector that holds the whole spine; in-plane rotation, depth and position matched by FFT;
   the best distinct matches refined by short CMA-ES runs), then ``opt``. It needs the
-  spine mask (segmented when none is given).
+  spine mask (segmented when none is given). When the result is flagged likely failed
+  (:mod:`sopi.registration.confidence`), the stages run once more from the start with the
+  search's roll (ry) reaching +-70 deg instead of +-40 deg (:func:`widened`); the more confident
+  pass is kept, so only doubtful cases pay for the wider search.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from dataclasses import dataclass, replace
 from ..errors import InputError
 from .global_search import GlobalStage
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "FineStage", "GlobalStage", "NetworkStage", "Stage", "default_method", "get_method", "needs_mask", "needs_model", "scaled_budgets", "single_level"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "WIDER_NOTE", "FineStage", "GlobalStage", "NetworkStage", "Stage", "default_method", "get_method", "needs_mask", "needs_model", "scaled_budgets", "single_level", "widened"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,25 @@ def default_method(models_given: bool) -> str:
     on 10 wide LIDC cases with 5-minute models it reached mTRE < 10 mm in 70 % against 50 % for
     ``sopi+opt``), else :data:`DEFAULT_METHOD`."""
     return "sopi+global+opt" if models_given else DEFAULT_METHOD
+
+
+#: Prefix of the stage labels (records, progress) of the second, wider pass.
+WIDER_NOTE = "wider search: "
+
+
+def widened(stages: tuple) -> tuple | None:
+    """``stages`` with every global search's roll range (ry) widened to its ``wider_roll_deg``, for a
+    second pass when the first result is flagged likely failed; None when there is nothing to widen.
+
+    The roll (about the detector's columns, the body's long axis in the nominal views) is the
+    C-arm's orbit and the patient's roll on the table: the rotation most likely to be far off.
+    """
+    def widens(stage) -> bool:
+        return isinstance(stage, GlobalStage) and stage.wider_roll_deg > (stage.out_of_plane_deg if stage.roll_deg is None else stage.roll_deg)
+
+    if not any(widens(stage) for stage in stages):
+        return None
+    return tuple(replace(stage, roll_deg=stage.wider_roll_deg) if widens(stage) else stage for stage in stages)
 
 
 def needs_mask(name: str) -> bool:

@@ -203,7 +203,7 @@ def register_views(
     from ..io import read_ct, read_mask, read_xray
     from ..validate import check_ct_content, check_pose_in_front, check_rigid_pose, check_seed, check_xray_signal
     from ..views import views_from_reference
-    from .api import _run_stage, _spine_mask
+    from .api import _Pass, _run_stage, _spine_mask, run_passes
 
     check_seed(seed)
     xrays = list(xrays)
@@ -252,57 +252,64 @@ def register_views(
         pivot = default_pivot(initial_pose, geometry)
     attenuation = rendering_volume(ct_volume, "hu")
     chosen_device = resolve_device(device)
-    views, preparations = [], []
+    prepared, preparations = [], []
     for item, transform in zip(fixed, transforms):
         weight, record = None, {}
         if prepare:
             from .preparation import prepare_fixed
 
             item, weight, record = prepare_fixed(item, attenuation, transform @ initial_pose, chosen_device)
+        prepared.append((item, weight, transform))
         preparations.append(record)
-        views.append(LinkedProblem(
+
+    def run(chosen: tuple, note: str) -> _Pass:
+        views = [LinkedProblem(  # fresh ones per pass: adapting to the X-ray changes their weights
             attenuation, item.image, item.geometry, initial_pose.to(torch.float64), pivot, mask=spine, device=chosen_device,
             step_mm=step_mm, xray_weight=weight, view_from_reference=transform,
-        ))
-    problem = MultiViewProblem(views)
-    theta = torch.zeros(6, dtype=torch.float64)
-    records, iterations, converged, similarity = [], 0, True, float("nan")
-    scatter_checked = False
-    for index, stage in enumerate(stages):
-        monitor = Monitor(progress, cancel, index / len(stages), (index + 1) / len(stages), stage.label)
-        stage_started = time.perf_counter()
-        extra: dict = {}
-        if isinstance(stage, GlobalStage):
-            from .multiview_global import joint_global_search
+        ) for item, weight, transform in prepared]
+        found = [dict(record) for record in preparations]
+        problem = MultiViewProblem(views)
+        theta = torch.zeros(6, dtype=torch.float64)
+        records, iterations, converged, similarity = [], 0, True, float("nan")
+        scatter_checked = False
+        for index, stage in enumerate(chosen):
+            monitor = Monitor(progress, cancel, index / len(chosen), (index + 1) / len(chosen), note + stage.label)
+            stage_started = time.perf_counter()
+            extra: dict = {}
+            if isinstance(stage, GlobalStage):
+                from .multiview_global import joint_global_search
 
-            outcome = joint_global_search(problem, stage, monitor, seed + index)
-            extra = {"renders": outcome.renders, "hypotheses": [round(value, 4) for _, value in outcome.hypotheses]}
-        else:
-            factor = stage.level_factor(max(geometry.rows, geometry.cols))
-            if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter and edges
-                for number, (linked, record) in enumerate(zip(views, preparations)):
-                    record.update(linked.adapt_to_xray(theta, problem.view_factor(number, factor), stage.measure))
-                scatter_checked = True
-            outcome = _run_stage(problem, stage, theta, seed + index, monitor)
-        theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged
-        similarity = -outcome.loss
-        records.append({
-            "stage": stage.label, "iterations": outcome.iterations, "similarity": similarity,
-            "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta),
-            "renders": outcome.evaluations * len(views), **extra,  # every view renders each candidate pose
-        })
-    with torch.no_grad():
-        scores = [float(linked.similarity(theta[None], problem.view_factor(number, 2), "gc")[0]) for number, linked in enumerate(views)]
+                outcome = joint_global_search(problem, stage, monitor, seed + index)
+                extra = {"renders": outcome.renders, "hypotheses": [round(value, 4) for _, value in outcome.hypotheses]}
+            else:
+                factor = stage.level_factor(max(geometry.rows, geometry.cols))
+                if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter and edges
+                    for number, (linked, record) in enumerate(zip(views, found)):
+                        record.update(linked.adapt_to_xray(theta, problem.view_factor(number, factor), stage.measure))
+                    scatter_checked = True
+                outcome = _run_stage(problem, stage, theta, seed + index, monitor)
+            theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged
+            similarity = -outcome.loss
+            records.append({
+                "stage": note + stage.label, "iterations": outcome.iterations, "similarity": similarity,
+                "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta),
+                "renders": outcome.evaluations * len(views), **extra,  # every view renders each candidate pose
+            })
+        return _Pass(problem, theta, records, iterations, converged, similarity, assess_views(views, theta), found)
+
     from .confidence import assess_views
 
-    assessment = assess_views(views, theta)
+    final = run_passes(run, stages)
+    views, theta, assessment = final.problem.views, final.theta, final.assessment
+    with torch.no_grad():
+        scores = [float(linked.similarity(theta[None], final.problem.view_factor(number, 2), "gc")[0]) for number, linked in enumerate(views)]
     if progress is not None:
         progress(1.0, "done")
     return MultiViewResult(
-        camera_from_world=problem.pose(theta), params=theta, method=method, time_s=time.perf_counter() - started,
-        similarity=similarity, iterations=iterations, converged=converged, pivot_world=pivot,
+        camera_from_world=final.problem.pose(theta), params=theta, method=method, time_s=time.perf_counter() - started,
+        similarity=final.similarity, iterations=final.iterations, converged=final.converged, pivot_world=pivot,
         view_poses=[linked.pose(theta) for linked in views], view_similarities=scores,
-        xrays=[item.path or f"view {index}" for index, item in enumerate(fixed)], stages=records, xray_preparation=preparations,
+        xrays=[item.path or f"view {index}" for index, item in enumerate(fixed)], stages=final.records, xray_preparation=final.preparation,
         confidence=assessment.confidence, likely_failed=assessment.likely_failed, confidence_details=assessment.details(),
         view_confidences=[view.confidence for view in assessment.views], mask_source=mask_source,
     )
