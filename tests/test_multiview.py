@@ -281,3 +281,38 @@ def test_benchmark_views_rates_confidence_by_hand():
     assert stats["failed_cases"] == 2 and stats["failed_not_flagged"] == pytest.approx(0.5) and stats["success_flagged"] == pytest.approx(0.5)
     assert stats["confidence_median"] == pytest.approx(0.5)
     assert confidence_stats(group[:1]) == {}
+
+
+def test_views_share_one_polarity_judgement_decided_by_the_best_matching_view(monkeypatch):
+    """One C-arm takes every view: the view whose best reading matches best decides, so a view whose
+    start is far off (the LIDC lateral view of a 70 deg roll: bone-dark 0.70 against bone-bright 0.39)
+    is not re-read when the other view reads bone-bright at 0.93 (against 0.85)."""
+    import sopi.registration.preparation as preparation
+    from sopi.io import mask_from_labels
+    from sopi.sample_data import load_sample
+    from sopi.segment import mask_centroid_world
+
+    ct, labels = load_sample()
+    small = CArmGeometry(1011.7, 64, 64, (3.6, 3.6), source_to_isocenter_mm=675.0)
+    ap, lateral = (nominal_view(name, mask_centroid_world(mask_from_labels(labels)), 675.0) for name in ("ap", "lateral"))
+    lateral_geometry = small.with_view_from_reference(lateral.camera_from_world @ invert_rigid(ap.camera_from_world))
+    attenuation = rendering_volume(ct, "hu")
+    truth = ap.pose(torch.tensor([4.0, -3.0, 5.0, 8.0, -6.0, 15.0], dtype=torch.float64))
+    xrays = [XRay(render_drr(attenuation, small, truth), small),
+             XRay(render_drr(attenuation, lateral_geometry, lateral_geometry.reference_transform() @ truth), lateral_geometry)]
+    poses = [ap.camera_from_world, lateral_geometry.reference_transform() @ ap.camera_from_world]
+    inverted = [XRay(float(xray.image.max()) - xray.image, xray.geometry) for xray in xrays]
+    cpu = torch.device("cpu")
+    clean, flipped = (preparation.prepare_views(views, attenuation, poses, cpu) for views in (xrays, inverted))  # really judged
+    for (image, _, record), (again, _, flipped_record) in zip(clean, flipped):
+        assert (record["polarity"], flipped_record["polarity"]) == ("bone-bright", "bone-dark")
+        assert flipped_record["polarity_source"] == "drr-comparison over 2 views"
+        assert torch.allclose(again.image, image.image, atol=1e-3 * float(image.image.abs().max()))  # bone bright again
+    lidc = iter([{"bone-bright": 0.932, "bone-dark": 0.85, "intensity": 0.862}, {"bone-bright": 0.393, "bone-dark": 0.7}])
+    monkeypatch.setattr(preparation, "_polarity_scores", lambda *args: next(lidc))
+    prepared = preparation.prepare_views(xrays, attenuation, poses, cpu)
+    assert [record["polarity"] for _, _, record in prepared] == ["bone-bright", "bone-bright"]
+    assert prepared[1][2]["polarity_scores"]["bone-dark"] == 0.7  # each view keeps its own scores in the record
+    alone = iter([{"bone-bright": 0.393, "bone-dark": 0.7}])  # judged alone, that view would be re-read
+    monkeypatch.setattr(preparation, "_polarity_scores", lambda *args: next(alone))
+    assert preparation.prepare_fixed(xrays[1], attenuation, poses[1], cpu)[2]["polarity"] == "bone-dark"

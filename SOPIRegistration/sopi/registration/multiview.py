@@ -252,15 +252,14 @@ def register_views(
         pivot = default_pivot(initial_pose, geometry)
     attenuation = rendering_volume(ct_volume, "hu")
     chosen_device = resolve_device(device)
-    prepared, preparations = [], []
-    for item, transform in zip(fixed, transforms):
-        weight, record = None, {}
-        if prepare:
-            from .preparation import prepare_fixed
+    if prepare:  # one polarity judgement for all views (one C-arm)
+        from .preparation import prepare_views
 
-            item, weight, record = prepare_fixed(item, attenuation, transform @ initial_pose, chosen_device)
-        prepared.append((item, weight, transform))
-        preparations.append(record)
+        views_prepared = prepare_views(fixed, attenuation, [transform @ initial_pose for transform in transforms], chosen_device)
+    else:
+        views_prepared = [(item, None, {}) for item in fixed]
+    prepared = [(item, weight, transform) for (item, weight, _), transform in zip(views_prepared, transforms)]
+    preparations = [record for _, _, record in views_prepared]
 
     def run(chosen: tuple, note: str) -> _Pass:
         views = [LinkedProblem(  # fresh ones per pass: adapting to the X-ray changes their weights
