@@ -47,6 +47,24 @@ def test_masked_ncc_maps_match_a_direct_computation_and_find_the_cut_out_templat
     assert float(values[0, 0, 1]) < 0.9  # the second local maximum is elsewhere and worse
 
 
+def test_top_peaks_are_the_largest_values_that_top_their_whole_window():
+    """Against a direct definition: a peak is no smaller than every value within ``separation_px``
+    (a square window, cut at the border)."""
+    maps = torch.randn(2, 3, 17, 13, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    maps[0, 1, 4:7, 4:7] = 9.0  # a plateau: every pixel on it is a local maximum
+    values, rows, cols = top_peaks(maps, per_map=3, separation_px=2)
+    for n in range(2):
+        for k in range(3):
+            image = maps[n, k]
+            direct = sorted(
+                (float(image[r, c]), r, c) for r in range(17) for c in range(13)
+                if float(image[r, c]) >= float(image[max(0, r - 2):r + 3, max(0, c - 2):c + 3].max())
+            )[::-1][:3]
+            assert [float(v) for v in values[n, k]] == [value for value, _, _ in direct]
+            for value, r, c in zip(values[n, k].tolist(), rows[n, k].tolist(), cols[n, k].tolist()):
+                assert float(image[r, c]) == value
+
+
 def test_matched_pose_moves_the_match_to_the_principal_point_turned_and_scaled():
     """A point at the isocentre's depth seen at offset d + s R(angle) r from the principal point by the
     old camera is seen at r by the matched pose (to first order in the small angles)."""

@@ -64,8 +64,9 @@ def top_peaks(maps: torch.Tensor, per_map: int, separation_px: int) -> tuple[tor
     """
     flat_shape = maps.shape[:-2]
     stacked = maps.reshape(-1, 1, *maps.shape[-2:])
-    window = 2 * separation_px + 1
-    pooled = torch.nn.functional.max_pool2d(stacked, window, stride=1, padding=separation_px)
+    window = 2 * separation_px + 1  # the square window's maximum, one axis at a time (the same, a third of the work)
+    pooled = torch.nn.functional.max_pool2d(stacked, (1, window), stride=1, padding=(0, separation_px))
+    pooled = torch.nn.functional.max_pool2d(pooled, (window, 1), stride=1, padding=(separation_px, 0))
     maxima = torch.where(stacked == pooled, stacked, torch.full_like(stacked, -torch.inf)).flatten(1)
     values, index = maxima.topk(min(per_map, maxima.shape[1]), dim=1)
     width = maps.shape[-1]
