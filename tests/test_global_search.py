@@ -177,7 +177,7 @@ def test_widened_reaches_further_in_roll_for_global_searches_only():
     assert widened(get_method("opt")) is None  # nothing to widen
     wider = widened(get_method("global+opt"))
     first = get_method("global+opt")[0]
-    assert wider[0].roll_deg == first.wider_roll_deg > first.out_of_plane_deg
+    assert wider[0].roll_deg == first.wider_roll_deg > first.out_of_plane_deg == wider[0].roll_beyond_deg
     assert wider[0].out_of_plane_deg == first.out_of_plane_deg and wider[1:] == get_method("opt")
     assert widened(wider) is None  # already as wide as it goes
 
@@ -230,3 +230,19 @@ def test_a_roll_beyond_the_first_search_is_found_by_the_wider_second_pass():
     first_pose = start.pose(torch.tensor(list(first[-1]["params"].values()), dtype=torch.float64))
     assert float(mtre_mm(first_pose, truth, points)) > 10.0
     assert float(mtre_mm(found.camera_from_world, truth, points)) < 2.0 and not found.likely_failed
+
+
+def test_the_wider_pass_renders_only_the_rolls_beyond_the_first_search(far_case, monkeypatch):
+    import sopi.registration.global_search as global_search_module
+    from sopi.registration.global_search import GlobalStage, global_search
+    from sopi.registration.methods import widened
+    from sopi.registration.optimizers import Monitor, OptimizerResult
+    from sopi.registration.problem import PoseProblem
+
+    ct, spine, start, truth, image, points = far_case
+    problem = PoseProblem(rendering_volume(ct, "hu"), image, SMALL, start.camera_from_world, mask_centroid_world(spine), mask=spine)
+    monkeypatch.setattr(global_search_module, "cma_es", lambda loss, theta, *args, **kwargs: OptimizerResult(theta, 0.0, 1, 1, True))
+    first, wider = GlobalStage(), widened((GlobalStage(),))[0]
+    refinements = 1 + first.hypotheses  # the start and the search's own, one evaluation each here
+    assert global_search(problem, first, Monitor(None, None)).renders == 9 * 9 + refinements  # rx, ry in -40..40 by 10
+    assert global_search(problem, wider, Monitor(None, None)).renders == 9 * 6 + refinements  # ry in +-50, +-60, +-70

@@ -49,6 +49,8 @@ class GlobalStage:
     # ry (about the detector's columns: the body's long axis in the nominal views, so the C-arm's
     # orbit and the patient's roll) reaches this far; None: as far as out_of_plane_deg
     roll_deg: float | None = None
+    # only rolls beyond this are rendered (a second pass skips what the first searched); None: all
+    roll_beyond_deg: float | None = None
     # a second search reaches this far in ry when the first result is flagged likely failed
     # (sopi.registration.methods.widened): a 70 deg roll (a wide start's tail) was missed at 40
     wider_roll_deg: float = 70.0
@@ -99,6 +101,8 @@ def global_search(
     projector = Projector(problem.channels, search, step_mm=level.projector.step_mm).to(problem.device)
     tilts = _grid(stage.out_of_plane_deg, stage.out_of_plane_step_deg)
     rolls = _grid(stage.out_of_plane_deg if stage.roll_deg is None else stage.roll_deg, stage.out_of_plane_step_deg)
+    if stage.roll_beyond_deg is not None:
+        rolls = [roll for roll in rolls if abs(roll) > stage.roll_beyond_deg + 1e-9]
     rotations = torch.tensor(list(itertools.product(tilts, rolls)), dtype=torch.float64)  # (R, 2): rx, ry
     angles = _grid(stage.in_plane_deg, stage.in_plane_step_deg)
     depth = problem.geometry.source_to_isocenter_mm

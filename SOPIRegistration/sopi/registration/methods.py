@@ -137,18 +137,24 @@ WIDER_NOTE = "wider search: "
 
 
 def widened(stages: tuple) -> tuple | None:
-    """``stages`` with every global search's roll range (ry) widened to its ``wider_roll_deg``, for a
-    second pass when the first result is flagged likely failed; None when there is nothing to widen.
+    """``stages`` with every global search's roll range (ry) widened to its ``wider_roll_deg`` and only
+    the rolls beyond the old range rendered, for a second pass when the first result is flagged
+    likely failed; None when there is nothing to widen.
 
     The roll (about the detector's columns, the body's long axis in the nominal views) is the
     C-arm's orbit and the patient's roll on the table: the rotation most likely to be far off.
     """
+    def roll(stage) -> float:
+        return stage.out_of_plane_deg if stage.roll_deg is None else stage.roll_deg
+
     def widens(stage) -> bool:
-        return isinstance(stage, GlobalStage) and stage.wider_roll_deg > (stage.out_of_plane_deg if stage.roll_deg is None else stage.roll_deg)
+        return isinstance(stage, GlobalStage) and stage.roll_beyond_deg is None and stage.wider_roll_deg > roll(stage)
 
     if not any(widens(stage) for stage in stages):
         return None
-    return tuple(replace(stage, roll_deg=stage.wider_roll_deg) if widens(stage) else stage for stage in stages)
+    # only the new rolls are rendered: the first pass searched the rest (its start is refined again)
+    return tuple(replace(stage, roll_deg=stage.wider_roll_deg, roll_beyond_deg=roll(stage)) if widens(stage) else stage
+                 for stage in stages)
 
 
 def needs_mask(name: str) -> bool:
