@@ -189,58 +189,44 @@ def register(
             mask=spine, device=resolve_device(device), step_mm=step_mm, xray_weight=weight,
         )
         found = dict(preparation)
-        theta = torch.zeros(6, dtype=torch.float64)
-        records, iterations, converged, similarity = [], 0, True, float("nan")
         scatter_checked = False
-        for index, stage in enumerate(chosen):
-            monitor = Monitor(progress, cancel, index / len(chosen), (index + 1) / len(chosen), note + stage.label)
-            stage_started = time.perf_counter()
-            extra: dict = {}
+
+        def step(index: int, stage, theta: torch.Tensor, monitor: Monitor):
+            nonlocal scatter_checked
             if isinstance(stage, GlobalStage):
                 proposals = [theta] if index > 0 else []  # an earlier stage's pose (a network's) competes with the search's
                 outcome = global_search(problem, stage, monitor, seed + index, proposals=proposals)
-                extra = {"hypotheses": [round(value, 4) for _, value in outcome.hypotheses]}
-            elif isinstance(stage, NetworkStage):
-                outcome = _network_stage(problem, networks["rtpi"], spine, fixed, monitor)
-            elif isinstance(stage, FineStage):
-                outcome = _fine_stage(problem, networks["fine"], stage, spine, fixed, theta, monitor)
-            else:
-                if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter
-                    found.update(problem.adapt_to_xray(theta, stage.level_factor(max(geometry.rows, geometry.cols)), stage.measure))
-                    scatter_checked = True
-                outcome = _run_stage(problem, stage, theta, seed + index, monitor)
-            theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged
-            similarity = -outcome.loss
-            records.append(
-                {
-                    "stage": note + stage.label, "iterations": outcome.iterations, "similarity": similarity,
-                    "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta),
-                    "renders": outcome.evaluations, **extra,  # a global search counts its search renders there too
-                }
-            )
-        return _Pass(problem, theta, records, iterations, converged, similarity, assess(problem, theta), found)
+                return outcome, {"hypotheses": [round(value, 4) for _, value in outcome.hypotheses]}
+            if isinstance(stage, NetworkStage):
+                return _network_stage(problem, networks["rtpi"], spine, fixed, monitor), {}
+            if isinstance(stage, FineStage):
+                return _fine_stage(problem, networks["fine"], stage, spine, fixed, theta, monitor), {}
+            if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter
+                found.update(problem.adapt_to_xray(theta, stage.level_factor(max(geometry.rows, geometry.cols)), stage.measure))
+                scatter_checked = True
+            return _run_stage(problem, stage, theta, seed + index, monitor), {}
+
+        return stage_loop(problem, chosen, note, step, assess, found, progress, cancel)
 
     from .confidence import assess
 
     final = run_passes(run, stages)
-    theta, records, iterations, converged, similarity, assessment = (
-        final.theta, final.records, final.iterations, final.converged, final.similarity, final.assessment)
     if progress is not None:
         progress(1.0, "done")
     return RegistrationResult(
-        camera_from_world=final.problem.pose(theta),
-        params=theta,
+        camera_from_world=final.problem.pose(final.theta),
+        params=final.theta,
         method=method,
         time_s=time.perf_counter() - started,
-        similarity=similarity,
-        iterations=iterations,
-        converged=converged,
+        similarity=final.similarity,
+        iterations=final.iterations,
+        converged=final.converged,
         pivot_world=pivot,
-        stages=records,
+        stages=final.records,
         xray_preparation=final.preparation,
-        confidence=assessment.confidence,
-        likely_failed=assessment.likely_failed,
-        confidence_details=assessment.details(),
+        confidence=final.assessment.confidence,
+        likely_failed=final.assessment.likely_failed,
+        confidence_details=final.assessment.details(),
         mask_source=mask_source,
     )
 
@@ -258,6 +244,30 @@ class _Pass:
     similarity: float
     assessment: object
     preparation: object
+
+
+def stage_loop(
+    problem, stages: tuple, note: str, step: Callable, assess: Callable, preparation: object,
+    progress: Callable[[float, str], None] | None, cancel: Callable[[], bool] | None, renders_per_pose: int = 1,
+) -> _Pass:
+    """Run ``stages`` in turn from ``theta = 0`` on ``problem`` (one view's or several views'), each
+    stage's label prefixed with ``note``; ``step(index, stage, theta, monitor)`` runs one stage and
+    returns ``(outcome, extra record fields)``. Each candidate pose renders ``renders_per_pose`` DRRs.
+    ``assess(problem, theta)`` judges where the last stage ended."""
+    theta = torch.zeros(6, dtype=torch.float64)
+    records, iterations, converged, similarity = [], 0, True, float("nan")
+    for index, stage in enumerate(stages):
+        monitor = Monitor(progress, cancel, index / len(stages), (index + 1) / len(stages), note + stage.label)
+        stage_started = time.perf_counter()
+        outcome, extra = step(index, stage, theta, monitor)
+        theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged
+        similarity = -outcome.loss
+        records.append({
+            "stage": note + stage.label, "iterations": outcome.iterations, "similarity": similarity,
+            "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta),
+            "renders": outcome.evaluations * renders_per_pose, **extra,  # a global search counts its search renders in extra
+        })
+    return _Pass(problem, theta, records, iterations, converged, similarity, assess(problem, theta), preparation)
 
 
 def run_passes(run: Callable[[tuple, str], _Pass], stages: tuple) -> _Pass:

@@ -203,7 +203,7 @@ def register_views(
     from ..io import read_ct, read_mask, read_xray
     from ..validate import check_ct_content, check_pose_in_front, check_rigid_pose, check_seed, check_xray_signal
     from ..views import views_from_reference
-    from .api import _Pass, _run_stage, _spine_mask, run_passes
+    from .api import _Pass, _run_stage, _spine_mask, run_passes, stage_loop
 
     check_seed(seed)
     xrays = list(xrays)
@@ -268,33 +268,25 @@ def register_views(
         ) for item, weight, transform in prepared]
         found = [dict(record) for record in preparations]
         problem = MultiViewProblem(views)
-        theta = torch.zeros(6, dtype=torch.float64)
-        records, iterations, converged, similarity = [], 0, True, float("nan")
         scatter_checked = False
-        for index, stage in enumerate(chosen):
-            monitor = Monitor(progress, cancel, index / len(chosen), (index + 1) / len(chosen), note + stage.label)
-            stage_started = time.perf_counter()
-            extra: dict = {}
+
+        def step(index: int, stage, theta: torch.Tensor, monitor: Monitor):
+            nonlocal scatter_checked
             if isinstance(stage, GlobalStage):
                 from .multiview_global import joint_global_search
 
                 outcome = joint_global_search(problem, stage, monitor, seed + index)
-                extra = {"renders": outcome.renders, "hypotheses": [round(value, 4) for _, value in outcome.hypotheses]}
-            else:
-                factor = stage.level_factor(max(geometry.rows, geometry.cols))
-                if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter and edges
-                    for number, (linked, record) in enumerate(zip(views, found)):
-                        record.update(linked.adapt_to_xray(theta, problem.view_factor(number, factor), stage.measure))
-                    scatter_checked = True
-                outcome = _run_stage(problem, stage, theta, seed + index, monitor)
-            theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged
-            similarity = -outcome.loss
-            records.append({
-                "stage": note + stage.label, "iterations": outcome.iterations, "similarity": similarity,
-                "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta),
-                "renders": outcome.evaluations * len(views), **extra,  # every view renders each candidate pose
-            })
-        return _Pass(problem, theta, records, iterations, converged, similarity, assess_views(views, theta), found)
+                return outcome, {"renders": outcome.renders, "hypotheses": [round(value, 4) for _, value in outcome.hypotheses]}
+            factor = stage.level_factor(max(geometry.rows, geometry.cols))
+            if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter and edges
+                for number, (linked, record) in enumerate(zip(views, found)):
+                    record.update(linked.adapt_to_xray(theta, problem.view_factor(number, factor), stage.measure))
+                scatter_checked = True
+            return _run_stage(problem, stage, theta, seed + index, monitor), {}
+
+        # every view renders each candidate pose
+        return stage_loop(problem, chosen, note, step, lambda joint, theta: assess_views(joint.views, theta), found, progress, cancel,
+                          renders_per_pose=len(views))
 
     from .confidence import assess_views
 
