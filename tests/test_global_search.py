@@ -13,12 +13,13 @@ from sopi.geometry import CArmGeometry, nominal_view, project_points
 from sopi.io import mask_from_labels
 from sopi.io_xray import XRay
 from sopi.registration import register
+from sopi.registration.confidence import PROBE_RENDERS
 from sopi.registration.global_search import _matched_pose
 from sopi.registration.methods import DEFAULT_METHOD, default_method, get_method, needs_mask
 from sopi.render import render_drr, rendering_volume
 from sopi.sample_data import load_sample
 from sopi.segment import mask_centroid_world
-from sopi.template_matching import masked_ncc_maps, top_peaks
+from sopi.template_matching import gradient_ncc_maps, masked_ncc_maps, top_peaks
 
 SMALL = CArmGeometry(1011.7, 96, 96, (2.4, 2.4), source_to_isocenter_mm=675.0)
 
@@ -45,6 +46,32 @@ def test_masked_ncc_maps_match_a_direct_computation_and_find_the_cut_out_templat
     assert (int(rows[0, 0, 0]), int(cols[0, 0, 0])) == (12, 30)
     assert float(values[0, 0, 0]) == pytest.approx(1.0, abs=1e-9)
     assert float(values[0, 0, 1]) < 0.9  # the second local maximum is elsewhere and worse
+
+
+def test_gradient_ncc_maps_match_a_direct_computation_over_both_channels_and_find_the_cut_out_template():
+    """The joint score against its definition (centred masked template, raw window, both channels
+    as one vector), at shifts with and without a match."""
+    generator = torch.Generator().manual_seed(4)
+    image = torch.randn(2, 2, 40, 50, generator=generator, dtype=torch.float64)
+    template = image[1, :, 12:27, 30:44].clone() * 3.0 + 0.5  # gain and offset: the centred template ignores both
+    mask = torch.ones(15, 14, dtype=torch.bool)
+    mask[:4, :5] = False
+    template[:, ~mask] = 100.0  # garbage under the mask
+    maps = gradient_ncc_maps(image, template[None], mask[None], min_fraction=0.0)
+    assert maps.shape == (2, 1, 26, 37)
+
+    def direct(n: int, row: int, col: int) -> float:
+        window = image[n, :, row:row + 15, col:col + 14][:, mask]
+        values = template[:, mask]
+        values = values - values.mean(dim=1, keepdim=True)  # each channel centred over the mask
+        return float((window * values).sum() / torch.sqrt(window.square().sum() * values.square().sum()))
+
+    for n, row, col in [(0, 0, 0), (0, 5, 17), (1, 12, 30), (1, 25, 36)]:
+        assert float(maps[n, 0, row, col]) == pytest.approx(direct(n, row, col), abs=1e-9)
+    values, rows, cols = top_peaks(maps[1:], per_map=1, separation_px=3)
+    assert (int(rows[0, 0, 0]), int(cols[0, 0, 0])) == (12, 30)
+    assert float(values[0, 0, 0]) > 0.95  # a raw window of zero-mean noise is almost centred
+    assert float(maps[0].max()) < 0.7  # the other image holds no copy
 
 
 def test_top_peaks_are_the_largest_values_that_top_their_whole_window():
@@ -119,6 +146,34 @@ def test_global_search_recovers_a_pose_far_outside_the_capture_range_of_opt(far_
     search = found.stages[0]
     assert search["stage"] == "global search" and search["renders"] > 0
     assert search["hypotheses"] == sorted(search["hypotheses"], reverse=True)
+    assert search["searched"] and search["start_confidence"] < 0.5  # the far start was judged and not trusted
+
+
+def test_a_confident_start_is_kept_without_searching(far_case):
+    """From a start 2 deg / 4 mm off the truth, the refined start's confidence passes the stage's
+    threshold: no search renders, and the registration still lands on the truth."""
+    from dataclasses import replace
+
+    from sopi.registration.global_search import GlobalStage, global_search
+    from sopi.registration.optimizers import Monitor
+    from sopi.registration.problem import PoseProblem
+
+    ct, spine, _, truth, image, points = far_case
+    elsewhere = nominal_view("ap", mask_centroid_world(spine) + torch.tensor([0.0, 0.0, 40.0], dtype=torch.float64), SMALL.source_to_isocenter_mm)
+    near = elsewhere.pose(torch.tensor([20.0, -13.0, 19.0, 29.0, -8.0, 57.0], dtype=torch.float64))
+    assert float(mtre_mm(near, truth, points)) > 3.0
+    problem = PoseProblem(rendering_volume(ct, "hu"), image, SMALL, near, mask_centroid_world(spine), mask=spine)
+    stage = GlobalStage()
+    kept = global_search(problem, stage, Monitor(None, None))
+    assert not kept.searched and kept.start_confidence >= stage.accept_start_above
+    assert kept.renders == stage.refine_generations * stage.refine_population + PROBE_RENDERS  # the start's refinement and its assessment
+    assert len(kept.hypotheses) == 1
+    searched = global_search(problem, replace(stage, accept_start_above=None), Monitor(None, None))
+    assert searched.searched and searched.start_confidence is None and searched.renders > 81
+    assert any(torch.equal(theta, kept.theta) for theta, _ in searched.hypotheses)  # the same refined start, searched or not
+    found = register(ct, XRay(image, SMALL), initial_pose=near, mask=spine, prepare=False)
+    assert not found.stages[0]["searched"] and found.stages[0]["start_confidence"] >= 0.5
+    assert float(mtre_mm(found.camera_from_world, truth, points)) < 1.0
 
 
 def test_the_refined_start_wins_near_ties(far_case, monkeypatch):
@@ -244,5 +299,10 @@ def test_the_wider_pass_renders_only_the_rolls_beyond_the_first_search(far_case,
     monkeypatch.setattr(global_search_module, "cma_es", lambda loss, theta, *args, **kwargs: OptimizerResult(theta, 0.0, 1, 1, True))
     first, wider = GlobalStage(), widened((GlobalStage(),))[0]
     refinements = 1 + first.hypotheses  # the start and the search's own, one evaluation each here
-    assert global_search(problem, first, Monitor(None, None)).renders == 9 * 9 + refinements  # rx, ry in -40..40 by 10
+    outcome = global_search(problem, first, Monitor(None, None))
+    assert outcome.searched and outcome.start_confidence < first.accept_start_above  # the far start is judged, then searched from
+    assert outcome.renders == 9 * 9 + refinements + PROBE_RENDERS  # rx, ry in -40..40 by 10; the start's assessment
+    assert wider.accept_start_above is None  # the second pass never skips its search
     assert global_search(problem, wider, Monitor(None, None)).renders == 9 * 6 + refinements  # ry in +-50, +-60, +-70
+    everything = widened((GlobalStage(),), searched=False)[0]  # the first pass accepted its start: every roll
+    assert global_search(problem, everything, Monitor(None, None)).renders == 9 * 15 + refinements  # ry in -70..70

@@ -14,7 +14,7 @@ from sopi.geometry import CArmGeometry, nominal_view, save_pose
 from sopi.io import mask_from_labels, write_xray
 from sopi.io_xray import XRay
 from sopi.registration import register
-from sopi.registration.optimizers import Monitor, adam, cma_es, powell
+from sopi.registration.optimizers import AdamStep, Monitor, adam, cma_es, powell
 from sopi.render import render_drr, rendering_volume
 from sopi.sample_data import load_sample, sample_ct_path, sample_vertebrae_path
 from sopi.segment import mask_centroid_world
@@ -41,6 +41,22 @@ def test_optimisers_find_the_minimum_of_a_quadratic(name):
         result = powell(quadratic, start, SCALE, evaluations=2000, tolerance=1e-10)
     assert torch.allclose(result.theta, OPTIMUM, atol=0.05)
     assert result.loss == pytest.approx(float(quadratic(result.theta)), abs=1e-9)
+
+
+def test_adam_step_moves_like_torch_optim_adam():
+    """The written-out update follows torch's own Adam step for step on a curved, anisotropic loss."""
+    ours = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64, requires_grad=True)
+    theirs = ours.detach().clone().requires_grad_(True)
+    step, reference = AdamStep(ours, 0.07), torch.optim.Adam([theirs], lr=0.07)
+    weights = torch.tensor([1.0, 10.0, 0.1], dtype=torch.float64)
+    for _ in range(40):
+        for x in (ours, theirs):
+            x.grad = None
+            (weights * (x - 0.5).pow(4) + torch.sin(x).sum()).sum().backward()
+        step()
+        reference.step()
+        assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
+    assert not torch.allclose(ours.detach(), torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64))
 
 
 def test_cma_es_is_deterministic_for_a_seed():

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["masked_ncc_maps", "top_peaks"]
+__all__ = ["gradient_ncc_maps", "masked_ncc_maps", "top_peaks"]
 
 _TINY = 1e-12
 
@@ -54,6 +54,47 @@ def masked_ncc_maps(images: torch.Tensor, templates: torch.Tensor, masks: torch.
         score = numerator / torch.sqrt(variance * energy[None, :, channel, None, None] + _TINY)
         total = total + torch.where(variance > floor, score, torch.zeros_like(score))
     return total / channels
+
+
+def gradient_ncc_maps(images: torch.Tensor, templates: torch.Tensor, masks: torch.Tensor, min_fraction: float = 0.3) -> torch.Tensor:
+    """Scores ``(N, K, H - h + 1, W - w + 1)`` of ``(N, C, H, W)`` derivative images and ``(K, C, h, w)``
+    derivative templates, the ``C`` channels taken together as one vector field.
+
+    The score at a shift is the cosine between the masked template, centred over its mask, and
+    the window under it, both as vectors over the masked pixels of every channel:
+
+        score(u) = sum_c sum_p A_c(p) D_c(u + p) / sqrt(sum_c sum_p M(p) D_c(u + p)^2 * sum_c sum_p A_c(p)^2)
+
+    The window is *not* centred: image derivatives average to about zero over a window, and a
+    window that does not (a smooth ramp across it) is one whose edges say little, so it may
+    score lower. That leaves two inverse FFTs per image and template (the numerator, summed over
+    channels in the frequency domain, and the window energy) where :func:`masked_ncc_maps`
+    needs three per channel. Windows whose energy is below ``min_fraction`` of the median
+    window's score 0 (flat regions).
+    """
+    count, channels, height, width = images.shape
+    rows, cols = templates.shape[-2:]
+    if rows > height or cols > width:
+        raise ValueError(f"template {rows}x{cols} is larger than the image {height}x{width}")
+    size = (height, width)
+    masks = masks.to(images.dtype)
+    weight = masks.sum(dim=(-2, -1)).clamp(min=1.0)  # (K,)
+    means = (templates * masks[:, None]).sum(dim=(-2, -1)) / weight[:, None]
+    centred = (templates - means[..., None, None]) * masks[:, None]  # (K, C, h, w)
+    energy = centred.square().sum(dim=(-3, -2, -1))  # (K,)
+    image_f = torch.fft.rfft2(images, s=size)  # (N, C, ., .)
+    power_f = torch.fft.rfft2(images.square().sum(dim=1), s=size)  # (N, ., .)
+    centred_f = torch.fft.rfft2(centred, s=size).conj()  # (K, C, ., .)
+    mask_f = torch.fft.rfft2(masks, s=size).conj()  # (K, ., .)
+    product = image_f[:, None, 0] * centred_f[None, :, 0]
+    for channel in range(1, channels):
+        product += image_f[:, None, channel] * centred_f[None, :, channel]
+    numerator = torch.fft.irfft2(product, s=size)[..., : height - rows + 1, : width - cols + 1]
+    del product
+    window = torch.fft.irfft2(power_f[:, None] * mask_f[None], s=size)[..., : height - rows + 1, : width - cols + 1].clamp(min=0.0)
+    floor = min_fraction * window.flatten(-2).median(dim=-1).values[..., None, None]
+    score = numerator / torch.sqrt(window * energy[None, :, None, None] + _TINY)
+    return torch.where(window > floor, score, torch.zeros_like(score))
 
 
 def top_peaks(maps: torch.Tensor, per_map: int, separation_px: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -196,7 +196,10 @@ def register(
             if isinstance(stage, GlobalStage):
                 proposals = [theta] if index > 0 else []  # an earlier stage's pose (a network's) competes with the search's
                 outcome = global_search(problem, stage, monitor, seed + index, proposals=proposals)
-                return outcome, {"hypotheses": [round(value, 4) for _, value in outcome.hypotheses]}
+                extra = {"hypotheses": [round(value, 4) for _, value in outcome.hypotheses], "searched": outcome.searched}
+                if outcome.start_confidence is not None:
+                    extra["start_confidence"] = round(outcome.start_confidence, 4)
+                return outcome, extra
             if isinstance(stage, NetworkStage):
                 return _network_stage(problem, networks["rtpi"], spine, fixed, monitor), {}
             if isinstance(stage, FineStage):
@@ -275,7 +278,7 @@ def run_passes(run: Callable[[tuple, str], _Pass], stages: tuple) -> _Pass:
     to widen (:func:`~sopi.registration.methods.widened`), also ``run(wider, WIDER_NOTE)`` from the
     same start. The more confident pass wins; its records and iterations include both passes'."""
     final = run(stages, "")
-    wider = widened(stages)
+    wider = widened(stages, searched=all(record.get("searched", True) for record in final.records))
     if final.assessment.likely_failed and wider is not None:
         second = run(wider, WIDER_NOTE)
         records, iterations = final.records + second.records, final.iterations + second.iterations

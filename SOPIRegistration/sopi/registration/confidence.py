@@ -30,10 +30,12 @@ import torch
 
 from .problem import PoseProblem
 
-__all__ = ["Assessment", "LIKELY_FAILED_BELOW", "ViewsAssessment", "assess", "assess_views", "landscape_features", "perturbations"]
+__all__ = ["Assessment", "LIKELY_FAILED_BELOW", "PROBE_RENDERS", "ViewsAssessment", "assess", "assess_views", "landscape_features", "perturbations"]
 
 #: The landscape probe: one step about / along each axis (deg, mm).
 PROBE_DEG, PROBE_MM = 2.0, 5.0
+#: DRRs one assessment renders: the result and its 12 moves.
+PROBE_RENDERS = 13
 #: Logistic model over (similarity, peak drop); fitted by benchmarks/confidence_calibration.py.
 COEFFICIENTS = {"bias": -5.09, "similarity": 2.68, "drop": 27.71}
 #: ``likely_failed`` below this confidence.

@@ -4,15 +4,20 @@ Only the two out-of-plane rotations need new renders. For each ``(rx, ry)`` on a
 CT is rendered once onto a *search detector*: the working detector extended on every
 side so that it holds the projection of the whole spine plus half an X-ray. The X-ray,
 rotated in its plane (``rz``) and scaled (depth, close to a scale change at the
-isocentre), is then matched at every shift of that DRR at once by FFT (masked gradient
-correlation, :mod:`sopi.template_matching`). So in-plane rotation, depth, in-plane
-translation and *where along the spine the X-ray was taken* cost no renders.
+isocentre), is then matched at every shift of that DRR at once by FFT (the derivatives'
+normalised correlation, :func:`sopi.template_matching.gradient_ncc_maps`). So in-plane
+rotation, depth, in-plane translation and *where along the spine the X-ray was taken* cost
+no renders.
 
-The best matches become poses (a turn of the camera about the source that brings the
-match to the principal point, the in-plane turn, a shift in depth), distinct ones are
-kept as hypotheses with the start itself (so a start that was already close is never lost),
-and each is refined by a short CMA-ES on the working detector. The refined start stays the
-answer unless another hypothesis is clearly more similar (``start_margin``).
+The start is refined first (a short CMA-ES on the working detector). When that refined start
+is already confidently right (:func:`sopi.registration.confidence.assess`, ``accept_start_above``)
+it is the answer and nothing is searched: a start within a few degrees and millimetres (the
+paper's protocol) costs about 110 renders instead of 750. Otherwise the best matches become
+poses (a turn of the camera about the source that brings the match to the principal point,
+the in-plane turn, a shift in depth), distinct ones are kept as hypotheses with the refined
+start (so a start that was already close is never lost), and each is refined the same way.
+The refined start stays the answer unless another hypothesis is clearly more similar
+(``start_margin``).
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from ..distances import _skew
 from ..drr import Projector
 from ..geometry import CArmGeometry, project_points, rigid, transform_points
 from ..similarity import image_gradients
-from ..template_matching import masked_ncc_maps, top_peaks
+from ..template_matching import gradient_ncc_maps, top_peaks
+from .confidence import LIKELY_FAILED_BELOW, PROBE_RENDERS, assess
 from .optimizers import Monitor, OptimizerResult, cma_es
 from .problem import PoseProblem
 
@@ -69,6 +75,10 @@ class GlobalStage:
     # the refined start is kept unless another hypothesis beats its similarity by more than this: on
     # realistic X-rays, near ties between the start and a far-off pose went to the far-off one
     start_margin: float = 0.05
+    # the refined start is the answer, with no search, when its confidence (sopi.registration.confidence.assess)
+    # reaches this (a result not flagged likely failed); None: always search. Refined far and wide starts
+    # scored at most 0.09 on 120 cases of three CTs, clean and realistic (docs/benchmarks.md)
+    accept_start_above: float | None = LIKELY_FAILED_BELOW
     measure: str = "gradient-ncc"
     kind: str = field(default="global", init=False)
 
@@ -80,10 +90,14 @@ class GlobalStage:
 @dataclass
 class GlobalOutcome(OptimizerResult):
     """The best refined hypothesis and every refined hypothesis ``(theta, similarity)``, best first;
-    ``renders`` (and ``evaluations``) count every DRR rendered, the search's and the refinements'."""
+    ``renders`` (and ``evaluations``) count every DRR rendered, the search's and the refinements'.
+    ``start_confidence``: the refined start's confidence when the stage judged it (None otherwise);
+    ``searched``: False when that confidence made the search unnecessary."""
 
     hypotheses: list[tuple[torch.Tensor, float]] = field(default_factory=list)
     renders: int = 0
+    start_confidence: float | None = None
+    searched: bool = True
 
 
 def global_search(
@@ -98,7 +112,8 @@ def global_search(
     level = problem.level(max(1, round(longest / stage.detector_px)))
     small = level.projector.geometry
     search = _search_detector(problem, small, stage.max_extent)
-    projector = Projector(problem.channels, search, step_mm=level.projector.step_mm).to(problem.device)
+    # the attenuation alone: the search matches the DRR's edges, the spine channel would be rendered for nothing
+    projector = Projector(problem.volume, search, step_mm=level.projector.step_mm).to(problem.device)
     tilts = _grid(stage.out_of_plane_deg, stage.out_of_plane_step_deg)
     rolls = _grid(stage.out_of_plane_deg if stage.roll_deg is None else stage.roll_deg, stage.out_of_plane_step_deg)
     if stage.roll_beyond_deg is not None:
@@ -113,22 +128,43 @@ def global_search(
     origin = torch.zeros(6, dtype=torch.float64)  # theta of the start
     proposed = [theta.reshape(6).to(torch.float64) for theta in proposals]
     proposed = [theta for theta in proposed if not _close(theta, origin)]
-    candidates = []  # (score, rotation index, warp index, row, col)
-    steps = len(rotations) + 1 + len(proposed) + stage.hypotheses  # progress: the search renders, then each refinement
+    steps = 1 + len(rotations) + len(proposed) + stage.hypotheses  # progress: the start's refinement, the search renders, the others'
     monitor.report(0, steps)
+
+    refine_factor = max(1, round(longest / stage.refine_px))
+    spread = torch.tensor([stage.refine_scale[0]] * 3 + [stage.refine_scale[1]] * 3, dtype=torch.float64)
+
+    def loss(thetas: torch.Tensor) -> torch.Tensor:
+        return -problem.similarity(thetas, refine_factor, stage.measure)
+
+    quiet = Monitor(None, monitor.cancel)
+
+    def refine(theta: torch.Tensor, index: int):
+        return cma_es(loss, theta, spread, generations=stage.refine_generations, population=stage.refine_population,
+                      sigma=1.0, bound=2.0, seed=seed + index, monitor=quiet)
+
+    first = refine(origin, 0)  # the start itself competes too (chosen[0] below)
+    monitor.report(1, steps)
+    start_confidence = None
+    if stage.accept_start_above is not None:
+        start_confidence = assess(problem, first.theta).confidence
+        if start_confidence >= stage.accept_start_above:
+            return GlobalOutcome(first.theta, first.loss, first.iterations, first.evaluations + PROBE_RENDERS, True,
+                                 hypotheses=[(first.theta, -first.loss)], renders=first.evaluations + PROBE_RENDERS,
+                                 start_confidence=start_confidence, searched=False)
+    candidates = []  # (score, rotation index, warp index, row, col)
     for start in range(0, len(rotations), 8):
         chunk = rotations[start:start + 8]
         theta = torch.zeros(len(chunk), 6, dtype=torch.float64)
         theta[:, :2] = chunk
         with torch.no_grad():
-            rendered = projector(problem.pose(theta).to(problem.device))
-            drr = rendered[:, 0] if rendered.ndim == 4 else rendered
+            drr = projector(problem.pose(theta).to(problem.device))
             gradient_x, gradient_y = image_gradients(drr.to(torch.float32))
-            maps = masked_ncc_maps(torch.stack([gradient_x, gradient_y], dim=1), templates, masks)
+            maps = gradient_ncc_maps(torch.stack([gradient_x, gradient_y], dim=1), templates, masks)
             values, rows, cols = top_peaks(maps, stage.peaks_per_map, separation_px=3)
         for r, k, p in itertools.product(range(len(chunk)), range(len(warps)), range(values.shape[-1])):
             candidates.append((float(values[r, k, p]), start + r, k, int(rows[r, k, p]), int(cols[r, k, p])))
-        monitor.report(min(start + 8, len(rotations)), steps)
+        monitor.report(1 + min(start + 8, len(rotations)), steps)
     candidates.sort(key=lambda item: -item[0])
 
     reference = problem.reference
@@ -148,27 +184,20 @@ def global_search(
         if len(chosen) == wanted:
             break
 
-    refine_factor = max(1, round(longest / stage.refine_px))
-    scale = torch.tensor([stage.refine_scale[0]] * 3 + [stage.refine_scale[1]] * 3, dtype=torch.float64)
-
-    def loss(thetas: torch.Tensor) -> torch.Tensor:
-        return -problem.similarity(thetas, refine_factor, stage.measure)
-
     refined, iterations, evaluations = [], 0, 0
-    quiet = Monitor(None, monitor.cancel)
     for index, theta in enumerate(chosen):
-        outcome = cma_es(loss, theta, scale, generations=stage.refine_generations, population=stage.refine_population,
-                         sigma=1.0, bound=2.0, seed=seed + index, monitor=quiet)
+        outcome = first if index == 0 else refine(theta, index)
         refined.append((outcome.theta, -outcome.loss))
         iterations, evaluations = iterations + outcome.iterations, evaluations + outcome.evaluations
-        monitor.report(len(rotations) + index + 1, steps)
+        monitor.report(1 + len(rotations) + index, steps)
     start_theta, start_similarity = refined[0]  # chosen[0] is the start
     refined.sort(key=lambda item: -item[1])
     best_theta, best_similarity = refined[0]
     if best_similarity <= start_similarity + stage.start_margin:
         best_theta, best_similarity = start_theta, start_similarity
-    renders = len(rotations) + evaluations
-    return GlobalOutcome(best_theta, -best_similarity, iterations, renders, True, hypotheses=refined, renders=renders)
+    renders = len(rotations) + evaluations + (0 if start_confidence is None else PROBE_RENDERS)
+    return GlobalOutcome(best_theta, -best_similarity, iterations, renders, True, hypotheses=refined, renders=renders,
+                         start_confidence=start_confidence)
 
 
 def _grid(half_range: float, step: float) -> list[float]:

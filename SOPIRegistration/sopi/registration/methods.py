@@ -136,10 +136,12 @@ def default_method(models_given: bool) -> str:
 WIDER_NOTE = "wider search: "
 
 
-def widened(stages: tuple) -> tuple | None:
+def widened(stages: tuple, searched: bool = True) -> tuple | None:
     """``stages`` with every global search's roll range (ry) widened to its ``wider_roll_deg`` and only
     the rolls beyond the old range rendered, for a second pass when the first result is flagged
-    likely failed; None when there is nothing to widen.
+    likely failed; None when there is nothing to widen. ``searched``: whether the first pass's
+    search ran; when it accepted its start instead, the second pass renders every roll. The second
+    pass never accepts its start without searching.
 
     The roll (about the detector's columns, the body's long axis in the nominal views) is the
     C-arm's orbit and the patient's roll on the table: the rotation most likely to be far off.
@@ -152,9 +154,9 @@ def widened(stages: tuple) -> tuple | None:
 
     if not any(widens(stage) for stage in stages):
         return None
-    # only the new rolls are rendered: the first pass searched the rest (its start is refined again)
-    return tuple(replace(stage, roll_deg=stage.wider_roll_deg, roll_beyond_deg=roll(stage)) if widens(stage) else stage
-                 for stage in stages)
+    # only the new rolls are rendered where the first pass searched the rest (its start is refined again)
+    return tuple(replace(stage, roll_deg=stage.wider_roll_deg, roll_beyond_deg=roll(stage) if searched else None, accept_start_above=None)
+                 if widens(stage) else stage for stage in stages)
 
 
 def needs_mask(name: str) -> bool:

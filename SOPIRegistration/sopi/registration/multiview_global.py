@@ -14,6 +14,7 @@ short CMA-ES.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
@@ -35,9 +36,10 @@ def joint_global_search(problem, stage: GlobalStage, monitor: Monitor, seed: int
     the best one refined on all views. ``hypotheses`` of the outcome are ``(theta, mean
     similarity)``, best first.
     """
-    outcome = global_search(problem.views[0], stage, monitor, seed)
     if len(problem.views) == 1:
-        return outcome
+        return global_search(problem.views[0], stage, monitor, seed)
+    # view 0 alone cannot vouch for a joint pose (its depth is what the other views settle): always search
+    outcome = global_search(problem.views[0], replace(stage, accept_start_above=None), monitor, seed)
     candidates = []
     for theta, _ in outcome.hypotheses:
         candidates.append(theta)
