@@ -359,3 +359,24 @@ def test_bone_mask_stands_in_where_no_column_is_found() -> None:
     assert m[soft].mean() < 0.02
     with pytest.raises(InputError, match="no bone"):
         bone_mask(Volume(torch.where(no_canal.data > 100.0, 40.0, no_canal.data), ct.world_from_index))
+
+
+def test_find_peaks_agrees_with_scipy_signal_on_smooth_and_flat_topped_profiles():
+    """The disc detector's own peak finder against ``scipy.signal.find_peaks`` (imported here
+    only), on random profiles with plateaus and ties, and on a hand-made profile."""
+    from scipy import ndimage as ndi
+    from scipy.signal import find_peaks as scipy_find_peaks
+
+    from sopi.segment_discs import find_peaks
+
+    generator = np.random.default_rng(0)
+    for trial in range(400):
+        profile = ndi.gaussian_filter1d(generator.normal(size=int(generator.integers(5, 160))) * 200, generator.uniform(0.5, 4))
+        if trial % 3 == 0:
+            profile = np.round(profile / 20) * 20  # flat tops and equal heights
+        prominence, distance = generator.uniform(0, 120), int(generator.integers(1, 8))
+        expected = scipy_find_peaks(profile, prominence=prominence, distance=distance)[0]
+        np.testing.assert_array_equal(find_peaks(profile, prominence, distance), expected)
+    profile = np.array([0, 5, 5, 5, 0, 1, 0, 9, 2, 3, 2, 8, 8])  # plateau middle 2; 5 too low; 12 at the end never counts
+    np.testing.assert_array_equal(find_peaks(profile, prominence=2.0, distance=1), [2, 7])
+    np.testing.assert_array_equal(find_peaks(profile, prominence=2.0, distance=6), [7])  # 2 is within 6 of the higher 7

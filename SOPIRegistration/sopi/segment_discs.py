@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from scipy.signal import find_peaks
 
 from .segment_grid import (
     _CANAL_RADIUS_MM,
@@ -27,6 +26,51 @@ from .segment_grid import (
     _offsets,
     _runs,
 )
+
+
+def find_peaks(values: Array, prominence: float, distance: float) -> Array:
+    """Indices of the peaks of a 1-D profile, as ``scipy.signal.find_peaks(values, prominence=...,
+    distance=...)[0]`` gives them (scipy.signal costs about a second to import, more than the
+    segmentation that needs it).
+
+    A peak is a sample higher than its left neighbour and than the first different sample on
+    its right (a flat top counts once, at its middle; the two ends never count). Peaks closer
+    than ``distance`` samples to a higher kept peak are dropped, highest first; then those whose
+    prominence (height above the higher of the lowest points on either side before a higher
+    sample) is below ``prominence``.
+    """
+    x = np.asarray(values, dtype=float)
+    peaks, i, last = [], 1, len(x) - 1
+    while i < last:
+        if x[i - 1] < x[i]:
+            ahead = i + 1
+            while ahead < last and x[ahead] == x[i]:
+                ahead += 1
+            if x[ahead] < x[i]:
+                peaks.append((i + ahead - 1) // 2)
+                i = ahead
+        i += 1
+    peaks = np.asarray(peaks, dtype=np.intp)
+    keep = np.ones(len(peaks), bool)
+    for j in np.argsort(x[peaks])[::-1]:  # highest first, ties in numpy's default sort order as scipy takes them
+        if not keep[j]:
+            continue
+        near = np.abs(peaks - peaks[j]) < distance
+        near[j] = False
+        keep &= ~near
+    peaks = peaks[keep]
+    kept = []
+    for peak in peaks:
+        lows = []
+        for step, end in ((-1, -1), (1, len(x))):
+            k, low = peak, x[peak]
+            while k != end and x[k] <= x[peak]:
+                low = min(low, x[k])
+                k += step
+            lows.append(low)
+        if x[peak] - max(lows) >= prominence:
+            kept.append(peak)
+    return np.asarray(kept, dtype=np.intp)
 
 
 def _endplate_discs(profile: Array) -> Array:
@@ -46,7 +90,7 @@ def _endplate_discs(profile: Array) -> Array:
         return disc
     low, high = np.percentile(profile, [20, 90])
     smooth = ndi.gaussian_filter1d(profile, 1.0 / _PROFILE_BIN_MM)
-    peaks, _ = find_peaks(smooth, prominence=max(_DISC_DIP_HU, 0.35 * (high - low)), distance=max(1, int(3.0 / _PROFILE_BIN_MM)))
+    peaks = find_peaks(smooth, prominence=max(_DISC_DIP_HU, 0.35 * (high - low)), distance=max(1, int(3.0 / _PROFILE_BIN_MM)))
     if len(peaks) < 2:
         return disc
     lengths = np.diff(peaks) * _PROFILE_BIN_MM
