@@ -154,7 +154,7 @@ def test_a_confident_start_is_kept_without_searching(far_case):
     threshold: no search renders, and the registration still lands on the truth."""
     from dataclasses import replace
 
-    from sopi.registration.global_search import GlobalStage, global_search
+    from sopi.registration.global_search import GlobalStage, global_search, judge_start
     from sopi.registration.optimizers import Monitor
     from sopi.registration.problem import PoseProblem
 
@@ -171,6 +171,11 @@ def test_a_confident_start_is_kept_without_searching(far_case):
     searched = global_search(problem, replace(stage, accept_start_above=None), Monitor(None, None))
     assert searched.searched and searched.start_confidence is None and searched.renders > 81
     assert any(torch.equal(theta, kept.theta) for theta, _ in searched.hypotheses)  # the same refined start, searched or not
+    longer = replace(stage, judge_generations=20)  # judged after a longer refinement of the same seed
+    judged, confidence = judge_start(problem, longer)
+    assert torch.equal(judged.checkpoints[stage.refine_generations].theta, kept.theta)  # its first 8 generations are the start hypothesis
+    assert confidence >= stage.accept_start_above and judged.evaluations > kept.renders - PROBE_RENDERS
+    assert torch.equal(global_search(problem, longer, Monitor(None, None)).theta, judged.theta)
     found = register(ct, XRay(image, SMALL), initial_pose=near, mask=spine, prepare=False)
     assert not found.stages[0]["searched"] and found.stages[0]["start_confidence"] >= 0.5
     assert float(mtre_mm(found.camera_from_world, truth, points)) < 1.0

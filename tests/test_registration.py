@@ -59,6 +59,16 @@ def test_adam_step_moves_like_torch_optim_adam():
     assert not torch.allclose(ours.detach(), torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64))
 
 
+def test_cma_es_checkpoints_are_what_a_shorter_run_returns():
+    start = torch.zeros(6, dtype=torch.float64)
+    long = cma_es(quadratic, start, SCALE, generations=20, population=8, seed=5, patience=50, checkpoints=(4, 9, 30))
+    for generations in (4, 9):
+        short = cma_es(quadratic, start, SCALE, generations=generations, population=8, seed=5, patience=50)
+        assert torch.equal(long.checkpoints[generations].theta, short.theta)
+        assert long.checkpoints[generations].evaluations == short.evaluations == 8 * generations
+    assert long.checkpoints[30] is long and float(quadratic(long.theta)) < float(quadratic(long.checkpoints[4].theta))
+
+
 def test_cma_es_is_deterministic_for_a_seed():
     start = torch.zeros(6, dtype=torch.float64)
     first = cma_es(quadratic, start, SCALE, generations=5, seed=11)

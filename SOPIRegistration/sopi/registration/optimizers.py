@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -48,6 +48,8 @@ class OptimizerResult:
     iterations: int
     evaluations: int
     converged: bool
+    # cma_es(..., checkpoints=...): the best point so far after each of those generations
+    checkpoints: dict[int, OptimizerResult] = field(default_factory=dict)
 
 
 def cma_es(
@@ -64,6 +66,7 @@ def cma_es(
     patience: int = 8,
     restarts: int = 0,
     monitor: Monitor | None = None,
+    checkpoints: Sequence[int] = (),
 ) -> OptimizerResult:
     """CMA-ES (``cmaes`` package) with the whole population rendered in one batch.
 
@@ -71,10 +74,13 @@ def cma_es(
     ``start +- bound * scale``. A run stops after ``generations``, when CMA-ES says so, or
     when the best loss improved by less than ``tolerance`` over ``patience`` generations.
     ``restarts`` more runs follow (IPOP: population doubled each time, restarted from the
-    best point so far); the best point over all runs is returned.
+    best point so far); the best point over all runs is returned. ``checkpoints``: generations
+    of the first run after which the best point so far is kept in the result's ``checkpoints``
+    (the final point for a run that stopped before); with the same seed, a run stopped there
+    would have returned exactly that point.
     """
     monitor = monitor or Monitor()
-    best = _cma_run(loss, start, scale, generations, population, sigma, bound, seed, tolerance, patience, monitor)
+    best = _cma_run(loss, start, scale, generations, population, sigma, bound, seed, tolerance, patience, monitor, checkpoints)
     size = best.evaluations // max(best.iterations, 1)
     for restart in range(1, restarts + 1):
         size *= 2
@@ -85,7 +91,7 @@ def cma_es(
     return best
 
 
-def _cma_run(loss, start, scale, generations, population, sigma, bound, seed, tolerance, patience, monitor) -> OptimizerResult:
+def _cma_run(loss, start, scale, generations, population, sigma, bound, seed, tolerance, patience, monitor, checkpoints=()) -> OptimizerResult:
     from cmaes import CMA
 
     dimension = start.numel()
@@ -95,6 +101,7 @@ def _cma_run(loss, start, scale, generations, population, sigma, bound, seed, to
     history: list[float] = []
     converged = False
     generation = 0
+    kept: dict[int, OptimizerResult] = {}
     for generation in range(1, generations + 1):
         candidates = np.stack([optimizer.ask() for _ in range(optimizer.population_size)])
         theta = start[None] + torch.from_numpy(candidates) * scale[None]
@@ -106,11 +113,15 @@ def _cma_run(loss, start, scale, generations, population, sigma, bound, seed, to
         if values[index] < best_loss:
             best_loss, best_x = float(values[index]), candidates[index]
         history.append(best_loss)
+        if generation in checkpoints:
+            kept[generation] = OptimizerResult(start + torch.from_numpy(best_x) * scale, best_loss, generation, evaluations, False)
         monitor.report(generation, generations, f"loss {best_loss:.4f}")
         if optimizer.should_stop() or (len(history) > patience and history[-patience - 1] - best_loss < tolerance):
             converged = True
             break
-    return OptimizerResult(start + torch.from_numpy(best_x) * scale, best_loss, generation, evaluations, converged)
+    final = OptimizerResult(start + torch.from_numpy(best_x) * scale, best_loss, generation, evaluations, converged)
+    final.checkpoints = {**{point: final for point in checkpoints}, **kept}
+    return final
 
 
 def _finite_losses(values: np.ndarray) -> np.ndarray:

@@ -1,0 +1,93 @@
+"""What the global stage sees, case by case (docs/benchmarks.md, "A faster global search").
+
+``start``: the refined start's confidence and its mTRE (what ``GlobalStage.accept_start_above``
+is compared with), per case of a protocol. ``hits``: with the refinements switched off, the
+mTRE of each of the search's hypotheses (the start first, then by FFT score) for the per-channel
+masked NCC (``masked``, the search's score before 2026-12-02) and the joint score
+(``joint``, :func:`sopi.template_matching.gradient_ncc_maps`).
+
+    python benchmarks/global_search_diagnostics.py start CT MASK --protocol far [--realistic] --cases 10 --out start.json
+    python benchmarks/global_search_diagnostics.py hits CT MASK --protocol wide --realistic --cases 10 --out hits.json
+
+Cases, X-rays and the prepared problem are the benchmark's (``sopi benchmark`` with the same
+protocol, seed and realism; the register seed of case i is ``seed + i``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import sopi.registration.global_search as search_module
+from sopi.benchmark import case_metrics, simulate_cases, target_points
+from sopi.geometry import CArmGeometry, nominal_view
+from sopi.io import read_ct, read_mask
+from sopi.io_xray import XRay
+from sopi.registration.global_search import GlobalStage, global_search, judge_start
+from sopi.registration.optimizers import Monitor, OptimizerResult
+from sopi.registration.preparation import prepare_fixed
+from sopi.registration.problem import PoseProblem
+from sopi.render import rendering_volume
+from sopi.segment import mask_centroid_world
+from sopi.template_matching import gradient_ncc_maps, masked_ncc_maps
+
+SCORES = {"masked": masked_ncc_maps, "joint": gradient_ncc_maps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("mode", choices=["start", "hits"])
+    parser.add_argument("ct", type=Path)
+    parser.add_argument("mask", type=Path)
+    parser.add_argument("--protocol", default="far")
+    parser.add_argument("--realistic", action="store_true")
+    parser.add_argument("--cases", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hypotheses", type=int, default=12, help="hits: hypotheses kept besides the start")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    ct = read_ct(args.ct)
+    spine = read_mask(args.mask, ct)
+    geometry = CArmGeometry.preset("perlove-plx118f")
+    nominal = nominal_view("ap", mask_centroid_world(spine), geometry.source_to_isocenter_mm)
+    points = target_points(spine)
+    thetas, images, _ = simulate_cases(ct, nominal, geometry, args.protocol, args.cases, args.seed, args.realistic, spine=spine)
+    attenuation = rendering_volume(ct, "hu")
+    binary = spine.with_data((spine.data != 0).to(torch.uint8))
+    rows = []
+    for index, theta in enumerate(thetas):
+        fixed, weight, _ = prepare_fixed(XRay(images[index], geometry), attenuation, nominal.camera_from_world, torch.device("cpu"))
+        problem = PoseProblem(attenuation, fixed.image, geometry, nominal.camera_from_world, mask_centroid_world(binary),
+                              mask=binary, xray_weight=weight)
+        truth = nominal.pose(theta)
+
+        def mtre(found: torch.Tensor) -> float:
+            return round(case_metrics(problem.pose(found), truth, nominal, geometry, points).mtre_mm, 2)
+
+        row = {"case": index}
+        if args.mode == "start":
+            refined, confidence = judge_start(problem, GlobalStage(), args.seed + index)
+            row.update(confidence=round(confidence, 4), mtre_mm=mtre(refined.theta))
+        else:
+            original = search_module.cma_es, search_module.gradient_ncc_maps
+            search_module.cma_es = lambda loss, start, *rest, **options: OptimizerResult(start, 0.0, 1, 1, True)
+            try:
+                stage = replace(GlobalStage(), accept_start_above=None, hypotheses=args.hypotheses)
+                for name, score in SCORES.items():
+                    search_module.gradient_ncc_maps = score
+                    outcome = global_search(problem, stage, Monitor(None, None), args.seed + index)
+                    row[name] = [mtre(found) for found, _ in outcome.hypotheses]  # equal losses: the search's order stays
+            finally:
+                search_module.cma_es, search_module.gradient_ncc_maps = original
+        rows.append(row)
+        print(row, flush=True)
+    args.out.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
