@@ -2,9 +2,8 @@
 
 ``start``: the refined start's confidence and its mTRE (what ``GlobalStage.accept_start_above``
 is compared with), per case of a protocol. ``hits``: with the refinements switched off, the
-mTRE of each of the search's hypotheses (the start first, then by FFT score) for the per-channel
-masked NCC (``masked``, the search's score before 2026-12-02) and the joint score
-(``joint``, :func:`sopi.template_matching.gradient_ncc_maps`).
+mTRE of each of the search's hypotheses (the start first, then by FFT score) for each of the
+search's FFT scores (``GlobalStage.fft_score``: the per-channel masked NCC and the joint score).
 
     python benchmarks/global_search_diagnostics.py start CT MASK --protocol far [--realistic] --cases 10 --out start.json
     python benchmarks/global_search_diagnostics.py hits CT MASK --protocol wide --realistic --cases 10 --out hits.json
@@ -33,9 +32,8 @@ from sopi.registration.preparation import prepare_fixed
 from sopi.registration.problem import PoseProblem
 from sopi.render import rendering_volume
 from sopi.segment import mask_centroid_world
-from sopi.template_matching import gradient_ncc_maps, masked_ncc_maps
 
-SCORES = {"masked": masked_ncc_maps, "joint": gradient_ncc_maps}
+SCORES = ("masked-ncc", "joint-gradient")
 
 
 def main() -> None:
@@ -74,16 +72,15 @@ def main() -> None:
             refined, confidence = judge_start(problem, GlobalStage(), args.seed + index)
             row.update(confidence=round(confidence, 4), mtre_mm=mtre(refined.theta))
         else:
-            original = search_module.cma_es, search_module.gradient_ncc_maps
+            original = search_module.cma_es
             search_module.cma_es = lambda loss, start, *rest, **options: OptimizerResult(start, 0.0, 1, 1, True)
             try:
-                stage = replace(GlobalStage(), accept_start_above=None, hypotheses=args.hypotheses)
-                for name, score in SCORES.items():
-                    search_module.gradient_ncc_maps = score
+                for name in SCORES:
+                    stage = replace(GlobalStage(), accept_start_above=None, hypotheses=args.hypotheses, fft_score=name)
                     outcome = global_search(problem, stage, Monitor(None, None), args.seed + index)
                     row[name] = [mtre(found) for found, _ in outcome.hypotheses]  # equal losses: the search's order stays
             finally:
-                search_module.cma_es, search_module.gradient_ncc_maps = original
+                search_module.cma_es = original
         rows.append(row)
         print(row, flush=True)
     args.out.write_text(json.dumps(rows, indent=1))

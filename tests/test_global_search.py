@@ -293,6 +293,8 @@ def test_a_roll_beyond_the_first_search_is_found_by_the_wider_second_pass():
 
 
 def test_the_wider_pass_renders_only_the_rolls_beyond_the_first_search(far_case, monkeypatch):
+    from dataclasses import replace
+
     import sopi.registration.global_search as global_search_module
     from sopi.registration.global_search import GlobalStage, global_search
     from sopi.registration.methods import widened
@@ -311,3 +313,7 @@ def test_the_wider_pass_renders_only_the_rolls_beyond_the_first_search(far_case,
     assert global_search(problem, wider, Monitor(None, None)).renders == 9 * 6 + refinements  # ry in +-50, +-60, +-70
     everything = widened((GlobalStage(),), searched=False)[0]  # the first pass accepted its start: every roll
     assert global_search(problem, everything, Monitor(None, None)).renders == 9 * 15 + refinements  # ry in -70..70
+    joint = replace(wider, fft_score="joint-gradient")  # the other FFT score searches the same grid
+    assert global_search(problem, joint, Monitor(None, None)).renders == 9 * 6 + refinements
+    with pytest.raises(ValueError, match="fft_score"):
+        global_search(problem, replace(wider, fft_score="ncc"), Monitor(None, None))

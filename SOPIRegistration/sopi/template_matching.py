@@ -9,9 +9,9 @@ over the pixels where ``M`` is 1 (Padfield, "Masked FFT registration", CVPR 2010
     ncc(u)  = num(u) / sqrt(var(u) * sum_p A(p)^2)
 
 Only shifts that keep the template inside the image are returned ("valid" shifts), so
-the circular FFT correlation never wraps into them. :func:`gradient_ncc_maps` is the cheaper
-variant the global search uses on derivative images: the channels scored together, the
-window left uncentred.
+the circular FFT correlation never wraps into them. :func:`gradient_ncc_maps` is a cheaper
+variant for derivative images (the channels scored together, the window left uncentred) that
+the global search can use instead (``GlobalStage.fft_score``).
 """
 
 from __future__ import annotations

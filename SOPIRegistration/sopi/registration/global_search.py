@@ -5,7 +5,7 @@ CT is rendered once onto a *search detector*: the working detector extended on e
 side so that it holds the projection of the whole spine plus half an X-ray. The X-ray,
 rotated in its plane (``rz``) and scaled (depth, close to a scale change at the
 isocentre), is then matched at every shift of that DRR at once by FFT (the derivatives'
-normalised correlation, :func:`sopi.template_matching.gradient_ncc_maps`). So in-plane
+normalised correlation, :func:`sopi.template_matching.masked_ncc_maps`). So in-plane
 rotation, depth, in-plane translation and *where along the spine the X-ray was taken* cost
 no renders.
 
@@ -35,12 +35,15 @@ from ..distances import _skew
 from ..drr import Projector
 from ..geometry import CArmGeometry, project_points, rigid, transform_points
 from ..similarity import image_gradients
-from ..template_matching import gradient_ncc_maps, top_peaks
+from ..template_matching import gradient_ncc_maps, masked_ncc_maps, top_peaks
 from .confidence import LIKELY_FAILED_BELOW, PROBE_RENDERS, assess
 from .optimizers import Monitor, OptimizerResult, cma_es
 from .problem import PoseProblem
 
 __all__ = ["GlobalOutcome", "GlobalStage", "global_search", "judge_start"]
+
+
+_FFT_SCORES = {"masked-ncc": masked_ncc_maps, "joint-gradient": gradient_ncc_maps}
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,10 @@ class GlobalStage:
     # the refined start is kept unless another hypothesis beats its similarity by more than this: on
     # realistic X-rays, near ties between the start and a far-off pose went to the far-off one
     start_margin: float = 0.05
+    # the FFT matching's score: "masked-ncc" (per derivative, centred windows: sopi.template_matching.masked_ncc_maps)
+    # or "joint-gradient" (both derivatives as one vector, raw windows: gradient_ncc_maps, 2.9x faster; it found
+    # the truth among the hypotheses as often, but moved single hard cases both ways, docs/benchmarks.md)
+    fft_score: str = "masked-ncc"
     # the refined start is the answer, with no search, when its confidence (sopi.registration.confidence.assess)
     # reaches this (a result not flagged likely failed); None: always search. Refined far and wide starts
     # scored at most 0.09 on 120 cases of three CTs, clean and realistic (docs/benchmarks.md)
@@ -129,6 +136,9 @@ def global_search(
     scales = torch.linspace(math.log((depth - stage.depth_mm) / depth), math.log((depth + stage.depth_mm) / depth), stage.depth_steps).exp().tolist()
     warps = list(itertools.product(angles, scales))
     templates, masks = _templates(level.fixed, level.weight, small, warps)
+    score = _FFT_SCORES.get(stage.fft_score)
+    if score is None:
+        raise ValueError(f"GlobalStage.fft_score: expected one of {sorted(_FFT_SCORES)}, got {stage.fft_score!r}")
 
     origin = torch.zeros(6, dtype=torch.float64)  # theta of the start
     proposed = [theta.reshape(6).to(torch.float64) for theta in proposals]
@@ -157,7 +167,7 @@ def global_search(
         with torch.no_grad():
             drr = projector(problem.pose(theta).to(problem.device))
             gradient_x, gradient_y = image_gradients(drr.to(torch.float32))
-            maps = gradient_ncc_maps(torch.stack([gradient_x, gradient_y], dim=1), templates, masks)
+            maps = score(torch.stack([gradient_x, gradient_y], dim=1), templates, masks)
             values, rows, cols = top_peaks(maps, stage.peaks_per_map, separation_px=3)
         for r, k, p in itertools.product(range(len(chunk)), range(len(warps)), range(values.shape[-1])):
             candidates.append((float(values[r, k, p]), start + r, k, int(rows[r, k, p]), int(cols[r, k, p])))
