@@ -31,30 +31,20 @@ def masked_ncc_maps(images: torch.Tensor, templates: torch.Tensor, masks: torch.
     correlation). Windows whose masked variance is below ``min_fraction`` of the median
     window's score 0 there instead of a noisy value (flat regions of the image).
     """
-    count, channels, height, width = images.shape
-    rows, cols = templates.shape[-2:]
-    if rows > height or cols > width:
-        raise ValueError(f"template {rows}x{cols} is larger than the image {height}x{width}")
-    size = (height, width)
-    masks = masks.to(images.dtype)
-    weight = masks.sum(dim=(-2, -1)).clamp(min=1.0)  # (K,)
-    means = (templates * masks[:, None]).sum(dim=(-2, -1)) / weight[:, None]
-    centred = (templates - means[..., None, None]) * masks[:, None]  # (K, C, h, w)
+    channels = images.shape[1]
+    size, crop, masks, weight, centred = _centred_templates(images, templates, masks)
     energy = centred.square().sum(dim=(-2, -1))  # (K, C)
     image_f = torch.fft.rfft2(torch.cat([images, images.square()], dim=1), s=size)  # (N, 2C, ., .)
     centred_f = torch.fft.rfft2(centred, s=size).conj()  # (K, C, ., .)
     mask_f = torch.fft.rfft2(masks, s=size).conj()  # (K, ., .)
-    valid = (slice(0, height - rows + 1), slice(0, width - cols + 1))
     total = 0.0
     for channel in range(channels):
         plain, squared = image_f[:, channel], image_f[:, channels + channel]
-        numerator = torch.fft.irfft2(plain[:, None] * centred_f[None, :, channel], s=size)[..., valid[0], valid[1]]
-        first = torch.fft.irfft2(plain[:, None] * mask_f[None], s=size)[..., valid[0], valid[1]]
-        second = torch.fft.irfft2(squared[:, None] * mask_f[None], s=size)[..., valid[0], valid[1]]
+        numerator = torch.fft.irfft2(plain[:, None] * centred_f[None, :, channel], s=size)[crop]
+        first = torch.fft.irfft2(plain[:, None] * mask_f[None], s=size)[crop]
+        second = torch.fft.irfft2(squared[:, None] * mask_f[None], s=size)[crop]
         variance = (second - first.square() / weight[None, :, None, None]).clamp(min=0.0)
-        floor = min_fraction * variance.flatten(-2).median(dim=-1).values[..., None, None]
-        score = numerator / torch.sqrt(variance * energy[None, :, channel, None, None] + _TINY)
-        total = total + torch.where(variance > floor, score, torch.zeros_like(score))
+        total = total + _floored_scores(numerator, variance, energy[None, :, channel, None, None], min_fraction)
     return total / channels
 
 
@@ -74,15 +64,8 @@ def gradient_ncc_maps(images: torch.Tensor, templates: torch.Tensor, masks: torc
     needs three per channel. Windows whose energy is below ``min_fraction`` of the median
     window's score 0 (flat regions).
     """
-    count, channels, height, width = images.shape
-    rows, cols = templates.shape[-2:]
-    if rows > height or cols > width:
-        raise ValueError(f"template {rows}x{cols} is larger than the image {height}x{width}")
-    size = (height, width)
-    masks = masks.to(images.dtype)
-    weight = masks.sum(dim=(-2, -1)).clamp(min=1.0)  # (K,)
-    means = (templates * masks[:, None]).sum(dim=(-2, -1)) / weight[:, None]
-    centred = (templates - means[..., None, None]) * masks[:, None]  # (K, C, h, w)
+    channels = images.shape[1]
+    size, crop, masks, _, centred = _centred_templates(images, templates, masks)
     energy = centred.square().sum(dim=(-3, -2, -1))  # (K,)
     image_f = torch.fft.rfft2(images, s=size)  # (N, C, ., .)
     power_f = torch.fft.rfft2(images.square().sum(dim=1), s=size)  # (N, ., .)
@@ -91,12 +74,34 @@ def gradient_ncc_maps(images: torch.Tensor, templates: torch.Tensor, masks: torc
     product = image_f[:, None, 0] * centred_f[None, :, 0]
     for channel in range(1, channels):
         product += image_f[:, None, channel] * centred_f[None, :, channel]
-    numerator = torch.fft.irfft2(product, s=size)[..., : height - rows + 1, : width - cols + 1]
+    numerator = torch.fft.irfft2(product, s=size)[crop]
     del product
-    window = torch.fft.irfft2(power_f[:, None] * mask_f[None], s=size)[..., : height - rows + 1, : width - cols + 1].clamp(min=0.0)
-    floor = min_fraction * window.flatten(-2).median(dim=-1).values[..., None, None]
-    score = numerator / torch.sqrt(window * energy[None, :, None, None] + _TINY)
-    return torch.where(window > floor, score, torch.zeros_like(score))
+    window = torch.fft.irfft2(power_f[:, None] * mask_f[None], s=size)[crop].clamp(min=0.0)
+    return _floored_scores(numerator, window, energy[None, :, None, None], min_fraction)
+
+
+def _centred_templates(images: torch.Tensor, templates: torch.Tensor, masks: torch.Tensor):
+    """What both scores need of ``(N, C, H, W)`` images and ``(K, C, h, w)`` templates with ``(K, h, w)``
+    masks: the FFT size ``(H, W)``, the index of the valid shifts, the masks in the images' dtype, their
+    pixel counts ``(K,)`` and the templates centred over their masks (and zero outside)."""
+    height, width = images.shape[-2:]
+    rows, cols = templates.shape[-2:]
+    if rows > height or cols > width:
+        raise ValueError(f"template {rows}x{cols} is larger than the image {height}x{width}")
+    masks = masks.to(images.dtype)
+    weight = masks.sum(dim=(-2, -1)).clamp(min=1.0)  # (K,)
+    means = (templates * masks[:, None]).sum(dim=(-2, -1)) / weight[:, None]
+    centred = (templates - means[..., None, None]) * masks[:, None]  # (K, C, h, w)
+    crop = (..., slice(0, height - rows + 1), slice(0, width - cols + 1))
+    return (height, width), crop, masks, weight, centred
+
+
+def _floored_scores(numerator: torch.Tensor, spread: torch.Tensor, energy: torch.Tensor, min_fraction: float) -> torch.Tensor:
+    """``numerator / sqrt(spread * energy)``, 0 where the window's ``spread`` (variance or energy) is at
+    most ``min_fraction`` of its map's median: a flat window's score is noise."""
+    floor = min_fraction * spread.flatten(-2).median(dim=-1).values[..., None, None]
+    score = numerator / torch.sqrt(spread * energy + _TINY)
+    return torch.where(spread > floor, score, torch.zeros_like(score))
 
 
 def top_peaks(maps: torch.Tensor, per_map: int, separation_px: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -13,12 +13,13 @@ The start is refined first (a short CMA-ES on the working detector). When that r
 is already confidently right (:func:`sopi.registration.confidence.assess` after ``judge_generations``,
 ``accept_start_above``) it is the answer and nothing is searched: a start within a few degrees and
 millimetres (the paper's protocol) costs about 110 renders instead of 750. The start hypothesis
-itself is that refinement after its first ``refine_generations``, like every other hypothesis. Otherwise the best matches become
-poses (a turn of the camera about the source that brings the match to the principal point,
-the in-plane turn, a shift in depth), distinct ones are kept as hypotheses with the refined
-start (so a start that was already close is never lost), and each is refined the same way.
-The refined start stays the answer unless another hypothesis is clearly more similar
-(``start_margin``).
+itself is that refinement after its first ``refine_generations``, like every other hypothesis.
+
+Otherwise the best matches become poses (a turn of the camera about the source that brings
+the match to the principal point, the in-plane turn, a shift in depth), distinct ones are
+kept as hypotheses with the refined start (so a start that was already close is never lost),
+and each is refined the same way. The refined start stays the answer unless another
+hypothesis is clearly more similar (``start_margin``).
 """
 
 from __future__ import annotations
@@ -120,26 +121,14 @@ def global_search(
     ``proposals``: thetas from elsewhere (a network's estimate) refined and ranked with the
     search's own hypotheses; like them, they must beat the refined start by ``start_margin``.
     """
-    longest = max(problem.geometry.rows, problem.geometry.cols)
-    level = problem.level(max(1, round(longest / stage.detector_px)))
-    small = level.projector.geometry
-    search = _search_detector(problem, small, stage.max_extent)
-    # the attenuation alone: the search matches the DRR's edges, the spine channel would be rendered for nothing
-    projector = Projector(problem.volume, search, step_mm=level.projector.step_mm).to(problem.device)
+    score = _FFT_SCORES.get(stage.fft_score)
+    if score is None:
+        raise ValueError(f"GlobalStage.fft_score: expected one of {sorted(_FFT_SCORES)}, got {stage.fft_score!r}")
     tilts = _grid(stage.out_of_plane_deg, stage.out_of_plane_step_deg)
     rolls = _grid(stage.out_of_plane_deg if stage.roll_deg is None else stage.roll_deg, stage.out_of_plane_step_deg)
     if stage.roll_beyond_deg is not None:
         rolls = [roll for roll in rolls if abs(roll) > stage.roll_beyond_deg + 1e-9]
     rotations = torch.tensor(list(itertools.product(tilts, rolls)), dtype=torch.float64)  # (R, 2): rx, ry
-    angles = _grid(stage.in_plane_deg, stage.in_plane_step_deg)
-    depth = problem.geometry.source_to_isocenter_mm
-    scales = torch.linspace(math.log((depth - stage.depth_mm) / depth), math.log((depth + stage.depth_mm) / depth), stage.depth_steps).exp().tolist()
-    warps = list(itertools.product(angles, scales))
-    templates, masks = _templates(level.fixed, level.weight, small, warps)
-    score = _FFT_SCORES.get(stage.fft_score)
-    if score is None:
-        raise ValueError(f"GlobalStage.fft_score: expected one of {sorted(_FFT_SCORES)}, got {stage.fft_score!r}")
-
     origin = torch.zeros(6, dtype=torch.float64)  # theta of the start
     proposed = [theta.reshape(6).to(torch.float64) for theta in proposals]
     proposed = [theta for theta in proposed if not _close(theta, origin)]
@@ -159,6 +148,18 @@ def global_search(
         first = judged.checkpoints.get(stage.refine_generations, judged)  # the start hypothesis, as refined without judging
         judged_renders = judged.evaluations - first.evaluations + PROBE_RENDERS
     monitor.report(1, steps)
+
+    longest = max(problem.geometry.rows, problem.geometry.cols)  # the search, built only when it runs
+    level = problem.level(max(1, round(longest / stage.detector_px)))
+    small = level.projector.geometry
+    search = _search_detector(problem, small, stage.max_extent)
+    # the attenuation alone: the search matches the DRR's edges, the spine channel would be rendered for nothing
+    projector = Projector(problem.volume, search, step_mm=level.projector.step_mm).to(problem.device)
+    angles = _grid(stage.in_plane_deg, stage.in_plane_step_deg)
+    depth = problem.geometry.source_to_isocenter_mm
+    scales = torch.linspace(math.log((depth - stage.depth_mm) / depth), math.log((depth + stage.depth_mm) / depth), stage.depth_steps).exp().tolist()
+    warps = list(itertools.product(angles, scales))
+    templates, masks = _templates(level.fixed, level.weight, small, warps)
     candidates = []  # (score, rotation index, warp index, row, col)
     for start in range(0, len(rotations), 8):
         chunk = rotations[start:start + 8]
