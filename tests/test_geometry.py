@@ -18,6 +18,7 @@ from sopi.geometry import (
     load_pose,
     nominal_view,
     paper_matrix,
+    rigid,
     paper_params,
     project_points,
     rotation_from_euler,
@@ -124,6 +125,32 @@ def test_invert_rigid_matches_general_inverse():
     generator = torch.Generator().manual_seed(3)
     poses = paper_matrix(random_theta(generator, 20))
     assert torch.allclose(invert_rigid(poses), torch.linalg.inv(poses), atol=1e-10)
+
+
+def test_rigid_broadcasts_batches_like_a_loop():
+    generator = torch.Generator().manual_seed(4)
+    rotations = paper_matrix(random_theta(generator, 2))[:, None, :3, :3]  # (2, 1, 3, 3)
+    translations = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+    stacked = rigid(rotations, translations)
+    assert stacked.shape == (2, 5, 4, 4)
+    for i in range(2):
+        for j in range(5):
+            expected = torch.eye(4, dtype=torch.float64)
+            expected[:3, :3], expected[:3, 3] = rotations[i, 0], translations[j]
+            assert torch.equal(stacked[i, j], expected)
+    assert rigid(rotations[0, 0], translations[0]).shape == (4, 4)
+
+
+def test_building_a_pose_does_not_import_sympy():
+    """torch.broadcast_shapes pulls in torch.fx's symbolic shapes and sympy (0.3 s per process)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from sopi.geometry import nominal_view; "
+            "nominal_view('ap', torch.zeros(3, dtype=torch.float64), 675.0).pose(torch.zeros(6, dtype=torch.float64)); "
+            "print('sympy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_ras_lps_flip():
