@@ -209,7 +209,8 @@ def test_batched_equals_one_by_one_and_chunking_is_invisible():
     projector = Projector(volume, GEOMETRY, step_mm=1.0, n_samples=80)
     batched = projector(poses)
     single = torch.stack([projector(pose) for pose in poses])
-    assert torch.allclose(batched, single, atol=1e-5)
+    # float32 sums in another order: batched and single kernels differ by 1e-5 relative on some CPUs (Intel Xeon)
+    assert torch.allclose(batched, single, rtol=1e-4, atol=1e-5)
     chunked = Projector(volume, GEOMETRY, n_samples=80, max_samples_per_chunk=80 * 37)(poses)
     assert torch.allclose(batched, chunked, atol=1e-5)
 
