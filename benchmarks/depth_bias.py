@@ -82,8 +82,8 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", default="full,noscatter,nonoise,noblur,novendor,noinstr,nofield,mono")
-    parser.add_argument("--factor", type=int, default=2, help="detector downsampling of the final stage (opt uses 2)")
-    parser.add_argument("--measure", default="gc", help="similarity of the final stage (opt uses gc)")
+    parser.add_argument("--factor", type=int, default=None, help="detector downsampling of the final stage (default: opt's)")
+    parser.add_argument("--measure", default=None, help="similarity of the final stage (default: opt's)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -97,7 +97,9 @@ def main() -> None:
     thetas, _, draws = simulate_cases(ct, nominal, geometry, args.protocol, args.cases, args.seed, True, "cpu", spine=spine)
     materials = Projector(material_volume(ct), geometry)
     attenuation = rendering_volume(ct, "hu")
-    final = dataclasses.replace(get_method("opt")[-1], factor=args.factor, measure=args.measure)
+    first, final = get_method("opt")[0], get_method("opt")[-1]
+    final = dataclasses.replace(final, factor=args.factor or final.factor, measure=args.measure or final.measure)
+    adapt_factor = first.level_factor(max(geometry.rows, geometry.cols))
     names = args.variants.split(",")
     rows = []
     for index, theta in enumerate(thetas):
@@ -108,7 +110,7 @@ def main() -> None:
             fixed, weight, _ = prepare_fixed(XRay(image, geometry), attenuation, truth, torch.device("cpu"))
             problem = PoseProblem(attenuation, fixed.image, geometry, truth, pivot, mask=spine, xray_weight=weight)
             zero = torch.zeros(6, dtype=torch.float64)
-            problem.adapt_to_xray(zero, 4, "gradient-ncc")  # as register does before opt's first stage
+            problem.adapt_to_xray(zero, adapt_factor, first.measure)  # as register does before opt's first stage
             outcome = _run_stage(problem, final, zero, args.seed, Monitor(None, None, 0.0, 1.0, ""))
             estimate = problem.pose(outcome.theta)
             metrics = case_metrics(estimate, truth, nominal, geometry, points)

@@ -18,9 +18,9 @@ from sopi.geometry import (
     load_pose,
     nominal_view,
     paper_matrix,
-    rigid,
     paper_params,
     project_points,
+    rigid,
     rotation_from_euler,
     save_pose,
 )
