@@ -19,6 +19,7 @@ no beam hardening) and ``clean`` (a plain DRR).
 
     python benchmarks/depth_bias.py CT MASK --variants full,mono,nofield --out bias.json
     python benchmarks/depth_bias.py CT MASK --factor 1 --out bias_full_resolution.json
+    python benchmarks/depth_bias.py CT MASK --variants full --profile-mm 10 --out profiles.json
 
 The quantum noise of a variant is drawn from ``seed + 100 + case``, not the benchmark's stream.
 """
@@ -42,10 +43,11 @@ from sopi.geometry import CArmGeometry, nominal_view  # noqa: E402
 from sopi.io import read_ct, read_mask  # noqa: E402
 from sopi.io_xray import XRay  # noqa: E402
 from sopi.registration.api import _run_stage  # noqa: E402
-from sopi.registration.methods import get_method  # noqa: E402
+from sopi.registration.methods import Stage, get_method  # noqa: E402
 from sopi.registration.optimizers import Monitor  # noqa: E402
 from sopi.registration.preparation import prepare_fixed  # noqa: E402
-from sopi.registration.problem import PoseProblem  # noqa: E402
+import sopi.registration.problem as problem_module  # noqa: E402
+from sopi.registration.problem import PoseProblem, exposed_field  # noqa: E402
 from sopi.render import rendering_volume  # noqa: E402
 from sopi.segment import mask_centroid_world  # noqa: E402
 from sopi.xray_physics import Instrument, RealismDraw, material_volume, simulate_xray  # noqa: E402
@@ -74,6 +76,27 @@ def variant(draw: dict, name: str) -> RealismDraw:
     return RealismDraw(**fields)
 
 
+def depth_profiles(problem: PoseProblem, stage: Stage, reach_mm: float) -> dict:
+    """The stage's similarity at depths ``-reach..reach`` mm (1 mm apart) from the truth, the rest of the
+    pose true, minus its value at the truth: with each pose's own spine region, and with the truth's."""
+    depths = torch.arange(-reach_mm, reach_mm + 0.5, 1.0, dtype=torch.float64)
+    theta = torch.zeros(len(depths), 6, dtype=torch.float64)
+    theta[:, 5] = depths  # translation along the principal ray
+    factor = stage.level_factor(max(problem.geometry.rows, problem.geometry.cols))
+    found = {}
+    for name, held in (("profile_own_region", None), ("profile_held_region", torch.zeros(6, dtype=torch.float64))):
+        problem.hold_region(held)
+        with torch.no_grad():
+            scores = problem.similarity(theta, factor, stage.measure)
+        problem.hold_region(None)
+        centre = float(scores[len(depths) // 2])
+        found[name] = [round(float(value) - centre, 5) for value in scores]
+        found[name.replace("profile", "best_depth_mm")] = float(depths[int(scores.argmax())])
+        # roughness: the largest second difference, against a smooth peak's curvature (per mm^2)
+        found[name.replace("profile", "roughness")] = round(float((scores[2:] - 2 * scores[1:-1] + scores[:-2]).abs().max()), 5)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("ct")
@@ -84,9 +107,15 @@ def main() -> None:
     parser.add_argument("--variants", default="full,noscatter,nonoise,noblur,novendor,noinstr,nofield,mono")
     parser.add_argument("--factor", type=int, default=None, help="detector downsampling of the final stage (default: opt's)")
     parser.add_argument("--measure", default=None, help="similarity of the final stage (default: opt's)")
+    parser.add_argument("--scatter-from-field", action="store_true", help="scatter from the exposed field only (SCATTER_FROM_EXPOSED_FIELD)")
+    parser.add_argument("--hold-region", action="store_true", help="the final stage holds the spine region at its start (Stage.hold_region)")
+    parser.add_argument("--profile-mm", type=float, default=0.0,
+                        help="also record the final stage's similarity along depth through the truth, 1 mm apart to +-this, "
+                             "with the spine region of every pose and with the truth's (PoseProblem.hold_region)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
+    problem_module.SCATTER_FROM_EXPOSED_FIELD = args.scatter_from_field
     ct = read_ct(args.ct)
     spine = read_mask(args.mask, ct)
     spine = spine.with_data((spine.data != 0).to(torch.uint8))
@@ -98,7 +127,8 @@ def main() -> None:
     materials = Projector(material_volume(ct), geometry)
     attenuation = rendering_volume(ct, "hu")
     first, final = get_method("opt")[0], get_method("opt")[-1]
-    final = dataclasses.replace(final, factor=args.factor or final.factor, measure=args.measure or final.measure)
+    final = dataclasses.replace(final, factor=args.factor or final.factor, measure=args.measure or final.measure,
+                                hold_region=args.hold_region or final.hold_region)
     adapt_factor = first.level_factor(max(geometry.rows, geometry.cols))
     names = args.variants.split(",")
     rows = []
@@ -108,9 +138,10 @@ def main() -> None:
             draw = variant(draws[index], name)
             image = simulate_xray(materials, geometry, truth, draw, torch.Generator().manual_seed(args.seed + 100 + index))
             fixed, weight, _ = prepare_fixed(XRay(image, geometry), attenuation, truth, torch.device("cpu"))
-            problem = PoseProblem(attenuation, fixed.image, geometry, truth, pivot, mask=spine, xray_weight=weight)
+            problem = PoseProblem(attenuation, fixed.image, geometry, truth, pivot, mask=spine, xray_weight=weight, exposed=exposed_field(fixed))
             zero = torch.zeros(6, dtype=torch.float64)
             problem.adapt_to_xray(zero, adapt_factor, first.measure)  # as register does before opt's first stage
+            profiles = depth_profiles(problem, final, args.profile_mm) if args.profile_mm > 0 else {}
             outcome = _run_stage(problem, final, zero, args.seed, Monitor(None, None, 0.0, 1.0, ""))
             estimate = problem.pose(outcome.theta)
             metrics = case_metrics(estimate, truth, nominal, geometry, points)
@@ -119,14 +150,20 @@ def main() -> None:
             moved = estimate[:3, :3] @ pivot + estimate[:3, 3] - pivot_camera
             row = {"case": index, "variant": name, "depth_error_mm": round(float(moved[2]), 3),
                    "in_plane_error_mm": round(float(moved[:2].norm()), 3), "mtre_mm": round(metrics.mtre_mm, 3),
-                   "success": not metrics.failed}
+                   "success": not metrics.failed, **profiles}
             rows.append(row)
             print(json.dumps(row), flush=True)
     summary = {name: {"median_abs_depth_error_mm": round(statistics.median(abs(r["depth_error_mm"]) for r in rows if r["variant"] == name), 3),
                       "success": sum(r["success"] for r in rows if r["variant"] == name), "cases": len(thetas)} for name in names}
+    if args.profile_mm > 0:
+        for name in names:
+            for key in ("roughness_own_region", "roughness_held_region"):
+                summary[name][f"median_{key}"] = round(statistics.median(r[key] for r in rows if r["variant"] == name), 5)
     args.out.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "summary": summary, "rows": rows}, indent=1))
     for name, values in summary.items():
-        print(f"{name:>12}: median |depth error| {values['median_abs_depth_error_mm']:.2f} mm, success {values['success']}/{values['cases']}")
+        rough = (f"; roughness along depth {values['median_roughness_own_region']:.4f} (own region), "
+                 f"{values['median_roughness_held_region']:.4f} (held)") if args.profile_mm > 0 else ""
+        print(f"{name:>12}: median |depth error| {values['median_abs_depth_error_mm']:.2f} mm, success {values['success']}/{values['cases']}{rough}")
 
 
 if __name__ == "__main__":

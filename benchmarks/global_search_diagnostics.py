@@ -29,7 +29,7 @@ from sopi.io_xray import XRay
 from sopi.registration.global_search import GlobalStage, global_search, judge_start
 from sopi.registration.optimizers import Monitor, OptimizerResult
 from sopi.registration.preparation import prepare_fixed
-from sopi.registration.problem import PoseProblem
+from sopi.registration.problem import PoseProblem, exposed_field
 from sopi.render import rendering_volume
 from sopi.segment import mask_centroid_world
 
@@ -61,7 +61,7 @@ def main() -> None:
     for index, theta in enumerate(thetas):
         fixed, weight, _ = prepare_fixed(XRay(images[index], geometry), attenuation, nominal.camera_from_world, torch.device("cpu"))
         problem = PoseProblem(attenuation, fixed.image, geometry, nominal.camera_from_world, mask_centroid_world(binary),
-                              mask=binary, xray_weight=weight)
+                              mask=binary, xray_weight=weight, exposed=exposed_field(fixed))
         truth = nominal.pose(theta)
 
         def mtre(found: torch.Tensor) -> float:

@@ -51,6 +51,20 @@ def test_field_of_view_blade_and_circle_are_found():
     assert float(prepared.weight[outside_truth].max()) == 0.0
 
 
+def test_the_prepared_xray_carries_the_field_it_was_found_to_have():
+    from sopi.io_xray import XRay
+    from sopi.registration.preparation import prepare_fixed
+
+    image, outside_truth = _blades_and_circle()
+    geometry = CArmGeometry(1000.0, SIZE, SIZE, (1.0, 1.0))
+    xray = XRay(image, geometry, metadata={"polarity_settled": True})
+    volume = Volume(torch.zeros(4, 4, 4), torch.eye(4, dtype=torch.float64))  # not read: the polarity is settled
+    fixed, _, _ = prepare_fixed(xray, volume, torch.eye(4, dtype=torch.float64), torch.device("cpu"))
+    assert torch.equal(fixed.field_mask, ~prepare_xray(image).outside_field)
+    assert float((fixed.field_mask & outside_truth).sum()) / float(outside_truth.sum()) < 0.01
+    assert xray.field_mask is None  # the input is not modified
+
+
 def test_no_field_edge_means_no_field_mask():
     prepared = prepare_xray(_anatomy(1))
     assert float(prepared.outside_field.sum()) == 0.0
@@ -196,6 +210,37 @@ def test_scatter_readout_of_a_flat_image_is_an_offset_and_zero_is_identity():
     assert torch.allclose(with_scatter(image, 1e-9, 6.0), image, atol=1e-6)
     compressed = with_scatter(image, 1.0, 10.0)
     assert float(compressed.std()) < 0.95 * float(image.std())  # scatter lowers contrast
+
+
+def test_scatter_comes_from_the_exposed_field_only():
+    from sopi.registration.problem import with_scatter
+
+    flat = torch.full((1, 40, 64), 1.2)
+    primary = math.exp(-1.2)
+    everywhere = torch.ones(40, 64)
+    assert torch.allclose(with_scatter(flat, 0.8, 6.0, everywhere), with_scatter(flat, 0.8, 6.0), atol=1e-6)
+    exposed = torch.zeros(40, 64)
+    exposed[:, :32] = 1.0  # a collimator blade covers the right half
+    scatter = torch.exp(-with_scatter(flat, 0.8, 6.0, exposed))[0] - primary
+    assert float(scatter[exposed > 0].mean()) == pytest.approx(0.8 * primary, rel=1e-4)  # SPR over the exposed field
+    row = scatter[20]
+    assert float(row[4]) > float(row[28]) > float(row[36]) > float(row[60])  # falls off across the blade's edge
+    assert float(row[60]) < 0.05 * float(row[4])  # and is all but gone far behind it
+
+
+def test_registration_gives_the_exposed_field_only_when_switched_on(monkeypatch):
+    import sopi.registration.problem as problem_module
+    from sopi.io_xray import XRay
+
+    geometry = CArmGeometry(1000.0, 8, 10, (1.0, 1.0))
+    field = torch.ones(8, 10, dtype=torch.bool)
+    field[:, 7:] = False
+    collimated = XRay(torch.zeros(8, 10), geometry, field_mask=field)
+    open_beam = XRay(torch.zeros(8, 10), geometry, field_mask=torch.ones(8, 10, dtype=torch.bool))
+    assert problem_module.exposed_field(collimated) is None  # off by default
+    monkeypatch.setattr(problem_module, "SCATTER_FROM_EXPOSED_FIELD", True)
+    assert torch.equal(problem_module.exposed_field(collimated), field)
+    assert problem_module.exposed_field(open_beam) is None and problem_module.exposed_field(XRay(torch.zeros(8, 10), geometry)) is None
 
 
 def test_scatter_level_is_recovered_from_an_image_that_has_it():

@@ -20,7 +20,7 @@ from ..volume import Volume
 from .global_search import GlobalStage, global_search
 from .methods import WIDER_NOTE, FineStage, NetworkStage, Stage, default_method, get_method, needs_mask, needs_model, scaled_budgets, single_level, widened
 from .optimizers import Monitor, OptimizerResult, adam, cma_es, multi_start, powell
-from .problem import PoseProblem, default_pivot
+from .problem import PoseProblem, default_pivot, exposed_field
 
 __all__ = ["RegistrationResult", "load_networks", "register"]
 
@@ -186,7 +186,7 @@ def register(
     def run(chosen: tuple, note: str) -> _Pass:
         problem = PoseProblem(  # a fresh one per pass: adapting to the X-ray changes its weights
             attenuation, fixed.image, geometry, initial_pose.to(torch.float64), pivot,
-            mask=spine, device=resolve_device(device), step_mm=step_mm, xray_weight=weight,
+            mask=spine, device=resolve_device(device), step_mm=step_mm, xray_weight=weight, exposed=exposed_field(fixed),
         )
         found = dict(preparation)
         scatter_checked = False
@@ -377,6 +377,10 @@ def _run_stage(problem: PoseProblem, stage: Stage, theta: torch.Tensor, seed: in
             return powell(loss, start, scale, evaluations=stage.budget, monitor=monitor)
         raise InputError(f"unknown optimizer {stage.optimizer!r}")
 
-    if stage.starts > 1:
-        return multi_start(optimize, theta, scale, starts=stage.starts, seed=seed)
-    return optimize(theta)
+    problem.hold_region(theta if stage.hold_region else None)
+    try:
+        if stage.starts > 1:
+            return multi_start(optimize, theta, scale, starts=stage.starts, seed=seed)
+        return optimize(theta)
+    finally:
+        problem.hold_region(None)

@@ -57,6 +57,7 @@ class Stage:
     starts: int = 1  # multi-start: the stage also runs from starts - 1 seeded points around its start
     restarts: int = 0  # cma-es only: IPOP restarts with a doubled population
     learning_rate: float = 0.05  # adam only
+    hold_region: bool = False  # weight by the spine's projection at the stage's start pose (PoseProblem.hold_region)
 
     @property
     def label(self) -> str:

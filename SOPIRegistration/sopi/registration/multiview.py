@@ -30,7 +30,7 @@ from ..volume import Volume
 from .global_search import GlobalStage
 from .methods import DEFAULT_METHOD, METHODS, Stage, get_method, needs_mask, scaled_budgets, single_level
 from .optimizers import Monitor
-from .problem import PoseProblem, default_pivot
+from .problem import PoseProblem, default_pivot, exposed_field
 
 __all__ = ["LinkedProblem", "MultiViewProblem", "MultiViewResult", "multiview_methods", "register_views"]
 
@@ -67,6 +67,11 @@ class MultiViewProblem:
         """View 0's ``camera_from_world`` for ``theta``."""
         return self.views[0].pose(theta)
 
+    def hold_region(self, theta: torch.Tensor | None) -> None:
+        """Every view weights by its spine's projection at ``theta`` (:meth:`PoseProblem.hold_region`)."""
+        for view in self.views:
+            view.hold_region(theta)
+
     def view_factor(self, index: int, factor: int) -> int:
         """The downsampling factor of view ``index`` that gives the working width view 0 has at ``factor``."""
         width = max(self.geometry.rows, self.geometry.cols) / factor
@@ -89,8 +94,7 @@ class MultiViewProblem:
             for position, index in enumerate(shared):
                 part = rendered[position * len(theta):(position + 1) * len(theta)]
                 view = self.views[index]
-                pair = (part[:, 0], part[:, 1]) if view.mask is not None else (part, None)
-                scores[index] = view._compare(levels[index], *pair, measure)
+                scores[index] = view._compare(levels[index], *view.split_channels(levels[index], part), measure)
         for index, view in enumerate(self.views):
             if index not in scores:
                 scores[index] = view.similarity(theta, self.view_factor(index, factor), measure)
@@ -264,7 +268,7 @@ def register_views(
     def run(chosen: tuple, note: str) -> _Pass:
         views = [LinkedProblem(  # fresh ones per pass: adapting to the X-ray changes their weights
             attenuation, item.image, item.geometry, initial_pose.to(torch.float64), pivot, mask=spine, device=chosen_device,
-            step_mm=step_mm, xray_weight=weight, view_from_reference=transform,
+            step_mm=step_mm, xray_weight=weight, view_from_reference=transform, exposed=exposed_field(item),
         ) for item, weight, transform in prepared]
         found = [dict(record) for record in preparations]
         problem = MultiViewProblem(views)

@@ -61,7 +61,8 @@ def prepare_views(
         prepared = prepare_xray(image, xray.field_mask)
         record.update(prepared.summary())
         metadata = {**xray.metadata, "prepared": True}
-        prepared_views.append((replace(xray, image=prepared.image.contiguous(), metadata=metadata), prepared.weight, record))
+        exposed = ~prepared.outside_field  # the field found (with any shutter the file gave): where scatter comes from
+        prepared_views.append((replace(xray, image=prepared.image.contiguous(), metadata=metadata, field_mask=exposed), prepared.weight, record))
     return prepared_views
 
 

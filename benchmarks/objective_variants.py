@@ -1,0 +1,62 @@
+"""Run ``sopi`` with the final refinement of ``opt`` (and so of ``global+opt``) changed, to compare variants
+of the objective end to end on the same cases.
+
+Variants (``--variant``):
+- ``default``: the shipped stages;
+- ``hold``: the Adam stage at 1/2 holds the spine region at its start pose (``Stage.hold_region``);
+- ``full``: a third stage, Adam at full resolution (40 iterations), after the 1/2 stage;
+- ``hold+full``: both, each Adam stage holding its region.
+
+``--scatter-from-field`` reads DRRs out with scatter from the X-ray's exposed field only
+(``sopi.registration.problem.SCATTER_FROM_EXPOSED_FIELD``). Everything after the options is
+``sopi``'s own command line:
+
+    python benchmarks/objective_variants.py --variant hold+full --scatter-from-field -- \\
+        --progress none benchmark --ct CT --mask MASK --protocol paper --realistic --methods global+opt --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SOPIRegistration"))
+
+import sopi.registration.methods as methods  # noqa: E402
+import sopi.registration.problem as problem  # noqa: E402
+from sopi.cli import main as sopi_main  # noqa: E402
+
+
+def variant_stages(name: str) -> tuple:
+    """``opt``'s stages for the variant ``name``."""
+    first, adam = methods.METHODS["opt"]
+    held = dataclasses.replace(adam, hold_region=True)
+    stages = {
+        "default": (first, adam),
+        "hold": (first, held),
+        "full": (first, adam, dataclasses.replace(adam, factor=1, budget=40)),
+        "hold+full": (first, held, dataclasses.replace(held, factor=1, budget=40)),
+    }
+    if name not in stages:
+        raise SystemExit(f"unknown variant {name!r}; expected one of {', '.join(stages)}")
+    return stages[name]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variant", default="default")
+    parser.add_argument("--scatter-from-field", action="store_true")
+    parser.add_argument("sopi_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    stages = variant_stages(args.variant)
+    methods.METHODS["opt"] = stages
+    methods.METHODS["global+opt"] = (methods.METHODS["global+opt"][0], *stages)
+    problem.SCATTER_FROM_EXPOSED_FIELD = args.scatter_from_field
+    rest = args.sopi_args[1:] if args.sopi_args[:1] == ["--"] else args.sopi_args
+    return sopi_main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The render-and-compare objective: the spine region held at one pose (PoseProblem.hold_region)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sopi.drr import Projector
+from sopi.errors import Cancelled
+from sopi.filters import dilate
+from sopi.geometry import CArmGeometry, nominal_view
+from sopi.registration.api import _run_stage
+from sopi.registration.methods import Stage
+from sopi.registration.optimizers import Monitor
+from sopi.registration.problem import PoseProblem
+from sopi.similarity import SIMILARITIES
+from sopi.volume import Volume, world_from_index_affine
+
+DETECTOR = CArmGeometry(1011.7, 40, 40, (4.0, 4.0), source_to_isocenter_mm=675.0)
+
+
+def _scene() -> tuple[PoseProblem, Volume, Volume, object]:
+    """Soft tissue holding two bony blocks (the 'spine'), an X-ray of it 4 mm off in depth."""
+    data = torch.zeros(24, 24, 24)
+    data[2:22, 4:20, 4:20] = 0.02
+    data[5:11, 9:14, 8:15] = 0.07
+    data[13:20, 10:15, 9:14] = 0.06
+    volume = Volume(data, world_from_index_affine((-46.0, -46.0, -46.0), (4.0, 4.0, 4.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    spine = volume.with_data((data > 0.05).to(torch.uint8))
+    view = nominal_view("ap", volume.center_world, DETECTOR.source_to_isocenter_mm)
+    truth = torch.tensor([[2.0, -1.0, 3.0, 2.0, -3.0, 4.0]], dtype=torch.float64)
+    with torch.no_grad():
+        xray = Projector(volume, DETECTOR)(view.pose(truth))[0]
+    return PoseProblem(volume, xray, DETECTOR, view.camera_from_world, view.isocenter_world, mask=spine), volume, spine, view
+
+
+def _depths(values: list[float]) -> torch.Tensor:
+    theta = torch.zeros(len(values), 6, dtype=torch.float64)
+    theta[:, 5] = torch.tensor(values, dtype=torch.float64)
+    return theta
+
+
+def test_a_held_region_weights_every_candidate_by_the_spine_at_the_held_pose():
+    problem, volume, spine, view = _scene()
+    held = torch.tensor([1.0, 0.0, -2.0, 3.0, 1.0, -6.0], dtype=torch.float64)
+    candidates = _depths([-8.0, 0.0, 5.0, 12.0])
+    problem.hold_region(held)
+    with torch.no_grad():
+        got = problem.similarity(candidates, 1, "gc")
+        # a second path: the attenuation and the mask rendered apart, the region built by hand
+        drrs = Projector(volume, DETECTOR)(view.pose(candidates))
+        region = Projector(spine.with_data(spine.data.float()), DETECTOR)(view.pose(held[None]))[0]
+        weights = dilate(region > 0, problem.mask_dilation_px).float()
+        expected = SIMILARITIES["gc"](problem.xray.expand_as(drrs), drrs, weights.expand_as(drrs)).double()
+    assert torch.allclose(got, expected, atol=1e-5)
+    problem.hold_region(None)  # released: each candidate's own region again, so other values
+    with torch.no_grad():
+        assert not torch.allclose(problem.similarity(candidates, 1, "gc"), got, atol=1e-3)
+
+
+def test_holding_the_region_at_a_candidates_own_pose_changes_nothing():
+    problem, *_ = _scene()
+    for depth in (-7.0, 3.0):
+        theta = _depths([depth])
+        with torch.no_grad():
+            free = problem.similarity(theta, 1, "gc")
+            problem.hold_region(theta[0])
+            held = problem.similarity(theta, 1, "gc")
+            problem.hold_region(None)
+        assert torch.allclose(free, held, atol=1e-6)
+
+
+def test_a_stage_holds_the_region_only_while_it_runs_even_when_cancelled():
+    problem, *_ = _scene()
+    seen = []
+    original = problem.similarity
+
+    def spy(theta, factor, measure):
+        seen.append(problem._held_theta)
+        return original(theta, factor, measure)
+
+    problem.similarity = spy
+    start = _depths([2.0])[0]
+    stage = Stage("adam", "gc", 1, (1.0, 2.0), 3, hold_region=True)
+    _run_stage(problem, stage, start, 0, Monitor(None, None, 0.0, 1.0, ""))
+    assert seen and all(torch.equal(held[0], start) for held in seen)
+    assert problem._held_theta is None
+    with pytest.raises(Cancelled):
+        _run_stage(problem, stage, start, 0, Monitor(None, lambda: True, 0.0, 1.0, ""))
+    assert problem._held_theta is None
+    seen.clear()
+    _run_stage(problem, Stage("adam", "gc", 1, (1.0, 2.0), 2), start, 0, Monitor(None, None, 0.0, 1.0, ""))
+    assert seen and all(held is None for held in seen)
