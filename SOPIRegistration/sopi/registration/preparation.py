@@ -40,7 +40,8 @@ def prepare_views(
     """:func:`prepare_fixed` for the views of one registration, each at its own initial pose.
 
     The views come from one C-arm, so those whose polarity is unsettled share one judgement: the
-    verdict of the view whose best reading scores highest (:func:`_decide`). A view taken 70 deg
+    verdict of the view whose best reading scores highest (:func:`_decide`), taken only where the
+    judgements with and without the found field agree (:func:`_agreed`). A view taken 70 deg
     from its start read bone-dark at 0.70 against bone-bright at 0.39, while the other view of
     that pair read bone-bright at 0.93 against 0.85; judged alone, the first was wrongly re-read.
     """
@@ -48,12 +49,13 @@ def prepare_views(
 
     judged = {index: _polarity_scores(xray, attenuation, pose, device)
               for index, (xray, pose) in enumerate(zip(xrays, initial_poses)) if not xray.metadata.get("polarity_settled", False)}
-    reading = _decide(list(judged.values())) if judged else "bone-bright"
+    reading = _agreed([_decide([both[0] for both in judged.values()]), _decide([both[1] for both in judged.values()])]) if judged else "bone-bright"
     prepared_views = []
     for index, xray in enumerate(xrays):
         image, record = xray.image, {}
         if index in judged:
-            record["polarity_scores"] = {name: round(value, 3) for name, value in judged[index].items()}
+            record["polarity_scores"] = {name: round(value, 3) for name, value in judged[index][0].items()}
+            record["polarity_scores_field_masked"] = {name: round(value, 3) for name, value in judged[index][1].items()}
             if reading != "bone-bright":
                 image = apply_reading(image, reading)
             record["polarity"] = reading
@@ -66,8 +68,10 @@ def prepare_views(
     return prepared_views
 
 
-def _polarity_scores(xray: XRay, attenuation: Volume, initial_pose: torch.Tensor, device: torch.device) -> dict[str, float]:
-    """Each reading's coarse correlation with a DRR at ``initial_pose`` three detectors wide and high."""
+def _polarity_scores(xray: XRay, attenuation: Volume, initial_pose: torch.Tensor, device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
+    """Each reading's coarse correlation with a DRR at ``initial_pose`` three detectors wide and high, twice:
+    weighted where the image is not a constant fill, and where it is also inside the field found in the
+    image as given (collimator shadows out)."""
     from ..render import render_drr
     from ..xray_prep import detect_polarity, prepare_xray
 
@@ -77,8 +81,21 @@ def _polarity_scores(xray: XRay, attenuation: Volume, initial_pose: torch.Tensor
     working = xray.geometry.resized(*small)
     grow_cols, grow_rows = (_POLARITY_EXTENT - 1) * working.cols // 2, (_POLARITY_EXTENT - 1) * working.rows // 2
     drr = render_drr(attenuation, working.padded(grow_cols, grow_rows, grow_cols, grow_rows), initial_pose, step_mm=3.0, device=device)
-    first = prepare_xray(xray.image, xray.field_mask, detect_field=False, detect_metal=False)  # constant fills only
-    return detect_polarity(resize_image(xray.image, small), drr, resize_image(first.weight, small))[1]
+    image = resize_image(xray.image, small)
+    return tuple(detect_polarity(image, drr, resize_image(prepare_xray(xray.image, xray.field_mask, detect_field=field, detect_metal=False).weight, small))[1]
+                 for field in (False, True))
+
+
+def _agreed(verdicts: Sequence[str]) -> str:
+    """The reading every weighting chose, else bone-bright.
+
+    A bright collimator shadow on a bone-bright image can look like an inverted body to the
+    judgement that keeps it (4 of 120 realistic bone-bright X-rays of three CTs were re-read), and
+    a field found wrongly can mislead the one that masks it (2 of 120); no image was re-read by
+    both. Re-reading only on agreement recognises fewer inverted and raw images (34 of 240
+    against 49).
+    """
+    return verdicts[0] if all(verdict == verdicts[0] for verdict in verdicts) else "bone-bright"
 
 
 def _decide(scores: Sequence[dict[str, float]]) -> str:
