@@ -309,15 +309,15 @@ def test_views_share_one_polarity_judgement_decided_by_the_best_matching_view(mo
         assert flipped_record["polarity_source"] == "drr-comparison over 2 views"
         assert torch.allclose(again.image, image.image, atol=1e-3 * float(image.image.abs().max()))  # bone bright again
     lidc = iter([{"bone-bright": 0.932, "bone-dark": 0.85, "intensity": 0.862}, {"bone-bright": 0.393, "bone-dark": 0.7}])
-    monkeypatch.setattr(preparation, "_polarity_scores", lambda *args: (lambda scores: (scores, scores))(next(lidc)))  # both weightings agree
+    monkeypatch.setattr(preparation, "_polarity_scores", lambda *args: (lambda scores: preparation._Judgement(scores, scores, None))(next(lidc)))  # both weightings agree
     prepared = preparation.prepare_views(xrays, attenuation, poses, cpu)
     assert [record["polarity"] for _, _, record in prepared] == ["bone-bright", "bone-bright"]
     assert prepared[1][2]["polarity_scores"]["bone-dark"] == 0.7  # each view keeps its own scores in the record
     alone = iter([{"bone-bright": 0.393, "bone-dark": 0.7}])  # judged alone, that view would be re-read
-    monkeypatch.setattr(preparation, "_polarity_scores", lambda *args: (lambda scores: (scores, scores))(next(alone)))
+    monkeypatch.setattr(preparation, "_polarity_scores", lambda *args: (lambda scores: preparation._Judgement(scores, scores, None))(next(alone)))
     assert preparation.prepare_fixed(xrays[1], attenuation, poses[1], cpu)[2]["polarity"] == "bone-dark"
     # a re-reading only where the judgement without the found field and the one with it agree
-    shadowed = iter([({"bone-bright": 0.603, "bone-dark": 0.857}, {"bone-bright": 0.81, "bone-dark": 0.62})])
+    shadowed = iter([preparation._Judgement({"bone-bright": 0.603, "bone-dark": 0.857}, {"bone-bright": 0.81, "bone-dark": 0.62}, None)])
     monkeypatch.setattr(preparation, "_polarity_scores", lambda *args: next(shadowed))
     record = preparation.prepare_fixed(xrays[1], attenuation, poses[1], cpu)[2]
     assert record["polarity"] == "bone-bright" and record["polarity_scores_field_masked"]["bone-bright"] == 0.81

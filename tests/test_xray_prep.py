@@ -65,6 +65,21 @@ def test_the_prepared_xray_carries_the_field_it_was_found_to_have():
     assert xray.field_mask is None  # the input is not modified
 
 
+def test_a_judged_bone_bright_xray_is_prepared_as_a_settled_one_is():
+    """The polarity judgement finds the field once; the preparation reuses it and gets what finding it again gives."""
+    from sopi.io_xray import XRay
+    from sopi.registration.preparation import prepare_fixed
+
+    volume, geometry, pose, _ = _box_scene()
+    image, _ = _blades_and_circle()
+    image = torch.nn.functional.interpolate(image[None, None], size=geometry.shape, mode="area")[0, 0]
+    judged = prepare_fixed(XRay(image, geometry), volume, pose, torch.device("cpu"))
+    settled = prepare_fixed(XRay(image, geometry, metadata={"polarity_settled": True}), volume, pose, torch.device("cpu"))
+    assert judged[2]["polarity"] == "bone-bright" and float((~judged[0].field_mask).float().mean()) > 0.1
+    assert torch.equal(judged[0].field_mask, settled[0].field_mask) and torch.equal(judged[1], settled[1])
+    assert torch.equal(judged[0].image, settled[0].image)
+
+
 def test_no_field_edge_means_no_field_mask():
     prepared = prepare_xray(_anatomy(1))
     assert float(prepared.outside_field.sum()) == 0.0

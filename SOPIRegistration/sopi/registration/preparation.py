@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import NamedTuple
 
 import torch
 
@@ -49,18 +50,21 @@ def prepare_views(
 
     judged = {index: _polarity_scores(xray, attenuation, pose, device)
               for index, (xray, pose) in enumerate(zip(xrays, initial_poses)) if not xray.metadata.get("polarity_settled", False)}
-    reading = _agreed([_decide([both[0] for both in judged.values()]), _decide([both[1] for both in judged.values()])]) if judged else "bone-bright"
+    reading = _agreed([_decide([view.fills for view in judged.values()]), _decide([view.field_masked for view in judged.values()])]) if judged else "bone-bright"
     prepared_views = []
     for index, xray in enumerate(xrays):
         image, record = xray.image, {}
         if index in judged:
-            record["polarity_scores"] = {name: round(value, 3) for name, value in judged[index][0].items()}
-            record["polarity_scores_field_masked"] = {name: round(value, 3) for name, value in judged[index][1].items()}
+            record["polarity_scores"] = {name: round(value, 3) for name, value in judged[index].fills.items()}
+            record["polarity_scores_field_masked"] = {name: round(value, 3) for name, value in judged[index].field_masked.items()}
             if reading != "bone-bright":
                 image = apply_reading(image, reading)
             record["polarity"] = reading
             record["polarity_source"] = "drr-comparison" if len(judged) == 1 else f"drr-comparison over {len(judged)} views"
-        prepared = prepare_xray(image, xray.field_mask)
+        known, detect = xray.field_mask, True
+        if index in judged and reading == "bone-bright" and judged[index].exposed is not None:
+            known, detect = judged[index].exposed, False  # the judgement already found the field of this very image
+        prepared = prepare_xray(image, known, detect_field=detect)
         record.update(prepared.summary())
         metadata = {**xray.metadata, "prepared": True}
         exposed = ~prepared.outside_field  # the field found (with any shutter the file gave): where scatter comes from
@@ -68,7 +72,15 @@ def prepare_views(
     return prepared_views
 
 
-def _polarity_scores(xray: XRay, attenuation: Volume, initial_pose: torch.Tensor, device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
+class _Judgement(NamedTuple):
+    """One view's polarity scores per reading, with the two weights, and the field found on the way."""
+
+    fills: dict[str, float]  # weighted where the image is not a constant fill
+    field_masked: dict[str, float]  # weighted inside the field found in the image as given, too
+    exposed: torch.Tensor | None  # that field (with any shutter the file gave); None: prepare_views finds it again
+
+
+def _polarity_scores(xray: XRay, attenuation: Volume, initial_pose: torch.Tensor, device: torch.device) -> _Judgement:
     """Each reading's coarse correlation with a DRR at ``initial_pose`` three detectors wide and high, twice:
     weighted where the image is not a constant fill, and where it is also inside the field found in the
     image as given (collimator shadows out)."""
@@ -82,8 +94,9 @@ def _polarity_scores(xray: XRay, attenuation: Volume, initial_pose: torch.Tensor
     grow_cols, grow_rows = (_POLARITY_EXTENT - 1) * working.cols // 2, (_POLARITY_EXTENT - 1) * working.rows // 2
     drr = render_drr(attenuation, working.padded(grow_cols, grow_rows, grow_cols, grow_rows), initial_pose, step_mm=3.0, device=device)
     image = resize_image(xray.image, small)
-    return tuple(detect_polarity(image, drr, resize_image(prepare_xray(xray.image, xray.field_mask, detect_field=field, detect_metal=False).weight, small))[1]
-                 for field in (False, True))
+    fills, field = (prepare_xray(xray.image, xray.field_mask, detect_field=detect, detect_metal=False) for detect in (False, True))
+    return _Judgement(detect_polarity(image, drr, resize_image(fills.weight, small))[1],
+                      detect_polarity(image, drr, resize_image(field.weight, small))[1], ~field.outside_field)
 
 
 def _agreed(verdicts: Sequence[str]) -> str:

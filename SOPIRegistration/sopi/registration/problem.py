@@ -194,7 +194,7 @@ class PoseProblem:
         The spine region (the projected mask, dilated) is binary, so where it is recomputed for every
         candidate, pixels enter and leave it as the pose moves: along depth the similarity then
         jumps by more than depth changes it (0.01-0.06 between poses 1 mm apart on realistic
-        X-rays, against a depth curvature of about 0.002 per mm^2). Held at one pose, the similarity
+        X-rays, against a depth curvature of 0.0002-0.0007 per mm^2). Held at one pose, the similarity
         is smooth in the pose and every value of a stage is computed on the same pixels.
         """
         self._held_theta = None if theta is None else theta.detach().reshape(1, 6).to(torch.float64).cpu().clone()
