@@ -110,7 +110,7 @@ def test_a_tiny_benchmark_end_to_end(tmp_path):
 
 
 def test_far_protocol_centres_each_case_on_a_spine_voxel():
-    from sopi.benchmark import _along_spine
+    from sopi.simulate import _along_spine
     from sopi.geometry import invert_rigid
     from sopi.io import mask_from_labels
     from sopi.sample_data import load_sample

