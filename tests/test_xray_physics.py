@@ -15,6 +15,7 @@ from sopi.xray_physics import (
     Instrument,
     RealismDraw,
     draw_realism,
+    exposure_reference,
     field_masks,
     instrument_line_integrals,
     material_volume,
@@ -63,12 +64,31 @@ def test_quantum_noise_follows_poisson_statistics():
     ct = _slab_ct()
     clean = simulate_xray(ct, GEOMETRY, _pose(ct), RealismDraw(), torch.Generator())
     photons = 2000.0
-    noisy = simulate_xray(ct, GEOMETRY, _pose(ct), RealismDraw(photons=photons), torch.Generator().manual_seed(0))
     water = (clean - clean.median()).abs() < 0.01  # pixels seeing only the slab (most of them)
     assert int(water.sum()) > 200
     line = float(clean[water].mean())
+    # photons per pixel of unattenuated beam (the first version): exp(line) times the variance behind the slab
+    unattenuated = simulate_xray(ct, GEOMETRY, _pose(ct), RealismDraw(photons=photons, exposure_control=False), torch.Generator().manual_seed(0))
     expected_sd = math.sqrt(math.exp(line) / photons)  # var(-log N/N0) = 1 / E[N] for Poisson N
-    assert float((noisy - clean)[water].std()) == pytest.approx(expected_sd, rel=0.15)
+    assert float((unattenuated - clean)[water].std()) == pytest.approx(expected_sd, rel=0.15)
+    # exposure control (the default): the photons reach the detector behind the slab, whatever its thickness
+    for hu in (0.0, 500.0):  # 100 mm of water, or of a denser tissue: 1.5x the line integral
+        slab = _slab_ct(hu)
+        plain = simulate_xray(slab, GEOMETRY, _pose(slab), RealismDraw(), torch.Generator())
+        noisy = simulate_xray(slab, GEOMETRY, _pose(slab), RealismDraw(photons=photons), torch.Generator().manual_seed(0))
+        behind = (plain - plain.median()).abs() < 0.01
+        assert float((noisy - plain)[behind].std()) == pytest.approx(math.sqrt(1.0 / photons), rel=0.15)
+
+
+def test_exposure_reference_is_the_median_of_the_central_exposed_field():
+    fluence = (torch.arange(64.0).reshape(8, 8) + 1) / 64  # distinct, positive values
+    exposed = torch.ones(8, 8, dtype=torch.bool)
+    assert exposure_reference(fluence, exposed) == pytest.approx(float(fluence[2:6, 2:6].median()))
+    exposed[:, :5] = False  # the centre partly collimated: only its exposed part counts
+    assert exposure_reference(fluence, exposed) == pytest.approx(float(fluence[2:6, 5:6].median()))
+    corner = torch.zeros(8, 8, dtype=torch.bool)
+    corner[0, 0] = True  # nothing exposed in the centre: every exposed pixel
+    assert exposure_reference(fluence, corner) == pytest.approx(float(fluence[0, 0]))
 
 
 def test_scatter_lowers_contrast_and_keeps_the_mean_ratio():

@@ -102,6 +102,7 @@ def simulate_cases(
     if chosen.along_spine:
         thetas = _along_spine(thetas, nominal, spine, torch.Generator().manual_seed(seed + 104729), chosen.along_spine)
     realism = torch.Generator().manual_seed(seed + 7919)  # its own stream: same poses with or without it
+    noise = torch.Generator().manual_seed(seed + 15485863)  # and the noise its own: the same draws at any dose
     if realistic:
         projector = Projector(material_volume(ct), geometry, step_mm=step_mm).to(device)
     else:
@@ -111,7 +112,7 @@ def simulate_cases(
         pose = nominal.pose(theta)
         if realistic:
             draw = draw_realism(realism, geometry, raw_output=raw_output)
-            image = simulate_xray(projector, geometry, pose, draw, realism, device=device)
+            image = simulate_xray(projector, geometry, pose, draw, noise, device=device)
             draws.append(draw.to_dict())
         else:
             image = render_drr(clean, geometry, pose, step_mm=step_mm, device=device)

@@ -14,7 +14,8 @@ A clean DRR is a monochromatic line integral with no scatter, noise or field lim
    image holds one constant.
 4. **Scatter**: a wide Gaussian of the primary fluence within the open field, scaled to a
    scatter-to-primary ratio.
-5. **Quantum noise**: Poisson counts at ``photons`` per pixel of unattenuated beam.
+5. **Quantum noise**: Poisson counts, ``photons`` quanta per pixel at the detector behind the
+   patient (automatic exposure control: at the median of the exposed field's centre).
 6. **Detector blur**: a Gaussian point-spread function.
 7. **Read-out**: ``-log(N / N0)`` (log image, bone bright); optionally saturation at the
    direct-exposure end, vendor processing (gamma and unsharp masking), or the raw counts
@@ -37,7 +38,7 @@ from .geometry import CArmGeometry
 from .preprocess import hu_to_attenuation
 from .volume import Volume
 
-__all__ = ["RANGES", "Instrument", "RealismDraw", "draw_realism", "simulate_xray"]
+__all__ = ["RANGES", "Instrument", "RealismDraw", "draw_realism", "exposure_reference", "simulate_xray"]
 
 #: (low, high) of every drawn parameter; see docs/xray_realism.md for the sources.
 RANGES: dict[str, tuple[float, float]] = {
@@ -46,7 +47,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "hardening": (0.0, 0.08),  # 1/(line integral): beam hardening p -> p / (1 + h p)
     "scatter_to_primary": (0.2, 1.5),  # SPR: with a grid about 0.2-1, without up to several
     "scatter_sigma_mm": (20.0, 60.0),  # width of the scatter kernel on the detector
-    "photons": (300.0, 8000.0),  # unattenuated quanta per (binned) pixel; log-uniform
+    "photons": (300.0, 8000.0),  # quanta per (binned) pixel at the detector behind the patient (see RealismDraw); log-uniform
     "blur_px": (0.3, 1.2),  # detector point-spread sigma
     "blade_transmission": (0.005, 0.05),  # collimator leakage fraction
     "blade_depth": (0.05, 0.25),  # fraction of the detector width a closed blade covers
@@ -82,6 +83,11 @@ class RealismDraw:
     scatter_to_primary: float = 0.0
     scatter_sigma_mm: float = 40.0
     photons: float = 0.0  # 0: no noise
+    # True: ``photons`` are the quanta per pixel where the detector's dose is controlled, the median
+    # of the exposed field's central half, as automatic exposure control holds it (the detector doses
+    # the range comes from are behind the patient); False: quanta per pixel of unattenuated beam (the
+    # first version, which left 10-250 quanta behind a lumbar spine)
+    exposure_control: bool = True
     blur_px: float = 0.0
     blades: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # left, right, top, bottom: fraction covered
     blade_transmission: float = 0.02
@@ -113,6 +119,7 @@ def draw_realism(
     *,
     instruments: tuple[int, int] = (1, 3),
     raw_output: bool = False,
+    exposure_control: bool = True,
 ) -> RealismDraw:
     """Draw one case: every effect always on, collimation and circular field each 70 % of the time.
 
@@ -121,6 +128,8 @@ def draw_realism(
         geometry: the detector (instrument sizes are converted from mm to its pixels).
         instruments: (min, max) number of metal objects.
         raw_output: give raw counts (bone dark) instead of the log image.
+        exposure_control: ``photons`` at the detector behind the patient (True) or per pixel of
+            unattenuated beam (False, the first version); the other draws are the same.
     """
     r = {name: _uniform(generator, *bounds) for name, bounds in RANGES.items() if name != "photons"}
     photons = math.exp(_uniform(generator, math.log(RANGES["photons"][0]), math.log(RANGES["photons"][1])))
@@ -141,7 +150,7 @@ def draw_realism(
         saturation=_uniform(generator, 0.01, 0.05) if _chance(generator, 0.3) else 0.0,
         gamma=r["gamma"] if _chance(generator, 0.5) else 1.0,
         unsharp_amount=r["unsharp_amount"] if _chance(generator, 0.4) else 0.0,
-        unsharp_sigma_px=r["unsharp_sigma_px"], raw_output=raw_output,
+        unsharp_sigma_px=r["unsharp_sigma_px"], raw_output=raw_output, exposure_control=exposure_control,
     )
 
 
@@ -244,11 +253,12 @@ def simulate_xray(
         fluence = primary + scatter
     else:
         fluence = primary
-    if draw.photons > 0:
-        counts = torch.poisson(fluence * draw.photons, generator=generator) / draw.photons
+    quanta = draw.photons / exposure_reference(fluence, open_field & inside) if draw.exposure_control else draw.photons
+    if quanta > 0:  # quanta per pixel of unattenuated beam
+        counts = torch.poisson(fluence * quanta, generator=generator) / quanta
     else:
         counts = fluence
-    floor = 0.5 / draw.photons if draw.photons > 0 else 1e-12  # half a quantum: a log of zero counts is undefined
+    floor = 0.5 / quanta if quanta > 0 else 1e-12  # half a quantum: a log of zero counts is undefined
     counts = gaussian_blur(counts, draw.blur_px, mode="reflect").clamp(min=floor)
     if draw.raw_output:
         image = counts
@@ -261,6 +271,18 @@ def simulate_xray(
         outside = float(image[inside].max()) if draw.outside_value == "high" else float(image[inside].min())
     image = torch.where(inside, image, torch.full_like(image, outside))
     return image.to(torch.float32)
+
+
+def exposure_reference(fluence: torch.Tensor, exposed: torch.Tensor) -> float:
+    """The fluence (relative to the unattenuated beam) automatic exposure control holds at its
+    set dose: the median over the exposed pixels in the detector's central half (rows and
+    columns), where a measuring field sits; over every exposed pixel when none is central."""
+    rows, cols = fluence.shape
+    central = torch.zeros_like(exposed)
+    central[rows // 4: rows - rows // 4, cols // 4: cols - cols // 4] = True
+    chosen = exposed & central if bool((exposed & central).any()) else exposed
+    values = fluence[chosen] if bool(chosen.any()) else fluence.flatten()
+    return max(float(values.median()), 1e-9)
 
 
 def _vendor_processing(image: torch.Tensor, inside: torch.Tensor, draw: RealismDraw) -> torch.Tensor:
