@@ -91,3 +91,35 @@ def test_a_stage_holds_the_region_only_while_it_runs_even_when_cancelled():
     seen.clear()
     _run_stage(problem, Stage("adam", "gc", 1, (1.0, 2.0), 2), start, 0, Monitor(None, None, 0.0, 1.0, ""))
     assert seen and all(held is None for held in seen)
+
+
+@pytest.mark.parametrize("contrast,scatter", [(1.0, 0.0), (1.5, 0.0), (0.75, 1.0)])
+def test_bone_contrast_and_scatter_are_recovered_from_an_xray_that_has_them(contrast, scatter):
+    from sopi.preprocess import MU_WATER_PER_MM
+    from sopi.registration.problem import with_scatter
+
+    _, volume, spine, view = _scene()
+    soft_ceiling = MU_WATER_PER_MM * (1.0 + PoseProblem.BONE_ABOVE_HU / 1000.0)
+    assert 0.02 < soft_ceiling < 0.06  # the blocks are bone, the surrounding tissue is not
+    truth = torch.zeros(1, 6, dtype=torch.float64)
+    excess = (volume.data - soft_ceiling).clamp_min(0.0)
+    with torch.no_grad():
+        xray = Projector(volume.with_data(volume.data + (contrast - 1.0) * excess), DETECTOR)(view.pose(truth))
+    if scatter:
+        xray = with_scatter(xray, scatter, 40.0 / DETECTOR.pixel_spacing_mm[0])
+    problem = PoseProblem(volume, xray[0], DETECTOR, view.camera_from_world, view.isocenter_world, mask=spine)
+    assert problem.estimate_bone_contrast(truth[0], 1, "gc") == contrast
+    assert problem.scatter_to_primary == scatter
+    # the problem now renders the X-ray it was given
+    assert float(problem.similarity(truth, 1, "ncc")[0]) == pytest.approx(1.0, abs=1e-5)
+    assert torch.equal(spine.data, problem.mask.data)  # the mask is untouched
+
+
+def test_the_bone_contrast_is_fitted_in_adapt_to_xray_only_when_switched_on(monkeypatch):
+    problem, volume, _, _ = _scene()
+    zero = torch.zeros(6, dtype=torch.float64)
+    assert "bone_contrast_estimate" not in problem.adapt_to_xray(zero, 1, "gc")
+    monkeypatch.setattr(PoseProblem, "FIT_BONE_CONTRAST", True)
+    problem, _, _, _ = _scene()
+    found = problem.adapt_to_xray(zero, 1, "gc")
+    assert found["bone_contrast_estimate"] in (0.9, 1.0, 1.15)  # the X-ray is a DRR of this very volume, 4 mm off

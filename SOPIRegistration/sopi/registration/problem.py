@@ -8,6 +8,7 @@ turn the CT about the spine rather than about the world origin.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from ..errors import InputError
 from ..filters import dilate, gaussian_blur
 from ..geometry import CArmGeometry, NominalView, invert_rigid
 from ..io_xray import XRay, resize_image
+from ..preprocess import MU_WATER_PER_MM
 from ..similarity import SIMILARITIES
 from ..volume import Volume
 
@@ -91,6 +93,10 @@ class PoseProblem:
     scatter_sigma_mm: float = 40.0
     exposed: torch.Tensor | None = None
     _levels: dict = field(default_factory=dict, init=False, repr=False)
+    #: fit the bone contrast with the scatter level in :meth:`adapt_to_xray` (off: measured in docs/benchmarks.md)
+    FIT_BONE_CONTRAST: ClassVar[bool] = False
+    #: tissue up to this HU is soft; the attenuation above it is what :meth:`estimate_bone_contrast` scales
+    BONE_ABOVE_HU: ClassVar[float] = 100.0
     _held_theta: torch.Tensor | None = field(default=None, init=False, repr=False)
     _held_masks: dict = field(default_factory=dict, init=False, repr=False)
 
@@ -159,13 +165,56 @@ class PoseProblem:
             return (magnitudes[0] > strength) & (spread < magnitudes[0] / 6.0) & (weight > 0)
 
     def adapt_to_xray(self, theta: torch.Tensor, factor: int, measure: str) -> dict:
-        """Once ``theta`` is roughly right: fit the scatter level (:meth:`estimate_scatter`) and stop
+        """Once ``theta`` is roughly right: fit the scatter level (:meth:`estimate_scatter`; with
+        :attr:`FIT_BONE_CONTRAST`, jointly with the bone contrast, :meth:`estimate_bone_contrast`) and stop
         weighting the X-ray's edges no DRR explains (:meth:`unexplained_edges`, dilated by 2 pixels).
         Returns what was found, for the result's ``xray_preparation`` record."""
-        scatter = self.estimate_scatter(theta, factor, measure)
+        found = {}
+        if self.FIT_BONE_CONTRAST:
+            found["bone_contrast_estimate"] = self.estimate_bone_contrast(theta, factor, measure)
+            scatter = self.scatter_to_primary
+        else:
+            scatter = self.estimate_scatter(theta, factor, measure)
         unexplained = self.unexplained_edges(theta, factor)
         self.restrict_weight(~dilate(unexplained, 2))
-        return {"scatter_to_primary_estimate": scatter, "unexplained_edge_fraction": round(float(unexplained.float().mean()), 4)}
+        return {**found, "scatter_to_primary_estimate": scatter, "unexplained_edge_fraction": round(float(unexplained.float().mean()), 4)}
+
+    def estimate_bone_contrast(
+        self, theta: torch.Tensor, factor: int, measure: str,
+        candidates: tuple[float, ...] = (0.6, 0.75, 0.9, 1.0, 1.15, 1.3, 1.5, 1.75),
+        scatter_candidates: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
+    ) -> float:
+        """Fit how strongly bone stands out from soft tissue, with the scatter level, and render with both.
+
+        The effective energy of a C-arm's beam is unknown: the higher it is, the less bone's
+        attenuation exceeds water's, relative to the HU-based DRR. The attenuation above that of
+        :data:`BONE_ABOVE_HU` tissue is scaled by each candidate (1: the CT as converted) and read out
+        with each scatter level; the pair whose DRR at ``theta`` matches best is kept (two renders).
+        Sets :attr:`volume` (and every level) and :attr:`scatter_to_primary`; returns the contrast.
+        """
+        base = self.volume.data
+        soft_ceiling = MU_WATER_PER_MM * (1.0 + self.BONE_ABOVE_HU / 1000.0)
+        excess = (base - soft_ceiling).clamp_min(0.0)
+        level = self.level(factor)
+        theta = theta.reshape(1, 6).to(torch.float64)
+        with torch.no_grad():
+            rendered, projected_mask = self._render(level, theta)
+            geometry = level.projector.geometry
+            extra = Projector(self.volume.with_data(excess), geometry, step_mm=level.projector.step_mm).to(self.device)
+            excess_drr = extra(self.pose(theta).to(self.device))
+            scores = {}
+            for contrast in candidates:
+                trial = rendered + (contrast - 1.0) * excess_drr
+                for scatter in scatter_candidates:
+                    self.scatter_to_primary = scatter
+                    scores[(contrast, scatter)] = float(self._compare(level, trial, projected_mask, measure)[0])
+        contrast, scatter = max(scores, key=scores.__getitem__)
+        self.scatter_to_primary = scatter
+        if contrast != 1.0:
+            self.volume = self.volume.with_data(base + (contrast - 1.0) * excess)
+            self.__post_init__()
+            self._levels, self._held_masks = {}, {}
+        return contrast
 
     def similarity(self, theta: torch.Tensor, factor: int, measure: str) -> torch.Tensor:
         """``(B,)`` similarities (larger is better) for ``(B, 6)`` theta; differentiable in theta."""
