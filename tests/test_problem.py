@@ -123,3 +123,27 @@ def test_the_bone_contrast_is_fitted_in_adapt_to_xray_only_when_switched_on(monk
     problem, _, _, _ = _scene()
     found = problem.adapt_to_xray(zero, 1, "gc")
     assert found["bone_contrast_estimate"] in (0.9, 1.0, 1.15)  # the X-ray is a DRR of this very volume, 4 mm off
+
+
+def test_a_pose_that_moves_the_spine_out_of_what_the_xray_shows_scores_zero():
+    problem, volume, spine, view = _scene()
+    truth = torch.tensor([[2.0, -1.0, 3.0, 2.0, -3.0, 4.0]], dtype=torch.float64)
+    shown = torch.zeros(DETECTOR.shape)
+    shown[:, :20] = 1.0  # the X-ray shows its left half only (a collimator blade over the right half)
+    problem.restrict_weight(shown)
+    level = problem.level(1)
+    with torch.no_grad():
+        rendered, projected = problem._render(level, truth)
+    region = dilate(projected > 0, problem.mask_dilation_px)
+    seen = float((region & (level.weight > 0)).sum() / region.sum())
+    assert 0.3 < seen < 0.7  # at the truth the spine straddles the blade's edge
+    expected = SIMILARITIES["gc"](level.fixed[None], rendered, region.to(rendered.dtype) * level.weight)
+    assert float(problem.similarity(truth, 1, "gc")[0]) == pytest.approx(float(expected[0]), abs=1e-6)
+    behind_blade = truth.clone()
+    behind_blade[0, 3] += 45.0  # 45 mm to the side: the spine's projection lies under the blade
+    with torch.no_grad():
+        moved = dilate(problem._render(level, behind_blade)[1] > 0, problem.mask_dilation_px)
+    assert float((moved & (level.weight > 0)).sum() / moved.sum()) < PoseProblem.MIN_SEEN_FRACTION
+    assert float(problem.similarity(behind_blade, 1, "gc")[0]) == 0.0
+    unmasked, _, _, _ = _scene()  # without the blade the same pose is scored as usual
+    assert float(unmasked.similarity(behind_blade, 1, "gc")[0]) != 0.0

@@ -93,6 +93,10 @@ class PoseProblem:
     scatter_sigma_mm: float = 40.0
     exposed: torch.Tensor | None = None
     _levels: dict = field(default_factory=dict, init=False, repr=False)
+    #: a pose scores 0 when the X-ray's weight keeps less than this fraction of the spine's projected region
+    #: (or fewer pixels than MIN_SEEN_PIXELS): with a handful of pixels left, any similarity reaches 1
+    MIN_SEEN_FRACTION: ClassVar[float] = 0.2  # at the true pose of 120 realistic cases of 3 CTs: at least 0.40
+    MIN_SEEN_PIXELS: ClassVar[int] = 32
     #: fit the bone contrast with the scatter level in :meth:`adapt_to_xray` (off: measured in docs/benchmarks.md)
     FIT_BONE_CONTRAST: ClassVar[bool] = False
     #: tissue up to this HU is soft; the attenuation above it is what :meth:`estimate_bone_contrast` scales
@@ -277,14 +281,21 @@ class PoseProblem:
     def _compare(self, level: _Level, rendered: torch.Tensor, projected_mask: torch.Tensor | None, measure: str) -> torch.Tensor:
         """Similarities of the level's X-ray and the read-out DRRs, weighted by the spine and the X-ray's weight."""
         rendered = self._read_out(level, rendered)
-        weights = None
+        weights, seen = None, None
         if projected_mask is not None:
             weights = dilate(projected_mask > 0, self.mask_dilation_px).to(rendered.dtype)
-            weights = torch.where(weights.sum(dim=(-2, -1), keepdim=True) > 0, weights, torch.ones_like(weights))
+            region = weights.sum(dim=(-2, -1))
+            weights = torch.where(region[:, None, None] > 0, weights, torch.ones_like(weights))
+            if level.weight is not None:  # how much of the spine's region the X-ray shows
+                overlap = (weights * (level.weight > 0)).sum(dim=(-2, -1))
+                seen = (region == 0) | ((overlap >= self.MIN_SEEN_FRACTION * region) & (overlap >= self.MIN_SEEN_PIXELS))
         if level.weight is not None:
             weights = level.weight.expand_as(rendered) if weights is None else weights * level.weight
         fixed = level.fixed.expand_as(rendered)
-        return SIMILARITIES[measure](fixed, rendered, weights).to(torch.float64).cpu()
+        scores = SIMILARITIES[measure](fixed, rendered, weights)
+        if seen is not None:  # a pose that moves the spine out of what the X-ray shows is no evidence, however well the rest matches
+            scores = torch.where(seen, scores, torch.zeros_like(scores))
+        return scores.to(torch.float64).cpu()
 
 
 def with_scatter(line_integrals: torch.Tensor, scatter_to_primary: float, sigma_px: float, exposed: torch.Tensor | None = None) -> torch.Tensor:
