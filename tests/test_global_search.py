@@ -252,25 +252,30 @@ def _fake_pass(confidence: float, label: str):
 
 def test_a_second_wider_pass_runs_only_after_a_flagged_result_and_the_more_confident_pass_wins():
     from sopi.registration.api import run_passes
-    from sopi.registration.methods import WIDER_NOTE
+    from sopi.registration.methods import START_NOTE, WIDER_NOTE, GlobalStage
 
     stages = get_method("global+opt")
-    for first, second, winner in [(0.9, None, 0.9), (0.2, 0.8, 0.8), (0.3, 0.1, 0.3)]:
+    notes = ["first", WIDER_NOTE, START_NOTE]
+    for confidences, winner in [((0.9,), 0.9), ((0.2, 0.8), 0.8), ((0.3, 0.1, 0.2), 0.3), ((0.3, 0.1, 0.7), 0.7)]:
         calls = []
 
         def run(chosen, note):
             calls.append((chosen, note))
-            return _fake_pass(first if len(calls) == 1 else second, note or "first")
+            return _fake_pass(confidences[len(calls) - 1], note or "first")
 
         final = run_passes(run, stages)
         assert float(final.theta[0]) == winner and final.similarity == winner
-        if second is None:  # trusted: one pass
-            assert len(calls) == 1 and final.records == [{"stage": "first"}] and final.iterations == 3
-        else:  # flagged: a second pass with the roll widened, both passes recorded whichever wins
-            assert [note for _, note in calls] == ["", WIDER_NOTE]
+        assert len(calls) == len(confidences)  # a pass only after a flagged one
+        assert final.records == [{"stage": note} for note in notes[: len(calls)]] and final.iterations == 3 * len(calls)
+        assert final.preparation == {"pass": notes[confidences.index(winner)]}
+        if len(calls) > 1:  # flagged: a second pass with the roll widened
+            assert [note for _, note in calls[:2]] == ["", WIDER_NOTE]
             assert calls[1][0][0].roll_deg == stages[0].wider_roll_deg
-            assert final.records == [{"stage": "first"}, {"stage": WIDER_NOTE}] and final.iterations == 6
-            assert final.preparation == {"pass": "first" if winner == first else WIDER_NOTE}
+        if len(calls) > 2:  # flagged again: the refinement from the start, without any search
+            assert calls[2][0] == tuple(stage for stage in stages if not isinstance(stage, GlobalStage)) == get_method("opt")
+    calls = []
+    run_passes(lambda chosen, note: calls.append(note) or _fake_pass(0.1, note), get_method("opt"))
+    assert calls == [""]  # nothing searched, nothing to widen or leave out
 
 
 def test_a_roll_beyond_the_first_search_is_found_by_the_wider_second_pass():

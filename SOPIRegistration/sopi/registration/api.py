@@ -18,7 +18,7 @@ from ..render import rendering_volume
 from ..nets.model_file import LoadedModel, load_model
 from ..volume import Volume
 from .global_search import GlobalStage, global_search
-from .methods import WIDER_NOTE, FineStage, NetworkStage, Stage, default_method, get_method, needs_mask, needs_model, scaled_budgets, single_level, widened
+from .methods import START_NOTE, WIDER_NOTE, FineStage, NetworkStage, Stage, default_method, get_method, needs_mask, needs_model, scaled_budgets, single_level, widened, without_search
 from .optimizers import Monitor, OptimizerResult, adam, cma_es, multi_start, powell
 from .problem import PoseProblem, default_pivot, exposed_field
 
@@ -276,14 +276,21 @@ def stage_loop(
 def run_passes(run: Callable[[tuple, str], _Pass], stages: tuple) -> _Pass:
     """``run(stages, "")``; when its result is flagged likely failed and the method has a global search
     to widen (:func:`~sopi.registration.methods.widened`), also ``run(wider, WIDER_NOTE)`` from the
-    same start. The more confident pass wins; its records and iterations include both passes'."""
+    same start; when that is flagged too, ``run(without the search, START_NOTE)``
+    (:func:`~sopi.registration.methods.without_search`). The most confident pass wins; its records
+    and iterations include every pass's."""
     final = run(stages, "")
+    passes = [final]
     wider = widened(stages, searched=all(record.get("searched", True) for record in final.records))
     if final.assessment.likely_failed and wider is not None:
-        second = run(wider, WIDER_NOTE)
-        records, iterations = final.records + second.records, final.iterations + second.iterations
-        if second.assessment.confidence > final.assessment.confidence:
-            final = second
+        passes.append(run(wider, WIDER_NOTE))
+        local = without_search(stages)
+        if passes[-1].assessment.likely_failed and local is not None:
+            passes.append(run(local, START_NOTE))
+    if len(passes) > 1:
+        records = [record for one in passes for record in one.records]
+        iterations = sum(one.iterations for one in passes)
+        final = max(passes, key=lambda one: one.assessment.confidence)  # the first of equals
         final.records, final.iterations = records, iterations
     return final
 
