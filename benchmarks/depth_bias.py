@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--factor", type=int, default=None, help="detector downsampling of the final stage (default: opt's)")
     parser.add_argument("--measure", default=None, help="similarity of the final stage (default: opt's)")
     parser.add_argument("--scatter-from-field", action="store_true", help="scatter from the exposed field only (SCATTER_FROM_EXPOSED_FIELD)")
-    parser.add_argument("--fit-bone-contrast", action="store_true", help="fit the bone contrast with the scatter level (PoseProblem.FIT_BONE_CONTRAST)")
+    parser.add_argument("--no-bone-contrast", action="store_true", help="do not fit the bone contrast (PoseProblem.FIT_BONE_CONTRAST off)")
     parser.add_argument("--hold-region", action="store_true", help="the final stage holds the spine region at its start (Stage.hold_region)")
     parser.add_argument("--profile-mm", type=float, default=0.0,
                         help="also record the final stage's similarity along depth through the truth, 1 mm apart to +-this, "
@@ -117,7 +117,7 @@ def main() -> None:
     args = parser.parse_args()
 
     problem_module.SCATTER_FROM_EXPOSED_FIELD = args.scatter_from_field
-    problem_module.PoseProblem.FIT_BONE_CONTRAST = args.fit_bone_contrast
+    problem_module.PoseProblem.FIT_BONE_CONTRAST = not args.no_bone_contrast
     ct = read_ct(args.ct)
     spine = read_mask(args.mask, ct)
     spine = spine.with_data((spine.data != 0).to(torch.uint8))
