@@ -204,9 +204,13 @@ def register(
                 return _network_stage(problem, networks["rtpi"], spine, fixed, monitor), {}
             if isinstance(stage, FineStage):
                 return _fine_stage(problem, networks["fine"], stage, spine, fixed, theta, monitor), {}
+            factor = stage.level_factor(max(geometry.rows, geometry.cols))
             if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter
-                found.update(problem.adapt_to_xray(theta, stage.level_factor(max(geometry.rows, geometry.cols)), stage.measure))
+                found.update(problem.adapt_to_xray(theta, factor, stage.measure))
                 scatter_checked = True
+            if prepare and problem.FIT_BONE_CONTRAST and index > 0 and index == len(chosen) - 1:  # the last stage: closest yet
+                found["bone_contrast_estimate"] = problem.estimate_bone_contrast(theta, factor, stage.measure)
+                found["scatter_to_primary_estimate"] = problem.scatter_to_primary
             return _run_stage(problem, stage, theta, seed + index, monitor), {}
 
         return stage_loop(problem, chosen, note, step, assess, found, progress, cancel)

@@ -97,7 +97,7 @@ class PoseProblem:
     #: (or fewer pixels than MIN_SEEN_PIXELS): with a handful of pixels left, any similarity reaches 1
     MIN_SEEN_FRACTION: ClassVar[float] = 0.2  # at the true pose of 40 realistic cases per CT, 3 CTs: at least 0.39
     MIN_SEEN_PIXELS: ClassVar[int] = 32
-    #: fit the bone contrast with the scatter level in :meth:`adapt_to_xray` (measured in docs/benchmarks.md)
+    #: fit the bone contrast with the scatter level before a method's last stage (measured in docs/benchmarks.md)
     FIT_BONE_CONTRAST: ClassVar[bool] = True
     #: tissue up to this HU is soft; the attenuation above it is what :meth:`estimate_bone_contrast` scales
     BONE_ABOVE_HU: ClassVar[float] = 100.0
@@ -169,19 +169,14 @@ class PoseProblem:
             return (magnitudes[0] > strength) & (spread < magnitudes[0] / 6.0) & (weight > 0)
 
     def adapt_to_xray(self, theta: torch.Tensor, factor: int, measure: str) -> dict:
-        """Once ``theta`` is roughly right: fit the scatter level (:meth:`estimate_scatter`; with
-        :attr:`FIT_BONE_CONTRAST`, jointly with the bone contrast, :meth:`estimate_bone_contrast`) and stop
+        """Once ``theta`` is roughly right: fit the scatter level (:meth:`estimate_scatter`) and stop
         weighting the X-ray's edges no DRR explains (:meth:`unexplained_edges`, dilated by 2 pixels).
-        Returns what was found, for the result's ``xray_preparation`` record."""
-        found = {}
-        if self.FIT_BONE_CONTRAST:
-            found["bone_contrast_estimate"] = self.estimate_bone_contrast(theta, factor, measure)
-            scatter = self.scatter_to_primary
-        else:
-            scatter = self.estimate_scatter(theta, factor, measure)
+        Returns what was found, for the result's ``xray_preparation`` record. (The bone contrast is
+        fitted later, closer to the answer: :meth:`estimate_bone_contrast`.)"""
+        scatter = self.estimate_scatter(theta, factor, measure)
         unexplained = self.unexplained_edges(theta, factor)
         self.restrict_weight(~dilate(unexplained, 2))
-        return {**found, "scatter_to_primary_estimate": scatter, "unexplained_edge_fraction": round(float(unexplained.float().mean()), 4)}
+        return {"scatter_to_primary_estimate": scatter, "unexplained_edge_fraction": round(float(unexplained.float().mean()), 4)}
 
     def estimate_bone_contrast(
         self, theta: torch.Tensor, factor: int, measure: str,
