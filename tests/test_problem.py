@@ -115,16 +115,6 @@ def test_bone_contrast_and_scatter_are_recovered_from_an_xray_that_has_them(cont
     assert torch.equal(spine.data, problem.mask.data)  # the mask is untouched
 
 
-def test_the_bone_contrast_is_fitted_in_adapt_to_xray_unless_switched_off(monkeypatch):
-    zero = torch.zeros(6, dtype=torch.float64)
-    problem, _, _, _ = _scene()
-    found = problem.adapt_to_xray(zero, 1, "gc")
-    assert found["bone_contrast_estimate"] in (0.9, 1.0, 1.15)  # the X-ray is a DRR of this very volume, 4 mm off
-    monkeypatch.setattr(PoseProblem, "FIT_BONE_CONTRAST", False)
-    problem, _, _, _ = _scene()
-    assert "bone_contrast_estimate" not in problem.adapt_to_xray(zero, 1, "gc")
-
-
 def test_a_pose_that_moves_the_spine_out_of_what_the_xray_shows_scores_zero():
     problem, volume, spine, view = _scene()
     truth = torch.tensor([[2.0, -1.0, 3.0, 2.0, -3.0, 4.0]], dtype=torch.float64)

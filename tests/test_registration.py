@@ -111,6 +111,30 @@ def test_opt_recovers_a_known_pose(sample_case):
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
 
 
+def test_the_bone_contrast_is_fitted_once_where_the_last_stage_starts_unless_switched_off(sample_case, monkeypatch):
+    from sopi.geometry import params_to_dict
+    from sopi.registration.problem import PoseProblem
+
+    ct, spine, nominal, _, image = sample_case
+    calls = []
+    original = PoseProblem.estimate_bone_contrast
+
+    def spy(self, theta, factor, measure, *args, **kwargs):
+        calls.append(theta.detach().clone())
+        return original(self, theta, factor, measure, *args, **kwargs)
+
+    monkeypatch.setattr(PoseProblem, "estimate_bone_contrast", spy)
+    run = lambda: register(ct, XRay(image, SMALL), initial_pose=nominal.camera_from_world, mask=spine, method="opt",  # noqa: E731
+                           device="cpu", iteration_scale=0.2)
+    result = run()
+    assert len(calls) == 1 and len(result.stages) == 2
+    assert params_to_dict(calls[0].reshape(6)) == pytest.approx(result.stages[0]["params"])  # where the first stage ended
+    assert result.xray_preparation["bone_contrast_estimate"] in (0.6, 0.75, 0.9, 1.0, 1.15, 1.3, 1.5, 1.75)
+    monkeypatch.setattr(PoseProblem, "FIT_BONE_CONTRAST", False)
+    calls.clear()
+    assert "bone_contrast_estimate" not in run().xray_preparation and not calls
+
+
 def test_register_cli_writes_result_and_fused_picture(sample_case, tmp_path, capsys):
     _, _, nominal, _, image = sample_case
     write_xray(tmp_path / "xray.mha", image, SMALL)
