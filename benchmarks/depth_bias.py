@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--factor", type=int, default=None, help="detector downsampling of the final stage (default: opt's)")
     parser.add_argument("--measure", default=None, help="similarity of the final stage (default: opt's)")
     parser.add_argument("--scatter-from-field", action="store_true", help="scatter from the exposed field only (SCATTER_FROM_EXPOSED_FIELD)")
-    parser.add_argument("--no-bone-contrast", action="store_true", help="do not fit the bone contrast (PoseProblem.FIT_BONE_CONTRAST off)")
+    parser.add_argument("--fit-bone-contrast", action="store_true", help="fit the bone contrast before the last stage (PoseProblem.FIT_BONE_CONTRAST)")
     parser.add_argument("--hold-region", action="store_true", help="the final stage holds the spine region at its start (Stage.hold_region)")
     parser.add_argument("--profile-mm", type=float, default=0.0,
                         help="also record the final stage's similarity along depth through the truth, 1 mm apart to +-this, "
@@ -117,7 +117,7 @@ def main() -> None:
     args = parser.parse_args()
 
     problem_module.SCATTER_FROM_EXPOSED_FIELD = args.scatter_from_field
-    problem_module.PoseProblem.FIT_BONE_CONTRAST = not args.no_bone_contrast
+    problem_module.PoseProblem.FIT_BONE_CONTRAST = args.fit_bone_contrast
     ct = read_ct(args.ct)
     spine = read_mask(args.mask, ct)
     spine = spine.with_data((spine.data != 0).to(torch.uint8))
@@ -142,7 +142,9 @@ def main() -> None:
             fixed, weight, _ = prepare_fixed(XRay(image, geometry), attenuation, truth, torch.device("cpu"))
             problem = PoseProblem(attenuation, fixed.image, geometry, truth, pivot, mask=spine, xray_weight=weight, exposed=exposed_field(fixed))
             zero = torch.zeros(6, dtype=torch.float64)
-            problem.adapt_to_xray(zero, adapt_factor, first.measure)  # as register does before opt's first stage
+            problem.adapt_to_xray(zero, adapt_factor, first.measure)  # as register does before opt's second stage
+            if args.fit_bone_contrast:  # as register does before the last stage when switched on
+                problem.estimate_bone_contrast(zero, final.level_factor(max(geometry.rows, geometry.cols)), final.measure)
             profiles = depth_profiles(problem, final, args.profile_mm) if args.profile_mm > 0 else {}
             outcome = _run_stage(problem, final, zero, args.seed, Monitor(None, None, 0.0, 1.0, ""))
             estimate = problem.pose(outcome.theta)

@@ -8,8 +8,8 @@ Variants (``--variant``):
 - ``hold+full``: both, each Adam stage holding its region.
 
 ``--scatter-from-field`` reads DRRs out with scatter from the X-ray's exposed field only
-(``sopi.registration.problem.SCATTER_FROM_EXPOSED_FIELD``); ``--no-bone-contrast`` leaves the bone
-contrast as the CT gives it (``PoseProblem.FIT_BONE_CONTRAST`` off). Everything after the options is
+(``sopi.registration.problem.SCATTER_FROM_EXPOSED_FIELD``); ``--fit-bone-contrast`` fits the bone
+contrast before the last stage (``PoseProblem.FIT_BONE_CONTRAST``, off by default). Everything after the options is
 ``sopi``'s own command line:
 
     python benchmarks/objective_variants.py --variant hold+full --scatter-from-field -- \\
@@ -49,14 +49,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="default")
     parser.add_argument("--scatter-from-field", action="store_true")
-    parser.add_argument("--no-bone-contrast", action="store_true")
+    parser.add_argument("--fit-bone-contrast", action="store_true")
     parser.add_argument("sopi_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     stages = variant_stages(args.variant)
     methods.METHODS["opt"] = stages
     methods.METHODS["global+opt"] = (methods.METHODS["global+opt"][0], *stages)
     problem.SCATTER_FROM_EXPOSED_FIELD = args.scatter_from_field
-    problem.PoseProblem.FIT_BONE_CONTRAST = not args.no_bone_contrast
+    problem.PoseProblem.FIT_BONE_CONTRAST = args.fit_bone_contrast
     rest = args.sopi_args[1:] if args.sopi_args[:1] == ["--"] else args.sopi_args
     return sopi_main(rest)
 

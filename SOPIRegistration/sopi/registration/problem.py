@@ -98,7 +98,7 @@ class PoseProblem:
     MIN_SEEN_FRACTION: ClassVar[float] = 0.2  # at the true pose of 40 realistic cases per CT, 3 CTs: at least 0.39
     MIN_SEEN_PIXELS: ClassVar[int] = 32
     #: fit the bone contrast with the scatter level before a method's last stage (measured in docs/benchmarks.md)
-    FIT_BONE_CONTRAST: ClassVar[bool] = True
+    FIT_BONE_CONTRAST: ClassVar[bool] = False
     #: tissue up to this HU is soft; the attenuation above it is what :meth:`estimate_bone_contrast` scales
     BONE_ABOVE_HU: ClassVar[float] = 100.0
     _held_theta: torch.Tensor | None = field(default=None, init=False, repr=False)
