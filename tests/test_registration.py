@@ -111,7 +111,7 @@ def test_opt_recovers_a_known_pose(sample_case):
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
 
 
-def test_the_bone_contrast_is_fitted_once_where_the_last_stage_starts_unless_switched_off(sample_case, monkeypatch):
+def test_the_bone_contrast_is_fitted_once_where_the_last_stage_starts_when_switched_on(sample_case, monkeypatch):
     from sopi.geometry import params_to_dict
     from sopi.registration.problem import PoseProblem
 
@@ -124,13 +124,14 @@ def test_the_bone_contrast_is_fitted_once_where_the_last_stage_starts_unless_swi
         return original(self, theta, factor, measure, *args, **kwargs)
 
     monkeypatch.setattr(PoseProblem, "estimate_bone_contrast", spy)
+    monkeypatch.setattr(PoseProblem, "FIT_BONE_CONTRAST", True)
     run = lambda: register(ct, XRay(image, SMALL), initial_pose=nominal.camera_from_world, mask=spine, method="opt",  # noqa: E731
                            device="cpu", iteration_scale=0.2)
     result = run()
     assert len(calls) == 1 and len(result.stages) == 2
     assert params_to_dict(calls[0].reshape(6)) == pytest.approx(result.stages[0]["params"])  # where the first stage ended
     assert result.xray_preparation["bone_contrast_estimate"] in (0.6, 0.75, 0.9, 1.0, 1.15, 1.3, 1.5, 1.75)
-    monkeypatch.setattr(PoseProblem, "FIT_BONE_CONTRAST", False)
+    monkeypatch.setattr(PoseProblem, "FIT_BONE_CONTRAST", False)  # the default
     calls.clear()
     assert "bone_contrast_estimate" not in run().xray_preparation and not calls
 
