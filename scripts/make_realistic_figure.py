@@ -5,6 +5,7 @@ Case ``CASE`` of ``sopi benchmark --realistic`` on the sample CT (seed 0) with `
 registered with ``METHOD``; written to ``OUT``.
 Usage: python scripts/make_realistic_figure.py [CASE [PROTOCOL METHOD OUT]]
   default: 1 paper opt docs/images/realistic_registration.png
+  README's realistic figure: 1 paper global+opt docs/images/realistic_registration.png
   README's wide-start figure: 3 far global+opt docs/images/far_start_registration.png
 """
 
