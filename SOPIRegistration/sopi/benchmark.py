@@ -22,7 +22,7 @@ from .distances import mean_projection_distance_mm, mtre_mm, paper_errors, rotat
 from .geometry import PARAM_NAMES, CArmGeometry, NominalView, nominal_view
 from .io import read_ct, read_mask
 from .io_xray import XRay
-from .simulate import _along_spine, simulate_cases  # noqa: F401  (re-exported: benchmarks import it from here)
+from .simulate import simulate_cases  # noqa: F401  (re-exported: benchmarks import it from here)
 from .volume import Volume
 
 __all__ = ["CaseMetrics", "case_metrics", "run_benchmark", "simulate_cases", "target_points"]

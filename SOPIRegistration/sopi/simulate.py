@@ -41,7 +41,6 @@ def simulate_case(
     Everything is computed before the first file is written; each file is written atomically.
     """
     from .io import write_xray
-    from .xray_physics import RealismDraw
 
     if raw_output and not realistic:
         raise InputError("--raw: raw detector counts come from the realistic simulation; add --realistic")
@@ -65,7 +64,7 @@ def simulate_case(
     save_pose(out / "init.json", nominal.camera_from_world, params=params_to_dict(torch.zeros(6)), **common)
     if realistic:
         polarity = "intensity" if raw_output else "bone-bright"
-        record = {"seed": seed, "polarity": polarity, "fields": sorted(RealismDraw.__dataclass_fields__), "draw": draws[0],
+        record = {"seed": seed, "polarity": polarity, "draw": draws[0],
                   "note": "parameters and their sources: docs/xray_realism.md; register with --polarity " + polarity}
         write_json(out / "realism.json", record)
     return [out / name for name in names]

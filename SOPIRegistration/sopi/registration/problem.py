@@ -24,6 +24,9 @@ from ..volume import Volume
 
 __all__ = ["PoseProblem", "default_pivot", "exposed_field"]
 
+#: scatter-to-primary ratios the read-out is fitted among (:meth:`PoseProblem.estimate_scatter`)
+SCATTER_CANDIDATES = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
+
 
 def default_pivot(initial_pose: torch.Tensor, geometry: CArmGeometry) -> torch.Tensor:
     """The isocentre of the initial view: ``source_to_isocenter_mm`` along its principal ray (LPS mm)."""
@@ -108,7 +111,10 @@ class PoseProblem:
         if tuple(self.xray.shape) != self.geometry.shape:
             raise InputError(f"X-ray shape {tuple(self.xray.shape)} does not match the geometry {self.geometry.shape}")
         self.reference = NominalView(self.initial_pose.to(torch.float64).cpu(), self.pivot_world.to(torch.float64).cpu(), "initial")
-        # one voxel tensor for every level: the CT, and the mask as a second channel
+        self._stack_channels()
+
+    def _stack_channels(self) -> None:
+        """One voxel tensor for every level: the CT, and the mask as a second channel."""
         self._channels = self.volume if self.mask is None else self.volume.with_data(
             torch.stack([self.volume.data, self.mask.data.to(self.volume.data)])
         )
@@ -181,7 +187,7 @@ class PoseProblem:
     def estimate_bone_contrast(
         self, theta: torch.Tensor, factor: int, measure: str,
         candidates: tuple[float, ...] = (0.6, 0.75, 0.9, 1.0, 1.15, 1.3, 1.5, 1.75),
-        scatter_candidates: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
+        scatter_candidates: tuple[float, ...] = SCATTER_CANDIDATES,
     ) -> float:
         """Fit how strongly bone stands out from soft tissue, with the scatter level, and render with both.
 
@@ -201,18 +207,14 @@ class PoseProblem:
             geometry = level.projector.geometry
             extra = Projector(self.volume.with_data(excess), geometry, step_mm=level.projector.step_mm).to(self.device)
             excess_drr = extra(self.pose(theta).to(self.device))
-            scores = {}
-            for contrast in candidates:
-                trial = rendered + (contrast - 1.0) * excess_drr
-                for scatter in scatter_candidates:
-                    self.scatter_to_primary = scatter
-                    scores[(contrast, scatter)] = float(self._compare(level, trial, projected_mask, measure)[0])
-        contrast, scatter = max(scores, key=scores.__getitem__)
-        self.scatter_to_primary = scatter
+            best = {contrast: self._best_scatter(level, rendered + (contrast - 1.0) * excess_drr, projected_mask, measure, scatter_candidates)
+                    for contrast in candidates}
+        contrast = max(best, key=lambda candidate: best[candidate][1])  # the first of equals
+        self.scatter_to_primary = best[contrast][0]
         if contrast != 1.0:
             self.volume = self.volume.with_data(base + (contrast - 1.0) * excess)
-            self.__post_init__()
-            self._levels, self._held_masks = {}, {}
+            self._stack_channels()
+            self._levels, self._held_masks = {}, {}  # every level's projector held the old voxels
         return contrast
 
     def similarity(self, theta: torch.Tensor, factor: int, measure: str) -> torch.Tensor:
@@ -220,20 +222,26 @@ class PoseProblem:
         level = self.level(factor)
         return self._compare(level, *self._render(level, theta), measure)
 
-    def estimate_scatter(
-        self, theta: torch.Tensor, factor: int, measure: str, candidates: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
-    ) -> float:
+    def estimate_scatter(self, theta: torch.Tensor, factor: int, measure: str, candidates: tuple[float, ...] = SCATTER_CANDIDATES) -> float:
         """Set and return the scatter-to-primary ratio whose scatter-aware DRR at ``theta`` matches best
         (one render, read out at every candidate)."""
         level = self.level(factor)
-        scores = []
         with torch.no_grad():
             rendered, projected_mask = self._render(level, theta.reshape(1, 6))
-            for candidate in candidates:
-                self.scatter_to_primary = candidate
-                scores.append(float(self._compare(level, rendered, projected_mask, measure)[0]))
-        self.scatter_to_primary = candidates[max(range(len(candidates)), key=scores.__getitem__)]
-        return self.scatter_to_primary
+            return self._best_scatter(level, rendered, projected_mask, measure, candidates)[0]
+
+    def _best_scatter(
+        self, level: _Level, rendered: torch.Tensor, projected_mask: torch.Tensor | None, measure: str, candidates: tuple[float, ...]
+    ) -> tuple[float, float]:
+        """``(scatter level, similarity)`` of the candidate whose read-out of the ``(1, rows, cols)`` DRR
+        ``rendered`` matches best (the first of equals); :attr:`scatter_to_primary` is left set to it."""
+        scores = []
+        for candidate in candidates:
+            self.scatter_to_primary = candidate
+            scores.append(float(self._compare(level, rendered, projected_mask, measure)[0]))
+        best = max(range(len(candidates)), key=scores.__getitem__)
+        self.scatter_to_primary = candidates[best]
+        return candidates[best], scores[best]
 
     def hold_region(self, theta: torch.Tensor | None) -> None:
         """Weight every similarity by the spine's projection at ``theta`` rather than at each candidate's
