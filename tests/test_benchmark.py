@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
 import torch
 
-from sopi.augment import bone_contrast_attenuation, detector_effects, draw_realism
+from sopi.augment import bone_contrast_attenuation, detector_effects, detector_effects_batch, draw_realism
 from sopi.benchmark import case_metrics, run_benchmark
 from sopi.geometry import CArmGeometry, nominal_view
 from sopi.report import summarise
@@ -87,6 +88,18 @@ def test_realism_changes_images_reproducibly():
     hu = torch.tensor([-1000.0, 0.0, 1000.0])
     boosted = bone_contrast_attenuation(hu, 0.5)
     assert boosted[0] == 0 and boosted[2] / boosted[1] > 2.0 * 1.4  # bone gained contrast over water
+
+
+def test_training_noise_is_set_by_the_dose_behind_the_patient():
+    # a thick centre (line integral 4) in a thin surround (0.5): var(-log N / N0) = 1 / E[N] for Poisson N
+    image = torch.full((128, 128), 0.5, dtype=torch.float64)
+    image[32:96, 32:96] = 4.0
+    photons, no_blur, linear = torch.tensor([1000.0]), torch.tensor([1e-3]), torch.tensor([1.0])
+    centre = (slice(36, 92), slice(36, 92))
+    controlled = detector_effects_batch(image[None], photons, no_blur, linear, torch.Generator().manual_seed(0))[0]
+    assert float((controlled - image)[centre].std()) == pytest.approx(math.sqrt(1.0 / 1000.0), rel=0.1)
+    beam = detector_effects_batch(image[None], photons, no_blur, linear, torch.Generator().manual_seed(0), exposure_control=False)[0]
+    assert float((beam - image)[centre].std()) == pytest.approx(math.sqrt(math.exp(4.0) / 1000.0), rel=0.1)
 
 
 def test_a_tiny_benchmark_end_to_end(tmp_path):

@@ -2,9 +2,12 @@
 
 * bone-to-soft-tissue contrast: bone attenuation scaled by ``1 + gain * s(HU)`` with
   ``s`` a logistic step at 250 HU (50 HU wide), ``gain`` drawn in ``[-0.3, 0.5]``;
-* detector physics: line integrals ``p`` become photon counts ``I0 exp(-p)`` with
-  ``I0`` log-uniform in ``[3e3, 3e4]`` per pixel, Poisson noise, a Gaussian blur of
-  ``sigma`` in ``[0.4, 1.2]`` px, and back to ``-log(I / I0)``;
+* detector physics: line integrals ``p`` become photon counts ``I0 exp(-p)``, Poisson noise,
+  a Gaussian blur of ``sigma`` in ``[0.4, 1.2]`` px, and back to ``-log(I / I0)``. ``I0`` is
+  set so that ``photons`` quanta per pixel reach the detector behind the patient, at the
+  median fluence of the image's central half (automatic exposure control, as
+  :func:`sopi.xray_physics.exposure_reference`), ``photons`` log-uniform in the simulator's
+  range (:data:`sopi.xray_physics.RANGES`, 300-8000);
 * intensity non-linearity: ``p -> p_max * (p / p_max) ** gamma``, ``gamma`` in ``[0.8, 1.25]``.
 """
 
@@ -16,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .preprocess import hu_to_attenuation
+from .xray_physics import RANGES
 
 __all__ = ["bone_contrast_attenuation", "detector_effects", "detector_effects_batch", "draw_realism"]
 
@@ -25,7 +29,7 @@ def draw_realism(generator: torch.Generator) -> dict[str, float]:
     uniform = lambda low, high: low + (high - low) * float(torch.rand(1, generator=generator, dtype=torch.float64))  # noqa: E731
     return {
         "bone_gain": uniform(-0.3, 0.5),
-        "photons": math.exp(uniform(math.log(3e3), math.log(3e4))),
+        "photons": math.exp(uniform(*(math.log(bound) for bound in RANGES["photons"]))),
         "blur_px": uniform(0.4, 1.2),
         "gamma": uniform(0.8, 1.25),
     }
@@ -49,11 +53,21 @@ def detector_effects_batch(
     blur_px: torch.Tensor,
     gamma: torch.Tensor,
     generator: torch.Generator,
+    exposure_control: bool = True,
 ) -> torch.Tensor:
-    """:func:`detector_effects` on ``(B, rows, cols)`` images with per-image ``(B,)`` parameters (CPU generator)."""
-    batch = line_integrals.shape[0]
+    """:func:`detector_effects` on ``(B, rows, cols)`` images with per-image ``(B,)`` parameters (CPU generator).
+
+    ``photons``: quanta per pixel at the median fluence of each image's central half
+    (``exposure_control``, the default), or per pixel of unattenuated beam (False: the
+    first version, which left a few dozen quanta behind a lumbar spine).
+    """
+    batch, rows, cols = line_integrals.shape
+    fluence = torch.exp(-line_integrals.detach().to(torch.float64).cpu())
     photons = photons.to(torch.float64).reshape(batch, 1, 1)
-    expected = (photons * torch.exp(-line_integrals.detach().to(torch.float64).cpu())).clamp(max=1e12)
+    if exposure_control:
+        central = fluence[:, rows // 4: rows - rows // 4, cols // 4: cols - cols // 4].flatten(1)
+        photons = photons / central.median(dim=1).values.clamp(min=1e-12).reshape(batch, 1, 1)
+    expected = (photons * fluence).clamp(max=1e15)
     counts = torch.poisson(expected, generator=generator)
     sigma = blur_px.to(torch.float64).reshape(batch, 1).clamp(min=1e-3)
     radius = max(1, math.ceil(3 * float(sigma.max())))

@@ -11,7 +11,8 @@ contrast can change per image without re-rendering:
    ``P`` (sigma a fraction ``scatter_sigma`` of the width) at a scatter-to-primary ratio in
    ``scatter_to_primary``, as :mod:`sopi.xray_physics` simulates it;
 4. detector physics (:func:`sopi.augment.detector_effects_batch`): Poisson noise at a
-   log-uniform photon count, Gaussian blur, gamma;
+   log-uniform photon count at the detector behind the patient (the simulator's range and
+   exposure control), Gaussian blur, gamma;
 5. collimation (probability ``collimation_p``): up to ``collimation_max`` of the image
    on each side replaced by a flat shutter (the image's maximum or minimum); a circular
    field (probability ``field_p``, radius 0.42-0.6 of the width) likewise;
@@ -36,6 +37,7 @@ from ..augment import detector_effects_batch
 from ..nets.inputs import standardize_xray
 from ..preprocess import hu_to_attenuation
 from ..volume import Volume
+from ..xray_physics import RANGES
 
 __all__ = ["AugmentSettings", "TaskSettings", "augment_xrays", "split_bone"]
 
@@ -49,7 +51,7 @@ class AugmentSettings:
 
     enabled: bool = True
     bone_gain: tuple[float, float] = (-0.3, 0.5)
-    photons: tuple[float, float] = (3e3, 3e4)
+    photons: tuple[float, float] = RANGES["photons"]  # quanta per pixel behind the patient (until 2026-12-03: 3e3-3e4 of unattenuated beam)
     blur_px: tuple[float, float] = (0.0, 1.0)
     gamma: tuple[float, float] = (0.8, 1.25)
     collimation_p: float = 0.3
