@@ -1,0 +1,92 @@
+"""How much of the instruments in realistic X-rays the preparation masks as metal, and what else it masks.
+
+For each CT and the realistic benchmark cases of each protocol and seed, the instruments the simulator
+drew (``sopi.xray_physics``: K-wires, pedicle screws, retractor blades) are rendered alone; a pixel is
+metal where their line integral exceeds 0.05. ``sopi.xray_prep.prepare_xray`` then prepares the X-ray
+as ``register`` does, and per instrument kind the script counts the instruments in view, those of
+which more than half the pixels in the usable field were masked, and the share of their pixels masked
+(pixel recall). False metal: masked pixels more than 4 px from every instrument and from the field's
+edge, as a share of such pixels.
+
+    python benchmarks/metal_detection.py CT MASK [CT MASK ...] --protocols paper,far --seeds 0,1 --cases 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SOPIRegistration"))
+
+from sopi.filters import dilate  # noqa: E402
+from sopi.geometry import CArmGeometry, nominal_view  # noqa: E402
+from sopi.io import read_ct, read_mask  # noqa: E402
+from sopi.segment import mask_centroid_world  # noqa: E402
+from sopi.simulate import simulate_cases  # noqa: E402
+from sopi.xray_physics import Instrument, instrument_line_integrals  # noqa: E402
+from sopi.xray_prep import prepare_xray  # noqa: E402
+
+_METAL_LINE_INTEGRAL = 0.05
+_MARGIN_PX = 4
+
+
+def _count(counts: dict, kind: str, pixels: torch.Tensor, masked: torch.Tensor) -> None:
+    total = int(pixels.sum())
+    if total == 0:
+        return
+    hit = int((masked & pixels).sum())
+    row = counts.setdefault(kind, {"in_view": 0, "found": 0, "pixels": 0, "masked_pixels": 0})
+    row["in_view"] += 1
+    row["found"] += int(hit > 0.5 * total)
+    row["pixels"] += total
+    row["masked_pixels"] += hit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("pairs", nargs="+", help="CT MASK [CT MASK ...]")
+    parser.add_argument("--protocols", default="paper,far")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--cases", type=int, default=10)
+    parser.add_argument("--out", type=Path, help="JSON of the counts per CT")
+    args = parser.parse_args()
+    if len(args.pairs) % 2:
+        parser.error("expected CT MASK pairs")
+    geometry = CArmGeometry.preset("perlove-plx118f")
+    results = {}
+    for ct_path, mask_path in zip(args.pairs[::2], args.pairs[1::2]):
+        ct = read_ct(ct_path)
+        spine = read_mask(mask_path, ct)
+        nominal = nominal_view("ap", mask_centroid_world(spine), geometry.source_to_isocenter_mm)
+        counts: dict = {}
+        false_pixels = clean_pixels = 0
+        for protocol in args.protocols.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                _, images, draws = simulate_cases(ct, nominal, geometry, protocol, args.cases, seed, True, "cpu", spine=spine)
+                for image, draw in zip(images, draws):
+                    prepared = prepare_xray(image)
+                    invalid = prepared.outside_field | prepared.saturated
+                    inner = ~dilate(invalid, _MARGIN_PX)
+                    tools = [Instrument(**item) for item in draw["instruments"]]
+                    every = instrument_line_integrals(tools, geometry.shape) > _METAL_LINE_INTEGRAL
+                    for tool in tools:
+                        pixels = (instrument_line_integrals([tool], geometry.shape) > _METAL_LINE_INTEGRAL) & ~invalid
+                        _count(counts, tool.kind, pixels, prepared.metal)
+                    clean = inner & ~dilate(every, _MARGIN_PX)
+                    false_pixels += int((prepared.metal & clean).sum())
+                    clean_pixels += int(clean.sum())
+        name = Path(ct_path).name.split(".")[0]
+        results[name] = {"kinds": counts, "false_metal_fraction": false_pixels / max(clean_pixels, 1)}
+        print(f"{name}: false metal {100 * results[name]['false_metal_fraction']:.2f} % of the pixels away from instruments", flush=True)
+        for kind, row in sorted(counts.items()):
+            print(f"  {kind}: {row['found']} of {row['in_view']} found, pixel recall {row['masked_pixels'] / max(row['pixels'], 1):.2f}", flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
