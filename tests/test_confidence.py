@@ -82,3 +82,24 @@ def test_confidence_high_at_the_true_pose_low_at_a_wrong_one():
     assert 0.0 <= wrong.confidence < 0.5 < right.confidence <= 1.0
     assert not right.likely_failed and wrong.likely_failed
     assert right.details()["similarity_gc"] == pytest.approx(right.similarity, abs=1e-4)
+
+
+def test_the_model_is_the_logistic_of_its_cues_and_can_be_chosen():
+    import math
+
+    from sopi.registration.confidence import COEFFICIENTS, START_COEFFICIENTS
+
+    volume, spine = _phantom()
+    view = nominal_view("ap", volume.center_world, TINY.source_to_isocenter_mm)
+    truth = torch.tensor([2.0, 1.0, -3.0, 4.0, 2.0, -6.0], dtype=torch.float64)
+    from sopi.drr import Projector
+
+    with torch.no_grad():
+        xray = Projector(volume, TINY)(view.pose(truth[None]))[0]
+    problem = PoseProblem(volume, xray, TINY, view.camera_from_world, view.isocenter_world, mask=spine)
+    for coefficients in (None, COEFFICIENTS, START_COEFFICIENTS):
+        result = assess(problem, truth + 1.5, factor=1, coefficients=coefficients)
+        c = COEFFICIENTS if coefficients is None else coefficients
+        z = c["bias"] + c["similarity"] * result.similarity + c["drop"] * result.drop
+        assert result.confidence == pytest.approx(1.0 / (1.0 + math.exp(-z)), rel=1e-9)
+        assert result.likely_failed == (result.confidence < 0.5)

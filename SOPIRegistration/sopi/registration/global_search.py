@@ -37,7 +37,7 @@ from ..drr import Projector
 from ..geometry import CArmGeometry, project_points, rigid, transform_points
 from ..similarity import image_gradients
 from ..template_matching import gradient_ncc_maps, masked_ncc_maps, top_peaks
-from .confidence import LIKELY_FAILED_BELOW, PROBE_RENDERS, assess
+from .confidence import LIKELY_FAILED_BELOW, PROBE_RENDERS, START_COEFFICIENTS, assess
 from .optimizers import Monitor, OptimizerResult, cma_es
 from .problem import PoseProblem
 
@@ -217,7 +217,7 @@ def judge_start(problem: PoseProblem, stage: GlobalStage, seed: int = 0) -> tupl
 def _judged_start(problem: PoseProblem, stage: GlobalStage, refine) -> tuple[OptimizerResult, float]:
     generations = max(stage.judge_generations, stage.refine_generations)
     judged = refine(torch.zeros(6, dtype=torch.float64), 0, generations, (stage.refine_generations,))
-    return judged, assess(problem, judged.theta).confidence
+    return judged, assess(problem, judged.theta, coefficients=START_COEFFICIENTS).confidence
 
 
 def _refiner(problem: PoseProblem, stage: GlobalStage, seed: int, cancel) -> Callable[..., OptimizerResult]:
