@@ -57,8 +57,8 @@ def main() -> None:
                 for index, image in enumerate(images):
                     total += 1
                     for reading, (make, expected) in _READINGS.items():
-                        fills, field = _polarity_scores(XRay(make(image), geometry), attenuation, nominal.camera_from_world, cpu)
-                        verdicts = {"constant fills masked": _decide([fills]), "field masked too": _decide([field])}
+                        judgement = _polarity_scores(XRay(make(image), geometry), attenuation, nominal.camera_from_world, cpu)
+                        verdicts = {"constant fills masked": _decide([judgement.fills]), "field masked too": _decide([judgement.field_masked])}
                         verdicts["registration (both agree)"] = _agreed(list(verdicts.values()))
                         for weighting, verdict in verdicts.items():
                             right[(reading, weighting)] = right.get((reading, weighting), 0) + (verdict == expected)
