@@ -17,7 +17,7 @@ Usage: python benchmarks/lidc_as_ct.py OUT.nii.gz [SPINE_MASK.nii.gz]
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -45,4 +45,8 @@ def main(out: str, mask_out: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", help="the CT in HU (.nii.gz)")
+    parser.add_argument("mask_out", nargs="?", help="a rough spine mask for benchmarks (.nii.gz)")
+    args = parser.parse_args()
+    main(args.out, args.mask_out)
