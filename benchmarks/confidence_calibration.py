@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(lines))
     if args.out:
         sys.path.insert(0, str(REPO / "benchmarks"))
-        from drr_speed import write_section
+        from drr_speed_report import write_section
 
         write_section(args.out, "\n".join(lines))
 
