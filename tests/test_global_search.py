@@ -256,7 +256,9 @@ def test_a_second_wider_pass_runs_only_after_a_flagged_result_and_the_more_confi
 
     stages = get_method("global+opt")
     notes = ["first", WIDER_NOTE, START_NOTE]
-    for confidences, winner in [((0.9,), 0.9), ((0.2, 0.8), 0.8), ((0.3, 0.1, 0.2), 0.3), ((0.3, 0.1, 0.45), 0.3), ((0.3, 0.1, 0.7), 0.7)]:
+    cases = [((0.9,), 0.9), ((0.2, 0.8), 0.8), ((0.3, 0.1, 0.2), 0.3), ((0.3, 0.1, 0.45), 0.3), ((0.3, 0.1, 0.7), 0.7),
+             ((0.3, 0.33, 0.2), 0.3), ((0.3, 0.36, 0.2), 0.36), ((0.3, 0.33, 0.6), 0.6)]  # the wider pass needs a margin of 0.05
+    for confidences, winner in cases:
         calls = []
 
         def run(chosen, note):

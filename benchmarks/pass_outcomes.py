@@ -1,0 +1,75 @@
+"""Every pass of a registration, for chosen benchmark cases: its confidence, similarity and mTRE.
+
+``register`` runs a second, wider pass (and a third from the start) when a result is flagged, then
+keeps one (``sopi.registration.api.run_passes``). The passes do not depend on that choice, so this
+record lets any choosing rule be replayed exactly. Cases are simulated as ``sopi benchmark
+--realistic`` does (same protocol, seed and case numbers); the method is ``global+opt``.
+
+    python benchmarks/pass_outcomes.py CT MASK --protocol wide --seed 0 --cases 2,5 [--clean]
+
+Prints one JSON line per case: the final mTRE and ``[confidence, similarity, mTRE]`` per pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SOPIRegistration"))
+
+import sopi.registration.api as api  # noqa: E402
+from sopi.benchmark import case_metrics, target_points  # noqa: E402
+from sopi.geometry import CArmGeometry, nominal_view  # noqa: E402
+from sopi.io import read_ct, read_mask  # noqa: E402
+from sopi.io_xray import XRay  # noqa: E402
+from sopi.segment import mask_centroid_world  # noqa: E402
+from sopi.simulate import simulate_cases  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("ct")
+    parser.add_argument("mask")
+    parser.add_argument("--protocol", default="paper")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cases", required=True, help="comma-separated case numbers (of 10)")
+    parser.add_argument("--clean", action="store_true", help="clean DRRs instead of realistic X-rays")
+    args = parser.parse_args()
+    ct = read_ct(args.ct)
+    spine = read_mask(args.mask, ct)
+    geometry = CArmGeometry.preset("perlove-plx118f")
+    nominal = nominal_view("ap", mask_centroid_world(spine), geometry.source_to_isocenter_mm)
+    points = target_points(spine)
+    thetas, images, _ = simulate_cases(ct, nominal, geometry, args.protocol, 10, args.seed, not args.clean, "cpu", spine=spine)
+    captured = []
+    chooser = api.run_passes
+
+    def recording(run, stages):
+        def wrapped(chosen, note):
+            one = run(chosen, note)
+            captured.append(one)
+            return one
+
+        return chooser(wrapped, stages)
+
+    api.run_passes = recording
+    for index in (int(value) for value in args.cases.split(",")):
+        captured.clear()
+        truth = nominal.pose(thetas[index])
+        result = api.register(ct, XRay(images[index], geometry), initial_pose=nominal.camera_from_world, mask=spine,
+                              method="global+opt", device="cpu", seed=args.seed + index)
+        passes = []
+        for one in captured:
+            pose = one.problem.pose(one.theta)
+            passes.append([round(one.assessment.confidence, 3), round(one.similarity, 3),
+                           round(case_metrics(pose, truth, nominal, geometry, points).mtre_mm, 1)])
+        final = case_metrics(result.camera_from_world.to(torch.float64), truth, nominal, geometry, points).mtre_mm
+        print(json.dumps({"protocol": args.protocol, "seed": args.seed, "case": index, "final_mtre_mm": round(final, 1), "passes": passes}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
