@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 import sopi.registration.global_search as search_module
-from sopi.benchmark import case_metrics, simulate_cases, target_points
-from sopi.geometry import CArmGeometry, nominal_view
-from sopi.io import read_ct, read_mask
+from sopi.benchmark import case_metrics
 from sopi.io_xray import XRay
 from sopi.registration.global_search import GlobalStage, global_search, judge_start
 from sopi.registration.optimizers import Monitor, OptimizerResult
@@ -32,6 +31,9 @@ from sopi.registration.preparation import prepare_fixed
 from sopi.registration.problem import PoseProblem, exposed_field
 from sopi.render import rendering_volume
 from sopi.segment import mask_centroid_world
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_cases import simulated  # noqa: E402
 
 SCORES = ("masked-ncc", "joint-gradient")
 
@@ -49,12 +51,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    ct = read_ct(args.ct)
-    spine = read_mask(args.mask, ct)
-    geometry = CArmGeometry.preset("perlove-plx118f")
-    nominal = nominal_view("ap", mask_centroid_world(spine), geometry.source_to_isocenter_mm)
-    points = target_points(spine)
-    thetas, images, _ = simulate_cases(ct, nominal, geometry, args.protocol, args.cases, args.seed, args.realistic, spine=spine)
+    cases = simulated(args.ct, args.mask, args.protocol, args.cases, args.seed, args.realistic)
+    ct, spine, geometry, nominal, points, thetas, images = (cases.ct, cases.spine, cases.geometry, cases.nominal, cases.points,
+                                                            cases.thetas, cases.images)
     attenuation = rendering_volume(ct, "hu")
     binary = spine.with_data((spine.data != 0).to(torch.uint8))
     rows = []

@@ -21,13 +21,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SOPIRegistration"))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 import sopi.registration.api as api  # noqa: E402
-from sopi.benchmark import case_metrics, target_points  # noqa: E402
-from sopi.geometry import CArmGeometry, nominal_view  # noqa: E402
-from sopi.io import read_ct, read_mask  # noqa: E402
+from benchmark_cases import simulated  # noqa: E402
+from sopi.benchmark import case_metrics  # noqa: E402
 from sopi.io_xray import XRay  # noqa: E402
-from sopi.segment import mask_centroid_world  # noqa: E402
-from sopi.simulate import simulate_cases  # noqa: E402
 
 
 def main() -> None:
@@ -39,12 +38,9 @@ def main() -> None:
     parser.add_argument("--cases", required=True, help="comma-separated case numbers (of 10)")
     parser.add_argument("--clean", action="store_true", help="clean DRRs instead of realistic X-rays")
     args = parser.parse_args()
-    ct = read_ct(args.ct)
-    spine = read_mask(args.mask, ct)
-    geometry = CArmGeometry.preset("perlove-plx118f")
-    nominal = nominal_view("ap", mask_centroid_world(spine), geometry.source_to_isocenter_mm)
-    points = target_points(spine)
-    thetas, images, _ = simulate_cases(ct, nominal, geometry, args.protocol, 10, args.seed, not args.clean, "cpu", spine=spine)
+    cases = simulated(args.ct, args.mask, args.protocol, 10, args.seed, not args.clean)
+    ct, spine, geometry, nominal, points, thetas, images = (cases.ct, cases.spine, cases.geometry, cases.nominal, cases.points,
+                                                            cases.thetas, cases.images)
     captured = []
     chooser = api.run_passes
 
