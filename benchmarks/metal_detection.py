@@ -22,11 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SOPIRegistration"))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchmark_cases import add_realistic_set_arguments, realistic_sets, scenes  # noqa: E402
 from sopi.filters import dilate  # noqa: E402
-from sopi.geometry import CArmGeometry, nominal_view  # noqa: E402
-from sopi.io import read_ct, read_mask  # noqa: E402
-from sopi.segment import mask_centroid_world  # noqa: E402
-from sopi.simulate import simulate_cases  # noqa: E402
 from sopi.xray_physics import Instrument, instrument_line_integrals  # noqa: E402
 from sopi.xray_prep import prepare_xray  # noqa: E402
 
@@ -48,37 +47,27 @@ def _count(counts: dict, kind: str, pixels: torch.Tensor, masked: torch.Tensor) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("pairs", nargs="+", help="CT MASK [CT MASK ...]")
-    parser.add_argument("--protocols", default="paper,far")
-    parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--cases", type=int, default=10)
+    add_realistic_set_arguments(parser)
     parser.add_argument("--out", type=Path, help="JSON of the counts per CT")
     args = parser.parse_args()
-    if len(args.pairs) % 2:
-        parser.error("expected CT MASK pairs")
-    geometry = CArmGeometry.preset("perlove-plx118f")
     results = {}
-    for ct_path, mask_path in zip(args.pairs[::2], args.pairs[1::2]):
-        ct = read_ct(ct_path)
-        spine = read_mask(mask_path, ct)
-        nominal = nominal_view("ap", mask_centroid_world(spine), geometry.source_to_isocenter_mm)
+    for ct_path, scene in scenes(parser, args):
+        shape = scene.geometry.shape
         counts: dict = {}
         false_pixels = clean_pixels = 0
-        for protocol in args.protocols.split(","):
-            for seed in (int(s) for s in args.seeds.split(",")):
-                _, images, draws = simulate_cases(ct, nominal, geometry, protocol, args.cases, seed, True, "cpu", spine=spine)
-                for image, draw in zip(images, draws):
-                    prepared = prepare_xray(image)
-                    invalid = prepared.outside_field | prepared.saturated
-                    inner = ~dilate(invalid, _MARGIN_PX)
-                    tools = [Instrument(**item) for item in draw["instruments"]]
-                    every = instrument_line_integrals(tools, geometry.shape) > _METAL_LINE_INTEGRAL
-                    for tool in tools:
-                        pixels = (instrument_line_integrals([tool], geometry.shape) > _METAL_LINE_INTEGRAL) & ~invalid
-                        _count(counts, tool.kind, pixels, prepared.metal)
-                    clean = inner & ~dilate(every, _MARGIN_PX)
-                    false_pixels += int((prepared.metal & clean).sum())
-                    clean_pixels += int(clean.sum())
+        for _, _, images, draws in realistic_sets(scene, args):
+            for image, draw in zip(images, draws):
+                prepared = prepare_xray(image)
+                invalid = prepared.outside_field | prepared.saturated
+                inner = ~dilate(invalid, _MARGIN_PX)
+                tools = [Instrument(**item) for item in draw["instruments"]]
+                every = instrument_line_integrals(tools, shape) > _METAL_LINE_INTEGRAL
+                for tool in tools:
+                    pixels = (instrument_line_integrals([tool], shape) > _METAL_LINE_INTEGRAL) & ~invalid
+                    _count(counts, tool.kind, pixels, prepared.metal)
+                clean = inner & ~dilate(every, _MARGIN_PX)
+                false_pixels += int((prepared.metal & clean).sum())
+                clean_pixels += int(clean.sum())
         name = Path(ct_path).name.split(".")[0]
         results[name] = {"kinds": counts, "false_metal_fraction": false_pixels / max(clean_pixels, 1)}
         print(f"{name}: false metal {100 * results[name]['false_metal_fraction']:.2f} % of the pixels away from instruments", flush=True)

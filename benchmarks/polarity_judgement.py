@@ -20,13 +20,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SOPIRegistration"))
 
-from sopi.benchmark import simulate_cases  # noqa: E402
-from sopi.geometry import CArmGeometry, nominal_view  # noqa: E402
-from sopi.io import read_ct, read_mask  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchmark_cases import add_realistic_set_arguments, realistic_sets, scenes  # noqa: E402
 from sopi.io_xray import XRay  # noqa: E402
 from sopi.registration.preparation import _agreed, _decide, _polarity_scores  # noqa: E402
 from sopi.render import rendering_volume  # noqa: E402
-from sopi.segment import mask_centroid_world  # noqa: E402
 
 _READINGS = {"as is": (lambda image: image, "bone-bright"), "inverted": (lambda image: image.max() - image, "bone-dark"),
              "raw": (lambda image: torch.exp(-image), "intensity")}
@@ -34,36 +33,25 @@ _READINGS = {"as is": (lambda image: image, "bone-bright"), "inverted": (lambda 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("pairs", nargs="+", help="CT MASK [CT MASK ...]")
-    parser.add_argument("--protocols", default="paper,far")
-    parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--cases", type=int, default=10)
+    add_realistic_set_arguments(parser)
     args = parser.parse_args()
-    if len(args.pairs) % 2:
-        raise SystemExit("expected CT MASK pairs")
-    geometry = CArmGeometry.preset("perlove-plx118f")
     cpu = torch.device("cpu")
-    for ct_path, mask_path in zip(args.pairs[::2], args.pairs[1::2]):
-        ct = read_ct(ct_path)
-        spine = read_mask(mask_path, ct)
-        attenuation = rendering_volume(ct, "hu")
-        nominal = nominal_view("ap", mask_centroid_world(spine), geometry.source_to_isocenter_mm)
+    for ct_path, scene in scenes(parser, args):
+        attenuation = rendering_volume(scene.ct, "hu")
         right: dict[tuple[str, str], int] = {}
         flipped: dict[str, list[str]] = {}
         total = 0
-        for protocol in args.protocols.split(","):
-            for seed in (int(value) for value in args.seeds.split(",")):
-                _, images, _ = simulate_cases(ct, nominal, geometry, protocol, args.cases, seed, True, "cpu", spine=spine)
-                for index, image in enumerate(images):
-                    total += 1
-                    for reading, (make, expected) in _READINGS.items():
-                        judgement = _polarity_scores(XRay(make(image), geometry), attenuation, nominal.camera_from_world, cpu)
-                        verdicts = {"constant fills masked": _decide([judgement.fills]), "field masked too": _decide([judgement.field_masked])}
-                        verdicts["registration (both agree)"] = _agreed(list(verdicts.values()))
-                        for weighting, verdict in verdicts.items():
-                            right[(reading, weighting)] = right.get((reading, weighting), 0) + (verdict == expected)
-                            if reading == "as is" and verdict != expected:
-                                flipped.setdefault(weighting, []).append(f"{protocol} seed {seed} case {index}")
+        for protocol, seed, images, _ in realistic_sets(scene, args):
+            for index, image in enumerate(images):
+                total += 1
+                for reading, (make, expected) in _READINGS.items():
+                    judgement = _polarity_scores(XRay(make(image), scene.geometry), attenuation, scene.nominal.camera_from_world, cpu)
+                    verdicts = {"constant fills masked": _decide([judgement.fills]), "field masked too": _decide([judgement.field_masked])}
+                    verdicts["registration (both agree)"] = _agreed(list(verdicts.values()))
+                    for weighting, verdict in verdicts.items():
+                        right[(reading, weighting)] = right.get((reading, weighting), 0) + (verdict == expected)
+                        if reading == "as is" and verdict != expected:
+                            flipped.setdefault(weighting, []).append(f"{protocol} seed {seed} case {index}")
         print(f"{Path(ct_path).name}: {total} X-rays")
         for (reading, weighting), count in right.items():
             extra = f"; re-read: {', '.join(flipped.get(weighting, []))}" if reading == "as is" and flipped.get(weighting) else ""
