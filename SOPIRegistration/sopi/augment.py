@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .preprocess import hu_to_attenuation
-from .xray_physics import RANGES
+from .xray_physics import RANGES, exposure_reference
 
 __all__ = ["bone_contrast_attenuation", "detector_effects", "detector_effects_batch", "draw_realism"]
 
@@ -61,12 +61,12 @@ def detector_effects_batch(
     (``exposure_control``, the default), or per pixel of unattenuated beam (False: the
     first version, which left a few dozen quanta behind a lumbar spine).
     """
-    batch, rows, cols = line_integrals.shape
+    batch = line_integrals.shape[0]
     fluence = torch.exp(-line_integrals.detach().to(torch.float64).cpu())
     photons = photons.to(torch.float64).reshape(batch, 1, 1)
-    if exposure_control:
-        central = fluence[:, rows // 4: rows - rows // 4, cols // 4: cols - cols // 4].flatten(1)
-        photons = photons / central.median(dim=1).values.clamp(min=1e-12).reshape(batch, 1, 1)
+    if exposure_control:  # the simulator's reference, every pixel exposed (collimation comes later in training)
+        exposed = torch.ones(fluence.shape[1:], dtype=torch.bool)
+        photons = photons / torch.tensor([exposure_reference(image, exposed) for image in fluence], dtype=torch.float64).reshape(batch, 1, 1)
     expected = (photons * fluence).clamp(max=1e15)
     counts = torch.poisson(expected, generator=generator)
     sigma = blur_px.to(torch.float64).reshape(batch, 1).clamp(min=1e-3)
