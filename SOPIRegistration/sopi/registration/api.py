@@ -302,10 +302,10 @@ def run_passes(run: Callable[[tuple, str], _Pass], stages: tuple) -> _Pass:
     if len(passes) > 1:
         records = [record for one in passes for record in one.records]
         iterations = sum(one.iterations for one in passes)
-        # the searched passes compete on confidence, the wider one handicapped; the unsearched one only where trusted
-        handicap = {id(passes[1]): WIDER_PASS_MARGIN}
-        eligible = passes[:2] + [one for one in passes[2:] if not one.assessment.likely_failed]
-        final = max(eligible, key=lambda one: one.assessment.confidence - handicap.get(id(one), 0.0))  # the first of equals
+        # the searched passes compete on confidence, the wider one (index 1) handicapped; the unsearched one only where trusted
+        scored = [(one.assessment.confidence - (WIDER_PASS_MARGIN if index == 1 else 0.0), one)
+                  for index, one in enumerate(passes) if index < 2 or not one.assessment.likely_failed]
+        final = max(scored, key=lambda pair: pair[0])[1]  # the first of equals
         final.records, final.iterations = records, iterations
     return final
 
