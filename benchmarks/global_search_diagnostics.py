@@ -1,7 +1,8 @@
 """What the global stage sees, case by case (docs/benchmarks.md, "A faster global search").
 
 ``start``: the refined start's confidence and its mTRE (what ``GlobalStage.accept_start_above``
-is compared with), per case of a protocol. ``hits``: with the refinements switched off, the
+is compared with), per case of a protocol, with the confidence's cues (similarity and peak drop, so
+that other models can be replayed) and the similarity at the true pose. ``hits``: with the refinements switched off, the
 mTRE of each of the search's hypotheses (the start first, then by FFT score) for each of the
 search's FFT scores (``GlobalStage.fft_score``: the per-channel masked NCC and the joint score).
 
@@ -25,6 +26,7 @@ import torch
 import sopi.registration.global_search as search_module
 from sopi.benchmark import case_metrics
 from sopi.io_xray import XRay
+from sopi.registration.confidence import assess
 from sopi.registration.global_search import GlobalStage, global_search, judge_start
 from sopi.registration.optimizers import Monitor, OptimizerResult
 from sopi.registration.preparation import prepare_fixed
@@ -69,7 +71,9 @@ def main() -> None:
         row = {"case": index}
         if args.mode == "start":
             refined, confidence = judge_start(problem, GlobalStage(), args.seed + index)
-            row.update(confidence=round(confidence, 4), mtre_mm=mtre(refined.theta))
+            cues = assess(problem, refined.theta)  # the same 13 renders: its cues let other models be replayed
+            row.update(confidence=round(confidence, 4), mtre_mm=mtre(refined.theta), similarity=round(cues.similarity, 5),
+                       drop=round(cues.drop, 5), truth_similarity=round(assess(problem, problem.reference.params(truth)).similarity, 5))
         else:
             original = search_module.cma_es
             search_module.cma_es = lambda loss, start, *rest, **options: OptimizerResult(start, 0.0, 1, 1, True)

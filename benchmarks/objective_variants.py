@@ -5,7 +5,10 @@ Variants (``--variant``):
 - ``default``: the shipped stages;
 - ``hold``: the Adam stage at 1/2 holds the spine region at its start pose (``Stage.hold_region``);
 - ``full``: a third stage, Adam at full resolution (40 iterations), after the 1/2 stage;
-- ``hold+full``: both, each Adam stage holding its region.
+- ``hold+full``: both, each Adam stage holding its region;
+- ``scan``: a third stage, the similarity at 1/2 sampled +-8 mm in 1 mm steps along the ray through the
+  pivot (depth alone, region held), its best point refined by a parabola (``depth-scan``);
+- ``scan1``: the same scan at full resolution.
 
 ``--scatter-from-field`` reads DRRs out with scatter from the X-ray's exposed field only
 (``sopi.registration.problem.SCATTER_FROM_EXPOSED_FIELD``); ``--fit-bone-contrast`` fits the bone
@@ -34,11 +37,14 @@ def variant_stages(name: str) -> tuple:
     """``opt``'s stages for the variant ``name``."""
     first, adam = methods.METHODS["opt"]
     held = dataclasses.replace(adam, hold_region=True)
+    scan = methods.Stage("depth-scan", "gc", 2, (1.0, 1.0), 8, hold_region=True)  # +-8 mm along the ray through the pivot
     stages = {
         "default": (first, adam),
         "hold": (first, held),
         "full": (first, adam, dataclasses.replace(adam, factor=1, budget=40)),
         "hold+full": (first, held, dataclasses.replace(held, factor=1, budget=40)),
+        "scan": (first, adam, scan),
+        "scan1": (first, adam, dataclasses.replace(scan, factor=1)),
     }
     if name not in stages:
         raise SystemExit(f"unknown variant {name!r}; expected one of {', '.join(stages)}")

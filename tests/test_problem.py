@@ -137,3 +137,35 @@ def test_a_pose_that_moves_the_spine_out_of_what_the_xray_shows_scores_zero():
     assert float(problem.similarity(behind_blade, 1, "gc")[0]) == 0.0
     unmasked, _, _, _ = _scene()  # without the blade the same pose is scored as usual
     assert float(unmasked.similarity(behind_blade, 1, "gc")[0]) != 0.0
+
+
+def test_the_depth_direction_moves_the_pivot_along_its_ray_and_keeps_its_image():
+    """1 mm along :meth:`PoseProblem.depth_direction` takes the pivot 1 mm further from the source on the same
+    ray: its projection stays on the same pixel while points off the pivot move radially (a pure scale)."""
+    from sopi.geometry import project_points, transform_points
+
+    problem, volume, _, _ = _scene()
+    theta = torch.tensor([4.0, -3.0, 10.0, 25.0, -18.0, 30.0], dtype=torch.float64)  # the pivot well off the principal ray
+    direction = problem.depth_direction(theta)
+    assert torch.equal(direction[:3], torch.zeros(3, dtype=torch.float64))
+    moved = theta + 7.0 * direction
+    pivot = problem.pivot_world.to(torch.float64)[None]
+    before, after = (transform_points(problem.pose(t), pivot)[0] for t in (theta, moved))
+    assert float(after.norm() - before.norm()) == pytest.approx(7.0, abs=1e-9)  # the source is the camera's origin
+    assert torch.allclose(project_points(problem.pose(moved), DETECTOR, pivot), project_points(problem.pose(theta), DETECTOR, pivot), atol=1e-9)
+    corner = torch.as_tensor(volume.center_world, dtype=torch.float64).reshape(1, 3) + torch.tensor([[30.0, 20.0, -10.0]], dtype=torch.float64)
+    shift = project_points(problem.pose(moved), DETECTOR, corner) - project_points(problem.pose(theta), DETECTOR, corner)
+    assert float(shift.norm()) > 0.05  # the rest of the image does change (it shrinks towards the pivot)
+
+
+def test_a_depth_scan_stage_finds_the_depth_of_an_xray_taken_deeper():
+    """The X-ray is the DRR at the true pose; a ``depth-scan`` stage started at the truth moved 5 mm along the
+    pivot's ray comes back to within a millimetre of the truth, using 17 + 1 renders."""
+    problem, _, _, _ = _scene()
+    truth = torch.tensor([2.0, -1.0, 3.0, 2.0, -3.0, 4.0], dtype=torch.float64)
+    start = truth + 5.0 * problem.depth_direction(truth)
+    stage = Stage("depth-scan", "gc", 1, (1.0, 1.0), 8, hold_region=True)
+    result = _run_stage(problem, stage, start, 0, Monitor())
+    assert float((result.theta - truth).norm()) < 1.0
+    assert result.evaluations in (17, 18)
+    assert -result.loss >= float(problem.similarity(start[None], 1, "gc")[0])

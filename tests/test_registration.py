@@ -14,7 +14,7 @@ from sopi.geometry import CArmGeometry, nominal_view, save_pose
 from sopi.io import mask_from_labels, write_xray
 from sopi.io_xray import XRay
 from sopi.registration import register
-from sopi.registration.optimizers import AdamStep, Monitor, adam, cma_es, powell
+from sopi.registration.optimizers import AdamStep, Monitor, adam, cma_es, line_scan, powell
 from sopi.render import render_drr, rendering_volume
 from sopi.sample_data import load_sample, sample_ct_path, sample_vertebrae_path
 from sopi.segment import mask_centroid_world
@@ -249,3 +249,19 @@ def test_register_falls_back_to_the_bone_where_no_spine_is_found():
     assert given.mask_source == "given"
     assert register(ct, XRay(image, SMALL), initial_pose=nominal.camera_from_world, method="opt", device="cpu",
                     iteration_scale=0.05).mask_source == "none"
+
+
+def test_a_line_scan_returns_the_vertex_of_a_parabola_and_the_end_of_a_slope():
+    direction = torch.tensor([0.0, 0.0, 0.0, 0.1, 0.2, 0.97], dtype=torch.float64)
+    start = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], dtype=torch.float64)
+
+    def steps_from_start(theta: torch.Tensor) -> torch.Tensor:
+        return (theta - start) @ direction / (direction @ direction)
+
+    vertex = line_scan(lambda theta: (steps_from_start(theta) - 2.3).square(), start, direction, half_steps=8)
+    assert float(steps_from_start(vertex.theta)) == pytest.approx(2.3, abs=1e-9)  # exact for a parabola
+    assert vertex.evaluations == 18 and vertex.loss == pytest.approx(0.0, abs=1e-12)
+    slope = line_scan(lambda theta: -steps_from_start(theta), start, direction, half_steps=3)
+    assert float(steps_from_start(slope.theta)) == pytest.approx(3.0) and slope.evaluations == 7  # the end, no vertex to refine
+    with pytest.raises(FloatingPointError):
+        line_scan(lambda theta: torch.full((theta.shape[0],), float("nan"), dtype=torch.float64), start, direction, half_steps=2)

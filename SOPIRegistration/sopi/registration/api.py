@@ -19,7 +19,7 @@ from ..nets.model_file import LoadedModel, load_model
 from ..volume import Volume
 from .global_search import GlobalStage, global_search
 from .methods import START_NOTE, WIDER_NOTE, FineStage, NetworkStage, Stage, default_method, get_method, needs_mask, needs_model, scaled_budgets, single_level, widened, without_search
-from .optimizers import Monitor, OptimizerResult, adam, cma_es, multi_start, powell
+from .optimizers import Monitor, OptimizerResult, adam, cma_es, line_scan, multi_start, powell
 from .problem import PoseProblem, default_pivot, exposed_field
 
 __all__ = ["RegistrationResult", "load_networks", "register"]
@@ -397,6 +397,8 @@ def _run_stage(problem: PoseProblem, stage: Stage, theta: torch.Tensor, seed: in
             return adam(loss, start, scale, iterations=stage.budget, learning_rate=stage.learning_rate, patience=stage.patience, monitor=monitor)
         if stage.optimizer == "powell":
             return powell(loss, start, scale, evaluations=stage.budget, monitor=monitor)
+        if stage.optimizer == "depth-scan":  # along the ray through the pivot: depth alone, the spine's image only scales
+            return line_scan(loss, start, problem.depth_direction(start) * stage.scale[1], half_steps=stage.budget, monitor=monitor)
         raise InputError(f"unknown optimizer {stage.optimizer!r}")
 
     problem.hold_region(theta if stage.hold_region else None)

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import Cancelled
 
-__all__ = ["AdamStep", "Monitor", "OptimizerResult", "adam", "cma_es", "multi_start", "powell"]
+__all__ = ["AdamStep", "Monitor", "OptimizerResult", "adam", "cma_es", "line_scan", "multi_start", "powell"]
 
 
 @dataclass
@@ -235,6 +235,41 @@ def powell(
 
     result = minimize(objective, np.zeros(start.numel()), method="Powell", options={"maxfev": evaluations, "xtol": 1e-2, "ftol": tolerance})
     return OptimizerResult(start + torch.from_numpy(result.x) * scale, float(result.fun), int(result.nit), count, bool(result.success))
+
+
+def line_scan(
+    loss: Callable[[torch.Tensor], torch.Tensor],
+    start: torch.Tensor,
+    direction: torch.Tensor,
+    *,
+    half_steps: int,
+    monitor: Monitor | None = None,
+) -> OptimizerResult:
+    """The best of ``start + k * direction`` for ``k = -half_steps .. half_steps`` (one batch), then the vertex
+    of the parabola through it and its two neighbours where it is interior (one more evaluation, kept only
+    if better). ``loss`` maps ``(B, 6)`` theta to ``(B,)``; ``direction`` is one step, in theta's units."""
+    monitor = monitor or Monitor()
+    steps = torch.arange(-half_steps, half_steps + 1, dtype=torch.float64)
+    with torch.no_grad():
+        values = loss(start.reshape(1, 6) + steps[:, None] * direction.reshape(1, 6)).to(torch.float64)
+    finite = torch.where(torch.isfinite(values), values, torch.full_like(values, math.inf))
+    best = int(torch.argmin(finite))
+    if not math.isfinite(float(finite[best])):
+        raise FloatingPointError("registration: the similarity is NaN or infinite along the whole scan")
+    theta, value, evaluations = start + steps[best] * direction, float(finite[best]), len(steps)
+    if 0 < best < len(steps) - 1:
+        below, centre, above = (float(finite[best + offset]) for offset in (-1, 0, 1))
+        curvature = below - 2 * centre + above
+        if math.isfinite(curvature) and curvature > 0:
+            vertex = float(steps[best]) + 0.5 * (below - above) / curvature  # within half a step of the best
+            candidate = start + vertex * direction
+            with torch.no_grad():
+                refined = float(loss(candidate[None])[0])
+            evaluations += 1
+            if refined < value:
+                theta, value = candidate, refined
+    monitor.report(1, 1, f"loss {value:.4f}")
+    return OptimizerResult(theta, value, 1, evaluations, True)
 
 
 def multi_start(

@@ -128,6 +128,17 @@ class PoseProblem:
         """``camera_from_world`` for ``theta`` relative to the initial pose."""
         return self.reference.pose(theta)
 
+    def depth_direction(self, theta: torch.Tensor) -> torch.Tensor:
+        """``(6,)`` change of theta that moves the CT 1 mm away from the source along the ray through the pivot
+        at ``theta``: depth alone, so the pivot's image stays put and the spine's image only scales.
+
+        Theta's translation moves every point by the same amount in camera coordinates
+        (:meth:`sopi.geometry.NominalView.pose`), so the change is the pivot's unit camera direction."""
+        pivot = self.pose(theta.reshape(6).to(torch.float64)) @ torch.cat([self.pivot_world.to(torch.float64).cpu(), torch.ones(1, dtype=torch.float64)])
+        direction = torch.zeros(6, dtype=torch.float64)
+        direction[3:] = pivot[:3] / pivot[:3].norm()
+        return direction
+
     def level(self, factor: int) -> _Level:
         """Projector and fixed image on the detector downsampled by ``factor``."""
         if factor not in self._levels:
