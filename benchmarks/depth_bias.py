@@ -15,7 +15,7 @@ otherwise, so where it stops is where the objective's optimum lies.
 Variants (joined with ``+`` to remove several): ``full`` (the draw as is), ``noscatter``,
 ``nonoise``, ``noblur``, ``novendor`` (no gamma, unsharp masking or saturation), ``noinstr``
 (no instruments), ``nofield`` (no collimator blades or circular field), ``mono`` (one material,
-no beam hardening) and ``clean`` (a plain DRR).
+no beam hardening), ``onematerial`` and ``nohardening`` (each half of ``mono``) and ``clean`` (a plain DRR).
 
     python benchmarks/depth_bias.py CT MASK --variants full,mono,nofield --out bias.json
     python benchmarks/depth_bias.py CT MASK --factor 1 --out bias_full_resolution.json
@@ -61,6 +61,8 @@ _REMOVALS = {
     "noinstr": {"instruments": []},
     "nofield": {"blades": (0.0, 0.0, 0.0, 0.0), "fov_radius": 0.0},
     "mono": {"soft_weight": 1.0, "bone_weight": 1.0, "hardening": 0.0},
+    "onematerial": {"soft_weight": 1.0, "bone_weight": 1.0},
+    "nohardening": {"hardening": 0.0},
 }
 
 

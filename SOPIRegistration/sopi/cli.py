@@ -267,7 +267,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
             ct, xray, initial_pose=initial_pose, view=None if args.init else args.view, mask=args.mask,
             auto_mask=args.auto_mask, method=args.method, model=model, fine_model=fine_model,
             device=resolve_device(args.device), seed=args.seed, iteration_scale=args.iteration_scale,
-            pyramid=not args.no_pyramid, prepare=not args.no_prepare, step_mm=args.step_mm, progress=progress,
+            pyramid=not args.no_pyramid, prepare=not args.no_prepare, step_mm=args.step_mm, flip=args.flip, progress=progress,
         )
     write_json(args.out, result.to_dict())
     print(f"wrote {args.out} (similarity {result.similarity:.4f}, {result.time_s:.1f} s)")
@@ -277,8 +277,12 @@ def _cmd_register(args: argparse.Namespace) -> int:
         from .fusion import write_fused_png
         from .render import render_drr, rendering_volume
 
-        drr = render_drr(rendering_volume(ct, "hu"), xray.geometry, result.camera_from_world, device=resolve_device(args.device))
-        write_fused_png(args.fused, xray.image, drr)
+        from .xray_orientation import flip_image, flipped_geometry
+
+        turned = result.xray_preparation["orientation"]  # the pose is for the image so turned: render there, then turn back
+        flips = (turned["flip_columns"], turned["flip_rows"])
+        drr = render_drr(rendering_volume(ct, "hu"), flipped_geometry(xray.geometry, *flips), result.camera_from_world, device=resolve_device(args.device))
+        write_fused_png(args.fused, xray.image, flip_image(drr, *flips))
         print(f"wrote {args.fused}")
     return 0
 
@@ -435,6 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
         "bone-dark, or intensity (raw detector values, converted with -log)",
     )
     reg.add_argument("--frame", help="multi-frame X-rays (fluoroscopy): the frame index (0 = first, -1 = last) or mean")
+    reg.add_argument(
+        "--flip", choices=("auto", "none", "left-right", "up-down", "both"), default="auto",
+        help="how the X-ray's pixels face: auto (a DICOM radiograph's Patient Orientation, else as stored), or mirror it "
+        "left-right, up-down or both to the C-arm's convention (docs/conventions.md); the result's pose is for the image so turned",
+    )
     reg.add_argument(
         "--no-prepare", action="store_true",
         help="use every pixel as read (no masks for the field of view, saturation and metal; no polarity judgement)",

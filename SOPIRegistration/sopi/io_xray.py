@@ -87,7 +87,9 @@ class XRay:
             asked), ``polarity_applied``, ``polarity_values``, ``polarity_reason`` (what was
             done and why), ``rescale_slope``/``rescale_intercept``, ``number_of_frames`` and
             ``frame`` (multi-frame files), ``field_mask_source`` (the shutter shapes used),
-            ``geometry_source`` (``"argument"``, ``"dicom"`` or ``"embedded"``), ``file_shape``.
+            ``geometry_source`` (``"argument"``, ``"dicom"`` or ``"embedded"``), ``file_shape``,
+            ``patient_orientation`` (DICOM's ``"ROW\\COLUMN"`` directions, e.g. ``"L\\F"``; see
+            :mod:`sopi.xray_orientation`).
         field_mask: bool ``(rows, cols)``, True where the detector was exposed (DICOM
             shutters/collimators); ``None`` when the file says nothing about it.
     """
@@ -267,6 +269,7 @@ def _dicom_metadata(tags: dict[str, str]) -> dict:
         "0028|1040": "pixel_intensity_relationship",
         "0028|1041": "pixel_intensity_relationship_sign",
         "2050|0020": "presentation_lut_shape",
+        "0020|0020": "patient_orientation",
     }
     metadata = {name: tags[key] for key, name in names.items() if tags.get(key)}
     for key, name in (("0018|1510", "primary_angle_deg"), ("0018|1511", "secondary_angle_deg")):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -87,6 +87,7 @@ def register(
     iteration_scale: float = 1.0,
     pyramid: bool = True,
     prepare: bool = True,
+    flip: str = "auto",
     progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> RegistrationResult:
@@ -119,13 +120,22 @@ def register(
         prepare: mask what the CT cannot explain (outside the field, saturated pixels, metal;
             :func:`sopi.xray_prep.prepare_xray`) and decide an ``"auto"`` polarity the file's
             tags left open by comparing with a DRR; False uses every pixel as read.
+        flip: how the X-ray's pixels face (:data:`sopi.xray_orientation.FLIPS`): ``auto`` turns a DICOM
+            radiograph whose Patient Orientation runs against the start pose's camera axes (mirrored
+            or upside down) to them, and keeps other images as stored; ``none``, ``left-right``,
+            ``up-down`` or ``both`` say what to do. The result's pose is for the image so turned;
+            ``xray_preparation["orientation"]`` records it (:func:`~sopi.xray_orientation.flip_image`
+            takes a DRR back to the file's orientation).
         progress: called with ``(fraction, message)`` between iterations.
         cancel: polled between iterations; returning True raises :class:`sopi.errors.Cancelled`.
     """
     from ..io import read_ct, read_mask, read_xray
+    from ..xray_orientation import FLIPS, orient_xray
     from ..validate import check_ct_content, check_pose_in_front, check_rigid_pose, check_seed, check_xray_signal
 
     check_seed(seed)
+    if flip not in FLIPS:
+        raise InputError(f"flip {flip!r} is not one of {FLIPS}")
     prepared = None
     if models is not None:
         from ..training.prepare import read_prepared
@@ -175,6 +185,10 @@ def register(
         check_pose_in_front(initial_pose, ct_volume.center_world, geometry.sdd_mm, "initial_pose")  # a given one was checked above
     if spine is None:
         pivot = default_pivot(initial_pose, geometry)
+    if geometry is not fixed.geometry:
+        fixed = replace(fixed, geometry=geometry)
+    fixed, orientation = orient_xray(fixed, initial_pose, flip)
+    geometry = fixed.geometry
     attenuation = rendering_volume(ct_volume, "hu")
     preparation: dict = {}
     weight = None
@@ -182,6 +196,7 @@ def register(
         from .preparation import prepare_fixed
 
         fixed, weight, preparation = prepare_fixed(fixed, attenuation, initial_pose, resolve_device(device))
+    preparation = {**preparation, "orientation": orientation}
 
     def run(chosen: tuple, note: str) -> _Pass:
         problem = PoseProblem(  # a fresh one per pass: adapting to the X-ray changes its weights

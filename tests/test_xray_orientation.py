@@ -1,0 +1,180 @@
+"""Mirrored and upside-down X-rays (sopi.xray_orientation): DICOM Patient Orientation, flips, registration."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sopi.cli import main
+from sopi.distances import mtre_mm
+from sopi.errors import InputError
+from sopi.geometry import CArmGeometry, nominal_view, save_pose
+from sopi.io import mask_from_labels, read_xray
+from sopi.io_xray import XRay
+from sopi.registration import register
+from sopi.render import render_drr, rendering_volume
+from sopi.sample_data import load_sample, sample_ct_path, sample_vertebrae_path
+from sopi.segment import mask_centroid_world
+from sopi.xray_orientation import FLIPS, flip_image, orient_xray, orientation_flips, patient_direction
+from test_dicom_xray import write_dicom
+
+#: An off-centre principal point, so that mirroring it matters.
+DETECTOR = CArmGeometry(1011.7, 80, 96, (2.4, 2.4), principal_point_px=(40.0, 43.5), source_to_isocenter_mm=675.0)
+AP = nominal_view("ap", (0.0, 0.0, 0.0), 675.0).camera_from_world
+LATERAL = nominal_view("lateral", (0.0, 0.0, 0.0), 675.0).camera_from_world
+
+
+def test_patient_directions_are_lps_unit_vectors():
+    assert torch.equal(patient_direction("L"), torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    assert torch.equal(patient_direction(" a "), torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64))
+    assert torch.allclose(patient_direction("LF"), torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64) / 2**0.5)
+    for bad in ("", "X", "LR"):
+        with pytest.raises(InputError, match="Patient Orientation"):
+            patient_direction(bad)
+
+
+@pytest.mark.parametrize("pose, tag, expected", [
+    (AP, "L\\F", (False, False)),  # the convention: the patient's left towards increasing column, the head at row 0
+    (AP, "R\\F", (True, False)),
+    (AP, "L\\H", (False, True)),
+    (AP, "R\\H", (True, True)),
+    (AP, "LF\\FR", (False, False)),  # oblique letters: the closer axis decides
+    (LATERAL, "A\\F", (False, False)),
+    (LATERAL, "P\\F", (True, False)),
+    (LATERAL, "P\\H", (True, True)),
+])
+def test_flips_follow_patient_orientation_against_the_start_pose(pose, tag, expected):
+    columns, rows, reason = orientation_flips(tag, pose)
+    assert (columns, rows) == expected
+    assert tag in reason and ("flipped" in reason) == any(expected)
+
+
+def test_an_image_turned_by_90_degrees_is_kept_as_stored_and_said_so():
+    columns, rows, reason = orientation_flips("F\\L", AP)
+    assert (columns, rows) == (False, False) and "turned about 90 deg" in reason
+    with pytest.raises(InputError, match="two entries"):
+        orientation_flips("L", AP)
+
+
+def _phantom():
+    """A small asymmetric CT (an L of bone in soft tissue) and its spine mask."""
+    from sopi.volume import Volume, world_from_index_affine
+
+    data = torch.full((24, 24, 24), -1000.0)
+    data[2:22, 4:20, 4:20] = 40.0
+    data[5:18, 9:13, 6:10] = 900.0
+    data[14:18, 9:13, 10:18] = 900.0
+    volume = Volume(data, world_from_index_affine((-46.0, -46.0, -46.0), (4.0, 4.0, 4.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    return volume
+
+
+@pytest.mark.parametrize("flip, columns, rows", [("left-right", True, False), ("up-down", False, True), ("both", True, True)])
+def test_a_flipped_file_is_turned_back_with_its_detector(flip, columns, rows):
+    """The conventional image X is rendered on DETECTOR; the file holds X mirrored, with the principal point
+    where the same physical pixel lies in the mirrored file (worked out by hand). Turned back, the image is X
+    and the DRR on the turned detector equals it: the principal point went where it belongs."""
+    ct = _phantom()
+    pose = nominal_view("ap", ct.center_world, 675.0).pose(torch.tensor([3.0, -2.0, 5.0, 6.0, -4.0, 10.0], dtype=torch.float64))
+    volume = rendering_volume(ct, "hu")
+    conventional = render_drr(volume, DETECTOR, pose)
+    cu, cv = DETECTOR.principal_point_px
+    on_file = replace(DETECTOR, principal_point_px=(DETECTOR.cols - 1 - cu if columns else cu, DETECTOR.rows - 1 - cv if rows else cv))
+    dims = [dim for dim, flipped in ((-1, columns), (-2, rows)) if flipped]
+    mask = torch.zeros(DETECTOR.shape, dtype=torch.bool)
+    mask[5:60, 10:90] = True
+    stored = XRay(conventional.flip(dims).clone(), on_file, "mirrored.mha", {}, mask.flip(dims).clone())
+    before = stored.image.clone()
+    turned, record = orient_xray(stored, pose, flip)
+    assert torch.equal(stored.image, before) and stored.geometry == on_file  # the input is left alone
+    assert torch.equal(turned.image, conventional) and torch.equal(turned.field_mask, mask)
+    assert turned.geometry.principal_point_px == DETECTOR.principal_point_px
+    assert torch.allclose(render_drr(volume, turned.geometry, pose), turned.image, atol=1e-5)
+    assert (record["flip_columns"], record["flip_rows"], record["source"]) == (columns, rows, "given")
+    assert torch.equal(flip_image(turned.image, columns, rows), stored.image)  # back to the file's orientation
+    unflipped = render_drr(volume, on_file, pose)
+    assert not torch.allclose(unflipped, stored.image, atol=1e-3)  # as stored, no pose explains it: it is a mirror image
+
+
+def test_auto_follows_the_dicom_tag_and_keeps_untagged_images(tmp_path: Path):
+    stored = (np.arange(6 * 8).reshape(6, 8) * 50).astype(np.uint16)
+    geometry = CArmGeometry(1000.0, 6, 8, (0.2, 0.2))
+    mirrored = read_xray(write_dicom(tmp_path / "r.dcm", stored, PatientOrientation=["R", "F"]), geometry=geometry)
+    assert mirrored.metadata["patient_orientation"] == "R\\F"
+    turned, record = orient_xray(mirrored, AP)
+    assert record["source"] == "dicom" and (record["flip_columns"], record["flip_rows"]) == (True, False)
+    np.testing.assert_array_equal(turned.image.numpy(), stored[:, ::-1])
+    assert turned.metadata["orientation"] == record
+    kept, record = orient_xray(read_xray(write_dicom(tmp_path / "l.dcm", stored, PatientOrientation=["L", "F"]), geometry=geometry), AP)
+    assert not (record["flip_columns"] or record["flip_rows"]) and record["source"] == "dicom"
+    untagged, record = orient_xray(read_xray(write_dicom(tmp_path / "n.dcm", stored), geometry=geometry), AP)
+    assert record["source"] == "none" and torch.equal(untagged.image, torch.from_numpy(stored.astype(np.float32)))
+    forced, record = orient_xray(mirrored, AP, "none")
+    assert forced is mirrored and record["source"] == "given"
+    with pytest.raises(InputError, match="flip 'sideways'"):
+        orient_xray(mirrored, AP, "sideways")
+
+
+SMALL = CArmGeometry(1011.7, 96, 96, (2.4, 2.4), source_to_isocenter_mm=675.0)
+
+
+@pytest.fixture(scope="module")
+def mirrored_case():
+    """The sample CT's X-ray at a known pose, stored mirrored left-right and tagged so (R\\F)."""
+    ct, labels = load_sample()
+    spine = mask_from_labels(labels)
+    nominal = nominal_view("ap", mask_centroid_world(spine), SMALL.source_to_isocenter_mm)
+    truth = nominal.pose(torch.tensor([2.0, -1.5, 2.5, 4.0, -3.0, 8.0], dtype=torch.float64))
+    image = render_drr(rendering_volume(ct, "hu"), SMALL, truth).flip(-1).contiguous()
+    points = torch.nonzero(spine.data)[::200].flip(-1).double() @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    return ct, spine, nominal, truth, image, points
+
+
+def test_a_mirrored_dicom_registers_once_turned_and_not_as_stored(mirrored_case):
+    ct, spine, nominal, truth, image, points = mirrored_case
+    tagged = XRay(image, SMALL, None, {"patient_orientation": "R\\F"})
+    run = lambda flip: register(ct, tagged, initial_pose=nominal.camera_from_world, mask=spine, method="opt", device="cpu", flip=flip)  # noqa: E731
+    turned = run("auto")
+    assert float(mtre_mm(turned.camera_from_world, truth, points)) < 1.0
+    assert turned.xray_preparation["orientation"]["flip_columns"] and turned.xray_preparation["orientation"]["source"] == "dicom"
+    as_stored = run("none")
+    assert float(mtre_mm(as_stored.camera_from_world, truth, points)) > 4.0
+
+
+def test_the_cli_flips_and_writes_the_overlay_in_the_files_orientation(mirrored_case, tmp_path):
+    from PIL import Image
+
+    from sopi.io import write_xray
+
+    _, _, nominal, truth, image, _ = mirrored_case
+    write_xray(tmp_path / "xray.mha", image, SMALL)
+    save_pose(tmp_path / "init.json", nominal.camera_from_world)
+    out, fused = tmp_path / "result.json", tmp_path / "fused.png"
+    code = main([
+        "register", "--ct", str(sample_ct_path()), "--xray", str(tmp_path / "xray.mha"), "--init", str(tmp_path / "init.json"),
+        "--mask", str(sample_vertebrae_path()), "--method", "opt", "--flip", "left-right", "--out", str(out), "--fused", str(fused),
+        "--device", "cpu", "--quiet",
+    ])
+    assert code == 0
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["xray_preparation"]["orientation"]["flip_columns"] is True
+    assert np.abs(np.array(result["matrix"]) - truth.numpy()).max() < 2.0  # the pose of the conventional image
+    picture = np.asarray(Image.open(fused), dtype=np.float64)
+    drr_channel = picture[..., 0] - picture[..., 2]  # the DRR is blended in orange (red minus blue); it must line up with the file
+    xray = image.numpy()
+    as_filed = np.corrcoef(drr_channel.ravel(), xray.ravel())[0, 1]
+    mirrored = np.corrcoef(drr_channel.ravel(), xray[:, ::-1].ravel())[0, 1]
+    assert as_filed > mirrored
+
+
+def test_the_cli_offers_every_flip():
+    from sopi.cli import build_parser
+
+    parser = build_parser()
+    register_parser = next(action for action in parser._subparsers._group_actions[0].choices.values() if action.prog.endswith("register"))
+    flip = next(action for action in register_parser._actions if action.dest == "flip")
+    assert tuple(flip.choices) == FLIPS and flip.default == "auto"
