@@ -43,6 +43,8 @@ GEOMETRY_PRESETS = {
     "generic": (1000.0, 650.0),
 }
 POLARITY_CHOICES = ["bone-bright", "bone-dark", "intensity"]
+#: How the X-ray node's pixels face (SOPIRegistrationLib.logic.XRAY_FLIPS): as the C-arm takes them, or mirrored.
+FLIP_CHOICES = ["none", "left-right", "up-down", "both"]
 FUSION_CHOICES = ["blend", "checkerboard", "edges"]
 POSE_PARAMETERS = ["poseRx", "poseRy", "poseRz", "poseTx", "poseTy", "poseTz"]
 #: Parameter-node fields no widget shows: nodes the module made for display, kept with the scene.
@@ -128,6 +130,7 @@ class SOPIRegistrationParameterNode:
     sourceToIsocenterMm: Annotated[float, WithinRange(50.0, 3000.0)] = 675.0
     pixelSpacingMm: Annotated[float, WithinRange(0.0, 10.0)] = 0.0  # 0: the X-ray node's spacing
     xrayPolarity: Annotated[str, Choice(POLARITY_CHOICES)] = "bone-bright"
+    xrayFlip: Annotated[str, Choice(FLIP_CHOICES)] = "none"
     secondXrayVolume: vtkMRMLScalarVolumeNode  # optional: registered jointly with the first (sopi.register_views)
     secondViewTurnDeg: Annotated[float, WithinRange(-180.0, 180.0)] = -90.0  # C-arm primary angle, second minus first
     secondGeometryFile: pathlib.Path  # optional: the second X-ray's geometry JSON with view_from_reference

@@ -376,3 +376,34 @@ def test_progress_messages_read_as_stages(registered):
     messages = [message for _, message in registered["messages"]]
     assert any(message.startswith("RTPI") for message in messages)
     assert any(message.startswith("Gradient descent (gc, 1/2 detector)") for message in messages)
+
+
+def test_a_mirrored_xray_node_registers_turned_back_and_its_drr_lies_over_it():
+    """The sample X-ray stored mirrored left-right on the same detector: with the module's orientation
+    "left-right" the engine registers the image turned back (the true pose), the DRR node is drawn mirrored
+    so that it lies over the X-ray node pixel for pixel, and the pose sliders' renders keep that."""
+    scene = slicer.vtkMRMLScene()
+    case = load_sample_case(scene)
+    spine = case.vertebrae.with_data((case.vertebrae.data != 0).to(torch.uint8))
+    segmentation = nodes.segmentation_from_mask(spine, scene, case.ct_node)
+    image = nodes.xray_image_from_node(case.xray_node)
+    mirrored = nodes.image_to_node(image[:, ::-1].copy(), nodes.node_ras_from_ijk(case.xray_node), scene, "mirrored X-ray")
+    logic = RegistrationLogic(scene)
+    registration = logic.register(case.ct_node, mirrored, segmentation_node=segmentation, method="opt", device="cpu", flip="left-right")
+    transform = registration.transform_node
+    assert _mtre(logic, transform, case) < 1.0 and transform.GetAttribute("SOPIRegistration.XrayFlip") == "left-right"
+    np.testing.assert_array_equal(nodes.xray_image_from_node(mirrored), image[:, ::-1])  # the input is left alone
+    drr, xray_frame = registration.drr_node, nodes.node_ras_from_ijk(mirrored)
+    cols = image.shape[1]
+    for column, row in ((0, 0), (17, 100), (cols - 1, 255)):  # the DRR's pixel (c, r) lies on the X-ray's (cols - 1 - c, r)
+        np.testing.assert_allclose(nodes.node_ras_from_ijk(drr) @ [column, row, 0, 1], xray_frame @ [cols - 1 - column, row, 0, 1], atol=1e-6)
+    on_xray = nodes.xray_image_from_node(drr)[:, ::-1]
+    assert float(np.corrcoef(on_xray.ravel(), image[:, ::-1].ravel())[0, 1]) > 0.95
+    assert logic.similarity(mirrored, drr) > 0.95  # it reads the mirrored DRR node the right way round
+    again = logic.render_drr(case.ct_node, transform, xray_node=mirrored)  # what a pose slider renders
+    np.testing.assert_allclose(nodes.xray_image_from_node(again), nodes.xray_image_from_node(drr), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(nodes.node_ras_from_ijk(again), nodes.node_ras_from_ijk(drr), atol=1e-9)
+    as_stored = logic.register(case.ct_node, mirrored, segmentation_node=segmentation, method="opt", device="cpu", iteration_scale=0.5)
+    assert _mtre(logic, as_stored.transform_node, case) > 3.0
+    with pytest.raises(InputError, match="X-ray orientation 'sideways'"):
+        logic.register(case.ct_node, mirrored, segmentation_node=segmentation, method="opt", device="cpu", flip="sideways")

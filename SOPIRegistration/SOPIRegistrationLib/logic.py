@@ -23,6 +23,7 @@ import torch
 from sopi.errors import InputError
 from sopi.geometry import PRESETS, CArmGeometry
 from sopi.io_xray import XRay, apply_polarity
+from sopi.xray_orientation import flip_image, flipped_geometry
 from sopi.volume import Volume
 
 from . import frames, nodes
@@ -94,9 +95,39 @@ def _xray_image(xray_node, polarity: str) -> np.ndarray:
     return apply_polarity(nodes.xray_image_from_node(xray_node).astype(np.float64), polarity, xray_node.GetName())
 
 
-def _xray_scene_frame(xray_node, geometry: CArmGeometry) -> np.ndarray:
-    """``scene_from_camera`` with the detector where the X-ray node is."""
-    return frames.scene_from_camera_for_xray(nodes.node_ras_from_ijk(xray_node), geometry.sdd_mm, geometry.principal_point_px)
+#: The module's X-ray orientations (:func:`sopi.xray_orientation.orient_xray`'s flips without ``auto``: a
+#: volume node carries no DICOM Patient Orientation): ``(flip columns, flip rows)``.
+XRAY_FLIPS = {"none": (False, False), "left-right": (True, False), "up-down": (False, True), "both": (True, True)}
+
+
+def _xray_flips(flip: str) -> tuple[bool, bool]:
+    if flip not in XRAY_FLIPS:
+        raise InputError(f"X-ray orientation {flip!r} is not one of {tuple(XRAY_FLIPS)}")
+    return XRAY_FLIPS[flip]
+
+
+def _xray_scene_frame(xray_node, geometry: CArmGeometry, flips: tuple[bool, bool] = (False, False)) -> np.ndarray:
+    """``scene_from_camera`` with the detector where the X-ray node is; ``flips`` (columns, rows): the image is
+    read mirrored (``geometry`` is then the mirrored image's, :func:`sopi.xray_orientation.flipped_geometry`), so
+    its pixel ``(c, r)`` is the node's ``(cols - 1 - c, r)`` (or rows likewise) and the camera faces the node's
+    other side."""
+    ras_from_ijk = nodes.node_ras_from_ijk(xray_node) @ _index_flip(geometry.rows, geometry.cols, *flips)
+    return frames.scene_from_camera_for_xray(ras_from_ijk, geometry.sdd_mm, geometry.principal_point_px)
+
+
+def _index_flip(rows: int, cols: int, columns: bool, flip_rows: bool) -> np.ndarray:
+    """4x4 from a flipped image's ``(i, j, k)`` to the stored image's."""
+    flip = np.eye(4)
+    if columns:
+        flip[0, 0], flip[0, 3] = -1.0, cols - 1.0
+    if flip_rows:
+        flip[1, 1], flip[1, 3] = -1.0, rows - 1.0
+    return flip
+
+
+def _stored_flips(transform_node) -> tuple[bool, bool]:
+    """The X-ray orientation a registration stored on its transform node (none before there was one)."""
+    return _xray_flips(transform_node.GetAttribute(ATTRIBUTE_PREFIX + "XrayFlip") or "none")
 
 
 def _stored_scene_frame(transform_node) -> np.ndarray:
@@ -249,7 +280,7 @@ class RegistrationLogic:
                        model: str | Path | None = None, fine_model: str | Path | None = None, seed: int = 0,
                        polarity: str = "bone-bright", step_mm: float = 1.0, iteration_scale: float = 1.0,
                        pyramid: bool = True, second_xray_node=None, second_geometry: CArmGeometry | None = None,
-                       second_drr_node=None) -> ProcessJob:
+                       second_drr_node=None, flip: str = "none") -> ProcessJob:
         """Register an X-ray node to a CT node in the background.
 
         Args:
@@ -264,6 +295,11 @@ class RegistrationLogic:
             polarity: how bone looks in the X-ray node (``bone-bright``, ``bone-dark`` or
                 ``intensity``); the engine wants bone bright.
             seed, step_mm, iteration_scale, pyramid: as in :func:`sopi.register`.
+            flip: how the X-ray node's pixels face (:data:`XRAY_FLIPS`): ``none``, or mirrored
+                ``left-right``, ``up-down`` or ``both`` against the C-arm's convention
+                (``docs/conventions.md``). The engine registers the image turned back; the DRR node
+                is drawn mirrored the same way, so it lies over the X-ray node, and the transform
+                node keeps the orientation for the pose sliders.
             second_xray_node: a second X-ray of the patient (a lateral, say) registered jointly
                 (:func:`sopi.register_views`, classical methods and ``global+opt``); its
                 ``second_geometry`` carries ``view_from_reference`` (default: the C-arm turned
@@ -277,7 +313,11 @@ class RegistrationLogic:
         if not step_mm > 0 or not iteration_scale > 0:
             raise InputError(f"Register: the ray step ({step_mm}) and the iteration scale ({iteration_scale}) must be positive")
         geometry = geometry or geometry_for_xray(xray_node)
-        prepared = self._prepare(ct_node, xray_node, geometry, segmentation_node, init_transform_node, polarity)
+        flips = _xray_flips(flip)
+        if any(flips) and second_xray_node is not None:
+            raise InputError("X-ray orientation: turning a mirrored X-ray works with one X-ray; register the two views as stored")
+        prepared = self._prepare(ct_node, xray_node, geometry, segmentation_node, init_transform_node, polarity, flips)
+        geometry = prepared.xray.geometry  # the image as registered (turned back where it was mirrored)
         second = None
         if second_xray_node is not None:
             from . import second_view
@@ -319,7 +359,7 @@ class RegistrationLogic:
             drr = render_drr(self._rendering_volume(ct_node), geometry, result.camera_from_world, step_mm=step_mm).numpy()
             if second is None:
                 return self._write_nodes(lambda: self._write_registration(
-                    ct_node, xray_node, geometry, prepared, result, drr, new_mask, segmentation_node, transform_node, drr_node,
+                    ct_node, xray_node, geometry, prepared, result, drr, new_mask, segmentation_node, transform_node, drr_node, flip,
                 ))
             second_pose = torch.from_numpy(second_view.second_view_pose(data))
             second_drr = render_drr(self._rendering_volume(ct_node), second.geometry, second_pose, step_mm=step_mm).numpy()
@@ -336,14 +376,16 @@ class RegistrationLogic:
 
         return ProcessJob(steps, folder, finish, on_progress, on_done, on_error, "Registration").start()
 
-    def _prepare(self, ct_node, xray_node, geometry, segmentation_node, init_transform_node, polarity) -> _Prepared:
+    def _prepare(self, ct_node, xray_node, geometry, segmentation_node, init_transform_node, polarity,
+                 flips: tuple[bool, bool] = (False, False)) -> _Prepared:
         ct = nodes.volume_from_node(ct_node)
         image = _xray_image(xray_node, polarity)
         if image.shape != geometry.shape:
             raise InputError(f"X-ray: {xray_node.GetName()!r} is {image.shape} pixels but the geometry describes {geometry.shape}")
-        xray = XRay(torch.from_numpy(image.astype(np.float32)), geometry, xray_node.GetName())
+        geometry = flipped_geometry(geometry, *flips)
+        xray = XRay(flip_image(torch.from_numpy(image.astype(np.float32)), *flips).contiguous(), geometry, xray_node.GetName())
         mask = nodes.mask_from_segmentation(segmentation_node, ct_node) if segmentation_node is not None else None
-        scene_from_camera = _xray_scene_frame(xray_node, geometry)
+        scene_from_camera = _xray_scene_frame(xray_node, geometry, flips)
         initial_pose = None
         if init_transform_node is not None:
             initial_pose = torch.from_numpy(
@@ -364,7 +406,7 @@ class RegistrationLogic:
             raise
 
     def _write_registration(self, ct_node, xray_node, geometry, prepared, result, drr, new_mask, segmentation_node,
-                            transform_node, drr_node) -> SceneRegistration:
+                            transform_node, drr_node, flip: str = "none") -> SceneRegistration:
         if new_mask is not None:
             segmentation_node = nodes.segmentation_from_mask(new_mask, self.scene, ct_node, f"{ct_node.GetName()} spine")
         if transform_node is None:
@@ -377,6 +419,7 @@ class RegistrationLogic:
         _set_matrix_attribute(transform_node, "SceneFromCamera", prepared.scene_from_camera)
         _set_matrix_attribute(transform_node, "PivotLPS", result.pivot_world.numpy())
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "Geometry", json.dumps(geometry.to_dict()))
+        transform_node.SetAttribute(ATTRIBUTE_PREFIX + "XrayFlip", flip)
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "Method", result.method)
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "Similarity", repr(float(result.similarity)))
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "TimeS", f"{result.time_s:.3f}")
@@ -459,7 +502,10 @@ class RegistrationLogic:
         ``binning`` > 1 renders a coarser detector (for interactive dragging)."""
         if geometry is None:
             geometry = self.registration_geometry(transform_node)[0]
-        scene_from_camera = _xray_scene_frame(xray_node, geometry) if xray_node is not None else _stored_scene_frame(transform_node)
+        if xray_node is not None:
+            scene_from_camera = _xray_scene_frame(xray_node, geometry, _stored_flips(transform_node))
+        else:
+            scene_from_camera = _stored_scene_frame(transform_node)
         pose = torch.from_numpy(self.camera_from_world(transform_node, scene_from_camera))
         if binning > 1:
             geometry = geometry.resized(max(1, geometry.rows // binning), max(1, geometry.cols // binning))
@@ -477,6 +523,9 @@ class RegistrationLogic:
 
         xray = _xray_image(xray_node, polarity)
         drr = torch.from_numpy(nodes.xray_image_from_node(drr_node)).to(torch.float64)
+        xray_axes, drr_axes = nodes.node_ras_from_ijk(xray_node)[:3, :2], nodes.node_ras_from_ijk(drr_node)[:3, :2]
+        flips = [float(xray_axes[:, axis] @ drr_axes[:, axis]) < 0 for axis in (0, 1)]  # a DRR drawn for a mirrored X-ray
+        drr = flip_image(drr, *flips)
 
         fixed = resize_image(torch.from_numpy(xray), tuple(drr.shape)).to(torch.float64)
         return float(gradient_correlation(fixed[None], drr[None]))
