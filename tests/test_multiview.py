@@ -321,3 +321,25 @@ def test_views_share_one_polarity_judgement_decided_by_the_best_matching_view(mo
     monkeypatch.setattr(preparation, "_polarity_scores", lambda *args: next(shadowed))
     record = preparation.prepare_fixed(xrays[1], attenuation, poses[1], cpu)[2]
     assert record["polarity"] == "bone-bright" and record["polarity_scores_field_masked"]["bone-bright"] == 0.81
+
+
+def test_a_mirrored_lateral_view_is_turned_back_by_its_own_tag(two_views):
+    """The lateral X-ray stored mirrored left-right and tagged so (P\\F, anterior to the left); view 0 untagged.
+    With ``flip="auto"`` only the lateral is turned, and the joint pose is right and trusted; as stored, the
+    mirrored lateral fits no pose (view 0 still holds the pose near the truth) and the result is flagged."""
+    from dataclasses import replace
+
+    from sopi.xray_orientation import flipped_geometry
+
+    ct, start, truth, xrays = two_views
+    lateral = xrays[1]
+    stored = XRay(lateral.image.flip(-1).contiguous(), flipped_geometry(lateral.geometry, True, False), None, {"patient_orientation": "P\\F"})
+    assert stored.geometry == replace(lateral.geometry, principal_point_px=stored.geometry.principal_point_px)
+    points = ct.center_world + torch.tensor([[20.0, 0, 0], [0, 20, 0], [0, 0, 20], [-20, -20, -20]], dtype=torch.float64)
+    joint = register_views(ct, [xrays[0], stored], initial_pose=start, method="opt", device="cpu", prepare=False, iteration_scale=0.5)
+    assert [record["orientation"]["flip_columns"] for record in joint.xray_preparation] == [False, True]
+    turned_error = float(mtre_mm(joint.camera_from_world, truth, points))
+    assert turned_error < 1.0 and not joint.likely_failed
+    kept = register_views(ct, [xrays[0], stored], initial_pose=start, method="opt", device="cpu", prepare=False, iteration_scale=0.5, flip="none")
+    assert kept.likely_failed and kept.view_confidences[1] < 0.5
+    assert float(mtre_mm(kept.camera_from_world, truth, points)) > turned_error

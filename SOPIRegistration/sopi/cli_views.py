@@ -72,7 +72,7 @@ def register_views_command(args: argparse.Namespace) -> int:
             ct, xrays, initial_pose=initial_pose, view=None if args.init else args.view, mask=args.mask,
             auto_mask=args.auto_mask, method=method, device=resolve_device(args.device), seed=args.seed,
             iteration_scale=args.iteration_scale, pyramid=not args.no_pyramid, prepare=not args.no_prepare,
-            step_mm=args.step_mm, progress=progress,
+            step_mm=args.step_mm, flip=args.flip, progress=progress,
         )
     write_json(args.out, result.to_dict())
     scores = ", ".join(f"{score:.3f}" for score in result.view_similarities)
@@ -85,8 +85,13 @@ def register_views_command(args: argparse.Namespace) -> int:
         from .render import render_drr, rendering_volume
 
         volume = rendering_volume(ct, "hu")
-        pairs = [(xray.image, render_drr(volume, xray.geometry, pose, device=resolve_device(args.device)))
-                 for xray, pose in zip(xrays, result.view_poses)]
+        from .xray_orientation import flip_image, flipped_geometry
+
+        pairs = []
+        for xray, pose, record in zip(xrays, result.view_poses, result.xray_preparation):
+            flips = (record["orientation"]["flip_columns"], record["orientation"]["flip_rows"])  # each pose is for its view turned
+            drr = render_drr(volume, flipped_geometry(xray.geometry, *flips), pose, device=resolve_device(args.device))
+            pairs.append((xray.image, flip_image(drr, *flips)))
         write_fused_views_png(args.fused, pairs)
         print(f"wrote {args.fused} ({len(pairs)} views side by side)")
     return 0

@@ -184,6 +184,7 @@ def register_views(
     iteration_scale: float = 1.0,
     pyramid: bool = True,
     prepare: bool = True,
+    flip: str = "auto",
     progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> MultiViewResult:
@@ -202,6 +203,8 @@ def register_views(
             and none is given, as the global search does).
         method: a classical method or the global search (:func:`multiview_methods`); ``None`` runs
             :data:`~sopi.registration.methods.DEFAULT_METHOD` (``global+opt``); the learned ones are single-view.
+        flip: as in :func:`sopi.registration.register`, for every view (``auto``: each file's own Patient
+            Orientation against its view's start pose).
         Other arguments as in :func:`sopi.registration.register`.
     """
     from ..io import read_ct, read_mask, read_xray
@@ -209,7 +212,11 @@ def register_views(
     from ..views import views_from_reference
     from .api import _Pass, _run_stage, _spine_mask, run_passes, stage_loop
 
+    from ..xray_orientation import FLIPS, orient_xray
+
     check_seed(seed)
+    if flip not in FLIPS:
+        raise InputError(f"flip {flip!r} is not one of {FLIPS}")
     xrays = list(xrays)
     if not xrays:
         raise InputError("xrays: expected at least one X-ray")
@@ -250,8 +257,12 @@ def register_views(
     if initial_pose is None:
         center = pivot if spine is not None else ct_volume.center_world
         initial_pose = nominal_view(view or "ap", center, geometry.source_to_isocenter_mm).camera_from_world
+    orientations = []
     for index, (item, transform) in enumerate(zip(fixed, transforms)):
         check_pose_in_front(transform @ initial_pose, ct_volume.center_world, item.geometry.sdd_mm, f"initial pose of {names[index]}")
+        fixed[index], record = orient_xray(item, transform @ initial_pose, flip)
+        orientations.append(record)
+    geometry = fixed[0].geometry
     if spine is None:
         pivot = default_pivot(initial_pose, geometry)
     attenuation = rendering_volume(ct_volume, "hu")
@@ -263,7 +274,7 @@ def register_views(
     else:
         views_prepared = [(item, None, {}) for item in fixed]
     prepared = [(item, weight, transform) for (item, weight, _), transform in zip(views_prepared, transforms)]
-    preparations = [record for _, _, record in views_prepared]
+    preparations = [{**record, "orientation": turned} for (_, _, record), turned in zip(views_prepared, orientations)]
 
     def run(chosen: tuple, note: str) -> _Pass:
         views = [LinkedProblem(  # fresh ones per pass: adapting to the X-ray changes their weights
