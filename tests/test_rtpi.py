@@ -318,7 +318,8 @@ def test_register_rtpi_returns_the_network_pose_about_the_spine(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a binned detector of the same C-arm is not a mismatch
         result = register(ct, xray, initial_pose=view.camera_from_world, mask=spine, method="rtpi", model=path, prepare=False)
-    assert result.xray_preparation == {}
+    assert list(result.xray_preparation) == ["orientation"]  # nothing prepared; the untagged image kept as stored
+    assert result.xray_preparation["orientation"]["source"] == "none" and not result.xray_preparation["orientation"]["flip_columns"]
     # the same pose computed by hand from the documented inputs (the X-ray as read)
     cube = ct_cube(rendering_volume(ct, "hu"), view, TINY.ct_size, TINY.ct_side_mm, mask=spine)
     image = standardize_xray(resize_image(xray.image, (32, 32)))
