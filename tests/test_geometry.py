@@ -52,7 +52,8 @@ def test_projection_by_similar_triangles():
 
 @pytest.mark.parametrize(
     "view, column_direction, beam_direction",
-    [("ap", (1.0, 0.0, 0.0), (0.0, 1.0, 0.0)), ("lateral", (0.0, -1.0, 0.0), (1.0, 0.0, 0.0))],
+    [("ap", (1.0, 0.0, 0.0), (0.0, 1.0, 0.0)), ("lateral", (0.0, -1.0, 0.0), (1.0, 0.0, 0.0)),
+     ("pa", (-1.0, 0.0, 0.0), (0.0, -1.0, 0.0))],  # PA from the source: the patient's right towards larger columns
 )
 def test_nominal_views_follow_the_documented_anatomy(view, column_direction, beam_direction):
     isocenter = torch.tensor([12.0, -30.0, 250.0], dtype=torch.float64)
@@ -94,7 +95,7 @@ def test_euler_and_paper_params_round_trip():
     assert torch.allclose(euler_from_rotation(rotation_from_euler(angles)), angles, atol=1e-9)
 
 
-@pytest.mark.parametrize("view", ["ap", "lateral"])
+@pytest.mark.parametrize("view", ["ap", "lateral", "pa"])
 def test_nominal_view_params_round_trip(view):
     generator = torch.Generator().manual_seed(2)
     nominal = nominal_view(view, torch.tensor([5.0, 60.0, -120.0], dtype=torch.float64), 700.0)

@@ -27,6 +27,7 @@ from test_dicom_xray import write_dicom
 DETECTOR = CArmGeometry(1011.7, 80, 96, (2.4, 2.4), principal_point_px=(40.0, 43.5), source_to_isocenter_mm=675.0)
 AP = nominal_view("ap", (0.0, 0.0, 0.0), 675.0).camera_from_world
 LATERAL = nominal_view("lateral", (0.0, 0.0, 0.0), 675.0).camera_from_world
+PA = nominal_view("pa", (0.0, 0.0, 0.0), 675.0).camera_from_world
 
 
 def test_patient_directions_are_lps_unit_vectors():
@@ -47,6 +48,8 @@ def test_patient_directions_are_lps_unit_vectors():
     (LATERAL, "A\\F", (False, False)),
     (LATERAL, "P\\F", (True, False)),
     (LATERAL, "P\\H", (True, True)),
+    (PA, "L\\F", (True, False)),  # a PA radiograph displayed the radiological way is the source's view mirrored
+    (PA, "R\\F", (False, False)),
 ])
 def test_flips_follow_patient_orientation_against_the_start_pose(pose, tag, expected):
     columns, rows, reason = orientation_flips(tag, pose)
@@ -178,3 +181,16 @@ def test_the_cli_offers_every_flip():
     register_parser = next(action for action in parser._subparsers._group_actions[0].choices.values() if action.prog.endswith("register"))
     flip = next(action for action in register_parser._actions if action.dest == "flip")
     assert tuple(flip.choices) == FLIPS and flip.default == "auto"
+
+
+def test_a_pa_radiograph_displayed_the_radiological_way_registers_from_the_pa_view(mirrored_case):
+    """A supine patient imaged from under the table (beam posterior to anterior), the image displayed with
+    the patient's left on the viewer's right and tagged so (L\\F): the PA view's camera sees it mirrored,
+    ``auto`` turns it back, and registration from the nominal PA view recovers the pose."""
+    ct, spine, _, _, _, points = mirrored_case
+    pa = nominal_view("pa", mask_centroid_world(spine), SMALL.source_to_isocenter_mm)
+    truth = pa.pose(torch.tensor([-2.0, 1.5, 3.0, -4.0, 3.0, 6.0], dtype=torch.float64))
+    from_the_source = render_drr(rendering_volume(ct, "hu"), SMALL, truth)
+    displayed = XRay(from_the_source.flip(-1).contiguous(), SMALL, None, {"patient_orientation": "L\\F"})
+    result = register(ct, displayed, view="pa", mask=spine, method="opt", device="cpu")
+    assert result.xray_preparation["orientation"]["flip_columns"] and float(mtre_mm(result.camera_from_world, truth, points)) < 1.0

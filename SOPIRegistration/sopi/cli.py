@@ -15,7 +15,7 @@ from pathlib import Path
 from . import __version__
 from .device import resolve_device
 from .errors import Cancelled, InputError
-from .geometry import PRESETS, CArmGeometry
+from .geometry import NOMINAL_VIEWS, PRESETS, CArmGeometry
 from .validate import check_ct_content, check_outputs, positive_int, positive_number, seed
 
 __all__ = ["main"]
@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("ct", type=Path, help="CT file or DICOM folder")
     simulate.add_argument("--out", type=Path, required=True, help="output folder")
     simulate.add_argument("--mask", type=Path, help="spine mask or label map: its centroid is the isocentre (default: volume centre)")
-    simulate.add_argument("--view", choices=("ap", "lateral"), default="ap")
+    simulate.add_argument("--view", choices=NOMINAL_VIEWS, default="ap")
     simulate.add_argument(
         "--views", help="several views of one pose, e.g. ap,lateral: xray_<view>.mha and geometry_<view>.json per view "
         "(each after the first with view_from_reference), gt.json and init.json of the first; replaces --view",
@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg_geometry.add_argument("--preset", choices=sorted(PRESETS), help="named C-arm geometry")
     start = reg.add_mutually_exclusive_group()
     start.add_argument("--init", type=Path, help="initial pose JSON")
-    start.add_argument("--view", choices=("ap", "lateral"), default="ap", help="start from this nominal view (default ap)")
+    start.add_argument("--view", choices=NOMINAL_VIEWS, default="ap", help="start from this nominal view (default ap)")
     masks = reg.add_mutually_exclusive_group()
     masks.add_argument("--mask", type=Path, help="spine mask or label map on the CT grid")
     masks.add_argument(
@@ -470,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulate intra-operative X-rays: two materials, instruments, collimation, scatter, noise, blur (docs/xray_realism.md)",
     )
     bench.add_argument("--no-prepare", action="store_true", help="register without X-ray preparation (ablation)")
-    bench.add_argument("--view", choices=("ap", "lateral"), default="ap")
+    bench.add_argument("--view", choices=NOMINAL_VIEWS, default="ap")
     bench.add_argument("--views", help="several views, e.g. ap,lateral: every method on the first view alone and on all jointly, same cases")
     _add_geometry_options(bench, default_preset="perlove-plx118f")
     bench.add_argument("--device", default="auto")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .device import resolve_device
 from .errors import InputError
-from .geometry import CArmGeometry
+from .geometry import NOMINAL_VIEWS, CArmGeometry
 from .validate import check_ct_content, check_outputs
 
 __all__ = ["benchmark_views_command", "parse_views", "register_views_command", "simulate_views_command", "view_geometries"]
@@ -17,7 +17,7 @@ __all__ = ["benchmark_views_command", "parse_views", "register_views_command", "
 def parse_views(text: str) -> list[str]:
     """``--views ap,lateral`` as a list of names (order kept)."""
     views = [name.strip() for name in text.split(",") if name.strip()]
-    known = ("ap", "lateral")
+    known = NOMINAL_VIEWS
     unknown = [name for name in views if name not in known]
     if unknown:
         raise InputError(f"--views {text!r}: unknown view(s) {unknown}; expected comma-separated names from {list(known)}")

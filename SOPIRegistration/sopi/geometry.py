@@ -386,17 +386,22 @@ class NominalView:
 #: Camera axes (rows: +x column direction, +y row direction, +z principal ray) in LPS
 #: for a supine patient. AP: beam anterior -> posterior, patient's left towards
 #: increasing column, head at row 0. Lateral: beam right -> left, anterior towards
-#: increasing column, head at row 0.
+#: increasing column, head at row 0. PA: beam posterior -> anterior (a supine patient with
+#: the source under the table), seen from the source: the patient's right towards increasing
+#: column, head at row 0.
 _VIEW_AXES = {
     "ap": ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, 1.0, 0.0)),
     "lateral": ((0.0, -1.0, 0.0), (0.0, 0.0, -1.0), (1.0, 0.0, 0.0)),
+    "pa": ((-1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, -1.0, 0.0)),
 }
+#: The nominal views :func:`nominal_view` knows.
+NOMINAL_VIEWS = tuple(_VIEW_AXES)
 
 
 def nominal_view(
     view: str, isocenter_world: torch.Tensor | tuple[float, float, float], source_to_isocenter_mm: float
 ) -> NominalView:
-    """The nominal ``ap`` or ``lateral`` view with the isocentre on the principal ray.
+    """The nominal ``ap``, ``lateral`` or ``pa`` view (:data:`NOMINAL_VIEWS`) with the isocentre on the principal ray.
 
     The source sits ``source_to_isocenter_mm`` before the isocentre along the principal ray.
     """
