@@ -45,6 +45,8 @@ GEOMETRY_PRESETS = {
 POLARITY_CHOICES = ["bone-bright", "bone-dark", "intensity"]
 #: How the X-ray node's pixels face (SOPIRegistrationLib.logic.XRAY_FLIPS): as the C-arm takes them, or mirrored.
 FLIP_CHOICES = ["none", "left-right", "up-down", "both"]
+#: The nominal C-arm views a registration can start from without an initial pose (sopi.geometry.NOMINAL_VIEWS).
+VIEW_CHOICES = ["ap", "pa", "lateral"]
 FUSION_CHOICES = ["blend", "checkerboard", "edges"]
 POSE_PARAMETERS = ["poseRx", "poseRy", "poseRz", "poseTx", "poseTy", "poseTz"]
 #: Parameter-node fields no widget shows: nodes the module made for display, kept with the scene.
@@ -125,6 +127,7 @@ class SOPIRegistrationParameterNode:
     xrayVolume: vtkMRMLScalarVolumeNode
     spineSegmentation: vtkMRMLSegmentationNode
     initialTransform: vtkMRMLLinearTransformNode
+    startView: Annotated[str, Choice(VIEW_CHOICES)] = "ap"  # without an initial pose: the nominal view to start from
     geometryPreset: Annotated[str, Choice(list(GEOMETRY_PRESETS))] = "perlove-plx118f"
     sourceToDetectorMm: Annotated[float, WithinRange(100.0, 3000.0)] = 1011.7
     sourceToIsocenterMm: Annotated[float, WithinRange(50.0, 3000.0)] = 675.0

@@ -407,3 +407,26 @@ def test_a_mirrored_xray_node_registers_turned_back_and_its_drr_lies_over_it():
     assert _mtre(logic, as_stored.transform_node, case) > 3.0
     with pytest.raises(InputError, match="X-ray orientation 'sideways'"):
         logic.register(case.ct_node, mirrored, segmentation_node=segmentation, method="opt", device="cpu", flip="sideways")
+
+
+def test_the_start_view_reaches_the_engine_a_pa_xray_registers_from_pa():
+    """No initial pose: the module's start view decides where the engine starts. A PA X-ray of the sample
+    CT (beam posterior to anterior) on the sample X-ray's detector registers from the PA view."""
+    from sopi.geometry import nominal_view
+    from sopi.segment import mask_centroid_world
+
+    scene = slicer.vtkMRMLScene()
+    case = load_sample_case(scene)
+    spine = case.vertebrae.with_data((case.vertebrae.data != 0).to(torch.uint8))
+    segmentation = nodes.segmentation_from_mask(spine, scene, case.ct_node)
+    logic = RegistrationLogic(scene)
+    geometry = nodes.xray_geometry(case.xray_node, 1011.7, source_to_isocenter_mm=675.0)
+    pa = nominal_view("pa", mask_centroid_world(spine), 675.0)
+    truth = pa.pose(torch.tensor([2.0, -2.0, 3.0, 3.0, -4.0, 5.0], dtype=torch.float64))
+    image = render_drr(rendering_volume(nodes.volume_from_node(case.ct_node), "hu"), geometry, truth).numpy()
+    xray = nodes.image_to_node(image, nodes.node_ras_from_ijk(case.xray_node), scene, "PA X-ray")
+    registration = logic.register(case.ct_node, xray, geometry, segmentation_node=segmentation, method="opt", device="cpu", view="pa")
+    estimated = torch.from_numpy(logic.camera_from_world(registration.transform_node))
+    assert float(mtre_mm(estimated, truth, target_points(case.vertebrae))) < 1.0
+    with pytest.raises(InputError, match="Start view 'sideways'"):
+        logic.register(case.ct_node, xray, geometry, segmentation_node=segmentation, method="opt", device="cpu", view="sideways")

@@ -145,6 +145,9 @@ def test_choice_lists_match_the_engine():
     from sopi.xray_orientation import FLIPS
 
     assert list(_module_constant("FLIP_CHOICES")) == list(XRAY_FLIPS) and set(XRAY_FLIPS) == set(FLIPS) - {"auto"}
+    from sopi.geometry import NOMINAL_VIEWS
+
+    assert sorted(_module_constant("VIEW_CHOICES")) == sorted(NOMINAL_VIEWS)
     assert tuple(_module_constant("FUSION_CHOICES")) == FUSION_MODES
     fields = _parameter_fields()
     assert set(_module_constant("POSE_PARAMETERS")) <= set(fields)

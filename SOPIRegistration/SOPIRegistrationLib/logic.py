@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from sopi.errors import InputError
-from sopi.geometry import PRESETS, CArmGeometry
+from sopi.geometry import NOMINAL_VIEWS, PRESETS, CArmGeometry
 from sopi.io_xray import XRay, apply_polarity
 from sopi.xray_orientation import flip_image, flipped_geometry
 from sopi.volume import Volume
@@ -280,7 +280,7 @@ class RegistrationLogic:
                        model: str | Path | None = None, fine_model: str | Path | None = None, seed: int = 0,
                        polarity: str = "bone-bright", step_mm: float = 1.0, iteration_scale: float = 1.0,
                        pyramid: bool = True, second_xray_node=None, second_geometry: CArmGeometry | None = None,
-                       second_drr_node=None, flip: str = "none") -> ProcessJob:
+                       second_drr_node=None, flip: str = "none", view: str = "ap") -> ProcessJob:
         """Register an X-ray node to a CT node in the background.
 
         Args:
@@ -289,7 +289,9 @@ class RegistrationLogic:
             segmentation_node: the spine; without it, methods that need one segment it
                 first (and the job creates a segmentation node).
             init_transform_node: start pose (a transform node in this module's convention,
-                ``docs/conventions.md``); default the nominal AP view about the spine.
+                ``docs/conventions.md``); default the nominal ``view`` about the spine.
+            view: without ``init_transform_node``, the nominal view to start from
+                (:data:`sopi.geometry.NOMINAL_VIEWS`: ``ap``, ``pa`` or ``lateral``).
             transform_node, drr_node: outputs to update; new nodes are created if None.
             model, fine_model: network files; default :meth:`default_models`.
             polarity: how bone looks in the X-ray node (``bone-bright``, ``bone-dark`` or
@@ -314,6 +316,8 @@ class RegistrationLogic:
             raise InputError(f"Register: the ray step ({step_mm}) and the iteration scale ({iteration_scale}) must be positive")
         geometry = geometry or geometry_for_xray(xray_node)
         flips = _xray_flips(flip)
+        if view not in NOMINAL_VIEWS:
+            raise InputError(f"Start view {view!r} is not one of {NOMINAL_VIEWS}")
         if any(flips) and second_xray_node is not None:
             raise InputError("X-ray orientation: turning a mirrored X-ray works with one X-ray; register the two views as stored")
         prepared = self._prepare(ct_node, xray_node, geometry, segmentation_node, init_transform_node, polarity, flips)
@@ -339,7 +343,7 @@ class RegistrationLogic:
                      "--device", device, "--seed", str(int(seed)), "--iteration-scale", repr(float(iteration_scale)),
                      "--step-mm", repr(float(step_mm)),
                      "--out", "result.json"]
-        arguments += ["--init", "init.json"] if prepared.initial_pose is not None else []
+        arguments += ["--init", "init.json"] if prepared.initial_pose is not None else ["--view", view]
         arguments += ["--mask", "mask.mha"] if prepared.mask is not None or auto_mask else []
         arguments += [] if pyramid else ["--no-pyramid"]
         arguments += view_arguments if second is not None else []

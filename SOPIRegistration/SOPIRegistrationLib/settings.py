@@ -73,7 +73,7 @@ def start_register(lib, parameters, on_progress=None, on_done=None, on_error=Non
         polarity=parameters.xrayPolarity, step_mm=parameters.rayStepMm, iteration_scale=parameters.iterationScale,
         pyramid=parameters.pyramid, second_xray_node=getattr(parameters, "secondXrayVolume", None),
         second_geometry=second_geometry(parameters, first), second_drr_node=getattr(parameters, "secondOutputDrr", None),
-        flip=getattr(parameters, "xrayFlip", "none"),
+        flip=getattr(parameters, "xrayFlip", "none"), view=getattr(parameters, "startView", "ap"),
     )
 
 
