@@ -378,35 +378,40 @@ def test_progress_messages_read_as_stages(registered):
     assert any(message.startswith("Gradient descent (gc, 1/2 detector)") for message in messages)
 
 
-def test_a_mirrored_xray_node_registers_turned_back_and_its_drr_lies_over_it():
-    """The sample X-ray stored mirrored left-right on the same detector: with the module's orientation
-    "left-right" the engine registers the image turned back (the true pose), the DRR node is drawn mirrored
-    so that it lies over the X-ray node pixel for pixel, and the pose sliders' renders keep that."""
+@pytest.mark.parametrize("flip", ["left-right", "rotated-cw"])
+def test_a_turned_xray_node_registers_turned_back_and_its_drr_lies_over_it(flip):
+    """The sample X-ray stored mirrored left-right, or turned 90 deg clockwise, on the same detector: with the
+    module's orientation setting the engine registers the image turned back (the true pose), the DRR node is
+    drawn turned the same way so that it lies over the X-ray node pixel for pixel, and the pose sliders'
+    renders keep that."""
     scene = slicer.vtkMRMLScene()
     case = load_sample_case(scene)
     spine = case.vertebrae.with_data((case.vertebrae.data != 0).to(torch.uint8))
     segmentation = nodes.segmentation_from_mask(spine, scene, case.ct_node)
     image = nodes.xray_image_from_node(case.xray_node)
-    mirrored = nodes.image_to_node(image[:, ::-1].copy(), nodes.node_ras_from_ijk(case.xray_node), scene, "mirrored X-ray")
+    rows, cols = image.shape
+    if flip == "left-right":
+        stored, where = image[:, ::-1].copy(), lambda c, r: (cols - 1 - c, r)  # the conventional pixel (c, r) lies at where(c, r)
+    else:
+        stored, where = np.rot90(image, -1).copy(), lambda c, r: (rows - 1 - r, c)
+    turned_node = nodes.image_to_node(stored, nodes.node_ras_from_ijk(case.xray_node), scene, "turned X-ray")
     logic = RegistrationLogic(scene)
-    registration = logic.register(case.ct_node, mirrored, segmentation_node=segmentation, method="opt", device="cpu", flip="left-right")
+    registration = logic.register(case.ct_node, turned_node, segmentation_node=segmentation, method="opt", device="cpu", flip=flip)
     transform = registration.transform_node
-    assert _mtre(logic, transform, case) < 1.0 and transform.GetAttribute("SOPIRegistration.XrayFlip") == "left-right"
-    np.testing.assert_array_equal(nodes.xray_image_from_node(mirrored), image[:, ::-1])  # the input is left alone
-    drr, xray_frame = registration.drr_node, nodes.node_ras_from_ijk(mirrored)
-    cols = image.shape[1]
-    for column, row in ((0, 0), (17, 100), (cols - 1, 255)):  # the DRR's pixel (c, r) lies on the X-ray's (cols - 1 - c, r)
-        np.testing.assert_allclose(nodes.node_ras_from_ijk(drr) @ [column, row, 0, 1], xray_frame @ [cols - 1 - column, row, 0, 1], atol=1e-6)
-    on_xray = nodes.xray_image_from_node(drr)[:, ::-1]
-    assert float(np.corrcoef(on_xray.ravel(), image[:, ::-1].ravel())[0, 1]) > 0.95
-    assert logic.similarity(mirrored, drr) > 0.95  # it reads the mirrored DRR node the right way round
-    again = logic.render_drr(case.ct_node, transform, xray_node=mirrored)  # what a pose slider renders
+    assert _mtre(logic, transform, case) < 1.0 and transform.GetAttribute("SOPIRegistration.XrayFlip") == flip
+    np.testing.assert_array_equal(nodes.xray_image_from_node(turned_node), stored)  # the input is left alone
+    drr, xray_frame = registration.drr_node, nodes.node_ras_from_ijk(turned_node)
+    for column, row in ((0, 0), (17, 100), (cols - 1, rows - 1)):  # the DRR's pixel (c, r) lies on the X-ray's where(c, r)
+        np.testing.assert_allclose(nodes.node_ras_from_ijk(drr) @ [column, row, 0, 1], xray_frame @ [*where(column, row), 0, 1], atol=1e-6)
+    assert float(np.corrcoef(nodes.xray_image_from_node(drr).ravel(), image.ravel())[0, 1]) > 0.95  # the conventional image
+    assert logic.similarity(turned_node, drr) > 0.95  # it reads the turned DRR node the right way round
+    again = logic.render_drr(case.ct_node, transform, xray_node=turned_node)  # what a pose slider renders
     np.testing.assert_allclose(nodes.xray_image_from_node(again), nodes.xray_image_from_node(drr), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(nodes.node_ras_from_ijk(again), nodes.node_ras_from_ijk(drr), atol=1e-9)
-    as_stored = logic.register(case.ct_node, mirrored, segmentation_node=segmentation, method="opt", device="cpu", iteration_scale=0.5)
+    as_stored = logic.register(case.ct_node, turned_node, segmentation_node=segmentation, method="opt", device="cpu", iteration_scale=0.5)
     assert _mtre(logic, as_stored.transform_node, case) > 3.0
     with pytest.raises(InputError, match="X-ray orientation 'sideways'"):
-        logic.register(case.ct_node, mirrored, segmentation_node=segmentation, method="opt", device="cpu", flip="sideways")
+        logic.register(case.ct_node, turned_node, segmentation_node=segmentation, method="opt", device="cpu", flip="sideways")
 
 
 def test_the_start_view_reaches_the_engine_a_pa_xray_registers_from_pa():

@@ -329,11 +329,11 @@ def test_a_mirrored_lateral_view_is_turned_back_by_its_own_tag(two_views):
     mirrored lateral fits no pose (view 0 still holds the pose near the truth) and the result is flagged."""
     from dataclasses import replace
 
-    from sopi.xray_orientation import flipped_geometry
+    from sopi.xray_orientation import Orientation
 
     ct, start, truth, xrays = two_views
     lateral = xrays[1]
-    stored = XRay(lateral.image.flip(-1).contiguous(), flipped_geometry(lateral.geometry, True, False), None, {"patient_orientation": "P\\F"})
+    stored = XRay(lateral.image.flip(-1).contiguous(), Orientation(flip_columns=True).geometry(lateral.geometry), None, {"patient_orientation": "P\\F"})
     assert stored.geometry == replace(lateral.geometry, principal_point_px=stored.geometry.principal_point_px)
     points = ct.center_world + torch.tensor([[20.0, 0, 0], [0, 20, 0], [0, 0, 20], [-20, -20, -20]], dtype=torch.float64)
     joint = register_views(ct, [xrays[0], stored], initial_pose=start, method="opt", device="cpu", prepare=False, iteration_scale=0.5)

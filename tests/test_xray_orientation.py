@@ -20,7 +20,7 @@ from sopi.registration import register
 from sopi.render import render_drr, rendering_volume
 from sopi.sample_data import load_sample, sample_ct_path, sample_vertebrae_path
 from sopi.segment import mask_centroid_world
-from sopi.xray_orientation import FLIPS, flip_image, orient_xray, orientation_flips, patient_direction
+from sopi.xray_orientation import FLIPS, Orientation, orient_xray, orientation_from_tag, patient_direction
 from test_dicom_xray import write_dicom
 
 #: An off-centre principal point, so that mirroring it matters.
@@ -40,28 +40,39 @@ def test_patient_directions_are_lps_unit_vectors():
 
 
 @pytest.mark.parametrize("pose, tag, expected", [
-    (AP, "L\\F", (False, False)),  # the convention: the patient's left towards increasing column, the head at row 0
-    (AP, "R\\F", (True, False)),
-    (AP, "L\\H", (False, True)),
-    (AP, "R\\H", (True, True)),
-    (AP, "LF\\FR", (False, False)),  # oblique letters: the closer axis decides
-    (LATERAL, "A\\F", (False, False)),
-    (LATERAL, "P\\F", (True, False)),
-    (LATERAL, "P\\H", (True, True)),
-    (PA, "L\\F", (True, False)),  # a PA radiograph displayed the radiological way is the source's view mirrored
-    (PA, "R\\F", (False, False)),
+    (AP, "L\\F", (False, False, False)),  # the convention: the patient's left towards increasing column, the head at row 0
+    (AP, "R\\F", (False, True, False)),
+    (AP, "L\\H", (False, False, True)),
+    (AP, "R\\H", (False, True, True)),
+    (AP, "LF\\FR", (False, False, False)),  # oblique letters: the closer axis decides
+    (AP, "F\\L", (True, False, False)),  # the head to the left, the patient's left at the bottom: the transpose
+    (AP, "F\\R", (True, True, False)),  # turned 90 deg counter-clockwise as displayed
+    (AP, "H\\L", (True, False, True)),  # turned 90 deg clockwise
+    (LATERAL, "A\\F", (False, False, False)),
+    (LATERAL, "P\\F", (False, True, False)),
+    (LATERAL, "P\\H", (False, True, True)),
+    (PA, "L\\F", (False, True, False)),  # a PA radiograph displayed the radiological way is the source's view mirrored
+    (PA, "R\\F", (False, False, False)),
 ])
-def test_flips_follow_patient_orientation_against_the_start_pose(pose, tag, expected):
-    columns, rows, reason = orientation_flips(tag, pose)
-    assert (columns, rows) == expected
-    assert tag in reason and ("flipped" in reason) == any(expected)
+def test_the_orientation_follows_patient_orientation_against_the_start_pose(pose, tag, expected):
+    orientation, reason = orientation_from_tag(tag, pose)
+    assert (orientation.transpose, orientation.flip_columns, orientation.flip_rows) == expected
+    assert tag in reason and ("kept as stored" in reason) == (not any(expected))
 
 
-def test_an_image_turned_by_90_degrees_is_kept_as_stored_and_said_so():
-    columns, rows, reason = orientation_flips("F\\L", AP)
-    assert (columns, rows) == (False, False) and "turned about 90 deg" in reason
+def test_the_given_turns_are_the_tags_of_such_images():
+    """``rotated-cw`` is what an AP image turned 90 deg clockwise is tagged (H\\L), ``rotated-ccw`` F\\R."""
+    for flip, tag in (("rotated-cw", "H\\L"), ("rotated-ccw", "F\\R"), ("both", "R\\H"), ("left-right", "R\\F")):
+        image = XRay(torch.zeros(4, 6), CArmGeometry(1000.0, 4, 6, (0.2, 0.2)), None, {"patient_orientation": tag})
+        assert orient_xray(image, AP, flip)[1]["transpose"] == orient_xray(image, AP)[1]["transpose"]
+        assert Orientation.from_record(orient_xray(image, AP, flip)[1]) == Orientation.from_record(orient_xray(image, AP)[1])
+
+
+def test_an_image_from_another_view_is_kept_as_stored_and_said_so():
+    orientation, reason = orientation_from_tag("A\\F", AP)  # a lateral's tag against an AP start
+    assert not orientation.changes and "lies between" in reason
     with pytest.raises(InputError, match="two entries"):
-        orientation_flips("L", AP)
+        orientation_from_tag("L", AP)
 
 
 def _phantom():
@@ -76,31 +87,47 @@ def _phantom():
     return volume
 
 
-@pytest.mark.parametrize("flip, columns, rows", [("left-right", True, False), ("up-down", False, True), ("both", True, True)])
-def test_a_flipped_file_is_turned_back_with_its_detector(flip, columns, rows):
-    """The conventional image X is rendered on DETECTOR; the file holds X mirrored, with the principal point
-    where the same physical pixel lies in the mirrored file (worked out by hand). Turned back, the image is X
-    and the DRR on the turned detector equals it: the principal point went where it belongs."""
+def _stored_as(flip: str, image: torch.Tensor, geometry: CArmGeometry) -> tuple[torch.Tensor, CArmGeometry]:
+    """The conventional ``image`` on ``geometry`` as a file would hold it after ``flip`` (torch's own flips and
+    turns), with the detector worked out by hand: where the principal point's pixel lands, and the spacings."""
+    rows, cols = geometry.shape
+    (cu, cv), (du, dv) = geometry.principal_point_px, geometry.pixel_spacing_mm
+    if flip == "left-right":
+        return image.flip(-1), replace(geometry, principal_point_px=(cols - 1 - cu, cv))
+    if flip == "up-down":
+        return image.flip(-2), replace(geometry, principal_point_px=(cu, rows - 1 - cv))
+    if flip == "both":
+        return image.flip(-1, -2), replace(geometry, principal_point_px=(cols - 1 - cu, rows - 1 - cv))
+    if flip == "rotated-cw":  # pixel (col c, row r) goes to (col rows - 1 - r, row c)
+        return torch.rot90(image, -1, (-2, -1)), replace(geometry, rows=cols, cols=rows, pixel_spacing_mm=(dv, du), principal_point_px=(rows - 1 - cv, cu))
+    assert flip == "rotated-ccw"  # pixel (col c, row r) goes to (col r, row cols - 1 - c)
+    return torch.rot90(image, 1, (-2, -1)), replace(geometry, rows=cols, cols=rows, pixel_spacing_mm=(dv, du), principal_point_px=(cv, cols - 1 - cu))
+
+
+@pytest.mark.parametrize("flip", ["left-right", "up-down", "both", "rotated-cw", "rotated-ccw"])
+def test_a_turned_file_is_turned_back_with_its_detector(flip):
+    """The conventional image X is rendered on DETECTOR (not square, spacings unequal, principal point off
+    centre); the file holds X mirrored or turned (torch's flips and turns) on a detector worked out by hand.
+    Turned back, the image is X and the DRR on the turned detector equals it: the detector turned with it."""
     ct = _phantom()
     pose = nominal_view("ap", ct.center_world, 675.0).pose(torch.tensor([3.0, -2.0, 5.0, 6.0, -4.0, 10.0], dtype=torch.float64))
     volume = rendering_volume(ct, "hu")
-    conventional = render_drr(volume, DETECTOR, pose)
-    cu, cv = DETECTOR.principal_point_px
-    on_file = replace(DETECTOR, principal_point_px=(DETECTOR.cols - 1 - cu if columns else cu, DETECTOR.rows - 1 - cv if rows else cv))
-    dims = [dim for dim, flipped in ((-1, columns), (-2, rows)) if flipped]
-    mask = torch.zeros(DETECTOR.shape, dtype=torch.bool)
+    detector = replace(DETECTOR, pixel_spacing_mm=(2.4, 2.0))
+    conventional = render_drr(volume, detector, pose)
+    mask = torch.zeros(detector.shape, dtype=torch.bool)
     mask[5:60, 10:90] = True
-    stored = XRay(conventional.flip(dims).clone(), on_file, "mirrored.mha", {}, mask.flip(dims).clone())
+    image, on_file = _stored_as(flip, conventional, detector)
+    stored = XRay(image.clone(), on_file, "turned.mha", {}, _stored_as(flip, mask, detector)[0].clone())
     before = stored.image.clone()
     turned, record = orient_xray(stored, pose, flip)
     assert torch.equal(stored.image, before) and stored.geometry == on_file  # the input is left alone
     assert torch.equal(turned.image, conventional) and torch.equal(turned.field_mask, mask)
-    assert turned.geometry.principal_point_px == DETECTOR.principal_point_px
+    assert turned.geometry == detector
     assert torch.allclose(render_drr(volume, turned.geometry, pose), turned.image, atol=1e-5)
-    assert (record["flip_columns"], record["flip_rows"], record["source"]) == (columns, rows, "given")
-    assert torch.equal(flip_image(turned.image, columns, rows), stored.image)  # back to the file's orientation
-    unflipped = render_drr(volume, on_file, pose)
-    assert not torch.allclose(unflipped, stored.image, atol=1e-3)  # as stored, no pose explains it: it is a mirror image
+    assert record["source"] == "given" and record["transpose"] == flip.startswith("rotated")
+    assert torch.equal(Orientation.from_record(record).undo(turned.image), stored.image)  # back to the file's orientation
+    as_stored = render_drr(volume, on_file, pose)
+    assert not torch.allclose(as_stored, stored.image, atol=1e-3)  # as stored, this pose does not explain it
 
 
 def test_auto_follows_the_dicom_tag_and_keeps_untagged_images(tmp_path: Path):

@@ -23,7 +23,7 @@ import torch
 from sopi.errors import InputError
 from sopi.geometry import NOMINAL_VIEWS, PRESETS, CArmGeometry
 from sopi.io_xray import XRay, apply_polarity
-from sopi.xray_orientation import flip_image, flipped_geometry
+from sopi.xray_orientation import Orientation, given_orientation
 from sopi.volume import Volume
 
 from . import frames, nodes
@@ -95,39 +95,40 @@ def _xray_image(xray_node, polarity: str) -> np.ndarray:
     return apply_polarity(nodes.xray_image_from_node(xray_node).astype(np.float64), polarity, xray_node.GetName())
 
 
-#: The module's X-ray orientations (:func:`sopi.xray_orientation.orient_xray`'s flips without ``auto``: a
-#: volume node carries no DICOM Patient Orientation): ``(flip columns, flip rows)``.
-XRAY_FLIPS = {"none": (False, False), "left-right": (True, False), "up-down": (False, True), "both": (True, True)}
+#: The module's X-ray orientations: :data:`sopi.xray_orientation.FLIPS` without ``auto`` (a volume node carries no
+#: DICOM Patient Orientation): what the X-ray node's image is against the C-arm's convention.
+XRAY_ORIENTATIONS = ("none", "left-right", "up-down", "both", "rotated-cw", "rotated-ccw")
 
 
-def _xray_flips(flip: str) -> tuple[bool, bool]:
-    if flip not in XRAY_FLIPS:
-        raise InputError(f"X-ray orientation {flip!r} is not one of {tuple(XRAY_FLIPS)}")
-    return XRAY_FLIPS[flip]
+def _orientation(flip: str) -> Orientation:
+    if flip not in XRAY_ORIENTATIONS:
+        raise InputError(f"X-ray orientation {flip!r} is not one of {XRAY_ORIENTATIONS}")
+    return given_orientation(flip)
 
 
-def _xray_scene_frame(xray_node, geometry: CArmGeometry, flips: tuple[bool, bool] = (False, False)) -> np.ndarray:
-    """``scene_from_camera`` with the detector where the X-ray node is; ``flips`` (columns, rows): the image is
-    read mirrored (``geometry`` is then the mirrored image's, :func:`sopi.xray_orientation.flipped_geometry`), so
-    its pixel ``(c, r)`` is the node's ``(cols - 1 - c, r)`` (or rows likewise) and the camera faces the node's
-    other side."""
-    ras_from_ijk = nodes.node_ras_from_ijk(xray_node) @ _index_flip(geometry.rows, geometry.cols, *flips)
+def _xray_scene_frame(xray_node, geometry: CArmGeometry, orientation: Orientation = Orientation()) -> np.ndarray:
+    """``scene_from_camera`` with the detector where the X-ray node is. With an ``orientation`` the image is read
+    turned (:meth:`Orientation.apply`) and ``geometry`` is the turned image's: its pixel ``(c, r)`` lies on the
+    node's pixel that :meth:`Orientation.stored_from_turned` gives (a mirrored image's camera faces the node's
+    other side)."""
+    ras_from_ijk = nodes.node_ras_from_ijk(xray_node) @ orientation.stored_from_turned(geometry.rows, geometry.cols)
     return frames.scene_from_camera_for_xray(ras_from_ijk, geometry.sdd_mm, geometry.principal_point_px)
 
 
-def _index_flip(rows: int, cols: int, columns: bool, flip_rows: bool) -> np.ndarray:
-    """4x4 from a flipped image's ``(i, j, k)`` to the stored image's."""
-    flip = np.eye(4)
-    if columns:
-        flip[0, 0], flip[0, 3] = -1.0, cols - 1.0
-    if flip_rows:
-        flip[1, 1], flip[1, 3] = -1.0, rows - 1.0
-    return flip
+def _stored_orientation(transform_node) -> Orientation:
+    """The X-ray orientation a registration stored on its transform node (as stored before there was one)."""
+    return _orientation(transform_node.GetAttribute(ATTRIBUTE_PREFIX + "XrayFlip") or "none")
 
 
-def _stored_flips(transform_node) -> tuple[bool, bool]:
-    """The X-ray orientation a registration stored on its transform node (none before there was one)."""
-    return _xray_flips(transform_node.GetAttribute(ATTRIBUTE_PREFIX + "XrayFlip") or "none")
+def _orientation_between(xray_node, drr_node) -> Orientation:
+    """How a DRR node's pixels are turned against the X-ray node's (a DRR drawn for a turned X-ray)."""
+    xray_axes, drr_axes = nodes.node_ras_from_ijk(xray_node)[:3, :2], nodes.node_ras_from_ijk(drr_node)[:3, :2]
+    xray_axes = xray_axes / np.linalg.norm(xray_axes, axis=0)
+    drr_axes = drr_axes / np.linalg.norm(drr_axes, axis=0)
+    cosines = xray_axes.T @ drr_axes  # [stored axis, turned axis]
+    transpose = abs(cosines[1, 0]) > abs(cosines[0, 0])
+    along_columns, along_rows = (cosines[1, 0], cosines[0, 1]) if transpose else (cosines[0, 0], cosines[1, 1])
+    return Orientation(bool(transpose), bool(along_columns < 0), bool(along_rows < 0))
 
 
 def _stored_scene_frame(transform_node) -> np.ndarray:
@@ -297,11 +298,11 @@ class RegistrationLogic:
             polarity: how bone looks in the X-ray node (``bone-bright``, ``bone-dark`` or
                 ``intensity``); the engine wants bone bright.
             seed, step_mm, iteration_scale, pyramid: as in :func:`sopi.register`.
-            flip: how the X-ray node's pixels face (:data:`XRAY_FLIPS`): ``none``, or mirrored
-                ``left-right``, ``up-down`` or ``both`` against the C-arm's convention
-                (``docs/conventions.md``). The engine registers the image turned back; the DRR node
-                is drawn mirrored the same way, so it lies over the X-ray node, and the transform
-                node keeps the orientation for the pose sliders.
+            flip: what the X-ray node's image is against the C-arm's convention
+                (:data:`XRAY_ORIENTATIONS`, ``docs/conventions.md``): ``none``, mirrored ``left-right``,
+                ``up-down`` or ``both``, or turned 90 deg (``rotated-cw``, ``rotated-ccw``). The engine
+                registers the image turned back; the DRR node is drawn turned the same way, so it lies
+                over the X-ray node, and the transform node keeps the orientation for the pose sliders.
             second_xray_node: a second X-ray of the patient (a lateral, say) registered jointly
                 (:func:`sopi.register_views`, classical methods and ``global+opt``); its
                 ``second_geometry`` carries ``view_from_reference`` (default: the C-arm turned
@@ -315,12 +316,12 @@ class RegistrationLogic:
         if not step_mm > 0 or not iteration_scale > 0:
             raise InputError(f"Register: the ray step ({step_mm}) and the iteration scale ({iteration_scale}) must be positive")
         geometry = geometry or geometry_for_xray(xray_node)
-        flips = _xray_flips(flip)
+        orientation = _orientation(flip)
         if view not in NOMINAL_VIEWS:
             raise InputError(f"Start view {view!r} is not one of {NOMINAL_VIEWS}")
-        if any(flips) and second_xray_node is not None:
+        if orientation.changes and second_xray_node is not None:
             raise InputError("X-ray orientation: turning a mirrored X-ray works with one X-ray; register the two views as stored")
-        prepared = self._prepare(ct_node, xray_node, geometry, segmentation_node, init_transform_node, polarity, flips)
+        prepared = self._prepare(ct_node, xray_node, geometry, segmentation_node, init_transform_node, polarity, orientation)
         geometry = prepared.xray.geometry  # the image as registered (turned back where it was mirrored)
         second = None
         if second_xray_node is not None:
@@ -381,15 +382,15 @@ class RegistrationLogic:
         return ProcessJob(steps, folder, finish, on_progress, on_done, on_error, "Registration").start()
 
     def _prepare(self, ct_node, xray_node, geometry, segmentation_node, init_transform_node, polarity,
-                 flips: tuple[bool, bool] = (False, False)) -> _Prepared:
+                 orientation: Orientation = Orientation()) -> _Prepared:
         ct = nodes.volume_from_node(ct_node)
         image = _xray_image(xray_node, polarity)
         if image.shape != geometry.shape:
             raise InputError(f"X-ray: {xray_node.GetName()!r} is {image.shape} pixels but the geometry describes {geometry.shape}")
-        geometry = flipped_geometry(geometry, *flips)
-        xray = XRay(flip_image(torch.from_numpy(image.astype(np.float32)), *flips).contiguous(), geometry, xray_node.GetName())
+        geometry = orientation.geometry(geometry)
+        xray = XRay(orientation.apply(torch.from_numpy(image.astype(np.float32))), geometry, xray_node.GetName())
         mask = nodes.mask_from_segmentation(segmentation_node, ct_node) if segmentation_node is not None else None
-        scene_from_camera = _xray_scene_frame(xray_node, geometry, flips)
+        scene_from_camera = _xray_scene_frame(xray_node, geometry, orientation)
         initial_pose = None
         if init_transform_node is not None:
             initial_pose = torch.from_numpy(
@@ -507,7 +508,7 @@ class RegistrationLogic:
         if geometry is None:
             geometry = self.registration_geometry(transform_node)[0]
         if xray_node is not None:
-            scene_from_camera = _xray_scene_frame(xray_node, geometry, _stored_flips(transform_node))
+            scene_from_camera = _xray_scene_frame(xray_node, geometry, _stored_orientation(transform_node))
         else:
             scene_from_camera = _stored_scene_frame(transform_node)
         pose = torch.from_numpy(self.camera_from_world(transform_node, scene_from_camera))
@@ -527,9 +528,7 @@ class RegistrationLogic:
 
         xray = _xray_image(xray_node, polarity)
         drr = torch.from_numpy(nodes.xray_image_from_node(drr_node)).to(torch.float64)
-        xray_axes, drr_axes = nodes.node_ras_from_ijk(xray_node)[:3, :2], nodes.node_ras_from_ijk(drr_node)[:3, :2]
-        flips = [float(xray_axes[:, axis] @ drr_axes[:, axis]) < 0 for axis in (0, 1)]  # a DRR drawn for a mirrored X-ray
-        drr = flip_image(drr, *flips)
+        drr = _orientation_between(xray_node, drr_node).undo(drr)  # a DRR drawn for a turned X-ray, back to the X-ray's pixels
 
         fixed = resize_image(torch.from_numpy(xray), tuple(drr.shape)).to(torch.float64)
         return float(gradient_correlation(fixed[None], drr[None]))

@@ -277,12 +277,11 @@ def _cmd_register(args: argparse.Namespace) -> int:
         from .fusion import write_fused_png
         from .render import render_drr, rendering_volume
 
-        from .xray_orientation import flip_image, flipped_geometry
+        from .xray_orientation import Orientation
 
-        turned = result.xray_preparation["orientation"]  # the pose is for the image so turned: render there, then turn back
-        flips = (turned["flip_columns"], turned["flip_rows"])
-        drr = render_drr(rendering_volume(ct, "hu"), flipped_geometry(xray.geometry, *flips), result.camera_from_world, device=resolve_device(args.device))
-        write_fused_png(args.fused, xray.image, flip_image(drr, *flips))
+        turned = Orientation.from_record(result.xray_preparation["orientation"])  # the pose is for the turned image: render there, turn back
+        drr = render_drr(rendering_volume(ct, "hu"), turned.geometry(xray.geometry), result.camera_from_world, device=resolve_device(args.device))
+        write_fused_png(args.fused, xray.image, turned.undo(drr))
         print(f"wrote {args.fused}")
     return 0
 
@@ -440,9 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reg.add_argument("--frame", help="multi-frame X-rays (fluoroscopy): the frame index (0 = first, -1 = last) or mean")
     reg.add_argument(
-        "--flip", choices=("auto", "none", "left-right", "up-down", "both"), default="auto",
-        help="how the X-ray's pixels face: auto (a DICOM radiograph's Patient Orientation, else as stored), or mirror it "
-        "left-right, up-down or both to the C-arm's convention (docs/conventions.md); the result's pose is for the image so turned",
+        "--flip", choices=("auto", "none", "left-right", "up-down", "both", "rotated-cw", "rotated-ccw"), default="auto",
+        help="how the X-ray's pixels face: auto (a DICOM radiograph's Patient Orientation, else as stored), or what the stored "
+        "image is against the C-arm's convention (docs/conventions.md): mirrored left-right, up-down, both (turned 180 deg), or "
+        "turned 90 deg clockwise or counter-clockwise; it is turned back, and the result's pose is for the image so turned",
     )
     reg.add_argument(
         "--no-prepare", action="store_true",

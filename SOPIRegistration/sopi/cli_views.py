@@ -85,13 +85,13 @@ def register_views_command(args: argparse.Namespace) -> int:
         from .render import render_drr, rendering_volume
 
         volume = rendering_volume(ct, "hu")
-        from .xray_orientation import flip_image, flipped_geometry
+        from .xray_orientation import Orientation
 
         pairs = []
         for xray, pose, record in zip(xrays, result.view_poses, result.xray_preparation):
-            flips = (record["orientation"]["flip_columns"], record["orientation"]["flip_rows"])  # each pose is for its view turned
-            drr = render_drr(volume, flipped_geometry(xray.geometry, *flips), pose, device=resolve_device(args.device))
-            pairs.append((xray.image, flip_image(drr, *flips)))
+            turned = Orientation.from_record(record["orientation"])  # each pose is for its view turned
+            drr = render_drr(volume, turned.geometry(xray.geometry), pose, device=resolve_device(args.device))
+            pairs.append((xray.image, turned.undo(drr)))
         write_fused_views_png(args.fused, pairs)
         print(f"wrote {args.fused} ({len(pairs)} views side by side)")
     return 0

@@ -1,40 +1,119 @@
-"""Which way an X-ray's pixels face: mirrored or upside-down images turned to the C-arm's convention.
+"""Which way an X-ray's pixels face: mirrored, upside-down or turned images brought to the C-arm's convention.
 
 Registration assumes the detector convention of ``docs/conventions.md``: column ``x`` and row
 ``y`` run along the camera's x and y axes (for the nominal AP view, the patient's left towards
-increasing column and the head at row 0). A radiograph exported from a C-arm may be mirrored
-or turned upside down on display, and a mirror image is no rigid pose: such an X-ray cannot
-register as stored.
+increasing column and the head at row 0). A radiograph exported from a C-arm may be mirrored,
+upside down or turned by 90 deg on display. A mirror image is no rigid pose, and the global
+search looks for in-plane turns of +-30 deg, so such an X-ray cannot register as stored.
 
 A DICOM radiograph says which way it faces in Patient Orientation (0020,0020): two strings of
 the letters L, R, A, P, H, F, the patient directions of increasing column and of increasing
-row. :func:`orientation_flips` compares them with the camera's axes at the start pose and
-flips each image axis that runs the other way. Files without the tag are taken as stored;
-``flip`` overrides either way.
+row. :func:`orientation_from_tag` compares them with the camera's axes at the start pose and
+finds the :class:`Orientation` (a transposition, then flips) that brings the image to them.
+Files without the tag are taken as stored; ``flip`` overrides either way.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from .errors import InputError
 from .geometry import CArmGeometry
 from .io_xray import XRay
 
-__all__ = ["FLIPS", "flip_image", "flipped_geometry", "orient_xray", "orientation_flips", "patient_direction"]
+__all__ = ["FLIPS", "Orientation", "given_orientation", "orient_xray", "orientation_from_tag", "patient_direction"]
 
-#: ``flip`` values: ``auto`` (the DICOM tag decides; as stored without it) or what to do, whatever the tags say.
-FLIPS = ("auto", "none", "left-right", "up-down", "both")
+#: ``flip`` values: ``auto`` (the DICOM tag decides; as stored without it) or what the stored image is,
+#: whatever the tags say: as taken (``none``), mirrored ``left-right``, ``up-down``, ``both`` (turned by 180
+#: deg), or turned by 90 deg clockwise (``rotated-cw``) or counter-clockwise (``rotated-ccw``) as displayed.
+FLIPS = ("auto", "none", "left-right", "up-down", "both", "rotated-cw", "rotated-ccw")
 
 #: Unit LPS direction of each letter of Patient Orientation (DICOM PS3.3 C.7.6.1.1.1).
 _LETTERS = {"L": (1.0, 0.0, 0.0), "R": (-1.0, 0.0, 0.0), "P": (0.0, 1.0, 0.0), "A": (0.0, -1.0, 0.0), "H": (0.0, 0.0, 1.0), "F": (0.0, 0.0, -1.0)}
 
-#: An image axis is flipped when it runs this close to opposite the camera axis (cosine); between this and
-#: its negative the image is turned by about 90 deg against the pose and is left as stored, with a note.
-_OPPOSITE = -0.5
+#: An image axis must lie within 60 deg of a camera axis (|cosine| above this) to be matched to it; an
+#: image turned about 45 deg against the pose is kept as stored, with a note.
+_ALIGNED = 0.5
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """What turns a stored image to the convention: transpose it (rows become columns), then mirror it
+    left-right (``flip_columns``) and/or upside down (``flip_rows``). ``(False, False, False)`` keeps it."""
+
+    transpose: bool = False
+    flip_columns: bool = False
+    flip_rows: bool = False
+
+    @property
+    def changes(self) -> bool:
+        return self.transpose or self.flip_columns or self.flip_rows
+
+    @classmethod
+    def from_record(cls, record: dict) -> Orientation:
+        """The orientation of a result's ``xray_preparation["orientation"]`` record."""
+        return cls(bool(record.get("transpose", False)), bool(record["flip_columns"]), bool(record["flip_rows"]))
+
+    def apply(self, image: torch.Tensor) -> torch.Tensor:
+        """``(..., rows, cols)``: the stored image as the convention wants it."""
+        if self.transpose:
+            image = image.transpose(-1, -2)
+        dims = [dim for dim, flip in ((-1, self.flip_columns), (-2, self.flip_rows)) if flip]
+        return (image.flip(dims) if dims else image).contiguous()
+
+    def undo(self, image: torch.Tensor) -> torch.Tensor:
+        """``(..., rows, cols)``: an image in the convention (a DRR) back in the stored image's orientation."""
+        dims = [dim for dim, flip in ((-1, self.flip_columns), (-2, self.flip_rows)) if flip]
+        image = image.flip(dims) if dims else image
+        return (image.transpose(-1, -2) if self.transpose else image).contiguous()
+
+    def geometry(self, stored: CArmGeometry) -> CArmGeometry:
+        """The detector of the turned image: the stored detector with its axes swapped and mirrored like the
+        pixels (pixel centres: column ``c`` becomes ``cols - 1 - c``)."""
+        geometry = stored
+        if self.transpose:
+            (du, dv), (cu, cv) = stored.pixel_spacing_mm, stored.principal_point_px
+            geometry = replace(stored, rows=stored.cols, cols=stored.rows, pixel_spacing_mm=(dv, du), principal_point_px=(cv, cu))
+        cu, cv = geometry.principal_point_px
+        return replace(geometry, principal_point_px=(geometry.cols - 1 - cu if self.flip_columns else cu,
+                                                     geometry.rows - 1 - cv if self.flip_rows else cv))
+
+    def stored_from_turned(self, rows: int, cols: int) -> np.ndarray:
+        """4x4 from a turned pixel's ``(column, row, slice, 1)`` to the stored image's (``rows x cols``: the turned size)."""
+        flip = np.eye(4)
+        if self.flip_columns:
+            flip[0, 0], flip[0, 3] = -1.0, cols - 1.0
+        if self.flip_rows:
+            flip[1, 1], flip[1, 3] = -1.0, rows - 1.0
+        swap = np.eye(4)
+        if self.transpose:
+            swap[:2, :2] = [[0.0, 1.0], [1.0, 0.0]]
+        return swap @ flip
+
+    def describe(self) -> str:
+        done = (["transposed"] if self.transpose else []) + [name for name, flip in (("flipped left-right", self.flip_columns),
+                                                                                      ("flipped up-down", self.flip_rows)) if flip]
+        return " then ".join(done) if done else "kept as stored"
+
+
+#: ``flip`` values other than ``auto``: the orientation that undoes what the stored image is.
+_GIVEN = {
+    "none": Orientation(), "left-right": Orientation(False, True, False), "up-down": Orientation(False, False, True),
+    "both": Orientation(False, True, True),
+    "rotated-cw": Orientation(True, False, True),  # turned back counter-clockwise: transpose, then upside down
+    "rotated-ccw": Orientation(True, True, False),  # turned back clockwise: transpose, then left-right
+}
+
+
+def given_orientation(flip: str) -> Orientation:
+    """The :class:`Orientation` of a ``flip`` value other than ``auto`` (what undoes what the stored image is)."""
+    if flip not in _GIVEN:
+        raise InputError(f"flip {flip!r} is not one of {tuple(_GIVEN)}")
+    return _GIVEN[flip]
 
 
 def patient_direction(letters: str, where: str = "Patient Orientation") -> torch.Tensor:
@@ -48,29 +127,25 @@ def patient_direction(letters: str, where: str = "Patient Orientation") -> torch
     return vector / vector.norm()
 
 
-def orientation_flips(patient_orientation: str, camera_from_world: torch.Tensor, where: str = "Patient Orientation") -> tuple[bool, bool, str]:
-    """``(flip columns, flip rows, why)`` that turn an image tagged ``patient_orientation`` (DICOM's
-    ``"ROW\\COLUMN"``, e.g. ``"L\\F"``) to the camera axes of ``camera_from_world`` (LPS). An axis more than
-    60 deg off both ways (an image turned by 90 deg) is not flipped, and ``why`` says so."""
-    parts = [part for part in patient_orientation.replace("/", "\\").split("\\")]
+def orientation_from_tag(patient_orientation: str, camera_from_world: torch.Tensor, where: str = "Patient Orientation") -> tuple[Orientation, str]:
+    """The :class:`Orientation` that turns an image tagged ``patient_orientation`` (DICOM's ``"ROW\\COLUMN"``:
+    the directions of increasing column and of increasing row, e.g. ``"L\\F"``) to the camera axes of
+    ``camera_from_world`` (LPS), and why. Each image axis goes to the camera axis it lies closest to; an
+    image turned about 45 deg against the pose matches neither and is kept as stored."""
+    parts = patient_orientation.replace("/", "\\").split("\\")
     if len(parts) != 2:
         raise InputError(f"{where}: {patient_orientation!r}; expected two entries such as 'L\\F'")
-    rotation = camera_from_world.to(torch.float64)[:3, :3]
-    cosines = [float(rotation[axis] @ patient_direction(part, where)) for axis, part in enumerate(parts)]
-    flips = [cosine < _OPPOSITE for cosine in cosines]
-    turned = [abs(cosine) <= -_OPPOSITE for cosine in cosines]
-    angles = ", ".join(f"{name} {math.degrees(math.acos(max(-1.0, min(1.0, c)))):.0f} deg" for name, c in zip(("columns", "rows"), cosines))
-    if any(turned):
-        return False, False, f"Patient Orientation '{patient_orientation}' is turned about 90 deg from the start pose ({angles}): kept as stored"
-    done = [name for name, flip in zip(("left-right", "up-down"), flips) if flip]
-    action = f"flipped {' and '.join(done)}" if done else "kept as stored"
-    return flips[0], flips[1], f"Patient Orientation '{patient_orientation}' against the start pose ({angles}): {action}"
-
-
-def flip_image(image: torch.Tensor, columns: bool, rows: bool) -> torch.Tensor:
-    """``(..., rows, cols)`` ``image`` mirrored left-right (``columns``) and/or upside down (``rows``); its own inverse."""
-    dims = [dim for dim, flip in ((-1, columns), (-2, rows)) if flip]
-    return image.flip(dims) if dims else image
+    column_direction, row_direction = (patient_direction(part, where) for part in parts)
+    rotation = camera_from_world.to(torch.float64)[:3, :3]  # rows: the camera's x and y axes in LPS
+    straight = [float(rotation[0] @ column_direction), float(rotation[1] @ row_direction)]
+    crossed = [float(rotation[0] @ row_direction), float(rotation[1] @ column_direction)]
+    transpose = abs(crossed[0]) + abs(crossed[1]) > abs(straight[0]) + abs(straight[1])
+    cosines = crossed if transpose else straight  # after a transposition the stored rows run along the columns
+    angles = ", ".join(f"{name} {math.degrees(math.acos(max(-1.0, min(1.0, abs(c))))):.0f} deg off" for name, c in zip(("columns", "rows"), cosines))
+    if min(abs(c) for c in cosines) <= _ALIGNED:
+        return Orientation(), f"Patient Orientation '{patient_orientation}' lies between the start pose's axes ({angles}): kept as stored"
+    orientation = Orientation(transpose, cosines[0] < 0, cosines[1] < 0)
+    return orientation, f"Patient Orientation '{patient_orientation}' against the start pose ({angles}): {orientation.describe()}"
 
 
 def orient_xray(xray: XRay, camera_from_world: torch.Tensor, flip: str = "auto") -> tuple[XRay, dict]:
@@ -78,32 +153,25 @@ def orient_xray(xray: XRay, camera_from_world: torch.Tensor, flip: str = "auto")
 
     ``flip``: one of :data:`FLIPS`. ``auto`` follows the file's Patient Orientation
     (``xray.metadata["patient_orientation"]``) where there is one. The image, its field mask and
-    the principal point are flipped together (pixel centres: column ``c`` becomes ``cols - 1 - c``);
-    the input is left unchanged. The record (``flip_columns``, ``flip_rows``, ``source``, ``reason``)
-    is what :func:`flip_image` needs to bring an image back to the file's orientation.
+    the detector (size, spacing, principal point) turn together; the input is left unchanged. The
+    record (``transpose``, ``flip_columns``, ``flip_rows``, ``source``, ``reason``) gives the
+    :class:`Orientation` back (:meth:`Orientation.from_record`), whose :meth:`~Orientation.undo`
+    brings a DRR to the file's orientation.
     """
     if flip not in FLIPS:
         raise InputError(f"flip {flip!r} is not one of {FLIPS}")
     tagged = xray.metadata.get("patient_orientation")
     if flip != "auto":
-        columns, rows = flip in ("left-right", "both"), flip in ("up-down", "both")
-        source, reason = "given", f"flip {flip!r} given by the caller"
+        orientation, source, reason = given_orientation(flip), "given", f"flip {flip!r} given by the caller"
     elif tagged:
-        columns, rows, reason = orientation_flips(tagged, camera_from_world, f"{xray.path or 'X-ray'}: Patient Orientation (0020,0020)")
+        orientation, reason = orientation_from_tag(tagged, camera_from_world, f"{xray.path or 'X-ray'}: Patient Orientation (0020,0020)")
         source = "dicom"
     else:
-        columns, rows, source, reason = False, False, "none", "no Patient Orientation (0020,0020): kept as stored"
-    record = {"flip_columns": columns, "flip_rows": rows, "source": source, "reason": reason}
-    if not (columns or rows):
+        orientation, source, reason = Orientation(), "none", "no Patient Orientation (0020,0020): kept as stored"
+    record = {"transpose": orientation.transpose, "flip_columns": orientation.flip_columns, "flip_rows": orientation.flip_rows,
+              "source": source, "reason": reason}
+    if not orientation.changes:
         return xray, record
-    mask = None if xray.field_mask is None else flip_image(xray.field_mask, columns, rows)
-    oriented = XRay(flip_image(xray.image, columns, rows).contiguous(), flipped_geometry(xray.geometry, columns, rows), xray.path,
-                    {**xray.metadata, "orientation": record}, mask)
-    return oriented, record
-
-
-def flipped_geometry(geometry: CArmGeometry, columns: bool, rows: bool) -> CArmGeometry:
-    """The detector of an image flipped as :func:`flip_image` flips it: the principal point mirrored
-    (pixel centres, column ``c`` becomes ``cols - 1 - c``); its own inverse."""
-    cu, cv = geometry.principal_point_px
-    return replace(geometry, principal_point_px=(geometry.cols - 1 - cu if columns else cu, geometry.rows - 1 - cv if rows else cv))
+    mask = None if xray.field_mask is None else orientation.apply(xray.field_mask)
+    turned = XRay(orientation.apply(xray.image), orientation.geometry(xray.geometry), xray.path, {**xray.metadata, "orientation": record}, mask)
+    return turned, record
