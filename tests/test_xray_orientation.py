@@ -221,3 +221,24 @@ def test_a_pa_radiograph_displayed_the_radiological_way_registers_from_the_pa_vi
     displayed = XRay(from_the_source.flip(-1).contiguous(), SMALL, None, {"patient_orientation": "L\\F"})
     result = register(ct, displayed, view="pa", mask=spine, method="opt", device="cpu")
     assert result.xray_preparation["orientation"]["flip_columns"] and float(mtre_mm(result.camera_from_world, truth, points)) < 1.0
+
+
+def test_pydicoms_real_radiographs_keep_their_orientation():
+    """pydicom's Agfa CR files of a cervical spine: the AP ones are tagged L\\\\F, the C-arm convention of the
+    AP view, so ``auto`` keeps them; the left lateral (LL) carries the same tag, which no lateral image can
+    have (its columns would run along A or P), so against a lateral start it is kept, and the record says why."""
+    import pydicom
+
+    from test_dicom_xray import _pydicom_cr_files
+
+    files = _pydicom_cr_files()
+    if not files:
+        pytest.skip("pydicom's CR test files absent")
+    for path in files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        xray = read_xray(path, geometry=CArmGeometry(1000.0, ds.Rows, ds.Columns, (0.1, 0.1)))
+        assert xray.metadata["patient_orientation"] == "L\\F"
+        start = LATERAL if ds.ViewPosition == "LL" else AP
+        turned, record = orient_xray(xray, start)
+        assert turned is xray and record["source"] == "dicom" and not (record["transpose"] or record["flip_columns"] or record["flip_rows"])
+        assert ("lies between" in record["reason"]) == (ds.ViewPosition == "LL")
