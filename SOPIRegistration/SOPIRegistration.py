@@ -43,7 +43,7 @@ GEOMETRY_PRESETS = {
     "generic": (1000.0, 650.0),
 }
 POLARITY_CHOICES = ["bone-bright", "bone-dark", "intensity"]
-#: What the X-ray node's image is against the C-arm's convention (SOPIRegistrationLib.logic.XRAY_ORIENTATIONS):
+#: What the X-ray node's image is against the C-arm's convention (SOPIRegistrationLib.orientation.XRAY_ORIENTATIONS):
 #: as taken, mirrored, or turned by 90 deg.
 FLIP_CHOICES = ["none", "left-right", "up-down", "both", "rotated-cw", "rotated-ccw"]
 #: The nominal C-arm views a registration can start from without an initial pose (sopi.geometry.NOMINAL_VIEWS).

@@ -141,7 +141,7 @@ def test_choice_lists_match_the_engine():
     for name, (sdd, sod) in presets.items():
         assert (sdd, sod) == (PRESETS[name].sdd_mm, PRESETS[name].source_to_isocenter_mm)
     assert set(_module_constant("POLARITY_CHOICES")) <= set(POLARITIES)
-    from SOPIRegistrationLib.logic import XRAY_ORIENTATIONS
+    from SOPIRegistrationLib.orientation import XRAY_ORIENTATIONS
     from sopi.xray_orientation import FLIPS
 
     assert list(_module_constant("FLIP_CHOICES")) == list(XRAY_ORIENTATIONS) and set(XRAY_ORIENTATIONS) == set(FLIPS) - {"auto"}

@@ -23,10 +23,11 @@ import torch
 from sopi.errors import InputError
 from sopi.geometry import NOMINAL_VIEWS, PRESETS, CArmGeometry
 from sopi.io_xray import XRay, apply_polarity
-from sopi.xray_orientation import Orientation, given_orientation
+from sopi.xray_orientation import Orientation
 from sopi.volume import Volume
 
 from . import frames, nodes
+from .orientation import ORIENTATION_ATTRIBUTE, orientation_between, stored_orientation, xray_orientation
 from .inputs import mark_output
 from .jobfiles import read_mask, remove_folder, result_from_dict, write_inputs, write_volume
 from .process import ProcessJob, Step, job_folder, python_executable, sopi_command
@@ -95,17 +96,6 @@ def _xray_image(xray_node, polarity: str) -> np.ndarray:
     return apply_polarity(nodes.xray_image_from_node(xray_node).astype(np.float64), polarity, xray_node.GetName())
 
 
-#: The module's X-ray orientations: :data:`sopi.xray_orientation.FLIPS` without ``auto`` (a volume node carries no
-#: DICOM Patient Orientation): what the X-ray node's image is against the C-arm's convention.
-XRAY_ORIENTATIONS = ("none", "left-right", "up-down", "both", "rotated-cw", "rotated-ccw")
-
-
-def _orientation(flip: str) -> Orientation:
-    if flip not in XRAY_ORIENTATIONS:
-        raise InputError(f"X-ray orientation {flip!r} is not one of {XRAY_ORIENTATIONS}")
-    return given_orientation(flip)
-
-
 def _xray_scene_frame(xray_node, geometry: CArmGeometry, orientation: Orientation = Orientation()) -> np.ndarray:
     """``scene_from_camera`` with the detector where the X-ray node is. With an ``orientation`` the image is read
     turned (:meth:`Orientation.apply`) and ``geometry`` is the turned image's: its pixel ``(c, r)`` lies on the
@@ -113,22 +103,6 @@ def _xray_scene_frame(xray_node, geometry: CArmGeometry, orientation: Orientatio
     other side)."""
     ras_from_ijk = nodes.node_ras_from_ijk(xray_node) @ orientation.stored_from_turned(geometry.rows, geometry.cols)
     return frames.scene_from_camera_for_xray(ras_from_ijk, geometry.sdd_mm, geometry.principal_point_px)
-
-
-def _stored_orientation(transform_node) -> Orientation:
-    """The X-ray orientation a registration stored on its transform node (as stored before there was one)."""
-    return _orientation(transform_node.GetAttribute(ATTRIBUTE_PREFIX + "XrayFlip") or "none")
-
-
-def _orientation_between(xray_node, drr_node) -> Orientation:
-    """How a DRR node's pixels are turned against the X-ray node's (a DRR drawn for a turned X-ray)."""
-    xray_axes, drr_axes = nodes.node_ras_from_ijk(xray_node)[:3, :2], nodes.node_ras_from_ijk(drr_node)[:3, :2]
-    xray_axes = xray_axes / np.linalg.norm(xray_axes, axis=0)
-    drr_axes = drr_axes / np.linalg.norm(drr_axes, axis=0)
-    cosines = xray_axes.T @ drr_axes  # [stored axis, turned axis]
-    transpose = abs(cosines[1, 0]) > abs(cosines[0, 0])
-    along_columns, along_rows = (cosines[1, 0], cosines[0, 1]) if transpose else (cosines[0, 0], cosines[1, 1])
-    return Orientation(bool(transpose), bool(along_columns < 0), bool(along_rows < 0))
 
 
 def _stored_scene_frame(transform_node) -> np.ndarray:
@@ -299,7 +273,7 @@ class RegistrationLogic:
                 ``intensity``); the engine wants bone bright.
             seed, step_mm, iteration_scale, pyramid: as in :func:`sopi.register`.
             flip: what the X-ray node's image is against the C-arm's convention
-                (:data:`XRAY_ORIENTATIONS`, ``docs/conventions.md``): ``none``, mirrored ``left-right``,
+                (:data:`.orientation.XRAY_ORIENTATIONS`, ``docs/conventions.md``): ``none``, mirrored ``left-right``,
                 ``up-down`` or ``both``, or turned 90 deg (``rotated-cw``, ``rotated-ccw``). The engine
                 registers the image turned back; the DRR node is drawn turned the same way, so it lies
                 over the X-ray node, and the transform node keeps the orientation for the pose sliders.
@@ -316,7 +290,7 @@ class RegistrationLogic:
         if not step_mm > 0 or not iteration_scale > 0:
             raise InputError(f"Register: the ray step ({step_mm}) and the iteration scale ({iteration_scale}) must be positive")
         geometry = geometry or geometry_for_xray(xray_node)
-        orientation = _orientation(flip)
+        orientation = xray_orientation(flip)
         if view not in NOMINAL_VIEWS:
             raise InputError(f"Start view {view!r} is not one of {NOMINAL_VIEWS}")
         if orientation.changes and second_xray_node is not None:
@@ -424,7 +398,7 @@ class RegistrationLogic:
         _set_matrix_attribute(transform_node, "SceneFromCamera", prepared.scene_from_camera)
         _set_matrix_attribute(transform_node, "PivotLPS", result.pivot_world.numpy())
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "Geometry", json.dumps(geometry.to_dict()))
-        transform_node.SetAttribute(ATTRIBUTE_PREFIX + "XrayFlip", flip)
+        transform_node.SetAttribute(ORIENTATION_ATTRIBUTE, flip)
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "Method", result.method)
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "Similarity", repr(float(result.similarity)))
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "TimeS", f"{result.time_s:.3f}")
@@ -508,7 +482,7 @@ class RegistrationLogic:
         if geometry is None:
             geometry = self.registration_geometry(transform_node)[0]
         if xray_node is not None:
-            scene_from_camera = _xray_scene_frame(xray_node, geometry, _stored_orientation(transform_node))
+            scene_from_camera = _xray_scene_frame(xray_node, geometry, stored_orientation(transform_node))
         else:
             scene_from_camera = _stored_scene_frame(transform_node)
         pose = torch.from_numpy(self.camera_from_world(transform_node, scene_from_camera))
@@ -528,7 +502,7 @@ class RegistrationLogic:
 
         xray = _xray_image(xray_node, polarity)
         drr = torch.from_numpy(nodes.xray_image_from_node(drr_node)).to(torch.float64)
-        drr = _orientation_between(xray_node, drr_node).undo(drr)  # a DRR drawn for a turned X-ray, back to the X-ray's pixels
+        drr = orientation_between(xray_node, drr_node).undo(drr)  # a DRR drawn for a turned X-ray, back to the X-ray's pixels
 
         fixed = resize_image(torch.from_numpy(xray), tuple(drr.shape)).to(torch.float64)
         return float(gradient_correlation(fixed[None], drr[None]))

@@ -1,0 +1,47 @@
+"""Which way an X-ray node's image faces, for the module's *X-ray orientation* setting.
+
+A volume node carries no DICOM Patient Orientation, so the clinician says what the X-ray is
+against the C-arm's convention (``docs/conventions.md``); :mod:`sopi.xray_orientation` turns it.
+The registration keeps the setting on its transform node, so later renders (the pose sliders)
+turn the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sopi.errors import InputError
+from sopi.xray_orientation import Orientation, given_orientation
+
+from . import nodes
+
+__all__ = ["ORIENTATION_ATTRIBUTE", "XRAY_ORIENTATIONS", "orientation_between", "stored_orientation", "xray_orientation"]
+
+#: The module's settings: :data:`sopi.xray_orientation.FLIPS` without ``auto``.
+XRAY_ORIENTATIONS = ("none", "left-right", "up-down", "both", "rotated-cw", "rotated-ccw")
+#: The transform node attribute that keeps a registration's setting.
+ORIENTATION_ATTRIBUTE = "SOPIRegistration.XrayFlip"
+
+
+def xray_orientation(flip: str) -> Orientation:
+    """The :class:`~sopi.xray_orientation.Orientation` of a setting; a one-line error for an unknown one."""
+    if flip not in XRAY_ORIENTATIONS:
+        raise InputError(f"X-ray orientation {flip!r} is not one of {XRAY_ORIENTATIONS}")
+    return given_orientation(flip)
+
+
+def stored_orientation(transform_node) -> Orientation:
+    """The orientation a registration stored on its transform node (as stored before there was one)."""
+    return xray_orientation(transform_node.GetAttribute(ORIENTATION_ATTRIBUTE) or "none")
+
+
+def orientation_between(xray_node, drr_node) -> Orientation:
+    """How a DRR node's pixels are turned against the X-ray node's (a DRR drawn for a turned X-ray):
+    each DRR axis goes to the X-ray axis it runs along, mirrored where it runs the other way."""
+    xray_axes, drr_axes = nodes.node_ras_from_ijk(xray_node)[:3, :2], nodes.node_ras_from_ijk(drr_node)[:3, :2]
+    xray_axes = xray_axes / np.linalg.norm(xray_axes, axis=0)
+    drr_axes = drr_axes / np.linalg.norm(drr_axes, axis=0)
+    cosines = xray_axes.T @ drr_axes  # [stored axis, turned axis]
+    transpose = abs(cosines[1, 0]) > abs(cosines[0, 0])
+    along_columns, along_rows = (cosines[1, 0], cosines[0, 1]) if transpose else (cosines[0, 0], cosines[1, 1])
+    return Orientation(bool(transpose), bool(along_columns < 0), bool(along_rows < 0))
