@@ -330,3 +330,20 @@ def test_a_clean_drr_of_a_cropped_ct_is_read_bone_bright(shared_data):
     assert record["polarity"] == "bone-bright"
     assert all(-1.0 <= score <= 1.0 for score in record["polarity_scores"].values())
     assert record["polarity_scores"]["bone-bright"] > record["polarity_scores"]["bone-dark"] + 0.2
+
+
+def test_anatomy_at_the_border_of_an_image_of_mostly_air_is_not_taken_for_a_blade():
+    """A small CT crop seen from the side: air (a constant, saturated) fills the centre and the crop's body
+    touches the left border with a straight edge. Blades are told from anatomy by being brighter than the
+    centre's anatomy, and here the centre has none: the body is kept. The same body beside a centre that
+    does show anatomy, shifted +3 (a blade), is still found."""
+    row, col = torch.meshgrid(torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32), indexing="ij")
+    body = col < 40
+    thickness = 1.0 + 3.0 * (40.0 - col) / 40.0  # the body thins towards its edge, which the central disc reaches
+    image = torch.where(body, thickness + 0.2 * _anatomy(4) + 0.2 * torch.sin(row / 5.0), torch.zeros(SIZE, SIZE))
+    prepared = prepare_xray(image, detect_metal=False)
+    assert bool(prepared.saturated[~body].float().mean() > 0.9)  # the air is the saturated direct exposure
+    assert float(prepared.outside_field[body].float().mean()) < 0.05
+    assert float(prepared.weight[body].mean()) > 0.8  # kept, but for the eroded rim
+    blade = torch.where(body, _anatomy(4) + 3.0, _anatomy(4))
+    assert float(prepare_xray(blade, detect_metal=False).outside_field[body].float().mean()) > 0.95

@@ -39,6 +39,12 @@ from .filters import dilate, gaussian_blur
 __all__ = ["PreparedXRay", "apply_reading", "coarse_correlation", "detect_polarity", "fill_masked", "prepare_xray"]
 
 _PLATEAU_FRACTION = 0.9  # share of samples beyond a field edge that must stay on the plateau
+#: the field edge is looked for only where at least this share of the central disc is not already known (saturated,
+#: outside a shutter): blades are told from anatomy by being brighter than the centre's, which needs anatomy there.
+#: A small CT crop seen from the side at a wide start fills 10 % of it, with air around (a clean DRR of the TPTBox
+#: crop, 2 of 40 lateral views); 360 simulated AP X-rays of three CTs, clean and realistic, and the other 78 lateral
+#: views kept at least 43 % (docs/benchmarks.md, 2026-12-03).
+_MIN_CENTRAL_ANATOMY = 0.25
 _RAYS = 360
 _WORKING_PX = 256  # larger images are analysed binned to about this size, their masks upsampled
 _TOPHAT_RADIUS = 0.035  # of the image width: wider than K-wires and screws, narrower than vertebrae
@@ -210,8 +216,9 @@ def _outside_field(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     row, col = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32), indexing="ij")
     cy, cx = (rows - 1) / 2, (cols - 1) / 2
     radius = torch.sqrt((row - cy).square() + (col - cx).square())
-    central = (radius <= _CENTRAL_RADIUS * min(rows, cols)) & ~known
-    if int(central.sum()) < 20:
+    disc = radius <= _CENTRAL_RADIUS * min(rows, cols)
+    central = disc & ~known
+    if int(central.sum()) < max(20.0, _MIN_CENTRAL_ANATOMY * float(disc.sum())):  # no anatomy in the centre to compare with
         return known.clone()
     anatomy = smooth[central]
     low, high = (float(v) for v in torch.quantile(anatomy, torch.tensor([0.05, 0.95], dtype=torch.float32)))
