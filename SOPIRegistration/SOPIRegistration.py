@@ -350,12 +350,20 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as error:
             self.ui.statusLabel.text = _("Check the C-arm geometry: {error}").format(error=error)
             return
+        message = _("C-arm geometry filled from the DICOM tags.")
         with slicer.util.NodeModify(self._parameterNode.parameterNode):
             self._parameterNode.sourceToDetectorMm = settings["sdd_mm"]
             if settings["source_to_isocenter_mm"]:
                 self._parameterNode.sourceToIsocenterMm = settings["source_to_isocenter_mm"]
             self._parameterNode.pixelSpacingMm = settings["pixel_spacing_mm"] or 0.0
-        self.ui.statusLabel.text = _("C-arm geometry filled from the DICOM tags.")
+            if settings["patient_orientation"]:  # which way the image faces, against the start view
+                from SOPIRegistrationLib.orientation import orientation_setting
+
+                setting, reason = orientation_setting(settings["patient_orientation"], self._parameterNode.startView)
+                if setting is not None:
+                    self._parameterNode.xrayFlip = setting
+                message = _("C-arm geometry and X-ray orientation filled from the DICOM tags: {reason}").format(reason=reason)
+        self.ui.statusLabel.text = message
 
     # ------------------------------------------------------------------ jobs
 

@@ -440,7 +440,7 @@ def test_dicom_without_distance_asks_for_geometry(tmp_path: Path) -> None:
         read_ct(path)  # a single 2D DICOM is no CT
 
 
-def write_dx(path: Path, imager_spacing=(0.15, 0.18), source_to_patient: str | None = "800") -> None:
+def write_dx(path: Path, imager_spacing=(0.15, 0.18), source_to_patient: str | None = "800", patient_orientation: list[str] | None = None) -> None:
     """A DX written by pydicom: 12 bits stored, MONOCHROME1, both spacing tags, RAW pixels."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -461,6 +461,8 @@ def write_dx(path: Path, imager_spacing=(0.15, 0.18), source_to_patient: str | N
         ds.DistanceSourceToPatient = source_to_patient
     ds.ImagerPixelSpacing, ds.PixelSpacing = list(imager_spacing), [0.1, 0.12]
     ds.PositionerPrimaryAngle, ds.PositionerSecondaryAngle = "30", "-10"
+    if patient_orientation is not None:
+        ds.PatientOrientation = patient_orientation
     ds.PixelData = RAW.tobytes()
     ds.save_as(path, enforce_file_format=True)
 

@@ -192,9 +192,29 @@ def test_dicom_geometry_settings_fill_the_gui_fields(tmp_path):
     from SOPIRegistrationLib import dicom_geometry_settings
 
     write_dx(tmp_path / "dx.dcm")
-    assert dicom_geometry_settings(tmp_path / "dx.dcm") == {"sdd_mm": 1200.0, "source_to_isocenter_mm": 800.0, "pixel_spacing_mm": None}
-    write_dx(tmp_path / "square.dcm", imager_spacing=(0.2, 0.2), source_to_patient=None)
-    assert dicom_geometry_settings(tmp_path / "square.dcm") == {"sdd_mm": 1200.0, "source_to_isocenter_mm": None, "pixel_spacing_mm": 0.2}
+    assert dicom_geometry_settings(tmp_path / "dx.dcm") == {"sdd_mm": 1200.0, "source_to_isocenter_mm": 800.0, "pixel_spacing_mm": None,
+                                                             "patient_orientation": None}
+    write_dx(tmp_path / "square.dcm", imager_spacing=(0.2, 0.2), source_to_patient=None, patient_orientation=["R", "F"])
+    assert dicom_geometry_settings(tmp_path / "square.dcm") == {"sdd_mm": 1200.0, "source_to_isocenter_mm": None, "pixel_spacing_mm": 0.2,
+                                                                 "patient_orientation": "R\\F"}
+
+
+@pytest.mark.parametrize("tag, view, expected", [
+    ("L\\F", "ap", "none"), ("R\\F", "ap", "left-right"), ("R\\H", "ap", "both"), ("H\\L", "ap", "rotated-cw"),
+    ("F\\R", "ap", "rotated-ccw"), ("L\\F", "pa", "left-right"), ("P\\F", "lateral", "left-right"),
+    ("F\\L", "ap", None),  # mirrored across the diagonal: no setting turns it
+])
+def test_the_orientation_setting_follows_the_dicom_tag_and_the_start_view(tag, view, expected):
+    """The module presets its *X-ray orientation* from a DICOM X-ray's Patient Orientation; the setting it picks
+    turns the image as the engine's own reading of the tag does."""
+    from SOPIRegistrationLib.orientation import orientation_setting, xray_orientation
+    from sopi.geometry import nominal_view
+    from sopi.xray_orientation import orientation_from_tag
+
+    setting, reason = orientation_setting(tag, view)
+    assert setting == expected and tag in reason
+    engine = orientation_from_tag(tag, nominal_view(view, (10.0, -20.0, 30.0), 675.0).camera_from_world)[0]
+    assert (xray_orientation(setting) == engine) if setting is not None else ("by hand" in reason and engine.transpose)
 
 
 def test_xray_mask_overlay_labels_the_ignored_regions_on_the_xray_grid():

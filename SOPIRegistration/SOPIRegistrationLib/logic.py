@@ -132,8 +132,9 @@ def geometry_for_xray(
 def dicom_geometry_settings(path: str | Path) -> dict:
     """The C-arm distances and pixel spacing recorded in an X-ray DICOM file, for the GUI's
     geometry fields: ``sdd_mm``, ``source_to_isocenter_mm`` (None if absent) and
-    ``pixel_spacing_mm`` (None for non-square pixels: the node's spacing is used then).
-    Raises :class:`InputError` naming the file and the missing tag."""
+    ``pixel_spacing_mm`` (None for non-square pixels: the node's spacing is used then); and its
+    ``patient_orientation`` (Patient Orientation (0020,0020), None if absent: see
+    :func:`.orientation.orientation_setting`). Raises :class:`InputError` naming the file and the missing tag."""
     from sopi.io_xray import read_xray
 
     xray = read_xray(path)
@@ -143,6 +144,7 @@ def dicom_geometry_settings(path: str | Path) -> dict:
         "sdd_mm": xray.geometry.sdd_mm,
         "source_to_isocenter_mm": xray.geometry.source_to_isocenter_mm if recorded else None,
         "pixel_spacing_mm": du if abs(du - dv) <= 1e-6 * du else None,
+        "patient_orientation": xray.metadata.get("patient_orientation"),
     }
 
 

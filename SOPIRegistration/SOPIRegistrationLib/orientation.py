@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from sopi.errors import InputError
-from sopi.xray_orientation import Orientation, given_orientation
+from sopi.geometry import nominal_view
+from sopi.xray_orientation import Orientation, given_orientation, orientation_from_tag
 
 from . import nodes
 
-__all__ = ["ORIENTATION_ATTRIBUTE", "XRAY_ORIENTATIONS", "orientation_between", "stored_orientation", "xray_orientation"]
+__all__ = ["ORIENTATION_ATTRIBUTE", "XRAY_ORIENTATIONS", "orientation_between", "orientation_setting", "stored_orientation", "xray_orientation"]
 
 #: The module's settings: :data:`sopi.xray_orientation.FLIPS` without ``auto``.
 XRAY_ORIENTATIONS = ("none", "left-right", "up-down", "both", "rotated-cw", "rotated-ccw")
@@ -45,3 +46,14 @@ def orientation_between(xray_node, drr_node) -> Orientation:
     transpose = abs(cosines[1, 0]) > abs(cosines[0, 0])
     along_columns, along_rows = (cosines[1, 0], cosines[0, 1]) if transpose else (cosines[0, 0], cosines[1, 1])
     return Orientation(bool(transpose), bool(along_columns < 0), bool(along_rows < 0))
+
+
+def orientation_setting(patient_orientation: str, view: str) -> tuple[str | None, str]:
+    """The module's setting for an X-ray tagged ``patient_orientation`` (DICOM's ``"ROW\\COLUMN"``, e.g. ``"R\\F"``)
+    registered from the nominal ``view``, and why: ``None`` where the image is mirrored across a diagonal (a
+    transposition with no setting of its own), so the clinician has to turn it."""
+    orientation, reason = orientation_from_tag(patient_orientation, nominal_view(view, (0.0, 0.0, 0.0), 1.0).camera_from_world)
+    for name in XRAY_ORIENTATIONS:
+        if given_orientation(name) == orientation:
+            return name, reason
+    return None, reason + " (no setting turns it: set the orientation by hand)"
