@@ -121,11 +121,12 @@ def register(
             :func:`sopi.xray_prep.prepare_xray`) and decide an ``"auto"`` polarity the file's
             tags left open by comparing with a DRR; False uses every pixel as read.
         flip: how the X-ray's pixels face (:data:`sopi.xray_orientation.FLIPS`): ``auto`` turns a DICOM
-            radiograph whose Patient Orientation runs against the start pose's camera axes (mirrored
-            or upside down) to them, and keeps other images as stored; ``none``, ``left-right``,
-            ``up-down`` or ``both`` say what to do. The result's pose is for the image so turned;
-            ``xray_preparation["orientation"]`` records it (:func:`~sopi.xray_orientation.flip_image`
-            takes a DRR back to the file's orientation).
+            radiograph whose Patient Orientation runs against the start pose's camera axes (mirrored,
+            upside down or turned by 90 deg) to them, and keeps other images as stored; ``none``,
+            ``left-right``, ``up-down``, ``both``, ``rotated-cw`` or ``rotated-ccw`` say what the stored
+            image is. The result's pose is for the image so turned; ``xray_preparation["orientation"]``
+            records it (:meth:`sopi.xray_orientation.Orientation.from_record`, whose ``undo`` takes a
+            DRR back to the file's orientation).
         progress: called with ``(fraction, message)`` between iterations.
         cancel: polled between iterations; returning True raises :class:`sopi.errors.Cancelled`.
     """

@@ -210,9 +210,8 @@ def register_views(
     from ..io import read_ct, read_mask, read_xray
     from ..validate import check_ct_content, check_pose_in_front, check_rigid_pose, check_seed, check_xray_signal
     from ..views import views_from_reference
-    from .api import _Pass, _run_stage, _spine_mask, run_passes, stage_loop
-
     from ..xray_orientation import FLIPS, orient_xray
+    from .api import _Pass, _run_stage, _spine_mask, run_passes, stage_loop
 
     check_seed(seed)
     if flip not in FLIPS:
