@@ -175,7 +175,7 @@ def test_a_mirrored_dicom_registers_once_turned_and_not_as_stored(mirrored_case)
     assert float(mtre_mm(as_stored.camera_from_world, truth, points)) > 4.0
 
 
-def test_the_cli_flips_and_writes_the_overlay_in_the_files_orientation(mirrored_case, tmp_path):
+def test_the_cli_flips_and_writes_the_overlay_in_the_files_orientation(mirrored_case, tmp_path, capsys):
     from PIL import Image
 
     from sopi.io import write_xray
@@ -190,6 +190,7 @@ def test_the_cli_flips_and_writes_the_overlay_in_the_files_orientation(mirrored_
         "--device", "cpu", "--quiet",
     ])
     assert code == 0
+    assert "X-ray registered turned: flip 'left-right' given by the caller" in capsys.readouterr().out
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["xray_preparation"]["orientation"]["flip_columns"] is True
     assert np.abs(np.array(result["matrix"]) - truth.numpy()).max() < 2.0  # the pose of the conventional image

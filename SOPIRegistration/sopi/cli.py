@@ -273,6 +273,9 @@ def _cmd_register(args: argparse.Namespace) -> int:
     print(f"wrote {args.out} (similarity {result.similarity:.4f}, {result.time_s:.1f} s)")
     verdict = "likely failed: check the overlay before using it" if result.likely_failed else "looks right"
     print(f"confidence {result.confidence:.2f} ({verdict})")
+    from .cli_views import print_turned
+
+    print_turned([result.xray_preparation.get("orientation", {})])
     if args.fused:
         from .fusion import write_fused_png
         from .render import render_drr, rendering_volume

@@ -11,7 +11,7 @@ from .errors import InputError
 from .geometry import NOMINAL_VIEWS, CArmGeometry
 from .validate import check_ct_content, check_outputs
 
-__all__ = ["benchmark_views_command", "parse_views", "register_views_command", "simulate_views_command", "view_geometries"]
+__all__ = ["benchmark_views_command", "parse_views", "print_turned", "register_views_command", "simulate_views_command", "view_geometries"]
 
 
 def parse_views(text: str) -> list[str]:
@@ -80,6 +80,7 @@ def register_views_command(args: argparse.Namespace) -> int:
     verdict = "likely failed: check every view's overlay before using it" if result.likely_failed else "looks right"
     per_view = ", ".join(f"{value:.2f}" for value in result.view_confidences)
     print(f"confidence {result.confidence:.2f}, the lowest of the views' ({per_view}): {verdict}")
+    print_turned([record.get("orientation", {}) for record in result.xray_preparation])
     if args.fused:
         from .fusion import write_fused_views_png
         from .render import render_drr, rendering_volume
@@ -133,3 +134,10 @@ def benchmark_views_command(args: argparse.Namespace) -> int:
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def print_turned(records: list[dict]) -> None:
+    """Say when an X-ray was registered turned (its pose is for the turned image; docs/conventions.md)."""
+    for index, record in enumerate(records):
+        if record.get("transpose") or record.get("flip_columns") or record.get("flip_rows"):
+            print(f"X-ray{f' {index}' if len(records) > 1 else ''} registered turned: {record['reason']}")
