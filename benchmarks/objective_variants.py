@@ -7,12 +7,12 @@ Variants (``--variant``):
 - ``full``: a third stage, Adam at full resolution (40 iterations), after the 1/2 stage;
 - ``hold+full``: both, each Adam stage holding its region;
 - ``scan``: a third stage, the similarity at 1/2 sampled +-8 mm in 1 mm steps along the ray through the
-  pivot (depth alone, region held), its best point refined by a parabola (``depth-scan``);
-- ``scan1``: the same scan at full resolution.
+  pivot (depth alone, region held), its best point refined by a parabola (``depth-scan``).
 
 ``--scatter-from-field`` reads DRRs out with scatter from the X-ray's exposed field only
 (``sopi.registration.problem.SCATTER_FROM_EXPOSED_FIELD``); ``--fit-bone-contrast`` fits the bone
-contrast before the last stage (``PoseProblem.FIT_BONE_CONTRAST``, off by default). Everything after the options is
+contrast before the last stage (``PoseProblem.FIT_BONE_CONTRAST``, off by default); ``--fft-score joint-gradient``
+changes the global search's FFT score (``GlobalStage.fft_score``). Everything after the options is
 ``sopi``'s own command line:
 
     python benchmarks/objective_variants.py --variant hold+full --scatter-from-field -- \\
@@ -44,7 +44,6 @@ def variant_stages(name: str) -> tuple:
         "full": (first, adam, dataclasses.replace(adam, factor=1, budget=40)),
         "hold+full": (first, held, dataclasses.replace(held, factor=1, budget=40)),
         "scan": (first, adam, scan),
-        "scan1": (first, adam, dataclasses.replace(scan, factor=1)),
     }
     if name not in stages:
         raise SystemExit(f"unknown variant {name!r}; expected one of {', '.join(stages)}")
@@ -56,11 +55,15 @@ def main() -> int:
     parser.add_argument("--variant", default="default")
     parser.add_argument("--scatter-from-field", action="store_true")
     parser.add_argument("--fit-bone-contrast", action="store_true")
+    parser.add_argument("--fft-score", default=None, help="the global search's FFT score (GlobalStage.fft_score; default: the shipped one)")
     parser.add_argument("sopi_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     stages = variant_stages(args.variant)
     methods.METHODS["opt"] = stages
-    methods.METHODS["global+opt"] = (methods.METHODS["global+opt"][0], *stages)
+    search = methods.METHODS["global+opt"][0]
+    if args.fft_score is not None:
+        search = dataclasses.replace(search, fft_score=args.fft_score)
+    methods.METHODS["global+opt"] = (search, *stages)
     problem.SCATTER_FROM_EXPOSED_FIELD = args.scatter_from_field
     problem.PoseProblem.FIT_BONE_CONTRAST = args.fit_bone_contrast
     rest = args.sopi_args[1:] if args.sopi_args[:1] == ["--"] else args.sopi_args
