@@ -70,10 +70,9 @@ def main() -> None:
 
         row = {"case": index}
         if args.mode == "start":
-            refined, confidence = judge_start(problem, GlobalStage(), args.seed + index)
-            cues = assess(problem, refined.theta)  # the same 13 renders: its cues let other models be replayed
-            row.update(confidence=round(confidence, 4), mtre_mm=mtre(refined.theta), similarity=round(cues.similarity, 5),
-                       drop=round(cues.drop, 5), truth_similarity=round(assess(problem, problem.reference.params(truth)).similarity, 5))
+            refined, judged = judge_start(problem, GlobalStage(), args.seed + index)  # its cues let other models be replayed
+            row.update(confidence=round(judged.confidence, 4), mtre_mm=mtre(refined.theta), similarity=round(judged.similarity, 5),
+                       drop=round(judged.drop, 5), truth_similarity=round(assess(problem, problem.reference.params(truth)).similarity, 5))
         else:
             original = search_module.cma_es
             search_module.cma_es = lambda loss, start, *rest, **options: OptimizerResult(start, 0.0, 1, 1, True)

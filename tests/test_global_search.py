@@ -172,9 +172,9 @@ def test_a_confident_start_is_kept_without_searching(far_case):
     assert searched.searched and searched.start_confidence is None and searched.renders > 81
     assert any(torch.equal(theta, kept.theta) for theta, _ in searched.hypotheses)  # the same refined start, searched or not
     longer = replace(stage, judge_generations=20)  # judged after a longer refinement of the same seed
-    judged, confidence = judge_start(problem, longer)
+    judged, assessment = judge_start(problem, longer)
     assert torch.equal(judged.checkpoints[stage.refine_generations].theta, kept.theta)  # its first 8 generations are the start hypothesis
-    assert confidence >= stage.accept_start_above and judged.evaluations > kept.renders - PROBE_RENDERS
+    assert assessment.confidence >= stage.accept_start_above and judged.evaluations > kept.renders - PROBE_RENDERS
     assert torch.equal(global_search(problem, longer, Monitor(None, None)).theta, judged.theta)
     found = register(ct, XRay(image, SMALL), initial_pose=near, mask=spine, prepare=False)
     assert not found.stages[0]["searched"] and found.stages[0]["start_confidence"] >= 0.5

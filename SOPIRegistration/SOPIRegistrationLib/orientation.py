@@ -12,14 +12,14 @@ import numpy as np
 
 from sopi.errors import InputError
 from sopi.geometry import nominal_view
-from sopi.xray_orientation import Orientation, given_orientation, orientation_from_tag
+from sopi.xray_orientation import FLIPS, Orientation, given_orientation, matching_orientation, orientation_from_tag
 
 from . import nodes
 
 __all__ = ["ORIENTATION_ATTRIBUTE", "XRAY_ORIENTATIONS", "orientation_between", "orientation_setting", "stored_orientation", "xray_orientation"]
 
 #: The module's settings: :data:`sopi.xray_orientation.FLIPS` without ``auto``.
-XRAY_ORIENTATIONS = ("none", "left-right", "up-down", "both", "rotated-cw", "rotated-ccw")
+XRAY_ORIENTATIONS = tuple(flip for flip in FLIPS if flip != "auto")
 #: The transform node attribute that keeps a registration's setting.
 ORIENTATION_ATTRIBUTE = "SOPIRegistration.XrayFlip"
 
@@ -42,10 +42,7 @@ def orientation_between(xray_node, drr_node) -> Orientation:
     xray_axes, drr_axes = nodes.node_ras_from_ijk(xray_node)[:3, :2], nodes.node_ras_from_ijk(drr_node)[:3, :2]
     xray_axes = xray_axes / np.linalg.norm(xray_axes, axis=0)
     drr_axes = drr_axes / np.linalg.norm(drr_axes, axis=0)
-    cosines = xray_axes.T @ drr_axes  # [stored axis, turned axis]
-    transpose = abs(cosines[1, 0]) > abs(cosines[0, 0])
-    along_columns, along_rows = (cosines[1, 0], cosines[0, 1]) if transpose else (cosines[0, 0], cosines[1, 1])
-    return Orientation(bool(transpose), bool(along_columns < 0), bool(along_rows < 0))
+    return matching_orientation(xray_axes[:, 0], xray_axes[:, 1], drr_axes[:, 0], drr_axes[:, 1])[0]
 
 
 def orientation_setting(patient_orientation: str, view: str) -> tuple[str | None, str]:

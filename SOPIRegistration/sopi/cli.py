@@ -275,7 +275,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
     print(f"confidence {result.confidence:.2f} ({verdict})")
     from .cli_views import print_turned
 
-    print_turned([result.xray_preparation.get("orientation", {})])
+    print_turned([result.xray_preparation["orientation"]])
     if args.fused:
         from .fusion import write_fused_png
         from .render import render_drr, rendering_volume

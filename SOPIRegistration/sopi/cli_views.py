@@ -80,7 +80,7 @@ def register_views_command(args: argparse.Namespace) -> int:
     verdict = "likely failed: check every view's overlay before using it" if result.likely_failed else "looks right"
     per_view = ", ".join(f"{value:.2f}" for value in result.view_confidences)
     print(f"confidence {result.confidence:.2f}, the lowest of the views' ({per_view}): {verdict}")
-    print_turned([record.get("orientation", {}) for record in result.xray_preparation])
+    print_turned([record["orientation"] for record in result.xray_preparation])
     if args.fused:
         from .fusion import write_fused_views_png
         from .render import render_drr, rendering_volume
@@ -137,7 +137,10 @@ def benchmark_views_command(args: argparse.Namespace) -> int:
 
 
 def print_turned(records: list[dict]) -> None:
-    """Say when an X-ray was registered turned (its pose is for the turned image; docs/conventions.md)."""
+    """Say when an X-ray was registered turned (its pose is for the turned image; docs/conventions.md); ``records``:
+    each view's ``xray_preparation["orientation"]``."""
+    from .xray_orientation import Orientation
+
     for index, record in enumerate(records):
-        if record.get("transpose") or record.get("flip_columns") or record.get("flip_rows"):
+        if Orientation.from_record(record).changes:
             print(f"X-ray{f' {index}' if len(records) > 1 else ''} registered turned: {record['reason']}")

@@ -25,7 +25,7 @@ from .errors import InputError
 from .geometry import CArmGeometry
 from .io_xray import XRay
 
-__all__ = ["FLIPS", "Orientation", "given_orientation", "orient_xray", "orientation_from_tag", "patient_direction"]
+__all__ = ["FLIPS", "Orientation", "given_orientation", "matching_orientation", "orient_xray", "orientation_from_tag", "patient_direction"]
 
 #: ``flip`` values: ``auto`` (the DICOM tag decides; as stored without it) or what the stored image is,
 #: whatever the tags say: as taken (``none``), mirrored ``left-right``, ``up-down``, ``both`` (turned by 180
@@ -137,15 +137,23 @@ def orientation_from_tag(patient_orientation: str, camera_from_world: torch.Tens
         raise InputError(f"{where}: {patient_orientation!r}; expected two entries such as 'L\\F'")
     column_direction, row_direction = (patient_direction(part, where) for part in parts)
     rotation = camera_from_world.to(torch.float64)[:3, :3]  # rows: the camera's x and y axes in LPS
-    straight = [float(rotation[0] @ column_direction), float(rotation[1] @ row_direction)]
-    crossed = [float(rotation[0] @ row_direction), float(rotation[1] @ column_direction)]
-    transpose = abs(crossed[0]) + abs(crossed[1]) > abs(straight[0]) + abs(straight[1])
-    cosines = crossed if transpose else straight  # after a transposition the stored rows run along the columns
+    orientation, cosines = matching_orientation(column_direction, row_direction, rotation[0], rotation[1])
     angles = ", ".join(f"{name} {math.degrees(math.acos(max(-1.0, min(1.0, abs(c))))):.0f} deg off" for name, c in zip(("columns", "rows"), cosines))
     if min(abs(c) for c in cosines) <= _ALIGNED:
         return Orientation(), f"Patient Orientation '{patient_orientation}' lies between the start pose's axes ({angles}): kept as stored"
-    orientation = Orientation(transpose, cosines[0] < 0, cosines[1] < 0)
     return orientation, f"Patient Orientation '{patient_orientation}' against the start pose ({angles}): {orientation.describe()}"
+
+
+def matching_orientation(stored_columns, stored_rows, columns, rows) -> tuple[Orientation, tuple[float, float]]:
+    """The :class:`Orientation` that turns an image whose columns and rows run along the unit vectors
+    ``stored_columns`` and ``stored_rows`` so that they run along ``columns`` and ``rows`` (unit vectors in the
+    same frame; tensors or arrays), and the cosines of each target axis with the stored axis it takes (negative
+    where it is mirrored). Each target axis takes the stored axis it lies closest to, both together."""
+    straight = (float(columns @ stored_columns), float(rows @ stored_rows))
+    crossed = (float(columns @ stored_rows), float(rows @ stored_columns))  # after a transposition the stored rows run along the columns
+    transpose = abs(crossed[0]) + abs(crossed[1]) > abs(straight[0]) + abs(straight[1])
+    cosines = crossed if transpose else straight
+    return Orientation(transpose, cosines[0] < 0, cosines[1] < 0), cosines
 
 
 def orient_xray(xray: XRay, camera_from_world: torch.Tensor, flip: str = "auto") -> tuple[XRay, dict]:

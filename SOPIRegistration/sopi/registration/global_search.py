@@ -37,7 +37,7 @@ from ..drr import Projector
 from ..geometry import CArmGeometry, project_points, rigid, transform_points
 from ..similarity import image_gradients
 from ..template_matching import gradient_ncc_maps, masked_ncc_maps, top_peaks
-from .confidence import LIKELY_FAILED_BELOW, PROBE_RENDERS, START_COEFFICIENTS, assess
+from .confidence import LIKELY_FAILED_BELOW, PROBE_RENDERS, START_COEFFICIENTS, Assessment, assess
 from .optimizers import Monitor, OptimizerResult, cma_es
 from .problem import PoseProblem
 
@@ -140,7 +140,8 @@ def global_search(
     if stage.accept_start_above is None:
         first = refine(origin, 0)  # the start itself competes too (chosen[0] below)
     else:
-        judged, start_confidence = _judged_start(problem, stage, refine)
+        judged, assessment = _judged_start(problem, stage, refine)
+        start_confidence = assessment.confidence
         if start_confidence >= stage.accept_start_above:
             renders = judged.evaluations + PROBE_RENDERS
             return GlobalOutcome(judged.theta, judged.loss, judged.iterations, renders, True, hypotheses=[(judged.theta, -judged.loss)],
@@ -208,16 +209,17 @@ def global_search(
                          start_confidence=start_confidence)
 
 
-def judge_start(problem: PoseProblem, stage: GlobalStage, seed: int = 0) -> tuple[OptimizerResult, float]:
+def judge_start(problem: PoseProblem, stage: GlobalStage, seed: int = 0) -> tuple[OptimizerResult, Assessment]:
     """The start refined as :func:`global_search` refines it before judging it (``judge_generations``),
-    and its confidence: what ``stage.accept_start_above`` is compared with."""
+    and its assessment under :data:`~sopi.registration.confidence.START_COEFFICIENTS`: its ``confidence``
+    is what ``stage.accept_start_above`` is compared with."""
     return _judged_start(problem, stage, _refiner(problem, stage, seed, None))
 
 
-def _judged_start(problem: PoseProblem, stage: GlobalStage, refine) -> tuple[OptimizerResult, float]:
+def _judged_start(problem: PoseProblem, stage: GlobalStage, refine) -> tuple[OptimizerResult, Assessment]:
     generations = max(stage.judge_generations, stage.refine_generations)
     judged = refine(torch.zeros(6, dtype=torch.float64), 0, generations, (stage.refine_generations,))
-    return judged, assess(problem, judged.theta, coefficients=START_COEFFICIENTS).confidence
+    return judged, assess(problem, judged.theta, coefficients=START_COEFFICIENTS)
 
 
 def _refiner(problem: PoseProblem, stage: GlobalStage, seed: int, cancel) -> Callable[..., OptimizerResult]:
