@@ -86,7 +86,8 @@ class GlobalStage:
     fft_score: str = "masked-ncc"
     # the refined start is the answer, with no search, when its confidence (sopi.registration.confidence.assess)
     # reaches this (a result not flagged likely failed); None: always search. Refined far and wide starts
-    # scored at most 0.09 on 120 cases of three CTs, clean and realistic (docs/benchmarks.md)
+    # scored at most 0.09 on 120 cases of three CTs, clean and realistic, and 0.11 on 240 of the simulator's
+    # second version (docs/benchmarks.md)
     accept_start_above: float | None = LIKELY_FAILED_BELOW
     # the start is judged after this many generations of its refinement (same seed: its first
     # refine_generations are the start hypothesis's own). 20 kept the start of 27 of 30 clean paper
