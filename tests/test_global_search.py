@@ -74,6 +74,24 @@ def test_gradient_ncc_maps_match_a_direct_computation_over_both_channels_and_fin
     assert float(maps[0].max()) < 0.7  # the other image holds no copy
 
 
+@pytest.mark.parametrize("score", [masked_ncc_maps, gradient_ncc_maps])
+def test_scores_computed_in_blocks_of_templates_equal_each_template_scored_alone(score, monkeypatch):
+    """The FFT scores run a few templates at a time (a cache-sized working set); every map must be
+    what that template alone gives, in the templates' order."""
+    import sopi.template_matching as template_matching
+
+    generator = torch.Generator().manual_seed(6)
+    images = torch.randn(3, 2, 30, 41, generator=generator)
+    templates = torch.randn(9, 2, 11, 12, generator=generator)
+    masks = torch.rand(9, 11, 12, generator=generator) > 0.3
+    monkeypatch.setattr(template_matching, "_BLOCK_BYTES", 1)  # blocks of _MIN_BLOCK: 4, 4 and 1 templates
+    assert len(template_matching._template_blocks(images, 9)) == 3
+    maps = score(images, templates, masks)
+    alone = torch.cat([score(images, templates[k:k + 1], masks[k:k + 1]) for k in range(9)], dim=1)
+    assert maps.shape == (3, 9, 20, 30)
+    torch.testing.assert_close(maps, alone, rtol=0, atol=1e-6)
+
+
 def test_top_peaks_are_the_largest_values_that_top_their_whole_window():
     """Against a direct definition: a peak is no smaller than every value within ``separation_px``
     (a square window, cut at the border)."""
