@@ -45,7 +45,7 @@ GEOMETRY_PRESETS = {
 POLARITY_CHOICES = ["bone-bright", "bone-dark", "intensity"]
 #: What the X-ray node's image is against the C-arm's convention (SOPIRegistrationLib.orientation.XRAY_ORIENTATIONS):
 #: as taken, mirrored, or turned by 90 deg.
-FLIP_CHOICES = ["none", "left-right", "up-down", "both", "rotated-cw", "rotated-ccw"]
+FLIP_CHOICES = ["none", "left-right", "up-down", "both", "rotated-cw", "rotated-ccw", "diagonal", "anti-diagonal"]
 #: The nominal C-arm views a registration can start from without an initial pose (sopi.geometry.NOMINAL_VIEWS).
 VIEW_CHOICES = ["ap", "pa", "lateral"]
 FUSION_CHOICES = ["blend", "checkerboard", "edges"]
@@ -360,8 +360,7 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 from SOPIRegistrationLib.orientation import orientation_setting
 
                 setting, reason = orientation_setting(settings["patient_orientation"], self._parameterNode.startView)
-                if setting is not None:
-                    self._parameterNode.xrayFlip = setting
+                self._parameterNode.xrayFlip = setting
                 message = _("C-arm geometry and X-ray orientation filled from the DICOM tags: {reason}").format(reason=reason)
         self.ui.statusLabel.text = message
 

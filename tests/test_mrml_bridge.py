@@ -202,7 +202,7 @@ def test_dicom_geometry_settings_fill_the_gui_fields(tmp_path):
 @pytest.mark.parametrize("tag, view, expected", [
     ("L\\F", "ap", "none"), ("R\\F", "ap", "left-right"), ("R\\H", "ap", "both"), ("H\\L", "ap", "rotated-cw"),
     ("F\\R", "ap", "rotated-ccw"), ("L\\F", "pa", "left-right"), ("P\\F", "lateral", "left-right"),
-    ("F\\L", "ap", None),  # mirrored across the diagonal: no setting turns it
+    ("F\\L", "ap", "diagonal"), ("H\\R", "ap", "anti-diagonal"),  # mirrored across either diagonal
 ])
 def test_the_orientation_setting_follows_the_dicom_tag_and_the_start_view(tag, view, expected):
     """The module presets its *X-ray orientation* from a DICOM X-ray's Patient Orientation; the setting it picks
@@ -214,7 +214,7 @@ def test_the_orientation_setting_follows_the_dicom_tag_and_the_start_view(tag, v
     setting, reason = orientation_setting(tag, view)
     assert setting == expected and tag in reason
     engine = orientation_from_tag(tag, nominal_view(view, (10.0, -20.0, 30.0), 675.0).camera_from_world)[0]
-    assert (xray_orientation(setting) == engine) if setting is not None else ("by hand" in reason and engine.transpose)
+    assert xray_orientation(setting) == engine
 
 
 def test_xray_mask_overlay_labels_the_ignored_regions_on_the_xray_grid():

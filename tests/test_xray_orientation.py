@@ -62,7 +62,8 @@ def test_the_orientation_follows_patient_orientation_against_the_start_pose(pose
 
 def test_the_given_turns_are_the_tags_of_such_images():
     """``rotated-cw`` is what an AP image turned 90 deg clockwise is tagged (H\\L), ``rotated-ccw`` F\\R."""
-    for flip, tag in (("rotated-cw", "H\\L"), ("rotated-ccw", "F\\R"), ("both", "R\\H"), ("left-right", "R\\F")):
+    for flip, tag in (("rotated-cw", "H\\L"), ("rotated-ccw", "F\\R"), ("both", "R\\H"), ("left-right", "R\\F"), ("diagonal", "F\\L"),
+                      ("anti-diagonal", "H\\R")):
         image = XRay(torch.zeros(4, 6), CArmGeometry(1000.0, 4, 6, (0.2, 0.2)), None, {"patient_orientation": tag})
         assert orient_xray(image, AP, flip)[1]["transpose"] == orient_xray(image, AP)[1]["transpose"]
         assert Orientation.from_record(orient_xray(image, AP, flip)[1]) == Orientation.from_record(orient_xray(image, AP)[1])
@@ -100,11 +101,16 @@ def _stored_as(flip: str, image: torch.Tensor, geometry: CArmGeometry) -> tuple[
         return image.flip(-1, -2), replace(geometry, principal_point_px=(cols - 1 - cu, rows - 1 - cv))
     if flip == "rotated-cw":  # pixel (col c, row r) goes to (col rows - 1 - r, row c)
         return torch.rot90(image, -1, (-2, -1)), replace(geometry, rows=cols, cols=rows, pixel_spacing_mm=(dv, du), principal_point_px=(rows - 1 - cv, cu))
-    assert flip == "rotated-ccw"  # pixel (col c, row r) goes to (col r, row cols - 1 - c)
-    return torch.rot90(image, 1, (-2, -1)), replace(geometry, rows=cols, cols=rows, pixel_spacing_mm=(dv, du), principal_point_px=(cv, cols - 1 - cu))
+    if flip == "rotated-ccw":  # pixel (col c, row r) goes to (col r, row cols - 1 - c)
+        return torch.rot90(image, 1, (-2, -1)), replace(geometry, rows=cols, cols=rows, pixel_spacing_mm=(dv, du), principal_point_px=(cv, cols - 1 - cu))
+    if flip == "diagonal":  # pixel (col c, row r) goes to (col r, row c)
+        return image.transpose(-2, -1), replace(geometry, rows=cols, cols=rows, pixel_spacing_mm=(dv, du), principal_point_px=(cv, cu))
+    assert flip == "anti-diagonal"  # pixel (col c, row r) goes to (col rows - 1 - r, row cols - 1 - c)
+    return torch.rot90(image, -1, (-2, -1)).flip(-2), replace(geometry, rows=cols, cols=rows, pixel_spacing_mm=(dv, du),
+                                                                principal_point_px=(rows - 1 - cv, cols - 1 - cu))
 
 
-@pytest.mark.parametrize("flip", ["left-right", "up-down", "both", "rotated-cw", "rotated-ccw"])
+@pytest.mark.parametrize("flip", ["left-right", "up-down", "both", "rotated-cw", "rotated-ccw", "diagonal", "anti-diagonal"])
 def test_a_turned_file_is_turned_back_with_its_detector(flip):
     """The conventional image X is rendered on DETECTOR (not square, spacings unequal, principal point off
     centre); the file holds X mirrored or turned (torch's flips and turns) on a detector worked out by hand.
@@ -124,7 +130,7 @@ def test_a_turned_file_is_turned_back_with_its_detector(flip):
     assert torch.equal(turned.image, conventional) and torch.equal(turned.field_mask, mask)
     assert turned.geometry == detector
     assert torch.allclose(render_drr(volume, turned.geometry, pose), turned.image, atol=1e-5)
-    assert record["source"] == "given" and record["transpose"] == flip.startswith("rotated")
+    assert record["source"] == "given" and record["transpose"] == (flip.startswith("rotated") or flip.endswith("diagonal"))
     assert torch.equal(Orientation.from_record(record).undo(turned.image), stored.image)  # back to the file's orientation
     as_stored = render_drr(volume, on_file, pose)
     assert not torch.allclose(as_stored, stored.image, atol=1e-3)  # as stored, this pose does not explain it

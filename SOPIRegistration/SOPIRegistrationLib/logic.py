@@ -276,7 +276,8 @@ class RegistrationLogic:
             seed, step_mm, iteration_scale, pyramid: as in :func:`sopi.register`.
             flip: what the X-ray node's image is against the C-arm's convention
                 (:data:`.orientation.XRAY_ORIENTATIONS`, ``docs/conventions.md``): ``none``, mirrored ``left-right``,
-                ``up-down`` or ``both``, or turned 90 deg (``rotated-cw``, ``rotated-ccw``). The engine
+                ``up-down`` or ``both``, turned 90 deg (``rotated-cw``, ``rotated-ccw``) or mirrored across a
+                diagonal (``diagonal``, ``anti-diagonal``). The engine
                 registers the image turned back; the DRR node is drawn turned the same way, so it lies
                 over the X-ray node, and the transform node keeps the orientation for the pose sliders.
             second_xray_node: a second X-ray of the patient (a lateral, say) registered jointly

@@ -45,12 +45,9 @@ def orientation_between(xray_node, drr_node) -> Orientation:
     return matching_orientation(xray_axes[:, 0], xray_axes[:, 1], drr_axes[:, 0], drr_axes[:, 1])[0]
 
 
-def orientation_setting(patient_orientation: str, view: str) -> tuple[str | None, str]:
+def orientation_setting(patient_orientation: str, view: str) -> tuple[str, str]:
     """The module's setting for an X-ray tagged ``patient_orientation`` (DICOM's ``"ROW\\COLUMN"``, e.g. ``"R\\F"``)
-    registered from the nominal ``view``, and why: ``None`` where the image is mirrored across a diagonal (a
-    transposition with no setting of its own), so the clinician has to turn it."""
+    registered from the nominal ``view``, and why. Every orientation the tag can give has a setting (the eight ways
+    an image can lie)."""
     orientation, reason = orientation_from_tag(patient_orientation, nominal_view(view, (0.0, 0.0, 0.0), 1.0).camera_from_world)
-    for name in XRAY_ORIENTATIONS:
-        if given_orientation(name) == orientation:
-            return name, reason
-    return None, reason + " (no setting turns it: set the orientation by hand)"
+    return next(name for name in XRAY_ORIENTATIONS if given_orientation(name) == orientation), reason

@@ -442,10 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reg.add_argument("--frame", help="multi-frame X-rays (fluoroscopy): the frame index (0 = first, -1 = last) or mean")
     reg.add_argument(
-        "--flip", choices=("auto", "none", "left-right", "up-down", "both", "rotated-cw", "rotated-ccw"), default="auto",
+        "--flip", choices=("auto", "none", "left-right", "up-down", "both", "rotated-cw", "rotated-ccw", "diagonal", "anti-diagonal"), default="auto",
         help="how the X-ray's pixels face: auto (a DICOM radiograph's Patient Orientation, else as stored), or what the stored "
         "image is against the C-arm's convention (docs/conventions.md): mirrored left-right, up-down, both (turned 180 deg), or "
-        "turned 90 deg clockwise or counter-clockwise; it is turned back, and the result's pose is for the image so turned",
+        "turned 90 deg clockwise or counter-clockwise, or mirrored across its diagonal (from the top-left corner) or its "
+        "anti-diagonal; it is turned back, and the result's pose is for the image so turned",
     )
     reg.add_argument(
         "--no-prepare", action="store_true",

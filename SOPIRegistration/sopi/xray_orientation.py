@@ -29,8 +29,10 @@ __all__ = ["FLIPS", "Orientation", "given_orientation", "matching_orientation", 
 
 #: ``flip`` values: ``auto`` (the DICOM tag decides; as stored without it) or what the stored image is,
 #: whatever the tags say: as taken (``none``), mirrored ``left-right``, ``up-down``, ``both`` (turned by 180
-#: deg), or turned by 90 deg clockwise (``rotated-cw``) or counter-clockwise (``rotated-ccw``) as displayed.
-FLIPS = ("auto", "none", "left-right", "up-down", "both", "rotated-cw", "rotated-ccw")
+#: deg), turned by 90 deg clockwise (``rotated-cw``) or counter-clockwise (``rotated-ccw``) as displayed, or
+#: mirrored across its ``diagonal`` (from the top-left corner: rows and columns swapped) or its ``anti-diagonal``.
+#: With ``none`` these are the eight ways a rectangular image can lie.
+FLIPS = ("auto", "none", "left-right", "up-down", "both", "rotated-cw", "rotated-ccw", "diagonal", "anti-diagonal")
 
 #: Unit LPS direction of each letter of Patient Orientation (DICOM PS3.3 C.7.6.1.1.1).
 _LETTERS = {"L": (1.0, 0.0, 0.0), "R": (-1.0, 0.0, 0.0), "P": (0.0, 1.0, 0.0), "A": (0.0, -1.0, 0.0), "H": (0.0, 0.0, 1.0), "F": (0.0, 0.0, -1.0)}
@@ -106,6 +108,8 @@ _GIVEN = {
     "both": Orientation(False, True, True),
     "rotated-cw": Orientation(True, False, True),  # turned back counter-clockwise: transpose, then upside down
     "rotated-ccw": Orientation(True, True, False),  # turned back clockwise: transpose, then left-right
+    "diagonal": Orientation(True, False, False),  # a transposition undoes itself
+    "anti-diagonal": Orientation(True, True, True),  # transpose, then turn by 180 deg
 }
 
 

@@ -122,8 +122,9 @@ def register(
             tags left open by comparing with a DRR; False uses every pixel as read.
         flip: how the X-ray's pixels face (:data:`sopi.xray_orientation.FLIPS`): ``auto`` turns a DICOM
             radiograph whose Patient Orientation runs against the start pose's camera axes (mirrored,
-            upside down or turned by 90 deg) to them, and keeps other images as stored; ``none``,
-            ``left-right``, ``up-down``, ``both``, ``rotated-cw`` or ``rotated-ccw`` say what the stored
+            upside down, turned by 90 deg or mirrored across a diagonal) to them, and keeps other images as
+            stored; ``none``, ``left-right``, ``up-down``, ``both``, ``rotated-cw``, ``rotated-ccw``,
+            ``diagonal`` or ``anti-diagonal`` say what the stored
             image is. The result's pose is for the image so turned; ``xray_preparation["orientation"]``
             records it (:meth:`sopi.xray_orientation.Orientation.from_record`, whose ``undo`` takes a
             DRR back to the file's orientation).
