@@ -20,6 +20,7 @@ no beam hardening), ``onematerial`` and ``nohardening`` (each half of ``mono``) 
     python benchmarks/depth_bias.py CT MASK --variants full,mono,nofield --out bias.json
     python benchmarks/depth_bias.py CT MASK --factor 1 --out bias_full_resolution.json
     python benchmarks/depth_bias.py CT MASK --variants full --profile-mm 10 --out profiles.json
+    python benchmarks/depth_bias.py CT MASK --variants full --true-field --out bias_true_field.json
 
 The quantum noise of a variant is drawn from ``seed + 100 + case``, not the benchmark's stream.
 """
@@ -50,7 +51,7 @@ import sopi.registration.problem as problem_module  # noqa: E402
 from sopi.registration.problem import PoseProblem, exposed_field  # noqa: E402
 from sopi.render import rendering_volume  # noqa: E402
 from sopi.segment import mask_centroid_world  # noqa: E402
-from sopi.xray_physics import Instrument, RealismDraw, material_volume, simulate_xray  # noqa: E402
+from sopi.xray_physics import Instrument, RealismDraw, field_masks, material_volume, simulate_xray  # noqa: E402
 
 _REMOVALS = {
     "full": {},
@@ -76,6 +77,14 @@ def variant(draw: dict, name: str) -> RealismDraw:
             raise SystemExit(f"unknown variant {part!r}; expected clean or {', '.join(_REMOVALS)}")
         fields.update(_REMOVALS[part])
     return RealismDraw(**fields)
+
+
+def true_field(draw: RealismDraw, shape: tuple[int, int], erode_px: int = 2) -> torch.Tensor:
+    """``(rows, cols)`` 0/1 weight: where the simulated beam reached the detector, ``erode_px`` inside the blades'
+    and the circular field's edges (their blur)."""
+    open_field, inside = field_masks(draw, shape)
+    field = (open_field & inside).to(torch.float32)[None, None]
+    return (-torch.nn.functional.max_pool2d(-field, 2 * erode_px + 1, stride=1, padding=erode_px))[0, 0]
 
 
 def depth_profiles(problem: PoseProblem, stage: Stage, reach_mm: float) -> dict:
@@ -111,6 +120,9 @@ def main() -> None:
     parser.add_argument("--measure", default=None, help="similarity of the final stage (default: opt's)")
     parser.add_argument("--scatter-from-field", action="store_true", help="scatter from the exposed field only (SCATTER_FROM_EXPOSED_FIELD)")
     parser.add_argument("--fit-bone-contrast", action="store_true", help="fit the bone contrast before the last stage (PoseProblem.FIT_BONE_CONTRAST)")
+    parser.add_argument("--true-field", action="store_true",
+                        help="weight the X-ray by the simulator's own field (blades and circular field, eroded 2 px) instead of the "
+                             "masks the preparation finds: does finding the field limit depth?")
     parser.add_argument("--hold-region", action="store_true", help="the final stage holds the spine region at its start (Stage.hold_region)")
     parser.add_argument("--profile-mm", type=float, default=0.0,
                         help="also record the final stage's similarity along depth through the truth, 1 mm apart to +-this, "
@@ -142,6 +154,8 @@ def main() -> None:
             draw = variant(draws[index], name)
             image = simulate_xray(materials, geometry, truth, draw, torch.Generator().manual_seed(args.seed + 100 + index))
             fixed, weight, _ = prepare_fixed(XRay(image, geometry), attenuation, truth, torch.device("cpu"))
+            if args.true_field:
+                weight = true_field(draw, tuple(image.shape[-2:]))
             problem = PoseProblem(attenuation, fixed.image, geometry, truth, pivot, mask=spine, xray_weight=weight, exposed=exposed_field(fixed))
             zero = torch.zeros(6, dtype=torch.float64)
             problem.adapt_to_xray(zero, adapt_factor, first.measure)  # as register does before opt's second stage
