@@ -265,3 +265,46 @@ def test_a_line_scan_returns_the_vertex_of_a_parabola_and_the_end_of_a_slope():
     assert float(steps_from_start(slope.theta)) == pytest.approx(3.0) and slope.evaluations == 7  # the end, no vertex to refine
     with pytest.raises(FloatingPointError):
         line_scan(lambda theta: torch.full((theta.shape[0],), float("nan"), dtype=torch.float64), start, direction, half_steps=2)
+
+
+def test_a_large_xray_is_binned_on_the_same_physical_detector():
+    """``working_xray`` against a second computation: the DRR rendered on the binned detector equals the binned
+    DRR, a world point lands at the same millimetres on both detectors, and a binned field pixel is exposed only
+    where all of its fine pixels are. Small X-rays come back as they are."""
+    from sopi.geometry import project_points
+    from sopi.io_xray import working_xray
+
+    ct, labels = load_sample()
+    fine = CArmGeometry(1011.7, 180, 210, (1.1, 1.0), (100.3, 95.8), source_to_isocenter_mm=675.0)
+    pose = nominal_view("ap", mask_centroid_world(mask_from_labels(labels)), 675.0).pose(torch.tensor([2.0, -1.0, 3.0, 4.0, -5.0, 6.0]))
+    volume = rendering_volume(ct, "hu")
+    field = torch.zeros(fine.shape, dtype=torch.bool)
+    field[:, :101] = True  # exposed left of column 101
+    xray = XRay(render_drr(volume, fine, pose), fine, "big.mha", {}, field)
+    binned, factor = working_xray(xray, max_px=70)
+    assert factor == 3 and binned.image.shape == (60, 70) and binned.geometry.shape == (60, 70)
+    assert binned.metadata["binned_by"] == 3 and torch.equal(xray.image, render_drr(volume, fine, pose))  # the input is left alone
+    drr = render_drr(volume, binned.geometry, pose)
+    assert float((drr - binned.image).abs().max()) < 0.03 * float(drr.max())
+    points = torch.tensor([[10.0, -40.0, 20.0], [-30.0, 25.0, -60.0]], dtype=torch.float64) + mask_centroid_world(mask_from_labels(labels))
+
+    def on_detector_mm(geometry: CArmGeometry) -> torch.Tensor:
+        pixels = project_points(pose, geometry, points)
+        return (pixels - torch.tensor(geometry.principal_point_px)) * torch.tensor(geometry.pixel_spacing_mm)
+
+    assert torch.allclose(on_detector_mm(binned.geometry), on_detector_mm(fine), atol=1e-6)
+    exposed_columns = binned.field_mask.all(dim=0)
+    assert int(exposed_columns.sum()) == 33 and bool(exposed_columns[:33].all())  # coarse column 33 covers fine 99-101, two thirds exposed
+    same, factor = working_xray(xray, max_px=210)
+    assert same is xray and factor == 1
+
+
+def test_register_bins_a_large_xray_and_still_finds_the_pose(sample_case, monkeypatch):
+    import sopi.io_xray
+
+    ct, spine, nominal, truth, image = sample_case
+    monkeypatch.setattr(sopi.io_xray, "MAX_WORKING_PX", 48)  # the 96-pixel X-ray is "large": binned by 2
+    points = torch.nonzero(spine.data)[::200].flip(-1).double() @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    result = register(ct, XRay(image, SMALL), initial_pose=nominal.camera_from_world, mask=spine, method="opt", device="cpu")
+    assert result.xray_preparation["binned_by"] == 2
+    assert float(mtre_mm(result.camera_from_world, truth, points)) < 1.0

@@ -277,14 +277,12 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
     print_turned([result.xray_preparation["orientation"]])
     if args.fused:
-        from .fusion import write_fused_png
-        from .render import render_drr, rendering_volume
+        from .fusion import overlay_pair, write_fused_png
+        from .render import rendering_volume
 
-        from .xray_orientation import Orientation
-
-        turned = Orientation.from_record(result.xray_preparation["orientation"])  # the pose is for the turned image: render there, turn back
-        drr = render_drr(rendering_volume(ct, "hu"), turned.geometry(xray.geometry), result.camera_from_world, device=resolve_device(args.device))
-        write_fused_png(args.fused, xray.image, turned.undo(drr))
+        shown, drr = overlay_pair(rendering_volume(ct, "hu"), xray, result.camera_from_world, result.xray_preparation["orientation"],
+                                  resolve_device(args.device))
+        write_fused_png(args.fused, shown, drr)
         print(f"wrote {args.fused}")
     return 0
 
@@ -393,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(reg, prepared=True)
     reg.add_argument("--out", type=Path, required=True, help="result JSON")
-    reg.add_argument("--fused", type=Path, help="also write the DRR at the result fused over the X-ray (PNG)")
+    reg.add_argument("--fused", type=Path, help="also write the DRR at the result fused over the X-ray (PNG; an X-ray over 512 pixels binned as it was registered)")
     reg.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     reg.add_argument("--seed", type=seed, default=0)
     reg.add_argument("--iteration-scale", type=positive_number, default=1.0, help="multiply every stage's iteration budget (default 1)")

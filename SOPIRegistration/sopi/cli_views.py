@@ -82,17 +82,12 @@ def register_views_command(args: argparse.Namespace) -> int:
     print(f"confidence {result.confidence:.2f}, the lowest of the views' ({per_view}): {verdict}")
     print_turned([record["orientation"] for record in result.xray_preparation])
     if args.fused:
-        from .fusion import write_fused_views_png
-        from .render import render_drr, rendering_volume
+        from .fusion import overlay_pair, write_fused_views_png
+        from .render import rendering_volume
 
         volume = rendering_volume(ct, "hu")
-        from .xray_orientation import Orientation
-
-        pairs = []
-        for xray, pose, record in zip(xrays, result.view_poses, result.xray_preparation):
-            turned = Orientation.from_record(record["orientation"])  # each pose is for its view turned
-            drr = render_drr(volume, turned.geometry(xray.geometry), pose, device=resolve_device(args.device))
-            pairs.append((xray.image, turned.undo(drr)))
+        pairs = [overlay_pair(volume, xray, pose, record["orientation"], resolve_device(args.device))  # each pose is for its view turned
+                 for xray, pose, record in zip(xrays, result.view_poses, result.xray_preparation)]
         write_fused_views_png(args.fused, pairs)
         print(f"wrote {args.fused} ({len(pairs)} views side by side)")
     return 0

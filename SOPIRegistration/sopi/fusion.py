@@ -10,7 +10,7 @@ import torch
 from .atomic import atomic_path
 from .similarity import image_gradients
 
-__all__ = ["checkerboard", "edge_overlay", "fused_overlay", "side_by_side", "write_fused_png", "write_fused_views_png"]
+__all__ = ["checkerboard", "edge_overlay", "fused_overlay", "overlay_pair", "side_by_side", "write_fused_png", "write_fused_views_png"]
 
 
 def _normalised(image: torch.Tensor) -> np.ndarray:
@@ -64,6 +64,21 @@ def fused_overlay(xray: torch.Tensor, drr: torch.Tensor, opacity: float = 0.5, e
     edges = _edges(drr, edge_quantile)
     rgb[edges] = 0.35 * rgb[edges] + 0.65 * np.array([0.1, 1.0, 0.3])
     return np.round(rgb * 255).astype(np.uint8)
+
+
+def overlay_pair(volume, xray, camera_from_world: torch.Tensor, orientation: dict, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(X-ray, DRR)`` on the same pixels for an overlay: the X-ray as stored, binned as registration bins it
+    (:func:`sopi.io_xray.working_xray`: a 2560-pixel radiograph's full-size DRR took 40 s and 6 GB), and the
+    DRR of the rendering ``volume`` at ``camera_from_world``. The pose is for the image turned as the result's
+    ``orientation`` record says, so the DRR is rendered on the turned detector and turned back."""
+    from .io_xray import working_xray
+    from .render import render_drr
+    from .xray_orientation import Orientation
+
+    shown, _ = working_xray(xray)
+    turned = Orientation.from_record(orientation)
+    drr = render_drr(volume, turned.geometry(shown.geometry), camera_from_world, device=device)
+    return shown.image, turned.undo(drr)
 
 
 def write_fused_png(path: str | Path, xray: torch.Tensor, drr: torch.Tensor, opacity: float = 0.5) -> None:

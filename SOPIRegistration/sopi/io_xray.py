@@ -52,7 +52,12 @@ from .errors import InputError
 from .geometry import CArmGeometry
 from .io import check_finite, execute, file_suffix, read_information, require_path, sitk_message
 
-__all__ = ["POLARITIES", "XRay", "apply_polarity", "read_xray", "resize_image", "write_xray"]
+__all__ = ["MAX_WORKING_PX", "POLARITIES", "XRay", "apply_polarity", "read_xray", "resize_image", "working_xray", "write_xray"]
+
+#: Registration works on X-rays at most this many pixels on their longest side (:func:`working_xray`). No stage
+#: samples the detector finer than a 256-pixel one: a 2560-pixel radiograph took 21.8 s to register as read
+#: (13 s of it preparing the full image) and 10.4 s binned (docs/benchmarks.md).
+MAX_WORKING_PX = 512
 
 #: Accepted values of ``read_xray(polarity=...)``.
 POLARITIES = ("auto", "bone-bright", "bone-dark", "intensity")
@@ -241,6 +246,27 @@ def apply_polarity(array: np.ndarray, polarity: str, path: str | Path) -> np.nda
             raise InputError(f"{path}: polarity 'intensity' needs positive detector values (max is {i0:g})")
         return -np.log(np.maximum(array, 1e-6 * i0) / i0)
     return array
+
+
+def working_xray(xray: XRay, max_px: int | None = None) -> tuple[XRay, int]:
+    """``xray`` on the same physical detector with at most ``max_px`` (default :data:`MAX_WORKING_PX`) pixels
+    on its longest side, and the factor it was binned by (1: returned as it is).
+
+    The image is binned by the smallest integer factor that fits (:func:`resize_image`: block means,
+    antialiased where the size is not a multiple), the geometry resampled with it
+    (:meth:`CArmGeometry.resized`), and a field mask keeps a coarse pixel only where all of it was exposed.
+    A pose found on the result holds for the original: the detector is the same.
+    """
+    rows, cols = xray.image.shape
+    factor = -(-max(rows, cols) // (MAX_WORKING_PX if max_px is None else max_px))
+    if factor <= 1:
+        return xray, 1
+    shape = (-(-rows // factor), -(-cols // factor))
+    mask = xray.field_mask
+    if mask is not None:
+        mask = resize_image(mask.to(torch.float32), shape) > 1.0 - 1e-6
+    metadata = {**xray.metadata, "binned_by": factor, "file_shape": xray.metadata.get("file_shape", (rows, cols))}
+    return XRay(resize_image(xray.image, shape), xray.geometry.resized(*shape), xray.path, metadata, mask), factor
 
 
 def resize_image(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

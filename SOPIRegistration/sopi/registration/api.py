@@ -13,7 +13,7 @@ import torch
 from ..device import resolve_device
 from ..errors import InputError, NoVertebralColumn
 from ..geometry import CArmGeometry, nominal_view, params_to_dict
-from ..io_xray import XRay
+from ..io_xray import XRay, working_xray
 from ..render import rendering_volume
 from ..nets.model_file import LoadedModel, load_model
 from ..volume import Volume
@@ -190,6 +190,7 @@ def register(
     if geometry is not fixed.geometry:
         fixed = replace(fixed, geometry=geometry)
     fixed, orientation = orient_xray(fixed, initial_pose, flip)
+    fixed, binned_by = working_xray(fixed)
     geometry = fixed.geometry
     attenuation = rendering_volume(ct_volume, "hu")
     preparation: dict = {}
@@ -198,7 +199,7 @@ def register(
         from .preparation import prepare_fixed
 
         fixed, weight, preparation = prepare_fixed(fixed, attenuation, initial_pose, resolve_device(device))
-    preparation = {**preparation, "orientation": orientation}
+    preparation = {**preparation, "orientation": orientation, **({"binned_by": binned_by} if binned_by > 1 else {})}
 
     def run(chosen: tuple, note: str) -> _Pass:
         problem = PoseProblem(  # a fresh one per pass: adapting to the X-ray changes its weights

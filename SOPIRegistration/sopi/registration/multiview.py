@@ -24,7 +24,7 @@ import torch
 from ..device import resolve_device
 from ..errors import InputError
 from ..geometry import CArmGeometry, nominal_view, params_to_dict
-from ..io_xray import XRay
+from ..io_xray import XRay, working_xray
 from ..render import rendering_volume
 from ..volume import Volume
 from .global_search import GlobalStage
@@ -256,11 +256,13 @@ def register_views(
     if initial_pose is None:
         center = pivot if spine is not None else ct_volume.center_world
         initial_pose = nominal_view(view or "ap", center, geometry.source_to_isocenter_mm).camera_from_world
-    orientations = []
+    orientations, binnings = [], []
     for index, (item, transform) in enumerate(zip(fixed, transforms)):
         check_pose_in_front(transform @ initial_pose, ct_volume.center_world, item.geometry.sdd_mm, f"initial pose of {names[index]}")
         fixed[index], record = orient_xray(item, transform @ initial_pose, flip)
+        fixed[index], binned_by = working_xray(fixed[index])
         orientations.append(record)
+        binnings.append({"binned_by": binned_by} if binned_by > 1 else {})
     geometry = fixed[0].geometry
     if spine is None:
         pivot = default_pivot(initial_pose, geometry)
@@ -273,7 +275,7 @@ def register_views(
     else:
         views_prepared = [(item, None, {}) for item in fixed]
     prepared = [(item, weight, transform) for (item, weight, _), transform in zip(views_prepared, transforms)]
-    preparations = [{**record, "orientation": turned} for (_, _, record), turned in zip(views_prepared, orientations)]
+    preparations = [{**record, "orientation": turned, **binned} for (_, _, record), turned, binned in zip(views_prepared, orientations, binnings)]
 
     def run(chosen: tuple, note: str) -> _Pass:
         views = [LinkedProblem(  # fresh ones per pass: adapting to the X-ray changes their weights
