@@ -96,6 +96,26 @@ def test_binned_render_keeps_the_detector_extent(registered):
     scene.RemoveNode(coarse)
 
 
+def test_drr_nodes_of_large_xrays_are_drawn_on_fewer_pixels_over_the_same_detector(registered, monkeypatch):
+    """A DRR node is rendered on at most DRR_NODE_MAX_PX pixels (a 2560-pixel radiograph's full-size DRR took 40 s):
+    here 100, so the 256-pixel X-ray's DRR is drawn on 86 x 86 pixels covering the X-ray node exactly, with the
+    engine's DRR on that detector."""
+    from SOPIRegistrationLib import logic as logic_module
+
+    scene, case, logic, registration = registered["scene"], registered["case"], registered["logic"], registered["registration"]
+    monkeypatch.setattr(logic_module, "DRR_NODE_MAX_PX", 100)
+    capped = logic.render_drr(case.ct_node, registration.transform_node, xray_node=case.xray_node)
+    assert capped.GetImageData().GetDimensions() == (86, 86, 1)
+    for corner in ([-0.5, -0.5, 0, 1], [85.5, 85.5, 0, 1]):
+        fine_corner = np.array(corner) * [256 / 86, 256 / 86, 1, 1] - [0.5 - 0.5 * 256 / 86, 0.5 - 0.5 * 256 / 86, 0, 0]
+        np.testing.assert_allclose(nodes.node_ras_from_ijk(capped) @ np.array(corner), nodes.node_ras_from_ijk(case.xray_node) @ fine_corner,
+                                   atol=1e-6)
+    expected = render_drr(rendering_volume(nodes.volume_from_node(case.ct_node), "hu"), registration.geometry.resized(86, 86),
+                          torch.from_numpy(logic.camera_from_world(registration.transform_node)))
+    np.testing.assert_allclose(nodes.xray_image_from_node(capped), expected.numpy(), rtol=1e-5, atol=1e-5)
+    scene.RemoveNode(capped)
+
+
 def test_pose_sliders_move_about_the_registered_pose(registered):
     case, logic, registration = registered["case"], registered["logic"], registered["registration"]
     transform, drr = registration.transform_node, registration.drr_node

@@ -22,7 +22,7 @@ import torch
 
 from sopi.errors import InputError
 from sopi.geometry import NOMINAL_VIEWS, PRESETS, CArmGeometry
-from sopi.io_xray import XRay, apply_polarity
+from sopi.io_xray import XRay, apply_polarity, binned_detector
 from sopi.xray_orientation import Orientation
 from sopi.volume import Volume
 
@@ -37,6 +37,9 @@ __all__ = ["DEFAULT_METHOD", "RegistrationLogic", "SceneRegistration", "dicom_ge
 DEFAULT_METHOD = "global+opt"  # sopi.registration.methods.DEFAULT_METHOD; sopi+global+opt once models for this CT exist
 DEFAULT_PRESET = "perlove-plx118f"
 ATTRIBUTE_PREFIX = "SOPIRegistration."
+#: DRR nodes are rendered on the X-ray's detector binned to at most this many pixels on its longest side: a
+#: 2560-pixel radiograph's full-size DRR took 40 s and 6 GB (the registration itself bins to 512).
+DRR_NODE_MAX_PX = 1024
 CT_REFERENCE, XRAY_REFERENCE = ATTRIBUTE_PREFIX + "CT", ATTRIBUTE_PREFIX + "XRay"
 
 Progress = Callable[[float, str], None] | None
@@ -338,13 +341,13 @@ class RegistrationLogic:
             result = result_from_dict(data)  # two views: the confidence is the lowest view's
             new_mask = read_mask(folder / "mask.mha", prepared.ct) if auto_mask else None
             # the DRR the clinician compares: from the CT at its own resolution
-            drr = render_drr(self._rendering_volume(ct_node), geometry, result.camera_from_world, step_mm=step_mm).numpy()
+            drr = render_drr(self._rendering_volume(ct_node), self.drawn_detector(geometry), result.camera_from_world, step_mm=step_mm).numpy()
             if second is None:
                 return self._write_nodes(lambda: self._write_registration(
                     ct_node, xray_node, geometry, prepared, result, drr, new_mask, segmentation_node, transform_node, drr_node, flip,
                 ))
             second_pose = torch.from_numpy(second_view.second_view_pose(data))
-            second_drr = render_drr(self._rendering_volume(ct_node), second.geometry, second_pose, step_mm=step_mm).numpy()
+            second_drr = render_drr(self._rendering_volume(ct_node), self.drawn_detector(second.geometry), second_pose, step_mm=step_mm).numpy()
 
             def write_both() -> SceneRegistration:
                 written = self._write_registration(ct_node, xray_node, geometry, prepared, result, drr, new_mask, segmentation_node,
@@ -415,7 +418,16 @@ class RegistrationLogic:
         drr_node = self._drr_to_node(drr, geometry, prepared.scene_from_camera, drr_node, f"{xray_node.GetName()} DRR")
         return SceneRegistration(result, transform_node, drr_node, segmentation_node, geometry, prepared.scene_from_camera)
 
+    @staticmethod
+    def drawn_detector(geometry: CArmGeometry, binning: int = 1) -> CArmGeometry:
+        """The detector a DRR node is rendered on: ``geometry`` binned to at most :data:`DRR_NODE_MAX_PX` pixels,
+        then by ``binning`` (coarser while a pose slider is dragged)."""
+        geometry = binned_detector(geometry, DRR_NODE_MAX_PX)[0]
+        return geometry if binning <= 1 else geometry.resized(max(1, geometry.rows // binning), max(1, geometry.cols // binning))
+
     def _drr_to_node(self, drr: np.ndarray, geometry: CArmGeometry, scene_from_camera: np.ndarray, drr_node, name: str):
+        if drr.shape != geometry.shape:  # rendered on fewer pixels (DRR_NODE_MAX_PX, dragging): the same physical detector
+            geometry = geometry.resized(*drr.shape)
         ras_from_ijk = frames.detector_ras_from_ijk(scene_from_camera, geometry.sdd_mm, geometry.pixel_spacing_mm, geometry.principal_point_px)
         return mark_output(nodes.image_to_node(drr.astype(np.float32), ras_from_ijk, self.scene, name, drr_node))
 
@@ -489,8 +501,7 @@ class RegistrationLogic:
         else:
             scene_from_camera = _stored_scene_frame(transform_node)
         pose = torch.from_numpy(self.camera_from_world(transform_node, scene_from_camera))
-        if binning > 1:
-            geometry = geometry.resized(max(1, geometry.rows // binning), max(1, geometry.cols // binning))
+        geometry = self.drawn_detector(geometry, binning)
         from sopi.render import render_drr
 
         volume = self._rendering_volume(ct_node)

@@ -156,7 +156,6 @@ def render_second_drr(lib, ct_node, transform_node, xray_node, drr_node=None, bi
     geometry, _ = stored_second_view(transform_node)
     pose = torch.from_numpy(second_camera_from_world(lib, transform_node))
     scene_from_camera = frames.scene_from_camera_for_xray(nodes.node_ras_from_ijk(xray_node), geometry.sdd_mm, geometry.principal_point_px)
-    if binning > 1:
-        geometry = geometry.resized(max(1, geometry.rows // binning), max(1, geometry.cols // binning))
+    geometry = lib.drawn_detector(geometry, binning)
     image = render_drr(lib._rendering_volume(ct_node), geometry, pose, step_mm=step_mm * max(1, binning), device=device)
     return lib._drr_to_node(image.numpy(), geometry, scene_from_camera, drr_node, f"{xray_node.GetName()} DRR")

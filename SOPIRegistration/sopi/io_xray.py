@@ -52,7 +52,7 @@ from .errors import InputError
 from .geometry import CArmGeometry
 from .io import check_finite, execute, file_suffix, read_information, require_path, sitk_message
 
-__all__ = ["MAX_WORKING_PX", "POLARITIES", "XRay", "apply_polarity", "read_xray", "resize_image", "working_xray", "write_xray"]
+__all__ = ["MAX_WORKING_PX", "POLARITIES", "XRay", "apply_polarity", "binned_detector", "read_xray", "resize_image", "working_xray", "write_xray"]
 
 #: Registration works on X-rays at most this many pixels on their longest side (:func:`working_xray`). No stage
 #: samples the detector finer than a 256-pixel one: a 2560-pixel radiograph took 21.8 s to register as read
@@ -258,15 +258,24 @@ def working_xray(xray: XRay, max_px: int | None = None) -> tuple[XRay, int]:
     A pose found on the result holds for the original: the detector is the same.
     """
     rows, cols = xray.image.shape
-    factor = -(-max(rows, cols) // (MAX_WORKING_PX if max_px is None else max_px))
+    geometry, factor = binned_detector(xray.geometry, MAX_WORKING_PX if max_px is None else max_px)
     if factor <= 1:
         return xray, 1
-    shape = (-(-rows // factor), -(-cols // factor))
+    shape = geometry.shape
     mask = xray.field_mask
     if mask is not None:
         mask = resize_image(mask.to(torch.float32), shape) > 1.0 - 1e-6
     metadata = {**xray.metadata, "binned_by": factor, "file_shape": xray.metadata.get("file_shape", (rows, cols))}
-    return XRay(resize_image(xray.image, shape), xray.geometry.resized(*shape), xray.path, metadata, mask), factor
+    return XRay(resize_image(xray.image, shape), geometry, xray.path, metadata, mask), factor
+
+
+def binned_detector(geometry: CArmGeometry, max_px: int) -> tuple[CArmGeometry, int]:
+    """``geometry`` resampled by the smallest integer factor that leaves at most ``max_px`` pixels on its longest
+    side (the same physical detector, :meth:`CArmGeometry.resized`), and that factor (1: unchanged)."""
+    factor = -(-max(geometry.rows, geometry.cols) // max_px)
+    if factor <= 1:
+        return geometry, 1
+    return geometry.resized(-(-geometry.rows // factor), -(-geometry.cols // factor)), factor
 
 
 def resize_image(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
