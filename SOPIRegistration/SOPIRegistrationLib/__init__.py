@@ -12,8 +12,8 @@ _EXPORTS = {
     "DEFAULT_METHOD": "logic",
     "RegistrationLogic": "logic",
     "SceneRegistration": "logic",
-    "dicom_geometry_settings": "logic",
-    "geometry_for_xray": "logic",
+    "dicom_geometry_settings": "xray_geometry",
+    "geometry_for_xray": "xray_geometry",
     "EngineProcessError": "process",
     "ProcessJob": "process",
 }

@@ -21,12 +21,13 @@ import numpy as np
 import torch
 
 from sopi.errors import InputError
-from sopi.geometry import NOMINAL_VIEWS, PRESETS, CArmGeometry
+from sopi.geometry import NOMINAL_VIEWS, CArmGeometry
 from sopi.io_xray import XRay, apply_polarity, binned_detector
 from sopi.xray_orientation import Orientation
 from sopi.volume import Volume
 
 from . import frames, nodes
+from .xray_geometry import DEFAULT_PRESET, dicom_geometry_settings, geometry_for_xray  # noqa: F401 (the bridge's API)
 from .orientation import ORIENTATION_ATTRIBUTE, orientation_between, stored_orientation, xray_orientation
 from .inputs import mark_output
 from .jobfiles import read_mask, remove_folder, result_from_dict, write_inputs, write_volume
@@ -35,7 +36,6 @@ from .process import ProcessJob, Step, job_folder, python_executable, sopi_comma
 __all__ = ["DEFAULT_METHOD", "RegistrationLogic", "SceneRegistration", "dicom_geometry_settings", "geometry_for_xray"]
 
 DEFAULT_METHOD = "global+opt"  # sopi.registration.methods.DEFAULT_METHOD; sopi+global+opt once models for this CT exist
-DEFAULT_PRESET = "perlove-plx118f"
 ATTRIBUTE_PREFIX = "SOPIRegistration."
 #: DRR nodes are rendered on the X-ray's detector binned to at most this many pixels on its longest side: a
 #: 2560-pixel radiograph's full-size DRR took 40 s and 6 GB (the registration itself bins to 512).
@@ -112,43 +112,6 @@ def _stored_scene_frame(transform_node) -> np.ndarray:
     """The scene frame a registration stored on its transform node, else the camera frame."""
     stored = _matrix_attribute(transform_node, "SceneFromCamera")
     return frames.default_scene_from_camera() if stored is None else stored
-
-
-def geometry_for_xray(
-    xray_node,
-    preset: str = DEFAULT_PRESET,
-    sdd_mm: float | None = None,
-    pixel_spacing_mm: float | None = None,
-    source_to_isocenter_mm: float | None = None,
-) -> CArmGeometry:
-    """The C-arm geometry of an X-ray node: a preset's distances, overridden where given; the
-    node's size, and its spacing unless ``pixel_spacing_mm`` (mm, square pixels) is given."""
-    if preset not in PRESETS:
-        raise InputError(f"geometry preset {preset!r} is unknown; expected one of {sorted(PRESETS)}")
-    base = PRESETS[preset]
-    spacing = None if not pixel_spacing_mm else (float(pixel_spacing_mm), float(pixel_spacing_mm))
-    return nodes.xray_geometry(
-        xray_node, sdd_mm or base.sdd_mm, spacing, source_to_isocenter_mm or base.source_to_isocenter_mm
-    )
-
-
-def dicom_geometry_settings(path: str | Path) -> dict:
-    """The C-arm distances and pixel spacing recorded in an X-ray DICOM file, for the GUI's
-    geometry fields: ``sdd_mm``, ``source_to_isocenter_mm`` (None if absent) and
-    ``pixel_spacing_mm`` (None for non-square pixels: the node's spacing is used then); and its
-    ``patient_orientation`` (Patient Orientation (0020,0020), None if absent: see
-    :func:`.orientation.orientation_setting`). Raises :class:`InputError` naming the file and the missing tag."""
-    from sopi.io_xray import read_xray
-
-    xray = read_xray(path)
-    du, dv = xray.geometry.pixel_spacing_mm
-    recorded = "distance_source_to_patient_mm" in xray.metadata
-    return {
-        "sdd_mm": xray.geometry.sdd_mm,
-        "source_to_isocenter_mm": xray.geometry.source_to_isocenter_mm if recorded else None,
-        "pixel_spacing_mm": du if abs(du - dv) <= 1e-6 * du else None,
-        "patient_orientation": xray.metadata.get("patient_orientation"),
-    }
 
 
 class RegistrationLogic:

@@ -22,7 +22,7 @@ def is_set(path) -> bool:
 
 def geometry(parameters):
     """The X-ray's C-arm geometry from the Inputs section."""
-    from .logic import geometry_for_xray
+    from .xray_geometry import geometry_for_xray
 
     return geometry_for_xray(parameters.xrayVolume, parameters.geometryPreset, parameters.sourceToDetectorMm,
                              parameters.pixelSpacingMm or None, parameters.sourceToIsocenterMm)
@@ -52,7 +52,7 @@ def second_geometry(parameters, first):
     second = getattr(parameters, "secondXrayVolume", None)
     if second is None:
         return None
-    from .logic import geometry_for_xray
+    from .xray_geometry import geometry_for_xray
     from .second_view import second_view_geometry
 
     detector = geometry_for_xray(second, parameters.geometryPreset, parameters.sourceToDetectorMm, parameters.pixelSpacingMm or None,
