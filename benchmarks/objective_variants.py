@@ -12,7 +12,8 @@ Variants (``--variant``):
 ``--scatter-from-field`` reads DRRs out with scatter from the X-ray's exposed field only
 (``sopi.registration.problem.SCATTER_FROM_EXPOSED_FIELD``); ``--fit-bone-contrast`` fits the bone
 contrast before the last stage (``PoseProblem.FIT_BONE_CONTRAST``, off by default); ``--fft-score joint-gradient``
-changes the global search's FFT score (``GlobalStage.fft_score``). Everything after the options is
+changes the global search's FFT score (``GlobalStage.fft_score``); ``--accept-start-above C`` the confidence at which
+it keeps a refined start without searching (``GlobalStage.accept_start_above``). Everything after the options is
 ``sopi``'s own command line:
 
     python benchmarks/objective_variants.py --variant hold+full --scatter-from-field -- \\
@@ -56,6 +57,8 @@ def main() -> int:
     parser.add_argument("--scatter-from-field", action="store_true")
     parser.add_argument("--fit-bone-contrast", action="store_true")
     parser.add_argument("--fft-score", default=None, help="the global search's FFT score (GlobalStage.fft_score; default: the shipped one)")
+    parser.add_argument("--accept-start-above", type=float, default=None,
+                        help="keep a refined start at this confidence (GlobalStage.accept_start_above; default: the shipped one)")
     parser.add_argument("sopi_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     stages = variant_stages(args.variant)
@@ -63,6 +66,8 @@ def main() -> int:
     search = methods.METHODS["global+opt"][0]
     if args.fft_score is not None:
         search = dataclasses.replace(search, fft_score=args.fft_score)
+    if args.accept_start_above is not None:
+        search = dataclasses.replace(search, accept_start_above=args.accept_start_above)
     methods.METHODS["global+opt"] = (search, *stages)
     problem.SCATTER_FROM_EXPOSED_FIELD = args.scatter_from_field
     problem.PoseProblem.FIT_BONE_CONTRAST = args.fit_bone_contrast

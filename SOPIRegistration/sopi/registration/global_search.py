@@ -37,14 +37,21 @@ from ..drr import Projector
 from ..geometry import CArmGeometry, project_points, rigid, transform_points
 from ..similarity import image_gradients
 from ..template_matching import gradient_ncc_maps, masked_ncc_maps, top_peaks
-from .confidence import LIKELY_FAILED_BELOW, PROBE_RENDERS, START_COEFFICIENTS, Assessment, assess
+from .confidence import PROBE_RENDERS, START_COEFFICIENTS, Assessment, assess
 from .optimizers import Monitor, OptimizerResult, cma_es
 from .problem import PoseProblem
 
-__all__ = ["GlobalOutcome", "GlobalStage", "global_search", "judge_start"]
+__all__ = ["ACCEPT_START_ABOVE", "GlobalOutcome", "GlobalStage", "global_search", "judge_start"]
 
 
 _FFT_SCORES = {"masked-ncc": masked_ncc_maps, "joint-gradient": gradient_ncc_maps}
+
+#: The refined start's confidence at which the search is skipped: about twice the highest that a refined far or
+#: wide start reached (0.106 on 240 of them: clean and realistic X-rays of three CTs, seeds 0 and 1). It was the
+#: likely-failed threshold, 0.5, until 90 paper cases (clean and realistic, three CTs) kept 60 starts at 0.2
+#: instead of 33 with the same successes and half the median time (docs/benchmarks.md). A start kept wrongly is
+#: still caught where its result is flagged: the wider second pass always searches.
+ACCEPT_START_ABOVE = 0.2
 
 
 @dataclass(frozen=True)
@@ -84,11 +91,9 @@ class GlobalStage:
     # or "joint-gradient" (both derivatives as one vector, raw windows: gradient_ncc_maps, 2.9x faster; it found
     # the truth among the hypotheses as often, but moved single hard cases both ways, docs/benchmarks.md)
     fft_score: str = "masked-ncc"
-    # the refined start is the answer, with no search, when its confidence (sopi.registration.confidence.assess)
-    # reaches this (a result not flagged likely failed); None: always search. Refined far and wide starts
-    # scored at most 0.09 on 120 cases of three CTs, clean and realistic, and 0.11 on 240 of the simulator's
-    # second version (docs/benchmarks.md)
-    accept_start_above: float | None = LIKELY_FAILED_BELOW
+    # the refined start is the answer, with no search, when its confidence (sopi.registration.confidence.assess
+    # with START_COEFFICIENTS) reaches this; None: always search (ACCEPT_START_ABOVE)
+    accept_start_above: float | None = ACCEPT_START_ABOVE
     # the start is judged after this many generations of its refinement (same seed: its first
     # refine_generations are the start hypothesis's own). 20 kept the start of 27 of 30 clean paper
     # cases instead of 17, but one realistic case then lost the search's better depth (docs/benchmarks.md)
