@@ -169,3 +169,17 @@ def test_a_depth_scan_stage_finds_the_depth_of_an_xray_taken_deeper():
     assert float((result.theta - truth).norm()) < 1.0
     assert result.evaluations in (17, 18)
     assert -result.loss >= float(problem.similarity(start[None], 1, "gc")[0])
+
+
+def test_a_levels_ray_step_follows_its_pixel_size_not_its_factor():
+    """A 512-pixel detector's level 4 has the pixels of a 256-pixel detector's level 2, so it marches at the same
+    step; detectors of 256 pixels or fewer keep ``step_mm * factor``; the cap is 3 mm; full resolution keeps
+    ``step_mm`` (a large X-ray is registered binned to 512 pixels, sopi.io_xray.working_xray)."""
+    _, volume, spine, view = _scene()
+    steps = {}
+    for pixels in (96, 256, 512):
+        geometry = CArmGeometry(1011.7, pixels, pixels, (1024.0 / pixels, 1024.0 / pixels), source_to_isocenter_mm=675.0)
+        problem = PoseProblem(volume, torch.zeros(pixels, pixels), geometry, view.camera_from_world, view.isocenter_world, mask=spine)
+        steps[pixels] = {factor: problem.level(factor).projector.step_mm for factor in (1, 2, 4, 8)}
+    assert steps[96] == steps[256] == {1: 1.0, 2: 2.0, 4: 3.0, 8: 3.0}
+    assert steps[512] == {1: 1.0, 2: 1.0, 4: 2.0, 8: 3.0}

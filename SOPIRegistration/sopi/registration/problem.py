@@ -66,8 +66,9 @@ class PoseProblem:
         xray: the fixed image ``(rows, cols)`` on ``geometry``'s detector.
         initial_pose: ``camera_from_world`` the search starts from (theta = 0).
         pivot_world: isocentre the rotations turn about (LPS mm).
-        step_mm: ray-marching step at full resolution; coarser levels use ``step_mm * factor``
-            capped at 3 mm.
+        step_mm: ray-marching step at full resolution; coarser levels use ``step_mm`` times the
+            level's pixel size in units of a 256-pixel detector's (``factor`` up to 256 pixels; a
+            512-pixel detector's factor 4 marches like a 256-pixel one's factor 2), capped at 3 mm.
         xray_weight: optional ``(rows, cols)`` weight in [0, 1] of the X-ray's pixels (0 where the
             CT cannot explain the image: outside the field, saturated, metal; see
             :func:`sopi.xray_prep.prepare_xray`); it multiplies every similarity's weights.
@@ -143,7 +144,8 @@ class PoseProblem:
         """Projector and fixed image on the detector downsampled by ``factor``."""
         if factor not in self._levels:
             rows, cols = -(-self.geometry.rows // factor), -(-self.geometry.cols // factor)
-            step = min(3.0, self.step_mm * factor)
+            coarser = max(1.0, factor * 256 / max(256, self.geometry.rows, self.geometry.cols))  # than a 256-pixel detector's pixels
+            step = min(3.0, self.step_mm * coarser)
             projector = Projector(self._channels, self.geometry.resized(rows, cols), step_mm=step).to(self.device)
             fixed = resize_image(self.xray.to(torch.float32), (rows, cols)).to(self.device)
             exposed = None if self.exposed is None else resize_image(self.exposed.to(torch.float32), (rows, cols)).to(self.device)
