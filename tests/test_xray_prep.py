@@ -124,6 +124,20 @@ def test_a_dicom_shutter_is_honoured():
     assert float(prepared.weight[:, 98:].max()) == 0.0  # eroded by two pixels
 
 
+def test_the_weight_is_eroded_by_the_same_width_of_detector_at_any_size():
+    """Two pixels of a 256-pixel image: four of the same image at 512 pixels (binned by 2 for the analysis), so
+    a large X-ray, registered binned, keeps the weight a 256-pixel file gets (the pose of a 2560-pixel X-ray
+    moved 1 mm in depth with a narrower erosion)."""
+    image = _anatomy(2)
+    for factor, eroded in ((2, 2), (4, 4)):  # 256 and 512 pixels
+        large = torch.kron(image, torch.ones(factor, factor))
+        shutter = torch.ones_like(large, dtype=torch.bool)
+        shutter[:, 100 * factor:] = False
+        weight = prepare_xray(large, shutter, detect_field=False, detect_metal=False).weight
+        edge = 100 * factor
+        assert float(weight[:, edge - eroded:].max()) == 0.0 and float(weight[:, : edge - eroded].min()) == 1.0
+
+
 def test_saturated_pixels_are_masked():
     image = _anatomy(3)
     clip = float(torch.quantile(image.flatten(), 0.95))

@@ -88,7 +88,9 @@ def prepare_xray(
         field_mask: optional bool ``(rows, cols)``, True where the detector was exposed
             (a DICOM shutter); combined with the detected field.
         detect_field, detect_metal: switch the detections off (for ablations).
-        erode_px: the weight is eroded by this many pixels.
+        erode_px: the weight is eroded by this many pixels of the image binned to about 256 pixels
+            (the analysis' size): ``erode_px`` times the binning factor of larger images, so the
+            same width of the detector is dropped at any size.
     """
     values = image.detach().to(torch.float32).cpu()
     rows, cols = values.shape
@@ -112,7 +114,7 @@ def prepare_xray(
     usable = ~(invalid | metal)
     if float(usable.sum()) < 0.05 * usable.numel():  # nothing sensible left: keep every pixel
         usable = torch.ones_like(usable)
-    weight = _erode(usable.to(torch.float32), erode_px)
+    weight = _erode(usable.to(torch.float32), erode_px * scale)
     filled = fill_masked(values, usable).to(torch.float32)
     return PreparedXRay(filled, weight, outside, saturated, metal)
 
