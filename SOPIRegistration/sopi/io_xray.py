@@ -56,7 +56,7 @@ __all__ = ["MAX_WORKING_PX", "POLARITIES", "XRay", "apply_polarity", "binned_det
 
 #: Registration works on X-rays at most this many pixels on their longest side (:func:`working_xray`). No stage
 #: samples the detector finer than a 256-pixel one: a 2560-pixel radiograph took 21.8 s to register as read
-#: (13 s of it preparing the full image) and 10.4 s binned (docs/benchmarks.md).
+#: (13 s of it preparing the full image) and 12 s binned, with its overlay (docs/benchmarks.md).
 MAX_WORKING_PX = 512
 
 #: Accepted values of ``read_xray(polarity=...)``.
