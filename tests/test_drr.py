@@ -285,3 +285,37 @@ def test_nearby_poses_reuse_the_cached_slices():
     assert len(projector._slice_cache) == 1
     (planes,) = [key[1] for key in projector._slice_cache]
     assert planes >= 1
+
+
+def test_blended_slices_interpolate_linearly_between_neighbouring_slices_and_are_zero_beyond():
+    """The blend the projector caches, against its definition: at a normalised position along an axis (index
+    ``((p + 1) * size - 1) / 2``, align_corners=False), the linear mix of the two neighbouring slices, zero
+    beyond the volume; positions reach one slice past each end, as the support box allows."""
+    from sopi.drr import _blended_slices
+
+    data = torch.randn(2, 5, 6, 7, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    for dim in (1, 2, 3):
+        size = data.shape[dim]
+        reach = 1.0 + 1.0 / size
+        positions = torch.linspace(-reach, reach, 23, dtype=torch.float64)
+        blended = _blended_slices(data, dim, positions)
+        slices = data.movedim(dim, 0)
+        for position, result in zip(positions.tolist(), blended):
+            index = ((position + 1.0) * size - 1.0) / 2.0
+            lower = math.floor(index)
+            neighbour = [slices[k] if 0 <= k < size else torch.zeros_like(slices[0]) for k in (lower, lower + 1)]
+            expected = neighbour[0] * (1.0 - (index - lower)) + neighbour[1] * (index - lower)
+            torch.testing.assert_close(result, expected, rtol=0, atol=1e-12)
+
+
+def test_all_finite_finds_nan_and_infinities_anywhere():
+    from sopi.validate import all_finite
+
+    values = torch.randn(3, 4, 5)
+    assert all_finite(values) and all_finite(torch.empty(0)) and all_finite(torch.arange(5))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        spoiled = values.clone()
+        spoiled[2, 1, 3] = bad
+        assert not all_finite(spoiled)
+    with pytest.raises(InputError, match="NaN or infinite"):
+        Projector(Volume(torch.where(torch.arange(64.0).reshape(4, 4, 4) == 5, float("nan"), 1.0), torch.eye(4, dtype=torch.float64)), GEOMETRY)

@@ -107,6 +107,7 @@ from .segment_grid import (
     _offsets,
     Array,
 )
+from .validate import all_finite
 from .volume import Volume
 
 __all__ = [
@@ -359,7 +360,7 @@ def segment_spine(
         raise InputError(f"segment_spine: expected a 3D CT (K, J, I), got shape {tuple(data.shape)}")
     if data.dtype == torch.bool or data.is_complex():
         raise InputError(f"segment_spine: expected CT values in HU, got dtype {data.dtype}")
-    if data.is_floating_point() and not bool(torch.isfinite(data).all()):
+    if not all_finite(data):
         raise InputError("segment_spine: the CT holds NaN or infinite values")
     extent_mm = [float(n * d) for n, d in zip(ct.grid_shape, ct.spacing.tolist())]
     if min(extent_mm) < _MIN_EXTENT_MM:
