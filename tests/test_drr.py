@@ -255,6 +255,20 @@ def test_resized_projector_equals_a_projector_built_for_that_detector():
     assert projector(pose).shape == (1, GEOMETRY.rows, GEOMETRY.cols)  # the original is untouched
 
 
+def test_a_projector_on_another_detector_and_step_renders_what_a_new_one_renders():
+    """``on_detector`` (the pyramid's levels share one volume and its blended slices) against projectors built
+    from scratch, bitwise, in both orders of use; the first projector keeps its own detector and step."""
+    volume = smooth_volume(5).to(torch.float32)
+    poses = random_views(volume.center_world, 3, seed=7)
+    first = Projector(volume, GEOMETRY, step_mm=2.0)
+    before = first(poses)
+    coarse = first.on_detector(GEOMETRY.resized(24, 20), step_mm=3.0)
+    assert torch.equal(coarse(poses), Projector(volume, GEOMETRY.resized(24, 20), step_mm=3.0)(poses))
+    assert torch.equal(first(poses), before) and first.step_mm == 2.0 and first.geometry == GEOMETRY
+    with pytest.raises(InputError, match="step_mm"):
+        first.on_detector(GEOMETRY, step_mm=0.0)
+
+
 def test_rays_missing_the_volume_are_zero_and_bad_input_is_rejected():
     volume = smooth_volume(6).to(torch.float32)
     far_away = nominal_view("ap", volume.center_world + torch.tensor([500.0, 0, 0], dtype=torch.float64), 650.0)

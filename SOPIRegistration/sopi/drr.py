@@ -120,9 +120,19 @@ class Projector(nn.Module):
 
     def resized(self, rows: int, cols: int) -> Projector:
         """A projector of the same volume (sharing its slice cache) on a detector resampled to ``rows x cols``."""
+        return self.on_detector(self.geometry.resized(rows, cols))
+
+    def on_detector(self, geometry: CArmGeometry, step_mm: float | None = None) -> Projector:
+        """A projector of the same volume on ``geometry`` (marching at ``step_mm``, default this one's step), sharing
+        the volume, its checks, its support box and its slice cache: what a new ``Projector`` would render, without
+        reading the volume again (five projectors of a 512 x 512 x 415 CT spent 2 s on that)."""
+        if step_mm is not None and not MIN_STEP_MM <= step_mm < math.inf:
+            raise InputError(f"projector: step_mm must be a finite number >= {MIN_STEP_MM} mm, got {step_mm!r}")
+        check_allocation(geometry.rows * geometry.cols * _BYTES_PER_PIXEL, f"projector: a {geometry.rows}x{geometry.cols} detector")
         other = copy.copy(self)
         other._buffers = dict(self._buffers)  # shallow copy shares the volume, not the detector
-        other.geometry = self.geometry.resized(rows, cols)
+        other.geometry = geometry
+        other.step_mm = self.step_mm if step_mm is None else float(step_mm)
         points, lengths = _detector_points_camera(other.geometry)
         other.detector_points = points.to(self.detector_points)
         other.ray_length_mm = lengths.to(self.ray_length_mm)

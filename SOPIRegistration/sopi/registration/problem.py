@@ -146,7 +146,11 @@ class PoseProblem:
             rows, cols = -(-self.geometry.rows // factor), -(-self.geometry.cols // factor)
             coarser = max(1.0, factor * 256 / max(256, self.geometry.rows, self.geometry.cols))  # than a 256-pixel detector's pixels
             step = min(3.0, self.step_mm * coarser)
-            projector = Projector(self._channels, self.geometry.resized(rows, cols), step_mm=step).to(self.device)
+            detector = self.geometry.resized(rows, cols)
+            if self._levels:  # the same voxels: share the first level's volume, support box and blended slices
+                projector = next(iter(self._levels.values())).projector.on_detector(detector, step)
+            else:
+                projector = Projector(self._channels, detector, step_mm=step).to(self.device)
             fixed = resize_image(self.xray.to(torch.float32), (rows, cols)).to(self.device)
             exposed = None if self.exposed is None else resize_image(self.exposed.to(torch.float32), (rows, cols)).to(self.device)
             self._levels[factor] = _Level(projector, fixed, self._level_weight(rows, cols), exposed)
