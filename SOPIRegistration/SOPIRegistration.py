@@ -44,7 +44,7 @@ GEOMETRY_PRESETS = {
 }
 POLARITY_CHOICES = ["bone-bright", "bone-dark", "intensity"]
 #: What the X-ray node's image is against the C-arm's convention (SOPIRegistrationLib.orientation.XRAY_ORIENTATIONS):
-#: as taken, mirrored, or turned by 90 deg.
+#: as taken, mirrored, turned by 90 deg, or mirrored across a diagonal.
 FLIP_CHOICES = ["none", "left-right", "up-down", "both", "rotated-cw", "rotated-ccw", "diagonal", "anti-diagonal"]
 #: The nominal C-arm views a registration can start from without an initial pose (sopi.geometry.NOMINAL_VIEWS).
 VIEW_CHOICES = ["ap", "pa", "lateral"]

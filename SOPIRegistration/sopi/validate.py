@@ -237,7 +237,7 @@ def all_finite(values: torch.Tensor) -> bool:
 
 def check_xray_signal(image: torch.Tensor, source: str) -> None:
     """:class:`InputError` unless an X-ray holds finite values that vary (there is something to register)."""
-    if not bool(torch.isfinite(image).all()):
+    if not all_finite(image):
         raise InputError(f"{source}: holds NaN or infinite pixels; expected finite values")
     low, high = float(image.min()), float(image.max())
     if not high - low > 1e-6 * max(abs(low), abs(high), 1.0):
