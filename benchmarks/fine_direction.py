@@ -30,12 +30,15 @@ from sopi.training.distributed import DistContext
 from sopi.training.fine import FineSettings, FineTask
 
 
-def agreement(model_path: Path, pairs: int, seed: int, offset_sd: tuple[float, float] | None, augment: bool) -> dict[str, float]:
-    """Mean cosines, direction loss and per-axis sign agreement over ``pairs`` pose pairs."""
+def agreement(
+    model_path: Path, pairs: int, seed: int, offset_sd: tuple[float, float] | None, augment: bool,
+    ct: Path | None = None, mask: Path | None = None,
+) -> dict[str, float]:
+    """Mean cosines, direction loss and per-axis sign agreement over ``pairs`` pose pairs of ``ct`` (default: the sample CT)."""
     model = load_model(model_path, device="cpu")
     settings = FineSettings.from_dict(model.metadata["training"]["task"])
     settings = replace(settings, offset_sd=offset_sd or settings.offset_sd, augment=AugmentSettings(enabled=augment))
-    task = FineTask([(sample_ct_path(), sample_vertebrae_path())], model.geometry, model.network.config, settings, DistContext())
+    task = FineTask([(ct or sample_ct_path(), mask or sample_vertebrae_path())], model.geometry, model.network.config, settings, DistContext())
     network = model.network.requires_grad_(True)  # d L_N / d theta only; the weights are not changed
     learned, geodesic = [], []
     for batch in range(pairs // settings.batch_size):
@@ -61,17 +64,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=9000)
     parser.add_argument("--offset-sd", type=float, nargs=2, metavar=("DEG", "MM"), help="start-to-target spread (default: the model's)")
     parser.add_argument("--no-augment", action="store_true", help="clean fixed images")
+    parser.add_argument("--ct", type=Path, help="CT of the pairs (default: the sample CT); e.g. one the models never saw")
+    parser.add_argument("--mask", type=Path, help="its spine mask (required with --ct)")
     parser.add_argument("--out", type=Path, help="append the table to this Markdown file")
     args = parser.parse_args()
+    if (args.ct is None) != (args.mask is None):
+        parser.error("--ct and --mask go together")
     torch.manual_seed(0)
     header = "| model | cosine rotation | cosine translation | direction loss | " + " | ".join(f"same sign {n}" for n in PARAM_NAMES) + " |"
     offsets = "the model's" if args.offset_sd is None else f"N(0, {args.offset_sd[0]:g} deg), N(0, {args.offset_sd[1]:g} mm)"
     lines = [
         f"Pairs: {args.pairs}, seeds from {args.seed}, start-to-target offsets {offsets}, "
-        f"augmentation {'off' if args.no_augment else 'on'}.", "", header, "|" + "---|" * (4 + len(PARAM_NAMES)),
+        f"augmentation {'off' if args.no_augment else 'on'}, CT {args.ct or sample_ct_path().name}.", "", header, "|" + "---|" * (4 + len(PARAM_NAMES)),
     ]
     for path in args.model:
-        row = agreement(path, args.pairs, args.seed, tuple(args.offset_sd) if args.offset_sd else None, not args.no_augment)
+        row = agreement(path, args.pairs, args.seed, tuple(args.offset_sd) if args.offset_sd else None, not args.no_augment, args.ct, args.mask)
         signs = " | ".join(f"{100 * row['sign_' + n]:.0f} %" for n in PARAM_NAMES)
         lines.append(f"| {path.stem} | {row['cosine_rotation']:.2f} | {row['cosine_translation']:.2f} | {row['direction_loss']:.2f} | {signs} |")
         print(lines[-1], flush=True)

@@ -126,6 +126,20 @@ def test_cli_prepare_and_register_models(prepared, tmp_path, capsys):
                  "--out", str(tmp_path / "r.json")])
     assert code == 2 and "no models.json" in capsys.readouterr().err
     code = main(["--progress", "none", "prepare", str(ct_path), "--mask", str(mask_path), "--out", str(tmp_path / "p"),
-                 "--minutes", "0.01", "--device", "cpu", "--name", "cli"])
+                 "--pretrained", str(prepared["models"].fine), str(prepared["models"].rtpi), "--minutes", "0.01"])
+    assert code == 2 and "holds a 'fine' network" in capsys.readouterr().err and not (tmp_path / "p").exists()
+    assert main(["--progress", "none", "prepare", str(ct_path), "--out", str(tmp_path / "p"),
+                 "--pretrained", str(tmp_path / "none.pt"), str(prepared["models"].fine)]) == 2
+    message = capsys.readouterr().err
+    assert "the rtpi model" in message and "none.pt" in message
+    # --pretrained: this run starts from the models prepared before, not from the shipped ones
+    code = main(["--progress", "none", "prepare", str(ct_path), "--mask", str(mask_path), "--out", str(tmp_path / "p"),
+                 "--minutes", "0.01", "--device", "cpu", "--name", "cli",
+                 "--pretrained", str(prepared["models"].rtpi), str(prepared["models"].fine)])
     assert code == 0
     assert read_prepared(tmp_path / "p").rtpi.name == "rtpi_cli.pt"
+    index = json.loads((tmp_path / "p" / MODELS_INDEX).read_text(encoding="utf-8"))
+    assert index["pretrained"] == {"rtpi": prepared["models"].rtpi.name, "fine": prepared["models"].fine.name}
+    for kind in ("rtpi", "fine"):
+        start = json.loads(getattr(read_prepared(tmp_path / "p"), kind).with_suffix(".json").read_text(encoding="utf-8"))
+        assert start["training"]["initial_weights"]["file"] == getattr(prepared["models"], kind).name

@@ -389,6 +389,30 @@ def test_cli_train_and_register_with_rtpi(tmp_path, capsys):
     assert "needs the spine mask" in capsys.readouterr().err and not (tmp_path / "refused.json").exists()
 
 
+def test_cli_train_init_starts_from_the_given_weights(tmp_path, capsys):
+    from sopi.cli import main
+
+    common = ["train", "rtpi", "--ct", str(sample_ct_path()), "--mask", str(sample_vertebrae_path()), "--steps", "1",
+              "--batch-size", "2", "--xray-size", "32", "--ct-size", "8", "--width", "4", "--step-mm", "4",
+              "--device", "cpu", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "first"), "--seed", "1"]) == 0
+    first = load_model(tmp_path / "first" / "rtpi.pt")
+    # another seed starts elsewhere; with --init and a learning rate of 1e-12 one Adam step stays on the given weights
+    tiny_lr = ["--optimizer", "adam", "--base-lr", "1e-12", "--max-lr", "1e-12"]
+    assert main([*common, *tiny_lr, "--out", str(tmp_path / "fresh"), "--seed", "2"]) == 0
+    assert main([*common, *tiny_lr, "--out", str(tmp_path / "tuned"), "--seed", "2", "--init", str(tmp_path / "first" / "rtpi.pt")]) == 0
+    fresh, tuned = (load_model(tmp_path / name / "rtpi.pt") for name in ("fresh", "tuned"))
+    reference = first.network.state_dict()
+    gap = lambda loaded: max(float((value - reference[key]).abs().max()) for key, value in loaded.network.state_dict().items())  # noqa: E731
+    assert gap(tuned) < 1e-9 < 1e-2 < gap(fresh)
+    recorded = json.loads((tmp_path / "tuned" / "rtpi.json").read_text(encoding="utf-8"))["training"]["initial_weights"]
+    assert recorded == {"file": "rtpi.pt", "sha256": first.metadata["sha256"]}
+    from sopi.nets.shipped import shipped_model
+
+    assert main([*common, "--out", str(tmp_path / "wrong"), "--init", str(shipped_model("fine"))]) == 2
+    assert "holds a 'fine' network" in capsys.readouterr().err and not (tmp_path / "wrong" / "rtpi.pt").exists()
+
+
 # --------------------------------------------------------------------------- the shipped model
 
 

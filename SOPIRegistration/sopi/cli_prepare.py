@@ -27,6 +27,10 @@ def add_prepare_parser(commands) -> None:
     group = prepare.add_mutually_exclusive_group()
     group.add_argument("--geometry", type=Path, help="C-arm geometry JSON (default: the shipped models' C-arm)")
     group.add_argument("--preset", choices=sorted(PRESETS), help="named C-arm geometry")
+    prepare.add_argument(
+        "--pretrained", type=Path, nargs=2, metavar=("RTPI", "FINE"),
+        help="the models to start from (default: the shipped ones in Resources/Models)",
+    )
     prepare.add_argument("--name", default="patient", help="model file names: rtpi_NAME.pt, fine_NAME.pt (default patient)")
     prepare.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     prepare.add_argument("--seed", type=seed, default=0)
@@ -42,7 +46,12 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from .io import read_ct, read_mask
     from .training.prepare import MODELS_INDEX, prepare_models
 
-    check_outputs({"--out": args.out}, {"CT": args.ct, "--mask": args.mask, "--geometry": args.geometry}, folders=("--out",))
+    pretrained = dict(zip(("rtpi", "fine"), args.pretrained)) if args.pretrained else None
+    check_outputs({"--out": args.out}, {"CT": args.ct, "--mask": args.mask, "--geometry": args.geometry,
+                                        **{f"--pretrained {kind}": path for kind, path in (pretrained or {}).items()}}, folders=("--out",))
+    for kind, path in (pretrained or {}).items():
+        if not path.is_file():
+            raise InputError(f"--pretrained: the {kind} model {path} does not exist (expected RTPI.pt FINE.pt, in that order)")
     if not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
         raise InputError(f"--name {args.name!r}: expected letters, digits, '_' or '-' (it names the model files)")
     geometry = _optional_geometry(args)
@@ -50,7 +59,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     check_ct_content(ct.data, f"CT {args.ct}")
     mask = read_mask(args.mask, ct) if args.mask else None
     with _progress_bar(f"sopi prepare ({args.minutes:g} min)", args.quiet) as progress:
-        prepared = prepare_models(ct, args.out, mask=mask, minutes=args.minutes, geometry=geometry, name=args.name,
+        prepared = prepare_models(ct, args.out, mask=mask, minutes=args.minutes, geometry=geometry, name=args.name, pretrained=pretrained,
                                   device=str(resolve_device(args.device)), seed=args.seed, progress=progress)
     for path in (prepared.rtpi, prepared.fine, prepared.mask, prepared.folder / MODELS_INDEX):
         print(f"wrote {path}")

@@ -73,6 +73,10 @@ def _common_options(parser: argparse.ArgumentParser, name: str, batch_size: int,
     parser.add_argument("--no-augment", action="store_true", help="train on clean DRRs")
     parser.add_argument("--checkpoint-every", type=positive_int, default=100)
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out/checkpoint.pt")
+    parser.add_argument(
+        "--init", type=Path, metavar="MODEL",
+        help="start from this model's weights (same network and configuration), e.g. to pretrain from a shipped model",
+    )
     parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -88,10 +92,11 @@ def _run(args: argparse.Namespace, task_factory) -> int:
     )
     inputs = {f"--ct {index + 1}": path for index, path in enumerate(args.ct or [])}
     inputs.update({f"--mask {index + 1}": path for index, path in enumerate(args.mask or [])})
-    check_outputs({"--out": args.out}, {**inputs, "--data": args.data}, folders=("--out",))
+    check_outputs({"--out": args.out}, {**inputs, "--data": args.data, "--init": args.init}, folders=("--out",))
     rank = int(os.environ.get("RANK", "0"))
     with _progress_bar(f"sopi train {args.network}", args.quiet or rank != 0) as progress:
-        summary = train(task_factory, args.out, optim, model_name=args.name, resume=args.resume, device=args.device, progress=progress)
+        summary = train(task_factory, args.out, optim, model_name=args.name, resume=args.resume,
+                        initial_weights=args.init, device=args.device, progress=progress)
     if rank == 0:
         print(f"wrote {args.out / (args.name + '.pt')} ({summary['steps_done']} steps, {summary['train_time_s']:.0f} s)")
     return 0

@@ -17,17 +17,21 @@ from ..geometry import CArmGeometry
 from ..volume import Volume
 from .augmentation import _tuples
 
-__all__ = ["train_patient_models"]
+__all__ = ["train_patient_models", "training_recipe"]
 
 _MAX_STEPS = 10**7  # the time budget stops training first
 
 
-def _recipe(reference: Path) -> dict:
+def training_recipe(reference: Path, kind: str) -> dict:
+    """The architecture, task settings and optimiser of the saved ``kind`` model ``reference`` (its JSON)."""
     try:
         metadata = json.loads(reference.with_suffix(".json").read_text(encoding="utf-8"))
-        return {"config": metadata["config"], "task": metadata["training"]["task"], "optim": metadata["training"]["optim"]}
+        recipe = {"kind": metadata["kind"], "config": metadata["config"], "task": metadata["training"]["task"], "optim": metadata["training"]["optim"]}
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
         raise InputError(f"{reference.with_suffix('.json')}: not a trained model description to copy the recipe from ({error})") from None
+    if recipe["kind"] != kind:
+        raise InputError(f"{reference}: holds a {recipe['kind']!r} network; expected the {kind!r} one here")
+    return recipe
 
 
 def _task_factory(kind: str, recipe: dict, ct: Volume, mask: Volume, geometry: CArmGeometry):
@@ -77,7 +81,7 @@ def train_patient_models(
     out = Path(out_dir)
     outputs: dict[str, Path] = {}
     for index, kind in enumerate(("rtpi", "fine")):
-        recipe = _recipe(Path(references[kind]))
+        recipe = training_recipe(Path(references[kind]), kind)
         optim = OptimSettings(steps=_MAX_STEPS, max_minutes=minutes / 2, **{**recipe["optim"], "seed": seed})
         started = time.perf_counter()
 

@@ -75,7 +75,7 @@ def prepare_models(
     from ..nets.shipped import shipped_model
     from ..atomic import write_json
     from .cases import voxel_fingerprint
-    from .patient import train_patient_models
+    from .patient import train_patient_models, training_recipe
 
     if not minutes > 0:
         raise InputError(f"prepare: --minutes must be positive, got {minutes}")
@@ -86,6 +86,8 @@ def prepare_models(
             raise InputError(f"prepare: the shipped {', '.join(missing)} model is not installed (Resources/Models); give the pretrained models")
     if set(pretrained) != {"rtpi", "fine"}:
         raise InputError(f"prepare: pretrained models must name 'rtpi' and 'fine', got {sorted(pretrained)}")
+    for kind, path in pretrained.items():
+        training_recipe(Path(path), kind)  # each file holds its kind of network, checked before anything is written
     if geometry is None:
         geometry = _model_geometry(Path(pretrained["rtpi"]))
     out = Path(out_dir)
