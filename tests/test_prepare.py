@@ -14,7 +14,7 @@ from sopi.io import read_mask, write_volume
 from sopi.io_xray import XRay
 from sopi.nets.model_file import load_model
 from sopi.nets.rtpi import RTPI
-from sopi.nets.shipped import other_ct_warning, shipped_model
+from sopi.nets.shipped import PRETRAINED_MODELS, other_ct_warning, pretrained_model, shipped_model
 from sopi.registration import register
 from sopi.render import render_drr, rendering_volume
 from sopi.sample_data import load_sample
@@ -47,12 +47,14 @@ def _distance(a: dict, b: dict) -> float:
     return float(sum((a[key].float() - b[key].float()).square().sum() for key in a).sqrt())
 
 
-def test_prepare_writes_loadable_models_fine_tuned_from_the_shipped_ones(prepared):
+def test_prepare_writes_loadable_models_fine_tuned_from_the_population_ones(prepared):
     out, models = prepared["out"], prepared["models"]
     index = json.loads((out / MODELS_INDEX).read_text(encoding="utf-8"))
     assert (out / index["rtpi"]).resolve() == models.rtpi.resolve() and (out / index["fine"]).resolve() == models.fine.resolve()
     for kind, path in (("rtpi", models.rtpi), ("fine", models.fine)):
-        loaded, shipped = load_model(path), load_model(shipped_model(kind))
+        # the default start is the shipped population model, not the sample CT's
+        assert pretrained_model(kind) == PRETRAINED_MODELS[kind] != shipped_model(kind)
+        loaded, shipped = load_model(path), load_model(pretrained_model(kind))
         assert loaded.kind == kind
         # the JSON records what it started from, and it did start there: a few small steps from
         # the shipped weights, far closer to them than a fresh network is
@@ -66,7 +68,7 @@ def test_prepare_writes_loadable_models_fine_tuned_from_the_shipped_ones(prepare
             assert moved < 0.05 * _distance(fresh, shipped.network.state_dict())
         # trained on this CT: no "another CT" warning, unlike the shipped model
         assert other_ct_warning(path, prepared["ct"], kind) is None
-        assert "another CT" in other_ct_warning(shipped_model(kind), prepared["ct"], kind)
+        assert "another CT" in other_ct_warning(pretrained_model(kind), prepared["ct"], kind)
     stored = read_mask(models.mask, prepared["ct"])
     assert torch.equal(stored.data, prepared["mask"].data)
 
@@ -143,3 +145,19 @@ def test_cli_prepare_and_register_models(prepared, tmp_path, capsys):
     for kind in ("rtpi", "fine"):
         start = json.loads(getattr(read_prepared(tmp_path / "p"), kind).with_suffix(".json").read_text(encoding="utf-8"))
         assert start["training"]["initial_weights"]["file"] == getattr(prepared["models"], kind).name
+
+
+def test_population_models_know_the_cts_they_were_trained_on(shared_data):
+    """The shipped population models (cards: Resources/Models/*_population.md) list the sample CT
+    and the TPTBox crop in their training record, so neither gets the "another CT" warning; a CT
+    outside the population (the sample CT cropped) does."""
+    from sopi.io import read_ct
+
+    sample_ct, _ = load_sample()
+    tptbox = read_ct(shared_data / "tptbox_lumbar_crop" / "sub-ct_label-22_ct.nii.gz")
+    for kind in ("rtpi", "fine"):
+        loaded = load_model(pretrained_model(kind))
+        assert loaded.kind == kind and loaded.metadata["training"]["initial_weights"]["file"] == shipped_model(kind).name
+        assert other_ct_warning(pretrained_model(kind), sample_ct, kind) is None
+        assert other_ct_warning(pretrained_model(kind), tptbox, kind) is None
+        assert "another CT" in other_ct_warning(pretrained_model(kind), _crop(sample_ct, 16, 96), kind)

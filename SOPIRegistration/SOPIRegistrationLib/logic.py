@@ -157,7 +157,7 @@ class RegistrationLogic:
     def start_prepare_models(self, ct_node, segmentation_node, geometry: CArmGeometry, out_dir: str | Path,
                              minutes: float = 5.0, device: str = "auto", on_progress=None, on_done=None,
                              on_error=None, *, seed: int = 0) -> ProcessJob:
-        """Fine-tune RTPI and the fine module from the shipped models on this CT and spine for
+        """Fine-tune RTPI and the fine module from the shipped population models on this CT and spine for
         ``geometry``'s C-arm, in a separate process (``train_runner.py``), as ``sopi prepare`` does
         (:func:`sopi.training.prepare.prepare_models`). The job's result is ``{"rtpi": path, "fine": path}``."""
         if segmentation_node is None:

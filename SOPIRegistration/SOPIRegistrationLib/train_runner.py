@@ -1,7 +1,7 @@
 """Patient-specific model preparation in its own process (``python -m SOPIRegistrationLib.train_runner``).
 
 The same preparation as ``sopi prepare`` (:func:`sopi.training.prepare.prepare_models`: RTPI then
-the fine module, half the time each, fine-tuned from the shipped models with their recipe), with
+the fine module, half the time each, fine-tuned from the shipped population models with their recipe), with
 the spine mask and the C-arm the module gives. The module runs this small entry point the way it
 runs ``sopi``: inputs from files, one JSON line per
 progress update on stdout (``{"fraction", "stage", "message"}``), the model paths written to

@@ -18,7 +18,7 @@ def add_prepare_parser(commands) -> None:
     prepare = commands.add_parser(
         "prepare", help="fine-tune the networks for one CT (a few minutes)",
         description="Segment the spine (unless --mask is given) and fine-tune RTPI and the fine module from the shipped "
-        "models for this CT; `sopi register --models DIR` then uses them (method sopi+global+opt).",
+        "population models for this CT; `sopi register --models DIR` then uses them (method sopi+global+opt).",
     )
     prepare.add_argument("ct", type=Path, help="CT file or DICOM folder (HU)")
     prepare.add_argument("--out", type=Path, required=True, help="output folder (new or existing: models prepared there before are replaced)")
@@ -29,7 +29,7 @@ def add_prepare_parser(commands) -> None:
     group.add_argument("--preset", choices=sorted(PRESETS), help="named C-arm geometry")
     prepare.add_argument(
         "--pretrained", type=Path, nargs=2, metavar=("RTPI", "FINE"),
-        help="the models to start from (default: the shipped ones in Resources/Models)",
+        help="the models to start from (default: the population models in Resources/Models)",
     )
     prepare.add_argument("--name", default="patient", help="model file names: rtpi_NAME.pt, fine_NAME.pt (default patient)")
     prepare.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")

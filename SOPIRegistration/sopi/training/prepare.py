@@ -1,4 +1,4 @@
-"""``sopi prepare``: networks for one new CT, fine-tuned from the shipped ones in a few minutes.
+"""``sopi prepare``: networks for one new CT, fine-tuned from the shipped pretrained ones in a few minutes.
 
 A prepared folder holds everything ``sopi register --models DIR`` needs::
 
@@ -8,7 +8,8 @@ A prepared folder holds everything ``sopi register --models DIR`` needs::
     DIR/rtpi/rtpi_NAME.pt     RTPI (+ .json record, checkpoint, log, loss plot)
     DIR/fine/fine_NAME.pt     the fine module's encoders (same)
 
-Both networks start from the pretrained (by default the shipped) models and are trained on
+Both networks start from the pretrained models (by default the shipped population models,
+:func:`sopi.nets.shipped.pretrained_model`) and are trained on
 this CT with the same recipe (:func:`sopi.training.patient.train_patient_models`), each for
 half of the time budget.
 """
@@ -66,13 +67,13 @@ def prepare_models(
     cancel: Callable[[], bool] | None = None,
 ) -> PreparedModels:
     """Segment the spine (unless ``mask`` is given), fine-tune RTPI and the fine module from
-    ``pretrained`` (default: the shipped models) for ``minutes`` in all, and write ``out_dir``.
+    ``pretrained`` (default: the shipped population models) for ``minutes`` in all, and write ``out_dir``.
 
     ``geometry`` defaults to the pretrained RTPI's C-arm. The recipe (architecture, losses,
     augmentation, learning rates) is the pretrained models' own.
     """
     from ..io import write_volume
-    from ..nets.shipped import shipped_model
+    from ..nets.shipped import pretrained_model
     from ..atomic import write_json
     from .cases import voxel_fingerprint
     from .patient import train_patient_models, training_recipe
@@ -80,10 +81,10 @@ def prepare_models(
     if not minutes > 0:
         raise InputError(f"prepare: --minutes must be positive, got {minutes}")
     if pretrained is None:
-        pretrained = {kind: shipped_model(kind) for kind in ("rtpi", "fine")}
+        pretrained = {kind: pretrained_model(kind) for kind in ("rtpi", "fine")}
         missing = sorted(kind for kind, path in pretrained.items() if path is None)
         if missing:
-            raise InputError(f"prepare: the shipped {', '.join(missing)} model is not installed (Resources/Models); give the pretrained models")
+            raise InputError(f"prepare: the shipped pretrained {', '.join(missing)} model is not installed (Resources/Models); give the pretrained models")
     if set(pretrained) != {"rtpi", "fine"}:
         raise InputError(f"prepare: pretrained models must name 'rtpi' and 'fine', got {sorted(pretrained)}")
     for kind, path in pretrained.items():
