@@ -411,6 +411,10 @@ def test_cli_train_init_starts_from_the_given_weights(tmp_path, capsys):
 
     assert main([*common, "--out", str(tmp_path / "wrong"), "--init", str(shipped_model("fine"))]) == 2
     assert "holds a 'fine' network" in capsys.readouterr().err and not (tmp_path / "wrong" / "rtpi.pt").exists()
+    # the model written must not replace the --init file
+    before = (tmp_path / "first" / "rtpi.pt").read_bytes()
+    assert main([*common, "--out", str(tmp_path / "first"), "--init", str(tmp_path / "first" / "rtpi.pt")]) == 2
+    assert "is the input --init" in capsys.readouterr().err and (tmp_path / "first" / "rtpi.pt").read_bytes() == before
 
 
 # --------------------------------------------------------------------------- the shipped model

@@ -92,7 +92,8 @@ def _run(args: argparse.Namespace, task_factory) -> int:
     )
     inputs = {f"--ct {index + 1}": path for index, path in enumerate(args.ct or [])}
     inputs.update({f"--mask {index + 1}": path for index, path in enumerate(args.mask or [])})
-    check_outputs({"--out": args.out}, {**inputs, "--data": args.data, "--init": args.init}, folders=("--out",))
+    check_outputs({"--out": args.out, "--out/--name": args.out / f"{args.name}.pt"},
+                  {**inputs, "--data": args.data, "--init": args.init}, folders=("--out",))
     rank = int(os.environ.get("RANK", "0"))
     with _progress_bar(f"sopi train {args.network}", args.quiet or rank != 0) as progress:
         summary = train(task_factory, args.out, optim, model_name=args.name, resume=args.resume,
