@@ -145,6 +145,13 @@ def test_cli_prepare_and_register_models(prepared, tmp_path, capsys):
     for kind in ("rtpi", "fine"):
         start = json.loads(getattr(read_prepared(tmp_path / "p"), kind).with_suffix(".json").read_text(encoding="utf-8"))
         assert start["training"]["initial_weights"]["file"] == getattr(prepared["models"], kind).name
+    # preparing into the same folder and name from its own models would overwrite them: refused, nothing touched
+    own = read_prepared(tmp_path / "p")
+    before = {path: path.read_bytes() for path in (own.rtpi, own.fine, tmp_path / "p" / MODELS_INDEX)}
+    code = main(["--progress", "none", "prepare", str(ct_path), "--mask", str(mask_path), "--out", str(tmp_path / "p"),
+                 "--minutes", "0.01", "--device", "cpu", "--name", "cli", "--pretrained", str(own.rtpi), str(own.fine)])
+    assert code == 2 and "is the file this preparation writes" in capsys.readouterr().err
+    assert all(path.read_bytes() == content for path, content in before.items())
 
 
 def test_population_models_know_the_cts_they_were_trained_on(shared_data):

@@ -44,16 +44,13 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from .cli import _optional_geometry, _progress_bar
     from .device import resolve_device
     from .io import read_ct, read_mask
-    from .training.prepare import MODELS_INDEX, prepare_models
+    from .training.prepare import MODELS_INDEX, checked_pretrained, prepare_models
 
-    pretrained = dict(zip(("rtpi", "fine"), args.pretrained)) if args.pretrained else None
-    check_outputs({"--out": args.out}, {"CT": args.ct, "--mask": args.mask, "--geometry": args.geometry,
-                                        **{f"--pretrained {kind}": path for kind, path in (pretrained or {}).items()}}, folders=("--out",))
-    for kind, path in (pretrained or {}).items():
-        if not path.is_file():
-            raise InputError(f"--pretrained: the {kind} model {path} does not exist (expected RTPI.pt FINE.pt, in that order)")
+    check_outputs({"--out": args.out}, {"CT": args.ct, "--mask": args.mask, "--geometry": args.geometry}, folders=("--out",))
     if not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
         raise InputError(f"--name {args.name!r}: expected letters, digits, '_' or '-' (it names the model files)")
+    # checked before the CT is read (prepare_models checks them again, cheaply, for API callers)
+    pretrained = checked_pretrained(dict(zip(("rtpi", "fine"), args.pretrained)) if args.pretrained else None, args.out, args.name)
     geometry = _optional_geometry(args)
     ct = read_ct(args.ct)
     check_ct_content(ct.data, f"CT {args.ct}")

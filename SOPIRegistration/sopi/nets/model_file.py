@@ -21,7 +21,7 @@ from ..atomic import atomic_path, write_json
 from ..errors import InputError
 from ..geometry import CArmGeometry
 
-__all__ = ["LoadedModel", "load_model", "model_paths", "save_model", "sha256_of"]
+__all__ = ["LoadedModel", "existing_model_paths", "load_model", "model_paths", "save_model", "sha256_of"]
 
 #: Network kinds a model file may hold (built by ``_build``).
 _KINDS = {"rtpi", "fine"}
@@ -68,12 +68,18 @@ def save_model(path: str | Path, network: nn.Module, kind: str, geometry: CArmGe
     return weights_path
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
-    """Load a model saved by :func:`save_model`; a clear :class:`InputError` for anything wrong."""
+def existing_model_paths(path: str | Path, role: str = "model") -> tuple[Path, Path]:
+    """:func:`model_paths`, with an :class:`InputError` naming ``role`` and the file where either is missing."""
     weights_path, json_path = model_paths(path)
     for required in (weights_path, json_path):
         if not required.is_file():
-            raise InputError(f"model: {required} does not exist (a model is NAME.pt with NAME.json beside it)")
+            raise InputError(f"{role}: {required} does not exist (a model is NAME.pt with NAME.json beside it)")
+    return weights_path, json_path
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """Load a model saved by :func:`save_model`; a clear :class:`InputError` for anything wrong."""
+    weights_path, json_path = existing_model_paths(path)
     try:
         metadata = json.loads(json_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:

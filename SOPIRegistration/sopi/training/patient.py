@@ -17,21 +17,29 @@ from ..geometry import CArmGeometry
 from ..volume import Volume
 from .augmentation import _tuples
 
-__all__ = ["train_patient_models", "training_recipe"]
+__all__ = ["patient_model_path", "train_patient_models", "training_recipe"]
 
 _MAX_STEPS = 10**7  # the time budget stops training first
 
 
 def training_recipe(reference: Path, kind: str) -> dict:
     """The architecture, task settings and optimiser of the saved ``kind`` model ``reference`` (its JSON)."""
+    from ..nets.model_file import existing_model_paths
+
+    _, json_path = existing_model_paths(reference, f"the {kind} model")
     try:
-        metadata = json.loads(reference.with_suffix(".json").read_text(encoding="utf-8"))
+        metadata = json.loads(json_path.read_text(encoding="utf-8"))
         recipe = {"kind": metadata["kind"], "config": metadata["config"], "task": metadata["training"]["task"], "optim": metadata["training"]["optim"]}
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
-        raise InputError(f"{reference.with_suffix('.json')}: not a trained model description to copy the recipe from ({error})") from None
+        raise InputError(f"{json_path}: not a trained model description to copy the recipe from ({error})") from None
     if recipe["kind"] != kind:
         raise InputError(f"{reference}: holds a {recipe['kind']!r} network; expected the {kind!r} one here")
     return recipe
+
+
+def patient_model_path(out_dir: str | Path, kind: str, name: str) -> Path:
+    """Where :func:`train_patient_models` writes the ``kind`` model named ``name``: ``out_dir/KIND/KIND_NAME.pt``."""
+    return Path(out_dir) / kind / f"{kind}_{name}.pt"
 
 
 def _task_factory(kind: str, recipe: dict, ct: Volume, mask: Volume, geometry: CArmGeometry):
@@ -92,7 +100,7 @@ def train_patient_models(
 
         train(_task_factory(kind, recipe, ct, mask, geometry), out / kind, optim, model_name=f"{kind}_{name}",
               initial_weights=(initial or {}).get(kind), device=device, progress=report, cancel=cancel)
-        outputs[kind] = out / kind / f"{kind}_{name}.pt"
+        outputs[kind] = patient_model_path(out, kind, name)
     if progress is not None:
         progress(1.0, "Models ready")
     return outputs

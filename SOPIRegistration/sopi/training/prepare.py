@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..geometry import CArmGeometry
 from ..volume import Volume
 
-__all__ = ["MODELS_INDEX", "PreparedModels", "prepare_models", "read_prepared"]
+__all__ = ["MODELS_INDEX", "PreparedModels", "checked_pretrained", "prepare_models", "read_prepared"]
 
 #: The index file of a prepared folder.
 MODELS_INDEX = "models.json"
@@ -73,22 +73,13 @@ def prepare_models(
     augmentation, learning rates) is the pretrained models' own.
     """
     from ..io import write_volume
-    from ..nets.shipped import pretrained_model
     from ..atomic import write_json
     from .cases import voxel_fingerprint
-    from .patient import train_patient_models, training_recipe
+    from .patient import train_patient_models
 
     if not minutes > 0:
         raise InputError(f"prepare: --minutes must be positive, got {minutes}")
-    if pretrained is None:
-        pretrained = {kind: pretrained_model(kind) for kind in ("rtpi", "fine")}
-        missing = sorted(kind for kind, path in pretrained.items() if path is None)
-        if missing:
-            raise InputError(f"prepare: the shipped pretrained {', '.join(missing)} model is not installed (Resources/Models); give the pretrained models")
-    if set(pretrained) != {"rtpi", "fine"}:
-        raise InputError(f"prepare: pretrained models must name 'rtpi' and 'fine', got {sorted(pretrained)}")
-    for kind, path in pretrained.items():
-        training_recipe(Path(path), kind)  # each file holds its kind of network, checked before anything is written
+    pretrained = checked_pretrained(pretrained, out_dir, name)
     if geometry is None:
         geometry = _model_geometry(Path(pretrained["rtpi"]))
     out = Path(out_dir)
@@ -119,6 +110,29 @@ def prepare_models(
     })
     report(1.0, "models ready")
     return PreparedModels(models["rtpi"], models["fine"], out / _MASK_FILE, fingerprint, out)
+
+
+def checked_pretrained(pretrained: dict[str, str | Path] | None, out_dir: str | Path, name: str) -> dict[str, Path]:
+    """The models :func:`prepare_models` starts from (default: :func:`sopi.nets.shipped.pretrained_model`),
+    each checked to hold its kind of network and not to be a file the preparation into ``out_dir`` writes."""
+    from ..nets.shipped import pretrained_model
+    from .patient import patient_model_path, training_recipe
+
+    if pretrained is None:
+        pretrained = {kind: pretrained_model(kind) for kind in ("rtpi", "fine")}
+        missing = sorted(kind for kind, path in pretrained.items() if path is None)
+        if missing:
+            raise InputError(f"prepare: the shipped pretrained {', '.join(missing)} model is not installed (Resources/Models); give the pretrained models")
+    if set(pretrained) != {"rtpi", "fine"}:
+        raise InputError(f"prepare: pretrained models must name 'rtpi' and 'fine', got {sorted(pretrained)}")
+    checked = {kind: Path(path) for kind, path in pretrained.items()}
+    for kind, path in checked.items():
+        training_recipe(path, kind)
+        written = patient_model_path(out_dir, kind, name)
+        if written.exists() and written.resolve() == path.resolve():
+            raise InputError(f"prepare: the pretrained {kind} model {path} is the file this preparation writes; "
+                             "choose another --out or --name (inputs are never overwritten)")
+    return checked
 
 
 def read_prepared(folder: str | Path) -> PreparedModels:
