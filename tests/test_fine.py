@@ -181,33 +181,63 @@ def _case(theta: torch.Tensor):
     return ct, spine, view, XRay(render_drr(rendering_volume(ct, "hu"), small, view.pose(theta), step_mm=2.0), small)
 
 
-@pytest.mark.parametrize("masked_loss", [True, False])
-def test_fine_objective_is_the_masked_distance_of_the_documented_inputs(tmp_path, masked_loss):
-    """L_N of the rendered spine DRR against the resized X-ray: over the projected mask M'
-    (eq. 6), or over every cell for the EL-off ablation (``masked_loss=False``)."""
+@pytest.mark.parametrize(("masked_loss", "moving_image"), [(True, "spine"), (False, "spine"), (True, "ct")])
+def test_fine_objective_is_the_masked_distance_of_the_documented_inputs(tmp_path, masked_loss, moving_image):
+    """L_N of the rendered moving DRR (the spine-only CT, or the whole CT for ``moving_image="ct"``)
+    against the resized X-ray: over the projected mask M' (eq. 6), or over every cell for the
+    EL-off ablation (``masked_loss=False``)."""
     from sopi.io_xray import resize_image
     from sopi.nets.inputs import standardize_xray
     from sopi.registration.fine import FineObjective
     from sopi.render import render_drr, rendering_volume
 
     torch.manual_seed(1)
-    config = EncoderConfig(**{**TINY.to_dict(), "masked_loss": masked_loss})
+    config = EncoderConfig(**{**TINY.to_dict(), "masked_loss": masked_loss, "moving_image": moving_image})
     model = load_model(save_model(tmp_path / "fine.pt", FineNet(config), "fine", GEOMETRY, "ap"))
-    assert model.network.config.masked_loss is masked_loss
+    assert model.network.config.masked_loss is masked_loss and model.network.config.moving_image == moving_image
     ct, spine, view, xray = _case(torch.tensor([2.0, -1.0, 3.0, 4.0, 2.0, -5.0], dtype=torch.float64))
     attenuation = rendering_volume(ct, "hu")
     objective = FineObjective(model, attenuation, spine, view, xray.image, xray.geometry, step_mm=2.0)
     theta = torch.tensor([[1.0, 0.0, 0.0, 0.0, 3.0, 0.0]], dtype=torch.float64)
     detector = xray.geometry.resized(32, 32)
-    moving = render_drr(attenuation.with_data(attenuation.data * (spine.data != 0)), detector, view.pose(theta[0]), step_mm=2.0)
+    spine_only = attenuation.with_data(attenuation.data * (spine.data != 0))
     mask = render_drr(spine.with_data(spine.data.float()), detector, view.pose(theta[0]), step_mm=2.0)
     with torch.no_grad():
-        embedded_moving = model.network.moving(standardize_xray(moving)[None, None])
         embedded_fixed = model.network.fixed(standardize_xray(resize_image(xray.image, (32, 32)))[None, None])
-        expected = masked_feature_distance(embedded_moving, embedded_fixed, mask[None] if masked_loss else None)
-        other = masked_feature_distance(embedded_moving, embedded_fixed, None if masked_loss else mask[None])
+
+        def distance(volume, weights):
+            moving = render_drr(volume, detector, view.pose(theta[0]), step_mm=2.0)
+            return masked_feature_distance(model.network.moving(standardize_xray(moving)[None, None]), embedded_fixed, weights)
+
+        masks = (mask[None], None) if masked_loss else (None, mask[None])
+        volumes = (spine_only, attenuation) if moving_image == "spine" else (attenuation, spine_only)
+        expected = distance(volumes[0], masks[0])
+        others = [distance(volumes[0], masks[1]), distance(volumes[1], masks[0])]
     assert float(objective(theta)[0]) == pytest.approx(float(expected[0]), rel=1e-4)
-    assert float(objective(theta)[0]) != pytest.approx(float(other[0]), rel=1e-3)  # the switch matters here
+    for other in others:  # both switches matter here
+        assert float(objective(theta)[0]) != pytest.approx(float(other[0]), rel=1e-3)
+
+
+def test_moving_image_must_be_known_and_init_may_change_it(tmp_path):
+    """An unknown moving image is refused by name; ``--init`` may start a whole-CT variant from a
+    spine-image model (the weights' shapes are the same) and the weights are copied, while a
+    model of another width is still refused."""
+    with pytest.raises(InputError, match="moving_image must be one of spine, ct"):
+        EncoderConfig(**{**TINY.to_dict(), "moving_image": "bone"})
+    torch.manual_seed(3)
+    start = save_model(tmp_path / "start.pt", FineNet(TINY), "fine", GEOMETRY, "ap")
+    whole = replace(TINY, moving_image="ct")
+    pairs = [(sample_ct_path(), sample_vertebrae_path())]
+    settings = FineSettings(batch_size=1, step_mm=6.0)
+    factory = lambda config: lambda context: FineTask(pairs, GEOMETRY, config, settings, context)  # noqa: E731
+    tiny_lr = OptimSettings(steps=1, base_lr=1e-12, max_lr=1e-12)
+    train(factory(whole), tmp_path / "tuned", tiny_lr, model_name="fine", initial_weights=start, device="cpu")
+    tuned, given = load_model(tmp_path / "tuned" / "fine.pt"), load_model(start)
+    assert tuned.network.config.moving_image == "ct" and tuned.metadata["training"]["initial_weights"]["file"] == "start.pt"
+    for name, weights in given.network.state_dict().items():
+        torch.testing.assert_close(tuned.network.state_dict()[name], weights, atol=1e-9, rtol=0)
+    with pytest.raises(InputError, match="another configuration"):
+        train(factory(replace(whole, width=8)), tmp_path / "wide", tiny_lr, model_name="fine", initial_weights=start, device="cpu")
 
 
 @pytest.mark.parametrize("method", ["fine", "sopi", "sopi+opt"])
@@ -297,3 +327,28 @@ def test_shipped_fine_model_points_towards_the_target_on_unseen_pairs():
     cosines = [task.step_loss(network, torch.Generator().manual_seed(seed), 0)[1] for seed in range(9000, 9004)]
     assert np.mean([c["cosine_rotation"] for c in cosines]) > 0.15
     assert np.mean([c["cosine_translation"] for c in cosines]) > 0.25
+
+
+def test_axis_sign_loss_counts_agreeing_axes_whatever_their_scale():
+    """In a batch of equal pairs each axis scores 1 - tanh(1) when its sign agrees and 1 + tanh(1)
+    when not, so one wrong axis of six costs the same whether it is the largest or a tiny one
+    (depth), unlike eq. 7, which cannot tell a tiny axis's sign."""
+    from sopi.nets.fine_loss import axis_sign_loss
+
+    t = float(np.tanh(1.0))
+    geodesic = torch.tensor([[1.0, -2.0, 3.0, -4.0, 5.0, -5.0]] * 4, dtype=torch.float64)
+    learned = geodesic * torch.tensor([1e3, 1e3, 1e3, 1e3, 1e3, 1e-3], dtype=torch.float64)  # depth 1e6 times weaker here
+    assert axis_sign_loss(learned, geodesic) == pytest.approx(torch.full((4,), 1 - t, dtype=torch.float64))
+    assert axis_sign_loss(-learned, geodesic) == pytest.approx(torch.full((4,), 1 + t, dtype=torch.float64))
+    one_wrong = (5 * (1 - t) + (1 + t)) / 6
+    for axis in (4, 5):  # the largest axis, then the tiny one
+        wrong = learned.clone()
+        wrong[:, axis] *= -1
+        assert float(axis_sign_loss(wrong, geodesic).mean()) == pytest.approx(one_wrong, rel=1e-9)
+    tiny_wrong = learned.clone()
+    tiny_wrong[:, 5] *= -1
+    # eq. 7 cannot tell the tiny axis's sign: right or wrong, the same loss
+    assert direction_loss(tiny_wrong, geodesic) == pytest.approx(direction_loss(learned, geodesic), abs=1e-5)
+    assert float(axis_sign_loss(tiny_wrong, geodesic).mean()) > float(axis_sign_loss(learned, geodesic).mean()) + 0.2
+    with pytest.raises(InputError, match="loss must be one of direction, axis-sign"):
+        FineSettings(loss="sign")

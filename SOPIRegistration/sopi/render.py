@@ -36,11 +36,16 @@ def rendering_volume(ct: Volume, attenuation: str = "hu", mask: Volume | None = 
     return ct.with_data(data)
 
 
-def spine_channels(attenuation: Volume, spine: Volume) -> Volume:
-    """Two channels on the CT grid: the spine-only attenuation (the paper's ``V_seg``) and the
-    0/1 spine mask (its projection is the fine module's ``M'``)."""
+def spine_channels(attenuation: Volume, spine: Volume, moving_image: str = "spine") -> Volume:
+    """Two channels on the CT grid: the fine module's moving volume and the 0/1 spine mask (its
+    projection is the fine module's ``M'``).
+
+    ``moving_image``: ``"spine"``, the spine-only attenuation (the paper's ``V_seg``), or
+    ``"ct"``, the whole CT's attenuation (what an X-ray shows).
+    """
     inside = (spine.data != 0).to(attenuation.data.dtype)
-    return attenuation.with_data(torch.stack([attenuation.data * inside, inside]))
+    moving = attenuation.data * inside if moving_image == "spine" else attenuation.data
+    return attenuation.with_data(torch.stack([moving, inside]))
 
 
 def render_drr(

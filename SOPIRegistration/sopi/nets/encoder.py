@@ -29,7 +29,10 @@ from torch import nn
 from ..errors import InputError
 from .fine_loss import masked_feature_distance
 
-__all__ = ["CompositeEncoder", "EncoderConfig", "FineNet", "SplitAttention"]
+__all__ = ["MOVING_IMAGES", "CompositeEncoder", "EncoderConfig", "FineNet", "SplitAttention"]
+
+#: What the moving encoder sees: the spine-only DRR (the paper's ``V_seg``) or the whole CT's DRR.
+MOVING_IMAGES = ("spine", "ct")
 
 
 @dataclass
@@ -43,12 +46,18 @@ class EncoderConfig:
     radix: int = 2  # split-attention splits
     composite: bool = True  # composite connections and concatenation (off: two plain branches, for the ablation)
     masked_loss: bool = True  # L_N over the projected spine M' (eq. 6); off: over every cell (the paper's EL ablation)
+    moving_image: str = "spine"  # the moving DRR: "spine" (the paper's V_seg) or "ct" (the whole CT, as the X-ray)
+
+    #: Fields that leave the weights' shapes alone: ``sopi train --init`` may start from a model that differs in them.
+    WEIGHT_FREE_FIELDS = ("masked_loss", "moving_image")
 
     def __post_init__(self) -> None:
         if self.image_size % 8 or self.image_size < 16:
             raise InputError(f"encoder config: image_size must be a multiple of 8 (at least 16), got {self.image_size}")
         if min(self.width, self.branch_width, self.embed_channels, self.radix) < 1 or self.branch_width % (2 * self.radix):
             raise InputError("encoder config: widths must be positive and branch_width a multiple of 2 * radix")
+        if self.moving_image not in MOVING_IMAGES:
+            raise InputError(f"encoder config: moving_image must be one of {', '.join(MOVING_IMAGES)}, got {self.moving_image!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

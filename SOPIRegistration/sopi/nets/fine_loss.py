@@ -1,12 +1,13 @@
-"""The fine module's losses: the masked embedded-feature distance (paper eq. 6) and the
-direction loss that trains its pose gradient to follow the geodesic one (paper eq. 7)."""
+"""The fine module's losses: the masked embedded-feature distance (paper eq. 6), the
+direction loss that trains its pose gradient to follow the geodesic one (paper eq. 7), and a
+per-axis variant of it (:func:`axis_sign_loss`)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["direction_loss", "masked_feature_distance", "part_cosines"]
+__all__ = ["FINE_LOSSES", "axis_sign_loss", "direction_loss", "masked_feature_distance", "part_cosines"]
 
 
 def masked_feature_distance(moving: torch.Tensor, fixed: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -40,6 +41,24 @@ def direction_loss(learned: torch.Tensor, geodesic: torch.Tensor) -> torch.Tenso
     """
     geodesic = geodesic.to(learned)
     return (_unit(geodesic[:, :3]) - _unit(learned[:, :3])).norm(dim=-1) + (_unit(geodesic[:, 3:]) - _unit(learned[:, 3:])).norm(dim=-1)
+
+
+def axis_sign_loss(learned: torch.Tensor, geodesic: torch.Tensor) -> torch.Tensor:
+    """``mean_i (1 - tanh(V_i / s_i) sign(V'_i))`` per pose: ``(B,)``, in [0, 2]; 1 is chance.
+
+    A smooth count of the axes whose learned gradient ``V`` has the sign of the geodesic one
+    ``V'`` (``(B, 6)``, rotation first); ``s_i`` is the batch's mean ``|V_i|`` (not
+    differentiated), so every axis weighs alike whatever its scale. Eq. 7 compares each part
+    as a unit vector, where depth, whose image changes are about ten times weaker than the
+    in-plane ones, hardly counts; an optimiser that steps by each axis's sign (Adam) needs
+    every axis.
+    """
+    scale = learned.detach().abs().mean(dim=0, keepdim=True).clamp(min=1e-12)
+    return (1.0 - torch.tanh(learned / scale) * torch.sign(geodesic.to(learned))).mean(dim=-1)
+
+
+#: ``FineSettings.loss`` -> the loss on ``(learned, geodesic)`` gradients: eq. 7 (the paper's) or per axis.
+FINE_LOSSES = {"direction": direction_loss, "axis-sign": axis_sign_loss}
 
 
 def part_cosines(learned: torch.Tensor, geodesic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,7 +1,8 @@
 """Fine registration with learned embedded features (SOPI's iterative module, inference).
 
 Gradient descent on the pose ``theta`` through the differentiable projector and the
-trained encoders: the moving image is the spine-only DRR at ``theta`` (``V_seg``), the
+trained encoders: the moving image is the spine-only DRR at ``theta`` (``V_seg``; the whole
+CT's DRR for a model whose config's ``moving_image`` is ``ct``), the
 loss is the masked embedded-feature distance ``L_N`` (paper eq. 6; unmasked for a model
 trained with ``masked_loss`` off) to the fixed X-ray's embedding (computed once). The
 paper's schedule: all six parameters move for ``rotation_iterations`` steps, then the
@@ -42,7 +43,7 @@ class FineObjective:
     ) -> None:
         network = model.network
         size = network.config.image_size
-        self.projector = Projector(spine_channels(attenuation, spine), geometry.resized(size, size), step_mm=step_mm).to(device)
+        self.projector = Projector(spine_channels(attenuation, spine, network.config.moving_image), geometry.resized(size, size), step_mm=step_mm).to(device)
         self.network, self.reference = network, reference
         fixed = network_image(xray, size)[None, None].to(device)
         with torch.no_grad():

@@ -35,7 +35,7 @@ class TrainingCase:
     cube: torch.Tensor | None  # (1, 1, D, D, D) RTPI input (None when not asked for)
     projector: Projector  # soft tissue and bone channels on the training detector
     fingerprint: dict
-    spine_projector: Projector | None = None  # spine-only CT (V_seg) and spine mask channels
+    spine_projector: Projector | None = None  # the fine module's moving CT (V_seg or the whole CT) and spine mask channels
 
 
 class CaseTask:
@@ -74,11 +74,12 @@ def prepare_case(
     device: torch.device,
     name: str | None = None,
     with_spine: bool = False,
+    moving_image: str = "spine",
 ) -> TrainingCase:
     """Load (if paths), binarise the mask, and build everything the training loop renders from.
 
-    ``ct_size=None`` skips the RTPI cube; ``with_spine`` adds the projector of the spine-only
-    CT and the mask (the fine module's moving image and ``M'``)."""
+    ``ct_size=None`` skips the RTPI cube; ``with_spine`` adds the projector of the fine
+    module's moving CT (``moving_image``: the spine-only ``V_seg`` or the whole CT) and the mask (``M'``)."""
     from ..io import read_ct, read_label_map
     from ..segment import mask_centroid_world
 
@@ -102,17 +103,17 @@ def prepare_case(
     }
     spine_projector = None
     if with_spine:
-        spine_projector = Projector(spine_channels(attenuation, spine), detector, step_mm=step_mm).to(device)
+        spine_projector = Projector(spine_channels(attenuation, spine, moving_image), detector, step_mm=step_mm).to(device)
     return TrainingCase(name or fingerprint["ct"], nominal, cube, projector, fingerprint, spine_projector)
 
 
 def prepare_cases(
-    pairs: Sequence[tuple[Volume | str | Path, Volume | str | Path]], *args, with_spine: bool = False
+    pairs: Sequence[tuple[Volume | str | Path, Volume | str | Path]], *args, with_spine: bool = False, moving_image: str = "spine"
 ) -> list[TrainingCase]:
     """:func:`prepare_case` for every ``(ct, mask)`` pair (``args`` from ``geometry`` to ``device``);
     in-memory CTs are named ``case0``, ``case1``, ..."""
     return [
-        prepare_case(ct, mask, *args, name=f"case{index}" if isinstance(ct, Volume) else None, with_spine=with_spine)
+        prepare_case(ct, mask, *args, name=f"case{index}" if isinstance(ct, Volume) else None, with_spine=with_spine, moving_image=moving_image)
         for index, (ct, mask) in enumerate(pairs)
     ]
 

@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from ..nets.encoder import MOVING_IMAGES
+from ..nets.fine_loss import FINE_LOSSES
 from ..validate import check_outputs, nonnegative_number, positive_int, positive_number, seed
 
 __all__ = ["add_train_parser"]
@@ -45,6 +47,14 @@ def add_train_parser(commands) -> None:
     fine.add_argument("--embed-channels", type=positive_int, default=32, help="C of the embedded features (default 32)")
     fine.add_argument("--no-composite", action="store_true", help="plain branches without composite connections (ablation)")
     fine.add_argument("--no-mask", action="store_true", help="L_N over every cell instead of the projected spine (ablation)")
+    fine.add_argument(
+        "--moving-image", choices=MOVING_IMAGES, default="spine",
+        help="the moving DRR: spine = the spine-only CT (the paper's V_seg, default); ct = the whole CT, as the X-ray shows it",
+    )
+    fine.add_argument(
+        "--loss", choices=tuple(FINE_LOSSES), default="direction",
+        help="direction = the paper's eq. 7 (default); axis-sign = the sign of the pose gradient on each axis, every axis alike",
+    )
     fine.add_argument("--target-sd", type=nonnegative_number, nargs=2, default=(20.0, 20.0), metavar=("DEG", "MM"), help="spread of target poses")
     fine.add_argument("--offset-sd", type=nonnegative_number, nargs=2, default=(20.0, 20.0), metavar=("DEG", "MM"), help="spread of start-to-target offsets")
     _add_geometry_options(fine, default_preset="perlove-plx118f")
@@ -147,10 +157,10 @@ def _cmd_train_fine(args: argparse.Namespace) -> int:
     pairs, geometry = _pairs(args), _geometry(args)
     config = EncoderConfig(
         image_size=args.image_size, width=args.width, branch_width=args.branch_width, embed_channels=args.embed_channels,
-        composite=not args.no_composite, masked_loss=not args.no_mask,
+        composite=not args.no_composite, masked_loss=not args.no_mask, moving_image=args.moving_image,
     )
     settings = FineSettings(
         batch_size=args.batch_size, target_sd=tuple(args.target_sd), offset_sd=tuple(args.offset_sd), view=args.view,
-        step_mm=args.step_mm, augment=AugmentSettings(enabled=not args.no_augment),
+        step_mm=args.step_mm, augment=AugmentSettings(enabled=not args.no_augment), loss=args.loss,
     )
     return _run(args, lambda context: FineTask(pairs, geometry, config, settings, context))

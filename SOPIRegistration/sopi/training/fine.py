@@ -14,8 +14,9 @@ default, the paper's fine-module settings), and:
    and the projector);
 5. geodesic gradient ``V'`` of the SE(3) distance between ``theta`` and ``theta_t``
    (:func:`sopi.distances.geodesic_gradient`);
-6. loss ``|V'_r/|V'_r| - V_r/|V_r|| + |V'_t/|V'_t| - V_t/|V_t||``; the second backward
-   trains both encoders.
+6. loss ``|V'_r/|V'_r| - V_r/|V_r|| + |V'_t/|V'_t| - V_t/|V_t||`` (or, with
+   ``loss="axis-sign"``, the per-axis sign loss of :func:`sopi.nets.fine_loss.axis_sign_loss`);
+   the second backward trains both encoders.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import torch
 from torch import nn
 
 from ..distances import geodesic_gradient
+from ..errors import InputError
 from ..geometry import CArmGeometry
 from ..nets.encoder import EncoderConfig, FineNet
-from ..nets.fine_loss import direction_loss, part_cosines
+from ..nets.fine_loss import FINE_LOSSES, direction_loss, part_cosines
 from ..nets.inputs import standardize_xray
 from ..volume import Volume
 from .augmentation import AugmentSettings, TaskSettings, augment_xrays
@@ -50,6 +52,11 @@ class FineSettings(TaskSettings):
     view: str = "ap"
     step_mm: float = 3.0
     augment: AugmentSettings = field(default_factory=AugmentSettings)
+    loss: str = "direction"  # "direction": the paper's eq. 7; "axis-sign": per-axis sign agreement (nets.fine_loss)
+
+    def __post_init__(self) -> None:
+        if self.loss not in FINE_LOSSES:
+            raise InputError(f"fine training: loss must be one of {', '.join(FINE_LOSSES)}, got {self.loss!r}")
 
 
 def _normal(count: int, spread: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
@@ -72,40 +79,50 @@ class FineTask(CaseTask):
     ) -> None:
         self.geometry, self.view, self.config, self.options = geometry, settings.view, config, settings
         self.cases: list[TrainingCase] = prepare_cases(
-            cases, geometry, settings.view, config.image_size, None, 0.0, settings.step_mm, context.device, with_spine=True
+            cases, geometry, settings.view, config.image_size, None, 0.0, settings.step_mm, context.device, with_spine=True,
+            moving_image=config.moving_image,
         )
 
     def build_network(self) -> nn.Module:
         return FineNet(self.config)
 
-    def pose_gradients(self, network: nn.Module, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One batch of pose pairs: ``(learned dL_N/dtheta (B, 6), geodesic gradient (B, 6), L_N (B,))``.
-
-        The learned gradient keeps its graph (``create_graph=True``) so a loss on it trains
-        the encoders (steps 1-5 of the module docstring).
-        """
+    def draw_pairs(self, generator: torch.Generator) -> tuple[TrainingCase, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One batch of pose pairs on one drawn CT: ``(case, theta_t (B, 6), theta (B, 6), fixed (B, 1, S, S))``,
+        the fixed images rendered at ``theta_t`` and augmented (step 1 of the module docstring)."""
         options = self.options
         case = self.draw_case(generator)
         target = _normal(options.batch_size, options.target_sd, generator)
         current = target + _normal(options.batch_size, options.offset_sd, generator)
-        device = case.projector.volume.device
         with torch.no_grad():
-            fixed = augment_xrays(case.projector(case.nominal.pose(target).to(device)), generator, options.augment)[:, None]
-        theta = current.to(device).requires_grad_(True)
-        rendered = case.spine_projector(case.nominal.pose(theta))  # (B, 2, S, S): V_seg DRR and M'
+            fixed = augment_xrays(case.projector(case.nominal.pose(target).to(case.projector.volume.device)), generator, options.augment)[:, None]
+        return case, target, current, fixed
+
+    @staticmethod
+    def learned_gradients(network: nn.Module, case: TrainingCase, current: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(dL_N/dtheta (B, 6), L_N (B,))`` at poses ``current`` against ``fixed`` (steps 2-4); the
+        gradient keeps its graph (``create_graph=True``) so a loss on it trains the encoders."""
+        theta = current.to(case.projector.volume.device).requires_grad_(True)
+        rendered = case.spine_projector(case.nominal.pose(theta))  # (B, 2, S, S): moving DRR (V_seg or the whole CT) and M'
         moving = standardize_xray(rendered[:, 0])[:, None]
         embedded_moving, embedded_fixed = network(moving, fixed)
         distance = unwrap(network).distance(embedded_moving, embedded_fixed, rendered[:, 1].detach())
         (learned,) = torch.autograd.grad(distance.sum(), theta, create_graph=True)
+        return learned, distance
+
+    def pose_gradients(self, network: nn.Module, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One batch of pose pairs: ``(learned dL_N/dtheta (B, 6), geodesic gradient (B, 6), L_N (B,))``."""
+        case, target, current, fixed = self.draw_pairs(generator)
+        learned, distance = self.learned_gradients(network, case, current, fixed)
         return learned, geodesic_gradient(current, target).to(learned), distance
 
     def step_loss(self, network: nn.Module, generator: torch.Generator, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         learned, geodesic, distance = self.pose_gradients(network, generator)
-        loss = direction_loss(learned, geodesic).mean()
+        loss = FINE_LOSSES[self.options.loss](learned, geodesic).mean()
         with torch.no_grad():
             rotation, translation = part_cosines(learned, geodesic)
             metrics = {
                 "loss": float(loss),
+                "direction_loss": float(direction_loss(learned, geodesic).mean()),
                 "loss_feature_distance": float(distance.mean()),
                 "cosine_rotation": float(rotation.mean()),
                 "cosine_translation": float(translation.mean()),

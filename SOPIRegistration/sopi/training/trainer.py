@@ -207,7 +207,9 @@ def _start_from(network: nn.Module, kind: str, path: Path) -> dict:
     loaded = load_model(path)
     if loaded.kind != kind:
         raise InputError(f"initial weights: {path} holds a {loaded.kind!r} network; this training is for {kind!r}")
-    given, expected = loaded.network.config.to_dict(), network.config.to_dict()
+    free = getattr(network.config, "WEIGHT_FREE_FIELDS", ())  # what the training does with the weights, not their shapes
+    given = {key: value for key, value in loaded.network.config.to_dict().items() if key not in free}
+    expected = {key: value for key, value in network.config.to_dict().items() if key not in free}
     if given != expected:
         differing = sorted(key for key, value in expected.items() if given.get(key) != value)
         raise InputError(f"initial weights: {path} has another configuration ({', '.join(differing)}); expected {expected}")
