@@ -280,10 +280,11 @@ def test_cli_train_fine_and_register_sopi(tmp_path):
     assert main([
         "train", "fine", "--ct", str(sample_ct_path()), "--mask", str(sample_vertebrae_path()), "--out", str(out), "--steps", "2",
         "--batch-size", "2", "--image-size", "32", "--width", "4", "--branch-width", "8", "--embed-channels", "8", "--step-mm", "4",
-        "--no-mask", "--device", "cpu", "--quiet",
+        "--no-mask", "--moving-image", "ct", "--loss", "axis-sign", "--device", "cpu", "--quiet",
     ]) == 0
     recorded = json.loads((out / "fine.json").read_text(encoding="utf-8"))
     assert recorded["kind"] == "fine" and recorded["config"]["masked_loss"] is False
+    assert recorded["config"]["moving_image"] == "ct" and recorded["training"]["task"]["loss"] == "axis-sign"
     case = tmp_path / "case"
     assert main(["simulate", str(sample_ct_path()), "--mask", str(sample_vertebrae_path()), "--out", str(case)]) == 0
     from sopi.sample_data import sample_rtpi_model_path
