@@ -280,11 +280,12 @@ def test_cli_train_fine_and_register_sopi(tmp_path):
     assert main([
         "train", "fine", "--ct", str(sample_ct_path()), "--mask", str(sample_vertebrae_path()), "--out", str(out), "--steps", "2",
         "--batch-size", "2", "--image-size", "32", "--width", "4", "--branch-width", "8", "--embed-channels", "8", "--step-mm", "4",
-        "--no-mask", "--moving-image", "ct", "--loss", "axis-sign", "--device", "cpu", "--quiet",
+        "--no-mask", "--moving-image", "ct", "--loss", "axis-sign", "--one-axis-fraction", "0.5", "--device", "cpu", "--quiet",
     ]) == 0
     recorded = json.loads((out / "fine.json").read_text(encoding="utf-8"))
     assert recorded["kind"] == "fine" and recorded["config"]["masked_loss"] is False
     assert recorded["config"]["moving_image"] == "ct" and recorded["training"]["task"]["loss"] == "axis-sign"
+    assert recorded["training"]["task"]["one_axis_fraction"] == 0.5
     case = tmp_path / "case"
     assert main(["simulate", str(sample_ct_path()), "--mask", str(sample_vertebrae_path()), "--out", str(case)]) == 0
     from sopi.sample_data import sample_rtpi_model_path
@@ -328,6 +329,30 @@ def test_shipped_fine_model_points_towards_the_target_on_unseen_pairs():
     cosines = [task.step_loss(network, torch.Generator().manual_seed(seed), 0)[1] for seed in range(9000, 9004)]
     assert np.mean([c["cosine_rotation"] for c in cosines]) > 0.15
     assert np.mean([c["cosine_translation"] for c in cosines]) > 0.25
+
+
+def test_one_axis_pairs_keep_one_drawn_axis_and_leave_the_paper_draws_alone():
+    """A fraction of 0 draws exactly the all-axes normal offsets (same random stream); a fraction
+    of 1 keeps, in every row, one axis of that same draw and zeroes the other five; in between,
+    about that share of rows is one-axis, spread over the six axes."""
+    from sopi.training.fine import start_offsets
+
+    spread = (3.0, 10.0)
+    sd = torch.tensor([3.0] * 3 + [10.0] * 3, dtype=torch.float64)
+    expected = torch.randn(500, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * sd
+    assert torch.equal(start_offsets(500, spread, 0.0, torch.Generator().manual_seed(4)), expected)
+    single = start_offsets(500, spread, 1.0, torch.Generator().manual_seed(4))
+    nonzero = single != 0
+    assert torch.equal(nonzero.sum(dim=1), torch.ones(500, dtype=torch.long))
+    assert torch.equal(single[nonzero], expected[nonzero])  # the kept axis keeps its all-axes value
+    per_axis = nonzero.sum(dim=0).double() / 500
+    assert torch.all((per_axis > 1 / 6 - 0.06) & (per_axis < 1 / 6 + 0.06))
+    mixed = start_offsets(4000, spread, 0.3, torch.Generator().manual_seed(5))
+    one_axis_rows = float(((mixed != 0).sum(dim=1) == 1).double().mean())
+    assert 0.27 < one_axis_rows < 0.33
+    for bad in (-0.1, 1.5):
+        with pytest.raises(InputError, match="one_axis_fraction must lie in"):
+            FineSettings(one_axis_fraction=bad)
 
 
 def test_axis_sign_loss_counts_agreeing_axes_whatever_their_scale():

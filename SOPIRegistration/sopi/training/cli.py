@@ -57,6 +57,10 @@ def add_train_parser(commands) -> None:
     )
     fine.add_argument("--target-sd", type=nonnegative_number, nargs=2, default=(20.0, 20.0), metavar=("DEG", "MM"), help="spread of target poses")
     fine.add_argument("--offset-sd", type=nonnegative_number, nargs=2, default=(20.0, 20.0), metavar=("DEG", "MM"), help="spread of start-to-target offsets")
+    fine.add_argument(
+        "--one-axis-fraction", type=float, default=0.0, metavar="F",
+        help="share of pairs offset along one random axis only, in [0, 1] (default 0: every axis, as the paper)",
+    )
     _add_geometry_options(fine, default_preset="perlove-plx118f")
     fine.set_defaults(run=_cmd_train_fine)
 
@@ -162,5 +166,6 @@ def _cmd_train_fine(args: argparse.Namespace) -> int:
     settings = FineSettings(
         batch_size=args.batch_size, target_sd=tuple(args.target_sd), offset_sd=tuple(args.offset_sd), view=args.view,
         step_mm=args.step_mm, augment=AugmentSettings(enabled=not args.no_augment), loss=args.loss,
+        one_axis_fraction=args.one_axis_fraction,
     )
     return _run(args, lambda context: FineTask(pairs, geometry, config, settings, context))

@@ -39,7 +39,7 @@ from .augmentation import AugmentSettings, TaskSettings, augment_xrays
 from .cases import CaseTask, TrainingCase, prepare_cases
 from .distributed import DistContext, unwrap
 
-__all__ = ["FineSettings", "FineTask"]
+__all__ = ["FineSettings", "FineTask", "start_offsets"]
 
 
 @dataclass
@@ -53,15 +53,32 @@ class FineSettings(TaskSettings):
     step_mm: float = 3.0
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     loss: str = "direction"  # "direction": the paper's eq. 7; "axis-sign": per-axis sign agreement (nets.fine_loss)
+    one_axis_fraction: float = 0.0  # share of pairs offset along one random axis only (0: the paper's pairs)
 
     def __post_init__(self) -> None:
         if self.loss not in FINE_LOSSES:
             raise InputError(f"fine training: loss must be one of {', '.join(FINE_LOSSES)}, got {self.loss!r}")
+        if not 0.0 <= self.one_axis_fraction <= 1.0:
+            raise InputError(f"fine training: one_axis_fraction must lie in [0, 1], got {self.one_axis_fraction!r}")
 
 
 def _normal(count: int, spread: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
     sd = torch.tensor([spread[0]] * 3 + [spread[1]] * 3, dtype=torch.float64)
     return torch.randn(count, 6, generator=generator, dtype=torch.float64) * sd
+
+
+def start_offsets(count: int, spread: tuple[float, float], one_axis_fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """``(count, 6)`` offsets theta - theta_t: normal with ``spread`` (deg, mm) on every axis, except that a
+    ``one_axis_fraction`` share of the rows keeps one random axis only (the others 0), so those pairs
+    teach each axis's own response, depth's included, without the in-plane error masking it.
+    With a fraction of 0 the draws are exactly the all-axes ones (no extra random numbers)."""
+    offsets = _normal(count, spread, generator)
+    if one_axis_fraction <= 0.0:
+        return offsets
+    chosen = torch.rand(count, generator=generator, dtype=torch.float64) < one_axis_fraction
+    axis = torch.randint(0, 6, (count,), generator=generator)
+    only = torch.nn.functional.one_hot(axis, 6).to(offsets.dtype)
+    return torch.where(chosen[:, None], offsets * only, offsets)
 
 
 class FineTask(CaseTask):
@@ -92,7 +109,7 @@ class FineTask(CaseTask):
         options = self.options
         case = self.draw_case(generator)
         target = _normal(options.batch_size, options.target_sd, generator)
-        current = target + _normal(options.batch_size, options.offset_sd, generator)
+        current = target + start_offsets(options.batch_size, options.offset_sd, options.one_axis_fraction, generator)
         with torch.no_grad():
             fixed = augment_xrays(case.projector(case.nominal.pose(target).to(case.projector.volume.device)), generator, options.augment)[:, None]
         return case, target, current, fixed
