@@ -7,7 +7,9 @@ Variants (``--variant``):
 - ``full``: a third stage, Adam at full resolution (40 iterations), after the 1/2 stage;
 - ``hold+full``: both, each Adam stage holding its region;
 - ``scan``: a third stage, the similarity at 1/2 sampled +-8 mm in 1 mm steps along the ray through the
-  pivot (depth alone, region held), its best point refined by a parabola (``depth-scan``).
+  pivot (depth alone, region held), its best point refined by a parabola (``depth-scan``);
+- ``scan-gncc``: a third stage, patch NCC of the gradients (``gradient-ncc``, 9 px windows) at 1/2 sampled
+  +-12 mm in 1.5 mm steps along the same ray, region not held, refined by a parabola.
 
 ``--scatter-from-field`` reads DRRs out with scatter from the X-ray's exposed field only
 (``sopi.registration.problem.SCATTER_FROM_EXPOSED_FIELD``); ``--fit-bone-contrast`` fits the bone
@@ -45,6 +47,7 @@ def variant_stages(name: str) -> tuple:
         "full": (first, adam, dataclasses.replace(adam, factor=1, budget=40)),
         "hold+full": (first, held, dataclasses.replace(held, factor=1, budget=40)),
         "scan": (first, adam, scan),
+        "scan-gncc": (first, adam, methods.Stage("depth-scan", "gradient-ncc", 2, (1.0, 1.5), 8)),
     }
     if name not in stages:
         raise SystemExit(f"unknown variant {name!r}; expected one of {', '.join(stages)}")
