@@ -128,8 +128,8 @@ def test_the_bone_contrast_is_fitted_once_where_the_last_stage_starts_when_switc
     run = lambda: register(ct, XRay(image, SMALL), initial_pose=nominal.camera_from_world, mask=spine, method="opt",  # noqa: E731
                            device="cpu", iteration_scale=0.2)
     result = run()
-    assert len(calls) == 1 and len(result.stages) == 2
-    assert params_to_dict(calls[0].reshape(6)) == pytest.approx(result.stages[0]["params"])  # where the first stage ended
+    assert len(calls) == 1 and len(result.stages) == 3  # CMA-ES, Adam, the depth scan
+    assert params_to_dict(calls[0].reshape(6)) == pytest.approx(result.stages[1]["params"])  # where the stage before the last ended
     assert result.xray_preparation["bone_contrast_estimate"] in (0.6, 0.75, 0.9, 1.0, 1.15, 1.3, 1.5, 1.75)
     monkeypatch.setattr(PoseProblem, "FIT_BONE_CONTRAST", False)  # the default
     calls.clear()
@@ -192,13 +192,16 @@ def test_cma_es_restarts_never_lose_the_best_point():
     assert restarted.evaluations > once.evaluations
 
 
-def test_iteration_scale_multiplies_every_budget():
+def test_iteration_scale_multiplies_every_budget_but_a_scan_range():
     from sopi.registration.methods import METHODS, FineStage, NetworkStage, Stage, scaled_budgets
 
     stages = METHODS["sopi+opt"]
     doubled = scaled_budgets(stages, 2.0)
+    assert any(isinstance(stage, Stage) and stage.optimizer == "depth-scan" for stage in stages)
     for original, scaled in zip(stages, doubled):
-        if isinstance(original, Stage):
+        if isinstance(original, Stage) and original.optimizer == "depth-scan":
+            assert scaled == original  # its budget is the scan's half-width in steps, not iterations
+        elif isinstance(original, Stage):
             assert scaled.budget == 2 * original.budget
         elif isinstance(original, FineStage):
             assert scaled.rotation_iterations == 2 * original.rotation_iterations
@@ -308,3 +311,27 @@ def test_register_bins_a_large_xray_and_still_finds_the_pose(sample_case, monkey
     result = register(ct, XRay(image, SMALL), initial_pose=nominal.camera_from_world, mask=spine, method="opt", device="cpu")
     assert result.xray_preparation["binned_by"] == 2
     assert float(mtre_mm(result.camera_from_world, truth, points)) < 1.0
+
+
+def test_opts_depth_scan_brings_a_pose_off_in_depth_back_along_the_ray(sample_case):
+    """``opt``'s last stage moves depth alone: from the true pose pushed 7 mm along the ray through the
+    pivot, it returns to the truth within a millimetre, and only along that ray."""
+    from sopi.registration.api import _run_stage
+    from sopi.registration.methods import DEPTH_SCAN, METHODS, several_view_stages
+    from sopi.registration.problem import PoseProblem
+
+    ct, spine, nominal, _, image = sample_case
+    truth = torch.tensor([2.0, -1.5, 2.5, 4.0, -3.0, 8.0], dtype=torch.float64)
+    start = nominal.pose(torch.zeros(6, dtype=torch.float64)).to(torch.float64)
+    problem = PoseProblem(rendering_volume(ct, "hu"), image, SMALL, start, mask_centroid_world(spine), mask=spine)
+    direction = problem.depth_direction(truth)
+    assert float(direction[:3].abs().max()) == 0.0 and float(direction[3:].norm()) == pytest.approx(1.0)
+    off = truth + 7.0 * direction
+    result = _run_stage(problem, DEPTH_SCAN, off, 0, Monitor())
+    moved = result.theta - off
+    along = float(moved @ direction)
+    assert torch.allclose(moved, along * direction, atol=1e-9)  # depth alone
+    assert along == pytest.approx(-7.0, abs=1.0)
+    assert METHODS["opt"][-1] == DEPTH_SCAN
+    assert DEPTH_SCAN not in several_view_stages(METHODS["global+opt"])  # several views see depth themselves
+    assert several_view_stages(METHODS["global+opt"]) == METHODS["global+opt"][:-1]

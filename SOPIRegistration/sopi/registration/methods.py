@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from ..errors import InputError
 from .global_search import GlobalStage
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "START_NOTE", "WIDER_NOTE", "FineStage", "GlobalStage", "NetworkStage", "Stage", "default_method", "get_method", "needs_mask", "needs_model", "scaled_budgets", "single_level", "widened", "without_search"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "START_NOTE", "WIDER_NOTE", "FineStage", "GlobalStage", "NetworkStage", "Stage", "default_method", "get_method", "needs_mask", "needs_model", "DEPTH_SCAN", "scaled_budgets", "several_view_stages", "single_level", "widened", "without_search"]
 
 
 @dataclass(frozen=True)
@@ -100,9 +100,19 @@ class FineStage:
         return "fine"
 
 
+#: ``opt``'s last stage: depth alone, along the ray through the pivot, +-12 mm in 1.5 mm steps (17 DRRs at
+#: 1/2 and one at the parabola's vertex), scored by patch NCC of the gradients. Gradient correlation, which
+#: the Adam stage climbs, weighs the high-contrast edges most, and on realistic X-rays (scatter, beam
+#: hardening, vendor look-up tables) their contrast differs from the DRR's, which moves its peak in depth
+#: by 3-10 mm in a fifth of the paper cases; the patch-normalised score weighs every edge alike and peaked
+#: within 3 mm of the true depth at 59 of 60 such results (docs/benchmarks.md, "Depth: a scan with patch
+#: NCC of the gradients"). Views other than the first see depth themselves: several-view runs skip it.
+DEPTH_SCAN = Stage("depth-scan", "gradient-ncc", 2, (1.0, 1.5), 8)
+
 _OPT = (
     Stage("cma-es", "gradient-ncc", 4, (4.0, 10.0), 40, population=16),
     Stage("adam", "gc", 2, (1.0, 2.0), 60, learning_rate=0.1, patience=10),
+    DEPTH_SCAN,
 )
 
 METHODS: dict[str, tuple[Stage | NetworkStage | FineStage, ...]] = {
@@ -207,7 +217,7 @@ def scaled_budgets(stages: tuple, iteration_scale: float) -> tuple:
 
     scaled = []
     for stage in stages:
-        if isinstance(stage, Stage):
+        if isinstance(stage, Stage) and stage.optimizer != "depth-scan":  # a scan's budget is its range, not iterations
             stage = replace(stage, budget=times(stage.budget))
         elif isinstance(stage, GlobalStage):
             stage = replace(stage, refine_generations=times(stage.refine_generations))
@@ -216,6 +226,11 @@ def scaled_budgets(stages: tuple, iteration_scale: float) -> tuple:
                             translation_iterations=times(stage.translation_iterations))
         scaled.append(stage)
     return tuple(scaled)
+
+
+def several_view_stages(stages: tuple) -> tuple:
+    """``stages`` without the depth scans, which search along one view's ray (for several views)."""
+    return tuple(stage for stage in stages if not (isinstance(stage, Stage) and stage.optimizer == "depth-scan"))
 
 
 def single_level(stages: tuple) -> tuple:

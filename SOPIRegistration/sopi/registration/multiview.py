@@ -28,7 +28,7 @@ from ..io_xray import XRay, working_xray
 from ..render import rendering_volume
 from ..volume import Volume
 from .global_search import GlobalStage
-from .methods import DEFAULT_METHOD, METHODS, Stage, get_method, needs_mask, scaled_budgets, single_level
+from .methods import DEFAULT_METHOD, METHODS, Stage, get_method, needs_mask, scaled_budgets, several_view_stages, single_level
 from .optimizers import Monitor
 from .problem import PoseProblem, default_pivot, exposed_field
 
@@ -229,7 +229,7 @@ def register_views(
         initial_pose = check_rigid_pose(initial_pose, "initial_pose")
         if view is not None:
             raise InputError("give either initial_pose or view, not both")
-    stages = scaled_budgets(get_method(method), iteration_scale)
+    stages = several_view_stages(scaled_budgets(get_method(method), iteration_scale))
     if not pyramid:
         stages = single_level(stages)
     started = time.perf_counter()
