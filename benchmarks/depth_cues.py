@@ -9,7 +9,14 @@ the drop over +-5 and +-8 mm, the curvature of a parabola through -5..+5 mm (raw
 (3 deg / 3 mm) is printed beside the confidence's, so a cue worth adding to the confidence shows up
 as a higher AUROC.
 
-    python benchmarks/depth_cues.py CT MASK BENCHMARK_FOLDER/<ct> --protocol paper --seed 0 --out cues.json
+``--measure NAME@FACTOR`` (repeatable) also samples other similarities (``sopi.similarity.SIMILARITIES``
+at detector level ``FACTOR``) along the same line, -12 to +12 mm in 1.5 mm steps, and reports where each
+one peaks (parabola through its best sample): how far from the result (as a cue) and from the true depth
+(would moving there have fixed the depth?). This is how the depth scan of ``opt``
+(``sopi.registration.methods.DEPTH_SCAN``) was chosen.
+
+    python benchmarks/depth_cues.py CT MASK BENCHMARK_FOLDER/<ct> --protocol paper --seed 0 --out cues.json \
+        [--measure gc@2 --measure gradient-ncc@2 ...]
     python benchmarks/depth_cues.py --summarise cues_*.json
 """
 
@@ -37,11 +44,15 @@ from sopi.segment import mask_centroid_world  # noqa: E402
 from sopi.simulate import simulate_cases  # noqa: E402
 
 OFFSETS_MM = (-8.0, -5.0, -3.0, -1.5, 0.0, 1.5, 3.0, 5.0, 8.0)
+SCAN_MM = tuple(float(value) for value in np.arange(-12.0, 12.01, 1.5))  # the --measure profiles
 PARAMS = ("rx_deg", "ry_deg", "rz_deg", "tx_mm", "ty_mm", "tz_mm")
 
 
-def profiles(ct_path: str, mask_path: str, folder: Path, protocol: str, seed: int, cases: int) -> list[dict]:
-    """The similarity along depth at every ``global+opt`` result of ``folder`` (its ``results.csv``)."""
+def profiles(
+    ct_path: str, mask_path: str, folder: Path, protocol: str, seed: int, cases: int, measures: tuple[str, ...] = ()
+) -> list[dict]:
+    """The similarity along depth at every ``global+opt`` result of ``folder`` (its ``results.csv``), and
+    each of ``measures`` (``NAME@FACTOR``) along :data:`SCAN_MM`."""
     ct = read_ct(ct_path)
     spine = read_mask(mask_path, ct)
     spine = spine.with_data((spine.data != 0).to(torch.uint8))
@@ -61,9 +72,15 @@ def profiles(ct_path: str, mask_path: str, folder: Path, protocol: str, seed: in
         problem = PoseProblem(attenuation, fixed.image, geometry, start, pivot, mask=spine, xray_weight=weight, exposed=exposed_field(fixed))
         problem.adapt_to_xray(theta, 4, "gradient-ncc")  # as register does before opt's second stage
         with torch.no_grad():
-            scores = problem.similarity(theta[None] + offsets[:, None] * problem.depth_direction(theta)[None], 2, "gc")
+            direction = problem.depth_direction(theta)
+            scores = problem.similarity(theta[None] + offsets[:, None] * direction[None], 2, "gc")
+            scan = theta[None] + torch.tensor(SCAN_MM, dtype=torch.float64)[:, None] * direction[None]
+            others = {name: [round(float(value), 6) for value in problem.similarity(scan, int(name.split("@")[1]), name.split("@")[0])]
+                      for name in measures}
+        truth = torch.tensor([float(row[f"true_{name}"]) for name in PARAMS], dtype=torch.float64)
         rows.append({"folder": str(folder), "case": int(row["case"]), "success": row["failed"] != "True", "mtre_mm": float(row["mtre_mm"]),
-                     "confidence": float(row["confidence"]), "profile": [round(float(value), 6) for value in scores]})
+                     "confidence": float(row["confidence"]), "profile": [round(float(value), 6) for value in scores],
+                     "true_depth_mm": float((truth - theta) @ direction), "measures": others})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -84,13 +101,37 @@ def cues(row: dict) -> dict[str, float]:
     }
 
 
+def scan_peak(scores: list[float]) -> float:
+    """Where a :data:`SCAN_MM` profile peaks (mm): its best sample, moved to the vertex of the parabola through
+    it and its neighbours where that is interior and curved downwards."""
+    values, best = np.array(scores), int(np.argmax(scores))
+    if 0 < best < len(values) - 1:
+        below, centre, above = values[best - 1 : best + 2]
+        curvature = below - 2 * centre + above
+        if curvature < 0:
+            return SCAN_MM[best] + 0.5 * (below - above) / curvature * (SCAN_MM[1] - SCAN_MM[0])
+    return SCAN_MM[best]
+
+
 def summarise(rows: list[dict]) -> str:
-    """AUROC of each cue for success."""
+    """AUROC of each cue for success; for each ``--measure``, where its depth profile peaks."""
     values = [cues(row) for row in rows]
     labels = [row["success"] for row in rows]
     lines = [f"{len(rows)} results, {sum(labels)} succeed; AUROC for success:"]
     for name in values[0]:
         lines.append(f"  {name:>28}: {auroc([value[name] for value in values], labels):.3f}")
+    measures = rows[0].get("measures", {})
+    if measures:
+        depth_now = np.array([abs(row["true_depth_mm"]) for row in rows])
+        lines.append(f"depth error < 3 mm at the results: {int((depth_now < 3).sum())} of {len(rows)}; at each measure's peak:")
+        for name in measures:
+            peaks = np.array([scan_peak(row["measures"][name]) for row in rows])
+            after = np.abs(peaks - np.array([row["true_depth_mm"] for row in rows]))
+            lines.append(
+                f"  {name:>18}: {int((after < 3).sum())} (fixed {int(((depth_now >= 3) & (after < 3)).sum())}, "
+                f"broken {int(((depth_now < 3) & (after >= 3)).sum())}), median |peak - true depth| {np.median(after):.2f} mm, "
+                f"AUROC of -|peak| {auroc(list(-np.abs(peaks)), labels):.3f}"
+            )
     return "\n".join(lines)
 
 
@@ -100,6 +141,7 @@ def main() -> None:
     parser.add_argument("--protocol", default="paper")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cases", type=int, default=10, help="the benchmark's --cases (the draws depend on it)")
+    parser.add_argument("--measure", action="append", default=[], metavar="NAME@FACTOR", help="also scan this similarity (e.g. gradient-ncc@2)")
     parser.add_argument("--summarise", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -109,7 +151,7 @@ def main() -> None:
         return
     if len(args.inputs) != 3 or args.out is None:
         raise SystemExit("expected CT MASK FOLDER and --out (or --summarise FILES)")
-    rows = profiles(*args.inputs[:2], Path(args.inputs[2]), args.protocol, args.seed, args.cases)
+    rows = profiles(*args.inputs[:2], Path(args.inputs[2]), args.protocol, args.seed, args.cases, tuple(args.measure))
     args.out.write_text(json.dumps(rows, indent=1))
     print(summarise(rows))
 
