@@ -53,6 +53,7 @@ def profiles(
 ) -> list[dict]:
     """The similarity along depth at every ``global+opt`` result of ``folder`` (its ``results.csv``), and
     each of ``measures`` (``NAME@FACTOR``) along :data:`SCAN_MM`."""
+    parsed = {text: parse_measure(text) for text in measures}  # a bad one fails before the simulation
     ct = read_ct(ct_path)
     spine = read_mask(mask_path, ct)
     spine = spine.with_data((spine.data != 0).to(torch.uint8))
@@ -75,14 +76,24 @@ def profiles(
             direction = problem.depth_direction(theta)
             scores = problem.similarity(theta[None] + offsets[:, None] * direction[None], 2, "gc")
             scan = theta[None] + torch.tensor(SCAN_MM, dtype=torch.float64)[:, None] * direction[None]
-            others = {name: [round(float(value), 6) for value in problem.similarity(scan, int(name.split("@")[1]), name.split("@")[0])]
-                      for name in measures}
+            others = {name: [round(float(value), 6) for value in problem.similarity(scan, factor, measure)]
+                      for name, (measure, factor) in parsed.items()}
         truth = torch.tensor([float(row[f"true_{name}"]) for name in PARAMS], dtype=torch.float64)
         rows.append({"folder": str(folder), "case": int(row["case"]), "success": row["failed"] != "True", "mtre_mm": float(row["mtre_mm"]),
                      "confidence": float(row["confidence"]), "profile": [round(float(value), 6) for value in scores],
                      "true_depth_mm": float((truth - theta) @ direction), "measures": others})
         print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def parse_measure(text: str) -> tuple[str, int]:
+    """``"NAME@FACTOR"`` -> ``(NAME, FACTOR)``; SystemExit naming what was expected otherwise."""
+    from sopi.similarity import SIMILARITIES
+
+    name, _, factor = text.partition("@")
+    if name not in SIMILARITIES or not factor.isdigit() or int(factor) < 1:
+        raise SystemExit(f"--measure {text!r}: expected NAME@FACTOR, NAME one of {', '.join(SIMILARITIES)} and FACTOR a level >= 1")
+    return name, int(factor)
 
 
 def cues(row: dict) -> dict[str, float]:

@@ -10,9 +10,8 @@ Variants (``--variant``):
 - ``hold+full``: both, each Adam stage holding its region;
 - ``scan``: a third stage, the similarity at 1/2 sampled +-8 mm in 1 mm steps along the ray through the
   pivot (depth alone, region held), its best point refined by a parabola (``depth-scan``);
-- ``scan-gncc``: a third stage, patch NCC of the gradients (``gradient-ncc``, 9 px windows) at 1/2 sampled
-  +-12 mm in 1.5 mm steps along the same ray, region not held, refined by a parabola (``scan-gncc-held``:
-  region held).
+- ``scan-gncc-held``: the default's depth scan (patch NCC of the gradients, ``gradient-ncc``, 9 px windows, at
+  1/2, +-12 mm in 1.5 mm steps along the same ray, refined by a parabola) with the region held.
 
 ``--scatter-from-field`` reads DRRs out with scatter from the X-ray's exposed field only
 (``sopi.registration.problem.SCATTER_FROM_EXPOSED_FIELD``); ``--fit-bone-contrast`` fits the bone
@@ -51,8 +50,7 @@ def variant_stages(name: str) -> tuple:
         "full": (first, adam, dataclasses.replace(adam, factor=1, budget=40)),
         "hold+full": (first, held, dataclasses.replace(held, factor=1, budget=40)),
         "scan": (first, adam, scan),
-        "scan-gncc": (first, adam, methods.DEPTH_SCAN),
-        "scan-gncc-held": (first, adam, dataclasses.replace(methods.DEPTH_SCAN, hold_region=True)),
+        "scan-gncc-held": (first, adam, dataclasses.replace(depth_scan, hold_region=True)),
     }
     if name not in stages:
         raise SystemExit(f"unknown variant {name!r}; expected one of {', '.join(stages)}")

@@ -46,11 +46,11 @@ __all__ = ["DEFAULT_METHOD", "METHODS", "START_NOTE", "WIDER_NOTE", "FineStage",
 class Stage:
     """One optimisation stage."""
 
-    optimizer: str  # "cma-es", "adam" or "powell"
+    optimizer: str  # "cma-es", "adam", "powell" or "depth-scan" (depth alone, along the ray through the pivot)
     measure: str  # a key of sopi.similarity.SIMILARITIES
     factor: int  # detector downsampling factor for a 256-pixel detector (scaled to others, see level_factor)
     scale: tuple[float, float]  # (deg, mm) per normalised unit
-    budget: int  # generations (cma-es), iterations (adam) or evaluations (powell)
+    budget: int  # generations (cma-es), iterations (adam), evaluations (powell) or steps to each side (depth-scan)
     population: int | None = None  # cma-es only
     sigma: float = 1.0  # cma-es only: initial step in normalised units
     patience: int = 15  # stop when the best value has not improved for this many iterations
@@ -62,6 +62,11 @@ class Stage:
     @property
     def label(self) -> str:
         return f"{self.optimizer} {self.measure} 1/{self.factor}"
+
+    @property
+    def scans_depth(self) -> bool:
+        """A scan along one view's ray: its budget is a range, and several views have no single ray."""
+        return self.optimizer == "depth-scan"
 
     def level_factor(self, detector_pixels: int) -> int:
         """The downsampling factor for a detector ``detector_pixels`` wide: the same working
@@ -217,7 +222,7 @@ def scaled_budgets(stages: tuple, iteration_scale: float) -> tuple:
 
     scaled = []
     for stage in stages:
-        if isinstance(stage, Stage) and stage.optimizer != "depth-scan":  # a scan's budget is its range, not iterations
+        if isinstance(stage, Stage) and not stage.scans_depth:
             stage = replace(stage, budget=times(stage.budget))
         elif isinstance(stage, GlobalStage):
             stage = replace(stage, refine_generations=times(stage.refine_generations))
@@ -230,7 +235,7 @@ def scaled_budgets(stages: tuple, iteration_scale: float) -> tuple:
 
 def several_view_stages(stages: tuple) -> tuple:
     """``stages`` without the depth scans, which search along one view's ray (for several views)."""
-    return tuple(stage for stage in stages if not (isinstance(stage, Stage) and stage.optimizer == "depth-scan"))
+    return tuple(stage for stage in stages if not (isinstance(stage, Stage) and stage.scans_depth))
 
 
 def single_level(stages: tuple) -> tuple:
