@@ -1,6 +1,6 @@
 """Does the similarity's shape along depth tell a depth near miss from a success?
 
-For each ``global+opt`` case of a realistic ``sopi benchmark`` folder, the X-ray is simulated again
+For each ``global+opt`` case of a realistic (or, with ``--clean``, clean) ``sopi benchmark`` folder, the X-ray is simulated again
 (same protocol, cases and seed, so the same image), prepared as ``register`` prepares it, and the
 gradient correlation that the confidence reads (half resolution, spine-weighted) is sampled at the
 registered pose moved along depth (the ray through the pivot) by -8 to +8 mm. The cues then are:
@@ -49,7 +49,8 @@ PARAMS = ("rx_deg", "ry_deg", "rz_deg", "tx_mm", "ty_mm", "tz_mm")
 
 
 def profiles(
-    ct_path: str, mask_path: str, folder: Path, protocol: str, seed: int, cases: int, measures: tuple[str, ...] = ()
+    ct_path: str, mask_path: str, folder: Path, protocol: str, seed: int, cases: int, measures: tuple[str, ...] = (),
+    realistic: bool = True,
 ) -> list[dict]:
     """The similarity along depth at every ``global+opt`` result of ``folder`` (its ``results.csv``), and
     each of ``measures`` (``NAME@FACTOR``) along :data:`SCAN_MM`."""
@@ -60,7 +61,7 @@ def profiles(
     geometry = CArmGeometry.preset("perlove-plx118f")
     pivot = mask_centroid_world(spine)
     nominal = nominal_view("ap", pivot, geometry.source_to_isocenter_mm)
-    _, images, _ = simulate_cases(ct, nominal, geometry, protocol, cases, seed, True, "cpu", spine=spine)
+    _, images, _ = simulate_cases(ct, nominal, geometry, protocol, cases, seed, realistic, "cpu", spine=spine)
     attenuation = rendering_volume(ct, "hu")
     start = nominal.pose(torch.zeros(6, dtype=torch.float64)).to(torch.float64)
     offsets = torch.tensor(OFFSETS_MM, dtype=torch.float64)
@@ -76,6 +77,7 @@ def profiles(
             direction = problem.depth_direction(theta)
             scores = problem.similarity(theta[None] + offsets[:, None] * direction[None], 2, "gc")
             scan = theta[None] + torch.tensor(SCAN_MM, dtype=torch.float64)[:, None] * direction[None]
+            problem.hold_ct_edges(theta if problem.LEAVE_OUT_CT_EDGES else None)  # as register's stages do (the confidence does not)
             others = {name: [round(float(value), 6) for value in problem.similarity(scan, factor, measure)]
                       for name, (measure, factor) in parsed.items()}
         truth = torch.tensor([float(row[f"true_{name}"]) for name in PARAMS], dtype=torch.float64)
@@ -137,10 +139,12 @@ def summarise(rows: list[dict]) -> str:
         lines.append(f"depth error < 3 mm at the results: {int((depth_now < 3).sum())} of {len(rows)}; at each measure's peak:")
         for name in measures:
             peaks = np.array([scan_peak(row["measures"][name]) for row in rows])
-            after = np.abs(peaks - np.array([row["true_depth_mm"] for row in rows]))
+            signed = peaks - np.array([row["true_depth_mm"] for row in rows])
+            after = np.abs(signed)
             lines.append(
                 f"  {name:>18}: {int((after < 3).sum())} (fixed {int(((depth_now >= 3) & (after < 3)).sum())}, "
-                f"broken {int(((depth_now < 3) & (after >= 3)).sum())}), median |peak - true depth| {np.median(after):.2f} mm, "
+                f"broken {int(((depth_now < 3) & (after >= 3)).sum())}), median |peak - true depth| {np.median(after):.2f} mm "
+                f"(signed {np.median(signed):+.2f}), "
                 f"AUROC of -|peak| {auroc(list(-np.abs(peaks)), labels):.3f}"
             )
     return "\n".join(lines)
@@ -153,6 +157,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cases", type=int, default=10, help="the benchmark's --cases (the draws depend on it)")
     parser.add_argument("--measure", action="append", default=[], metavar="NAME@FACTOR", help="also scan this similarity (e.g. gradient-ncc@2)")
+    parser.add_argument("--clean", action="store_true", help="the benchmark ran on clean X-rays (no --realistic)")
     parser.add_argument("--summarise", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -162,7 +167,7 @@ def main() -> None:
         return
     if len(args.inputs) != 3 or args.out is None:
         raise SystemExit("expected CT MASK FOLDER and --out (or --summarise FILES)")
-    rows = profiles(*args.inputs[:2], Path(args.inputs[2]), args.protocol, args.seed, args.cases, tuple(args.measure))
+    rows = profiles(*args.inputs[:2], Path(args.inputs[2]), args.protocol, args.seed, args.cases, tuple(args.measure), not args.clean)
     args.out.write_text(json.dumps(rows, indent=1))
     print(summarise(rows))
 

@@ -17,7 +17,8 @@ Variants (``--variant``):
 (``sopi.registration.problem.SCATTER_FROM_EXPOSED_FIELD``); ``--fit-bone-contrast`` fits the bone
 contrast before the last stage (``PoseProblem.FIT_BONE_CONTRAST``, off by default); ``--fft-score joint-gradient``
 changes the global search's FFT score (``GlobalStage.fft_score``); ``--accept-start-above C`` the confidence at which
-it keeps a refined start without searching (``GlobalStage.accept_start_above``). Everything after the options is
+it keeps a refined start without searching (``GlobalStage.accept_start_above``); ``--ct-edges-in`` keeps the pixels whose rays
+the CT's extent cuts in every stage (``PoseProblem.LEAVE_OUT_CT_EDGES``, on since 2026-12-04). Everything after the options is
 ``sopi``'s own command line:
 
     python benchmarks/objective_variants.py --variant hold+full --scatter-from-field -- \\
@@ -65,6 +66,7 @@ def main() -> int:
     parser.add_argument("--fft-score", default=None, help="the global search's FFT score (GlobalStage.fft_score; default: the shipped one)")
     parser.add_argument("--accept-start-above", type=float, default=None,
                         help="keep a refined start at this confidence (GlobalStage.accept_start_above; default: the shipped one)")
+    parser.add_argument("--ct-edges-in", action="store_true", help="keep the CT's cut edges in the similarity (before 2026-12-04)")
     parser.add_argument("sopi_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     stages = variant_stages(args.variant)
@@ -77,6 +79,7 @@ def main() -> int:
     methods.METHODS["global+opt"] = (search, *stages)
     problem.SCATTER_FROM_EXPOSED_FIELD = args.scatter_from_field
     problem.PoseProblem.FIT_BONE_CONTRAST = args.fit_bone_contrast
+    problem.PoseProblem.LEAVE_OUT_CT_EDGES = not args.ct_edges_in
     rest = args.sopi_args[1:] if args.sopi_args[:1] == ["--"] else args.sopi_args
     return sopi_main(rest)
 

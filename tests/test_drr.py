@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sopi.drr import Projector
 from sopi.errors import InputError
@@ -333,3 +334,65 @@ def test_all_finite_finds_nan_and_infinities_anywhere():
         assert not all_finite(spoiled)
     with pytest.raises(InputError, match="NaN or infinite"):
         Projector(Volume(torch.where(torch.arange(64.0).reshape(4, 4, 4) == 5, float("nan"), 1.0), torch.eye(4, dtype=torch.float64)), GEOMETRY)
+
+
+def _face_axes(poses: torch.Tensor, geometry: CArmGeometry, low_world, high_world) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Independent float64 slab test of every pixel's ray against an axis-aligned world box:
+    ``(hit, entry axis, exit axis)``, each ``(B, rows, cols)``."""
+    du, dv = geometry.pixel_spacing_mm
+    cu, cv = geometry.principal_point_px
+    rows, cols = torch.meshgrid(torch.arange(geometry.rows, dtype=torch.float64), torch.arange(geometry.cols, dtype=torch.float64), indexing="ij")
+    pixel_camera = torch.stack([(cols - cu) * du, (rows - cv) * dv, torch.full_like(cols, geometry.sdd_mm)], -1)
+    low, high = torch.tensor(low_world, dtype=torch.float64), torch.tensor(high_world, dtype=torch.float64)
+    hits, entries, exits = [], [], []
+    for pose in poses:
+        rotation, translation = pose[:3, :3], pose[:3, 3]
+        source = -rotation.T @ translation
+        direction = (pixel_camera - translation) @ rotation - source
+        to_low, to_high = (low - source) / direction, (high - source) / direction
+        near, entry = torch.minimum(to_low, to_high).max(-1)
+        far, exit_ = torch.maximum(to_low, to_high).min(-1)
+        hits.append(far > near)
+        entries.append(entry)
+        exits.append(exit_)
+    return torch.stack(hits), torch.stack(entries), torch.stack(exits)
+
+
+def test_rays_the_volumes_extent_cuts_leave_through_a_side_face_at_tissue():
+    """A block of tissue filling its grid (a crop: the body goes on beyond every face), near-AP views: a ray is
+    cut exactly where it enters or leaves the support box through a face other than the two facing the source
+    (an independent slab test says which). A ball of tissue in air touches its box at six points only: no ray
+    through it is cut."""
+    shape_kji, spacing, origin = (30, 36, 40), (2.0, 1.5, 2.5), (-40.0, -27.0, -37.5)
+    world_from_index = torch.diag(torch.tensor([*spacing, 1.0], dtype=torch.float64))
+    world_from_index[:3, 3] = torch.tensor(origin, dtype=torch.float64)
+    block = Volume(torch.full(shape_kji, 0.02), world_from_index)
+    # the support box lies one voxel beyond the outermost non-zero voxels: index -1 and n
+    low = [o - s for o, s in zip(origin, spacing)]
+    high = [o + n * s for o, s, n in zip(origin, spacing, reversed(shape_kji))]
+    generator = torch.Generator().manual_seed(3)
+    poses = torch.stack([
+        nominal_view("ap", block.center_world, 650.0).pose(torch.randn(6, generator=generator, dtype=torch.float64) * torch.tensor([8.0] * 3 + [6.0] * 3))
+        for _ in range(4)
+    ])
+    cut = Projector(block, GEOMETRY).truncated_rays(poses, threshold=0.002)
+    hit, entry, exit_ = _face_axes(poses, GEOMETRY, low, high)
+    facing = (poses[:, 2, :3].abs().argmax(-1))[:, None, None]  # the world axis along each view's principal ray
+    expected = hit & ((entry != facing) | (exit_ != facing))
+    # where the expectation changes from pixel to pixel, a sample point can fall either side: judge the rest
+    padded = F.pad(expected[:, None].float(), (1, 1, 1, 1), mode="replicate")
+    steady = (F.max_pool2d(padded, 3, stride=1) == F.max_pool2d(-padded, 3, stride=1).neg())[:, 0]
+    assert int((expected & steady).sum()) > 100 and int((~expected & hit & steady).sum()) > 200
+    assert torch.equal(cut[steady], expected[steady])
+
+    size, radius = 40, 18.0
+    k, j, i = torch.meshgrid(*(torch.arange(size, dtype=torch.float64),) * 3, indexing="ij")
+    ball = ((i - 19.5).square() + (j - 19.5).square() + (k - 19.5).square()).sqrt() * 1.0 <= radius
+    ball_volume = Volume(ball.float() * 0.02, oblique_affine((size,) * 3, (1.0,) * 3, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)))
+    views = torch.stack([nominal_view("ap", ball_volume.center_world, 650.0).pose(torch.zeros(6, dtype=torch.float64)),
+                         nominal_view("lateral", ball_volume.center_world, 650.0).pose(torch.zeros(6, dtype=torch.float64))])
+    projector = Projector(ball_volume, GEOMETRY)
+    cut = projector.truncated_rays(views, threshold=0.002)
+    chords = projector(views)  # the ball's chord (x 0.02): the rays through its core are long
+    assert int((chords > 0.02 * radius).sum()) > 500
+    assert not cut[chords > 0.02 * 2.0].any()  # at most grazing rays by the box's touching points

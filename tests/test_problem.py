@@ -183,3 +183,81 @@ def test_a_levels_ray_step_follows_its_pixel_size_not_its_factor():
         steps[pixels] = {factor: problem.level(factor).projector.step_mm for factor in (1, 2, 4, 8)}
     assert steps[96] == steps[256] == {1: 1.0, 2: 2.0, 4: 3.0, 8: 3.0}
     assert steps[512] == {1: 1.0, 2: 1.0, 4: 2.0, 8: 3.0}
+
+
+def _crop_scene() -> tuple[PoseProblem, Volume, Volume, object, torch.Tensor]:
+    """A crop whose soft tissue fills the grid from side to side and top to bottom (the body goes on beyond it),
+    two bony blocks in the middle, and an X-ray of the longer, wider body the crop was taken from."""
+    body = torch.zeros(40, 24, 40)  # k, j, i: 8 more slices at each end and 8 more columns at each side
+    body[:, 4:20, :] = 0.02
+    body[13:19, 9:14, 16:23] = 0.07
+    body[21:28, 10:15, 17:22] = 0.06
+    body[2:6, 8:16, 12:28] = 0.08  # anatomy beyond the crop's first slice
+    body[30:38, 6:18, 20:26] = 0.05
+    crop = body[8:32, :, 8:32].clone()
+    affine = (1, 0, 0, 0, 1, 0, 0, 0, 1)
+    volume = Volume(crop, world_from_index_affine((-46.0, -46.0, -46.0), (4.0, 4.0, 4.0), affine))
+    patient = Volume(body, world_from_index_affine((-78.0, -46.0, -78.0), (4.0, 4.0, 4.0), affine))
+    spine = volume.with_data((crop > 0.05).to(torch.uint8))
+    view = nominal_view("ap", volume.center_world, DETECTOR.source_to_isocenter_mm)
+    truth = torch.tensor([[1.0, -2.0, 1.5, 2.0, 1.0, -3.0]], dtype=torch.float64)
+    with torch.no_grad():
+        xray = Projector(patient, DETECTOR)(view.pose(truth))[0]
+    problem = PoseProblem(volume, xray, DETECTOR, view.camera_from_world, view.isocenter_world, mask=spine)
+    return problem, volume, spine, view, truth
+
+
+def test_held_ct_edges_leave_out_the_pixels_whose_rays_the_crop_cuts():
+    from sopi.registration.problem import CT_TISSUE_PER_MM
+
+    problem, volume, spine, view, truth = _crop_scene()
+    candidates = torch.cat([truth, truth + torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 5.0]], dtype=torch.float64)])
+    with torch.no_grad():
+        free = problem.similarity(candidates, 1, "gc")
+        problem.hold_ct_edges(truth[0])
+        held = problem.similarity(candidates, 1, "gc")
+        # a second path: the weights built by hand from the cut rays at the held pose
+        projector = Projector(volume, DETECTOR)
+        cut = projector.truncated_rays(view.pose(truth), CT_TISSUE_PER_MM)[0]
+        kept = ~dilate(cut, PoseProblem.CT_EDGE_MARGIN_PX)
+        drrs = projector(view.pose(candidates))
+        regions = Projector(spine.with_data(spine.data.float()), DETECTOR)(view.pose(candidates)) > 0
+        weights = dilate(regions, problem.mask_dilation_px).float() * kept.float()
+        expected = SIMILARITIES["gc"](problem.xray.expand_as(drrs), drrs, weights).double()
+    assert cut.any() and kept.any()
+    assert torch.allclose(held, expected, atol=1e-5)
+    assert float(held[0]) > float(free[0]) + 0.01  # the anatomy beyond the crop no longer counts against the truth
+    # what the X-ray shows along the rays the crop cuts does not count at all while held
+    altered = problem.xray.clone()
+    altered[cut] += 5.0 * torch.rand(int(cut.sum()), generator=torch.Generator().manual_seed(0))
+    other = PoseProblem(volume, altered, DETECTOR, view.camera_from_world, view.isocenter_world, mask=spine)
+    with torch.no_grad():
+        other.hold_ct_edges(truth[0])
+        assert torch.allclose(other.similarity(candidates, 1, "gc"), held, atol=1e-5)
+        other.hold_ct_edges(None)
+        assert not torch.allclose(other.similarity(candidates, 1, "gc"), free, atol=1e-3)
+
+
+def test_ct_edges_stay_in_where_leaving_them_out_would_leave_too_little_of_the_spine(monkeypatch):
+    problem, *_, truth = _crop_scene()
+    monkeypatch.setattr(PoseProblem, "CT_EDGE_MIN_KEPT", 1.0)  # any pixel of the spine's region left out is too many
+    with torch.no_grad():
+        free = problem.similarity(truth, 1, "gc")
+        problem.hold_ct_edges(truth[0])
+        assert torch.allclose(problem.similarity(truth, 1, "gc"), free, atol=1e-7)
+
+
+def test_a_stage_holds_the_ct_edges_at_its_start_and_releases_them():
+    problem, *_, truth = _crop_scene()
+    seen = []
+    original = problem.similarity
+
+    def spy(theta, factor, measure):
+        seen.append(problem._edge_theta)
+        return original(theta, factor, measure)
+
+    problem.similarity = spy
+    start = truth[0] + 1.0
+    _run_stage(problem, Stage("adam", "gc", 1, (1.0, 2.0), 3), start, 0, Monitor(None, None, 0.0, 1.0, ""))
+    assert seen and all(torch.equal(held[0], start) for held in seen)
+    assert problem._edge_theta is None

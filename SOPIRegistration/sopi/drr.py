@@ -166,6 +166,47 @@ class Projector(nn.Module):
             stacked = stacked[:, 0]
         return stacked[0] if squeeze else stacked
 
+    def truncated_rays(
+        self, camera_from_world: torch.Tensor, threshold: float, inset_voxels: float = 1.5, side_cosine: float = 0.7
+    ) -> torch.Tensor:
+        """``(B, rows, cols)`` bool: pixels whose ray the CT's own extent cuts, so that the DRR there is not
+        what the patient's X-ray shows.
+
+        A ray is cut where it enters or leaves the support box through a side face (one whose normal
+        makes an angle of more than ``acos(side_cosine)`` with the ray) at tissue: channel 0 above
+        ``threshold``, ``inset_voxels`` inside that face (the box lies a voxel beyond the outermost non-zero
+        voxels, so 1.5 reaches between the outermost two). There the body goes on beyond the scan,
+        and the DRR ramps or steps where the X-ray does not: at the first and last slices of every CT,
+        and at every face of a crop. Rays that enter and leave through the two faces facing the source
+        (the front and back of the body in an AP view) are not cut however much tissue those faces
+        hold: their line integrals change smoothly from pixel to pixel. Rays that miss the box are not
+        cut either (beside a body scanned whole they pass through air); those next to a cut face
+        follow cut ones.
+        """
+        poses = camera_from_world.reshape(-1, 4, 4).to(device=self.volume.device, dtype=self.volume.dtype)
+        with torch.no_grad():
+            origin, direction = self._rays_normalized(poses)  # (B, 3), (B, P, 3)
+            inverse = 1.0 / torch.where(direction == 0, torch.full_like(direction, 1e-12), direction)
+            to_low = (self.box_low - origin[:, None, :]) * inverse
+            to_high = (self.box_high - origin[:, None, :]) * inverse
+            near, entry_axis = torch.minimum(to_low, to_high).max(dim=-1)
+            far, exit_axis = torch.maximum(to_low, to_high).min(dim=-1)
+            hit = far > near
+            # cosine of the ray with each face normal: the normal of normalised axis a is row a of A
+            mm_per_unit = self.normalized_from_world[:3, :3].norm(dim=1)  # |A[a]|, normalised units per mm
+            cosine = direction.abs() / (mm_per_unit * self.ray_length_mm[:, None])  # (B, P, 3)
+            cut = torch.zeros_like(hit)
+            for parameter, axis, entering in ((near, entry_axis, True), (far, exit_axis, False)):
+                side = cosine.gather(-1, axis[..., None])[..., 0] < side_cosine
+                points = origin[:, None, :] + parameter[..., None] * direction  # (B, P, 3) on the face, x = i
+                along = direction.gather(-1, axis[..., None])[..., 0]
+                inward = torch.where((along > 0) == entering, 1.0, -1.0).to(points) * (inset_voxels / self.half_grid)[axis]
+                points = points.scatter_add(-1, axis[..., None], inward[..., None])  # moved into the box along the face's normal
+                tissue = F.grid_sample(self.volume[:, :1].expand(len(poses), -1, -1, -1, -1), points[:, :, None, None, :],
+                                       mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0, :, 0, 0] > threshold
+                cut |= hit & side & tissue
+        return cut.reshape(len(poses), self.geometry.rows, self.geometry.cols)
+
     # ------------------------------------------------------------------ internals
 
     def _rays_normalized(self, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
