@@ -114,7 +114,7 @@ class PoseProblem:
     CT_EDGE_MARGIN_PX: ClassVar[int] = 6
     #: the edges are not left out where that would leave less than this fraction of the spine's region
     CT_EDGE_MIN_KEPT: ClassVar[float] = 0.5
-    #: whether the optimisation stages of :func:`sopi.registration.register` hold the CT's edges out
+    #: whether the stages of :func:`sopi.registration.register` that ask for it (``Stage.hold_ct_edges``) hold the CT's edges out
     LEAVE_OUT_CT_EDGES: ClassVar[bool] = True
     _held_theta: torch.Tensor | None = field(default=None, init=False, repr=False)
     _held_masks: dict = field(default_factory=dict, init=False, repr=False)
