@@ -293,9 +293,10 @@ class PoseProblem:
         The body goes on beyond the first and last slices of every CT, and beyond every face of a crop:
         the DRR steps or ramps there where the X-ray shows more anatomy (or, once prepared, a smooth
         fill of what lies outside the field). Patch similarities of the gradients see that edge in every
-        window that reaches it, and as the pose moves along depth the edge scales with it: on a lumbar
-        crop's clean DRRs the patch NCC of gradients peaked 0.6 mm too deep (median of 10 poses) with the
-        edge and 0.1 mm without. Held at one pose, like :meth:`hold_region`, so that pixels do not enter
+        window that reaches it, and as the pose moves along depth the edge scales with it: about the true
+        poses of a lumbar crop's clean DRRs (median of 10) the patch NCC of gradients peaked 0.61 mm too
+        deep with the edge and 0.25 mm with the cut rays left out, gradient correlation 0.38 and 0.04 mm
+        (docs/benchmarks.md, "The CT's own edges, left out"). Held at one pose, like :meth:`hold_region`, so that pixels do not enter
         and leave the comparison as the pose moves. Where the cut rays and their margin would keep less
         than :attr:`CT_EDGE_MIN_KEPT` of the spine's region (a crop barely larger than the spine), the
         edges stay in.
