@@ -16,7 +16,6 @@ extent cuts in the similarity (``PoseProblem.LEAVE_OUT_CT_EDGES = False``: regis
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -24,13 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SOPIRegistration"))
 
-from sopi.benchmark import _row, target_points  # noqa: E402
+from sopi.benchmark import initial_rows, result_row, target_points, write_results  # noqa: E402
 from sopi.geometry import CArmGeometry, nominal_view  # noqa: E402
 from sopi.io import read_ct, read_mask  # noqa: E402
 from sopi.io_xray import XRay  # noqa: E402
 from sopi.registration import register  # noqa: E402
 from sopi.registration.problem import PoseProblem  # noqa: E402
-from sopi.report import write_report  # noqa: E402
 from sopi.segment import mask_centroid_world  # noqa: E402
 from sopi.simulate import simulate_cases  # noqa: E402
 from sopi.volume import Volume  # noqa: E402
@@ -61,27 +59,15 @@ def run(ct_path: str, mask_path: str, args: argparse.Namespace) -> list[dict]:
     short_ct, short_spine = shortened(ct, centre, args.half_mm), shortened(spine, centre, args.half_mm)
     points = target_points(short_spine)
     print(f"{Path(ct_path).name}: {ct.grid_shape} voxels (i, j, k), registering against {short_ct.grid_shape}", flush=True)
-    rows = []
+    rows = initial_rows(thetas, nominal, geometry, points)
     for index, theta in enumerate(thetas):
-        truth = nominal.pose(theta)
-        rows.append(_row("Initial", index, theta, nominal.camera_from_world, truth, nominal, geometry, points, 0.0, float("nan"), 0))
-    for index, theta in enumerate(thetas):
-        truth = nominal.pose(theta)
         result = register(short_ct, XRay(images[index], geometry), initial_pose=nominal.camera_from_world, mask=short_spine,
                           method=args.method, device="cpu", seed=args.seed + index)
-        rows.append(_row(args.method, index, theta, result.camera_from_world, truth, nominal, geometry, points, result.time_s,
-                         result.similarity, result.iterations))
-        rows[-1].update(confidence=result.confidence, likely_failed=result.likely_failed)
+        rows.append(result_row(args.method, index, theta, result, nominal, geometry, points))
         print(f"  case {index}: mTRE {rows[-1]['mtre_mm']:.2f} mm, failed {rows[-1]['failed']}", flush=True)
-    out = args.out / Path(ct_path).name.split(".")[0]
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "results.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)), restval="")
-        writer.writeheader()
-        writer.writerows(rows)
     settings = {"ct": ct_path, "mask": mask_path, "view": "ap", "device": "cpu", "protocol": args.protocol, "cases": args.cases, "seed": args.seed,
                 "realistic": args.realistic, "half_mm": args.half_mm, "ct_edges_in": args.ct_edges_in, "geometry": geometry.to_dict()}
-    write_report(rows, out, settings)
+    write_results(rows, args.out / Path(ct_path).name.split(".")[0], settings)
     return rows
 
 

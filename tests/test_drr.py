@@ -36,6 +36,18 @@ def random_views(center: torch.Tensor, count: int, seed: int, spread_deg: float 
     return torch.stack(poses)
 
 
+def world_rays(pose: torch.Tensor, geometry: CArmGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+    """Independent float64 rays of one pose: the source (3,) and every pixel's source-to-pixel vector
+    ``(rows, cols, 3)``, in world mm."""
+    du, dv = geometry.pixel_spacing_mm
+    cu, cv = geometry.principal_point_px
+    rows, cols = torch.meshgrid(torch.arange(geometry.rows, dtype=torch.float64), torch.arange(geometry.cols, dtype=torch.float64), indexing="ij")
+    pixel_camera = torch.stack([(cols - cu) * du, (rows - cv) * dv, torch.full_like(cols, geometry.sdd_mm)], -1)
+    rotation, translation = pose[:3, :3], pose[:3, 3]
+    source = -rotation.T @ translation
+    return source, (pixel_camera - translation) @ rotation - source  # R^T (p - t) - source
+
+
 def ray_box_chords(poses: torch.Tensor, geometry: CArmGeometry, box_low_world, box_high_world, ramp_mm):
     """Independent float64 chord lengths of every pixel's ray through an axis-aligned world box.
 
@@ -45,17 +57,11 @@ def ray_box_chords(poses: torch.Tensor, geometry: CArmGeometry, box_low_world, b
     is clean if it enters and leaves the boxes grown and shrunk by the ramp through the
     same faces as the box itself, away from those faces' edges.
     """
-    du, dv = geometry.pixel_spacing_mm
-    cu, cv = geometry.principal_point_px
-    rows, cols = torch.meshgrid(torch.arange(geometry.rows, dtype=torch.float64), torch.arange(geometry.cols, dtype=torch.float64), indexing="ij")
-    pixel_camera = torch.stack([(cols - cu) * du, (rows - cv) * dv, torch.full_like(cols, geometry.sdd_mm)], -1)
     low_corner, high_corner = torch.tensor(box_low_world, dtype=torch.float64), torch.tensor(box_high_world, dtype=torch.float64)
     half_ramp = torch.tensor(ramp_mm, dtype=torch.float64) / 2
     chords, clean = [], []
     for pose in poses:
-        rotation, translation = pose[:3, :3], pose[:3, 3]
-        source = -rotation.T @ translation
-        direction = (pixel_camera - translation) @ rotation - source  # R^T (p - t) - source
+        source, direction = world_rays(pose, geometry)
         ok = torch.ones(direction.shape[:-1], dtype=torch.bool)
         faces = None
         for grow in (1.0, 0.0, -1.0):
@@ -339,16 +345,10 @@ def test_all_finite_finds_nan_and_infinities_anywhere():
 def _face_axes(poses: torch.Tensor, geometry: CArmGeometry, low_world, high_world) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Independent float64 slab test of every pixel's ray against an axis-aligned world box:
     ``(hit, entry axis, exit axis)``, each ``(B, rows, cols)``."""
-    du, dv = geometry.pixel_spacing_mm
-    cu, cv = geometry.principal_point_px
-    rows, cols = torch.meshgrid(torch.arange(geometry.rows, dtype=torch.float64), torch.arange(geometry.cols, dtype=torch.float64), indexing="ij")
-    pixel_camera = torch.stack([(cols - cu) * du, (rows - cv) * dv, torch.full_like(cols, geometry.sdd_mm)], -1)
     low, high = torch.tensor(low_world, dtype=torch.float64), torch.tensor(high_world, dtype=torch.float64)
     hits, entries, exits = [], [], []
     for pose in poses:
-        rotation, translation = pose[:3, :3], pose[:3, 3]
-        source = -rotation.T @ translation
-        direction = (pixel_camera - translation) @ rotation - source
+        source, direction = world_rays(pose, geometry)
         to_low, to_high = (low - source) / direction, (high - source) / direction
         near, entry = torch.minimum(to_low, to_high).max(-1)
         far, exit_ = torch.maximum(to_low, to_high).min(-1)

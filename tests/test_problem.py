@@ -40,6 +40,18 @@ def _depths(values: list[float]) -> torch.Tensor:
     return theta
 
 
+def _record_while_scoring(problem: PoseProblem, attribute: str) -> list:
+    """A list that gets ``problem.<attribute>`` (a held pose) every time ``problem.similarity`` is called."""
+    seen, original = [], problem.similarity
+
+    def spy(theta, factor, measure):
+        seen.append(getattr(problem, attribute))
+        return original(theta, factor, measure)
+
+    problem.similarity = spy
+    return seen
+
+
 def test_a_held_region_weights_every_candidate_by_the_spine_at_the_held_pose():
     problem, volume, spine, view = _scene()
     held = torch.tensor([1.0, 0.0, -2.0, 3.0, 1.0, -6.0], dtype=torch.float64)
@@ -72,14 +84,7 @@ def test_holding_the_region_at_a_candidates_own_pose_changes_nothing():
 
 def test_a_stage_holds_the_region_only_while_it_runs_even_when_cancelled():
     problem, *_ = _scene()
-    seen = []
-    original = problem.similarity
-
-    def spy(theta, factor, measure):
-        seen.append(problem._held_theta)
-        return original(theta, factor, measure)
-
-    problem.similarity = spy
+    seen = _record_while_scoring(problem, "_held_theta")
     start = _depths([2.0])[0]
     stage = Stage("adam", "gc", 1, (1.0, 2.0), 3, hold_region=True)
     _run_stage(problem, stage, start, 0, Monitor(None, None, 0.0, 1.0, ""))
@@ -249,14 +254,7 @@ def test_ct_edges_stay_in_where_leaving_them_out_would_leave_too_little_of_the_s
 
 def test_a_stage_that_asks_holds_the_ct_edges_at_its_start_and_releases_them():
     problem, *_, truth = _crop_scene()
-    seen = []
-    original = problem.similarity
-
-    def spy(theta, factor, measure):
-        seen.append(problem._edge_theta)
-        return original(theta, factor, measure)
-
-    problem.similarity = spy
+    seen = _record_while_scoring(problem, "_edge_theta")
     start = truth[0] + 1.0
     _run_stage(problem, Stage("adam", "gc", 1, (1.0, 2.0), 3, hold_ct_edges=True), start, 0, Monitor(None, None, 0.0, 1.0, ""))
     assert seen and all(torch.equal(held[0], start) for held in seen)

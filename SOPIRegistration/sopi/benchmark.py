@@ -25,7 +25,7 @@ from .io_xray import XRay
 from .simulate import simulate_cases  # noqa: F401  (re-exported: benchmarks import it from here)
 from .volume import Volume
 
-__all__ = ["CaseMetrics", "case_metrics", "run_benchmark", "simulate_cases", "target_points"]
+__all__ = ["CaseMetrics", "case_metrics", "initial_rows", "result_row", "run_benchmark", "simulate_cases", "target_points", "write_results"]
 
 #: The paper's failure threshold on its summed per-axis errors (deg and mm).
 FAILURE_THRESHOLD = 3.0
@@ -91,7 +91,6 @@ def run_benchmark(
     """
     from .nets.model_file import load_model
     from .registration import get_method, load_networks, register
-    from .report import write_report
     from .segment import mask_centroid_world
 
     from .validate import check_outputs, check_seed
@@ -114,28 +113,49 @@ def run_benchmark(
     nominal = nominal_view(view, mask_centroid_world(spine), geometry.source_to_isocenter_mm)
     points = target_points(spine)
     thetas, images, _ = simulate_cases(ct, nominal, geometry, protocol, cases, seed, realistic, device, spine=spine)
-    rows = []
+    rows = initial_rows(thetas, nominal, geometry, points)
     total, done = cases * len(methods), 0
-    for index, theta in enumerate(thetas):
-        truth = nominal.pose(theta)
-        rows.append(_row("Initial", index, theta, nominal.camera_from_world, truth, nominal, geometry, points, 0.0, float("nan"), 0))
     for method in methods:
         for index, theta in enumerate(thetas):
-            truth = nominal.pose(theta)
             result = register(
                 ct, XRay(images[index], geometry), initial_pose=nominal.camera_from_world, mask=spine,
                 method=method, model=loaded.get("rtpi"), fine_model=loaded.get("fine"), device=device, seed=seed + index,
                 prepare=prepare,
             )
-            rows.append(
-                _row(method, index, theta, result.camera_from_world, truth, nominal, geometry, points, result.time_s, result.similarity, result.iterations)
-            )
-            rows[-1].update(confidence=result.confidence, likely_failed=result.likely_failed)
-            rows[-1]["renders"] = sum(stage.get("renders", 0) for stage in result.stages)
-            rows[-1].update({f"confidence_{key}": value for key, value in result.confidence_details.items()})
+            rows.append(result_row(method, index, theta, result, nominal, geometry, points))
             done += 1
             if progress is not None:
                 progress(done, total, f"{method} case {index + 1}/{cases}: mTRE {rows[-1]['mtre_mm']:.2f} mm")
+    settings = {
+        "ct": str(ct_path), "mask": str(mask_path), "protocol": protocol, "cases": cases, "seed": seed,
+        "realistic": realistic, "prepare": prepare, "view": view, "geometry": geometry.to_dict(), "device": str(device),
+        "model": None if model is None else str(model), "fine_model": None if fine_model is None else str(fine_model),
+    }
+    return write_results(rows, out_dir, settings)
+
+
+def initial_rows(thetas: Sequence[torch.Tensor], nominal: NominalView, geometry: CArmGeometry, points: torch.Tensor) -> list[dict]:
+    """The ``Initial`` rows of ``results.csv``: each case's start (the nominal view) against its true pose ``theta``."""
+    return [_row("Initial", index, theta, nominal.camera_from_world, nominal.pose(theta), nominal, geometry, points, 0.0, float("nan"), 0)
+            for index, theta in enumerate(thetas)]
+
+
+def result_row(method: str, index: int, theta: torch.Tensor, result, nominal: NominalView, geometry: CArmGeometry, points: torch.Tensor) -> dict:
+    """One ``results.csv`` row: ``result`` (a :class:`sopi.registration.RegistrationResult`) of case ``index``, whose
+    true pose is ``theta`` about ``nominal``, scored on ``points`` (LPS mm), with its confidence and renders."""
+    row = _row(method, index, theta, result.camera_from_world, nominal.pose(theta), nominal, geometry, points, result.time_s,
+               result.similarity, result.iterations)
+    row.update(confidence=result.confidence, likely_failed=result.likely_failed)
+    row["renders"] = sum(stage.get("renders", 0) for stage in result.stages)
+    row.update({f"confidence_{key}": value for key, value in result.confidence_details.items()})
+    return row
+
+
+def write_results(rows: list[dict], out_dir: str | Path, settings: dict) -> list[Path]:
+    """Write ``rows`` to ``out_dir/results.csv`` (whole or not at all) and the report of
+    :func:`sopi.report.write_report`; return every path written."""
+    from .report import write_report
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "results.csv"
@@ -143,11 +163,6 @@ def run_benchmark(
         writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)), restval="")
         writer.writeheader()
         writer.writerows(rows)
-    settings = {
-        "ct": str(ct_path), "mask": str(mask_path), "protocol": protocol, "cases": cases, "seed": seed,
-        "realistic": realistic, "prepare": prepare, "view": view, "geometry": geometry.to_dict(), "device": str(device),
-        "model": None if model is None else str(model), "fine_model": None if fine_model is None else str(fine_model),
-    }
     return [csv_path, *write_report(rows, out, settings)]
 
 

@@ -186,11 +186,7 @@ class Projector(nn.Module):
         poses = camera_from_world.reshape(-1, 4, 4).to(device=self.volume.device, dtype=self.volume.dtype)
         with torch.no_grad():
             origin, direction = self._rays_normalized(poses)  # (B, 3), (B, P, 3)
-            inverse = 1.0 / torch.where(direction == 0, torch.full_like(direction, 1e-12), direction)
-            to_low = (self.box_low - origin[:, None, :]) * inverse
-            to_high = (self.box_high - origin[:, None, :]) * inverse
-            near, entry_axis = torch.minimum(to_low, to_high).max(dim=-1)
-            far, exit_axis = torch.maximum(to_low, to_high).min(dim=-1)
+            near, entry_axis, far, exit_axis = self._slabs(origin, direction)
             hit = far > near
             # cosine of the ray with each face normal: the normal of normalised axis a is row a of A
             mm_per_unit = self.normalized_from_world[:3, :3].norm(dim=1)  # |A[a]|, normalised units per mm
@@ -225,10 +221,17 @@ class Projector(nn.Module):
         Not clamped: ``near < 0`` means the box reaches behind the source, ``far > 1`` beyond
         the detector; ``far <= near`` means the line misses the box.
         """
+        near, _, far, _ = self._slabs(origin, direction)
+        return near, far
+
+    def _slabs(self, origin: torch.Tensor, direction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_clip`'s ``near`` and ``far`` with the normalised axis (0 = i, 1 = j, 2 = k) of the face each lies on."""
         inverse = 1.0 / torch.where(direction == 0, torch.full_like(direction, 1e-12), direction)
         to_low = (self.box_low - origin[:, None, :]) * inverse
         to_high = (self.box_high - origin[:, None, :]) * inverse
-        return torch.minimum(to_low, to_high).amax(dim=-1), torch.maximum(to_low, to_high).amin(dim=-1)
+        near, entry_axis = torch.minimum(to_low, to_high).max(dim=-1)
+        far, exit_axis = torch.maximum(to_low, to_high).min(dim=-1)
+        return near, entry_axis, far, exit_axis
 
     def _sweep(self, origin: torch.Tensor, direction: torch.Tensor, axis: int) -> torch.Tensor:
         """Line integrals ``(b, C, P)`` for poses that share the sweep ``axis``."""

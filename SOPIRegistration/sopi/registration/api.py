@@ -420,7 +420,7 @@ def _run_stage(problem: PoseProblem, stage: Stage, theta: torch.Tensor, seed: in
         raise InputError(f"unknown optimizer {stage.optimizer!r}")
 
     problem.hold_region(theta if stage.hold_region else None)
-    problem.hold_ct_edges(theta if stage.hold_ct_edges and problem.LEAVE_OUT_CT_EDGES else None)  # where the stage starts
+    problem.hold_ct_edges(theta if stage.hold_ct_edges and PoseProblem.LEAVE_OUT_CT_EDGES else None)  # where the stage starts
     try:
         if stage.starts > 1:
             return multi_start(optimize, theta, scale, starts=stage.starts, seed=seed)

@@ -72,10 +72,6 @@ class MultiViewProblem:
         for view in self.views:
             view.hold_region(theta)
 
-    @property
-    def LEAVE_OUT_CT_EDGES(self) -> bool:  # noqa: N802 (PoseProblem's switch, read by the stage loop)
-        return PoseProblem.LEAVE_OUT_CT_EDGES
-
     def hold_ct_edges(self, theta: torch.Tensor | None) -> None:
         """Every view leaves out the rays the CT's extent cuts at ``theta`` (:meth:`PoseProblem.hold_ct_edges`)."""
         for view in self.views:
