@@ -115,6 +115,29 @@ def test_straight_field_edges_are_told_from_plates_and_anatomy(name):
     assert float((masked & ~truth).sum()) / float((~truth).sum()) < 0.02
 
 
+def test_line_steps_measure_a_straight_step_edge_and_share_one_sampling_across_offsets():
+    """A step of height 3 along a line whose outward normal is bin 0's (22.5 deg of 8 bins), 20 px from
+    the centre: the mean step across that line is 3 at offset 5 (the samples 5 px either side are clear of
+    the edge's pixel blur), 0 on lines 20 px further out, and it steps up all along (steady 1). Offsets
+    sampled together give exactly what each gives alone."""
+    from sopi.field_edges import _line_steps
+
+    rows, cols, bins, distance = 120, 140, 8, 20
+    phi = 0.5 * 2 * math.pi / bins
+    y, x = torch.meshgrid(torch.arange(rows, dtype=torch.float32) - (rows - 1) / 2,
+                          torch.arange(cols, dtype=torch.float32) - (cols - 1) / 2, indexing="ij")
+    image = 3.0 * (x * math.cos(phi) + y * math.sin(phi) > distance).float()
+    usable = torch.ones(rows, cols, dtype=torch.bool)
+    together = _line_steps(image, usable, bins, offsets=(5, 1))
+    (mean, length, steady), _ = together
+    assert mean[0, distance].item() == pytest.approx(3.0, rel=0.02)
+    assert abs(mean[0, distance + 20].item()) < 1e-6 and length[0, distance] > 0.5 * min(rows, cols)
+    assert steady[0, distance].item() == 1.0
+    for offset, shared in zip((5, 1), together):
+        (alone,) = _line_steps(image, usable, bins, offsets=(offset,))
+        assert all(torch.equal(a, b) for a, b in zip(alone, shared))
+
+
 def test_a_dicom_shutter_is_honoured():
     image = _anatomy(2)
     shutter = torch.ones(SIZE, SIZE, dtype=torch.bool)

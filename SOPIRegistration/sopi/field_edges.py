@@ -136,8 +136,7 @@ def step_blade_edges(values: torch.Tensor, known: torch.Tensor, max_lines: int =
     step = _BLADE_STEP * frame.anatomy_range
     support = 0.3 * min(rows, cols)
     bins = 180
-    mean_step, length, steady = _line_steps(values, usable, bins, offset=5)
-    sharp_step, _, _ = _line_steps(values, usable, bins, offset=1)
+    (mean_step, length, steady), (sharp_step, _, _) = _line_steps(values, usable, bins, offsets=(5, 1))
     # a blade's edge is sharp (detector blur, about a pixel): most of the step is there within a pixel
     # of the line; anatomy's long edges (a spine's side) rise over several pixels
     sharp = sharp_step >= _BLADE_SHARPNESS * mean_step
@@ -169,22 +168,24 @@ def step_blade_edges(values: torch.Tensor, known: torch.Tensor, max_lines: int =
     return result
 
 
-def _line_steps(image: torch.Tensor, usable: torch.Tensor, bins: int, offset: int = 3, chunk: int = 12,
-                segment: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(mean step, length, steady)``, each ``(bins, reach + 1)``, of every line ``x cos(phi) + y sin(phi) = d``
-    (``phi`` the outward normal at bin centres, ``d`` in pixels from the image centre): the mean of
-    ``image`` ``offset`` pixels beyond the line minus ``offset`` pixels inside it, over the samples
-    along the line (one per pixel) where both are usable; ``length`` counts those samples;
+def _line_steps(image: torch.Tensor, usable: torch.Tensor, bins: int, offsets: tuple[int, ...] = (3,), chunk: int = 12,
+                segment: int = 16) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """For each offset in ``offsets``, ``(mean step, length, steady)``, each ``(bins, reach + 1)``, of every line
+    ``x cos(phi) + y sin(phi) = d`` (``phi`` the outward normal at bin centres, ``d`` in pixels from the image
+    centre): the mean of ``image`` ``offset`` pixels beyond the line minus ``offset`` pixels inside it, over
+    the samples along the line (one per pixel) where both are usable; ``length`` counts those samples;
     ``steady`` is the share of the line's ``segment``-pixel pieces (with a quarter of their samples
     usable) whose own mean step is at least half the line's: near 1 for an edge that steps up all
-    along, low for a line that crosses an edge obliquely."""
+    along, low for a line that crosses an edge obliquely. The image is sampled once, across the lines
+    out to the largest offset, and every offset reads the same samples."""
     rows, cols = image.shape
     reach = int(math.ceil(math.hypot(rows, cols) / 2)) + 1
     pieces = -(-(2 * reach + 1) // segment)
+    widest = max(offsets)
     along = torch.arange(pieces * segment, dtype=torch.float32) - reach
-    normal = torch.arange(-offset, reach + offset + 1, dtype=torch.float32)
+    normal = torch.arange(-widest, reach + widest + 1, dtype=torch.float32)
     stacked = torch.stack([image.to(torch.float32), usable.to(torch.float32)])[None]
-    means, lengths, steadies = [], [], []
+    results: list[tuple[list, list, list]] = [([], [], []) for _ in offsets]
     for first in range(0, bins, chunk):
         phi = (torch.arange(first, min(first + chunk, bins), dtype=torch.float32) + 0.5) * (2 * math.pi / bins)
         cos, sin = torch.cos(phi)[:, None, None], torch.sin(phi)[:, None, None]
@@ -193,15 +194,17 @@ def _line_steps(image: torch.Tensor, usable: torch.Tensor, bins: int, offset: in
         grid = torch.stack([(2 * xs + 1) / cols - 1, (2 * ys + 1) / rows - 1], dim=-1)  # (B, along, normal, 2)
         sampled = F.grid_sample(stacked.expand(len(phi), -1, -1, -1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         intensity, valid = sampled[:, 0], sampled[:, 1] > 0.99
-        both = valid[..., 2 * offset:] & valid[..., : -2 * offset]
-        difference = (intensity[..., 2 * offset:] - intensity[..., : -2 * offset]) * both
-        count = both.sum(dim=1).to(torch.float32)
-        mean = difference.sum(dim=1) / count.clamp(min=1)
-        piece_sum = difference.unflatten(1, (pieces, segment)).sum(dim=2)  # (B, pieces, d)
-        piece_count = both.unflatten(1, (pieces, segment)).sum(dim=2).to(torch.float32)
-        counted = piece_count >= segment / 4
-        rising = counted & (piece_sum >= 0.5 * mean[:, None] * piece_count)
-        means.append(mean)
-        lengths.append(count)
-        steadies.append(rising.sum(dim=1) / counted.sum(dim=1).clamp(min=1))
-    return torch.cat(means), torch.cat(lengths), torch.cat(steadies)
+        for offset, (means, lengths, steadies) in zip(offsets, results):
+            beyond, inside = slice(widest + offset, widest + offset + reach + 1), slice(widest - offset, widest - offset + reach + 1)
+            both = valid[..., beyond] & valid[..., inside]
+            difference = (intensity[..., beyond] - intensity[..., inside]) * both
+            count = both.sum(dim=1).to(torch.float32)
+            mean = difference.sum(dim=1) / count.clamp(min=1)
+            piece_sum = difference.unflatten(1, (pieces, segment)).sum(dim=2)  # (B, pieces, d)
+            piece_count = both.unflatten(1, (pieces, segment)).sum(dim=2).to(torch.float32)
+            counted = piece_count >= segment / 4
+            rising = counted & (piece_sum >= 0.5 * mean[:, None] * piece_count)
+            means.append(mean)
+            lengths.append(count)
+            steadies.append(rising.sum(dim=1) / counted.sum(dim=1).clamp(min=1))
+    return [(torch.cat(means), torch.cat(lengths), torch.cat(steadies)) for means, lengths, steadies in results]
