@@ -17,7 +17,9 @@ Variants (``--variant``):
 (``sopi.registration.problem.SCATTER_FROM_EXPOSED_FIELD``); ``--fit-bone-contrast`` fits the bone
 contrast before the last stage (``PoseProblem.FIT_BONE_CONTRAST``, off by default); ``--fft-score joint-gradient``
 changes the global search's FFT score (``GlobalStage.fft_score``); ``--accept-start-above C`` the confidence at which
-it keeps a refined start without searching (``GlobalStage.accept_start_above``); ``--ct-edges-in`` keeps the pixels whose rays
+it keeps a refined start without searching (``GlobalStage.accept_start_above``); ``--judge-generations G`` how long
+the start is refined before it is judged (``GlobalStage.judge_generations``); ``--kept-start-cma`` runs ``opt``'s CMA-ES
+after a kept start too (``Stage.after_kept_start`` off: before 2026-12-04's third session); ``--ct-edges-in`` keeps the pixels whose rays
 the CT's extent cuts in every stage (``PoseProblem.LEAVE_OUT_CT_EDGES``, on since 2026-12-04). Everything after the options is
 ``sopi``'s own command line:
 
@@ -66,16 +68,23 @@ def main() -> int:
     parser.add_argument("--fft-score", default=None, help="the global search's FFT score (GlobalStage.fft_score; default: the shipped one)")
     parser.add_argument("--accept-start-above", type=float, default=None,
                         help="keep a refined start at this confidence (GlobalStage.accept_start_above; default: the shipped one)")
+    parser.add_argument("--judge-generations", type=int, default=None,
+                        help="refine the start this many generations before judging it (GlobalStage.judge_generations; default: the shipped one)")
+    parser.add_argument("--kept-start-cma", action="store_true", help="opt's CMA-ES runs after a kept start too (Stage.after_kept_start off)")
     parser.add_argument("--ct-edges-in", action="store_true", help="keep the CT's cut edges in the similarity (before 2026-12-04)")
     parser.add_argument("sopi_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     stages = variant_stages(args.variant)
+    if args.kept_start_cma:
+        stages = (dataclasses.replace(stages[0], after_kept_start=()), *stages[1:])
     methods.METHODS["opt"] = stages
     search = methods.METHODS["global+opt"][0]
     if args.fft_score is not None:
         search = dataclasses.replace(search, fft_score=args.fft_score)
     if args.accept_start_above is not None:
         search = dataclasses.replace(search, accept_start_above=args.accept_start_above)
+    if args.judge_generations is not None:
+        search = dataclasses.replace(search, judge_generations=args.judge_generations)
     methods.METHODS["global+opt"] = (search, *stages)
     problem.SCATTER_FROM_EXPOSED_FIELD = args.scatter_from_field
     problem.PoseProblem.FIT_BONE_CONTRAST = args.fit_bone_contrast

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sopi.distances import mtre_mm
-from sopi.geometry import CArmGeometry, nominal_view, project_points
+from sopi.geometry import CArmGeometry, NominalView, nominal_view, project_points, transform_points
 from sopi.io import mask_from_labels
 from sopi.io_xray import XRay
 from sopi.registration import register
@@ -196,6 +196,33 @@ def test_a_confident_start_is_kept_without_searching(far_case):
     assert torch.equal(global_search(problem, longer, Monitor(None, None)).theta, judged.theta)
     found = register(ct, XRay(image, SMALL), initial_pose=near, mask=spine, prepare=False)
     assert not found.stages[0]["searched"] and found.stages[0]["start_confidence"] >= 0.5
+    assert float(mtre_mm(found.camera_from_world, truth, points)) < 1.0
+
+
+def test_a_kept_start_scans_depth_instead_of_running_cma_es(far_case):
+    """After a kept start, opt's CMA-ES gives way to a coarse depth scan and a short CMA-ES (at most 21 + 1 + 12 x 16
+    DRRs instead of up to 640): a start 2-3 deg and mm off across the view but 15 mm off in depth, which the
+    start's judgement cannot see, is brought most of the way in depth, and the registration ends on the truth."""
+    from sopi.registration.methods import KEPT_START_STAGES
+
+    ct, spine, _, truth, image, points = far_case
+    elsewhere = nominal_view("ap", mask_centroid_world(spine) + torch.tensor([0.0, 0.0, 40.0], dtype=torch.float64), SMALL.source_to_isocenter_mm)
+    true_theta = torch.tensor([18.0, -15.0, 20.0, 25.0, -10.0, 60.0], dtype=torch.float64)
+    deeper = elsewhere.pose(true_theta + torch.tensor([2.0, -2.0, 1.0, 3.0, -2.0, 15.0], dtype=torch.float64))
+    found = register(ct, XRay(image, SMALL), initial_pose=deeper, mask=spine, prepare=False)
+    search, scan, adam = found.stages[:3]
+    assert not search["searched"]
+    scan_stage, short_cma = KEPT_START_STAGES
+    assert scan["stage"] == f"{scan_stage.label} + {short_cma.label} (kept start)"
+    assert scan["renders"] <= 2 * scan_stage.budget + 2 + short_cma.budget * short_cma.population < get_method("opt")[0].budget * 16
+    assert adam["stage"].startswith("adam")
+    pivot = mask_centroid_world(spine)
+    reference = NominalView(deeper, pivot, "initial")  # what the records' params are relative to
+    poses = [reference.pose(torch.tensor(list(record["params"].values()), dtype=torch.float64)) for record in (search, scan)]
+    depth = [float(transform_points(pose, pivot[None])[0, 2]) for pose in poses]  # the spine's centre along the view (mm)
+    true_depth = float(transform_points(truth, pivot[None])[0, 2])
+    assert abs(depth[0] - true_depth) > 10.0  # the kept start is well off in depth (14 mm here)
+    assert abs(depth[1] - true_depth) < 0.5 * abs(depth[0] - true_depth)  # the scan takes most of it
     assert float(mtre_mm(found.camera_from_world, truth, points)) < 1.0
 
 

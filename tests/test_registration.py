@@ -219,6 +219,8 @@ def test_single_level_runs_every_stage_at_the_finest_level():
     flat = single_level(METHODS["sopi+opt"])
     factors = {stage.factor for stage in flat if isinstance(stage, Stage)}
     assert factors == {min(stage.factor for stage in METHODS["opt"])} == {2}
+    kept = [instead for stage in flat if isinstance(stage, Stage) for instead in stage.after_kept_start]
+    assert kept and {stage.factor for stage in kept} == {2}  # what a kept start runs instead works there too
     assert [type(stage) for stage in flat] == [type(stage) for stage in METHODS["sopi+opt"]]
     assert single_level(METHODS["rtpi"]) == METHODS["rtpi"]
 

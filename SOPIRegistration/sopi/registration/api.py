@@ -207,13 +207,14 @@ def register(
             mask=spine, device=resolve_device(device), step_mm=step_mm, xray_weight=weight, exposed=exposed_field(fixed),
         )
         found = dict(preparation)
-        scatter_checked = False
+        scatter_checked, kept_start = False, False
 
         def step(index: int, stage, theta: torch.Tensor, monitor: Monitor):
-            nonlocal scatter_checked
+            nonlocal scatter_checked, kept_start
             if isinstance(stage, GlobalStage):
                 proposals = [theta] if index > 0 else []  # an earlier stage's pose (a network's) competes with the search's
                 outcome = global_search(problem, stage, monitor, seed + index, proposals=proposals)
+                kept_start = not outcome.searched
                 extra = {"hypotheses": [round(value, 4) for _, value in outcome.hypotheses], "searched": outcome.searched}
                 if outcome.start_confidence is not None:
                     extra["start_confidence"] = round(outcome.start_confidence, 4)
@@ -222,6 +223,9 @@ def register(
                 return _network_stage(problem, networks["rtpi"], spine, fixed, monitor), {}
             if isinstance(stage, FineStage):
                 return _fine_stage(problem, networks["fine"], stage, spine, fixed, theta, monitor), {}
+            instead = (stage,)
+            if kept_start and isinstance(stage, Stage) and stage.after_kept_start:
+                instead, kept_start = stage.after_kept_start, False
             factor = stage.level_factor(max(geometry.rows, geometry.cols))
             if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter
                 found.update(problem.adapt_to_xray(theta, factor, stage.measure))
@@ -229,7 +233,15 @@ def register(
             if prepare and problem.FIT_BONE_CONTRAST and index > 0 and index == len(chosen) - 1:  # the last stage: closest yet
                 found["bone_contrast_estimate"] = problem.estimate_bone_contrast(theta, factor, stage.measure)
                 found["scatter_to_primary_estimate"] = problem.scatter_to_primary
-            return _run_stage(problem, stage, theta, seed + index, monitor), {}
+            if len(instead) == 1:
+                return _run_stage(problem, stage, theta, seed + index, monitor), {}
+            outcomes = []
+            for one in instead:
+                outcomes.append(_run_stage(problem, one, outcomes[-1].theta if outcomes else theta, seed + index, monitor))
+            last = outcomes[-1]
+            combined = OptimizerResult(last.theta, last.loss, sum(one.iterations for one in outcomes),
+                                       sum(one.evaluations for one in outcomes), last.converged)
+            return combined, {"stage": note + " + ".join(one.label for one in instead) + " (kept start)"}
 
         return stage_loop(problem, chosen, note, step, assess, found, progress, cancel)
 

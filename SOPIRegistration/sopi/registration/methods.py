@@ -24,7 +24,8 @@ unit of the optimiser's normalised coordinates for rotations and translations.
 * ``global+opt`` (the default, :data:`DEFAULT_METHOD`): the training-free global search of
   :mod:`sopi.registration.global_search` (out-of-plane rotations rendered on a grid onto a
   detector that holds the whole spine; in-plane rotation, depth and position matched by FFT;
-  the best distinct matches refined by short CMA-ES runs), then ``opt``. It needs the
+  the best distinct matches refined by short CMA-ES runs), then ``opt``; a start confident enough to
+  skip the search runs :data:`KEPT_START_STAGES` instead of ``opt``'s wide CMA-ES. It needs the
   spine mask (segmented when none is given). When the result is flagged likely failed
   (:mod:`sopi.registration.confidence`), the stages run once more from the start with the
   search's roll (ry) reaching +-70 deg instead of +-40 deg (:func:`widened`); the more confident
@@ -39,7 +40,7 @@ from dataclasses import dataclass, replace
 from ..errors import InputError
 from .global_search import GlobalStage
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "START_NOTE", "WIDER_NOTE", "FineStage", "GlobalStage", "NetworkStage", "Stage", "default_method", "get_method", "needs_mask", "needs_model", "DEPTH_SCAN", "scaled_budgets", "several_view_stages", "single_level", "widened", "without_search"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "START_NOTE", "WIDER_NOTE", "FineStage", "GlobalStage", "NetworkStage", "Stage", "default_method", "get_method", "needs_mask", "needs_model", "DEPTH_SCAN", "KEPT_START_STAGES", "scaled_budgets", "several_view_stages", "single_level", "widened", "without_search"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class Stage:
     learning_rate: float = 0.05  # adam only
     hold_region: bool = False  # weight by the spine's projection at the stage's start pose (PoseProblem.hold_region)
     hold_ct_edges: bool = False  # leave out the rays the CT's extent cuts at the stage's start pose (PoseProblem.hold_ct_edges)
+    # run instead of this stage, in turn, when the global search just before kept its start (GlobalStage.accept_start_above)
+    after_kept_start: tuple[Stage, ...] = ()
 
     @property
     def label(self) -> str:
@@ -115,11 +118,22 @@ class FineStage:
 #: NCC of the gradients"). Views other than the first see depth themselves: several-view runs skip it.
 DEPTH_SCAN = Stage("depth-scan", "gradient-ncc", 2, (1.0, 1.5), 8, hold_ct_edges=True)
 
+#: What replaces ``opt``'s CMA-ES after a global search that kept its start (its confidence vouched for it, see
+#: :class:`GlobalStage`): depth alone, +-30 mm in 3 mm steps at 1/4 (21 DRRs), then a short CMA-ES at 1/4 with a
+#: third of the usual spread (12 generations of 16 at most, against 40). A kept start is within a few degrees and
+#: mm across the view, but one view hardly constrains depth, so the start's refinement leaves it up to 15 mm off,
+#: and its rotations make up for the wrong depth; the short CMA-ES settles them once depth is right, which the
+#: Adam stage alone did less precisely (docs/benchmarks.md, "A kept start: a depth scan and a short CMA-ES").
+KEPT_START_STAGES = (
+    Stage("depth-scan", "gradient-ncc", 4, (1.0, 3.0), 10),
+    Stage("cma-es", "gradient-ncc", 4, (4.0, 10.0), 12, population=16, sigma=0.3, patience=6),
+)
+
 #: ``opt``: CMA-ES from wherever it starts, then the two stages that move little, which leave out the rays the
 #: CT's extent cuts where they start (``Stage.hold_ct_edges``; held where a CMA-ES stage starts, tens of mm from
 #: where it ends, they hid the spine from a wide start: docs/benchmarks.md, "The CT's own edges, left out").
 _OPT = (
-    Stage("cma-es", "gradient-ncc", 4, (4.0, 10.0), 40, population=16),
+    Stage("cma-es", "gradient-ncc", 4, (4.0, 10.0), 40, population=16, after_kept_start=KEPT_START_STAGES),
     Stage("adam", "gc", 2, (1.0, 2.0), 60, learning_rate=0.1, patience=10, hold_ct_edges=True),
     DEPTH_SCAN,
 )
@@ -248,4 +262,8 @@ def single_level(stages: tuple) -> tuple:
     factors = [stage.factor for stage in stages if isinstance(stage, Stage)]
     if not factors:
         return tuple(stages)
-    return tuple(replace(stage, factor=min(factors)) if isinstance(stage, Stage) else stage for stage in stages)
+    def finest(stage: Stage) -> Stage:
+        kept = tuple(replace(instead, factor=min(factors)) for instead in stage.after_kept_start)
+        return replace(stage, factor=min(factors), after_kept_start=kept)
+
+    return tuple(finest(stage) if isinstance(stage, Stage) else stage for stage in stages)
