@@ -209,8 +209,14 @@ def test_a_kept_start_scans_depth_instead_of_running_cma_es(far_case):
     elsewhere = nominal_view("ap", mask_centroid_world(spine) + torch.tensor([0.0, 0.0, 40.0], dtype=torch.float64), SMALL.source_to_isocenter_mm)
     true_theta = torch.tensor([18.0, -15.0, 20.0, 25.0, -10.0, 60.0], dtype=torch.float64)
     deeper = elsewhere.pose(true_theta + torch.tensor([2.0, -2.0, 1.0, 3.0, -2.0, 15.0], dtype=torch.float64))
-    found = register(ct, XRay(image, SMALL), initial_pose=deeper, mask=spine, prepare=False)
+    messages = []
+    found = register(ct, XRay(image, SMALL), initial_pose=deeper, mask=spine, prepare=False, progress=lambda f, m: messages.append((f, m)))
     search, scan, adam = found.stages[:3]
+    shown = [message for _, message in messages]
+    for one in KEPT_START_STAGES:  # the progress names what runs
+        assert any(message.startswith(f"{one.label} (kept start)") for message in shown)
+    fractions = [fraction for fraction, _ in messages]
+    assert fractions == sorted(fractions)  # and never goes back
     assert not search["searched"]
     scan_stage, short_cma = KEPT_START_STAGES
     assert scan["stage"] == f"{scan_stage.label} + {short_cma.label} (kept start)"

@@ -235,9 +235,11 @@ def register(
                 found["scatter_to_primary_estimate"] = problem.scatter_to_primary
             if len(instead) == 1:
                 return _run_stage(problem, stage, theta, seed + index, monitor), {}
-            outcomes = []
-            for one in instead:
-                outcomes.append(_run_stage(problem, one, outcomes[-1].theta if outcomes else theta, seed + index, monitor))
+            outcomes, width = [], (monitor.end_fraction - monitor.start_fraction) / len(instead)
+            for part, one in enumerate(instead):  # each its share of the stage's progress, under its own name
+                shared = replace(monitor, start_fraction=monitor.start_fraction + part * width,
+                                 end_fraction=monitor.start_fraction + (part + 1) * width, label=f"{note}{one.label} (kept start)")
+                outcomes.append(_run_stage(problem, one, outcomes[-1].theta if outcomes else theta, seed + index, shared))
             last = outcomes[-1]
             combined = OptimizerResult(last.theta, last.loss, sum(one.iterations for one in outcomes),
                                        sum(one.evaluations for one in outcomes), last.converged)
