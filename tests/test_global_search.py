@@ -199,11 +199,20 @@ def test_a_confident_start_is_kept_without_searching(far_case):
     assert float(mtre_mm(found.camera_from_world, truth, points)) < 1.0
 
 
-def test_a_kept_start_scans_depth_instead_of_running_cma_es(far_case):
+@pytest.mark.parametrize("instead", ["shipped", "scan alone"])
+def test_a_kept_start_scans_depth_instead_of_running_cma_es(far_case, instead, monkeypatch):
     """After a kept start, opt's CMA-ES gives way to a coarse depth scan and a short CMA-ES (at most 21 + 1 + 12 x 16
-    DRRs instead of up to 640): a start 2-3 deg and mm off across the view but 15 mm off in depth, which the
-    start's judgement cannot see, is brought most of the way in depth, and the registration ends on the truth."""
+    DRRs instead of up to 640), or whatever its ``after_kept_start`` holds (the scan alone): a start 2-3 deg and
+    mm off across the view but 15 mm off in depth, which the start's judgement cannot see, is brought most of
+    the way in depth, and the registration ends on the truth."""
+    from dataclasses import replace
+
+    from sopi.registration import methods
     from sopi.registration.methods import KEPT_START_STAGES
+
+    stages = KEPT_START_STAGES if instead == "shipped" else KEPT_START_STAGES[:1]
+    search, cma, *rest = methods.METHODS["global+opt"]
+    monkeypatch.setitem(methods.METHODS, "global+opt", (search, replace(cma, after_kept_start=stages), *rest))
 
     ct, spine, _, truth, image, points = far_case
     elsewhere = nominal_view("ap", mask_centroid_world(spine) + torch.tensor([0.0, 0.0, 40.0], dtype=torch.float64), SMALL.source_to_isocenter_mm)
@@ -213,14 +222,14 @@ def test_a_kept_start_scans_depth_instead_of_running_cma_es(far_case):
     found = register(ct, XRay(image, SMALL), initial_pose=deeper, mask=spine, prepare=False, progress=lambda f, m: messages.append((f, m)))
     search, scan, adam = found.stages[:3]
     shown = [message for _, message in messages]
-    for one in KEPT_START_STAGES:  # the progress names what runs
+    for one in stages:  # the progress names what runs
         assert any(message.startswith(f"{one.label} (kept start)") for message in shown)
     fractions = [fraction for fraction, _ in messages]
     assert fractions == sorted(fractions)  # and never goes back
     assert not search["searched"]
-    scan_stage, short_cma = KEPT_START_STAGES
-    assert scan["stage"] == f"{scan_stage.label} + {short_cma.label} (kept start)"
-    assert scan["renders"] <= 2 * scan_stage.budget + 2 + short_cma.budget * short_cma.population < get_method("opt")[0].budget * 16
+    assert scan["stage"] == " + ".join(one.label for one in stages) + " (kept start)"
+    most = sum(2 * one.budget + 2 if one.scans_depth else one.budget * one.population for one in stages)
+    assert scan["renders"] <= most < cma.budget * cma.population
     assert adam["stage"].startswith("adam")
     pivot = mask_centroid_world(spine)
     reference = NominalView(deeper, pivot, "initial")  # what the records' params are relative to

@@ -203,11 +203,15 @@ def test_iteration_scale_multiplies_every_budget_but_a_scan_range():
             assert scaled == original  # its budget is the scan's half-width in steps, not iterations
         elif isinstance(original, Stage):
             assert scaled.budget == 2 * original.budget
+            assert len(scaled.after_kept_start) == len(original.after_kept_start)
+            for one, instead in zip(original.after_kept_start, scaled.after_kept_start):  # what a kept start runs too
+                assert instead == one if one.optimizer == "depth-scan" else instead.budget == 2 * one.budget
         elif isinstance(original, FineStage):
             assert scaled.rotation_iterations == 2 * original.rotation_iterations
             assert scaled.translation_iterations == 2 * original.translation_iterations
         else:
             assert isinstance(original, NetworkStage) and scaled == original
+    assert any(isinstance(stage, Stage) and stage.after_kept_start for stage in stages)
     assert all(stage.budget >= 1 for stage in scaled_budgets(METHODS["opt"], 1e-6))
     with pytest.raises(InputError, match="iteration_scale"):
         scaled_budgets(stages, 0.0)

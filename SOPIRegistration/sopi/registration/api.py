@@ -233,7 +233,7 @@ def register(
             if prepare and problem.FIT_BONE_CONTRAST and index > 0 and index == len(chosen) - 1:  # the last stage: closest yet
                 found["bone_contrast_estimate"] = problem.estimate_bone_contrast(theta, factor, stage.measure)
                 found["scatter_to_primary_estimate"] = problem.scatter_to_primary
-            if len(instead) == 1:
+            if instead == (stage,):
                 return _run_stage(problem, stage, theta, seed + index, monitor), {}
             outcomes, width = [], (monitor.end_fraction - monitor.start_fraction) / len(instead)
             for part, one in enumerate(instead):  # each its share of the stage's progress, under its own name

@@ -121,7 +121,7 @@ DEPTH_SCAN = Stage("depth-scan", "gradient-ncc", 2, (1.0, 1.5), 8, hold_ct_edges
 #: What replaces ``opt``'s CMA-ES after a global search that kept its start (its confidence vouched for it, see
 #: :class:`GlobalStage`): depth alone, +-30 mm in 3 mm steps at 1/4 (21 DRRs), then a short CMA-ES at 1/4 with a
 #: third of the usual spread (12 generations of 16 at most, against 40). A kept start is within a few degrees and
-#: mm across the view, but one view hardly constrains depth, so the start's refinement leaves it up to 15 mm off,
+#: mm across the view, but one view hardly constrains depth, so the start's refinement leaves it up to 20 mm off,
 #: and its rotations make up for the wrong depth; the short CMA-ES settles them once depth is right, which the
 #: Adam stage alone did less precisely (docs/benchmarks.md, "A kept start: a depth scan and a short CMA-ES").
 KEPT_START_STAGES = (
@@ -238,10 +238,13 @@ def scaled_budgets(stages: tuple, iteration_scale: float) -> tuple:
     def times(count: int) -> int:
         return max(1, round(count * scale))
 
+    def scaled_stage(stage: Stage) -> Stage:
+        return stage if stage.scans_depth else replace(stage, budget=times(stage.budget))
+
     scaled = []
     for stage in stages:
-        if isinstance(stage, Stage) and not stage.scans_depth:
-            stage = replace(stage, budget=times(stage.budget))
+        if isinstance(stage, Stage):
+            stage = replace(scaled_stage(stage), after_kept_start=tuple(scaled_stage(one) for one in stage.after_kept_start))
         elif isinstance(stage, GlobalStage):
             stage = replace(stage, refine_generations=times(stage.refine_generations))
         elif isinstance(stage, FineStage):
@@ -262,6 +265,7 @@ def single_level(stages: tuple) -> tuple:
     factors = [stage.factor for stage in stages if isinstance(stage, Stage)]
     if not factors:
         return tuple(stages)
+
     def finest(stage: Stage) -> Stage:
         kept = tuple(replace(instead, factor=min(factors)) for instead in stage.after_kept_start)
         return replace(stage, factor=min(factors), after_kept_start=kept)
