@@ -223,9 +223,9 @@ def register(
                 return _network_stage(problem, networks["rtpi"], spine, fixed, monitor), {}
             if isinstance(stage, FineStage):
                 return _fine_stage(problem, networks["fine"], stage, spine, fixed, theta, monitor), {}
-            instead = (stage,)
-            if kept_start and isinstance(stage, Stage) and stage.after_kept_start:
-                instead, kept_start = stage.after_kept_start, False
+            instead = stage.after_kept_start if kept_start and isinstance(stage, Stage) else ()
+            if instead:
+                kept_start = False
             factor = stage.level_factor(max(geometry.rows, geometry.cols))
             if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter
                 found.update(problem.adapt_to_xray(theta, factor, stage.measure))
@@ -233,17 +233,9 @@ def register(
             if prepare and problem.FIT_BONE_CONTRAST and index > 0 and index == len(chosen) - 1:  # the last stage: closest yet
                 found["bone_contrast_estimate"] = problem.estimate_bone_contrast(theta, factor, stage.measure)
                 found["scatter_to_primary_estimate"] = problem.scatter_to_primary
-            if instead == (stage,):
+            if not instead:
                 return _run_stage(problem, stage, theta, seed + index, monitor), {}
-            outcomes, width = [], (monitor.end_fraction - monitor.start_fraction) / len(instead)
-            for part, one in enumerate(instead):  # each its share of the stage's progress, under its own name
-                shared = replace(monitor, start_fraction=monitor.start_fraction + part * width,
-                                 end_fraction=monitor.start_fraction + (part + 1) * width, label=f"{note}{one.label} (kept start)")
-                outcomes.append(_run_stage(problem, one, outcomes[-1].theta if outcomes else theta, seed + index, shared))
-            last = outcomes[-1]
-            combined = OptimizerResult(last.theta, last.loss, sum(one.iterations for one in outcomes),
-                                       sum(one.evaluations for one in outcomes), last.converged)
-            return combined, {"stage": note + " + ".join(one.label for one in instead) + " (kept start)"}
+            return _run_in_turn(problem, instead, theta, seed + index, monitor, note, " (kept start)")
 
         return stage_loop(problem, chosen, note, step, assess, found, progress, cancel)
 
@@ -409,6 +401,22 @@ def _spine_mask(ct, mask, auto_mask, progress, cancel, read_mask) -> tuple[Volum
         warnings.warn(f"{error}; registering with every bone of the body as the mask instead (give a spine mask for a better start)",
                       UserWarning, stacklevel=3)
         return bone_mask(ct), "bone"
+
+
+def _run_in_turn(problem: PoseProblem, stages: tuple[Stage, ...], theta: torch.Tensor, seed: int, monitor: Monitor,
+                 note: str, why: str) -> tuple[OptimizerResult, dict]:
+    """Run ``stages`` one after the other from ``theta`` as one stage of the method: each reports progress under its
+    own label (``note``, the label, ``why``) in its share of ``monitor``'s range. Returns where the last ended, with
+    every stage's iterations and renders, and the record's ``stage`` naming them all."""
+    outcomes, width = [], (monitor.end_fraction - monitor.start_fraction) / len(stages)
+    for part, one in enumerate(stages):
+        shared = replace(monitor, start_fraction=monitor.start_fraction + part * width,
+                         end_fraction=monitor.start_fraction + (part + 1) * width, label=f"{note}{one.label}{why}")
+        outcomes.append(_run_stage(problem, one, outcomes[-1].theta if outcomes else theta, seed, shared))
+    last = outcomes[-1]
+    combined = OptimizerResult(last.theta, last.loss, sum(one.iterations for one in outcomes),
+                               sum(one.evaluations for one in outcomes), last.converged)
+    return combined, {"stage": note + " + ".join(one.label for one in stages) + why}
 
 
 def _run_stage(problem: PoseProblem, stage: Stage, theta: torch.Tensor, seed: int, monitor: Monitor):
