@@ -14,8 +14,10 @@ and finds the pixels that no DRR of the pre-operative CT can reproduce:
 * **saturated**: pixels at the image's minimum or maximum value when many share it
   (clipped detector values, a constant fill);
 * **metal**: instruments absent from the CT. These are thin bright structures that stand out
-  of a grey-level opening (top-hat) far beyond the image's own texture, and very bright
-  pixels far above the anatomy's range;
+  of a grey-level opening (top-hat) far beyond the image's own texture; straight bright bands
+  whose two sides step up and back down by the same height along a good length (K-wires,
+  screws and retractor blades under scatter and noise, :mod:`sopi.instrument_edges`); and very
+  bright pixels far above the anatomy's range;
 * a DICOM shutter's ``field_mask`` (from the reader) is honoured as it is.
 
 The result is a weight image (1 = use, 0 = ignore), eroded by two pixels so that
@@ -35,6 +37,7 @@ import torch.nn.functional as F
 
 from .field_edges import _CENTRAL_RADIUS, hough_blade_edges, step_blade_edges
 from .filters import dilate, gaussian_blur
+from .instrument_edges import straight_instruments
 
 __all__ = ["PreparedXRay", "apply_reading", "coarse_correlation", "detect_polarity", "fill_masked", "prepare_xray"]
 
@@ -256,7 +259,8 @@ def _outside_field(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
 
 
 def _metal(values: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:
-    """Thin bright structures far above the image's texture (top-hat outliers), and extreme brights."""
+    """Thin bright structures far above the image's texture (top-hat outliers), straight bright bands
+    (:func:`sopi.instrument_edges.straight_instruments`) and extreme brights."""
     rows, cols = values.shape
     valid = ~invalid
     if int(valid.sum()) < 100:
@@ -275,6 +279,7 @@ def _metal(values: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:
     metal = (tophat - median > threshold) & valid
     metal |= (values > high + 0.5 * (high - low)) & valid
     metal = _remove_small(metal, 4)
+    metal |= straight_instruments(filled, invalid)
     return dilate(metal, 2) & valid
 
 
