@@ -11,7 +11,9 @@ step across the line (one pixel beyond minus one pixel before it) over each piec
 piece where a step up and a step down, each a local extreme along the normal and above the
 image's own noise, face each other at a width from ``_MIN_WIDTH`` to ``_MAX_WIDTH`` of the image
 side and agree in height within a factor of two. An instrument is a band that runs on over
-``_MIN_PIECES`` consecutive pieces (its sides may drift by a pixel from piece to piece).
+``_MIN_PIECES`` consecutive pieces (its sides may drift by a pixel from piece to piece). A piece
+counts where the band covers enough of it to lift the mean step above the noise, so under little
+noise a band a little over two pieces long can be found.
 
 :func:`straight_instruments` takes the image binned to about 256 pixels (as
 :func:`sopi.xray_prep.prepare_xray` analyses it) and the pixels already known to be unusable,
