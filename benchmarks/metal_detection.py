@@ -6,9 +6,11 @@ metal where their line integral exceeds 0.05. ``sopi.xray_prep.prepare_xray`` th
 as ``register`` does, and per instrument kind the script counts the instruments in view, those of
 which more than half the pixels in the usable field were masked, and the share of their pixels masked
 (pixel recall). False metal: masked pixels more than 4 px from every instrument and from the field's
-edge, as a share of such pixels.
+edge, as a share of such pixels. With ``--clean``, the clean X-rays (DRRs, no instruments) of the same
+poses are prepared too: any metal found there is anatomy; the script counts those with more than 0.2 % of
+their pixels masked as metal, and the mean share masked.
 
-    python benchmarks/metal_detection.py CT MASK [CT MASK ...] --protocols paper,far --seeds 0,1 --cases 10
+    python benchmarks/metal_detection.py CT MASK [CT MASK ...] --protocols paper,far --seeds 0,1 --cases 10 [--clean]
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_realistic_set_arguments(parser)
     parser.add_argument("--out", type=Path, help="JSON of the counts per CT")
+    parser.add_argument("--clean", action="store_true", help="also count metal found in clean X-rays of the same poses")
     args = parser.parse_args()
     results = {}
     for ct_path, scene in scenes(parser, args):
@@ -71,10 +74,26 @@ def main() -> None:
         name = Path(ct_path).name.split(".")[0]
         results[name] = {"kinds": counts, "false_metal_fraction": false_pixels / max(clean_pixels, 1)}
         print(f"{name}: false metal {100 * results[name]['false_metal_fraction']:.2f} % of the pixels away from instruments", flush=True)
+        if args.clean:
+            shares = [float(prepare_xray(image).metal.float().mean()) for image in _clean_images(scene, args)]
+            results[name]["clean"] = {"xrays": len(shares), "over_0.2_percent": sum(share > 0.002 for share in shares),
+                                      "mean_fraction": sum(shares) / max(len(shares), 1)}
+            row = results[name]["clean"]
+            print(f"  clean X-rays: {row['over_0.2_percent']} of {row['xrays']} with more than 0.2 % masked as metal, "
+                  f"mean {100 * row['mean_fraction']:.2f} %", flush=True)
         for kind, row in sorted(counts.items()):
             print(f"  {kind}: {row['found']} of {row['in_view']} found, pixel recall {row['masked_pixels'] / max(row['pixels'], 1):.2f}", flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _clean_images(scene, args: argparse.Namespace) -> list[torch.Tensor]:
+    """The clean X-rays (DRRs) of every protocol and seed in ``args``: the realistic sets' poses."""
+    images = []
+    for protocol in args.protocols.split(","):
+        for seed in (int(value) for value in args.seeds.split(",")):
+            images.extend(scene.cases(protocol, args.cases, seed, False)[1])
+    return images
 
 
 if __name__ == "__main__":

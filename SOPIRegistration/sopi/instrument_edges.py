@@ -85,9 +85,9 @@ def straight_instruments(values: torch.Tensor, invalid: torch.Tensor, chunk: int
         kept = _long_bands(filled[part], up[part], down[part], widths)  # (angles, pieces, distances, widths)
         if bool(kept.any()):
             # the widest band starting at each place is enough to draw
-            widest = torch.where(kept, torch.arange(len(widths)), torch.full(kept.shape, -1, dtype=torch.long)).amax(dim=-1)
-            angle, piece, distance = (widest >= 0).nonzero(as_tuple=True)
-            found.append((angle + first, piece, distance, widths[widest[angle, piece, distance]]))
+            angle, piece, distance = kept.any(dim=-1).nonzero(as_tuple=True)
+            last = kept.shape[-1] - 1 - kept[angle, piece, distance].flip(-1).to(torch.uint8).argmax(dim=-1)
+            found.append((angle + first, piece, distance, widths[last]))
     if not found:
         return torch.zeros_like(invalid)
     angle, piece, distance, width = (torch.cat(column) for column in zip(*found))
@@ -100,12 +100,13 @@ def _long_bands(step: torch.Tensor, up: torch.Tensor, down: torch.Tensor, widths
     piece, and runs on over ``_MIN_PIECES`` consecutive pieces (drifting by a pixel between them)."""
     angles, pieces, distances = step.shape
     band = torch.zeros(angles, pieces, distances, len(widths), dtype=torch.bool)
-    for index, width in enumerate(widths.tolist()):
-        if width >= distances:
-            break
-        a, b = step[..., :-width], -step[..., width:]
-        balanced = torch.minimum(a, b) >= _BALANCE * torch.maximum(a, b)
-        band[..., :-width, index] = up[..., :-width] & down[..., width:] & balanced
+    angle, piece, distance = up.nonzero(as_tuple=True)  # steps up are few: pair each with the steps down beyond it
+    far = distance[:, None] + widths[None, :]
+    inside = far < distances
+    far = far.clamp(max=distances - 1)
+    a, b = step[angle, piece, distance][:, None], -step[angle[:, None], piece[:, None], far]
+    pairs = inside & down[angle[:, None], piece[:, None], far] & (torch.minimum(a, b) >= _BALANCE * torch.maximum(a, b))
+    band[angle, piece, distance] = pairs
     loose = _grow(_grow(band, 2), 3)  # a band may drift by a pixel in position and width between pieces
     full = loose[:, : pieces - _MIN_PIECES + 1].clone()  # a run of _MIN_PIECES starts at each piece
     for offset in range(1, _MIN_PIECES):
