@@ -54,9 +54,16 @@ def test_a_plate_and_a_wire_under_noise_are_found_with_their_extent():
     along = (col - 90) * math.cos(0.5) + (row - 150) * math.sin(0.5)
     across = plate_across[found & (along.abs() <= 20) & (plate_across.abs() <= 30)]
     assert 34 <= float(across.max() - across.min()) <= 34 + 6
-    # the same image prepared for registration: the plate and wire carry no weight
+    # only the sides: the plate's interior, where the anatomy shows through, is left out of the band
+    sides = straight_instruments(image, invalid, interiors=False)
+    assert not bool(sides[plate & (plate_across.abs() <= 17 - 3) & ~_near(wire, 5)].any())  # the wire crosses the plate
+    assert float(sides[plate & (plate_across.abs() >= 17 - 1)].float().mean()) > 0.85
+    assert float(sides[wire].float().mean()) > 0.9  # a band narrower than two sides is whole
+    # the same image prepared for registration: the wire and the plate's sides carry no weight, its middle does
     prepared = prepare_xray(image, detect_field=False)
-    assert float(prepared.weight[plate | wire].mean()) < 0.05
+    assert float(prepared.weight[wire].mean()) < 0.05
+    assert float(prepared.weight[plate & (plate_across.abs() >= 17 - 1)].mean()) < 0.1
+    assert float(prepared.weight[plate & (plate_across.abs() <= 17 - 10) & ~_near(wire, 8)].mean()) > 0.8
     assert float(prepared.weight[~_near(plate | wire, 8)].mean()) > 0.95
 
 

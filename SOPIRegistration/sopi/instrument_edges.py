@@ -40,16 +40,21 @@ _MIN_WIDTH_PX = 2  # narrowest band (a K-wire at about 256 pixels)
 _MAX_WIDTH = 0.19  # widest band, as a share of the larger image side (a 25 mm blade at 1.5x on a 300 mm detector)
 _WIDE_OFFSET = 3  # a side's sharpness: its step a pixel either side against three pixels either side
 _SHARPNESS = 0.45  # a blurred metal edge (sigma 1.5 px) keeps about half its step within a pixel; a soft ridge a third
+_SIDE_PX = 2.0  # without interiors, a band's sides are masked this far into it
 _NOISE_Z = 4.0  # a side's step exceeds this many robust standard deviations of the pieces' steps
 _BALANCE = 0.5  # the smaller of a band's two steps is at least this share of the larger
 
 
-def straight_instruments(values: torch.Tensor, invalid: torch.Tensor, chunk: int = 10) -> torch.Tensor:
-    """Bool ``(rows, cols)``: pixels inside straight bright bands (see the module docstring).
+def straight_instruments(values: torch.Tensor, invalid: torch.Tensor, interiors: bool = True, chunk: int = 10) -> torch.Tensor:
+    """Bool ``(rows, cols)``: pixels of straight bright bands (see the module docstring).
 
     Args:
         values: the image, bone bright, with ``invalid`` pixels filled from their neighbours.
         invalid: bool, pixels the analysis must not read (outside the field, saturated).
+        interiors: True: whole bands. False: bands wider than ``2 * _SIDE_PX`` give only their two sides,
+            ``_SIDE_PX`` into the band (and a pixel and a half outside it): within a plate of constant
+            thickness the anatomy still shows, offset by the metal's attenuation, and its gradients are
+            the anatomy's.
         chunk: angles read at once (memory only).
     """
     rows, cols = values.shape
@@ -92,7 +97,7 @@ def straight_instruments(values: torch.Tensor, invalid: torch.Tensor, chunk: int
         return torch.zeros_like(invalid)
     angle, piece, distance, width = (torch.cat(column) for column in zip(*found))
     phi = (angle.to(torch.float32) + 0.5) * (math.pi / _ANGLES)
-    return _draw_bands(phi, piece, distance, width, reach, rows, cols) & ~invalid
+    return _draw_bands(phi, piece, distance, width, reach, rows, cols, interiors) & ~invalid
 
 
 def _long_bands(step: torch.Tensor, up: torch.Tensor, down: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
@@ -148,9 +153,10 @@ def _piece_steps(stacked: torch.Tensor, phi: torch.Tensor, along: torch.Tensor, 
 
 
 def _draw_bands(phi: torch.Tensor, piece: torch.Tensor, distance: torch.Tensor, width: torch.Tensor, reach: int,
-                rows: int, cols: int) -> torch.Tensor:
+                rows: int, cols: int, interiors: bool = True) -> torch.Tensor:
     """The union of bands, each the rectangle of its piece along the line at normal angle ``phi`` and its
-    ``width`` across it from ``distance - reach`` (a pixel and a half more on either side)."""
+    ``width`` across it from ``distance - reach`` (a pixel and a half more on either side); without
+    ``interiors``, only ``_SIDE_PX`` of it inside each side."""
     row, col = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32), indexing="ij")
     x, y = col - (cols - 1) / 2, row - (rows - 1) / 2
     result = torch.zeros(rows, cols, dtype=torch.bool)
@@ -163,5 +169,7 @@ def _draw_bands(phi: torch.Tensor, piece: torch.Tensor, distance: torch.Tensor, 
         span = width[chosen].to(torch.float32)[:, None, None]
         t0 = (piece[chosen] * _PIECE_PX - reach).to(torch.float32)[:, None, None]
         inside = (n >= start - 1.5) & (n <= start + span + 1.5) & (t >= t0 - 0.5) & (t <= t0 + _PIECE_PX - 0.5)
+        if not interiors:
+            inside &= (n <= start + _SIDE_PX) | (n >= start + span - _SIDE_PX)
         result |= inside.any(dim=0)
     return result

@@ -16,7 +16,9 @@ and finds the pixels that no DRR of the pre-operative CT can reproduce:
 * **metal**: instruments absent from the CT. These are thin bright structures that stand out
   of a grey-level opening (top-hat) far beyond the image's own texture; straight bright bands
   whose two sides step up and back down by the same height along a good length (K-wires,
-  screws and retractor blades under scatter and noise, :mod:`sopi.instrument_edges`); and very
+  screws and retractor blades under scatter and noise, :mod:`sopi.instrument_edges`): of a band
+  wider than 4 pixels, only its sides, since the anatomy shows through a plate of constant
+  thickness; and very
   bright pixels far above the anatomy's range;
 * a DICOM shutter's ``field_mask`` (from the reader) is honoured as it is.
 
@@ -279,7 +281,7 @@ def _metal(values: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:
     metal = (tophat - median > threshold) & valid
     metal |= (values > high + 0.5 * (high - low)) & valid
     metal = _remove_small(metal, 4)
-    metal |= straight_instruments(filled, invalid)
+    metal |= straight_instruments(filled, invalid, interiors=False)
     return dilate(metal, 2) & valid
 
 
