@@ -5,7 +5,8 @@ drew (``sopi.xray_physics``: K-wires, pedicle screws, retractor blades) are rend
 metal where their line integral exceeds 0.05. ``sopi.xray_prep.prepare_xray`` then prepares the X-ray
 as ``register`` does, and per instrument kind the script counts the instruments in view, those of
 which more than half the pixels in the usable field were masked, and the share of their pixels masked
-(pixel recall). False metal: masked pixels more than 4 px from every instrument and from the field's
+(pixel recall), and those of which more than half the outline (the instrument's pixels next to a
+pixel outside it, where a gradient similarity sees it) was masked. False metal: masked pixels more than 4 px from every instrument and from the field's
 edge, as a share of such pixels. With ``--clean``, the clean X-rays (DRRs, no instruments) of the same
 poses are prepared too: any metal found there is anatomy; the script counts those with more than 0.2 % of
 their pixels masked as metal, and the mean share masked.
@@ -35,16 +36,17 @@ _METAL_LINE_INTEGRAL = 0.05
 _MARGIN_PX = 4
 
 
-def _count(counts: dict, kind: str, pixels: torch.Tensor, masked: torch.Tensor) -> None:
+def _count(counts: dict, kind: str, pixels: torch.Tensor, masked: torch.Tensor, edges: torch.Tensor) -> None:
     total = int(pixels.sum())
     if total == 0:
         return
     hit = int((masked & pixels).sum())
-    row = counts.setdefault(kind, {"in_view": 0, "found": 0, "pixels": 0, "masked_pixels": 0})
+    row = counts.setdefault(kind, {"in_view": 0, "found": 0, "pixels": 0, "masked_pixels": 0, "edges_found": 0})
     row["in_view"] += 1
     row["found"] += int(hit > 0.5 * total)
     row["pixels"] += total
     row["masked_pixels"] += hit
+    row["edges_found"] += int(int((masked & edges).sum()) > 0.5 * max(int(edges.sum()), 1))
 
 
 def main() -> None:
@@ -67,7 +69,8 @@ def main() -> None:
                 every = instrument_line_integrals(tools, shape) > _METAL_LINE_INTEGRAL
                 for tool in tools:
                     pixels = (instrument_line_integrals([tool], shape) > _METAL_LINE_INTEGRAL) & ~invalid
-                    _count(counts, tool.kind, pixels, prepared.metal)
+                    edges = pixels & dilate(~pixels, 1)  # its outline: where the similarity sees it
+                    _count(counts, tool.kind, pixels, prepared.metal, edges)
                 clean = inner & ~dilate(every, _MARGIN_PX)
                 false_pixels += int((prepared.metal & clean).sum())
                 clean_pixels += int(clean.sum())
@@ -82,7 +85,8 @@ def main() -> None:
             print(f"  clean X-rays: {row['over_0.2_percent']} of {row['xrays']} with more than 0.2 % masked as metal, "
                   f"mean {100 * row['mean_fraction']:.2f} %", flush=True)
         for kind, row in sorted(counts.items()):
-            print(f"  {kind}: {row['found']} of {row['in_view']} found, pixel recall {row['masked_pixels'] / max(row['pixels'], 1):.2f}", flush=True)
+            print(f"  {kind}: {row['found']} of {row['in_view']} found, {row['edges_found']} with their outline masked, "
+                  f"pixel recall {row['masked_pixels'] / max(row['pixels'], 1):.2f}", flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -86,3 +86,14 @@ def test_a_soft_ridge_a_curved_band_and_a_short_bar_are_not_instruments():
     image = _body(2, 0.05) + ridge + 0.6 * arc + 0.6 * bar
     found = straight_instruments(image, torch.zeros(SIZE, SIZE, dtype=torch.bool))
     assert float(found.float().mean()) < 0.002
+
+
+def test_the_bands_can_be_left_out_of_the_metal_mask(monkeypatch):
+    import sopi.xray_prep as xray_prep
+
+    plate, across = _band((128, 128), 0.9, 150, 30)
+    image = _body(3, 0.1) + 0.5 * plate
+    sides = plate & (across.abs() >= 15 - 1)
+    assert float(prepare_xray(image, detect_field=False).metal[sides].float().mean()) > 0.85
+    monkeypatch.setattr(xray_prep, "STRAIGHT_INSTRUMENTS", False)  # the top-hat alone misses a plate this wide
+    assert float(prepare_xray(image, detect_field=False).metal[sides].float().mean()) < 0.2

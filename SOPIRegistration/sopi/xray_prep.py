@@ -52,6 +52,9 @@ _PLATEAU_FRACTION = 0.9  # share of samples beyond a field edge that must stay o
 _MIN_CENTRAL_ANATOMY = 0.25
 _RAYS = 360
 _WORKING_PX = 256  # larger images are analysed binned to about this size, their masks upsampled
+#: straight bright bands (K-wires, screws, retractor blades: :mod:`sopi.instrument_edges`) join the metal mask
+#: (their sides only, for bands wider than 4 px); off reproduces the mask before 2026-12-04 (for ablations)
+STRAIGHT_INSTRUMENTS = True
 _TOPHAT_RADIUS = 0.035  # of the image width: wider than K-wires and screws, narrower than vertebrae
 _METAL_ROBUST_Z = 8.0  # top-hat outliers, in robust standard deviations of the top-hat
 _METAL_RANGE_FRACTION = 0.15  # ... and at least this share of the anatomy's 2-98 % range
@@ -281,7 +284,8 @@ def _metal(values: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:
     metal = (tophat - median > threshold) & valid
     metal |= (values > high + 0.5 * (high - low)) & valid
     metal = _remove_small(metal, 4)
-    metal |= straight_instruments(filled, invalid, interiors=False)
+    if STRAIGHT_INSTRUMENTS:
+        metal |= straight_instruments(filled, invalid, interiors=False)
     return dilate(metal, 2) & valid
 
 
