@@ -11,7 +11,7 @@ edge, as a share of such pixels. With ``--clean``, the clean X-rays (DRRs, no in
 poses are prepared too: any metal found there is anatomy; the script counts those with more than 0.2 % of
 their pixels masked as metal, and the mean share masked.
 
-    python benchmarks/metal_detection.py CT MASK [CT MASK ...] --protocols paper,far --seeds 0,1 --cases 10 [--clean]
+    python benchmarks/metal_detection.py CT MASK [CT MASK ...] --protocols paper,far --seeds 0,1 --cases 10 [--clean] [--instrument-bands]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_cases import add_realistic_set_arguments, realistic_sets, scenes  # noqa: E402
 from sopi.filters import dilate  # noqa: E402
 from sopi.xray_physics import Instrument, instrument_line_integrals  # noqa: E402
+import sopi.xray_prep as xray_prep  # noqa: E402
 from sopi.xray_prep import prepare_xray  # noqa: E402
 
 _METAL_LINE_INTEGRAL = 0.05
@@ -54,7 +55,9 @@ def main() -> None:
     add_realistic_set_arguments(parser)
     parser.add_argument("--out", type=Path, help="JSON of the counts per CT")
     parser.add_argument("--clean", action="store_true", help="also count metal found in clean X-rays of the same poses")
+    parser.add_argument("--instrument-bands", action="store_true", help="straight bands in the mask (sopi.xray_prep.STRAIGHT_INSTRUMENTS)")
     args = parser.parse_args()
+    xray_prep.STRAIGHT_INSTRUMENTS = args.instrument_bands
     results = {}
     for ct_path, scene in scenes(parser, args):
         shape = scene.geometry.shape

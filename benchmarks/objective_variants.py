@@ -20,9 +20,8 @@ changes the global search's FFT score (``GlobalStage.fft_score``); ``--accept-st
 it keeps a refined start without searching (``GlobalStage.accept_start_above``); ``--judge-generations G`` how long
 the start is refined before it is judged (``GlobalStage.judge_generations``); ``--kept-start-cma`` runs ``opt``'s CMA-ES
 after a kept start too (``Stage.after_kept_start`` off: before 2026-12-04's third session); ``--ct-edges-in`` keeps the pixels whose rays
-the CT's extent cuts in every stage (``PoseProblem.LEAVE_OUT_CT_EDGES``, on since 2026-12-04); ``--no-instrument-bands``
-leaves straight instruments out of the metal mask (``sopi.xray_prep.STRAIGHT_INSTRUMENTS``, on since 2026-12-04's fourth
-session). Everything after the options is
+the CT's extent cuts in every stage (``PoseProblem.LEAVE_OUT_CT_EDGES``, on since 2026-12-04); ``--instrument-bands``
+adds straight instruments to the metal mask (``sopi.xray_prep.STRAIGHT_INSTRUMENTS``, off by default). Everything after the options is
 ``sopi``'s own command line:
 
     python benchmarks/objective_variants.py --variant hold+full --scatter-from-field -- \\
@@ -75,7 +74,7 @@ def main() -> int:
                         help="refine the start this many generations before judging it (GlobalStage.judge_generations; default: the shipped one)")
     parser.add_argument("--kept-start-cma", action="store_true", help="opt's CMA-ES runs after a kept start too (Stage.after_kept_start off)")
     parser.add_argument("--ct-edges-in", action="store_true", help="keep the CT's cut edges in the similarity (before 2026-12-04)")
-    parser.add_argument("--no-instrument-bands", action="store_true", help="no straight bands in the metal mask (before 2026-12-04)")
+    parser.add_argument("--instrument-bands", action="store_true", help="straight bands (their sides) in the metal mask")
     parser.add_argument("sopi_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     stages = variant_stages(args.variant)
@@ -93,7 +92,7 @@ def main() -> int:
     problem.SCATTER_FROM_EXPOSED_FIELD = args.scatter_from_field
     problem.PoseProblem.FIT_BONE_CONTRAST = args.fit_bone_contrast
     problem.PoseProblem.LEAVE_OUT_CT_EDGES = not args.ct_edges_in
-    xray_prep.STRAIGHT_INSTRUMENTS = not args.no_instrument_bands
+    xray_prep.STRAIGHT_INSTRUMENTS = args.instrument_bands
     rest = args.sopi_args[1:] if args.sopi_args[:1] == ["--"] else args.sopi_args
     return sopi_main(rest)
 

@@ -39,7 +39,7 @@ def _near(mask: torch.Tensor, radius: int) -> torch.Tensor:
     return torch.nn.functional.max_pool2d(mask[None, None].float(), 2 * radius + 1, 1, radius)[0, 0] > 0.5
 
 
-def test_a_plate_and_a_wire_under_noise_are_found_with_their_extent():
+def test_a_plate_and_a_wire_under_noise_are_found_with_their_extent(monkeypatch):
     plate, plate_across = _band((90, 150), 0.5, 140, 34)  # a retractor blade, +0.5 over its width
     wire, _ = _band((170, 110), 2.0, 180, 3)  # a K-wire, +0.6 over 3 px: the pixel noise is half of it
     noise = 0.3
@@ -59,7 +59,11 @@ def test_a_plate_and_a_wire_under_noise_are_found_with_their_extent():
     assert not bool(sides[plate & (plate_across.abs() <= 17 - 3) & ~_near(wire, 5)].any())  # the wire crosses the plate
     assert float(sides[plate & (plate_across.abs() >= 17 - 1)].float().mean()) > 0.85
     assert float(sides[wire].float().mean()) > 0.9  # a band narrower than two sides is whole
-    # the same image prepared for registration: the wire and the plate's sides carry no weight, its middle does
+    # the same image prepared for registration with the bands on: the wire and the plate's sides carry no weight,
+    # its middle does
+    import sopi.xray_prep as xray_prep
+
+    monkeypatch.setattr(xray_prep, "STRAIGHT_INSTRUMENTS", True)
     prepared = prepare_xray(image, detect_field=False)
     assert float(prepared.weight[wire].mean()) < 0.05
     assert float(prepared.weight[plate & (plate_across.abs() >= 17 - 1)].mean()) < 0.1
@@ -88,12 +92,12 @@ def test_a_soft_ridge_a_curved_band_and_a_short_bar_are_not_instruments():
     assert float(found.float().mean()) < 0.002
 
 
-def test_the_bands_can_be_left_out_of_the_metal_mask(monkeypatch):
+def test_the_bands_join_the_metal_mask_only_when_switched_on(monkeypatch):
     import sopi.xray_prep as xray_prep
 
     plate, across = _band((128, 128), 0.9, 150, 30)
     image = _body(3, 0.1) + 0.5 * plate
     sides = plate & (across.abs() >= 15 - 1)
+    assert float(prepare_xray(image, detect_field=False).metal[sides].float().mean()) < 0.2  # the top-hat misses a plate this wide
+    monkeypatch.setattr(xray_prep, "STRAIGHT_INSTRUMENTS", True)
     assert float(prepare_xray(image, detect_field=False).metal[sides].float().mean()) > 0.85
-    monkeypatch.setattr(xray_prep, "STRAIGHT_INSTRUMENTS", False)  # the top-hat alone misses a plate this wide
-    assert float(prepare_xray(image, detect_field=False).metal[sides].float().mean()) < 0.2
