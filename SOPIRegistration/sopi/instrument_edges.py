@@ -140,8 +140,9 @@ def _grow(mask: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def _piece_steps(stacked: torch.Tensor, phi: torch.Tensor, along: torch.Tensor, normal: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    """``(angles, pieces, distances)``: the mean step across each line (``normal[1:-1]``) over each piece,
-    NaN where fewer than half the piece's samples have both sides usable."""
+    """``(2, angles, pieces, distances)``: the mean step across each line over each piece, one pixel either
+    side and ``_WIDE_OFFSET`` pixels either side; NaN where fewer than half the piece's samples have both
+    sides usable. Distance index ``i`` is the line ``i - reach`` pixels from the centre."""
     cos, sin = torch.cos(phi)[:, None, None], torch.sin(phi)[:, None, None]
     xs = normal[None, None, :] * cos - along[None, :, None] * sin + (cols - 1) / 2
     ys = normal[None, None, :] * sin + along[None, :, None] * cos + (rows - 1) / 2
