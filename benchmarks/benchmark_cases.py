@@ -79,9 +79,10 @@ def scenes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Iterato
         yield ct_path, Scene.read(ct_path, mask_path)
 
 
-def realistic_sets(scene: Scene, args: argparse.Namespace) -> Iterator[tuple[str, int, torch.Tensor, list[dict]]]:
-    """``(protocol, seed, images, draws)``: the realistic benchmark X-rays of every protocol and seed in ``args``."""
+def realistic_sets(scene: Scene, args: argparse.Namespace, realistic: bool = True) -> Iterator[tuple[str, int, torch.Tensor, list[dict]]]:
+    """``(protocol, seed, images, draws)``: the realistic benchmark X-rays of every protocol and seed in ``args``
+    (with ``realistic=False``, the clean DRRs of the same poses)."""
     for protocol in args.protocols.split(","):
         for seed in (int(value) for value in args.seeds.split(",")):
-            _, images, draws = scene.cases(protocol, args.cases, seed, True)
+            _, images, draws = scene.cases(protocol, args.cases, seed, realistic)
             yield protocol, seed, images, draws

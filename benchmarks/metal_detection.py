@@ -81,7 +81,8 @@ def main() -> None:
         results[name] = {"kinds": counts, "false_metal_fraction": false_pixels / max(clean_pixels, 1)}
         print(f"{name}: false metal {100 * results[name]['false_metal_fraction']:.2f} % of the pixels away from instruments", flush=True)
         if args.clean:
-            shares = [float(prepare_xray(image).metal.float().mean()) for image in _clean_images(scene, args)]
+            shares = [float(prepare_xray(image).metal.float().mean())
+                      for _, _, images, _ in realistic_sets(scene, args, realistic=False) for image in images]
             results[name]["clean"] = {"xrays": len(shares), "over_0.2_percent": sum(share > 0.002 for share in shares),
                                       "mean_fraction": sum(shares) / max(len(shares), 1)}
             row = results[name]["clean"]
@@ -92,15 +93,6 @@ def main() -> None:
                   f"pixel recall {row['masked_pixels'] / max(row['pixels'], 1):.2f}", flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
-
-
-def _clean_images(scene, args: argparse.Namespace) -> list[torch.Tensor]:
-    """The clean X-rays (DRRs) of every protocol and seed in ``args``: the realistic sets' poses."""
-    images = []
-    for protocol in args.protocols.split(","):
-        for seed in (int(value) for value in args.seeds.split(",")):
-            images.extend(scene.cases(protocol, args.cases, seed, False)[1])
-    return images
 
 
 if __name__ == "__main__":

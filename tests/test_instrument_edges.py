@@ -7,6 +7,7 @@ import math
 
 import torch
 
+import sopi.xray_prep as xray_prep
 from sopi.instrument_edges import straight_instruments
 from sopi.xray_prep import prepare_xray
 
@@ -61,8 +62,6 @@ def test_a_plate_and_a_wire_under_noise_are_found_with_their_extent(monkeypatch)
     assert float(sides[wire].float().mean()) > 0.9  # a band narrower than two sides is whole
     # the same image prepared for registration with the bands on: the wire and the plate's sides carry no weight,
     # its middle does
-    import sopi.xray_prep as xray_prep
-
     monkeypatch.setattr(xray_prep, "STRAIGHT_INSTRUMENTS", True)
     prepared = prepare_xray(image, detect_field=False)
     assert float(prepared.weight[wire].mean()) < 0.05
@@ -93,8 +92,6 @@ def test_a_soft_ridge_a_curved_band_and_a_short_bar_are_not_instruments():
 
 
 def test_the_bands_join_the_metal_mask_only_when_switched_on(monkeypatch):
-    import sopi.xray_prep as xray_prep
-
     plate, across = _band((128, 128), 0.9, 150, 30)
     image = _body(3, 0.1) + 0.5 * plate
     sides = plate & (across.abs() >= 15 - 1)

@@ -16,9 +16,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from .filters import dilate, gaussian_blur
+from .filters import dilate, gaussian_blur, sample_across_lines
 from .similarity import image_gradients
 
 __all__ = ["hough_blade_edges", "step_blade_edges"]
@@ -184,16 +183,10 @@ def _line_steps(image: torch.Tensor, usable: torch.Tensor, bins: int, offsets: t
     widest = max(offsets)
     along = torch.arange(pieces * segment, dtype=torch.float32) - reach
     normal = torch.arange(-widest, reach + widest + 1, dtype=torch.float32)
-    stacked = torch.stack([image.to(torch.float32), usable.to(torch.float32)])[None]
     results: list[tuple[list, list, list]] = [([], [], []) for _ in offsets]
     for first in range(0, bins, chunk):
         phi = (torch.arange(first, min(first + chunk, bins), dtype=torch.float32) + 0.5) * (2 * math.pi / bins)
-        cos, sin = torch.cos(phi)[:, None, None], torch.sin(phi)[:, None, None]
-        xs = normal[None, None, :] * cos - along[None, :, None] * sin + (cols - 1) / 2
-        ys = normal[None, None, :] * sin + along[None, :, None] * cos + (rows - 1) / 2
-        grid = torch.stack([(2 * xs + 1) / cols - 1, (2 * ys + 1) / rows - 1], dim=-1)  # (B, along, normal, 2)
-        sampled = F.grid_sample(stacked.expand(len(phi), -1, -1, -1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        intensity, valid = sampled[:, 0], sampled[:, 1] > 0.99
+        intensity, valid = sample_across_lines(image, usable, phi, along, normal)
         for offset, (means, lengths, steadies) in zip(offsets, results):
             beyond, inside = slice(widest + offset, widest + offset + reach + 1), slice(widest - offset, widest - offset + reach + 1)
             both = valid[..., beyond] & valid[..., inside]

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["dilate", "gaussian_blur"]
+__all__ = ["dilate", "gaussian_blur", "sample_across_lines"]
 
 
 def gaussian_blur(image: torch.Tensor, sigma_px: float, mode: str = "replicate") -> torch.Tensor:
@@ -39,3 +39,19 @@ def dilate(mask: torch.Tensor, radius_px: int) -> torch.Tensor:
     rows = F.max_pool2d(batch[:, None], (1, size), stride=1, padding=(0, radius_px))
     grown = F.max_pool2d(rows, (size, 1), stride=1, padding=(radius_px, 0))[:, 0] > 0.5
     return grown[0] if single else grown
+
+
+def sample_across_lines(image: torch.Tensor, usable: torch.Tensor, phi: torch.Tensor, along: torch.Tensor,
+                        normal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(intensity, valid)``, each ``(len(phi), len(along), len(normal))``: ``image`` (``(rows, cols)``) read
+    bilinearly at the points ``normal`` pixels along each normal angle ``phi`` (radians) and ``along`` pixels
+    along its line, both from the image centre; ``valid`` where every neighbour read is ``usable`` (and inside
+    the image)."""
+    rows, cols = image.shape
+    cos, sin = torch.cos(phi)[:, None, None], torch.sin(phi)[:, None, None]
+    xs = normal[None, None, :] * cos - along[None, :, None] * sin + (cols - 1) / 2
+    ys = normal[None, None, :] * sin + along[None, :, None] * cos + (rows - 1) / 2
+    grid = torch.stack([(2 * xs + 1) / cols - 1, (2 * ys + 1) / rows - 1], dim=-1)  # (angles, along, normal, 2)
+    stacked = torch.stack([image.to(torch.float32), usable.to(torch.float32)])[None].expand(len(phi), -1, -1, -1)
+    sampled = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return sampled[:, 0], sampled[:, 1] > 0.99

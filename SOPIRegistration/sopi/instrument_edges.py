@@ -35,7 +35,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .filters import gaussian_blur
+from .filters import gaussian_blur, sample_across_lines
 
 __all__ = ["straight_instruments"]
 
@@ -74,11 +74,10 @@ def straight_instruments(values: torch.Tensor, invalid: torch.Tensor, interiors:
     along = torch.arange(0, pieces * _PIECE_PX, _ALONG_PX, dtype=torch.float32) - reach
     normal = torch.arange(-reach - _WIDE_OFFSET, reach + _WIDE_OFFSET + 1, dtype=torch.float32)
     widths = torch.arange(_MIN_WIDTH_PX, max(_MIN_WIDTH_PX + 1, round(_MAX_WIDTH * max(rows, cols))) + 1)
-    stacked = torch.stack([smooth, usable])[None]
     steps = []
     for first in range(0, _ANGLES, chunk):
         phi = (torch.arange(first, min(first + chunk, _ANGLES), dtype=torch.float32) + 0.5) * (math.pi / _ANGLES)
-        steps.append(_piece_steps(stacked, phi, along, normal, rows, cols))
+        steps.append(_piece_steps(smooth, usable, phi, along, normal))
     step, wide = torch.cat(steps, dim=1)  # (angles, pieces, distances); NaN where a piece is mostly unusable
     read = ~torch.isnan(step)
     if int(read.sum()) < 100:
@@ -139,16 +138,11 @@ def _grow(mask: torch.Tensor, dim: int) -> torch.Tensor:
     return grown
 
 
-def _piece_steps(stacked: torch.Tensor, phi: torch.Tensor, along: torch.Tensor, normal: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+def _piece_steps(smooth: torch.Tensor, usable: torch.Tensor, phi: torch.Tensor, along: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
     """``(2, angles, pieces, distances)``: the mean step across each line over each piece, one pixel either
     side and ``_WIDE_OFFSET`` pixels either side; NaN where fewer than half the piece's samples have both
     sides usable. Distance index ``i`` is the line ``i - reach`` pixels from the centre."""
-    cos, sin = torch.cos(phi)[:, None, None], torch.sin(phi)[:, None, None]
-    xs = normal[None, None, :] * cos - along[None, :, None] * sin + (cols - 1) / 2
-    ys = normal[None, None, :] * sin + along[None, :, None] * cos + (rows - 1) / 2
-    grid = torch.stack([(2 * xs + 1) / cols - 1, (2 * ys + 1) / rows - 1], dim=-1)
-    sampled = F.grid_sample(stacked.expand(len(phi), -1, -1, -1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    intensity, valid = sampled[:, 0], sampled[:, 1] > 0.99
+    intensity, valid = sample_across_lines(smooth, usable, phi, along, normal)
     per_piece = _PIECE_PX // _ALONG_PX
     means = []
     for offset in (1, _WIDE_OFFSET):
