@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from sopi.errors import InputError
+from sopi.errors import InputError, NoVertebralColumn
 from sopi.segment import (
     TOTALSEGMENTATOR_V1_VERTEBRAE,
     SegmentationCancelled,
@@ -44,7 +44,8 @@ def _affine(spacing: tuple[float, float, float], origin: tuple[float, float, flo
 
 def _phantom() -> tuple[Volume, dict[str, np.ndarray]]:
     """Body of soft tissue with a column of hollow vertebrae (cortex 700 HU, core 150 HU,
-    discs 90 HU), arches around a 15 HU canal, a separate rib bar and a CT table plate."""
+    discs 90 HU), arches (400 HU: thin cortex over marrow) around a 15 HU canal, a separate
+    rib bar and a CT table plate."""
     sx, sz = 1.5, 2.0
     ni, nj, nk = 180, 150, 60
     x = (np.arange(ni) - (ni - 1) / 2) * sx
@@ -67,7 +68,7 @@ def _phantom() -> tuple[Volume, dict[str, np.ndarray]]:
     arch = (r_canal > 8) & (r_canal <= 14) & (level < 20) & span
     spinous = (np.abs(xx) <= 3) & (yy >= 58) & (yy <= 80) & (level < 20) & span
     canal = (r_canal <= 8) & span
-    ct[arch | spinous] = 600.0
+    ct[arch | spinous] = 400.0
     ct[canal] = 15.0
     rib = (xx >= 24) & (xx <= 110) & (yy >= 30) & (yy <= 40) & (np.abs(zz - 60) <= 5)
     ct[rib] = 600.0
@@ -99,6 +100,17 @@ def test_phantom_without_a_visible_canal_is_refused() -> None:
     data = ct.data.clone()
     data[torch.from_numpy(parts["canal"])] = 150.0
     with pytest.raises(InputError, match="no vertebral column"):
+        segment_spine(Volume(data, ct.world_from_index))
+
+
+def test_uniformly_bright_column_is_refused() -> None:
+    """The phantom's column at one HU throughout (as a contrast-filled vessel or heart chamber is,
+    whose walls can enclose a dark hole like a canal's) is refused with a reason; the same shape
+    with cortex brighter than the cancellous core is the accepted phantom of the test above."""
+    ct, parts = _phantom()
+    data = ct.data.clone()
+    data[torch.from_numpy(parts["column"])] = 450.0
+    with pytest.raises(NoVertebralColumn, match="uniformly bright .*median 450 HU"):
         segment_spine(Volume(data, ct.world_from_index))
 
 
@@ -336,7 +348,6 @@ def test_phantom_from_verse_labels_dice(shared_data) -> None:
 def test_bone_mask_stands_in_where_no_column_is_found() -> None:
     """A trunk with a bone block and no spine: segment_spine raises NoVertebralColumn (an
     InputError); bone_mask holds the block and the rib, not the soft tissue or the table."""
-    from sopi.errors import NoVertebralColumn
     from sopi.segment import bone_mask
 
     ct, parts = _phantom()
@@ -351,7 +362,7 @@ def test_bone_mask_stands_in_where_no_column_is_found() -> None:
     assert mask.data.shape == data.shape and mask.data.dtype == torch.uint8
     assert torch.equal(mask.world_from_index, ct.world_from_index)
     m = mask.data.numpy() > 0
-    bone = data.numpy() >= 600.0  # cortex, arches, spinous process and rib (the table lies outside the body)
+    bone = data.numpy() >= 400.0  # cortex, arches, spinous process and rib (the table lies outside the body)
     assert m[bone & ~parts["table"]].mean() > 0.9
     assert m[parts["rib"]].mean() > 0.9
     assert not m[parts["table"]].any()

@@ -45,6 +45,8 @@ block-averaged to about 1.5 mm; accuracy and timing: ``docs/segmentation.md``.
    a blurred cortex's halo is not bone; the edge of the field of view is no surface.
    The working mask is smoothed (sigma 0.7 voxel), interpolated linearly on the CT
    grid and thresholded at 0.55.
+9. Texture check: a column whose HU are uniform (90th percentile within 35 % of the
+   median) is a contrast-filled heart or vessel, not bone: ``NoVertebralColumn``.
 
 Included: vertebral bodies with their cancellous interior, pedicles, laminae,
 spinous, articular and transverse processes, the sacrum when in the field of view,
@@ -91,6 +93,7 @@ from .segment_grid import (
     _LUNG_HU,
     _MAX_BONE_FRACTION,
     _MAX_HOLE_MM2,
+    _MIN_COLUMN_SPREAD,
     _MIN_EXTENT_MM,
     _NOISE_TARGET_HU,
     _RING_LOW_HU,
@@ -329,6 +332,24 @@ def _half_maximum_edge(selected: Array, hu: Array) -> Array:
 # --------------------------------------------------------------------------- public API
 
 
+def _check_bone_texture(values: Array) -> None:
+    """Raise :class:`NoVertebralColumn` when the HU of the found column are uniform.
+
+    A vertebral column is mostly cancellous bone (100-300 HU) inside a thin bright cortex, so its
+    90th percentile lies far above its median: (p90 - p50) / p50 was 1.05-1.8 on seven real CTs
+    (0.86 on a phantom of VerSe labels). A contrast-filled heart or vessel, whose walls can pass
+    for a canal's, is uniform: 0.15 on a cardiac CT angiogram without the spine in its field.
+    """
+    median, high = np.percentile(values, [50.0, 90.0]) if values.size else (0.0, 0.0)
+    spread = (high - median) / max(float(median), 1.0)
+    if spread < _MIN_COLUMN_SPREAD:
+        raise NoVertebralColumn(
+            f"segment_spine: no vertebral column found; the structure taken for one is uniformly bright "
+            f"(median {median:.0f} HU, 90th percentile {high:.0f} HU), as a contrast-filled vessel or heart is, "
+            f"while a vertebra's cortex is much brighter than its cancellous bone"
+        )
+
+
 def segment_spine(
     ct: Volume,
     *,
@@ -418,6 +439,7 @@ def segment_spine(
     stage(0.75, "discs")
     selected = _remove_discs(selected, work[box], crop_axis, work_spacing)
     selected = _half_maximum_edge(selected, work[box])
+    _check_bone_texture(work[box][selected])
 
     stage(0.85, "resampling the mask")
     mask = grid.to_ct(selected, [b.start for b in box])
