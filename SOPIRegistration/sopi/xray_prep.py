@@ -265,6 +265,28 @@ def _outside_field(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     return (outside & (edge_at_pixel < reach - 1)) | known
 
 
+def without_straight_instruments(image: torch.Tensor, weight: torch.Tensor, erode_px: int = 2) -> torch.Tensor | None:
+    """``weight`` with the sides of straight bright bands dropped too (wires, screws and retractor blades:
+    :func:`sopi.instrument_edges.straight_instruments` with ``interiors=False``), or None when it finds none.
+
+    ``image`` is a prepared X-ray (bone bright, its masked pixels filled) and ``weight`` its weight, both
+    ``(rows, cols)``, as :func:`prepare_xray` returns them; neither is modified. The registration uses it
+    for a second look at an X-ray whose first result was flagged (``sopi.registration.api.run_passes``).
+    """
+    values = image.detach().to(torch.float32).cpu()
+    rows, cols = values.shape
+    scale = max(1, math.ceil(max(rows, cols) / _WORKING_PX))
+    small = values if scale == 1 else F.avg_pool2d(values[None, None], scale, ceil_mode=True)[0, 0]
+    unusable = _any_in_block(weight.detach().cpu() <= 0, scale)
+    if int((~unusable).sum()) < 100:
+        return None
+    bands = dilate(straight_instruments(small, unusable, interiors=False), 2) & ~unusable
+    if not bands.any():
+        return None
+    kept = _erode((~_full_size(bands, (rows, cols))).to(torch.float32), erode_px * scale)
+    return weight * kept.to(device=weight.device, dtype=weight.dtype)
+
+
 def _metal(values: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:
     """Thin bright structures far above the image's texture (top-hat outliers), straight bright bands
     (:func:`sopi.instrument_edges.straight_instruments`, with ``STRAIGHT_INSTRUMENTS``) and extreme brights."""

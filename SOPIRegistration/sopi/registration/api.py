@@ -239,9 +239,21 @@ def register(
 
         return stage_loop(problem, chosen, note, step, assess, found, progress, cancel)
 
+    def second_look() -> bool:
+        """From now on, the straight instruments' sides are masked too; False when none is found."""
+        nonlocal weight
+        from ..xray_prep import without_straight_instruments
+
+        masked = None if weight is None else without_straight_instruments(fixed.image, weight)
+        if masked is None:
+            return False
+        preparation["straight_instruments_fraction"] = round(float((weight > 0).float().mean() - (masked > 0).float().mean()), 4)
+        weight = masked
+        return True
+
     from .confidence import assess
 
-    final = run_passes(run, stages)
+    final = run_passes(run, stages, second_look)
     if progress is not None:
         progress(1.0, "done")
     return RegistrationResult(
@@ -307,28 +319,42 @@ def stage_loop(
 WIDER_PASS_MARGIN = 0.05
 
 
-def run_passes(run: Callable[[tuple, str], _Pass], stages: tuple) -> _Pass:
-    """``run(stages, "")``; when its result is flagged likely failed and the method has a global search
-    to widen (:func:`~sopi.registration.methods.widened`), also ``run(wider, WIDER_NOTE)`` from the
-    same start; when that is flagged too, ``run(without the search, START_NOTE)``
-    (:func:`~sopi.registration.methods.without_search`). The more confident searched pass wins (the
-    wider one by at least :data:`WIDER_PASS_MARGIN`), or the last pass where it is not flagged and
-    more confident still (below 0.5 it replaced near misses of the searched passes as often as it
-    recovered a failure); the records and iterations include every pass's."""
+#: Prefix of the stage labels of the pass that looks again with straight instruments masked.
+INSTRUMENTS_NOTE = "instruments masked: "
+
+
+def run_passes(run: Callable[[tuple, str], _Pass], stages: tuple, second_look: Callable[[], bool] | None = None) -> _Pass:
+    """``run(stages, "")``; when its result is flagged likely failed:
+
+    1. when ``second_look()`` masks straight instruments in the X-ray (it returns True; every later pass
+       runs with them masked), ``run(stages, INSTRUMENTS_NOTE)``: a retractor blade's or a wire's straight
+       edges explain an X-ray better at a wrong pose than its anatomy, but masking them for every X-ray
+       cost more wide starts than it saved (docs/benchmarks.md, "Straight instruments"); as a second look
+       at flagged results only, it lost none;
+    2. when the last pass is flagged and the method has a global search to widen
+       (:func:`~sopi.registration.methods.widened`), ``run(wider, WIDER_NOTE)`` from the same start;
+    3. when that is flagged too, ``run(without the search, START_NOTE)``
+       (:func:`~sopi.registration.methods.without_search`).
+
+    The more confident searched pass wins (the wider one by at least :data:`WIDER_PASS_MARGIN`), or the
+    pass from the start where it is not flagged and more confident still (below 0.5 it replaced near misses
+    of the searched passes as often as it recovered a failure); the records and iterations include every pass's."""
     final = run(stages, "")
-    passes = [final]
+    passes = [("first", final)]
+    if final.assessment.likely_failed and second_look is not None and second_look():
+        passes.append(("instruments", run(stages, INSTRUMENTS_NOTE)))
     wider = widened(stages, searched=all(record.get("searched", True) for record in final.records))
-    if final.assessment.likely_failed and wider is not None:
-        passes.append(run(wider, WIDER_NOTE))
+    if passes[-1][1].assessment.likely_failed and wider is not None:
+        passes.append(("wider", run(wider, WIDER_NOTE)))
         local = without_search(stages)
-        if passes[-1].assessment.likely_failed and local is not None:
-            passes.append(run(local, START_NOTE))
+        if passes[-1][1].assessment.likely_failed and local is not None:
+            passes.append(("start", run(local, START_NOTE)))
     if len(passes) > 1:
-        records = [record for one in passes for record in one.records]
-        iterations = sum(one.iterations for one in passes)
-        # the searched passes compete on confidence, the wider one (index 1) handicapped; the unsearched one only where trusted
-        scored = [(one.assessment.confidence - (WIDER_PASS_MARGIN if index == 1 else 0.0), one)
-                  for index, one in enumerate(passes) if index < 2 or not one.assessment.likely_failed]
+        records = [record for _, one in passes for record in one.records]
+        iterations = sum(one.iterations for _, one in passes)
+        # the searched passes compete on confidence, the wider one handicapped; the unsearched one only where trusted
+        scored = [(one.assessment.confidence - (WIDER_PASS_MARGIN if kind == "wider" else 0.0), one)
+                  for kind, one in passes if kind != "start" or not one.assessment.likely_failed]
         final = max(scored, key=lambda pair: pair[0])[1]  # the first of equals
         final.records, final.iterations = records, iterations
     return final
