@@ -340,6 +340,33 @@ def test_a_second_wider_pass_runs_only_after_a_flagged_result_and_the_more_confi
     assert calls == [""]  # nothing searched, nothing to widen or leave out
 
 
+def test_a_flagged_result_gets_a_second_look_with_instruments_masked_before_the_wider_search():
+    from sopi.registration.api import INSTRUMENTS_NOTE, run_passes
+    from sopi.registration.methods import START_NOTE, WIDER_NOTE
+
+    stages = get_method("global+opt")
+    # (confidences of the passes run, what second_look finds, the notes of the passes run, the winner)
+    cases = [
+        ((0.9,), True, ["first"], 0.9),  # not flagged: no second look at all
+        ((0.2, 0.8), True, ["first", INSTRUMENTS_NOTE], 0.8),  # the second look is trusted: no wider search
+        ((0.3, 0.2, 0.1, 0.2), True, ["first", INSTRUMENTS_NOTE, WIDER_NOTE, START_NOTE], 0.3),
+        ((0.3, 0.45, 0.52), True, ["first", INSTRUMENTS_NOTE, WIDER_NOTE], 0.52),  # the wider one by its margin
+        ((0.3, 0.48, 0.52), True, ["first", INSTRUMENTS_NOTE, WIDER_NOTE], 0.48),
+        ((0.2, 0.8), False, ["first", WIDER_NOTE], 0.8),  # no instrument found: straight to the wider search
+    ]
+    for confidences, finds, notes, winner in cases:
+        calls, looks = [], []
+
+        def run(chosen, note):
+            calls.append(note or "first")
+            return _fake_pass(confidences[len(calls) - 1], note or "first")
+
+        final = run_passes(run, stages, lambda: looks.append(1) or finds)
+        assert calls == notes and final.similarity == winner
+        assert len(looks) == (1 if confidences[0] < 0.5 else 0)
+        assert final.records == [{"stage": note} for note in notes] and final.preparation == {"pass": notes[confidences.index(winner)]}
+
+
 def test_a_roll_beyond_the_first_search_is_found_by_the_wider_second_pass():
     """ry 68 deg (a wide start's tail: the C-arm's orbit or the patient's roll) lies beyond the
     first search's +-40 deg; the first pass ends far off and is flagged, the second finds it."""

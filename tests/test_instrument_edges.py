@@ -98,3 +98,21 @@ def test_the_bands_join_the_metal_mask_only_when_switched_on(monkeypatch):
     assert float(prepare_xray(image, detect_field=False).metal[sides].float().mean()) < 0.2  # the top-hat misses a plate this wide
     monkeypatch.setattr(xray_prep, "STRAIGHT_INSTRUMENTS", True)
     assert float(prepare_xray(image, detect_field=False).metal[sides].float().mean()) > 0.85
+
+
+def test_a_second_look_drops_the_bands_sides_from_a_prepared_weight_and_nothing_else():
+    """``without_straight_instruments`` on what ``prepare_xray`` returns (switch off): the plate's sides lose
+    their weight, its middle and the body keep theirs, the inputs are untouched; an X-ray with no band gives None."""
+    plate, across = _band((128, 128), 0.9, 150, 30)
+    prepared = prepare_xray(_body(3, 0.1) + 0.5 * plate, detect_field=False)
+    image, weight = prepared.image.clone(), prepared.weight.clone()
+    masked = xray_prep.without_straight_instruments(prepared.image, prepared.weight)
+    assert torch.equal(prepared.image, image) and torch.equal(prepared.weight, weight)
+    assert masked is not None and masked.shape == weight.shape
+    assert float(weight[plate & (across.abs() >= 15 - 1)].mean()) > 0.8  # the first look used the sides
+    assert float(masked[plate & (across.abs() >= 15 - 1)].mean()) < 0.1
+    assert float(masked[plate & (across.abs() <= 15 - 8)].mean()) > 0.8
+    assert bool((masked <= weight).all())  # only ever removes weight
+    assert float((masked == weight)[~_near(plate, 8)].float().mean()) > 0.99
+    clean = prepare_xray(_body(2, 0.05), detect_field=False)
+    assert xray_prep.without_straight_instruments(clean.image, clean.weight) is None

@@ -14,6 +14,7 @@ from sopi.geometry import CArmGeometry, nominal_view, save_pose
 from sopi.io import mask_from_labels, write_xray
 from sopi.io_xray import XRay
 from sopi.registration import register
+from sopi.registration.methods import get_method
 from sopi.registration.optimizers import AdamStep, Monitor, adam, cma_es, line_scan, powell
 from sopi.render import render_drr, rendering_volume
 from sopi.sample_data import load_sample, sample_ct_path, sample_vertebrae_path
@@ -109,6 +110,31 @@ def test_opt_recovers_a_known_pose(sample_case):
     assert final_error < 1.0
     assert result.similarity > 0.99 and result.iterations > 0
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+
+
+def test_a_flagged_result_looks_again_with_a_plate_masked(sample_case, monkeypatch):
+    """The API's second look: with every result flagged (threshold above 1), ``opt`` runs again after the straight
+    plate drawn on the X-ray is masked, records that pass and how much the mask took; the pose is still recovered."""
+    import sopi.registration.confidence as confidence
+    from sopi.registration.api import INSTRUMENTS_NOTE
+
+    ct, spine, nominal, truth, image = sample_case
+    rows, cols = torch.meshgrid(torch.arange(SMALL.rows, dtype=torch.float64), torch.arange(SMALL.cols, dtype=torch.float64), indexing="ij")
+    along, across = (cols - 48) * 0.8 + (rows - 48) * 0.6, -(cols - 48) * 0.6 + (rows - 48) * 0.8
+    plate = (along.abs() <= 40) & (across.abs() <= 5)
+    with_plate = image + 0.5 * float(image.max() - image.min()) * plate.to(image.dtype)
+    monkeypatch.setattr(confidence, "LIKELY_FAILED_BELOW", 1.01)
+    result = register(ct, XRay(with_plate, SMALL), initial_pose=nominal.camera_from_world, mask=spine, method="opt", device="cpu",
+                      iteration_scale=0.5)
+    labels = [record["stage"] for record in result.stages]
+    first = [label for label in labels if not label.startswith(INSTRUMENTS_NOTE)]
+    assert first == [stage.label for stage in get_method("opt")]
+    assert labels[len(first):] == [INSTRUMENTS_NOTE + label for label in first]  # opt has no search to widen: two passes
+    assert result.likely_failed
+    points = torch.nonzero(spine.data)[::200].flip(-1).double() @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    assert float(mtre_mm(result.camera_from_world, truth, points)) < 2.0
+    if result.xray_preparation.get("straight_instruments_fraction") is not None:  # the masked pass won
+        assert 0.0 < result.xray_preparation["straight_instruments_fraction"] < float(plate.double().mean()) + 0.1
 
 
 def test_the_bone_contrast_is_fitted_once_where_the_last_stage_starts_when_switched_on(sample_case, monkeypatch):

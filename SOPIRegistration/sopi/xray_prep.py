@@ -19,7 +19,8 @@ and finds the pixels that no DRR of the pre-operative CT can reproduce:
   back down by the same height along a good length (K-wires, screws and retractor blades under
   scatter and noise, :mod:`sopi.instrument_edges`): of a band wider than 4 pixels, only its
   sides, since the anatomy shows through a plate of constant thickness; and very
-  bright pixels far above the anatomy's range;
+  bright pixels far above the anatomy's range. The registration masks those bands' sides
+  only for a second look at a flagged result (:func:`without_straight_instruments`);
 * a DICOM shutter's ``field_mask`` (from the reader) is honoured as it is.
 
 The result is a weight image (1 = use, 0 = ignore), eroded by two pixels so that
@@ -55,7 +56,8 @@ _WORKING_PX = 256  # larger images are analysed binned to about this size, their
 #: straight bright bands (K-wires, screws, retractor blades: :mod:`sopi.instrument_edges`) join the metal mask
 #: (their sides only, for bands wider than 4 px). Off by default: it finds most instruments the top-hat misses, but
 #: on 270 realistic registrations of three CTs (docs/benchmarks.md, 2026-12-04, "Straight instruments") wide
-#: starts ended under 10 mm in 52 of 60 cases against 55 without it, paper starts equal (114 of 120)
+#: starts ended under 10 mm in 52 of 60 cases against 55 without it, paper starts equal (114 of 120). The
+#: registration uses them instead for a second look at flagged results (:func:`without_straight_instruments`)
 STRAIGHT_INSTRUMENTS = False
 _TOPHAT_RADIUS = 0.035  # of the image width: wider than K-wires and screws, narrower than vertebrae
 _METAL_ROBUST_Z = 8.0  # top-hat outliers, in robust standard deviations of the top-hat
