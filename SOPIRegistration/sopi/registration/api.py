@@ -240,15 +240,16 @@ def register(
         return stage_loop(problem, chosen, note, step, assess, found, progress, cancel)
 
     def second_look() -> bool:
-        """From now on, the straight instruments' sides are masked too; False when none is found."""
-        nonlocal weight
+        """From now on, the straight instruments' sides are masked (and filled) too; False when none is found."""
+        nonlocal weight, fixed
         from ..xray_prep import without_straight_instruments
 
-        masked = None if weight is None else without_straight_instruments(fixed.image, weight)
-        if masked is None:
+        found = None if weight is None else without_straight_instruments(fixed.image, weight)
+        if found is None:
             return False
+        image, masked = found
         preparation["straight_instruments_fraction"] = round(float((weight > 0).float().mean() - (masked > 0).float().mean()), 4)
-        weight = masked
+        fixed, weight = replace(fixed, image=image), masked
         return True
 
     from .confidence import assess
