@@ -102,21 +102,13 @@ def test_the_bands_join_the_metal_mask_only_when_switched_on(monkeypatch):
 
 def test_a_second_look_drops_the_bands_sides_from_a_prepared_weight_and_nothing_else():
     """``without_straight_instruments`` on what ``prepare_xray`` returns (switch off): the plate's sides lose
-    their weight and are filled from their neighbours in the image, its middle and the body keep
-    theirs, the inputs are untouched; an X-ray with no band gives None."""
+    their weight, its middle and the body keep theirs, the inputs are untouched; an X-ray with no band gives None."""
     plate, across = _band((128, 128), 0.9, 150, 30)
-    body = _body(3, 0.1)
-    prepared = prepare_xray(body + 0.5 * plate, detect_field=False)
+    prepared = prepare_xray(_body(3, 0.1) + 0.5 * plate, detect_field=False)
     image, weight = prepared.image.clone(), prepared.weight.clone()
-    found = xray_prep.without_straight_instruments(prepared.image, prepared.weight)
+    masked = xray_prep.without_straight_instruments(prepared.image, prepared.weight)
     assert torch.equal(prepared.image, image) and torch.equal(prepared.weight, weight)
-    assert found is not None
-    filled, masked = found
-    assert masked.shape == weight.shape and filled.shape == image.shape
-    assert torch.equal(filled[masked > 0.5], image[masked > 0.5])  # only masked pixels are filled
-    side = plate & (across.abs() >= 15 - 1)
-    assert float((image - body)[side].mean()) > 0.45  # the plate's +0.5 at its sides
-    assert 0.1 < float((filled - body)[side].mean()) < 0.4  # filled from the plate's inside (+0.5) and its outside (0)
+    assert masked is not None and masked.shape == weight.shape
     assert float(weight[plate & (across.abs() >= 15 - 1)].mean()) > 0.8  # the first look used the sides
     assert float(masked[plate & (across.abs() >= 15 - 1)].mean()) < 0.1
     assert float(masked[plate & (across.abs() <= 15 - 8)].mean()) > 0.8

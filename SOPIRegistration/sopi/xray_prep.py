@@ -42,7 +42,7 @@ from .field_edges import _CENTRAL_RADIUS, hough_blade_edges, step_blade_edges
 from .filters import dilate, gaussian_blur
 from .instrument_edges import straight_instruments
 
-__all__ = ["PreparedXRay", "apply_reading", "coarse_correlation", "detect_polarity", "fill_masked", "prepare_xray", "without_straight_instruments"]
+__all__ = ["PreparedXRay", "apply_reading", "coarse_correlation", "detect_polarity", "fill_masked", "prepare_xray"]
 
 _PLATEAU_FRACTION = 0.9  # share of samples beyond a field edge that must stay on the plateau
 #: the field edge is looked for only where at least this share of the central disc is not already known (saturated,
@@ -267,15 +267,13 @@ def _outside_field(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     return (outside & (edge_at_pixel < reach - 1)) | known
 
 
-def without_straight_instruments(image: torch.Tensor, weight: torch.Tensor, erode_px: int = 2) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(image, weight)`` with the sides of straight bright bands masked too (wires, screws and retractor blades:
+def without_straight_instruments(image: torch.Tensor, weight: torch.Tensor, erode_px: int = 2) -> torch.Tensor | None:
+    """``weight`` with the sides of straight bright bands dropped too (wires, screws and retractor blades:
     :func:`sopi.instrument_edges.straight_instruments` with ``interiors=False``), or None when it finds none.
 
     ``image`` is a prepared X-ray (bone bright, its masked pixels filled) and ``weight`` its weight, both
-    ``(rows, cols)``, as :func:`prepare_xray` returns them; neither is modified. As :func:`prepare_xray` does
-    for its own masks, the new image has the bands' pixels filled from their neighbours and the new weight
-    drops them, eroded by ``erode_px``. The registration uses it for a second look at an X-ray whose first
-    result was flagged (``sopi.registration.api.run_passes``).
+    ``(rows, cols)``, as :func:`prepare_xray` returns them; neither is modified. The registration uses it
+    for a second look at an X-ray whose first result was flagged (``sopi.registration.api.run_passes``).
     """
     values = image.detach().to(torch.float32).cpu()
     rows, cols = values.shape
@@ -287,9 +285,8 @@ def without_straight_instruments(image: torch.Tensor, weight: torch.Tensor, erod
     bands = dilate(straight_instruments(small, unusable, interiors=False), 2) & ~unusable
     if not bands.any():
         return None
-    kept = ~_full_size(bands, (rows, cols))
-    filled = fill_masked(values, kept).to(device=image.device, dtype=image.dtype)
-    return filled, weight * _erode(kept.to(torch.float32), erode_px * scale).to(device=weight.device, dtype=weight.dtype)
+    kept = _erode((~_full_size(bands, (rows, cols))).to(torch.float32), erode_px * scale)
+    return weight * kept.to(device=weight.device, dtype=weight.dtype)
 
 
 def _metal(values: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:

@@ -240,16 +240,15 @@ def register(
         return stage_loop(problem, chosen, note, step, assess, found, progress, cancel)
 
     def second_look() -> bool:
-        """From now on, the straight instruments' sides are masked (and filled) too; False when none is found."""
-        nonlocal weight, fixed
+        """From now on, the straight instruments' sides are masked too; False when none is found."""
+        nonlocal weight
         from ..xray_prep import without_straight_instruments
 
-        found = None if weight is None else without_straight_instruments(fixed.image, weight)
-        if found is None:
+        masked = None if weight is None else without_straight_instruments(fixed.image, weight)
+        if masked is None:
             return False
-        image, masked = found
         preparation["straight_instruments_fraction"] = round(float((weight > 0).float().mean() - (masked > 0).float().mean()), 4)
-        fixed, weight = replace(fixed, image=image), masked
+        weight = masked
         return True
 
     from .confidence import assess
