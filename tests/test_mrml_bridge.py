@@ -244,6 +244,25 @@ def test_xray_mask_overlay_labels_the_ignored_regions_on_the_xray_grid():
     assert again is label and scene.GetNumberOfNodesByClass("vtkMRMLLabelMapVolumeNode") == 1  # reused, not duplicated
 
 
+def test_xray_mask_labels_show_a_second_looks_instruments_only_when_asked():
+    """Label 4 marks the sides of a straight plate (what a second look at a flagged result drops); the
+    regular labels are the same either way, and without ``instruments`` there is no label 4."""
+    from SOPIRegistrationLib import display
+
+    rows, cols = np.mgrid[0:256, 0:256].astype(np.float32)
+    image = 2.0 * np.exp(-(((cols - 128) / 110.0) ** 2)) + 0.5 * rows / 256
+    along, across = (cols - 128) * np.cos(0.9) + (rows - 128) * np.sin(0.9), -(cols - 128) * np.sin(0.9) + (rows - 128) * np.cos(0.9)
+    plate = (np.abs(along) <= 75) & (np.abs(across) <= 15)
+    image = image + 0.5 * plate + np.random.default_rng(3).normal(0.0, 0.1, image.shape).astype(np.float32)
+    plain = display.xray_mask_labels(image)
+    shown = display.xray_mask_labels(image, instruments=True)
+    assert not (plain == 4).any()
+    assert (shown == 4)[plate & (np.abs(across) >= 14)].mean() > 0.8  # the plate's sides
+    assert not (shown == 4)[plate & (np.abs(across) <= 5) & (np.abs(along) <= 60)].any()  # its middle stays in use
+    assert np.array_equal(np.where(shown == 4, 0, shown), np.where(shown == 4, 0, plain))
+    assert display.MASK_LABELS[4].startswith("straight instruments")
+
+
 def _ct_and_segmentation():
     """A scene with a small CT node and a box-shaped spine segmentation made on its grid."""
     scene = slicer.vtkMRMLScene()

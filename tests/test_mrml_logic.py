@@ -59,6 +59,8 @@ def test_register_recovers_the_simulated_pose(registered):
     assert float(attribute) == pytest.approx(registration.result.confidence, abs=1e-4)
     assert registration.transform_node.GetAttribute("SOPIRegistration.LikelyFailed") == "false"
     assert registration.result.mask_source == "given"  # read back from the engine process's result JSON
+    assert "orientation" in registration.result.xray_preparation  # so is what the preparation found
+    assert registration.transform_node.GetAttribute("SOPIRegistration.InstrumentsMasked") == "false"  # no second look
     fractions = [fraction for fraction, _ in registered["messages"]]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
 

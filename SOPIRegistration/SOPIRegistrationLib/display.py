@@ -108,17 +108,23 @@ def place_in_carm(transform_node, placed_nodes, place: bool = True) -> None:
 
 
 #: Label values of :func:`xray_mask_labels` (and their names, for the legend).
-MASK_LABELS = {1: "outside the field", 2: "saturated", 3: "metal"}
+MASK_LABELS = {1: "outside the field", 2: "saturated", 3: "metal", 4: "straight instruments (second look)"}
 
 
-def xray_mask_labels(image: np.ndarray, field_mask: np.ndarray | None = None) -> np.ndarray:
+def xray_mask_labels(image: np.ndarray, field_mask: np.ndarray | None = None, instruments: bool = False) -> np.ndarray:
     """``(rows, cols)`` uint8 labels of what registration ignores in a bone-bright X-ray
-    (:func:`sopi.xray_prep.prepare_xray`): 1 outside the field, 2 saturated, 3 metal, 0 used."""
-    from sopi.xray_prep import prepare_xray
+    (:func:`sopi.xray_prep.prepare_xray`): 1 outside the field, 2 saturated, 3 metal, 0 used. With
+    ``instruments`` (the result came from the second look at a flagged first result), 4 where the sides of
+    straight instruments were dropped too (:func:`sopi.xray_prep.without_straight_instruments`)."""
+    from sopi.xray_prep import prepare_xray, without_straight_instruments
 
     prepared = prepare_xray(torch.from_numpy(np.asarray(image, dtype=np.float32)),
                             None if field_mask is None else torch.from_numpy(np.asarray(field_mask, dtype=bool)))
     labels = np.zeros(prepared.weight.shape, np.uint8)
+    if instruments:
+        masked = without_straight_instruments(prepared.image, prepared.weight)
+        if masked is not None:
+            labels[((masked <= 0) & (prepared.weight > 0)).numpy()] = 4
     labels[prepared.outside_field.numpy()] = 1
     labels[prepared.saturated.numpy()] = 2
     labels[prepared.metal.numpy()] = 3
@@ -126,10 +132,11 @@ def xray_mask_labels(image: np.ndarray, field_mask: np.ndarray | None = None) ->
 
 
 def show_xray_mask(scene, xray_node, label_node=None, visible: bool = True, opacity: float = 0.4,
-                   layouts: tuple[str, ...] | None = ("Red",), polarity: str = "bone-bright"):
+                   layouts: tuple[str, ...] | None = ("Red",), polarity: str = "bone-bright", instruments: bool = False):
     """Overlay (or hide) the regions registration ignores on the X-ray in the slice views ``layouts``.
 
-    ``polarity`` says how the node shows bone (as :func:`sopi.io.read_xray` takes it).
+    ``polarity`` says how the node shows bone (as :func:`sopi.io.read_xray` takes it); ``instruments``
+    as in :func:`xray_mask_labels`.
     The label map sits on the X-ray node's own grid (``label_node`` is reused). Returns the
     label node, or None when hidden (an existing one is kept for the next time)."""
     if not visible:
@@ -139,7 +146,8 @@ def show_xray_mask(scene, xray_node, label_node=None, visible: bool = True, opac
     from sopi.io_xray import apply_polarity
 
     image = nodes.xray_image_from_node(xray_node).astype(np.float64)
-    labels = xray_mask_labels(apply_polarity(image, "bone-bright" if polarity == "auto" else polarity, xray_node.GetName()))
+    labels = xray_mask_labels(apply_polarity(image, "bone-bright" if polarity == "auto" else polarity, xray_node.GetName()),
+                              instruments=instruments)
     label_node = mark_output(nodes.label_image_to_node(labels, xray_node, scene, f"{xray_node.GetName()} ignored", label_node))
     for composite in _composite_nodes(scene, layouts):
         composite.SetLabelVolumeID(label_node.GetID())

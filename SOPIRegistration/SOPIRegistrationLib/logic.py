@@ -37,6 +37,8 @@ __all__ = ["DEFAULT_METHOD", "RegistrationLogic", "SceneRegistration", "dicom_ge
 
 DEFAULT_METHOD = "global+opt"  # sopi.registration.methods.DEFAULT_METHOD; sopi+global+opt once models for this CT exist
 ATTRIBUTE_PREFIX = "SOPIRegistration."
+#: "true" on a registration's transform when its result came from the second look with straight instruments masked.
+INSTRUMENTS_MASKED_ATTRIBUTE = ATTRIBUTE_PREFIX + "InstrumentsMasked"
 #: DRR nodes are rendered on the X-ray's detector binned to at most this many pixels on its longest side: a
 #: 2560-pixel radiograph's full-size DRR took 40 s and 6 GB (the registration itself bins to 512).
 DRR_NODE_MAX_PX = 1024
@@ -373,6 +375,8 @@ class RegistrationLogic:
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "TimeS", f"{result.time_s:.3f}")
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "Confidence", f"{result.confidence:.4f}")
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "LikelyFailed", str(bool(result.likely_failed)).lower())
+        second_look = "straight_instruments_fraction" in (result.xray_preparation or {})  # the pass with instruments masked won
+        transform_node.SetAttribute(INSTRUMENTS_MASKED_ATTRIBUTE, str(second_look).lower())
         transform_node.SetNodeReferenceID(CT_REFERENCE, ct_node.GetID())
         transform_node.SetNodeReferenceID(XRAY_REFERENCE, xray_node.GetID())
         from .second_view import forget_second_view

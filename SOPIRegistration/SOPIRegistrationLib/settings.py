@@ -148,8 +148,11 @@ def show_results(lib, scene, parameters) -> dict:
     elif second_marker is not None:
         _set_visible(second_marker, False)  # kept for the next two-view registration
     shown["secondCarmMarker"] = second_marker
+    from .logic import INSTRUMENTS_MASKED_ATTRIBUTE
+
+    instruments = parameters.outputTransform.GetAttribute(INSTRUMENTS_MASKED_ATTRIBUTE) == "true"
     shown["xrayMaskLabel"] = display.show_xray_mask(scene, parameters.xrayVolume, parameters.xrayMaskLabel, parameters.showXrayMask,
-                                                    polarity=parameters.xrayPolarity)
+                                                    polarity=parameters.xrayPolarity, instruments=instruments)
     return shown
 
 
