@@ -104,10 +104,8 @@ def prepare_xray(
             (the analysis' size): ``erode_px`` times the binning factor of larger images, so the
             same width of the detector is dropped at any size.
     """
-    values = image.detach().to(torch.float32).cpu()
+    values, small, scale = _analysis_images(image)
     rows, cols = values.shape
-    scale = max(1, math.ceil(max(rows, cols) / _WORKING_PX))
-    small = values if scale == 1 else F.avg_pool2d(values[None, None], scale, ceil_mode=True)[0, 0]
     saturated = _saturated(values)
     outside = torch.zeros_like(saturated)
     if field_mask is not None:
@@ -275,10 +273,8 @@ def without_straight_instruments(image: torch.Tensor, weight: torch.Tensor, erod
     ``(rows, cols)``, as :func:`prepare_xray` returns them; neither is modified. The registration uses it
     for a second look at an X-ray whose first result was flagged (``sopi.registration.api.run_passes``).
     """
-    values = image.detach().to(torch.float32).cpu()
+    values, small, scale = _analysis_images(image)
     rows, cols = values.shape
-    scale = max(1, math.ceil(max(rows, cols) / _WORKING_PX))
-    small = values if scale == 1 else F.avg_pool2d(values[None, None], scale, ceil_mode=True)[0, 0]
     unusable = _any_in_block(weight.detach().cpu() <= 0, scale)
     if int((~unusable).sum()) < 100:
         return None
@@ -316,6 +312,15 @@ def _metal(values: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- small helpers
+
+
+def _analysis_images(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(values, small, scale)``: the image as float32 on the CPU, and binned by ``scale`` (block means)
+    to about ``_WORKING_PX`` on its longest side for the analyses (itself when already that small)."""
+    values = image.detach().to(torch.float32).cpu()
+    scale = max(1, math.ceil(max(values.shape) / _WORKING_PX))
+    small = values if scale == 1 else F.avg_pool2d(values[None, None], scale, ceil_mode=True)[0, 0]
+    return values, small, scale
 
 
 def _any_in_block(mask: torch.Tensor, scale: int) -> torch.Tensor:
