@@ -103,3 +103,45 @@ def test_the_model_is_the_logistic_of_its_cues_and_can_be_chosen():
         z = c["bias"] + c["similarity"] * result.similarity + c["drop"] * result.drop
         assert result.confidence == pytest.approx(1.0 / (1.0 + math.exp(-z)), rel=1e-9)
         assert result.likely_failed == (result.confidence < 0.5)
+
+
+def test_a_result_with_the_spine_mostly_off_the_detector_is_flagged_however_well_it_matches():
+    """The X-ray is a DRR at a pose 70 mm to the side, where a sliver of the spine remains on the detector: the
+    logistic model trusts the perfect match there, the spine-in-view check caps it below the flag in
+    proportion; 40 mm to the side the spine is still well in view and the model's confidence stands."""
+    from sopi.drr import Projector
+    from sopi.registration.confidence import LIKELY_FAILED_BELOW, MIN_SPINE_IN_VIEW, combine, spine_in_view
+
+    volume, spine = _phantom()
+    view = nominal_view("ap", volume.center_world, TINY.source_to_isocenter_mm)
+    results = {}
+    for shift_mm in (0.0, 40.0, 70.0):
+        truth = torch.tensor([0.0, 0.0, 0.0, shift_mm, 0.0, 0.0], dtype=torch.float64)
+        with torch.no_grad():
+            xray = Projector(volume, TINY)(view.pose(truth[None]))[0]
+        problem = PoseProblem(volume, xray, TINY, view.camera_from_world, view.isocenter_world, mask=spine)
+        assessment = assess(problem, truth, factor=1)
+        results[shift_mm] = (assessment, combine(assessment.similarity, assessment.drop))
+        if shift_mm == 0.0:
+            assert spine_in_view(problem, truth, 1) == pytest.approx(1.0)  # the start itself
+    in_view = [results[shift][0].spine_in_view for shift in (0.0, 40.0, 70.0)]
+    assert in_view[0] > in_view[1] > MIN_SPINE_IN_VIEW > in_view[2] > 0.0
+    for shift, (assessment, model) in results.items():
+        assert assessment.similarity > 0.99 and model > 0.9  # every X-ray matches perfectly at its own pose
+        if shift < 70.0:
+            assert assessment.confidence == model and not assessment.likely_failed
+    sliver, model = results[70.0]
+    assert sliver.confidence == pytest.approx(LIKELY_FAILED_BELOW * sliver.spine_in_view / MIN_SPINE_IN_VIEW, rel=1e-12)
+    assert sliver.likely_failed and sliver.details()["spine_in_view"] == pytest.approx(sliver.spine_in_view, abs=1e-3)
+    without_mask = PoseProblem(volume, torch.zeros(TINY.shape), TINY, view.camera_from_world, view.isocenter_world)
+    assert spine_in_view(without_mask, torch.zeros(6, dtype=torch.float64), 1) is None
+
+
+def test_the_spine_in_view_cap_by_hand():
+    from sopi.registration.confidence import capped_by_spine_in_view
+
+    assert capped_by_spine_in_view(0.9, None) == 0.9  # no mask, no check
+    assert capped_by_spine_in_view(0.9, 0.3) == 0.9 and capped_by_spine_in_view(0.9, 1.4) == 0.9
+    assert capped_by_spine_in_view(0.9, 0.15) == pytest.approx(0.25)  # half the threshold: half the flag's level
+    assert capped_by_spine_in_view(0.9, 0.0) == 0.0
+    assert capped_by_spine_in_view(0.1, 0.2) == 0.1  # a cap, never a raise

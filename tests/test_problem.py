@@ -144,6 +144,34 @@ def test_a_pose_that_moves_the_spine_out_of_what_the_xray_shows_scores_zero():
     assert float(unmasked.similarity(behind_blade, 1, "gc")[0]) != 0.0
 
 
+def test_a_pose_that_projects_the_spine_off_the_detector_scores_zero_however_well_other_bone_matches():
+    """The X-ray shows another bone 130 mm to the side of the spine (a hip) and no spine. Scored on the whole
+    image, as before, the pose it was taken at is a perfect match (gradient correlation 1); with the spine
+    mask it explains nothing of a spine X-ray and scores 0, with or without an X-ray weight."""
+    from sopi.segment import mask_centroid_world
+
+    data = torch.zeros(16, 16, 48)
+    data[2:14, 3:13, :] = 0.02
+    data[4:12, 6:10, 3:8] = 0.07  # the spine, at the volume's left end
+    data[5:10, 5:11, 36:44] = 0.06  # another bone, 130 mm to its side
+    data[6:8, 6:9, 38:41] = 0.09
+    volume = Volume(data, world_from_index_affine((-94.0, -30.0, -30.0), (4.0, 4.0, 4.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    spine = volume.with_data((data == 0.07).to(torch.uint8))
+    view = nominal_view("ap", mask_centroid_world(spine), DETECTOR.source_to_isocenter_mm)
+    aside = torch.tensor([[0.0, 0.0, 0.0, -130.0, 0.0, 0.0]], dtype=torch.float64)
+    with torch.no_grad():
+        xray = Projector(volume, DETECTOR)(view.pose(aside))[0]
+    without_mask = PoseProblem(volume, xray, DETECTOR, view.camera_from_world, view.isocenter_world)
+    assert float(without_mask.similarity(aside, 1, "gc")[0]) == pytest.approx(1.0, abs=1e-6)
+    problem = PoseProblem(volume, xray, DETECTOR, view.camera_from_world, view.isocenter_world, mask=spine)
+    with torch.no_grad():
+        assert float(problem._render(problem.level(1), aside)[1].sum()) == 0.0  # the spine projects off the detector
+    assert float(problem.similarity(aside, 1, "gc")[0]) == 0.0
+    problem.restrict_weight(torch.ones(DETECTOR.shape))  # with an X-ray weight too
+    assert float(problem.similarity(aside, 1, "gc")[0]) == 0.0
+    assert float(problem.similarity(torch.zeros(1, 6, dtype=torch.float64), 1, "gc")[0]) > 0.0  # the start sees the spine
+
+
 def test_the_depth_direction_moves_the_pivot_along_its_ray_and_keeps_its_image():
     """1 mm along :meth:`PoseProblem.depth_direction` takes the pivot 1 mm further from the source on the same
     ray: its projection stays on the same pixel while points off the pivot move radially (a pure scale)."""

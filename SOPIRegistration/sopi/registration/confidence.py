@@ -21,6 +21,15 @@ than 10 mm off). Near misses along depth (3-10 mm) score like successes: one vie
 depth, and no cue here separates them; ``opt``'s depth scan (``methods.DEPTH_SCAN``, 2026-12-04)
 made them rare (realistic paper starts: 17 failures in 90 before, 2 after).
 
+A third cue is a sanity check, not part of the fitted model: **the spine in view**. Every X-ray this
+tool registers is aimed at the spine, and every start (the nominal view about the spine) shows it. A
+result whose projected spine region covers less than :data:`MIN_SPINE_IN_VIEW` of what it covers at the
+start has matched other anatomy (the hip, the table's edge) and is capped below the flag, however well
+that anatomy matches (the held-out pelvis: two results 205 and 218 mm off at confidence 0.56 and 0.63,
+their spine 0.2 % and 2.5 % of the detector against about 50 % at the start). At the true poses of 1,920
+benchmark cases (four CTs; paper, wide and far starts, seeds 0-3) the ratio was at least 0.48
+(``benchmarks/spine_in_view.py``).
+
 The global search's decision to keep a refined start without searching
 (``GlobalStage.accept_start_above``) uses :data:`START_COEFFICIENTS`, the earlier model, with
 which that decision was validated (refined far and wide starts scored at most 0.09 on 120 cases; on the
@@ -37,12 +46,13 @@ import torch
 
 from .problem import PoseProblem
 
-__all__ = ["Assessment", "COEFFICIENTS", "LIKELY_FAILED_BELOW", "PROBE_RENDERS", "START_COEFFICIENTS", "ViewsAssessment", "assess", "assess_views", "landscape_features", "perturbations"]
+__all__ = ["Assessment", "COEFFICIENTS", "LIKELY_FAILED_BELOW", "PROBE_RENDERS", "MIN_SPINE_IN_VIEW", "START_COEFFICIENTS", "ViewsAssessment", "assess", "assess_views", "landscape_features", "perturbations"]
 
 #: The landscape probe: one step about / along each axis (deg, mm).
 PROBE_DEG, PROBE_MM = 2.0, 5.0
-#: DRRs one assessment renders: the result and its 12 moves.
-PROBE_RENDERS = 13
+#: DRRs one assessment renders: the result and its 12 moves, and with a spine mask the spine's projection at
+#: the result and at the start (:func:`spine_in_view`).
+PROBE_RENDERS = 15
 #: Logistic model over (similarity, peak drop); fitted by benchmarks/confidence_calibration.py
 #: (2026-12-03, maximum likelihood; docs/benchmarks.md "Confidence").
 COEFFICIENTS = {"bias": -6.89, "similarity": 7.75, "drop": 11.45}
@@ -51,6 +61,12 @@ COEFFICIENTS = {"bias": -6.89, "similarity": 7.75, "drop": 11.45}
 START_COEFFICIENTS = {"bias": -5.09, "similarity": 2.68, "drop": 27.71}
 #: ``likely_failed`` below this confidence.
 LIKELY_FAILED_BELOW = 0.5
+#: A result's spine coverage (:meth:`PoseProblem.spine_coverage`) below this fraction of the start's caps its
+#: confidence below :data:`LIKELY_FAILED_BELOW` (proportionally: none in view, confidence 0).
+MIN_SPINE_IN_VIEW = 0.3
+#: No spine check where the start's projected spine covers less than this fraction of the detector
+#: (a start given away from the spine): there is no reference to compare with.
+MIN_START_COVERAGE = 0.01
 
 
 @dataclass
@@ -64,6 +80,7 @@ class Assessment:
     worst_axis_drop: float
     lower_fraction: float
     hypothesis_agreement: float | None = None
+    spine_in_view: float | None = None  # the result's spine coverage over the start's; None without a check
 
     def details(self) -> dict:
         """The cues, rounded, for ``RESULT.json``."""
@@ -73,6 +90,8 @@ class Assessment:
         }  # fmt: skip
         if self.hypothesis_agreement is not None:
             cues["hypothesis_agreement"] = round(self.hypothesis_agreement, 3)
+        if self.spine_in_view is not None:
+            cues["spine_in_view"] = round(self.spine_in_view, 3)
         return cues
 
 
@@ -106,6 +125,23 @@ def combine(similarity: float, drop: float, coefficients: dict[str, float] | Non
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
 
+def spine_in_view(problem: PoseProblem, theta: torch.Tensor, factor: int) -> float | None:
+    """The spine's coverage of the detector at ``theta`` over its coverage at the start (theta = 0); None
+    without a mask or where the start shows less than :data:`MIN_START_COVERAGE` of it."""
+    if problem.mask is None:
+        return None
+    result, start = problem.spine_coverage(torch.stack([theta.reshape(6).to(torch.float64), torch.zeros(6, dtype=torch.float64)]), factor)
+    return None if float(start) < MIN_START_COVERAGE else float(result) / float(start)
+
+
+def capped_by_spine_in_view(confidence: float, ratio: float | None) -> float:
+    """``confidence`` capped below :data:`LIKELY_FAILED_BELOW` where ``ratio`` (:func:`spine_in_view`) is under
+    :data:`MIN_SPINE_IN_VIEW`, in proportion to it."""
+    if ratio is None or ratio >= MIN_SPINE_IN_VIEW:
+        return confidence
+    return min(confidence, LIKELY_FAILED_BELOW * ratio / MIN_SPINE_IN_VIEW)
+
+
 def hypothesis_agreement(theta: torch.Tensor, hypotheses: Sequence[torch.Tensor], step_deg: float = PROBE_DEG, step_mm: float = PROBE_MM) -> float:
     """Fraction of ``hypotheses`` (thetas of independent searches) within one probe step of ``theta`` on every axis."""
     if not hypotheses:
@@ -119,7 +155,8 @@ def assess(
     problem: PoseProblem, theta: torch.Tensor, *, hypotheses: Sequence[torch.Tensor] | None = None, factor: int | None = None,
     coefficients: dict[str, float] | None = None,
 ) -> Assessment:
-    """Confidence of the result ``theta`` of ``problem`` (one batch of 13 renders at half resolution).
+    """Confidence of the result ``theta`` of ``problem`` (one batch of 13 renders at half resolution, and
+    two more for the spine in view with a mask).
 
     ``factor`` is the detector level (default: the half-resolution level of a 256-pixel
     detector, scaled to this one). ``hypotheses``, thetas found by independent searches,
@@ -131,9 +168,10 @@ def assess(
     with torch.no_grad():
         scores = problem.similarity(perturbations(theta), factor, "gc")
     similarity, drop, worst, lower = landscape_features(scores)
-    confidence = combine(similarity, drop, coefficients)
+    in_view = spine_in_view(problem, theta, factor)
+    confidence = capped_by_spine_in_view(combine(similarity, drop, coefficients), in_view)
     agreement = hypothesis_agreement(theta, hypotheses) if hypotheses else None
-    return Assessment(confidence, confidence < LIKELY_FAILED_BELOW, similarity, drop, worst, lower, agreement)
+    return Assessment(confidence, confidence < LIKELY_FAILED_BELOW, similarity, drop, worst, lower, agreement, in_view)
 
 
 @dataclass

@@ -101,8 +101,9 @@ class PoseProblem:
     scatter_sigma_mm: float = 40.0
     exposed: torch.Tensor | None = None
     _levels: dict = field(default_factory=dict, init=False, repr=False)
-    #: a pose scores 0 when the X-ray's weight keeps less than this fraction of the spine's projected region
-    #: (or fewer pixels than MIN_SEEN_PIXELS): with a handful of pixels left, any similarity reaches 1
+    #: a pose scores 0 when the spine projects off the detector, or when the X-ray's weight keeps less than this
+    #: fraction of the spine's projected region (or fewer pixels than MIN_SEEN_PIXELS): with a handful of pixels
+    #: left, any similarity reaches 1, and with none the whole image would be compared, matching other anatomy
     MIN_SEEN_FRACTION: ClassVar[float] = 0.2  # at the true pose of 40 realistic cases per CT, 3 CTs: at least 0.39
     MIN_SEEN_PIXELS: ClassVar[int] = 32
     #: fit the bone contrast with the scatter level before a method's last stage (measured in docs/benchmarks.md)
@@ -247,6 +248,19 @@ class PoseProblem:
             self._levels, self._held_masks = {}, {}  # every level's projector held the old voxels
         return contrast
 
+    def spine_coverage(self, theta: torch.Tensor, factor: int) -> torch.Tensor:
+        """``(B,)`` fraction of the detector's pixels on ``level(factor)`` that the spine's projected region (the
+        mask's projection, dilated as for weighting) covers at each of ``(B, 6)`` theta; NaN without a mask.
+        Rendered at theta itself, never at a held pose."""
+        theta = theta.reshape(-1, 6).to(torch.float64)
+        if self.mask is None:
+            return torch.full((len(theta),), float("nan"), dtype=torch.float64)
+        level = self.level(factor)
+        with torch.no_grad():
+            projected = level.projector(self.pose(theta).to(self.device))[:, 1]
+        region = dilate(projected > 0, self.mask_dilation_px)
+        return region.to(torch.float64).mean(dim=(-2, -1)).cpu()
+
     def similarity(self, theta: torch.Tensor, factor: int, measure: str) -> torch.Tensor:
         """``(B,)`` similarities (larger is better) for ``(B, 6)`` theta; differentiable in theta."""
         level = self.level(factor)
@@ -354,10 +368,11 @@ class PoseProblem:
         if projected_mask is not None:
             weights = dilate(projected_mask > 0, self.mask_dilation_px).to(rendered.dtype)
             region = weights.sum(dim=(-2, -1))
-            weights = torch.where(region[:, None, None] > 0, weights, torch.ones_like(weights))
+            seen = region > 0  # a spine projected off the detector explains nothing of a spine X-ray
+            weights = torch.where(seen[:, None, None], weights, torch.ones_like(weights))  # finite scores, zeroed below
             if level.weight is not None:  # how much of the spine's region the X-ray shows
                 overlap = (weights * (level.weight > 0)).sum(dim=(-2, -1))
-                seen = (region == 0) | ((overlap >= self.MIN_SEEN_FRACTION * region) & (overlap >= self.MIN_SEEN_PIXELS))
+                seen = seen & (overlap >= self.MIN_SEEN_FRACTION * region) & (overlap >= self.MIN_SEEN_PIXELS)
         if level.weight is not None:
             weights = level.weight.expand_as(rendered) if weights is None else weights * level.weight
         edges = None if self._edge_theta is None else self._ct_edge_weight(level)
