@@ -367,6 +367,44 @@ def test_a_flagged_result_gets_a_second_look_with_instruments_masked_before_the_
         assert final.records == [{"stage": note} for note in notes] and final.preparation == {"pass": notes[confidences.index(winner)]}
 
 
+def test_after_a_second_look_the_first_pose_is_judged_again_with_the_instruments_masked():
+    """Every pass competes under the masked X-ray's weights: the first pose, judged again on the masked pass's
+    problem, wins where that judgement is the more confident (and is then not flagged: no wider search)."""
+    from dataclasses import replace
+
+    from sopi.registration.api import INSTRUMENTS_NOTE, run_passes
+    from sopi.registration.confidence import LIKELY_FAILED_BELOW
+    from sopi.registration.methods import START_NOTE, WIDER_NOTE
+
+    stages = get_method("global+opt")
+    # (confidences of the passes run, the first pose's confidence judged again, the notes run, the winner's
+    # pass, its confidence)
+    cases = [
+        ((0.3, 0.6), 0.8, ["first", INSTRUMENTS_NOTE], "first", 0.8),
+        ((0.3, 0.6), 0.2, ["first", INSTRUMENTS_NOTE], INSTRUMENTS_NOTE, 0.6),
+        ((0.3, 0.2, 0.1, 0.2), 0.4, ["first", INSTRUMENTS_NOTE, WIDER_NOTE, START_NOTE], "first", 0.4),
+        ((0.3, 0.2, 0.7), 0.4, ["first", INSTRUMENTS_NOTE, WIDER_NOTE], WIDER_NOTE, 0.7),
+    ]
+    for confidences, again, notes, winner, confidence in cases:
+        calls, judged = [], []
+
+        def run(chosen, note):
+            calls.append(note or "first")
+            return replace(_fake_pass(confidences[len(calls) - 1], note or "first"), problem=f"problem of {note or 'first'}")
+
+        def judge(problem, theta):
+            judged.append((problem, float(theta[0])))
+            return type("Assessment", (), {"confidence": again, "likely_failed": again < LIKELY_FAILED_BELOW})()
+
+        final = run_passes(run, stages, lambda: True, judge=judge)
+        assert calls == notes and judged == [(f"problem of {INSTRUMENTS_NOTE}", confidences[0])]  # the first theta, on the masked problem
+        assert final.assessment.confidence == confidence and final.problem == f"problem of {winner}"
+        assert float(final.theta[0]) == confidences[notes.index(winner)]  # the pose is the winning pass's own
+        if winner == "first":  # judged with the instruments masked: the masked pass's record of what it masked
+            assert final.preparation == {"pass": INSTRUMENTS_NOTE}
+        assert final.records == [{"stage": note} for note in notes]
+
+
 def test_a_roll_beyond_the_first_search_is_found_by_the_wider_second_pass():
     """ry 68 deg (a wide start's tail: the C-arm's orbit or the patient's roll) lies beyond the
     first search's +-40 deg; the first pass ends far off and is flagged, the second finds it."""

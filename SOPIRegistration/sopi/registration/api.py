@@ -253,7 +253,7 @@ def register(
 
     from .confidence import assess
 
-    final = run_passes(run, stages, second_look)
+    final = run_passes(run, stages, second_look, judge=assess)
     if progress is not None:
         progress(1.0, "done")
     return RegistrationResult(
@@ -323,15 +323,21 @@ WIDER_PASS_MARGIN = 0.05
 INSTRUMENTS_NOTE = "instruments masked: "
 
 
-def run_passes(run: Callable[[tuple, str], _Pass], stages: tuple, second_look: Callable[[], bool] | None = None) -> _Pass:
+def run_passes(
+    run: Callable[[tuple, str], _Pass], stages: tuple, second_look: Callable[[], bool] | None = None,
+    judge: Callable[[object, torch.Tensor], object] | None = None,
+) -> _Pass:
     """``run(stages, "")``; when its result is flagged likely failed:
 
     1. when ``second_look()`` masks straight instruments in the X-ray (it returns True; every later pass
        runs with them masked), ``run(stages, INSTRUMENTS_NOTE)``: a retractor blade's or a wire's straight
        edges explain an X-ray better at a wrong pose than its anatomy, but masking them for every X-ray
        cost more wide starts than it saved (docs/benchmarks.md, "Straight instruments"); as a second look
-       at flagged results only, it lost none;
-    2. when the last pass is flagged and the method has a global search to widen
+       at flagged results only, it lost none. With ``judge`` (``judge(problem, theta)``, an assessment), the
+       first pass's pose is judged again on that pass's problem, so that every pass competes under the same
+       weights: a smaller weight scores higher, and a right first pose flagged because of the instruments
+       lost to a worse masked one (docs/benchmarks.md, 2026-12-05);
+    2. when every pass so far is flagged and the method has a global search to widen
        (:func:`~sopi.registration.methods.widened`), ``run(wider, WIDER_NOTE)`` from the same start;
     3. when that is flagged too, ``run(without the search, START_NOTE)``
        (:func:`~sopi.registration.methods.without_search`).
@@ -342,9 +348,12 @@ def run_passes(run: Callable[[tuple, str], _Pass], stages: tuple, second_look: C
     final = run(stages, "")
     passes = [("first", final)]
     if final.assessment.likely_failed and second_look is not None and second_look():
-        passes.append(("instruments", run(stages, INSTRUMENTS_NOTE)))
+        masked = run(stages, INSTRUMENTS_NOTE)
+        if judge is not None:  # the first pose judged as the masked one is; what was masked is what it was judged without
+            passes[0] = ("first", replace(final, assessment=judge(masked.problem, final.theta), preparation=masked.preparation))
+        passes.append(("instruments", masked))
     wider = widened(stages, searched=all(record.get("searched", True) for record in final.records))
-    if passes[-1][1].assessment.likely_failed and wider is not None:
+    if all(one.assessment.likely_failed for _, one in passes) and wider is not None:
         passes.append(("wider", run(wider, WIDER_NOTE)))
         local = without_search(stages)
         if passes[-1][1].assessment.likely_failed and local is not None:
