@@ -133,8 +133,8 @@ def test_a_flagged_result_looks_again_with_a_plate_masked(sample_case, monkeypat
     assert result.likely_failed
     points = torch.nonzero(spine.data)[::200].flip(-1).double() @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
     assert float(mtre_mm(result.camera_from_world, truth, points)) < 2.0
-    if result.xray_preparation.get("straight_instruments_fraction") is not None:  # the masked pass won
-        assert 0.0 < result.xray_preparation["straight_instruments_fraction"] < float(plate.double().mean()) + 0.1
+    # whichever pass won, it was judged with the plate's sides masked (the first pose is judged again), as recorded
+    assert 0.0 < result.xray_preparation["straight_instruments_fraction"] < float(plate.double().mean()) + 0.1
 
 
 def test_the_bone_contrast_is_fitted_once_where_the_last_stage_starts_when_switched_on(sample_case, monkeypatch):

@@ -114,7 +114,7 @@ MASK_LABELS = {1: "outside the field", 2: "saturated", 3: "metal", 4: "straight 
 def xray_mask_labels(image: np.ndarray, field_mask: np.ndarray | None = None, instruments: bool = False) -> np.ndarray:
     """``(rows, cols)`` uint8 labels of what registration ignores in a bone-bright X-ray
     (:func:`sopi.xray_prep.prepare_xray`): 1 outside the field, 2 saturated, 3 metal, 0 used. With
-    ``instruments`` (the result came from the second look at a flagged first result), 4 where the sides of
+    ``instruments`` (the result was judged in the second look at a flagged first result), 4 where the sides of
     straight instruments were dropped too (:func:`sopi.xray_prep.without_straight_instruments`)."""
     from sopi.xray_prep import prepare_xray, without_straight_instruments
 

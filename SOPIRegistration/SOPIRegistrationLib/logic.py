@@ -37,7 +37,7 @@ __all__ = ["DEFAULT_METHOD", "RegistrationLogic", "SceneRegistration", "dicom_ge
 
 DEFAULT_METHOD = "global+opt"  # sopi.registration.methods.DEFAULT_METHOD; sopi+global+opt once models for this CT exist
 ATTRIBUTE_PREFIX = "SOPIRegistration."
-#: "true" on a registration's transform when its result came from the second look with straight instruments masked.
+#: "true" on a registration's transform when its result was judged in the second look, with straight instruments masked.
 INSTRUMENTS_MASKED_ATTRIBUTE = ATTRIBUTE_PREFIX + "InstrumentsMasked"
 #: DRR nodes are rendered on the X-ray's detector binned to at most this many pixels on its longest side: a
 #: 2560-pixel radiograph's full-size DRR took 40 s and 6 GB (the registration itself bins to 512).

@@ -27,7 +27,7 @@ result whose projected spine region covers less than :data:`MIN_SPINE_IN_VIEW` o
 start has matched other anatomy (the hip, the table's edge) and is capped below the flag, however well
 that anatomy matches (the held-out pelvis: two results 205 and 218 mm off at confidence 0.56 and 0.63,
 their spine 0.2 % and 2.5 % of the detector against about 50 % at the start). At the true poses of 1,920
-benchmark cases (four CTs; paper, wide and far starts, seeds 0-3) the ratio was at least 0.48
+benchmark cases (four CTs; paper, wide and far starts, seeds 0-3) the ratio was at least 0.50
 (``benchmarks/spine_in_view.py``).
 
 The global search's decision to keep a refined start without searching
