@@ -291,15 +291,25 @@ def test_a_proposal_is_refined_right_after_the_start_and_can_win(far_case, monke
     assert len(calls) == GlobalStage().hypotheses + 2  # the start, the proposal and the search's own
 
 
-def test_widened_reaches_further_in_roll_for_global_searches_only():
+def test_widened_reaches_further_in_roll_and_in_plane_for_global_searches_only():
+    from dataclasses import replace
+
     from sopi.registration.methods import widened
 
     assert widened(get_method("opt")) is None  # nothing to widen
     wider = widened(get_method("global+opt"))
     first = get_method("global+opt")[0]
-    assert wider[0].roll_deg == first.wider_roll_deg > first.out_of_plane_deg == wider[0].roll_beyond_deg
+    assert wider[0].roll_deg == first.wider_roll_deg > first.out_of_plane_deg
+    assert wider[0].in_plane_deg == first.wider_in_plane_deg > first.in_plane_deg
+    assert wider[0].roll_beyond_deg is None  # every roll again: the first pass turned them only within its narrower range
     assert wider[0].out_of_plane_deg == first.out_of_plane_deg and wider[1:] == get_method("opt")
+    assert wider[0].accept_start_above is None
     assert widened(wider) is None  # already as wide as it goes
+    # where only the roll widens, the rolls the first pass searched are skipped (unless it did not search)
+    roll_only = (replace(first, wider_in_plane_deg=first.in_plane_deg), *get_method("opt"))
+    assert widened(roll_only)[0].roll_beyond_deg == first.out_of_plane_deg
+    assert widened(roll_only)[0].in_plane_deg == first.in_plane_deg
+    assert widened(roll_only, searched=False)[0].roll_beyond_deg is None
 
 
 def _fake_pass(confidence: float, label: str):
@@ -424,7 +434,7 @@ def test_a_roll_beyond_the_first_search_is_found_by_the_wider_second_pass():
     assert float(mtre_mm(found.camera_from_world, truth, points)) < 2.0 and not found.likely_failed
 
 
-def test_the_wider_pass_renders_only_the_rolls_beyond_the_first_search(far_case, monkeypatch):
+def test_the_wider_pass_renders_only_the_rolls_beyond_the_first_search_unless_it_turns_further(far_case, monkeypatch):
     from dataclasses import replace
 
     import sopi.registration.global_search as global_search_module
@@ -436,15 +446,18 @@ def test_the_wider_pass_renders_only_the_rolls_beyond_the_first_search(far_case,
     ct, spine, start, truth, image, points = far_case
     problem = PoseProblem(rendering_volume(ct, "hu"), image, SMALL, start.camera_from_world, mask_centroid_world(spine), mask=spine)
     monkeypatch.setattr(global_search_module, "cma_es", lambda loss, theta, *args, **kwargs: OptimizerResult(theta, 0.0, 1, 1, True))
-    first, wider = GlobalStage(), widened((GlobalStage(),))[0]
+    first = GlobalStage()
+    wider = widened((replace(first, wider_in_plane_deg=first.in_plane_deg),))[0]  # the roll alone widened
     refinements = 1 + first.hypotheses  # the start and the search's own, one evaluation each here
     outcome = global_search(problem, first, Monitor(None, None))
     assert outcome.searched and outcome.start_confidence < first.accept_start_above  # the far start is judged, then searched from
     assert outcome.renders == 9 * 9 + refinements + PROBE_RENDERS  # rx, ry in -40..40 by 10; the start's assessment
     assert wider.accept_start_above is None  # the second pass never skips its search
     assert global_search(problem, wider, Monitor(None, None)).renders == 9 * 6 + refinements  # ry in +-50, +-60, +-70
-    everything = widened((GlobalStage(),), searched=False)[0]  # the first pass accepted its start: every roll
-    assert global_search(problem, everything, Monitor(None, None)).renders == 9 * 15 + refinements  # ry in -70..70
+    everything = widened((replace(first, wider_in_plane_deg=first.in_plane_deg),), searched=False)[0]  # the first pass accepted its start
+    assert global_search(problem, everything, Monitor(None, None)).renders == 9 * 15 + refinements  # every roll: ry in -70..70
+    turned = widened((first,))[0]  # the default also widens the in-plane turns: every roll again, no more DRRs than that
+    assert turned.in_plane_deg == first.wider_in_plane_deg and global_search(problem, turned, Monitor(None, None)).renders == 9 * 15 + refinements
     joint = replace(wider, fft_score="joint-gradient")  # the other FFT score searches the same grid
     assert global_search(problem, joint, Monitor(None, None)).renders == 9 * 6 + refinements
     with pytest.raises(ValueError, match="fft_score"):

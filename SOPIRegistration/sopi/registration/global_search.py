@@ -73,6 +73,8 @@ class GlobalStage:
     # (sopi.registration.methods.widened): a 70 deg roll (a wide start's tail) was missed at 40
     wider_roll_deg: float = 70.0
     in_plane_deg: float = 30.0
+    # and this far in the in-plane turn (every roll rendered again): a wide start with rz -44 deg failed on four CTs
+    wider_in_plane_deg: float = 60.0
     in_plane_step_deg: float = 6.0
     depth_mm: float = 100.0
     depth_steps: int = 7

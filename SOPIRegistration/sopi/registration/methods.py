@@ -172,26 +172,35 @@ START_NOTE = "from the start: "
 
 
 def widened(stages: tuple, searched: bool = True) -> tuple | None:
-    """``stages`` with every global search's roll range (ry) widened to its ``wider_roll_deg`` and only
-    the rolls beyond the old range rendered, for a second pass when the first result is flagged
-    likely failed; None when there is nothing to widen. ``searched``: whether the first pass's
-    search ran; when it accepted its start instead, the second pass renders every roll. The second
-    pass never accepts its start without searching.
+    """``stages`` with every global search's roll range (ry) widened to its ``wider_roll_deg`` and its
+    in-plane turns to its ``wider_in_plane_deg``, for a second pass when the first result is flagged
+    likely failed; None when there is nothing to widen. Where the in-plane range widens every roll is
+    rendered again; where only the roll widens, only the rolls beyond the old range are, unless the
+    first pass accepted its start instead of searching (``searched`` False). The second pass never
+    accepts its start without searching.
 
     The roll (about the detector's columns, the body's long axis in the nominal views) is the
-    C-arm's orbit and the patient's roll on the table: the rotation most likely to be far off.
+    C-arm's orbit and the patient's roll on the table: the rotation most likely to be far off. The
+    in-plane turn is the X-ray's own rotation on the detector (a display turned by the operator, a
+    patient lying at an angle); the FFT search covers it for each rendered pose, so widening it costs
+    matching time, not DRRs.
     """
     def roll(stage) -> float:
         return stage.out_of_plane_deg if stage.roll_deg is None else stage.roll_deg
 
     def widens(stage) -> bool:
-        return isinstance(stage, GlobalStage) and stage.roll_beyond_deg is None and stage.wider_roll_deg > roll(stage)
+        return isinstance(stage, GlobalStage) and stage.roll_beyond_deg is None and (
+            stage.wider_roll_deg > roll(stage) or stage.wider_in_plane_deg > stage.in_plane_deg)
+
+    def wider(stage) -> GlobalStage:
+        turns = max(stage.in_plane_deg, stage.wider_in_plane_deg)
+        beyond = roll(stage) if searched and turns == stage.in_plane_deg else None  # what the first pass searched is skipped
+        return replace(stage, roll_deg=max(roll(stage), stage.wider_roll_deg), in_plane_deg=turns, roll_beyond_deg=beyond,
+                       accept_start_above=None)
 
     if not any(widens(stage) for stage in stages):
         return None
-    # only the new rolls are rendered where the first pass searched the rest (its start is refined again)
-    return tuple(replace(stage, roll_deg=stage.wider_roll_deg, roll_beyond_deg=roll(stage) if searched else None, accept_start_above=None)
-                 if widens(stage) else stage for stage in stages)
+    return tuple(wider(stage) if widens(stage) else stage for stage in stages)
 
 
 def without_search(stages: tuple) -> tuple | None:
