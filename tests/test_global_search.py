@@ -434,6 +434,24 @@ def test_a_roll_beyond_the_first_search_is_found_by_the_wider_second_pass():
     assert float(mtre_mm(found.camera_from_world, truth, points)) < 2.0 and not found.likely_failed
 
 
+def test_an_in_plane_turn_beyond_the_first_search_is_found_by_the_wider_second_pass():
+    """rz 50 deg (the X-ray turned on the detector) lies beyond the first search's +-30 deg of in-plane turns;
+    the first pass ends far off and is flagged, the second, turning to +-60 deg, finds it."""
+    ct, labels = load_sample()
+    spine = mask_from_labels(labels)
+    start = nominal_view("ap", mask_centroid_world(spine), SMALL.source_to_isocenter_mm)
+    truth = start.pose(torch.tensor([6.0, -5.0, 50.0, 8.0, -6.0, 15.0], dtype=torch.float64))
+    image = render_drr(rendering_volume(ct, "hu"), SMALL, truth)
+    points = torch.nonzero(spine.data)[::200].flip(-1).double() @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    found = register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine, prepare=False)
+    first = [record for record in found.stages if not record["stage"].startswith("wider")]
+    second = [record for record in found.stages if record["stage"].startswith("wider search: ")]
+    assert [record["stage"] for record in first] == [stage.label for stage in get_method("global+opt")] and len(second) == len(first)
+    first_pose = start.pose(torch.tensor(list(first[-1]["params"].values()), dtype=torch.float64))
+    assert float(mtre_mm(first_pose, truth, points)) > 10.0
+    assert float(mtre_mm(found.camera_from_world, truth, points)) < 2.0 and not found.likely_failed
+
+
 def test_the_wider_pass_renders_only_the_rolls_beyond_the_first_search_unless_it_turns_further(far_case, monkeypatch):
     from dataclasses import replace
 
