@@ -46,7 +46,7 @@ import torch
 
 from .problem import PoseProblem
 
-__all__ = ["Assessment", "COEFFICIENTS", "LIKELY_FAILED_BELOW", "PROBE_RENDERS", "MIN_SPINE_IN_VIEW", "START_COEFFICIENTS", "ViewsAssessment", "assess", "assess_views", "landscape_features", "perturbations"]
+__all__ = ["Assessment", "COEFFICIENTS", "LIKELY_FAILED_BELOW", "PROBE_RENDERS", "MIN_SPINE_IN_VIEW", "START_COEFFICIENTS", "ViewsAssessment", "assess", "assess_views", "capped_by_spine_in_view", "landscape_features", "perturbations", "spine_in_view"]
 
 #: The landscape probe: one step about / along each axis (deg, mm).
 PROBE_DEG, PROBE_MM = 2.0, 5.0

@@ -182,8 +182,8 @@ def widened(stages: tuple, searched: bool = True) -> tuple | None:
     The roll (about the detector's columns, the body's long axis in the nominal views) is the
     C-arm's orbit and the patient's roll on the table: the rotation most likely to be far off. The
     in-plane turn is the X-ray's own rotation on the detector (a display turned by the operator, a
-    patient lying at an angle); the FFT search covers it for each rendered pose, so widening it costs
-    matching time, not DRRs.
+    patient lying at an angle); the FFT search matches it for each rendered pose, so widening it costs
+    matching time per pose, plus the inner rolls rendered again (135 DRRs at the search detector, not 54).
     """
     def roll(stage) -> float:
         return stage.out_of_plane_deg if stage.roll_deg is None else stage.roll_deg
