@@ -20,19 +20,9 @@ import torch
 from benchmark_cases import Scene, scenes
 
 from sopi.geometry import PARAM_NAMES  # noqa: E402
-from sopi.protocols import get_protocol  # noqa: E402
 from sopi.registration.problem import PoseProblem  # noqa: E402
 from sopi.render import rendering_volume  # noqa: E402
-from sopi.simulate import _along_spine  # noqa: E402
-
-
-def true_thetas(scene: Scene, protocol: str, cases: int, seed: int) -> torch.Tensor:
-    """The poses ``sopi benchmark --protocol protocol --cases cases --seed seed`` draws (no image rendered)."""
-    chosen = get_protocol(protocol)
-    thetas = chosen.sample(cases, torch.Generator().manual_seed(seed))
-    if chosen.along_spine:
-        thetas = _along_spine(thetas, scene.nominal, scene.spine, torch.Generator().manual_seed(seed + 104729), chosen.along_spine)
-    return thetas
+from sopi.simulate import case_poses  # noqa: E402
 
 
 def coverage_ratios(problem: PoseProblem, thetas: torch.Tensor) -> list[float]:
@@ -56,7 +46,7 @@ def main() -> None:
                               scene.nominal.camera_from_world, scene.nominal.isocenter_world, mask=scene.spine)
         ratios = []
         for protocol in args.protocols.split(","):
-            values = sorted(value for seed in args.seeds.split(",") for value in coverage_ratios(problem, true_thetas(scene, protocol, args.cases, int(seed))))
+            values = sorted(value for seed in args.seeds.split(",") for value in coverage_ratios(problem, case_poses(scene.nominal, protocol, args.cases, int(seed), scene.spine)))
             ratios += values
             print(f"{name} {protocol}: true poses {len(values)}, ratio min {values[0]:.3f}, p5 {values[len(values) // 20]:.3f}, median {values[len(values) // 2]:.3f}")
         print(f"{name}: {len(ratios)} true poses, smallest ratio {min(ratios):.3f}")

@@ -375,7 +375,7 @@ class RegistrationLogic:
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "TimeS", f"{result.time_s:.3f}")
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "Confidence", f"{result.confidence:.4f}")
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "LikelyFailed", str(bool(result.likely_failed)).lower())
-        second_look = "straight_instruments_fraction" in result.xray_preparation  # the pass with instruments masked won
+        second_look = "straight_instruments_fraction" in result.xray_preparation  # judged with the instruments masked
         transform_node.SetAttribute(INSTRUMENTS_MASKED_ATTRIBUTE, str(second_look).lower())
         transform_node.SetNodeReferenceID(CT_REFERENCE, ct_node.GetID())
         transform_node.SetNodeReferenceID(XRAY_REFERENCE, xray_node.GetID())

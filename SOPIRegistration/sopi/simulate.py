@@ -13,7 +13,7 @@ from .protocols import get_protocol
 from .render import render_drr, rendering_volume
 from .volume import Volume
 
-__all__ = ["simulate_case", "simulate_cases", "simulate_views"]
+__all__ = ["case_poses", "simulate_case", "simulate_cases", "simulate_views"]
 
 
 def simulate_case(
@@ -95,11 +95,7 @@ def simulate_cases(
     from .drr import Projector
     from .xray_physics import draw_realism, material_volume, simulate_xray
 
-    generator = torch.Generator().manual_seed(seed)
-    chosen = get_protocol(protocol)
-    thetas = chosen.sample(cases, generator)
-    if chosen.along_spine:
-        thetas = _along_spine(thetas, nominal, spine, torch.Generator().manual_seed(seed + 104729), chosen.along_spine)
+    thetas = case_poses(nominal, protocol, cases, seed, spine)
     realism = torch.Generator().manual_seed(seed + 7919)  # its own stream: same poses with or without it
     noise = torch.Generator().manual_seed(seed + 15485863)  # and the noise its own: the same draws at any dose
     if realistic:
@@ -118,6 +114,16 @@ def simulate_cases(
             draws.append({})
         images.append(image)
     return thetas, torch.stack(images), draws
+
+
+def case_poses(nominal: NominalView, protocol: str, cases: int, seed: int, spine: Volume | None = None) -> torch.Tensor:
+    """``(cases, 6)`` offsets ``theta`` about ``nominal`` (deg, mm): the poses :func:`simulate_cases` draws for
+    ``protocol`` and ``seed``, without rendering anything. Protocols drawn ``along_spine`` need ``spine``."""
+    chosen = get_protocol(protocol)
+    thetas = chosen.sample(cases, torch.Generator().manual_seed(seed))
+    if chosen.along_spine:
+        thetas = _along_spine(thetas, nominal, spine, torch.Generator().manual_seed(seed + 104729), chosen.along_spine)
+    return thetas
 
 
 def _along_spine(
