@@ -199,37 +199,6 @@ def test_a_confident_start_is_kept_without_searching(far_case):
     assert float(mtre_mm(found.camera_from_world, truth, points)) < 1.0
 
 
-def test_a_confident_search_winner_is_polished_like_a_kept_start(far_case):
-    """After a search, the winner is judged as the start is (START_COEFFICIENTS); where it passes
-    ``polish_winner_above``, opt's CMA-ES gives way to what follows a kept start. The judgement costs one
-    assessment's renders and changes no pose of the search."""
-    from dataclasses import replace
-
-    from sopi.registration.confidence import START_COEFFICIENTS, assess
-    from sopi.registration.global_search import GlobalStage, global_search
-    from sopi.registration.methods import KEPT_START_STAGES
-    from sopi.registration.optimizers import Monitor
-    from sopi.registration.problem import PoseProblem
-
-    ct, spine, start, truth, image, points = far_case
-    problem = PoseProblem(rendering_volume(ct, "hu"), image, SMALL, start.camera_from_world, mask_centroid_world(spine), mask=spine)
-    stage = GlobalStage()
-    judged = global_search(problem, stage, Monitor(None, None))
-    unjudged = global_search(problem, replace(stage, polish_winner_above=None), Monitor(None, None))
-    assert judged.searched and torch.equal(judged.theta, unjudged.theta)
-    assert judged.renders == unjudged.renders + PROBE_RENDERS and unjudged.winner_confidence is None and not unjudged.confident
-    expected = assess(problem, judged.theta, coefficients=START_COEFFICIENTS).confidence  # judged again, independently
-    assert judged.winner_confidence == pytest.approx(expected, abs=1e-6)
-    assert judged.confident == (expected >= stage.polish_winner_above)
-    assert judged.confident  # this far case's winner is sharp: the branch below runs
-
-    found = register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine, prepare=False)
-    search, polish = found.stages[:2]
-    assert search["searched"] and search["winner_confidence"] == pytest.approx(round(expected, 4), abs=1e-4)
-    assert polish["stage"] == " + ".join(one.label for one in KEPT_START_STAGES) + " (confident search)"
-    assert float(mtre_mm(found.camera_from_world, truth, points)) < 2.0
-
-
 @pytest.mark.parametrize("instead", ["shipped", "scan alone"])
 def test_a_kept_start_scans_depth_instead_of_running_cma_es(far_case, instead, monkeypatch):
     """After a kept start, opt's CMA-ES gives way to a coarse depth scan and a short CMA-ES (at most 21 + 1 + 12 x 16

@@ -207,20 +207,17 @@ def register(
             mask=spine, device=resolve_device(device), step_mm=step_mm, xray_weight=weight, exposed=exposed_field(fixed),
         )
         found = dict(preparation)
-        scatter_checked, kept_start, why = False, False, ""
+        scatter_checked, kept_start = False, False
 
         def step(index: int, stage, theta: torch.Tensor, monitor: Monitor):
-            nonlocal scatter_checked, kept_start, why
+            nonlocal scatter_checked, kept_start
             if isinstance(stage, GlobalStage):
                 proposals = [theta] if index > 0 else []  # an earlier stage's pose (a network's) competes with the search's
                 outcome = global_search(problem, stage, monitor, seed + index, proposals=proposals)
-                kept_start = outcome.confident  # a kept start, or a searched winner judged as sure of itself
-                why = " (kept start)" if not outcome.searched else " (confident search)"
+                kept_start = not outcome.searched
                 extra = {"hypotheses": [round(value, 4) for _, value in outcome.hypotheses], "searched": outcome.searched}
                 if outcome.start_confidence is not None:
                     extra["start_confidence"] = round(outcome.start_confidence, 4)
-                if outcome.winner_confidence is not None:
-                    extra["winner_confidence"] = round(outcome.winner_confidence, 4)
                 return outcome, extra
             if isinstance(stage, NetworkStage):
                 return _network_stage(problem, networks["rtpi"], spine, fixed, monitor), {}
@@ -238,7 +235,7 @@ def register(
                 found["scatter_to_primary_estimate"] = problem.scatter_to_primary
             if not instead:
                 return _run_stage(problem, stage, theta, seed + index, monitor), {}
-            return _run_in_turn(problem, instead, theta, seed + index, monitor, note, why)
+            return _run_in_turn(problem, instead, theta, seed + index, monitor, note, " (kept start)")
 
         return stage_loop(problem, chosen, note, step, assess, found, progress, cancel)
 

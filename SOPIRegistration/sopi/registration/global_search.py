@@ -100,9 +100,6 @@ class GlobalStage:
     # refine_generations are the start hypothesis's own). 20 kept the start of 27 of 30 clean paper
     # cases instead of 17, but one realistic case then lost the search's better depth (docs/benchmarks.md)
     judge_generations: int = 8
-    # a searched winner whose confidence (START_COEFFICIENTS, as for the start) reaches this is as trustworthy as a
-    # kept start, and the next stage runs what follows a kept start (``Stage.after_kept_start``); None: never
-    polish_winner_above: float | None = ACCEPT_START_ABOVE
     measure: str = "gradient-ncc"
     kind: str = field(default="global", init=False)
 
@@ -116,16 +113,12 @@ class GlobalOutcome(OptimizerResult):
     """The best refined hypothesis and every refined hypothesis ``(theta, similarity)``, best first;
     ``renders`` (and ``evaluations``) count every DRR rendered, the search's and the refinements'.
     ``start_confidence``: the refined start's confidence when the stage judged it (None otherwise);
-    ``searched``: False when that confidence made the search unnecessary. ``winner_confidence``: the searched
-    winner's, judged alike (None when nothing was searched or ``polish_winner_above`` is None); ``confident``: the
-    answer is trusted as a kept start is (kept, or a winner judged at least ``polish_winner_above``)."""
+    ``searched``: False when that confidence made the search unnecessary."""
 
     hypotheses: list[tuple[torch.Tensor, float]] = field(default_factory=list)
     renders: int = 0
     start_confidence: float | None = None
     searched: bool = True
-    winner_confidence: float | None = None
-    confident: bool = False
 
 
 def global_search(
@@ -160,7 +153,7 @@ def global_search(
         if start_confidence >= stage.accept_start_above:
             renders = judged.evaluations + PROBE_RENDERS
             return GlobalOutcome(judged.theta, judged.loss, judged.iterations, renders, True, hypotheses=[(judged.theta, -judged.loss)],
-                                 renders=renders, start_confidence=start_confidence, searched=False, confident=True)
+                                 renders=renders, start_confidence=start_confidence, searched=False)
         first = judged.checkpoints.get(stage.refine_generations, judged)  # the start hypothesis, as refined without judging
         judged_renders = judged.evaluations - first.evaluations + PROBE_RENDERS
     monitor.report(1, steps)
@@ -220,13 +213,8 @@ def global_search(
     if best_similarity <= start_similarity + stage.start_margin:
         best_theta, best_similarity = start_theta, start_similarity
     renders = len(rotations) + evaluations + judged_renders
-    winner_confidence = None
-    if stage.polish_winner_above is not None:
-        winner_confidence = assess(problem, best_theta, coefficients=START_COEFFICIENTS).confidence
-        renders += PROBE_RENDERS
-    confident = winner_confidence is not None and winner_confidence >= stage.polish_winner_above
     return GlobalOutcome(best_theta, -best_similarity, iterations, renders, True, hypotheses=refined, renders=renders,
-                         start_confidence=start_confidence, winner_confidence=winner_confidence, confident=confident)
+                         start_confidence=start_confidence)
 
 
 def judge_start(problem: PoseProblem, stage: GlobalStage, seed: int = 0) -> tuple[OptimizerResult, Assessment]:
