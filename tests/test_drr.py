@@ -237,6 +237,38 @@ def test_chunked_rays_and_planes_give_the_same_values_and_gradients():
     assert torch.allclose(g_plain, g_chunked, rtol=1e-9)
 
 
+def test_planes_between_empty_slices_are_skipped_and_change_no_value_or_gradient(monkeypatch):
+    """A volume with an empty slab across every axis (the air between a patient and the table): the planes
+    there are not sampled, and the DRRs and their pose gradients equal those of a render that samples every
+    plane (a volume that requires its gradient skips nothing)."""
+    import sopi.drr as drr
+
+    volume = smooth_volume(5)
+    data = volume.data.clone()
+    data[8:15] = 0.0
+    data[:, 9:16] = 0.0
+    data[:, :, 10:17] = 0.0
+    sampled = []
+    blend = drr._blended_slices
+    monkeypatch.setattr(drr, "_blended_slices", lambda d, dim, positions: sampled.append(len(positions)) or blend(d, dim, positions))
+    theta = torch.tensor([4.0, -3.0, 2.0, 1.0, -2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    for view in ("ap", "lateral"):
+        nominal = nominal_view(view, volume.center_world, 650.0)
+        sampled.clear()
+        skipping = Projector(volume.with_data(data), GEOMETRY, n_samples=60, dtype=torch.float64)
+        image = skipping(nominal.pose(theta))
+        assert sum(sampled) < 60  # the slab's planes were left out
+        sampled.clear()
+        every = Projector(volume.with_data(data.clone().requires_grad_()), GEOMETRY, n_samples=60, dtype=torch.float64)
+        reference = every(nominal.pose(theta))
+        assert sum(sampled) == 60
+        assert float(image.abs().max()) > 1.0
+        assert torch.allclose(image, reference, rtol=1e-12, atol=1e-12)
+        (gradient,) = torch.autograd.grad(image.square().sum(), theta)
+        (expected,) = torch.autograd.grad(reference.square().sum(), theta)
+        assert torch.allclose(gradient, expected, rtol=1e-9, atol=1e-9)
+
+
 def test_channels_render_like_separate_volumes_and_masks_give_path_lengths():
     volume = smooth_volume(4).to(torch.float32)
     mask = (volume.data > 0.5).float()

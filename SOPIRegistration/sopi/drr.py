@@ -93,6 +93,7 @@ class Projector(nn.Module):
             raise InputError("projector: the volume holds NaN or infinite voxels")
         self.register_buffer("volume", data[None].contiguous(), persistent=False)  # (1, C, K, J, I)
         self._slice_cache: dict = {}
+        self._occupied: dict = {}  # sweep dim -> (size,) bool: slices holding a non-zero voxel
 
         grid_size = torch.tensor(volume.grid_shape, dtype=torch.float64)  # (I, J, K)
         # grid_sample's normalised coordinates (align_corners=False): x_n = (2 i + 1) / I - 1.
@@ -277,6 +278,8 @@ class Projector(nn.Module):
                 pieces.append(_PlaneSweep.apply(slices, positions, chunk_intercept, chunk_slope, inside))
             partial = torch.cat(pieces, dim=1)  # (C, b * P)
             total = partial if total is None else total + partial
+        if total is None:  # every plane between empty slices
+            total = direction.new_zeros(self.volume.shape[1], batch * rays)
         sums = total.reshape(-1, batch, rays).transpose(0, 1)  # (b, C, P)
         return sums * sample_mm[:, None, :]
 
@@ -288,12 +291,14 @@ class Projector(nn.Module):
         per_chunk = max(1, self.max_cache_bytes // max(slice_bytes, 1))
         low, high = float(self.box_low[axis]), float(self.box_high[axis])
         positions = low + (torch.arange(planes, dtype=torch.float64) + 0.5) * (high - low) / planes
+        if not data.requires_grad:  # planes between two empty slices add nothing to a DRR or its pose gradient
+            positions = positions[self._between_occupied(dim, positions)]
         cacheable = not data.requires_grad and planes <= per_chunk
         key = (axis, planes)
         if cacheable and key in self._slice_cache:
             yield self._slice_cache[key]
             return
-        for start in range(0, planes, per_chunk):
+        for start in range(0, len(positions), per_chunk):
             chunk = positions[start : start + per_chunk]
             result = (_blended_slices(data, dim, chunk), chunk.to(data))
             if cacheable:  # keep a few plane sets (pyramid levels share the cache) within the budget
@@ -302,6 +307,22 @@ class Projector(nn.Module):
                     self._slice_cache.clear()
                 self._slice_cache[key] = result
             yield result
+
+    def _between_occupied(self, dim: int, positions: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` bool: whether the plane at each normalised position blends a slice with a non-zero voxel.
+
+        A CT's support box can hold whole empty slabs (the air between the patient and the table, whose
+        foam mattress is dropped with the air): their planes sample zeros at full cost. The occupancy of the
+        slices is computed once per sweep dimension and shared with the projector's copies."""
+        if dim not in self._occupied:
+            data = self.volume[0]
+            others = tuple(axis for axis in range(data.ndim) if axis != dim)
+            self._occupied[dim] = (data != 0).any(dim=others).cpu()
+        occupied = self._occupied[dim]
+        size = occupied.shape[0]
+        lower = torch.floor(((positions + 1.0) * size - 1.0) / 2.0).long()  # align_corners=False, as _blended_slices
+        padded = torch.cat([torch.zeros(1, dtype=torch.bool), occupied, torch.zeros(1, dtype=torch.bool)])
+        return padded[(lower + 1).clamp(0, size + 1)] | padded[(lower + 2).clamp(0, size + 1)]
 
 
 class _PlaneSweep(torch.autograd.Function):
