@@ -199,6 +199,49 @@ def test_a_confident_start_is_kept_without_searching(far_case):
     assert float(mtre_mm(found.camera_from_world, truth, points)) < 1.0
 
 
+@pytest.mark.parametrize("confidences, stops_at", [((0.9,), 8), ((0.05, 0.9), 24), ((0.05, 0.1), 24)])
+def test_a_start_not_trusted_is_refined_on_and_judged_again(monkeypatch, confidences, stops_at):
+    """The start's CMA-ES is judged after ``judge_generations`` and, when not trusted, goes on to
+    ``rejudge_generations`` and is judged again; it stops at the first judgement that trusts it. Whatever the
+    judgements say, the point it stops at is the one a run of that many generations returns (same seed)."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    import sopi.registration.global_search as global_search_module
+    from sopi.registration.global_search import GlobalStage, _judged_start
+    from sopi.registration.optimizers import cma_es
+
+    said = iter(confidences)
+    judged_at = []
+
+    def fake_assess(problem, theta, coefficients):
+        judged_at.append(theta.clone())
+        return SimpleNamespace(confidence=next(said))
+
+    monkeypatch.setattr(global_search_module, "assess", fake_assess)
+    target = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 2.0], dtype=torch.float64)
+
+    def loss(thetas: torch.Tensor) -> torch.Tensor:
+        return (thetas - target).square().sum(-1)
+
+    def refine(theta, index, generations=None, checkpoints=(), stop_at=None):
+        return cma_es(loss, theta, torch.ones(6, dtype=torch.float64), generations=generations, population=12, seed=index,
+                      patience=100, checkpoints=checkpoints, stop_at=stop_at)
+
+    stage = GlobalStage()
+    assert (stage.judge_generations, stage.rejudge_generations) == (8, 24)
+    judged, assessment, judgements = _judged_start(None, stage, refine)
+    assert judged.iterations == stops_at and judged.evaluations == stops_at * 12
+    assert judgements == len(confidences) and assessment.confidence == confidences[-1]
+    alone = refine(torch.zeros(6, dtype=torch.float64), 0, stops_at)
+    assert torch.equal(judged.theta, alone.theta) and torch.equal(judged_at[-1], alone.theta)
+    assert torch.equal(judged.checkpoints[8].theta, refine(torch.zeros(6, dtype=torch.float64), 0, 8).theta)
+
+    said, judged_at[:] = iter((0.05,)), []
+    once, _, judgements = _judged_start(None, replace(stage, rejudge_generations=None), refine)  # judged once, as before
+    assert once.iterations == 8 and judgements == 1
+
+
 @pytest.mark.parametrize("instead", ["shipped", "scan alone"])
 def test_a_kept_start_scans_depth_instead_of_running_cma_es(far_case, instead, monkeypatch):
     """After a kept start, opt's CMA-ES gives way to a coarse depth scan and a short CMA-ES (at most 21 + 1 + 12 x 16

@@ -67,6 +67,7 @@ def cma_es(
     restarts: int = 0,
     monitor: Monitor | None = None,
     checkpoints: Sequence[int] = (),
+    stop_at: Callable[[OptimizerResult], bool] | None = None,
 ) -> OptimizerResult:
     """CMA-ES (``cmaes`` package) with the whole population rendered in one batch.
 
@@ -77,10 +78,11 @@ def cma_es(
     best point so far); the best point over all runs is returned. ``checkpoints``: generations
     of the first run after which the best point so far is kept in the result's ``checkpoints``
     (the final point for a run that stopped before); with the same seed, a run stopped there
-    would have returned exactly that point.
+    would have returned exactly that point. ``stop_at(checkpoint)`` is asked at each checkpoint of the first run; True
+    ends that run there (with the same seed, a run stopped there by ``generations`` returns the same point).
     """
     monitor = monitor or Monitor()
-    best = _cma_run(loss, start, scale, generations, population, sigma, bound, seed, tolerance, patience, monitor, checkpoints)
+    best = _cma_run(loss, start, scale, generations, population, sigma, bound, seed, tolerance, patience, monitor, checkpoints, stop_at)
     size = best.evaluations // max(best.iterations, 1)
     for restart in range(1, restarts + 1):
         size *= 2
@@ -91,7 +93,7 @@ def cma_es(
     return best
 
 
-def _cma_run(loss, start, scale, generations, population, sigma, bound, seed, tolerance, patience, monitor, checkpoints=()) -> OptimizerResult:
+def _cma_run(loss, start, scale, generations, population, sigma, bound, seed, tolerance, patience, monitor, checkpoints=(), stop_at=None) -> OptimizerResult:
     from cmaes import CMA
 
     dimension = start.numel()
@@ -115,6 +117,8 @@ def _cma_run(loss, start, scale, generations, population, sigma, bound, seed, to
         history.append(best_loss)
         if generation in checkpoints:
             kept[generation] = OptimizerResult(start + torch.from_numpy(best_x) * scale, best_loss, generation, evaluations, False)
+            if stop_at is not None and stop_at(kept[generation]):
+                break
         monitor.report(generation, generations, f"loss {best_loss:.4f}")
         if optimizer.should_stop() or (len(history) > patience and history[-patience - 1] - best_loss < tolerance):
             converged = True
