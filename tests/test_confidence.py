@@ -145,3 +145,21 @@ def test_the_spine_in_view_cap_by_hand():
     assert capped_by_spine_in_view(0.9, 0.15) == pytest.approx(0.25)  # half the threshold: half the flag's level
     assert capped_by_spine_in_view(0.9, 0.0) == 0.0
     assert capped_by_spine_in_view(0.1, 0.2) == 0.1  # a cap, never a raise
+
+
+@pytest.mark.parametrize("with_mask", [True, False])
+def test_probe_renders_counts_the_drrs_an_assessment_renders(monkeypatch, with_mask):
+    """``probe_renders`` against the DRRs ``assess`` actually renders (every projector call's batch, counted)."""
+    from sopi.drr import Projector
+    from sopi.registration.confidence import PROBE_RENDERS, probe_renders
+
+    volume, spine = _phantom()
+    view = nominal_view("ap", volume.center_world, TINY.source_to_isocenter_mm)
+    with torch.no_grad():
+        xray = Projector(volume, TINY)(view.pose(torch.zeros(1, 6, dtype=torch.float64)))[0]
+    problem = PoseProblem(volume, xray, TINY, view.camera_from_world, view.isocenter_world, mask=spine if with_mask else None)
+    rendered = []
+    forward = Projector.forward
+    monkeypatch.setattr(Projector, "forward", lambda self, poses: rendered.append(poses.reshape(-1, 4, 4).shape[0]) or forward(self, poses))
+    assess(problem, torch.tensor([1.0, -1.0, 2.0, 3.0, 1.0, -4.0], dtype=torch.float64))
+    assert sum(rendered) == probe_renders(problem) == (PROBE_RENDERS if with_mask else PROBE_RENDERS - 2)

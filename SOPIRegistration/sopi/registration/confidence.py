@@ -46,13 +46,18 @@ import torch
 
 from .problem import PoseProblem
 
-__all__ = ["Assessment", "COEFFICIENTS", "LIKELY_FAILED_BELOW", "PROBE_RENDERS", "MIN_SPINE_IN_VIEW", "START_COEFFICIENTS", "ViewsAssessment", "assess", "assess_views", "capped_by_spine_in_view", "landscape_features", "perturbations", "spine_in_view"]
+__all__ = ["Assessment", "COEFFICIENTS", "LIKELY_FAILED_BELOW", "PROBE_RENDERS", "MIN_SPINE_IN_VIEW", "START_COEFFICIENTS", "ViewsAssessment", "assess", "assess_views", "capped_by_spine_in_view", "landscape_features", "perturbations", "probe_renders", "spine_in_view"]
 
 #: The landscape probe: one step about / along each axis (deg, mm).
 PROBE_DEG, PROBE_MM = 2.0, 5.0
-#: DRRs one assessment renders: the result and its 12 moves, and with a spine mask the spine's projection at
-#: the result and at the start (:func:`spine_in_view`).
+#: DRRs one assessment renders with a spine mask: the result and its 12 moves, and the spine's projection at the
+#: result and at the start (:func:`spine_in_view`); :func:`probe_renders` counts a given problem's.
 PROBE_RENDERS = 15
+
+
+def probe_renders(problem: PoseProblem) -> int:
+    """DRRs one :func:`assess` of ``problem`` renders: :data:`PROBE_RENDERS`, less the spine-in-view pair without a mask."""
+    return PROBE_RENDERS if problem.mask is not None else PROBE_RENDERS - 2
 #: Logistic model over (similarity, peak drop); fitted by benchmarks/confidence_calibration.py
 #: (2026-12-03, maximum likelihood; docs/benchmarks.md "Confidence").
 COEFFICIENTS = {"bias": -6.89, "similarity": 7.75, "drop": 11.45}

@@ -37,7 +37,7 @@ from ..drr import Projector
 from ..geometry import CArmGeometry, project_points, rigid, transform_points
 from ..similarity import image_gradients
 from ..template_matching import gradient_ncc_maps, masked_ncc_maps, top_peaks
-from .confidence import PROBE_RENDERS, START_COEFFICIENTS, Assessment, assess
+from .confidence import START_COEFFICIENTS, Assessment, assess, probe_renders
 from .optimizers import Monitor, OptimizerResult, cma_es
 from .problem import PoseProblem
 
@@ -155,11 +155,11 @@ def global_search(
         judged, assessment, judgements = _judged_start(problem, stage, refine)
         start_confidence = assessment.confidence
         if start_confidence >= stage.accept_start_above:
-            renders = judged.evaluations + judgements * PROBE_RENDERS
+            renders = judged.evaluations + judgements * probe_renders(problem)
             return GlobalOutcome(judged.theta, judged.loss, judged.iterations, renders, True, hypotheses=[(judged.theta, -judged.loss)],
                                  renders=renders, start_confidence=start_confidence, searched=False)
         first = judged.checkpoints.get(stage.refine_generations, judged)  # the start hypothesis, as refined without judging
-        judged_renders = judged.evaluations - first.evaluations + judgements * PROBE_RENDERS
+        judged_renders = judged.evaluations - first.evaluations + judgements * probe_renders(problem)
     monitor.report(1, steps)
 
     longest = max(problem.geometry.rows, problem.geometry.cols)  # the search, built only when it runs
