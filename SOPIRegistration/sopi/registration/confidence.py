@@ -58,6 +58,8 @@ PROBE_RENDERS = 15
 def probe_renders(problem: PoseProblem) -> int:
     """DRRs one :func:`assess` of ``problem`` renders: :data:`PROBE_RENDERS`, less the spine-in-view pair without a mask."""
     return PROBE_RENDERS if problem.mask is not None else PROBE_RENDERS - 2
+
+
 #: Logistic model over (similarity, peak drop); fitted by benchmarks/confidence_calibration.py
 #: (2026-12-03, maximum likelihood; docs/benchmarks.md "Confidence").
 COEFFICIENTS = {"bias": -6.89, "similarity": 7.75, "drop": 11.45}

@@ -10,9 +10,10 @@ rotation, depth, in-plane translation and *where along the spine the X-ray was t
 no renders.
 
 The start is refined first (a short CMA-ES on the working detector). When that refined start
-is already confidently right (:func:`sopi.registration.confidence.assess` after ``judge_generations``, and
-again after ``rejudge_generations`` when not yet; ``accept_start_above``) it is the answer and nothing is searched: a start within a few degrees and
-millimetres (the paper's protocol) costs about 110 renders instead of 750. The start hypothesis
+is already confidently right (:func:`sopi.registration.confidence.assess` after ``judge_generations``,
+and again after ``rejudge_generations`` when not yet; ``accept_start_above``) it is the answer and
+nothing is searched: a start within a few degrees and millimetres (the paper's protocol) costs about
+110 renders instead of 750. The start hypothesis
 itself is that refinement after its first ``refine_generations``, like every other hypothesis.
 
 Otherwise the best matches become poses (a turn of the camera about the source that brings
