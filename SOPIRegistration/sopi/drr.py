@@ -93,7 +93,7 @@ class Projector(nn.Module):
             raise InputError("projector: the volume holds NaN or infinite voxels")
         self.register_buffer("volume", data[None].contiguous(), persistent=False)  # (1, C, K, J, I)
         self._slice_cache: dict = {}
-        self._occupied: dict = {}  # sweep dim -> (size,) bool: slices holding a non-zero voxel
+        self._occupied: dict = {}  # sweep dim -> (size + 2,) bool: slices holding a non-zero voxel, padded by an empty one
 
         grid_size = torch.tensor(volume.grid_shape, dtype=torch.float64)  # (I, J, K)
         # grid_sample's normalised coordinates (align_corners=False): x_n = (2 i + 1) / I - 1.
@@ -284,20 +284,21 @@ class Projector(nn.Module):
         return sums * sample_mm[:, None, :]
 
     def _plane_chunks(self, axis: int, planes: int):
-        """Yield blended slices ``(m, C, H, W)`` and their plane positions ``(m,)``, all ``planes`` in order."""
+        """Yield blended slices ``(m, C, H, W)`` and their plane positions ``(m,)``: all ``planes`` in order, less those
+        between two empty slices when the volume needs no gradient of its own."""
         dim, _ = _SWEEP[axis]
         data = self.volume[0]  # (C, K, J, I)
         slice_bytes = data.numel() // data.shape[dim] * data.element_size()
         per_chunk = max(1, self.max_cache_bytes // max(slice_bytes, 1))
         low, high = float(self.box_low[axis]), float(self.box_high[axis])
-        positions = low + (torch.arange(planes, dtype=torch.float64) + 0.5) * (high - low) / planes
-        if not data.requires_grad:  # planes between two empty slices add nothing to a DRR or its pose gradient
-            positions = positions[self._between_occupied(dim, positions)]
         cacheable = not data.requires_grad and planes <= per_chunk
         key = (axis, planes)
         if cacheable and key in self._slice_cache:
             yield self._slice_cache[key]
             return
+        positions = low + (torch.arange(planes, dtype=torch.float64) + 0.5) * (high - low) / planes
+        if not data.requires_grad:  # planes between two empty slices add nothing to a DRR or its pose gradient
+            positions = positions[self._between_occupied(dim, positions)]
         for start in range(0, len(positions), per_chunk):
             chunk = positions[start : start + per_chunk]
             result = (_blended_slices(data, dim, chunk), chunk.to(data))
@@ -314,14 +315,14 @@ class Projector(nn.Module):
         A CT's support box can hold whole empty slabs (the air between the patient and the table, whose
         foam mattress is dropped with the air): their planes sample zeros at full cost. The occupancy of the
         slices is computed once per sweep dimension and shared with the projector's copies."""
-        if dim not in self._occupied:
+        if dim not in self._occupied:  # with an empty slice on each side: the planes beyond the volume
             data = self.volume[0]
             others = tuple(axis for axis in range(data.ndim) if axis != dim)
-            self._occupied[dim] = (data != 0).any(dim=others).cpu()
-        occupied = self._occupied[dim]
-        size = occupied.shape[0]
+            empty = torch.zeros(1, dtype=torch.bool)
+            self._occupied[dim] = torch.cat([empty, (data != 0).any(dim=others).cpu(), empty])
+        padded = self._occupied[dim]
+        size = padded.shape[0] - 2
         lower = torch.floor(((positions + 1.0) * size - 1.0) / 2.0).long()  # align_corners=False, as _blended_slices
-        padded = torch.cat([torch.zeros(1, dtype=torch.bool), occupied, torch.zeros(1, dtype=torch.bool)])
         return padded[(lower + 1).clamp(0, size + 1)] | padded[(lower + 2).clamp(0, size + 1)]
 
 
