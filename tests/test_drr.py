@@ -284,6 +284,52 @@ def test_channels_render_like_separate_volumes_and_masks_give_path_lengths():
     assert (both[:, 1] - fine).abs().max() < 0.05 * alone.max()
 
 
+def test_rays_that_miss_the_support_box_are_not_sampled_and_change_no_value_or_gradient(monkeypatch):
+    """On a detector wider than the volume's projection (the global search's), only the rays that meet the support
+    box are sampled; DRRs (CT and mask channels) and pose gradients equal a render that samples every ray, and a
+    detector that misses the volume renders zeros."""
+    import copy
+
+    import sopi.drr as drr
+
+    volume = smooth_volume(3)
+    data = volume.data.clone()
+    data[:, :, :8] = 0.0
+    data[:, :6] = 0.0
+    mask = torch.zeros_like(data)
+    mask[10:16, 11:17, 12:20] = 1.0
+    wide = CArmGeometry(1000.0, 40, 44, (4.0, 4.0), source_to_isocenter_mm=650.0)
+    theta = torch.tensor([6.0, -4.0, 3.0, 5.0, -3.0, 8.0], dtype=torch.float64, requires_grad=True)
+    counted = []
+    sweep = drr._PlaneSweep.apply
+    monkeypatch.setattr(drr._PlaneSweep, "apply", lambda slices, positions, intercept, *rest: counted.append(intercept.shape[0]) or sweep(slices, positions, intercept, *rest))
+
+    def every_ray(projector: Projector) -> Projector:  # _clip's box grown: every ray meets it, the planes stay
+        other = copy.copy(projector)
+        slabs = projector._slabs
+        other._clip = lambda origin, direction: tuple(value - 10.0 * sign for value, sign in zip(slabs(origin, direction)[::2], (1.0, -1.0)))
+        return other
+
+    for view in ("ap", "lateral"):
+        nominal = nominal_view(view, volume.center_world, 650.0)
+        projector = Projector(volume.with_data(torch.stack([data, mask])), wide, n_samples=50, dtype=torch.float64)
+        counted.clear()
+        image = projector(nominal.pose(theta))
+        hit_rays = sum(counted)
+        counted.clear()
+        reference = every_ray(projector)(nominal.pose(theta))
+        assert hit_rays < sum(counted) == wide.rows * wide.cols
+        assert float(image[1].max()) > 1.0 and int((image[0] == 0).sum()) > 0  # one pose: (channels, rows, cols)
+        assert torch.allclose(image, reference, rtol=1e-12, atol=1e-12)
+        (gradient,) = torch.autograd.grad(image.square().sum(), theta)
+        (expected,) = torch.autograd.grad(reference.square().sum(), theta)
+        assert torch.allclose(gradient, expected, rtol=1e-12, atol=1e-12)
+    away = nominal_view("ap", volume.center_world + torch.tensor([400.0, 0.0, 0.0], dtype=torch.float64), 650.0)
+    counted.clear()
+    assert torch.equal(projector(away.camera_from_world), torch.zeros(2, wide.rows, wide.cols, dtype=torch.float64))
+    assert not counted
+
+
 def test_resized_projector_equals_a_projector_built_for_that_detector():
     volume = smooth_volume(5).to(torch.float32)
     pose = random_views(volume.center_world, 1, seed=6)

@@ -260,15 +260,21 @@ class Projector(nn.Module):
         with torch.no_grad():
             near, far = self._clip(origin, direction)
             guard = bool(((near <= 0) | (far >= 1)).logical_and(far > near).any())
+            hits = (far.clamp_max(1.0) >= near.clamp_min(0.0)).reshape(-1)  # rays whose segment meets the support box
         per_ray = (
             intercept.reshape(-1, 2),
             slope.reshape(-1, 2),
             origin[:, None, axis].expand(batch, rays).reshape(-1).detach(),
             along.reshape(-1).detach(),
         )
+        sampled = None
+        if not bool(hits.all()):  # only the rays that meet the box: the others' samples are all zero (a search detector
+            # several X-rays wide: half to two thirds of its rays)
+            sampled = hits.nonzero()[:, 0]
+            per_ray = tuple(values.index_select(0, sampled) for values in per_ray)
         rays_per_chunk = max(1, self.max_samples_per_chunk // planes)
         total = None
-        for slices, positions in self._plane_chunks(axis, planes):
+        for slices, positions in self._plane_chunks(axis, planes) if per_ray[0].shape[0] else ():
             pieces = []
             for chunk_intercept, chunk_slope, origin_axis, chunk_along in zip(*(t.split(rays_per_chunk) for t in per_ray)):
                 inside = None
@@ -278,8 +284,10 @@ class Projector(nn.Module):
                 pieces.append(_PlaneSweep.apply(slices, positions, chunk_intercept, chunk_slope, inside))
             partial = torch.cat(pieces, dim=1)  # (C, b * P)
             total = partial if total is None else total + partial
-        if total is None:  # every plane between empty slices
-            total = direction.new_zeros(self.volume.shape[1], batch * rays)
+        if total is None:  # every plane between empty slices, or no ray meets the box
+            total = direction.new_zeros(self.volume.shape[1], per_ray[0].shape[0])
+        if sampled is not None:
+            total = direction.new_zeros(total.shape[0], batch * rays).index_copy(1, sampled, total)
         sums = total.reshape(-1, batch, rays).transpose(0, 1)  # (b, C, P)
         return sums * sample_mm[:, None, :]
 
