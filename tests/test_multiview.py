@@ -268,6 +268,30 @@ def test_benchmark_views_compares_one_view_with_all_on_the_same_cases(simulated_
     assert "| opt | ap+lateral | 1 |" in report and "Confidence against success" in report
 
 
+def test_other_views_see_the_same_patient_clean_or_with_their_own_realistic_draws(two_views):
+    """``other_view_images``: clean, view 1's image is the DRR of view 0's truth through its ``view_from_reference``;
+    realistic, it is reproducible with the seed, differs from view 0's draws for another seed, is not the clean DRR
+    and still shows it (the same anatomy, correlated)."""
+    from sopi.simulate import other_view_images
+
+    ct, _, truth, xrays = two_views
+    side = xrays[1].geometry
+    (clean,), = other_view_images(ct, [side], truth[None], seed=2)
+    assert torch.allclose(clean, xrays[1].image, atol=1e-5)
+    (real,), = other_view_images(ct, [side], truth[None], seed=2, realistic=True)
+    (again,), = other_view_images(ct, [side], truth[None], seed=2, realistic=True)
+    (other,), = other_view_images(ct, [side], truth[None], seed=3, realistic=True)
+    assert torch.equal(real, again) and not torch.equal(real, other)
+    assert not torch.allclose(real, clean, atol=1e-3)
+    moved = truth @ torch.linalg.inv(torch.tensor([[1.0, 0, 0, 15.0], [0, 1, 0, -10.0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.float64))
+    (elsewhere,), = other_view_images(ct, [side], moved[None], seed=2)
+
+    def correlation(image: torch.Tensor, drr: torch.Tensor) -> float:  # the centre: inside any collimation drawn
+        return float(torch.corrcoef(torch.stack([image[10:22, 10:22].flatten(), drr[10:22, 10:22].flatten()]).double())[0, 1])
+
+    assert correlation(real, clean) > 0.5 and correlation(real, clean) > correlation(real, elsewhere) + 0.2  # the anatomy where the truth puts it
+
+
 def test_benchmark_views_rates_confidence_by_hand():
     from sopi.benchmark_views import confidence_stats
 

@@ -51,16 +51,20 @@ def run_views_benchmark(
     geometry: CArmGeometry | None = None,
     device: torch.device | str = "cpu",
     prepare: bool = True,
+    realistic: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[Path]:
-    """Run every method single-view and joint on every case; write ``results.csv``, ``summary.json`` and ``report.md``."""
+    """Run every method single-view and joint on every case; write ``results.csv``, ``summary.json`` and ``report.md``.
+
+    ``realistic``: every view an intra-operative X-ray with its own draws (:func:`sopi.simulate.other_view_images`;
+    view 0's are those of ``sopi benchmark --realistic``)."""
     from .benchmark import case_metrics, simulate_cases, target_points
     from .io import read_ct, read_mask
     from .io_xray import XRay
     from .registration import get_method, register, register_views
     from .registration.multiview import multiview_methods
-    from .render import render_drr, rendering_volume
     from .segment import mask_centroid_world
+    from .simulate import other_view_images
     from .validate import check_outputs, check_seed
 
     views = list(views)
@@ -82,8 +86,8 @@ def run_views_benchmark(
     reference = invert_rigid(nominals[0].camera_from_world)
     geometries = [geometry] + [geometry.with_view_from_reference(nominal.camera_from_world @ reference) for nominal in nominals[1:]]
     points = target_points(spine)
-    thetas, first_images, _ = simulate_cases(ct, nominals[0], geometry, protocol, cases, seed, device=device)
-    attenuation = rendering_volume(ct, "hu")
+    thetas, first_images, _ = simulate_cases(ct, nominals[0], geometry, protocol, cases, seed, realistic, device=device)
+    others = other_view_images(ct, geometries[1:], torch.stack([nominals[0].pose(theta) for theta in thetas]), seed, realistic, device)
     rows: list[dict] = []
     total, done = cases * len(methods) * 2, 0
     start = nominals[0].camera_from_world
@@ -92,7 +96,7 @@ def run_views_benchmark(
     csv_path, summary_path, report_path = out / "results.csv", out / "summary.json", out / "report.md"
     for index, theta in enumerate(thetas):
         truth = nominals[0].pose(theta)
-        images = [first_images[index]] + [render_drr(attenuation, g, g.reference_transform() @ truth, device=device) for g in geometries[1:]]
+        images = [first_images[index], *others[index]]
         xrays = [XRay(image, g) for image, g in zip(images, geometries)]
         rows.append(_row("Initial", "-", index, start, truth, nominals[0], geometry, points, 0.0, case_metrics))
         for method in methods:
@@ -111,7 +115,7 @@ def run_views_benchmark(
         _write_rows(csv_path, rows)  # after every case: a long run stopped early keeps what it measured
     summary = _summary(rows)
     settings = {"ct": str(ct_path), "mask": str(mask_path), "views": views, "methods": list(methods), "protocol": protocol,
-                "cases": cases, "seed": seed, "geometry": geometry.to_dict(), "prepare": prepare}
+                "cases": cases, "seed": seed, "geometry": geometry.to_dict(), "prepare": prepare, "realistic": realistic}
     write_json(summary_path, {"settings": settings, "summary": summary})
     with atomic_path(report_path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
         handle.write(_report(summary, settings))
@@ -181,7 +185,8 @@ def _report(summary: list[dict], settings: dict) -> str:
     lines = [
         f"# Single view against {' + '.join(settings['views'])}", "",
         f"CT `{settings['ct']}`, mask `{settings['mask']}`, protocol `{settings['protocol']}`, {settings['cases']} cases, "
-        f"seed {settings['seed']}, preparation {'on' if settings['prepare'] else 'off'}.", "",
+        f"seed {settings['seed']}, {'realistic X-rays' if settings.get('realistic') else 'DRRs'}, "
+        f"preparation {'on' if settings['prepare'] else 'off'}.", "",
         f"| Method | Views | Cases | mTRE < {SUCCESS_MTRE_MM:g} mm (%) | mTRE median (mm) | depth error median (mm) | rotation median (deg) | time median (s) | CPU median (s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]

@@ -117,14 +117,14 @@ def benchmark_views_command(args: argparse.Namespace) -> int:
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
     if not methods:
         raise InputError(f"--methods {args.methods!r}: names no method; expected comma-separated names such as opt")
-    if args.realistic or args.model or args.fine_model:
-        raise InputError("--views: realistic X-rays and learned models are single-view for now; drop --realistic/--model/--fine-model")
+    if args.model or args.fine_model:
+        raise InputError("--views: learned models are single-view for now; drop --model/--fine-model")
     check_outputs({"--out": args.out}, {"--ct": args.ct, "--mask": args.mask}, folders=("--out",))
     with _progress_bar("sopi benchmark (views)", args.quiet) as update:
         written = run_views_benchmark(
             args.ct, args.mask, args.out, views=parse_views(args.views), methods=methods, protocol=args.protocol,
             cases=args.cases, seed=args.seed, geometry=_geometry(args), device=resolve_device(args.device),
-            prepare=not args.no_prepare, progress=lambda done, total, message: update(done / total, message),
+            prepare=not args.no_prepare, realistic=args.realistic, progress=lambda done, total, message: update(done / total, message),
         )
     for path in written:
         print(f"wrote {path}")

@@ -116,6 +116,41 @@ def simulate_cases(
     return thetas, torch.stack(images), draws
 
 
+def other_view_images(
+    ct: Volume,
+    geometries: list[CArmGeometry],
+    truths: torch.Tensor,
+    seed: int,
+    realistic: bool = False,
+    device: torch.device | str = "cpu",
+    step_mm: float = 1.0,
+) -> list[list[torch.Tensor]]:
+    """Per case, the X-rays ``(rows, cols)`` of the views after the first: view ``k`` (``geometries[k - 1]``, placed
+    by its ``view_from_reference``) sees view 0's ``(N, 4, 4)`` true poses ``truths``.
+
+    ``realistic`` draws each view's physics as :func:`simulate_cases` draws view 0's, from its own seeded streams
+    (view ``k``: ``seed + 7919 + 1000 k`` and ``seed + 15485863 + 1000 k``): another shot of the same patient,
+    with its own instruments, collimation, scatter and noise. Otherwise clean DRRs."""
+    from .drr import Projector
+    from .xray_physics import draw_realism, material_volume, simulate_xray
+
+    images: list[list[torch.Tensor]] = [[] for _ in range(len(truths))]
+    clean = None if realistic else rendering_volume(ct, "hu")
+    materials = material_volume(ct) if realistic else None
+    for number, geometry in enumerate(geometries, start=1):
+        if realistic:
+            projector = Projector(materials, geometry, step_mm=step_mm).to(device)
+            realism = torch.Generator().manual_seed(seed + 7919 + 1000 * number)
+            noise = torch.Generator().manual_seed(seed + 15485863 + 1000 * number)
+        for index, truth in enumerate(truths):
+            pose = geometry.reference_transform() @ truth.to(torch.float64)
+            if realistic:
+                images[index].append(simulate_xray(projector, geometry, pose, draw_realism(realism, geometry), noise, device=device))
+            else:
+                images[index].append(render_drr(clean, geometry, pose, step_mm=step_mm, device=device))
+    return images
+
+
 def case_poses(nominal: NominalView, protocol: str, cases: int, seed: int, spine: Volume | None = None) -> torch.Tensor:
     """``(cases, 6)`` offsets ``theta`` about ``nominal`` (deg, mm): the poses :func:`simulate_cases` draws for
     ``protocol`` and ``seed``, without rendering anything. Protocols drawn ``along_spine`` need ``spine``."""
