@@ -47,15 +47,8 @@ def result_from_dict(data: dict):
         pivot_world=torch.tensor(data["pivot_world_mm"], dtype=torch.float64), stages=list(data.get("stages", [])),
         confidence=float(data.get("confidence", float("nan"))), likely_failed=bool(data.get("likely_failed", True)),
         confidence_details=dict(data.get("confidence_details", {})), mask_source=str(data.get("mask_source", "")),
-        xray_preparation=dict(data.get("xray_preparation") or _first_view(data).get("xray_preparation", {})),
+        xray_preparation=dict(data.get("xray_preparation", {})),
     )
-
-
-def _first_view(data: dict) -> dict:
-    """The first view's record of a several-view result JSON (``views``), else an empty one: the result's pose,
-    DRR and overlay are the first X-ray's."""
-    views = data.get("views") or [{}]
-    return views[0]
 
 
 def write_inputs(root, ct: Volume, mask: Volume | None = None, xray: XRay | None = None,

@@ -168,13 +168,6 @@ class MultiViewResult:
         }
 
 
-def _assess_joint(joint: MultiViewProblem, theta: torch.Tensor):
-    """Every view judged at ``theta`` (:func:`sopi.registration.confidence.assess_views`)."""
-    from .confidence import assess_views
-
-    return assess_views(joint.views, theta)
-
-
 def multiview_methods() -> list[str]:
     """Methods made only of optimisation stages and the global search: the ones that work with several views."""
     return sorted(name for name, stages in METHODS.items() if all(isinstance(stage, (Stage, GlobalStage)) for stage in stages))
@@ -218,11 +211,6 @@ def register_views(
         flip: as in :func:`sopi.registration.register`, for every view (``auto``: each file's own Patient
             Orientation against its view's start pose).
         Other arguments as in :func:`sopi.registration.register`.
-
-    A result flagged likely failed gets the passes :func:`sopi.registration.register` gives one view
-    (:func:`~sopi.registration.api.run_passes`): a second look with every view's straight instruments masked
-    (each view's ``xray_preparation`` then records ``straight_instruments_fraction``, 0 where none was found), then
-    the wider search and the run from the start.
     """
     from ..io import read_ct, read_mask, read_xray
     from ..validate import check_ct_content, check_pose_in_front, check_rigid_pose, check_seed, check_xray_signal
@@ -318,25 +306,12 @@ def register_views(
             return _run_stage(problem, stage, theta, seed + index, monitor), {}
 
         # every view renders each candidate pose
-        return stage_loop(problem, chosen, note, step, _assess_joint, found, progress, cancel,
+        return stage_loop(problem, chosen, note, step, lambda joint, theta: assess_views(joint.views, theta), found, progress, cancel,
                           renders_per_pose=len(views))
 
-    def second_look() -> bool:
-        """From now on, every view's straight instruments' sides are masked too (as :func:`sopi.register` does for
-        one view); False when no view shows any. Each view's record keeps what was masked in it."""
-        nonlocal prepared
-        from ..xray_prep import without_straight_instruments
+    from .confidence import assess_views
 
-        masked = [None if weight is None else without_straight_instruments(item.image, weight) for item, weight, _ in prepared]
-        if all(found is None for found in masked):
-            return False
-        for record, (_, weight, _), found in zip(preparations, prepared, masked):
-            taken = 0.0 if found is None else float((weight > 0).float().mean() - (found > 0).float().mean())
-            record["straight_instruments_fraction"] = round(taken, 4)
-        prepared = [(item, weight if found is None else found, transform) for (item, weight, transform), found in zip(prepared, masked)]
-        return True
-
-    final = run_passes(run, stages, second_look, judge=_assess_joint)
+    final = run_passes(run, stages)
     views, theta, assessment = final.problem.views, final.theta, final.assessment
     with torch.no_grad():
         scores = [float(linked.similarity(theta[None], final.problem.view_factor(number, 2), "gc")[0]) for number, linked in enumerate(views)]
