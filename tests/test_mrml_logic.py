@@ -457,3 +457,28 @@ def test_the_start_view_reaches_the_engine_a_pa_xray_registers_from_pa():
     assert float(mtre_mm(estimated, truth, target_points(case.vertebrae))) < 1.0
     with pytest.raises(InputError, match="Start view 'sideways'"):
         logic.register(case.ct_node, xray, geometry, segmentation_node=segmentation, method="opt", device="cpu", view="sideways")
+
+
+def test_a_result_judged_with_instruments_masked_marks_its_transform_node(registered):
+    """The attribute's other path: a result whose preparation records a second look's straight instruments
+    (``straight_instruments_fraction``, as the engine writes it) marks its transform node, which tells the overlay to
+    show label 4; the pose written is the same. Written into new output nodes, removed afterwards."""
+    from dataclasses import replace
+
+    scene, case, logic, registration = registered["scene"], registered["case"], registered["logic"], registered["registration"]
+    geometry = registration.geometry
+    prepared = logic._prepare(case.ct_node, case.xray_node, geometry, registered["segmentation"], None, "bone-bright")
+    result = replace(registration.result, xray_preparation={**registration.result.xray_preparation, "straight_instruments_fraction": 0.04})
+    drr = np.zeros(logic.drawn_detector(geometry).shape, dtype=np.float32)
+    before = _node_ids(scene)
+    written = logic._write_nodes(lambda: logic._write_registration(
+        case.ct_node, case.xray_node, geometry, prepared, result, drr, None, registered["segmentation"], None, None))
+    try:
+        assert written.transform_node is not registration.transform_node
+        assert written.transform_node.GetAttribute("SOPIRegistration.InstrumentsMasked") == "true"
+        assert registration.transform_node.GetAttribute("SOPIRegistration.InstrumentsMasked") == "false"
+        np.testing.assert_allclose(nodes.transform_matrix(written.transform_node), nodes.transform_matrix(registration.transform_node), atol=1e-9)
+    finally:
+        for node_id in set(_node_ids(scene)) - set(before):
+            scene.RemoveNode(scene.GetNodeByID(node_id))
+    assert _node_ids(scene) == before
