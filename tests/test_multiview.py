@@ -192,6 +192,33 @@ def test_simulate_writes_one_xray_and_geometry_per_view(simulated_views):
     assert float(load_pose(case / "gt.json").sub(init).abs().max()) > 0
 
 
+def test_simulate_realistic_views_writes_the_benchmarks_case_0_and_each_views_draw(simulated_views, tmp_path):
+    """``sopi simulate --views ap,lateral --realistic``: the same true pose as the clean case; view 0 is case 0 of
+    ``sopi benchmark --realistic``, the lateral view the benchmark's own draw for it, both recorded in realism.json."""
+    import json
+
+    from sopi.cli import main
+    from sopi.geometry import load_pose
+    from sopi.io import read_ct, read_xray
+    from sopi.simulate import other_view_images, simulate_cases
+
+    code = main(["simulate", str(simulated_views / "ct.nii.gz"), "--views", "ap,lateral", "--geometry", str(simulated_views / "far.json"),
+                 "--out", str(tmp_path / "real"), "--seed", "3", "--device", "cpu", "--realistic"])
+    assert code == 0
+    truth = load_pose(tmp_path / "real" / "gt.json")
+    assert torch.allclose(truth, load_pose(simulated_views / "case" / "gt.json"), atol=1e-12)
+    ct = read_ct(simulated_views / "ct.nii.gz")
+    ap = nominal_view("ap", ct.center_world, FAR.source_to_isocenter_mm)
+    _, images, draws = simulate_cases(ct, ap, FAR, "paper", 1, 3, realistic=True)
+    lateral = read_xray(tmp_path / "real" / "xray_lateral.mha")
+    ((expected,),), ((lateral_draw,),) = other_view_images(ct, [lateral.geometry], truth[None], 3, realistic=True)
+    assert torch.allclose(read_xray(tmp_path / "real" / "xray_ap.mha").image, images[0], atol=1e-6)
+    assert torch.allclose(lateral.image, expected, atol=1e-6)
+    assert not torch.allclose(lateral.image, read_xray(simulated_views / "case" / "xray_lateral.mha").image, atol=1e-3)
+    record = json.loads((tmp_path / "real" / "realism.json").read_text())
+    assert record["draws"] == json.loads(json.dumps({"ap": draws[0], "lateral": lateral_draw}))
+
+
 def test_register_cli_takes_repeated_xray_and_geometry_pairs(simulated_views, tmp_path, capsys):
     import json
 
@@ -276,15 +303,16 @@ def test_other_views_see_the_same_patient_clean_or_with_their_own_realistic_draw
 
     ct, _, truth, xrays = two_views
     side = xrays[1].geometry
-    (clean,), = other_view_images(ct, [side], truth[None], seed=2)
+    ((clean,),), _ = other_view_images(ct, [side], truth[None], seed=2)
     assert torch.allclose(clean, xrays[1].image, atol=1e-5)
-    (real,), = other_view_images(ct, [side], truth[None], seed=2, realistic=True)
-    (again,), = other_view_images(ct, [side], truth[None], seed=2, realistic=True)
-    (other,), = other_view_images(ct, [side], truth[None], seed=3, realistic=True)
+    ((real,),), ((draw,),) = other_view_images(ct, [side], truth[None], seed=2, realistic=True)
+    ((again,),), _ = other_view_images(ct, [side], truth[None], seed=2, realistic=True)
+    ((other,),), ((other_draw,),) = other_view_images(ct, [side], truth[None], seed=3, realistic=True)
+    assert draw and draw != other_draw  # each seed its own physics, recorded
     assert torch.equal(real, again) and not torch.equal(real, other)
     assert not torch.allclose(real, clean, atol=1e-3)
     moved = truth @ torch.linalg.inv(torch.tensor([[1.0, 0, 0, 15.0], [0, 1, 0, -10.0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.float64))
-    (elsewhere,), = other_view_images(ct, [side], moved[None], seed=2)
+    ((elsewhere,),), _ = other_view_images(ct, [side], moved[None], seed=2)
 
     def correlation(image: torch.Tensor, drr: torch.Tensor) -> float:  # the centre: inside any collimation drawn
         return float(torch.corrcoef(torch.stack([image[10:22, 10:22].flatten(), drr[10:22, 10:22].flatten()]).double())[0, 1])

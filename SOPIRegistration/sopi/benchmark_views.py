@@ -87,7 +87,7 @@ def run_views_benchmark(
     geometries = [geometry] + [geometry.with_view_from_reference(nominal.camera_from_world @ reference) for nominal in nominals[1:]]
     points = target_points(spine)
     thetas, first_images, _ = simulate_cases(ct, nominals[0], geometry, protocol, cases, seed, realistic, device=device)
-    others = other_view_images(ct, geometries[1:], torch.stack([nominals[0].pose(theta) for theta in thetas]), seed, realistic, device)
+    others, _ = other_view_images(ct, geometries[1:], torch.stack([nominals[0].pose(theta) for theta in thetas]), seed, realistic, device)
     rows: list[dict] = []
     total, done = cases * len(methods) * 2, 0
     start = nominals[0].camera_from_world

@@ -98,11 +98,11 @@ def simulate_views_command(args: argparse.Namespace) -> int:
     from .cli import _geometry
     from .simulate import simulate_views
 
-    if args.realistic or args.raw:
-        raise InputError("--views: realistic X-rays are single-view for now; drop --realistic/--raw")
+    if args.raw:
+        raise InputError("--views: raw detector counts are single-view for now; drop --raw")
     files = simulate_views(
         ct_path=args.ct, out_dir=args.out, geometry=_geometry(args), views=parse_views(args.views), mask_path=args.mask,
-        protocol=args.protocol, seed=args.seed, step_mm=args.step_mm, device=resolve_device(args.device),
+        protocol=args.protocol, seed=args.seed, step_mm=args.step_mm, device=resolve_device(args.device), realistic=args.realistic,
     )
     for path in files:
         print(f"wrote {path}")

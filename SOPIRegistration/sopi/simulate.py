@@ -124,9 +124,10 @@ def other_view_images(
     realistic: bool = False,
     device: torch.device | str = "cpu",
     step_mm: float = 1.0,
-) -> list[list[torch.Tensor]]:
-    """Per case, the X-rays ``(rows, cols)`` of the views after the first: view ``k`` (``geometries[k - 1]``, placed
-    by its ``view_from_reference``) sees view 0's ``(N, 4, 4)`` true poses ``truths``.
+) -> tuple[list[list[torch.Tensor]], list[list[dict]]]:
+    """Per case, the X-rays ``(rows, cols)`` of the views after the first, and their realism draws (``{}`` for a
+    DRR): view ``k`` (``geometries[k - 1]``, placed by its ``view_from_reference``) sees view 0's ``(N, 4, 4)`` true
+    poses ``truths``.
 
     ``realistic`` draws each view's physics as :func:`simulate_cases` draws view 0's, from its own seeded streams
     (view ``k``: ``seed + 7919 + 1000 k`` and ``seed + 15485863 + 1000 k``): another shot of the same patient,
@@ -135,6 +136,7 @@ def other_view_images(
     from .xray_physics import draw_realism, material_volume, simulate_xray
 
     images: list[list[torch.Tensor]] = [[] for _ in range(len(truths))]
+    draws: list[list[dict]] = [[] for _ in range(len(truths))]
     clean = None if realistic else rendering_volume(ct, "hu")
     materials = material_volume(ct) if realistic else None
     for number, geometry in enumerate(geometries, start=1):
@@ -145,10 +147,13 @@ def other_view_images(
         for index, truth in enumerate(truths):
             pose = geometry.reference_transform() @ truth.to(torch.float64)
             if realistic:
-                images[index].append(simulate_xray(projector, geometry, pose, draw_realism(realism, geometry), noise, device=device))
+                draw = draw_realism(realism, geometry)
+                images[index].append(simulate_xray(projector, geometry, pose, draw, noise, device=device))
+                draws[index].append(draw.to_dict())
             else:
                 images[index].append(render_drr(clean, geometry, pose, step_mm=step_mm, device=device))
-    return images
+                draws[index].append({})
+    return images, draws
 
 
 def case_poses(nominal: NominalView, protocol: str, cases: int, seed: int, spine: Volume | None = None) -> torch.Tensor:
@@ -196,6 +201,7 @@ def simulate_views(
     seed: int = 0,
     step_mm: float = 1.0,
     device: torch.device | str = "cpu",
+    realistic: bool = False,
 ) -> list[Path]:
     """One patient seen in several nominal views (``["ap", "lateral"]``): per view ``xray_<view>.mha``
     and ``geometry_<view>.json``, plus ``gt.json`` and ``init.json`` for view 0.
@@ -203,6 +209,9 @@ def simulate_views(
     All views share the isocentre (the mask's centroid, else the CT's centre) and the patient's
     pose: the true pose is drawn about view 0's nominal view and view ``k`` sees it through its
     geometry's ``view_from_reference`` (nominal ``k`` from nominal 0; see ``docs/conventions.md``).
+    The case is case 0 of ``sopi benchmark --views`` with the same protocol, seed and mask; ``realistic`` makes
+    every view an intra-operative X-ray with its own draws (:func:`other_view_images`), recorded per view in
+    ``realism.json``.
     """
     from .geometry import invert_rigid
     from .io import write_xray
@@ -211,6 +220,7 @@ def simulate_views(
         raise InputError(f"--views {','.join(views)}: expected two or more different views, such as ap,lateral")
     out = Path(out_dir)
     names = [name for view in views for name in (f"xray_{view}.mha", f"geometry_{view}.json")] + ["gt.json", "init.json"]
+    names += ["realism.json"] if realistic else []
     nominal_protocol = get_protocol(protocol)
     if nominal_protocol.along_spine:
         raise InputError(f"--protocol {protocol}: several views are drawn about the spine's centroid; use paper or wide")
@@ -219,19 +229,22 @@ def simulate_views(
     nominals = [nominal_view(view, isocenter, geometry.source_to_isocenter_mm) for view in views]
     reference = invert_rigid(nominals[0].camera_from_world)
     geometries = [geometry] + [geometry.with_view_from_reference(nominal.camera_from_world @ reference) for nominal in nominals[1:]]
-    theta = nominal_protocol.sample(1, torch.Generator().manual_seed(seed))[0]
+    thetas, first, first_draws = simulate_cases(ct, nominals[0], geometry, protocol, 1, seed, realistic, device, step_mm=step_mm)
+    theta = thetas[0]
     true_pose = nominals[0].pose(theta)
-    attenuation = rendering_volume(ct, "hu")
-    images = [render_drr(attenuation, view_geometry, view_geometry.reference_transform() @ true_pose, step_mm=step_mm, device=device)
-              for view_geometry in geometries]
+    others, other_draws = other_view_images(ct, geometries[1:], true_pose[None], seed, realistic, device, step_mm)
+    images, draws = [first[0], *others[0]], [first_draws[0], *other_draws[0]]
 
     out.mkdir(parents=True, exist_ok=True)
     common = {"views": views, "isocenter_world_mm": isocenter.tolist(), "ct": str(ct_path)}
     for view, view_geometry, image in zip(views, geometries, images):
         write_xray(out / f"xray_{view}.mha", image, view_geometry)
         view_geometry.save(out / f"geometry_{view}.json")
-    save_pose(out / "gt.json", true_pose, params=params_to_dict(theta), protocol=protocol, seed=seed, **common)
+    save_pose(out / "gt.json", true_pose, params=params_to_dict(theta), protocol=protocol, seed=seed, realistic=realistic, **common)
     save_pose(out / "init.json", nominals[0].camera_from_world, params=params_to_dict(torch.zeros(6)), **common)
+    if realistic:
+        write_json(out / "realism.json", {"seed": seed, "polarity": "bone-bright", "draws": dict(zip(views, draws)),
+                                          "note": "parameters and their sources: docs/xray_realism.md"})
     return [out / name for name in names]
 
 
