@@ -87,15 +87,15 @@ def run_views_benchmark(
     geometries = [geometry] + [geometry.with_view_from_reference(nominal.camera_from_world @ reference) for nominal in nominals[1:]]
     points = target_points(spine)
     thetas, first_images, _ = simulate_cases(ct, nominals[0], geometry, protocol, cases, seed, realistic, device=device)
-    others, _ = other_view_images(ct, geometries[1:], torch.stack([nominals[0].pose(theta) for theta in thetas]), seed, realistic, device)
+    truths = torch.stack([nominals[0].pose(theta) for theta in thetas])
+    others, _ = other_view_images(ct, geometries[1:], truths, seed, realistic, device)
     rows: list[dict] = []
     total, done = cases * len(methods) * 2, 0
     start = nominals[0].camera_from_world
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, summary_path, report_path = out / "results.csv", out / "summary.json", out / "report.md"
-    for index, theta in enumerate(thetas):
-        truth = nominals[0].pose(theta)
+    for index, truth in enumerate(truths):
         images = [first_images[index], *others[index]]
         xrays = [XRay(image, g) for image, g in zip(images, geometries)]
         rows.append(_row("Initial", "-", index, start, truth, nominals[0], geometry, points, 0.0, case_metrics))

@@ -96,8 +96,7 @@ def simulate_cases(
     from .xray_physics import draw_realism, material_volume, simulate_xray
 
     thetas = case_poses(nominal, protocol, cases, seed, spine)
-    realism = torch.Generator().manual_seed(seed + 7919)  # its own stream: same poses with or without it
-    noise = torch.Generator().manual_seed(seed + 15485863)  # and the noise its own: the same draws at any dose
+    realism, noise = _realism_streams(seed)
     if realistic:
         projector = Projector(material_volume(ct), geometry, step_mm=step_mm).to(device)
     else:
@@ -116,6 +115,14 @@ def simulate_cases(
     return thetas, torch.stack(images), draws
 
 
+def _realism_streams(seed: int, view: int = 0) -> tuple[torch.Generator, torch.Generator]:
+    """The seeded streams of view ``view``'s realism draws and of its quantum noise: apart from the poses' stream
+    (the same poses with or without realism) and from each other (the same draws at any dose); view ``k`` offsets
+    both by ``1000 k``."""
+    return (torch.Generator().manual_seed(seed + 7919 + 1000 * view),
+            torch.Generator().manual_seed(seed + 15485863 + 1000 * view))
+
+
 def other_view_images(
     ct: Volume,
     geometries: list[CArmGeometry],
@@ -130,8 +137,8 @@ def other_view_images(
     poses ``truths``.
 
     ``realistic`` draws each view's physics as :func:`simulate_cases` draws view 0's, from its own seeded streams
-    (view ``k``: ``seed + 7919 + 1000 k`` and ``seed + 15485863 + 1000 k``): another shot of the same patient,
-    with its own instruments, collimation, scatter and noise. Otherwise clean DRRs."""
+    (:func:`_realism_streams` of view ``k``): another shot of the same patient, with its own instruments,
+    collimation, scatter and noise. Otherwise clean DRRs."""
     from .drr import Projector
     from .xray_physics import draw_realism, material_volume, simulate_xray
 
@@ -142,8 +149,7 @@ def other_view_images(
     for number, geometry in enumerate(geometries, start=1):
         if realistic:
             projector = Projector(materials, geometry, step_mm=step_mm).to(device)
-            realism = torch.Generator().manual_seed(seed + 7919 + 1000 * number)
-            noise = torch.Generator().manual_seed(seed + 15485863 + 1000 * number)
+            realism, noise = _realism_streams(seed, number)
         for index, truth in enumerate(truths):
             pose = geometry.reference_transform() @ truth.to(torch.float64)
             if realistic:
