@@ -312,6 +312,77 @@ def test_the_refined_start_wins_near_ties(far_case, monkeypatch):
     assert [value for _, value in replaced.hypotheses][:2] == pytest.approx([0.53, 0.50])
 
 
+def test_hypotheses_that_leave_the_spine_out_of_view_are_neither_refined_nor_kept(far_case, monkeypatch):
+    """Every X-ray is aimed at the spine: a match whose pose shows less than MIN_SPINE_IN_VIEW of the spine the start
+    shows is not refined, and a refined hypothesis carried out of view cannot win, however similar (the refinements
+    are replaced by fixed outcomes; the best one moves 400 mm across the view)."""
+    import sopi.registration.global_search as global_search_module
+    from sopi.registration.confidence import MIN_SPINE_IN_VIEW, assessment_factor
+    from sopi.registration.global_search import GlobalStage, global_search
+    from sopi.registration.optimizers import Monitor, OptimizerResult
+    from sopi.registration.problem import PoseProblem
+
+    ct, spine, start, truth, image, points = far_case
+    problem = PoseProblem(rendering_volume(ct, "hu"), image, SMALL, start.camera_from_world, mask_centroid_world(spine), mask=spine)
+    factor = assessment_factor(problem)
+    start_coverage = float(problem.spine_coverage(torch.zeros(1, 6, dtype=torch.float64), factor)[0])
+    away = torch.tensor([0.0, 0.0, 0.0, 400.0, 0.0, 0.0], dtype=torch.float64)
+    calls = []
+
+    def fixed_outcomes(loss, theta, *args, **kwargs):  # the start first, then the search's hypotheses
+        calls.append(theta)
+        if len(calls) == 2:
+            return OptimizerResult(theta + away, -0.9, 1, 1, True)
+        return OptimizerResult(theta, -(0.5 if len(calls) == 1 else 0.3), 1, 1, True)
+
+    monkeypatch.setattr(global_search_module, "cma_es", fixed_outcomes)
+    outcome = global_search(problem, GlobalStage(), Monitor(None, None))
+    refined = torch.stack(calls[1:])
+    assert len(refined) == GlobalStage().hypotheses
+    assert bool((problem.spine_coverage(refined, factor) >= MIN_SPINE_IN_VIEW * start_coverage).all())
+    carried = calls[1] + away
+    assert float(problem.spine_coverage(carried[None], factor)[0]) < MIN_SPINE_IN_VIEW * start_coverage  # it did leave the view
+    assert not any(torch.equal(theta, carried) for theta, _ in outcome.hypotheses)
+    assert len(outcome.hypotheses) == GlobalStage().hypotheses  # the start and the others
+    assert torch.equal(outcome.theta, torch.zeros(6, dtype=torch.float64)) and -outcome.loss == pytest.approx(0.5)
+    without_mask = PoseProblem(rendering_volume(ct, "hu"), image, SMALL, start.camera_from_world, mask_centroid_world(spine))
+    calls.clear()
+    unchecked = global_search(without_mask, GlobalStage(), Monitor(None, None))  # nothing to check without a mask
+    assert any(torch.equal(theta, calls[1] + away) for theta, _ in unchecked.hypotheses) and -unchecked.loss == pytest.approx(0.9)
+
+
+def test_the_spine_maps_footprint_of_projected_voxels_covers_what_a_rendered_mask_covers(far_case):
+    """The search's spine coverage of every X-ray-sized window (the mask's voxels projected, dilated, window means)
+    against the same computed from the mask's rendered projection (sopi.drr), from the start and turned 30 deg;
+    and matches are kept only where the window shows enough of the spine."""
+    import torch.nn.functional as F
+
+    from sopi.drr import Projector
+    from sopi.filters import dilate
+    from sopi.registration.confidence import MIN_SPINE_IN_VIEW
+    from sopi.registration.global_search import _SpineMaps, _search_detector
+    from sopi.registration.problem import PoseProblem
+
+    ct, spine, start, truth, image, points = far_case
+    problem = PoseProblem(rendering_volume(ct, "hu"), image, SMALL, start.camera_from_world, mask_centroid_world(spine), mask=spine)
+    small = SMALL.resized(48, 48)
+    search = _search_detector(problem, small, 6.0)
+    maps = _SpineMaps(problem, search, small)
+    theta = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [10.0, 30.0, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    poses = problem.pose(theta)
+    rendered = Projector(spine.with_data((spine.data != 0).to(torch.float32)), search, step_mm=0.5)(poses) > 0
+    region = dilate(rendered, problem.mask_dilation_px).to(torch.float32)
+    expected = F.avg_pool2d(region[:, None], (small.rows, small.cols), stride=1)[:, 0]
+    coverage = maps._coverage(poses)
+    assert coverage.shape == expected.shape and float(expected.max()) > 0.3 and float(expected.min()) < float(expected.max()) / 3
+    assert float((coverage - expected).abs().max()) < 0.03
+    scores = torch.rand(2, 3, *coverage.shape[-2:], generator=torch.Generator().manual_seed(0))
+    kept = maps.in_view_only(scores, poses)
+    shown = coverage >= maps.threshold
+    assert maps.threshold == pytest.approx(MIN_SPINE_IN_VIEW * float(coverage[0, search.rows // 2 - small.rows // 2, search.cols // 2 - small.cols // 2]), rel=0.05)
+    assert torch.equal(kept[:, 1][shown], scores[:, 1][shown]) and bool(torch.isinf(kept[:, 1][~shown]).all()) and bool((~shown).any())
+
+
 def test_a_proposal_is_refined_right_after_the_start_and_can_win(far_case, monkeypatch):
     """A network's pose given as a proposal competes like the search's hypotheses (second in line)."""
     import sopi.registration.global_search as global_search_module
@@ -355,11 +426,12 @@ def test_widened_reaches_further_in_roll_and_in_plane_for_global_searches_only()
     assert widened(roll_only, searched=False)[0].roll_beyond_deg is None
 
 
-def _fake_pass(confidence: float, label: str):
+def _fake_pass(confidence: float, label: str, spine_in_view: float | None = None):
     from sopi.registration.api import _Pass
     from sopi.registration.confidence import LIKELY_FAILED_BELOW
 
-    assessment = type("Assessment", (), {"confidence": confidence, "likely_failed": confidence < LIKELY_FAILED_BELOW})()
+    cues = {"confidence": confidence, "likely_failed": confidence < LIKELY_FAILED_BELOW, "spine_in_view": spine_in_view}
+    assessment = type("Assessment", (), cues)()
     return _Pass(None, torch.full((6,), confidence, dtype=torch.float64), [{"stage": label}], 3, True, confidence, assessment, {"pass": label})
 
 
@@ -391,6 +463,31 @@ def test_a_second_wider_pass_runs_only_after_a_flagged_result_and_the_more_confi
     calls = []
     run_passes(lambda chosen, note: calls.append(note) or _fake_pass(0.1, note), get_method("opt"))
     assert calls == [""]  # nothing searched, nothing to widen or leave out
+
+
+def test_a_pass_that_shows_the_spine_beats_a_more_confident_one_that_does_not():
+    """A result whose spine is out of view (capped below the flag) is wrong for sure; a flagged one that shows the
+    spine may only be off, so it wins whatever the confidences (no check, None, counts as shown)."""
+    from sopi.registration.api import run_passes
+    from sopi.registration.confidence import MIN_SPINE_IN_VIEW
+
+    out, shown = MIN_SPINE_IN_VIEW / 2, 1.0
+    cases = [  # (confidence, spine in view) of the first, the wider and the unsearched pass; the winner's confidence
+        (((0.3, out), (0.1, shown), (0.2, shown)), 0.1),  # the unsearched pass is flagged: it still never wins
+        (((0.3, shown), (0.45, out), (0.2, shown)), 0.3),
+        (((0.3, out), (0.2, None), (0.1, shown)), 0.2),
+        (((0.3, out), (0.45, out), (0.2, shown)), 0.45),  # none shows it: the more confident, as before
+    ]
+    for passes, winner in cases:
+        calls = []
+
+        def run(chosen, note):
+            calls.append(note)
+            confidence, spine_in_view = passes[len(calls) - 1]
+            return _fake_pass(confidence, note or "first", spine_in_view)
+
+        final = run_passes(run, get_method("global+opt"))
+        assert len(calls) == 3 and float(final.theta[0]) == winner
 
 
 def test_a_flagged_result_gets_a_second_look_with_instruments_masked_before_the_wider_search():
@@ -447,7 +544,7 @@ def test_after_a_second_look_the_first_pose_is_judged_again_with_the_instruments
 
         def judge(problem, theta):
             judged.append((problem, float(theta[0])))
-            return type("Assessment", (), {"confidence": again, "likely_failed": again < LIKELY_FAILED_BELOW})()
+            return type("Assessment", (), {"confidence": again, "likely_failed": again < LIKELY_FAILED_BELOW, "spine_in_view": None})()
 
         final = run_passes(run, stages, lambda: True, judge=judge)
         assert calls == notes and judged == [(f"problem of {INSTRUMENTS_NOTE}", confidences[0])]  # the first theta, on the masked problem
@@ -510,16 +607,20 @@ def test_the_wider_pass_renders_only_the_rolls_beyond_the_first_search_unless_it
     first = GlobalStage()
     wider = widened((replace(first, wider_in_plane_deg=first.in_plane_deg),))[0]  # the roll alone widened
     refinements = 1 + first.hypotheses  # the start and the search's own, one evaluation each here
+
+    def renders(rotations: int) -> int:  # each rotation's DRR, the refinements, the start's and each refined pose's spine check
+        return rotations + refinements + 1 + first.hypotheses
+
     outcome = global_search(problem, first, Monitor(None, None))
     assert outcome.searched and outcome.start_confidence < first.accept_start_above  # the far start is judged, then searched from
-    assert outcome.renders == 9 * 9 + refinements + PROBE_RENDERS  # rx, ry in -40..40 by 10; the start's assessment
+    assert outcome.renders == renders(9 * 9) + PROBE_RENDERS  # rx, ry in -40..40 by 10; the start's assessment
     assert wider.accept_start_above is None  # the second pass never skips its search
-    assert global_search(problem, wider, Monitor(None, None)).renders == 9 * 6 + refinements  # ry in +-50, +-60, +-70
+    assert global_search(problem, wider, Monitor(None, None)).renders == renders(9 * 6)  # ry in +-50, +-60, +-70
     everything = widened((replace(first, wider_in_plane_deg=first.in_plane_deg),), searched=False)[0]  # the first pass accepted its start
-    assert global_search(problem, everything, Monitor(None, None)).renders == 9 * 15 + refinements  # every roll: ry in -70..70
+    assert global_search(problem, everything, Monitor(None, None)).renders == renders(9 * 15)  # every roll: ry in -70..70
     turned = widened((first,))[0]  # the default also widens the in-plane turns: every roll again, no more DRRs than that
-    assert turned.in_plane_deg == first.wider_in_plane_deg and global_search(problem, turned, Monitor(None, None)).renders == 9 * 15 + refinements
+    assert turned.in_plane_deg == first.wider_in_plane_deg and global_search(problem, turned, Monitor(None, None)).renders == renders(9 * 15)
     joint = replace(wider, fft_score="joint-gradient")  # the other FFT score searches the same grid
-    assert global_search(problem, joint, Monitor(None, None)).renders == 9 * 6 + refinements
+    assert global_search(problem, joint, Monitor(None, None)).renders == renders(9 * 6)
     with pytest.raises(ValueError, match="fft_score"):
         global_search(problem, replace(wider, fft_score="ncc"), Monitor(None, None))

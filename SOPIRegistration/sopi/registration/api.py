@@ -362,11 +362,20 @@ def run_passes(
         records = [record for _, one in passes for record in one.records]
         iterations = sum(one.iterations for _, one in passes)
         # the searched passes compete on confidence, the wider one handicapped; the unsearched one only where trusted
-        scored = [(one.assessment.confidence - (WIDER_PASS_MARGIN if kind == "wider" else 0.0), one)
+        # and a result that shows the spine beats one that does not (capped, confidence.capped_by_spine_in_view), whatever
+        # their confidences: every true pose shows it, so the latter is wrong for sure, the former may only be off
+        scored = [((_spine_shown(one.assessment), one.assessment.confidence - (WIDER_PASS_MARGIN if kind == "wider" else 0.0)), one)
                   for kind, one in passes if kind != "start" or not one.assessment.likely_failed]
         final = max(scored, key=lambda pair: pair[0])[1]  # the first of equals
         final.records, final.iterations = records, iterations
     return final
+
+
+def _spine_shown(assessment) -> bool:
+    """Whether an assessment's result shows the spine (no check counts as shown; :data:`confidence.MIN_SPINE_IN_VIEW`)."""
+    from .confidence import MIN_SPINE_IN_VIEW
+
+    return assessment.spine_in_view is None or assessment.spine_in_view >= MIN_SPINE_IN_VIEW
 
 
 def load_networks(method: str, models: dict, device: str | torch.device = "auto") -> dict[str, LoadedModel]:

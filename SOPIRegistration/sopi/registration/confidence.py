@@ -46,7 +46,7 @@ import torch
 
 from .problem import PoseProblem
 
-__all__ = ["Assessment", "COEFFICIENTS", "LIKELY_FAILED_BELOW", "PROBE_RENDERS", "MIN_SPINE_IN_VIEW", "START_COEFFICIENTS", "ViewsAssessment", "assess", "assess_views", "capped_by_spine_in_view", "landscape_features", "perturbations", "probe_renders", "spine_in_view"]
+__all__ = ["Assessment", "COEFFICIENTS", "assessment_factor", "LIKELY_FAILED_BELOW", "PROBE_RENDERS", "MIN_SPINE_IN_VIEW", "START_COEFFICIENTS", "ViewsAssessment", "assess", "assess_views", "capped_by_spine_in_view", "landscape_features", "perturbations", "probe_renders", "spine_in_view"]
 
 #: The landscape probe: one step about / along each axis (deg, mm).
 PROBE_DEG, PROBE_MM = 2.0, 5.0
@@ -132,6 +132,12 @@ def combine(similarity: float, drop: float, coefficients: dict[str, float] | Non
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
 
+def assessment_factor(problem: PoseProblem) -> int:
+    """The detector level :func:`assess` judges on by default: the half-resolution level of a 256-pixel detector,
+    scaled to ``problem``'s."""
+    return max(1, round(2 * max(problem.geometry.rows, problem.geometry.cols) / 256))
+
+
 def spine_in_view(problem: PoseProblem, theta: torch.Tensor, factor: int) -> float | None:
     """The spine's coverage of the detector at ``theta`` over its coverage at the start (theta = 0); None
     without a mask or where the start shows less than :data:`MIN_START_COVERAGE` of it."""
@@ -171,7 +177,7 @@ def assess(
     ``coefficients``: the logistic model (default :data:`COEFFICIENTS`).
     """
     if factor is None:
-        factor = max(1, round(2 * max(problem.geometry.rows, problem.geometry.cols) / 256))
+        factor = assessment_factor(problem)
     with torch.no_grad():
         scores = problem.similarity(perturbations(theta), factor, "gc")
     similarity, drop, worst, lower = landscape_features(scores)
