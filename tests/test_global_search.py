@@ -608,8 +608,8 @@ def test_the_wider_pass_renders_only_the_rolls_beyond_the_first_search_unless_it
     wider = widened((replace(first, wider_in_plane_deg=first.in_plane_deg),))[0]  # the roll alone widened
     refinements = 1 + first.hypotheses  # the start and the search's own, one evaluation each here
 
-    def renders(rotations: int) -> int:  # each rotation's DRR, the refinements, the start's and each refined pose's spine check
-        return rotations + refinements + 1 + first.hypotheses
+    def renders(rotations: int) -> int:  # each rotation's DRR and the refinements (the spine checks project points)
+        return rotations + refinements
 
     outcome = global_search(problem, first, Monitor(None, None))
     assert outcome.searched and outcome.start_confidence < first.accept_start_above  # the far start is judged, then searched from

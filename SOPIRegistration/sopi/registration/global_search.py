@@ -213,7 +213,7 @@ def global_search(
             break
 
     refined, iterations, evaluations = [], 0, 0
-    in_view = _SpineInView(problem)
+    in_view = _SpineInView(problem, spine_maps.footprint)
     for index, theta in enumerate(chosen):
         outcome = first if index == 0 else refine(theta, index)
         if index == 0 or in_view(outcome.theta):  # a refinement can carry a match out of view too
@@ -225,7 +225,7 @@ def global_search(
     best_theta, best_similarity = refined[0]
     if best_similarity <= start_similarity + stage.start_margin:
         best_theta, best_similarity = start_theta, start_similarity
-    renders = len(rotations) + in_view.renders + evaluations + judged_renders
+    renders = len(rotations) + evaluations + judged_renders
     return GlobalOutcome(best_theta, -best_similarity, iterations, renders, True, hypotheses=refined, renders=renders,
                          start_confidence=start_confidence)
 
@@ -278,25 +278,43 @@ def _refiner(problem: PoseProblem, stage: GlobalStage, seed: int, cancel) -> Cal
     return refine
 
 
-class _SpineMaps:
-    """Where on the search detector a match would show the spine: the FFT search keeps only matches whose window
-    holds at least :data:`MIN_SPINE_IN_VIEW` of the spine region the start's window holds (the mask's footprint,
-    dilated as :meth:`PoseProblem.spine_coverage` dilates its projection, averaged over an X-ray's window).
-
-    The footprint is the mask's voxels projected onto the search detector (at most :attr:`SPACING_MM` apart, so
-    they leave no gap the dilation does not close): the pixels a ray through the spine reaches, without marching
-    any ray. Nothing is left out without a mask or where the start's window shows too little of the spine."""
+class _SpineFootprint:
+    """The pixels the spine projects onto, without marching a ray: the mask's voxels (at most :attr:`SPACING_MM`
+    apart) projected onto a detector and dilated as :meth:`PoseProblem.spine_coverage` dilates the rendered
+    projection (which closes the gaps between them). ``points`` is None without a mask."""
 
     SPACING_MM = 3.0
 
+    def __init__(self, problem: PoseProblem):
+        self.dilation_px, self.points = problem.mask_dilation_px, None
+        if problem.mask is not None:
+            mask = problem.mask
+            strides = [max(1, math.floor(self.SPACING_MM / float(spacing))) for spacing in mask.spacing.flip(-1)]  # (k, j, i)
+            index = torch.nonzero(mask.data[:: strides[0], :: strides[1], :: strides[2]] != 0) * torch.tensor(strides)
+            self.points = index.flip(-1).to(torch.float64) @ mask.world_from_index[:3, :3].T + mask.world_from_index[:3, 3]
+
+    def region(self, poses: torch.Tensor, detector: CArmGeometry) -> torch.Tensor:
+        """Bool ``(B, rows, cols)``: the spine's dilated footprint on ``detector`` at each ``camera_from_world``."""
+        rows, cols = detector.rows, detector.cols
+        footprint = torch.zeros(len(poses), rows * cols, dtype=torch.bool)
+        for index, pose in enumerate(poses.cpu().to(torch.float64)):
+            pixels = project_points(pose, detector, self.points).round().long()
+            inside = (pixels[:, 0] >= 0) & (pixels[:, 0] < cols) & (pixels[:, 1] >= 0) & (pixels[:, 1] < rows)
+            footprint[index, pixels[inside, 1] * cols + pixels[inside, 0]] = True
+        return dilate(footprint.reshape(-1, rows, cols), self.dilation_px)
+
+
+class _SpineMaps:
+    """Where on the search detector a match would show the spine: the FFT search keeps only matches whose window
+    holds at least :data:`MIN_SPINE_IN_VIEW` of the spine region the start's window holds (the spine's footprint,
+    :class:`_SpineFootprint`, averaged over an X-ray's window). Nothing is left out without a mask or where the
+    start's window shows too little of the spine to compare with."""
+
     def __init__(self, problem: PoseProblem, search: CArmGeometry, small: CArmGeometry):
         self.problem, self.search, self.threshold = problem, search, None
-        if problem.mask is None:
+        self.footprint = _SpineFootprint(problem)
+        if self.footprint.points is None:
             return
-        mask = problem.mask
-        strides = [max(1, math.floor(self.SPACING_MM / float(spacing))) for spacing in mask.spacing.flip(-1)]  # (k, j, i)
-        index = torch.nonzero(mask.data[:: strides[0], :: strides[1], :: strides[2]] != 0) * torch.tensor(strides)
-        self.points = index.flip(-1).to(torch.float64) @ mask.world_from_index[:3, :3].T + mask.world_from_index[:3, 3]
         self.window = (small.rows, small.cols)
         left = round(search.principal_point_px[0] - small.principal_point_px[0])
         top = round(search.principal_point_px[1] - small.principal_point_px[1])
@@ -306,13 +324,7 @@ class _SpineMaps:
 
     def _coverage(self, poses: torch.Tensor) -> torch.Tensor:
         """``(B, H - h + 1, W - w + 1)``: the fraction of each X-ray-sized window the spine region covers."""
-        rows, cols = self.search.rows, self.search.cols
-        footprint = torch.zeros(len(poses), rows * cols, dtype=torch.bool)
-        for index, pose in enumerate(poses.cpu().to(torch.float64)):
-            pixels = project_points(pose, self.search, self.points).round().long()
-            inside = (pixels[:, 0] >= 0) & (pixels[:, 0] < cols) & (pixels[:, 1] >= 0) & (pixels[:, 1] < rows)
-            footprint[index, pixels[inside, 1] * cols + pixels[inside, 0]] = True
-        region = dilate(footprint.reshape(-1, rows, cols), self.problem.mask_dilation_px).to(torch.float64)
+        region = self.footprint.region(poses, self.search).to(torch.float64)
         height, width = self.window  # window sums from the summed-area table: O(pixels), whatever the window
         table = F.pad(region.cumsum(-2).cumsum(-1), (1, 0, 1, 0))
         sums = table[:, height:, width:] - table[:, :-height, width:] - table[:, height:, :-width] + table[:, :-height, :-width]
@@ -327,27 +339,28 @@ class _SpineMaps:
 
 
 class _SpineInView:
-    """``in_view(theta)``: whether the spine's projection at ``theta`` covers at least :data:`MIN_SPINE_IN_VIEW`
-    of what it covers at the start, on the detector level of the result's own check (one render each; ``renders`` counts them).
+    """``in_view(theta)``: whether the spine's footprint (:class:`_SpineFootprint`) at ``theta`` covers at least
+    :data:`MIN_SPINE_IN_VIEW` of what it covers at the start, on the detector level of the result's own check
+    (:func:`sopi.registration.confidence.spine_in_view`).
 
     Every X-ray this tool registers is aimed at the spine; a match that leaves it out of view has matched other
     anatomy (the hip, a table's edge). At the true poses of 1,920 benchmark cases the ratio was at least 0.5
     (:mod:`sopi.registration.confidence`). Always True without a mask or where the start shows too little of the
     spine to compare with."""
 
-    def __init__(self, problem: PoseProblem):
-        self.problem, self.renders, self.start = problem, 0, None
-        self.factor = assessment_factor(problem)  # the level the result's own check (confidence.spine_in_view) uses
-        if problem.mask is not None:
-            start = float(problem.spine_coverage(torch.zeros(1, 6, dtype=torch.float64), self.factor)[0])
-            self.renders = 1
+    def __init__(self, problem: PoseProblem, footprint: _SpineFootprint):
+        self.problem, self.footprint, self.start = problem, footprint, None
+        factor = assessment_factor(problem)
+        self.detector = problem.geometry.resized(-(-problem.geometry.rows // factor), -(-problem.geometry.cols // factor))
+        if footprint.points is not None:
+            start = self._coverage(torch.zeros(6, dtype=torch.float64))
             self.start = start if start >= MIN_START_COVERAGE else None
 
+    def _coverage(self, theta: torch.Tensor) -> float:
+        return float(self.footprint.region(self.problem.pose(theta.reshape(1, 6)), self.detector).to(torch.float64).mean())
+
     def __call__(self, theta: torch.Tensor) -> bool:
-        if self.start is None:
-            return True
-        self.renders += 1
-        return float(self.problem.spine_coverage(theta.reshape(1, 6), self.factor)[0]) >= MIN_SPINE_IN_VIEW * self.start
+        return self.start is None or self._coverage(theta) >= MIN_SPINE_IN_VIEW * self.start
 
 
 def _grid(half_range: float, step: float) -> list[float]:
