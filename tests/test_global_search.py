@@ -490,6 +490,22 @@ def test_a_pass_that_shows_the_spine_beats_a_more_confident_one_that_does_not():
         assert len(calls) == 3 and float(final.theta[0]) == winner
 
 
+def test_a_several_view_result_shows_the_spine_only_where_every_checked_view_does():
+    """run_passes compares several-view results too (sopi.registration.multiview): their spine in view is the
+    lowest checked view's."""
+    from sopi.registration.api import _spine_shown
+    from sopi.registration.confidence import MIN_SPINE_IN_VIEW, Assessment, ViewsAssessment
+
+    def view(ratio):
+        return Assessment(0.3, True, 0.5, 0.1, 0.01, 1.0, None, ratio)
+
+    low = MIN_SPINE_IN_VIEW / 2
+    assert ViewsAssessment(0.3, True, [view(1.0), view(low)]).spine_in_view == low
+    assert not _spine_shown(ViewsAssessment(0.3, True, [view(1.0), view(low)]))
+    assert _spine_shown(ViewsAssessment(0.3, True, [view(1.0), view(None)]))
+    assert ViewsAssessment(0.3, True, [view(None), view(None)]).spine_in_view is None
+
+
 def test_a_flagged_result_gets_a_second_look_with_instruments_masked_before_the_wider_search():
     from sopi.registration.api import INSTRUMENTS_NOTE, run_passes
     from sopi.registration.methods import START_NOTE, WIDER_NOTE

@@ -196,6 +196,13 @@ class ViewsAssessment:
     views: list[Assessment]
 
     @property
+    def spine_in_view(self) -> float | None:
+        """The lowest view's spine-in-view ratio (the pose has to show the spine in every X-ray); None where no view
+        was checked."""
+        ratios = [view.spine_in_view for view in self.views if view.spine_in_view is not None]
+        return min(ratios) if ratios else None
+
+    @property
     def weakest_view(self) -> int:
         """Index of the view that sets the confidence (the lowest one)."""
         return min(range(len(self.views)), key=lambda index: self.views[index].confidence)
