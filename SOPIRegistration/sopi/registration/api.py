@@ -372,10 +372,10 @@ def run_passes(
 
 
 def _spine_shown(assessment) -> bool:
-    """Whether an assessment's result shows the spine (no check counts as shown; :data:`confidence.MIN_SPINE_IN_VIEW`)."""
-    from .confidence import MIN_SPINE_IN_VIEW
+    """Whether an assessment's result shows the spine (:func:`confidence.shows_spine` of its ratio)."""
+    from .confidence import shows_spine
 
-    return assessment.spine_in_view is None or assessment.spine_in_view >= MIN_SPINE_IN_VIEW
+    return shows_spine(assessment.spine_in_view)
 
 
 def load_networks(method: str, models: dict, device: str | torch.device = "auto") -> dict[str, LoadedModel]:

@@ -46,7 +46,7 @@ import torch
 
 from .problem import PoseProblem
 
-__all__ = ["Assessment", "COEFFICIENTS", "assessment_factor", "LIKELY_FAILED_BELOW", "PROBE_RENDERS", "MIN_SPINE_IN_VIEW", "START_COEFFICIENTS", "ViewsAssessment", "assess", "assess_views", "capped_by_spine_in_view", "landscape_features", "perturbations", "probe_renders", "spine_in_view"]
+__all__ = ["Assessment", "COEFFICIENTS", "LIKELY_FAILED_BELOW", "PROBE_RENDERS", "MIN_SPINE_IN_VIEW", "START_COEFFICIENTS", "ViewsAssessment", "assess", "assess_views", "assessment_factor", "capped_by_spine_in_view", "landscape_features", "perturbations", "probe_renders", "shows_spine", "spine_in_view"]
 
 #: The landscape probe: one step about / along each axis (deg, mm).
 PROBE_DEG, PROBE_MM = 2.0, 5.0
@@ -147,10 +147,15 @@ def spine_in_view(problem: PoseProblem, theta: torch.Tensor, factor: int) -> flo
     return None if float(start) < MIN_START_COVERAGE else float(result) / float(start)
 
 
+def shows_spine(ratio: float | None) -> bool:
+    """Whether a spine-in-view ``ratio`` (:func:`spine_in_view`) reaches :data:`MIN_SPINE_IN_VIEW`; None (no check) counts as shown."""
+    return ratio is None or ratio >= MIN_SPINE_IN_VIEW
+
+
 def capped_by_spine_in_view(confidence: float, ratio: float | None) -> float:
     """``confidence`` capped below :data:`LIKELY_FAILED_BELOW` where ``ratio`` (:func:`spine_in_view`) is under
     :data:`MIN_SPINE_IN_VIEW`, in proportion to it."""
-    if ratio is None or ratio >= MIN_SPINE_IN_VIEW:
+    if shows_spine(ratio):
         return confidence
     return min(confidence, LIKELY_FAILED_BELOW * ratio / MIN_SPINE_IN_VIEW)
 

@@ -41,7 +41,7 @@ from ..filters import dilate
 from ..geometry import CArmGeometry, project_points, rigid, transform_points
 from ..similarity import image_gradients
 from ..template_matching import gradient_ncc_maps, masked_ncc_maps, top_peaks
-from .confidence import MIN_SPINE_IN_VIEW, MIN_START_COVERAGE, START_COEFFICIENTS, Assessment, assess, assessment_factor, probe_renders
+from .confidence import MIN_SPINE_IN_VIEW, MIN_START_COVERAGE, START_COEFFICIENTS, Assessment, assess, assessment_factor, probe_renders, shows_spine
 from .optimizers import Monitor, OptimizerResult, cma_es
 from .problem import PoseProblem
 
@@ -311,7 +311,7 @@ class _SpineMaps:
     start's window shows too little of the spine to compare with."""
 
     def __init__(self, problem: PoseProblem, search: CArmGeometry, small: CArmGeometry):
-        self.problem, self.search, self.threshold = problem, search, None
+        self.search, self.threshold = search, None
         self.footprint = _SpineFootprint(problem)
         if self.footprint.points is None:
             return
@@ -350,8 +350,7 @@ class _SpineInView:
 
     def __init__(self, problem: PoseProblem, footprint: _SpineFootprint):
         self.problem, self.footprint, self.start = problem, footprint, None
-        factor = assessment_factor(problem)
-        self.detector = problem.geometry.resized(-(-problem.geometry.rows // factor), -(-problem.geometry.cols // factor))
+        self.detector = problem.level_detector(assessment_factor(problem))
         if footprint.points is not None:
             start = self._coverage(torch.zeros(6, dtype=torch.float64))
             self.start = start if start >= MIN_START_COVERAGE else None
@@ -360,7 +359,7 @@ class _SpineInView:
         return float(self.footprint.region(self.problem.pose(theta.reshape(1, 6)), self.detector).to(torch.float64).mean())
 
     def __call__(self, theta: torch.Tensor) -> bool:
-        return self.start is None or self._coverage(theta) >= MIN_SPINE_IN_VIEW * self.start
+        return self.start is None or shows_spine(self._coverage(theta) / self.start)
 
 
 def _grid(half_range: float, step: float) -> list[float]:

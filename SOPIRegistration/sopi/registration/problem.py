@@ -154,13 +154,17 @@ class PoseProblem:
         direction[3:] = pivot[:3] / pivot[:3].norm()
         return direction
 
+    def level_detector(self, factor: int) -> CArmGeometry:
+        """The detector of :meth:`level` ``factor`` (each side divided by ``factor``, rounded up), without building the level."""
+        return self.geometry.resized(-(-self.geometry.rows // factor), -(-self.geometry.cols // factor))
+
     def level(self, factor: int) -> _Level:
         """Projector and fixed image on the detector downsampled by ``factor``."""
         if factor not in self._levels:
-            rows, cols = -(-self.geometry.rows // factor), -(-self.geometry.cols // factor)
+            detector = self.level_detector(factor)
+            rows, cols = detector.rows, detector.cols
             coarser = max(1.0, factor * 256 / max(256, self.geometry.rows, self.geometry.cols))  # than a 256-pixel detector's pixels
             step = min(3.0, self.step_mm * coarser)
-            detector = self.geometry.resized(rows, cols)
             if self._levels:  # the same voxels: share the first level's volume, support box and blended slices
                 projector = next(iter(self._levels.values())).projector.on_detector(detector, step)
             else:
