@@ -349,8 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--realistic", action="store_true",
         help="an intra-operative X-ray: two materials, instruments, collimation, scatter, noise, blur, vendor processing "
-        "drawn from the seed (docs/xray_realism.md); the draw goes to realism.json. The same X-ray as case 0 of "
-        "sopi benchmark --realistic with this seed (with --views: every view its own draw, case 0 of sopi benchmark --views --realistic)",
+        "drawn from the seed (docs/xray_realism.md); the draw goes to realism.json. The same X-ray as that case of "
+        "sopi benchmark --realistic with this seed (see --case; with --views: every view its own draw, as sopi benchmark --views --realistic draws it)",
     )
     simulate.add_argument("--raw", action="store_true", help="with --realistic: raw detector counts (bone dark; register with --polarity intensity)")
     _add_geometry_options(simulate, default_preset="perlove-plx118f")
