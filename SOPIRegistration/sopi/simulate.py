@@ -247,10 +247,9 @@ def simulate_views(
     reference = invert_rigid(nominals[0].camera_from_world)
     geometries = [geometry] + [geometry.with_view_from_reference(nominal.camera_from_world @ reference) for nominal in nominals[1:]]
     thetas, first, first_draws = simulate_cases(ct, nominals[0], geometry, protocol, cases, seed, realistic, device, step_mm=step_mm, count=case + 1)
-    theta = thetas[case]
-    true_pose = nominals[0].pose(theta)
     # every view's draws are sequential over the cases: the cases before this one are drawn too
     truths = torch.stack([nominals[0].pose(drawn) for drawn in thetas])  # as sopi benchmark --views computes them
+    theta, true_pose = thetas[case], truths[case]
     others, other_draws = other_view_images(ct, geometries[1:], truths, seed, realistic, device, step_mm)
     images, draws = [first[case], *others[case]], [first_draws[case], *other_draws[case]]
 
