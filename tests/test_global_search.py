@@ -427,7 +427,7 @@ def test_widened_reaches_further_in_roll_and_in_plane_for_global_searches_only()
 
 
 def _fake_pass(confidence: float, label: str, spine_in_view: float | None = None):
-    from sopi.registration.api import _Pass
+    from sopi.registration.passes import _Pass
     from sopi.registration.confidence import LIKELY_FAILED_BELOW
 
     cues = {"confidence": confidence, "likely_failed": confidence < LIKELY_FAILED_BELOW, "spine_in_view": spine_in_view}
@@ -436,7 +436,7 @@ def _fake_pass(confidence: float, label: str, spine_in_view: float | None = None
 
 
 def test_a_second_wider_pass_runs_only_after_a_flagged_result_and_the_more_confident_pass_wins():
-    from sopi.registration.api import run_passes
+    from sopi.registration.passes import run_passes
     from sopi.registration.methods import START_NOTE, WIDER_NOTE, GlobalStage
 
     stages = get_method("global+opt")
@@ -468,7 +468,7 @@ def test_a_second_wider_pass_runs_only_after_a_flagged_result_and_the_more_confi
 def test_a_pass_that_shows_the_spine_beats_a_more_confident_one_that_does_not():
     """A result whose spine is out of view (capped below the flag) is wrong for sure; a flagged one that shows the
     spine may only be off, so it wins whatever the confidences (no check, None, counts as shown)."""
-    from sopi.registration.api import run_passes
+    from sopi.registration.passes import run_passes
     from sopi.registration.confidence import MIN_SPINE_IN_VIEW
 
     out, shown = MIN_SPINE_IN_VIEW / 2, 1.0
@@ -493,7 +493,7 @@ def test_a_pass_that_shows_the_spine_beats_a_more_confident_one_that_does_not():
 def test_a_several_view_result_shows_the_spine_only_where_every_checked_view_does():
     """run_passes compares several-view results too (sopi.registration.multiview): their spine in view is the
     lowest checked view's."""
-    from sopi.registration.api import _spine_shown
+    from sopi.registration.passes import _spine_shown
     from sopi.registration.confidence import MIN_SPINE_IN_VIEW, Assessment, ViewsAssessment
 
     def view(ratio):
@@ -507,7 +507,7 @@ def test_a_several_view_result_shows_the_spine_only_where_every_checked_view_doe
 
 
 def test_a_flagged_result_gets_a_second_look_with_instruments_masked_before_the_wider_search():
-    from sopi.registration.api import INSTRUMENTS_NOTE, run_passes
+    from sopi.registration.passes import INSTRUMENTS_NOTE, run_passes
     from sopi.registration.methods import START_NOTE, WIDER_NOTE
 
     stages = get_method("global+opt")
@@ -538,7 +538,7 @@ def test_after_a_second_look_the_first_pose_is_judged_again_with_the_instruments
     problem, wins where that judgement is the more confident (and is then not flagged: no wider search)."""
     from dataclasses import replace
 
-    from sopi.registration.api import INSTRUMENTS_NOTE, run_passes
+    from sopi.registration.passes import INSTRUMENTS_NOTE, run_passes
     from sopi.registration.confidence import LIKELY_FAILED_BELOW
     from sopi.registration.methods import START_NOTE, WIDER_NOTE
 
@@ -640,3 +640,85 @@ def test_the_wider_pass_renders_only_the_rolls_beyond_the_first_search_unless_it
     assert global_search(problem, joint, Monitor(None, None)).renders == renders(9 * 6)
     with pytest.raises(ValueError, match="fft_score"):
         global_search(problem, replace(wider, fft_score="ncc"), Monitor(None, None))
+
+
+def test_a_flagged_result_refines_the_searches_other_hypotheses_all_the_way_and_the_most_confident_wins(monkeypatch):
+    """After every pass is flagged, each searched pass's other hypotheses (up to ALTERNATIVES each, none twice)
+    are refined from where they are, without a search; one wins only by the wider pass's margin."""
+    import sopi.registration.passes as passes_module
+    from sopi.registration.methods import START_NOTE, WIDER_NOTE
+    from sopi.registration.passes import ALTERNATIVE_NOTE, WIDER_PASS_MARGIN, run_passes
+
+    monkeypatch.setattr(passes_module, "ALTERNATIVES", 2)  # the default is 1: two show the limit and the duplicates
+    stages = get_method("global+opt")
+    near = torch.tensor([0.5, 0.0, 0.0, 1.0, 0.0, 0.0], dtype=torch.float64)  # within a hypothesis's closeness
+    first = [torch.full((6,), 10.0 * (k + 1), dtype=torch.float64) for k in range(3)]
+    wider = [first[0] + near, torch.full((6,), -20.0, dtype=torch.float64), torch.full((6,), -40.0, dtype=torch.float64)]
+    expected_starts = [first[0], first[1], wider[1]]  # the third of each is beyond the limit, the near copy not run again
+    # (confidence of each alternative, in order; the winner's confidence)
+    cases = [((0.1, 0.8, 0.2), 0.8), ((0.1, 0.3 + WIDER_PASS_MARGIN / 2, 0.1), 0.3), ((0.1, 0.1, 0.4), 0.4)]
+    for confidences, winner in cases:
+        calls = []
+
+        def run(chosen, note, start=None):
+            calls.append((chosen, note, start))
+            if note == ALTERNATIVE_NOTE:
+                found = _fake_pass(confidences[len(calls) - 4], note)
+            else:
+                found = _fake_pass({"": 0.3, WIDER_NOTE: 0.2, START_NOTE: 0.1}[note], note or "first")
+            found.alternatives = {"": first, WIDER_NOTE: wider}.get(note, [])
+            return found
+
+        final = run_passes(run, stages)
+        assert [note for _, note, _ in calls] == ["", WIDER_NOTE, START_NOTE] + [ALTERNATIVE_NOTE] * len(expected_starts)
+        for (chosen, _, start), expected in zip(calls[3:], expected_starts):
+            assert chosen == get_method("opt") and torch.equal(start, expected)  # refined all the way, nothing searched
+        assert final.assessment.confidence == winner and len(final.records) == len(calls)
+
+
+def test_no_other_hypothesis_is_refined_once_a_pass_is_trusted():
+    from sopi.registration.passes import run_passes
+    from sopi.registration.methods import WIDER_NOTE
+
+    for confidences, notes in (((0.9,), ["first"]), ((0.3, 0.8), ["first", WIDER_NOTE])):
+        calls = []
+
+        def run(chosen, note, start=None):
+            calls.append(note or "first")
+            found = _fake_pass(confidences[len(calls) - 1], note or "first")
+            found.alternatives = [torch.full((6,), 30.0, dtype=torch.float64)]
+            return found
+
+        run_passes(run, get_method("global+opt"))
+        assert calls == notes
+
+
+def test_a_right_hypothesis_the_search_ranked_second_is_found_once_the_result_is_flagged(monkeypatch):
+    """The search (replaced here) ranks a wrong pose first and the truth second: the first pass, the wider one and
+    the one from the far start end far off and are flagged; the truth, refined all the way, is found."""
+    import sopi.registration.api as api_module
+    from sopi.registration.passes import ALTERNATIVE_NOTE
+    from sopi.registration.global_search import GlobalOutcome
+
+    ct, labels = load_sample()
+    spine = mask_from_labels(labels)
+    start = nominal_view("ap", mask_centroid_world(spine), SMALL.source_to_isocenter_mm)
+    true_theta = torch.tensor([12.0, -28.0, 20.0, 25.0, -30.0, 40.0], dtype=torch.float64)
+    truth = start.pose(true_theta)
+    image = render_drr(rendering_volume(ct, "hu"), SMALL, truth)
+    points = torch.nonzero(spine.data)[::200].flip(-1).double() @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    wrong = torch.tensor([-25.0, 30.0, -20.0, -60.0, 40.0, -80.0], dtype=torch.float64)
+    second = true_theta + torch.tensor([2.0, -2.0, 2.0, 4.0, -4.0, 8.0], dtype=torch.float64)
+    searches = []
+
+    def fake_search(problem, stage, monitor, seed=0, proposals=()):
+        searches.append(stage)
+        return GlobalOutcome(wrong, -0.3, 1, 1, True, hypotheses=[(wrong, 0.3), (second, 0.25)], renders=1)
+
+    monkeypatch.setattr(api_module, "global_search", fake_search)
+    found = register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine, prepare=False)
+    alternative = [record for record in found.stages if record["stage"].startswith(ALTERNATIVE_NOTE)]
+    assert len(searches) == 2 and [record["stage"] for record in alternative] == [ALTERNATIVE_NOTE + stage.label for stage in get_method("opt")]
+    first_pose = start.pose(torch.tensor(list(found.stages[len(get_method("global+opt")) - 1]["params"].values()), dtype=torch.float64))
+    assert float(mtre_mm(first_pose, truth, points)) > 10.0
+    assert float(mtre_mm(found.camera_from_world, truth, points)) < 2.0 and not found.likely_failed

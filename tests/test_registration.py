@@ -116,7 +116,7 @@ def test_a_flagged_result_looks_again_with_a_plate_masked(sample_case, monkeypat
     """The API's second look: with every result flagged (threshold above 1), ``opt`` runs again after the straight
     plate drawn on the X-ray is masked, records that pass and how much the mask took; the pose is still recovered."""
     import sopi.registration.confidence as confidence
-    from sopi.registration.api import INSTRUMENTS_NOTE
+    from sopi.registration.passes import INSTRUMENTS_NOTE
 
     ct, spine, nominal, truth, image = sample_case
     rows, cols = torch.meshgrid(torch.arange(SMALL.rows, dtype=torch.float64), torch.arange(SMALL.cols, dtype=torch.float64), indexing="ij")

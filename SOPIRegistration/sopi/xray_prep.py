@@ -271,7 +271,7 @@ def without_straight_instruments(image: torch.Tensor, weight: torch.Tensor, erod
 
     ``image`` is a prepared X-ray (bone bright, its masked pixels filled) and ``weight`` its weight, both
     ``(rows, cols)``, as :func:`prepare_xray` returns them; neither is modified. The registration uses it
-    for a second look at an X-ray whose first result was flagged (``sopi.registration.api.run_passes``).
+    for a second look at an X-ray whose first result was flagged (``sopi.registration.passes.run_passes``).
     """
     values, small, scale = _analysis_images(image)
     rows, cols = values.shape

@@ -17,9 +17,10 @@ from ..io_xray import XRay, working_xray
 from ..render import rendering_volume
 from ..nets.model_file import LoadedModel, load_model
 from ..volume import Volume
-from .global_search import GlobalStage, global_search
-from .methods import START_NOTE, WIDER_NOTE, FineStage, NetworkStage, Stage, default_method, get_method, needs_mask, needs_model, scaled_budgets, single_level, widened, without_search
+from .global_search import GlobalStage, global_search, same_hypothesis
+from .methods import FineStage, NetworkStage, Stage, default_method, get_method, needs_mask, needs_model, scaled_budgets, single_level
 from .optimizers import Monitor, OptimizerResult, adam, cma_es, line_scan, multi_start, powell
+from .passes import _Pass, run_passes, stage_loop
 from .problem import PoseProblem, default_pivot, exposed_field
 
 __all__ = ["RegistrationResult", "load_networks", "register"]
@@ -201,13 +202,14 @@ def register(
         fixed, weight, preparation = prepare_fixed(fixed, attenuation, initial_pose, resolve_device(device))
     preparation = {**preparation, "orientation": orientation, **({"binned_by": binned_by} if binned_by > 1 else {})}
 
-    def run(chosen: tuple, note: str) -> _Pass:
+    def run(chosen: tuple, note: str, start: torch.Tensor | None = None) -> _Pass:
         problem = PoseProblem(  # a fresh one per pass: adapting to the X-ray changes its weights
             attenuation, fixed.image, geometry, initial_pose.to(torch.float64), pivot,
             mask=spine, device=resolve_device(device), step_mm=step_mm, xray_weight=weight, exposed=exposed_field(fixed),
         )
         found = dict(preparation)
         scatter_checked, kept_start = False, False
+        alternatives: list[torch.Tensor] = []
 
         def step(index: int, stage, theta: torch.Tensor, monitor: Monitor):
             nonlocal scatter_checked, kept_start
@@ -215,6 +217,7 @@ def register(
                 proposals = [theta] if index > 0 else []  # an earlier stage's pose (a network's) competes with the search's
                 outcome = global_search(problem, stage, monitor, seed + index, proposals=proposals)
                 kept_start = not outcome.searched
+                alternatives[:] = [theta for theta, _ in outcome.hypotheses if not same_hypothesis(theta, outcome.theta)]
                 extra = {"hypotheses": [round(value, 4) for _, value in outcome.hypotheses], "searched": outcome.searched}
                 if outcome.start_confidence is not None:
                     extra["start_confidence"] = round(outcome.start_confidence, 4)
@@ -237,7 +240,9 @@ def register(
                 return _run_stage(problem, stage, theta, seed + index, monitor), {}
             return _run_in_turn(problem, instead, theta, seed + index, monitor, note, " (kept start)")
 
-        return stage_loop(problem, chosen, note, step, assess, found, progress, cancel)
+        finished = stage_loop(problem, chosen, note, step, assess, found, progress, cancel, start=start)
+        finished.alternatives = alternatives
+        return finished
 
     def second_look() -> bool:
         """From now on, the straight instruments' sides are masked too; False when none is found."""
@@ -272,110 +277,6 @@ def register(
         confidence_details=final.assessment.details(),
         mask_source=mask_source,
     )
-
-
-@dataclass
-class _Pass:
-    """One run of a method's stages: the problem it ran on, where it ended, its records, assessment
-    and what it found about the X-ray(s) (the result's ``xray_preparation``)."""
-
-    problem: object
-    theta: torch.Tensor
-    records: list[dict]
-    iterations: int
-    converged: bool
-    similarity: float
-    assessment: object
-    preparation: object
-
-
-def stage_loop(
-    problem, stages: tuple, note: str, step: Callable, assess: Callable, preparation: object,
-    progress: Callable[[float, str], None] | None, cancel: Callable[[], bool] | None, renders_per_pose: int = 1,
-) -> _Pass:
-    """Run ``stages`` in turn from ``theta = 0`` on ``problem`` (one view's or several views'), each
-    stage's label prefixed with ``note``; ``step(index, stage, theta, monitor)`` runs one stage and
-    returns ``(outcome, extra record fields)``. Each candidate pose renders ``renders_per_pose`` DRRs.
-    ``assess(problem, theta)`` judges where the last stage ended."""
-    theta = torch.zeros(6, dtype=torch.float64)
-    records, iterations, converged, similarity = [], 0, True, float("nan")
-    for index, stage in enumerate(stages):
-        monitor = Monitor(progress, cancel, index / len(stages), (index + 1) / len(stages), note + stage.label)
-        stage_started = time.perf_counter()
-        outcome, extra = step(index, stage, theta, monitor)
-        theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged
-        similarity = -outcome.loss
-        records.append({
-            "stage": note + stage.label, "iterations": outcome.iterations, "similarity": similarity,
-            "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta),
-            "renders": outcome.evaluations * renders_per_pose, **extra,  # a global search counts its search renders in extra
-        })
-    return _Pass(problem, theta, records, iterations, converged, similarity, assess(problem, theta), preparation)
-
-
-#: The wider pass replaces the first only when more confident by this much: it searched rolls beyond
-#: the first search's, which are less likely, so a near tie stays with the first (on 48 realistic
-#: cases that ran it, this changed 3: one failure fixed, two failures ending elsewhere; docs/benchmarks.md).
-WIDER_PASS_MARGIN = 0.05
-
-
-#: Prefix of the stage labels of the pass that looks again with straight instruments masked.
-INSTRUMENTS_NOTE = "instruments masked: "
-
-
-def run_passes(
-    run: Callable[[tuple, str], _Pass], stages: tuple, second_look: Callable[[], bool] | None = None,
-    judge: Callable[[object, torch.Tensor], object] | None = None,
-) -> _Pass:
-    """``run(stages, "")``; when its result is flagged likely failed:
-
-    1. when ``second_look()`` masks straight instruments in the X-ray (it returns True; every later pass
-       runs with them masked), ``run(stages, INSTRUMENTS_NOTE)``: a retractor blade's or a wire's straight
-       edges explain an X-ray better at a wrong pose than its anatomy, but masking them for every X-ray
-       cost more wide starts than it saved (docs/benchmarks.md, "Straight instruments"); as a second look
-       at flagged results only, it lost none. With ``judge`` (``judge(problem, theta)``, an assessment), the
-       first pass's pose is judged again on that pass's problem, so that every pass competes under the same
-       weights: a smaller weight scores higher, and a right first pose flagged because of the instruments
-       lost to a worse masked one (docs/benchmarks.md, 2026-12-05);
-    2. when every pass so far is flagged and the method has a global search to widen
-       (:func:`~sopi.registration.methods.widened`), ``run(wider, WIDER_NOTE)`` from the same start;
-    3. when that is flagged too, ``run(without the search, START_NOTE)``
-       (:func:`~sopi.registration.methods.without_search`).
-
-    The more confident searched pass wins (the wider one by at least :data:`WIDER_PASS_MARGIN`), or the
-    pass from the start where it is not flagged and more confident still (below 0.5 it replaced near misses
-    of the searched passes as often as it recovered a failure); the records and iterations include every pass's."""
-    final = run(stages, "")
-    passes = [("first", final)]
-    if final.assessment.likely_failed and second_look is not None and second_look():
-        masked = run(stages, INSTRUMENTS_NOTE)
-        if judge is not None:  # the first pose judged as the masked one is; what was masked is what it was judged without
-            passes[0] = ("first", replace(final, assessment=judge(masked.problem, final.theta), preparation=masked.preparation))
-        passes.append(("instruments", masked))
-    wider = widened(stages, searched=all(record.get("searched", True) for record in final.records))
-    if all(one.assessment.likely_failed for _, one in passes) and wider is not None:
-        passes.append(("wider", run(wider, WIDER_NOTE)))
-        local = without_search(stages)
-        if passes[-1][1].assessment.likely_failed and local is not None:
-            passes.append(("start", run(local, START_NOTE)))
-    if len(passes) > 1:
-        records = [record for _, one in passes for record in one.records]
-        iterations = sum(one.iterations for _, one in passes)
-        # the searched passes compete on confidence, the wider one handicapped; the unsearched one only where trusted
-        # and a result that shows the spine beats one that does not (capped, confidence.capped_by_spine_in_view), whatever
-        # their confidences: every true pose shows it, so the latter is wrong for sure, the former may only be off
-        scored = [((_spine_shown(one.assessment), one.assessment.confidence - (WIDER_PASS_MARGIN if kind == "wider" else 0.0)), one)
-                  for kind, one in passes if kind != "start" or not one.assessment.likely_failed]
-        final = max(scored, key=lambda pair: pair[0])[1]  # the first of equals
-        final.records, final.iterations = records, iterations
-    return final
-
-
-def _spine_shown(assessment) -> bool:
-    """Whether an assessment's result shows the spine (:func:`confidence.shows_spine` of its ratio)."""
-    from .confidence import shows_spine
-
-    return shows_spine(assessment.spine_in_view)
 
 
 def load_networks(method: str, models: dict, device: str | torch.device = "auto") -> dict[str, LoadedModel]:

@@ -45,7 +45,7 @@ from .confidence import MIN_SPINE_IN_VIEW, MIN_START_COVERAGE, START_COEFFICIENT
 from .optimizers import Monitor, OptimizerResult, cma_es
 from .problem import PoseProblem
 
-__all__ = ["ACCEPT_START_ABOVE", "GlobalOutcome", "GlobalStage", "global_search", "judge_start"]
+__all__ = ["ACCEPT_START_ABOVE", "GlobalOutcome", "GlobalStage", "global_search", "judge_start", "same_hypothesis"]
 
 
 _FFT_SCORES = {"masked-ncc": masked_ncc_maps, "joint-gradient": gradient_ncc_maps}
@@ -147,7 +147,7 @@ def global_search(
     rotations = torch.tensor(list(itertools.product(tilts, rolls)), dtype=torch.float64)  # (R, 2): rx, ry
     origin = torch.zeros(6, dtype=torch.float64)  # theta of the start
     proposed = [theta.reshape(6).to(torch.float64) for theta in proposals]
-    proposed = [theta for theta in proposed if not _close(theta, origin)]
+    proposed = [theta for theta in proposed if not same_hypothesis(theta, origin)]
     steps = 1 + len(rotations) + len(proposed) + stage.hypotheses  # progress: the start's refinement, the search renders, the others'
     monitor.report(0, steps)
 
@@ -207,7 +207,7 @@ def global_search(
         offset_px = (col + principal[0] - search.principal_point_px[0], row + principal[1] - search.principal_point_px[1])
         pose = _matched_pose(problem.pose(theta0), search, offset_px, angle, scale, pivot_camera_depth)
         theta = reference.params(pose)
-        if all(not _close(theta, other) for other in chosen):
+        if all(not same_hypothesis(theta, other) for other in chosen):
             chosen.append(theta)
         if len(chosen) == wanted:
             break
@@ -368,7 +368,9 @@ def _grid(half_range: float, step: float) -> list[float]:
     return [step * i for i in range(-count, count + 1)]
 
 
-def _close(theta: torch.Tensor, other: torch.Tensor, degrees: float = 6.0, millimetres: float = 12.0) -> bool:
+def same_hypothesis(theta: torch.Tensor, other: torch.Tensor, degrees: float = 6.0, millimetres: float = 12.0) -> bool:
+    """Whether two thetas (deg, mm about the same initial pose) are within ``degrees`` and ``millimetres`` on every
+    axis: one hypothesis, refined once."""
     difference = (theta - other).abs()
     return bool(difference[:3].max() < degrees and difference[3:].max() < millimetres)
 

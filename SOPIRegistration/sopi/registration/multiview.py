@@ -216,7 +216,8 @@ def register_views(
     from ..validate import check_ct_content, check_pose_in_front, check_rigid_pose, check_seed, check_xray_signal
     from ..views import views_from_reference
     from ..xray_orientation import FLIPS, orient_xray
-    from .api import _Pass, _run_stage, _spine_mask, run_passes, stage_loop
+    from .api import _run_stage, _spine_mask
+    from .passes import _Pass, run_passes, stage_loop
 
     check_seed(seed)
     if flip not in FLIPS:

@@ -1,0 +1,153 @@
+"""The passes of one registration: a method's stages run once (:func:`stage_loop`), and again in other ways when the
+result is flagged likely failed (:func:`run_passes`): a second look with instruments masked, a wider search, the
+start refined without a search, the searches' other hypotheses refined all the way."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from ..geometry import params_to_dict
+from .global_search import same_hypothesis
+from .methods import START_NOTE, WIDER_NOTE, widened, without_search
+from .optimizers import Monitor
+
+__all__ = ["ALTERNATIVES", "ALTERNATIVE_NOTE", "INSTRUMENTS_NOTE", "WIDER_PASS_MARGIN", "run_passes", "stage_loop"]
+
+
+@dataclass
+class _Pass:
+    """One run of a method's stages: the problem it ran on, where it ended, its records, assessment
+    and what it found about the X-ray(s) (the result's ``xray_preparation``)."""
+
+    problem: object
+    theta: torch.Tensor
+    records: list[dict]
+    iterations: int
+    converged: bool
+    similarity: float
+    assessment: object
+    preparation: object
+    # the other refined hypotheses of the pass's global search (thetas, most similar first), for run_passes
+    alternatives: list = field(default_factory=list)
+
+
+def stage_loop(
+    problem, stages: tuple, note: str, step: Callable, assess: Callable, preparation: object,
+    progress: Callable[[float, str], None] | None, cancel: Callable[[], bool] | None, renders_per_pose: int = 1,
+    start: torch.Tensor | None = None,
+) -> _Pass:
+    """Run ``stages`` in turn from ``theta = 0`` on ``problem`` (one view's or several views'), each
+    stage's label prefixed with ``note``; ``step(index, stage, theta, monitor)`` runs one stage and
+    returns ``(outcome, extra record fields)``. Each candidate pose renders ``renders_per_pose`` DRRs.
+    ``assess(problem, theta)`` judges where the last stage ended. ``start``: the first stage's theta (default 0,
+    the problem's initial pose)."""
+    theta = torch.zeros(6, dtype=torch.float64) if start is None else start.reshape(6).to(torch.float64)
+    records, iterations, converged, similarity = [], 0, True, float("nan")
+    for index, stage in enumerate(stages):
+        monitor = Monitor(progress, cancel, index / len(stages), (index + 1) / len(stages), note + stage.label)
+        stage_started = time.perf_counter()
+        outcome, extra = step(index, stage, theta, monitor)
+        theta, iterations, converged = outcome.theta, iterations + outcome.iterations, outcome.converged
+        similarity = -outcome.loss
+        records.append({
+            "stage": note + stage.label, "iterations": outcome.iterations, "similarity": similarity,
+            "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta),
+            "renders": outcome.evaluations * renders_per_pose, **extra,  # a global search counts its search renders in extra
+        })
+    return _Pass(problem, theta, records, iterations, converged, similarity, assess(problem, theta), preparation)
+
+
+#: The wider pass replaces the first only when more confident by this much: it searched rolls beyond
+#: the first search's, which are less likely, so a near tie stays with the first (on 48 realistic
+#: cases that ran it, this changed 3: one failure fixed, two failures ending elsewhere; docs/benchmarks.md).
+WIDER_PASS_MARGIN = 0.05
+
+
+#: Prefix of the stage labels of the pass that looks again with straight instruments masked.
+INSTRUMENTS_NOTE = "instruments masked: "
+
+#: Prefix of the stage labels of the passes that refine the search's other hypotheses all the way.
+ALTERNATIVE_NOTE = "another hypothesis: "
+
+#: How many of each searched pass's other hypotheses (most similar first) a flagged result refines all the way: on
+#: 48 flagged realistic cases (wide and paper starts, five CTs) the best of each pass fixed both failures that the
+#: best three fixed but for a 4.9 mm near miss, for 39 % of their renders (docs/benchmarks.md, "Every hypothesis
+#: refined before a flagged result is given").
+ALTERNATIVES = 1
+
+
+def run_passes(
+    run: Callable[..., _Pass], stages: tuple, second_look: Callable[[], bool] | None = None,
+    judge: Callable[[object, torch.Tensor], object] | None = None,
+) -> _Pass:
+    """``run(stages, note, start=None)`` (``start``: the first stage's theta) for ``run(stages, "")``; when its result
+    is flagged likely failed:
+
+    1. when ``second_look()`` masks straight instruments in the X-ray (it returns True; every later pass
+       runs with them masked), ``run(stages, INSTRUMENTS_NOTE)``: a retractor blade's or a wire's straight
+       edges explain an X-ray better at a wrong pose than its anatomy, but masking them for every X-ray
+       cost more wide starts than it saved (docs/benchmarks.md, "Straight instruments"); as a second look
+       at flagged results only, it lost none. With ``judge`` (``judge(problem, theta)``, an assessment), the
+       first pass's pose is judged again on that pass's problem, so that every pass competes under the same
+       weights: a smaller weight scores higher, and a right first pose flagged because of the instruments
+       lost to a worse masked one (docs/benchmarks.md, 2026-12-05);
+    2. when every pass so far is flagged and the method has a global search to widen
+       (:func:`~sopi.registration.methods.widened`), ``run(wider, WIDER_NOTE)`` from the same start;
+    3. when that is flagged too, ``run(without the search, START_NOTE)``
+       (:func:`~sopi.registration.methods.without_search`);
+    4. when the pass that would win is flagged too, the searched passes' other refined hypotheses
+       (``_Pass.alternatives``, up to :data:`ALTERNATIVES` of each pass, distinct), each refined all the way:
+       ``run(without the search, ALTERNATIVE_NOTE, start=theta)``. The search ranks its hypotheses after a short
+       refinement at 64 pixels, which sees neither depth nor the spine's detail; the full refinement's confidence
+       does, and a flagged result means that ranking already failed once (docs/benchmarks.md, "Every hypothesis
+       refined before a flagged result is given").
+
+    The more confident searched pass wins (the wider one and the alternatives by at least :data:`WIDER_PASS_MARGIN`),
+    or the pass from the start where it is not flagged and more confident still (below 0.5 it replaced near misses
+    of the searched passes as often as it recovered a failure); the records and iterations include every pass's."""
+    final = run(stages, "")
+    passes = [("first", final)]
+    local = without_search(stages)
+    if final.assessment.likely_failed and second_look is not None and second_look():
+        masked = run(stages, INSTRUMENTS_NOTE)
+        if judge is not None:  # the first pose judged as the masked one is; what was masked is what it was judged without
+            passes[0] = ("first", replace(final, assessment=judge(masked.problem, final.theta), preparation=masked.preparation))
+        passes.append(("instruments", masked))
+    wider = widened(stages, searched=all(record.get("searched", True) for record in final.records))
+    if all(one.assessment.likely_failed for _, one in passes) and wider is not None:
+        passes.append(("wider", run(wider, WIDER_NOTE)))
+        if passes[-1][1].assessment.likely_failed and local is not None:
+            passes.append(("start", run(local, START_NOTE)))
+    if _winner(passes).assessment.likely_failed and local is not None:
+        tried: list[torch.Tensor] = []
+        for _, searched in list(passes):
+            for theta in searched.alternatives[:ALTERNATIVES]:
+                if not any(same_hypothesis(theta, other) for other in tried):
+                    tried.append(theta)
+                    passes.append(("alternative", run(local, ALTERNATIVE_NOTE, theta)))
+    if len(passes) > 1:
+        records = [record for _, one in passes for record in one.records]
+        iterations = sum(one.iterations for _, one in passes)
+        final = _winner(passes)
+        final.records, final.iterations = records, iterations
+    return final
+
+
+def _winner(passes: list[tuple[str, _Pass]]) -> _Pass:
+    """The searched passes compete on confidence, the wider one and the alternatives handicapped; the unsearched one
+    only where trusted. A result that shows the spine beats one that does not (capped, confidence.capped_by_spine_in_view),
+    whatever their confidences: every true pose shows it, so the latter is wrong for sure, the former may only be off."""
+    scored = [((_spine_shown(one.assessment), one.assessment.confidence - (WIDER_PASS_MARGIN if kind in ("wider", "alternative") else 0.0)), one)
+              for kind, one in passes if kind != "start" or not one.assessment.likely_failed]
+    return max(scored, key=lambda pair: pair[0])[1]  # the first of equals
+
+
+def _spine_shown(assessment) -> bool:
+    """Whether an assessment's result shows the spine (:func:`confidence.shows_spine` of its ratio)."""
+    from .confidence import shows_spine
+
+    return shows_spine(assessment.spine_in_view)
