@@ -405,3 +405,72 @@ def test_a_mirrored_lateral_view_is_turned_back_by_its_own_tag(two_views):
     kept = register_views(ct, [xrays[0], stored], initial_pose=start, method="opt", device="cpu", prepare=False, iteration_scale=0.5, flip="none")
     assert kept.likely_failed and kept.view_confidences[1] < 0.5
     assert float(mtre_mm(kept.camera_from_world, truth, points)) > turned_error
+
+
+def _column_mask(ct: Volume) -> Volume:
+    """A 'spine' along the CT's third axis: the two central columns of voxels, every slice."""
+    data = torch.zeros_like(ct.data, dtype=torch.uint8)
+    middle = ct.data.shape[1] // 2
+    data[:, middle - 1:middle + 1, middle - 1:middle + 1] = 1
+    return ct.with_data(data)
+
+
+def test_simulate_views_draws_a_far_case_along_the_spine_for_every_view(simulated_views, tmp_path, capsys):
+    """``--protocol far`` with several views: the case's pose is the benchmark's far draw about a spine voxel (the mask
+    is needed), and the lateral view sees that pose through its own geometry, as the benchmark renders it."""
+    from sopi.cli import main
+    from sopi.geometry import load_pose
+    from sopi.io import read_ct, read_xray, write_volume
+    from sopi.segment import mask_centroid_world
+    from sopi.simulate import case_poses, other_view_images
+
+    ct = read_ct(simulated_views / "ct.nii.gz")
+    spine = _column_mask(ct)
+    write_volume(tmp_path / "mask.nii.gz", spine)
+    common = ["simulate", str(simulated_views / "ct.nii.gz"), "--views", "ap,lateral", "--geometry", str(simulated_views / "far.json"),
+              "--protocol", "far", "--seed", "5", "--case", "1", "--cases", "3", "--device", "cpu"]
+    assert main([*common, "--out", str(tmp_path / "no_mask")]) == 2
+    assert "--mask" in capsys.readouterr().err and not (tmp_path / "no_mask").exists()
+    assert main([*common, "--mask", str(tmp_path / "mask.nii.gz"), "--out", str(tmp_path / "far")]) == 0
+    ap = nominal_view("ap", mask_centroid_world(spine), FAR.source_to_isocenter_mm)
+    thetas = case_poses(ap, "far", 3, 5, spine)
+    truths = torch.stack([ap.pose(theta) for theta in thetas])
+    assert torch.allclose(load_pose(tmp_path / "far" / "gt.json"), truths[1], atol=1e-9)
+    assert not torch.allclose(truths[1], ap.pose(case_poses(ap, "wide", 3, 5)[1]), atol=1e-3)  # not a draw about the centroid
+    lateral = read_xray(tmp_path / "far" / "xray_lateral.mha")
+    others, _ = other_view_images(ct, [lateral.geometry], truths, 5)
+    assert torch.allclose(lateral.image, others[1][0], atol=1e-6)
+
+
+def test_benchmark_views_draws_far_cases_along_the_given_spine(simulated_views, tmp_path, monkeypatch):
+    """``sopi benchmark --views --protocol far`` draws its cases with the mask it was given (registration replaced by
+    one that returns the start: every row's error is then the start's, measured against the far truth)."""
+    import csv
+    from types import SimpleNamespace
+
+    import sopi.registration as registration
+    from sopi.benchmark import case_metrics, target_points
+    from sopi.cli import main
+    from sopi.io import read_ct, write_volume
+    from sopi.segment import mask_centroid_world
+    from sopi.simulate import case_poses
+
+    def at_start(ct, xray, initial_pose, **kwargs):
+        return SimpleNamespace(camera_from_world=initial_pose, time_s=0.0, confidence=0.5, likely_failed=False)
+
+    monkeypatch.setattr(registration, "register", at_start)
+    monkeypatch.setattr(registration, "register_views", at_start)
+    ct = read_ct(simulated_views / "ct.nii.gz")
+    spine = _column_mask(ct)
+    write_volume(tmp_path / "mask.nii.gz", spine)
+    code = main(["benchmark", "--ct", str(simulated_views / "ct.nii.gz"), "--mask", str(tmp_path / "mask.nii.gz"), "--views", "ap,lateral",
+                 "--protocol", "far", "--cases", "2", "--seed", "4", "--geometry", str(simulated_views / "far.json"), "--no-prepare",
+                 "--out", str(tmp_path / "bench"), "--device", "cpu", "--quiet"])
+    assert code == 0
+    with open(tmp_path / "bench" / "results.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    ap = nominal_view("ap", mask_centroid_world(spine), FAR.source_to_isocenter_mm)
+    for index, theta in enumerate(case_poses(ap, "far", 2, 4, spine)):
+        expected = case_metrics(ap.camera_from_world, ap.pose(theta), ap, FAR, target_points(spine)).mtre_mm
+        measured = [float(row["mtre_mm"]) for row in rows if row["case"] == str(index)]
+        assert len(measured) == 3 and all(abs(value - expected) < 1e-6 for value in measured)

@@ -86,7 +86,7 @@ def run_views_benchmark(
     reference = invert_rigid(nominals[0].camera_from_world)
     geometries = [geometry] + [geometry.with_view_from_reference(nominal.camera_from_world @ reference) for nominal in nominals[1:]]
     points = target_points(spine)
-    thetas, first_images, _ = simulate_cases(ct, nominals[0], geometry, protocol, cases, seed, realistic, device=device)
+    thetas, first_images, _ = simulate_cases(ct, nominals[0], geometry, protocol, cases, seed, realistic, device=device, spine=spine)
     truths = torch.stack([nominals[0].pose(theta) for theta in thetas])
     others, _ = other_view_images(ct, geometries[1:], truths, seed, realistic, device)
     rows: list[dict] = []

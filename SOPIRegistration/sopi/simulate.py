@@ -224,7 +224,8 @@ def simulate_views(
 
     All views share the isocentre (the mask's centroid, else the CT's centre) and the patient's
     pose: the true pose is drawn about view 0's nominal view and view ``k`` sees it through its
-    geometry's ``view_from_reference`` (nominal ``k`` from nominal 0; see ``docs/conventions.md``).
+    geometry's ``view_from_reference`` (nominal ``k`` from nominal 0; see ``docs/conventions.md``), so a
+    protocol drawn along the spine (``far``: needs the mask) moves the whole C-arm along it.
     The case is case ``case`` of ``sopi benchmark --views --cases cases`` with the same protocol, seed and mask; ``realistic`` makes
     every view an intra-operative X-ray with its own draws (:func:`other_view_images`), recorded per view in
     ``realism.json``.
@@ -237,16 +238,16 @@ def simulate_views(
     out = Path(out_dir)
     names = [name for view in views for name in (f"xray_{view}.mha", f"geometry_{view}.json")] + ["gt.json", "init.json"]
     names += ["realism.json"] if realistic else []
-    nominal_protocol = get_protocol(protocol)
-    if nominal_protocol.along_spine:
-        raise InputError(f"--protocol {protocol}: several views are drawn about the spine's centroid; use paper or wide")
+    if get_protocol(protocol).along_spine and mask_path is None:
+        raise InputError(f"--protocol {protocol} draws the X-ray anywhere along the spine: give the spine mask (--mask)")
     _check_case(case, cases)
     ct, spine = _read_case_inputs(ct_path, mask_path, out, names)
     isocenter = _isocenter(ct, spine)
     nominals = [nominal_view(view, isocenter, geometry.source_to_isocenter_mm) for view in views]
     reference = invert_rigid(nominals[0].camera_from_world)
     geometries = [geometry] + [geometry.with_view_from_reference(nominal.camera_from_world @ reference) for nominal in nominals[1:]]
-    thetas, first, first_draws = simulate_cases(ct, nominals[0], geometry, protocol, cases, seed, realistic, device, step_mm=step_mm, count=case + 1)
+    thetas, first, first_draws = simulate_cases(ct, nominals[0], geometry, protocol, cases, seed, realistic, device, spine=spine, step_mm=step_mm,
+                                                count=case + 1)
     # every view's draws are sequential over the cases: the cases before this one are drawn too
     truths = torch.stack([nominals[0].pose(drawn) for drawn in thetas])  # as sopi benchmark --views computes them
     theta, true_pose = thetas[case], truths[case]

@@ -283,7 +283,9 @@ def register_views(
     prepared = [(item, weight, transform) for (item, weight, _), transform in zip(views_prepared, transforms)]
     preparations = [{**record, "orientation": turned, **binned} for (_, _, record), turned, binned in zip(views_prepared, orientations, binnings)]
 
-    def run(chosen: tuple, note: str) -> _Pass:
+    def run(chosen: tuple, note: str, start: torch.Tensor | None = None) -> _Pass:
+        # no _Pass.alternatives: the joint confidence flags most correct realistic two-view results (docs/benchmarks.md,
+        # tenth session), so the search's runner-ups would be refined on most cases; not measured for several views
         views = [LinkedProblem(  # fresh ones per pass: adapting to the X-ray changes their weights
             attenuation, item.image, item.geometry, initial_pose.to(torch.float64), pivot, mask=spine, device=chosen_device,
             step_mm=step_mm, xray_weight=weight, view_from_reference=transform, exposed=exposed_field(item),
@@ -308,7 +310,7 @@ def register_views(
 
         # every view renders each candidate pose
         return stage_loop(problem, chosen, note, step, lambda joint, theta: assess_views(joint.views, theta), found, progress, cancel,
-                          renders_per_pose=len(views))
+                          renders_per_pose=len(views), start=start)
 
     from .confidence import assess_views
 
