@@ -644,10 +644,11 @@ def test_the_wider_pass_renders_only_the_rolls_beyond_the_first_search_unless_it
 
 def test_a_flagged_result_refines_the_searches_other_hypotheses_all_the_way_and_the_most_confident_wins(monkeypatch):
     """After every pass is flagged, each searched pass's other hypotheses (up to ALTERNATIVES each, none twice)
-    are refined from where they are, without a search; one wins only by the wider pass's margin."""
+    are refined from where they are, without a search; one wins only where it is trusted (not flagged)."""
     import sopi.registration.passes as passes_module
     from sopi.registration.methods import START_NOTE, WIDER_NOTE
-    from sopi.registration.passes import ALTERNATIVE_NOTE, WIDER_PASS_MARGIN, run_passes
+    from sopi.registration.confidence import LIKELY_FAILED_BELOW
+    from sopi.registration.passes import ALTERNATIVE_NOTE, run_passes
 
     monkeypatch.setattr(passes_module, "ALTERNATIVES", 2)  # the default is 1: two show the limit and the duplicates
     stages = get_method("global+opt")
@@ -656,7 +657,9 @@ def test_a_flagged_result_refines_the_searches_other_hypotheses_all_the_way_and_
     wider = [first[0] + near, torch.full((6,), -20.0, dtype=torch.float64), torch.full((6,), -40.0, dtype=torch.float64)]
     expected_starts = [first[0], first[1], wider[1]]  # the third of each is beyond the limit, the near copy not run again
     # (confidence of each alternative, in order; the winner's confidence)
-    cases = [((0.1, 0.8, 0.2), 0.8), ((0.1, 0.3 + WIDER_PASS_MARGIN / 2, 0.1), 0.3), ((0.1, 0.1, 0.4), 0.4)]
+    trusted = LIKELY_FAILED_BELOW + 0.05
+    cases = [((0.1, 0.8, 0.2), 0.8), ((0.1, LIKELY_FAILED_BELOW - 0.01, 0.1), 0.3), ((0.1, 0.1, trusted), trusted),
+             ((0.2, trusted, 0.9), 0.9)]  # flagged, more confident than the first pass: still not given
     for confidences, winner in cases:
         calls = []
 

@@ -74,9 +74,8 @@ INSTRUMENTS_NOTE = "instruments masked: "
 ALTERNATIVE_NOTE = "another hypothesis: "
 
 #: How many of each searched pass's other hypotheses (most similar first) a flagged result refines all the way: on
-#: 48 flagged realistic cases (wide and paper starts, five CTs) the best of each pass fixed both failures that the
-#: best three fixed but for a 4.9 mm near miss, for 39 % of their renders (docs/benchmarks.md, "Every hypothesis
-#: refined before a flagged result is given").
+#: 50 flagged realistic cases (wide and paper starts, five CTs) the best of each pass fixed the same failures as the
+#: best three, for 39 % of their renders (docs/benchmarks.md, "Every hypothesis refined before a flagged result is given").
 ALTERNATIVES = 1
 
 
@@ -106,9 +105,10 @@ def run_passes(
        does, and a flagged result means that ranking already failed once (docs/benchmarks.md, "Every hypothesis
        refined before a flagged result is given").
 
-    The more confident searched pass wins (the wider one and the alternatives by at least :data:`WIDER_PASS_MARGIN`),
-    or the pass from the start where it is not flagged and more confident still (below 0.5 it replaced near misses
-    of the searched passes as often as it recovered a failure); the records and iterations include every pass's."""
+    The more confident searched pass wins (the wider one by at least :data:`WIDER_PASS_MARGIN`), or a pass from the
+    start or from another hypothesis where it is not flagged and more confident still (a flagged one replaced near
+    misses and successes of the searched passes as often as it recovered a failure); the records and iterations
+    include every pass's."""
     final = run(stages, "")
     passes = [("first", final)]
     local = without_search(stages)
@@ -138,11 +138,12 @@ def run_passes(
 
 
 def _winner(passes: list[tuple[str, _Pass]]) -> _Pass:
-    """The searched passes compete on confidence, the wider one and the alternatives handicapped; the unsearched one
-    only where trusted. A result that shows the spine beats one that does not (capped, confidence.capped_by_spine_in_view),
-    whatever their confidences: every true pose shows it, so the latter is wrong for sure, the former may only be off."""
-    scored = [((_spine_shown(one.assessment), one.assessment.confidence - (WIDER_PASS_MARGIN if kind in ("wider", "alternative") else 0.0)), one)
-              for kind, one in passes if kind != "start" or not one.assessment.likely_failed]
+    """The searched passes compete on confidence, the wider one handicapped; the unsearched ones (from the start, from
+    another hypothesis) only where trusted. A result that shows the spine beats one that does not (capped,
+    confidence.capped_by_spine_in_view), whatever their confidences: every true pose shows it, so the latter is wrong
+    for sure, the former may only be off."""
+    scored = [((_spine_shown(one.assessment), one.assessment.confidence - (WIDER_PASS_MARGIN if kind == "wider" else 0.0)), one)
+              for kind, one in passes if kind not in ("start", "alternative") or not one.assessment.likely_failed]
     return max(scored, key=lambda pair: pair[0])[1]  # the first of equals
 
 
