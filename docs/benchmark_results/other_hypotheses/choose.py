@@ -1,6 +1,6 @@
-"""choose.py [K] [MARGIN]: the per-run table of docs/benchmarks.md (eleventh session) from passes.jsonl and the stored
+"""choose.py [K] [RULE]: the per-run table of docs/benchmarks.md (eleventh session) from passes.jsonl and the stored
 results: each recorded case given the most confident of its result and opt from the best K other hypotheses of each
-searched pass (handicapped by MARGIN)."""
+searched pass, which count only where not flagged (RULE "trusted", the default) or with RULE (a number) as handicap."""
 import json, glob, csv
 import sys, os
 B=os.path.join(os.path.dirname(os.path.abspath(__file__)), '..') + '/'
@@ -10,14 +10,15 @@ rows = {('ts_pelvis_ct.nii.gz','paper',0): 'spine_in_search/pelvis_paper_s0', ('
  ('popi_ct.nii.gz','paper',0): 'held_out_thorax/rejudge/popi_paper_s0', ('popi_ct.nii.gz','paper',1): 'held_out_thorax/rejudge/popi_paper_s1',
  ('sample_ct.nii.gz','wide',1): 'spine_in_search/sample_wide_s1', ('sub-ct_label-22_ct.nii.gz','wide',1): 'spine_in_search/tptbox_wide_s1',
  ('lidc_hu.nii.gz','wide',1): 'spine_in_search/lidc_wide_s1', ('sample_ct.nii.gz','wide',0): 'depth_scanned_matches/old_sample_wide_s0',
- ('sub-ct_label-22_ct.nii.gz','wide',0): 'depth_scanned_matches/old_tptbox_wide_s0', ('lidc_hu.nii.gz','wide',0): 'depth_scanned_matches/old_lidc_wide_s0'}
+ ('sub-ct_label-22_ct.nii.gz','wide',0): 'depth_scanned_matches/old_tptbox_wide_s0', ('lidc_hu.nii.gz','wide',0): 'depth_scanned_matches/old_lidc_wide_s0',
+ ('sub-ct_label-22_ct.nii.gz','paper',1): 'held_out_thorax/rejudge/paper_s1/sub-ct_label-22_ct', ('sub-ct_label-22_ct.nii.gz','paper',3): 'held_out_thorax/rejudge/paper_s3/sub-ct_label-22_ct'}
 recs = {}
 for f in [os.path.join(os.path.dirname(os.path.abspath(__file__)), 'passes.jsonl')]:
     for l in open(f):
         r = json.loads(l); recs.setdefault((r['ct'], r['protocol'], r['seed'], r['case']), r)
 def shown(d): return d['spine'] is None or d['spine'] >= 0.5
 K = int(sys.argv[1]) if len(sys.argv) > 1 else 1  # other hypotheses per searched pass
-M = float(sys.argv[2]) if len(sys.argv) > 2 else 0.05  # their handicap
+RULE = sys.argv[2] if len(sys.argv) > 2 else 'trusted'  # 'trusted': an alternative counts only where not flagged; a number: its handicap
 T = dict(n=0, bs=0, as_=0, b10=0, a10=0, bfs=0, afs=0, buf=0, auf=0, br=0, ar=0, mism=0)
 print('| CT, start, seed | before: successes, < 10 mm | after | successes flagged before → after | mean DRRs per case before → after | cases that changed (mTRE mm, confidence) |')
 print('|---|---|---|---|---|---|')
@@ -40,7 +41,10 @@ for key, d in rows.items():
             chosen = [x for v in per.values() for x in v[:K]]
             best = final
             for x in chosen:
-                if (shown(x), x['conf'] - M) > (shown(best), best['conf']): best = x
+                if RULE == 'trusted' and x['flagged']:
+                    continue
+                handicap = 0.0 if RULE == 'trusted' else float(RULE)
+                if (shown(x), x['conf'] - handicap) > (shown(best), best['conf']): best = x
             if final['flagged']:
                 arend = rend + sum(x['renders'] for x in chosen)
             am, afail, aflag, aconf = best['mtre'], best['failed'], best['flagged'], best['conf']
