@@ -40,7 +40,7 @@ def stage_loop(
     progress: Callable[[float, str], None] | None, cancel: Callable[[], bool] | None, renders_per_pose: int = 1,
     start: torch.Tensor | None = None,
 ) -> _Pass:
-    """Run ``stages`` in turn from ``theta = 0`` on ``problem`` (one view's or several views'), each
+    """Run ``stages`` in turn from ``start`` on ``problem`` (one view's or several views'), each
     stage's label prefixed with ``note``; ``step(index, stage, theta, monitor)`` runs one stage and
     returns ``(outcome, extra record fields)``. Each candidate pose renders ``renders_per_pose`` DRRs.
     ``assess(problem, theta)`` judges where the last stage ended. ``start``: the first stage's theta (default 0,
@@ -74,7 +74,7 @@ INSTRUMENTS_NOTE = "instruments masked: "
 ALTERNATIVE_NOTE = "another hypothesis: "
 
 #: How many of each searched pass's other hypotheses (most similar first) a flagged result refines all the way: on
-#: 50 flagged realistic cases (wide and paper starts, five CTs) the best of each pass fixed the same failures as the
+#: 54 flagged realistic cases (wide and paper starts, five CTs) the best of each pass fixed the same failures as the
 #: best three, for 39 % of their renders (docs/benchmarks.md, "Every hypothesis refined before a flagged result is given").
 ALTERNATIVES = 1
 
