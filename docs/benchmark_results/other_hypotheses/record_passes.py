@@ -2,7 +2,8 @@
 registered as the benchmark does (global+opt, seed SEED + I), every pass recorded; when the result is flagged, `opt`
 from up to K (env, default 3) other hypotheses of each searched pass, distinct, recorded too. Appends one JSON line per
 case to OUT. Run at commit 738f5e0 plus the plumbing of the eleventh session (`_Pass.alternatives`, `run(..., start)`),
-with `ALTERNATIVES = 0` so that the product's own pass did not run (env SOPI: the package folder)."""
+with `ALTERNATIVES = 0` so that the product's own pass did not run (env SOPI: the package folder; with the landed
+code the script turns that pass off itself)."""
 import sys, time, os, json, torch
 sys.path.insert(0, os.environ.get('SOPI', 'SOPIRegistration'))
 from sopi.io import read_ct, read_mask
@@ -13,6 +14,11 @@ from sopi.benchmark import target_points, _row
 from sopi.io_xray import XRay
 from sopi.registration import register
 import sopi.registration.api as api
+try:  # the landed code: its own runner-up pass off, this script runs the runner-ups itself
+    import sopi.registration.passes as passes
+    passes.ALTERNATIVES = 0
+except ImportError:  # the code this was first run at (738f5e0 plus the plumbing), with ALTERNATIVES = 0 in api.py
+    pass
 from sopi.registration.methods import without_search
 K = int(os.environ.get('K', '3'))
 ct_path, mask_path, protocol, seed, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
