@@ -571,15 +571,22 @@ def test_after_a_second_look_the_first_pose_is_judged_again_with_the_instruments
         assert final.records == [{"stage": note} for note in notes]
 
 
-def test_a_roll_beyond_the_first_search_is_found_by_the_wider_second_pass():
-    """ry 68 deg (a wide start's tail: the C-arm's orbit or the patient's roll) lies beyond the
-    first search's +-40 deg; the first pass ends far off and is flagged, the second finds it."""
+def _sample_case_at(theta: list[float]):
+    """The sample CT, its spine, the nominal AP start about the spine, the true pose ``theta`` (deg, mm) about it, its
+    DRR on SMALL and the spine points mTRE is measured on."""
     ct, labels = load_sample()
     spine = mask_from_labels(labels)
     start = nominal_view("ap", mask_centroid_world(spine), SMALL.source_to_isocenter_mm)
-    truth = start.pose(torch.tensor([8.0, 68.0, -10.0, 10.0, -5.0, 20.0], dtype=torch.float64))
+    truth = start.pose(torch.tensor(theta, dtype=torch.float64))
     image = render_drr(rendering_volume(ct, "hu"), SMALL, truth)
     points = torch.nonzero(spine.data)[::200].flip(-1).double() @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    return ct, spine, start, truth, image, points
+
+
+def test_a_roll_beyond_the_first_search_is_found_by_the_wider_second_pass():
+    """ry 68 deg (a wide start's tail: the C-arm's orbit or the patient's roll) lies beyond the
+    first search's +-40 deg; the first pass ends far off and is flagged, the second finds it."""
+    ct, spine, start, truth, image, points = _sample_case_at([8.0, 68.0, -10.0, 10.0, -5.0, 20.0])
     found = register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine, prepare=False)
     first = [record for record in found.stages if not record["stage"].startswith("wider")]
     second = [record for record in found.stages if record["stage"].startswith("wider search: ")]
@@ -593,12 +600,7 @@ def test_a_roll_beyond_the_first_search_is_found_by_the_wider_second_pass():
 def test_an_in_plane_turn_beyond_the_first_search_is_found_by_the_wider_second_pass():
     """rz 50 deg (the X-ray turned on the detector) lies beyond the first search's +-30 deg of in-plane turns;
     the first pass ends far off and is flagged, the second, turning to +-60 deg, finds it."""
-    ct, labels = load_sample()
-    spine = mask_from_labels(labels)
-    start = nominal_view("ap", mask_centroid_world(spine), SMALL.source_to_isocenter_mm)
-    truth = start.pose(torch.tensor([6.0, -5.0, 50.0, 8.0, -6.0, 15.0], dtype=torch.float64))
-    image = render_drr(rendering_volume(ct, "hu"), SMALL, truth)
-    points = torch.nonzero(spine.data)[::200].flip(-1).double() @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    ct, spine, start, truth, image, points = _sample_case_at([6.0, -5.0, 50.0, 8.0, -6.0, 15.0])
     found = register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine, prepare=False)
     first = [record for record in found.stages if not record["stage"].startswith("wider")]
     second = [record for record in found.stages if record["stage"].startswith("wider search: ")]
@@ -703,13 +705,8 @@ def test_a_right_hypothesis_the_search_ranked_second_is_found_once_the_result_is
     from sopi.registration.passes import ALTERNATIVE_NOTE
     from sopi.registration.global_search import GlobalOutcome
 
-    ct, labels = load_sample()
-    spine = mask_from_labels(labels)
-    start = nominal_view("ap", mask_centroid_world(spine), SMALL.source_to_isocenter_mm)
     true_theta = torch.tensor([12.0, -28.0, 20.0, 25.0, -30.0, 40.0], dtype=torch.float64)
-    truth = start.pose(true_theta)
-    image = render_drr(rendering_volume(ct, "hu"), SMALL, truth)
-    points = torch.nonzero(spine.data)[::200].flip(-1).double() @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    ct, spine, start, truth, image, points = _sample_case_at(true_theta.tolist())
     wrong = torch.tensor([-25.0, 30.0, -20.0, -60.0, 40.0, -80.0], dtype=torch.float64)
     second = true_theta + torch.tensor([2.0, -2.0, 2.0, 4.0, -4.0, 8.0], dtype=torch.float64)
     searches = []
