@@ -386,6 +386,27 @@ def test_nearby_poses_reuse_the_cached_slices():
     assert planes >= 1
 
 
+def test_the_slice_cache_drops_the_least_recently_used_set_first():
+    """With room for two plane sets, the set used again stays when a third is built (the oldest goes), and
+    renders from the cache equal a fresh projector's."""
+    volume = smooth_volume(8).to(torch.float32)
+    projector = Projector(volume, GEOMETRY, n_samples=10)
+    pose = nominal_view("ap", volume.center_world, 650.0).pose(torch.zeros(6, dtype=torch.float64))
+    with torch.no_grad():
+        projector(pose)
+    ((axis, _), (slices, _)) = next(iter(projector._slice_cache.items()))
+    plane_bytes = slices[0].numel() * slices.element_size()
+    small = Projector(volume, GEOMETRY, n_samples=10, max_cache_bytes=24 * plane_bytes)  # 10 and 11 planes fit, not 10, 11 and 12
+    with torch.no_grad():
+        for planes in (10, 11, 10, 12):  # 10 is used again before 12 is built: 11 is the least recent
+            small.n_samples = planes
+            image = small(pose)
+            fresh = Projector(volume, GEOMETRY, n_samples=planes)(pose)
+            assert torch.equal(image, fresh)
+    assert [key[1] for key in small._slice_cache] == [10, 12]
+    assert all(key[0] == axis for key in small._slice_cache)
+
+
 def test_blended_slices_interpolate_linearly_between_neighbouring_slices_and_are_zero_beyond():
     """The blend the projector caches, against its definition: at a normalised position along an axis (index
     ``((p + 1) * size - 1) / 2``, align_corners=False), the linear mix of the two neighbouring slices, zero

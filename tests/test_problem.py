@@ -290,3 +290,33 @@ def test_a_stage_that_asks_holds_the_ct_edges_at_its_start_and_releases_them():
     seen.clear()  # a stage that does not ask (opt's CMA-ES, which may end tens of mm from its start) holds nothing
     _run_stage(problem, Stage("cma-es", "gc", 1, (1.0, 2.0), 2, population=4), start, 0, Monitor(None, None, 0.0, 1.0, ""))
     assert seen and all(held is None for held in seen)
+
+
+def test_problems_sharing_projectors_reuse_the_blended_slices_and_score_alike():
+    """Two problems of one registration (its passes) with the same SharedProjectors render through copies of one
+    projector: the second blends nothing again, and both score exactly as a problem with projectors of its own.
+    New voxels (another tensor) get a projector of their own."""
+    from sopi.registration.problem import SharedProjectors
+
+    problem, volume, spine, view = _scene()
+    shared = SharedProjectors()
+    theta = _depths([-4.0, 0.0, 3.0])
+
+    def made(voxels: Volume) -> PoseProblem:
+        return PoseProblem(voxels, problem.xray, DETECTOR, view.camera_from_world, view.isocenter_world, mask=spine, projectors=shared)
+
+    first, second = made(volume), made(volume)
+    expected = problem.similarity(theta, 1, "gc")
+    assert torch.equal(first.similarity(theta, 1, "gc"), expected)
+    assert first.level(1).projector._slice_cache is second.level(1).projector._slice_cache
+    cached = dict(first.level(1).projector._slice_cache)
+    assert torch.equal(second.similarity(theta, 1, "gc"), expected)
+    assert all(second.level(1).projector._slice_cache[key] is value for key, value in cached.items())
+    search = first.attenuation_projector(DETECTOR.resized(60, 60), 2.0)
+    assert search.volume.shape[1] == 1 and second.attenuation_projector(DETECTOR, 2.0)._slice_cache is search._slice_cache
+    moved = volume.with_data(volume.data.roll(3, dims=0))
+    other = made(moved)
+    assert other.level(1).projector._slice_cache is not first.level(1).projector._slice_cache
+    alone = PoseProblem(moved, problem.xray, DETECTOR, view.camera_from_world, view.isocenter_world, mask=spine)
+    assert torch.equal(other.similarity(theta, 1, "gc"), alone.similarity(theta, 1, "gc"))
+    assert not torch.equal(alone.similarity(theta, 1, "gc"), expected)

@@ -302,6 +302,7 @@ class Projector(nn.Module):
         cacheable = not data.requires_grad and planes <= per_chunk
         key = (axis, planes)
         if cacheable and key in self._slice_cache:
+            self._slice_cache[key] = self._slice_cache.pop(key)  # the most recently used last
             yield self._slice_cache[key]
             return
         positions = low + (torch.arange(planes, dtype=torch.float64) + 0.5) * (high - low) / planes
@@ -311,9 +312,7 @@ class Projector(nn.Module):
             chunk = positions[start : start + per_chunk]
             result = (_blended_slices(data, dim, chunk), chunk.to(data))
             if cacheable:  # keep a few plane sets (pyramid levels share the cache) within the budget
-                cached_bytes = sum(entry[0].numel() * entry[0].element_size() for entry in self._slice_cache.values())
-                if cached_bytes + result[0].numel() * result[0].element_size() > self.max_cache_bytes:
-                    self._slice_cache.clear()
+                _evict_least_recent(self._slice_cache, self.max_cache_bytes - result[0].numel() * result[0].element_size())
                 self._slice_cache[key] = result
             yield result
 
@@ -368,6 +367,22 @@ class _PlaneSweep(torch.autograd.Function):
         return (grad_slices if ctx.needs_input_grad[0] else None), None, reduced[0], reduced[1], None
 
 
+def _evict_least_recent(cache: dict, budget_bytes: int) -> None:
+    """Drop the least recently used plane sets of ``cache`` (oldest first: :meth:`Projector._plane_chunks` moves
+    a set it reuses to the end) until the rest hold at most ``budget_bytes``.
+
+    The plane count follows the pose (the most oblique ray), so a registration that turns the CT uses several sets
+    per sweep axis; clearing them all whenever a new one did not fit rebuilt the blends of a full-size CT
+    (0.3-1.3 s each) about seventy times in one wide-start registration."""
+    sizes = {key: entry[0].numel() * entry[0].element_size() for key, entry in cache.items()}
+    total = sum(sizes.values())
+    for key in list(cache):
+        if total <= budget_bytes:
+            break
+        total -= sizes[key]
+        del cache[key]
+
+
 def _check_step(step_mm: float) -> None:
     if not MIN_STEP_MM <= step_mm < math.inf:
         raise InputError(f"projector: step_mm must be a finite number >= {MIN_STEP_MM} mm, got {step_mm!r}")
@@ -405,7 +420,10 @@ def _blended_slices(data: torch.Tensor, dim: int, positions: torch.Tensor) -> to
         return picked
 
     lower = lower.long().to(data.device)
-    return torch.lerp(gathered(lower), gathered(lower + 1), fraction.to(data.device)).contiguous()
+    low, high = gathered(lower), gathered(lower + 1)
+    if data.requires_grad:
+        return torch.lerp(low, high, fraction.to(data.device)).contiguous()
+    return torch.lerp(low, high, fraction.to(data.device), out=low)  # in place: a set of a full-size CT is hundreds of MB
 
 
 def _support_box_index(data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

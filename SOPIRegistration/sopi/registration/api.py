@@ -21,7 +21,7 @@ from .global_search import GlobalStage, global_search, same_hypothesis
 from .methods import FineStage, NetworkStage, Stage, default_method, get_method, needs_mask, needs_model, scaled_budgets, single_level
 from .optimizers import Monitor, OptimizerResult, adam, cma_es, line_scan, multi_start, powell
 from .passes import _Pass, run_passes, stage_loop
-from .problem import PoseProblem, default_pivot, exposed_field
+from .problem import PoseProblem, SharedProjectors, default_pivot, exposed_field
 
 __all__ = ["RegistrationResult", "load_networks", "register"]
 
@@ -202,10 +202,12 @@ def register(
         fixed, weight, preparation = prepare_fixed(fixed, attenuation, initial_pose, resolve_device(device))
     preparation = {**preparation, "orientation": orientation, **({"binned_by": binned_by} if binned_by > 1 else {})}
 
+    projectors = SharedProjectors()  # every pass renders the same voxels
+
     def run(chosen: tuple, note: str, start: torch.Tensor | None = None) -> _Pass:
         problem = PoseProblem(  # a fresh one per pass: adapting to the X-ray changes its weights
-            attenuation, fixed.image, geometry, initial_pose.to(torch.float64), pivot,
-            mask=spine, device=resolve_device(device), step_mm=step_mm, xray_weight=weight, exposed=exposed_field(fixed),
+            attenuation, fixed.image, geometry, initial_pose.to(torch.float64), pivot, mask=spine, device=resolve_device(device),
+            step_mm=step_mm, xray_weight=weight, exposed=exposed_field(fixed), projectors=projectors,
         )
         found = dict(preparation)
         scatter_checked, kept_start = False, False

@@ -36,7 +36,6 @@ import torch
 import torch.nn.functional as F
 
 from ..distances import _skew
-from ..drr import Projector
 from ..filters import dilate
 from ..geometry import CArmGeometry, project_points, rigid, transform_points
 from ..similarity import image_gradients
@@ -171,7 +170,7 @@ def global_search(
     small = level.projector.geometry
     search = _search_detector(problem, small, stage.max_extent)
     # the attenuation alone: the search matches the DRR's edges, the spine channel would be rendered for nothing
-    projector = Projector(problem.volume, search, step_mm=level.projector.step_mm).to(problem.device)
+    projector = problem.attenuation_projector(search, level.projector.step_mm)
     angles = _grid(stage.in_plane_deg, stage.in_plane_step_deg)
     depth = problem.geometry.source_to_isocenter_mm
     scales = torch.linspace(math.log((depth - stage.depth_mm) / depth), math.log((depth + stage.depth_mm) / depth), stage.depth_steps).exp().tolist()

@@ -30,7 +30,7 @@ from ..volume import Volume
 from .global_search import GlobalStage
 from .methods import DEFAULT_METHOD, METHODS, Stage, get_method, needs_mask, scaled_budgets, several_view_stages, single_level
 from .optimizers import Monitor
-from .problem import PoseProblem, default_pivot, exposed_field
+from .problem import PoseProblem, SharedProjectors, default_pivot, exposed_field
 
 __all__ = ["LinkedProblem", "MultiViewProblem", "MultiViewResult", "multiview_methods", "register_views"]
 
@@ -283,12 +283,14 @@ def register_views(
     prepared = [(item, weight, transform) for (item, weight, _), transform in zip(views_prepared, transforms)]
     preparations = [{**record, "orientation": turned, **binned} for (_, _, record), turned, binned in zip(views_prepared, orientations, binnings)]
 
+    projectors = SharedProjectors()  # every view and pass renders the same voxels
+
     def run(chosen: tuple, note: str, start: torch.Tensor | None = None) -> _Pass:
         # no _Pass.alternatives: the joint confidence flags most correct realistic two-view results (docs/benchmarks.md,
         # tenth session), so the search's runner-ups would be refined on most cases; not measured for several views
         views = [LinkedProblem(  # fresh ones per pass: adapting to the X-ray changes their weights
             attenuation, item.image, item.geometry, initial_pose.to(torch.float64), pivot, mask=spine, device=chosen_device,
-            step_mm=step_mm, xray_weight=weight, view_from_reference=transform, exposed=exposed_field(item),
+            step_mm=step_mm, xray_weight=weight, view_from_reference=transform, exposed=exposed_field(item), projectors=projectors,
         ) for item, weight, transform in prepared]
         found = [dict(record) for record in preparations]
         problem = MultiViewProblem(views)

@@ -18,7 +18,6 @@ from dataclasses import replace
 
 import torch
 
-from ..drr import Projector
 from ..geometry import CArmGeometry, invert_rigid, rigid, transform_points
 from ..similarity import image_gradients
 from ..template_matching import masked_ncc_maps, top_peaks
@@ -86,7 +85,7 @@ def align_in_view(problem, index: int, theta: torch.Tensor, stage: GlobalStage, 
     reach_cols = int(min(math.ceil(reach / du), (stage.max_extent - 1) / 2 * small.cols))
     reach_rows = int(min(math.ceil(reach / dv), (stage.max_extent - 1) / 2 * small.rows))
     search = small.padded(reach_cols, reach_rows, reach_cols, reach_rows)
-    projector = Projector(view.channels, search, step_mm=level.projector.step_mm).to(view.device)
+    projector = level.projector.on_detector(search)  # the view's voxels and blended slices
     with torch.no_grad():
         rendered = projector(pose[None].to(view.device))
         drr = rendered[:, 0] if rendered.ndim == 4 else rendered
