@@ -367,3 +367,28 @@ def test_opts_depth_scan_brings_a_pose_off_in_depth_back_along_the_ray(sample_ca
     assert METHODS["opt"][-1] == DEPTH_SCAN
     assert DEPTH_SCAN not in several_view_stages(METHODS["global+opt"])  # several views see depth themselves
     assert several_view_stages(METHODS["global+opt"]) == METHODS["global+opt"][:-1]
+
+
+def test_a_fine_ct_is_registered_binned_and_the_pose_still_found(sample_case, monkeypatch):
+    """A CT finer than WORKING_SPACING_MM renders binned (here the 1.5 mm sample with the limit at 3 mm: 2 x 2 x 2),
+    about the full mask's centroid; the pose is found as on the full grid and the result records the binning."""
+    import sopi.render
+    from sopi.registration.problem import PoseProblem
+
+    ct, spine, nominal, truth, image = sample_case
+    shapes = []
+    original = PoseProblem.__post_init__
+
+    def spy(self):
+        shapes.append((tuple(self.volume.data.shape), tuple(self.mask.data.shape)))
+        original(self)
+
+    monkeypatch.setattr(PoseProblem, "__post_init__", spy)
+    monkeypatch.setattr(sopi.render, "WORKING_SPACING_MM", 3.0)
+    points = torch.nonzero(spine.data)[::200].flip(-1).double() @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    result = register(ct, XRay(image, SMALL), initial_pose=nominal.camera_from_world, mask=spine, method="opt", device="cpu")
+    half = tuple(-(-size // 2) for size in ct.data.shape)
+    assert shapes and all(shape == (half, half) for shape in shapes)
+    assert result.ct_binned_by == (2, 2, 2) and result.to_dict()["ct_binned_by"] == [2, 2, 2]
+    assert torch.allclose(result.pivot_world, mask_centroid_world(spine))
+    assert float(mtre_mm(result.camera_from_world, truth, points)) < 1.5

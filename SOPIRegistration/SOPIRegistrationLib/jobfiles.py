@@ -47,7 +47,7 @@ def result_from_dict(data: dict):
         pivot_world=torch.tensor(data["pivot_world_mm"], dtype=torch.float64), stages=list(data.get("stages", [])),
         confidence=float(data.get("confidence", float("nan"))), likely_failed=bool(data.get("likely_failed", True)),
         confidence_details=dict(data.get("confidence_details", {})), mask_source=str(data.get("mask_source", "")),
-        xray_preparation=dict(data.get("xray_preparation", {})),
+        xray_preparation=dict(data.get("xray_preparation", {})), ct_binned_by=tuple(data.get("ct_binned_by", (1, 1, 1))),
     )
 
 

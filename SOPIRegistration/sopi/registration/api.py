@@ -14,7 +14,7 @@ from ..device import resolve_device
 from ..errors import InputError, NoVertebralColumn
 from ..geometry import CArmGeometry, nominal_view, params_to_dict
 from ..io_xray import XRay, working_xray
-from ..render import rendering_volume
+from ..render import binned_volume, rendering_volume, working_factors
 from ..nets.model_file import LoadedModel, load_model
 from ..volume import Volume
 from .global_search import GlobalStage, global_search, same_hypothesis
@@ -48,6 +48,7 @@ class RegistrationResult:
     likely_failed: bool = True
     confidence_details: dict = field(default_factory=dict)
     mask_source: str = ""  # "given", "segmented", "bone" (no vertebral column found: every bone of the body) or "none"
+    ct_binned_by: tuple[int, int, int] = (1, 1, 1)  # (i, j, k): a CT finer than WORKING_SPACING_MM renders binned
 
     def to_dict(self) -> dict:
         """The ``RESULT.json`` content."""
@@ -66,6 +67,7 @@ class RegistrationResult:
             "likely_failed": self.likely_failed,
             "confidence_details": self.confidence_details,
             "mask_source": self.mask_source,
+            "ct_binned_by": list(self.ct_binned_by),
         }
 
 
@@ -95,7 +97,8 @@ def register(
     """Register an X-ray to a CT.
 
     Args:
-        ct: CT in HU (a :class:`Volume` or a file/DICOM folder).
+        ct: CT in HU (a :class:`Volume` or a file/DICOM folder). Finer than
+            :data:`sopi.render.WORKING_SPACING_MM` along an axis, it is rendered binned (``ct_binned_by``).
         xray: the X-ray (an :class:`XRay` or a file); ``geometry`` overrides its geometry.
         initial_pose: ``camera_from_world`` to start from; else the nominal ``view``
             (``ap`` by default) about the spine centroid (or the CT centre without a mask).
@@ -193,7 +196,10 @@ def register(
     fixed, orientation = orient_xray(fixed, initial_pose, flip)
     fixed, binned_by = working_xray(fixed)
     geometry = fixed.geometry
-    attenuation = rendering_volume(ct_volume, "hu")
+    ct_binned_by = working_factors(ct_volume)  # a fine CT renders binned (the pivot above is the full mask's centroid)
+    attenuation = binned_volume(rendering_volume(ct_volume, "hu"), ct_binned_by)
+    if spine is not None:
+        spine = binned_volume(spine, ct_binned_by, "max")
     preparation: dict = {}
     weight = None
     if prepare:
@@ -278,6 +284,7 @@ def register(
         likely_failed=final.assessment.likely_failed,
         confidence_details=final.assessment.details(),
         mask_source=mask_source,
+        ct_binned_by=ct_binned_by,
     )
 
 

@@ -25,7 +25,7 @@ from ..device import resolve_device
 from ..errors import InputError
 from ..geometry import CArmGeometry, nominal_view, params_to_dict
 from ..io_xray import XRay, working_xray
-from ..render import rendering_volume
+from ..render import binned_volume, rendering_volume, working_factors
 from ..volume import Volume
 from .global_search import GlobalStage
 from .methods import DEFAULT_METHOD, METHODS, Stage, get_method, needs_mask, scaled_budgets, several_view_stages, single_level
@@ -142,6 +142,7 @@ class MultiViewResult:
     confidence_details: dict = field(default_factory=dict)
     view_confidences: list[float] = field(default_factory=list)
     mask_source: str = ""  # as RegistrationResult.mask_source
+    ct_binned_by: tuple[int, int, int] = (1, 1, 1)  # as RegistrationResult.ct_binned_by
 
     def to_dict(self) -> dict:
         """The ``RESULT.json`` content: ``matrix`` is view 0's ``camera_from_world``."""
@@ -159,6 +160,7 @@ class MultiViewResult:
             "likely_failed": self.likely_failed,
             "confidence_details": self.confidence_details,
             "mask_source": self.mask_source,
+            "ct_binned_by": list(self.ct_binned_by),
             "views": [
                 {"xray": name, "matrix": pose.tolist(), "similarity": score, "confidence": round(confidence, 4), "xray_preparation": prepared}
                 for name, pose, score, confidence, prepared in zip(
@@ -272,7 +274,10 @@ def register_views(
     geometry = fixed[0].geometry
     if spine is None:
         pivot = default_pivot(initial_pose, geometry)
-    attenuation = rendering_volume(ct_volume, "hu")
+    ct_binned_by = working_factors(ct_volume)  # as register renders a fine CT (the pivot is the full mask's)
+    attenuation = binned_volume(rendering_volume(ct_volume, "hu"), ct_binned_by)
+    if spine is not None:
+        spine = binned_volume(spine, ct_binned_by, "max")
     chosen_device = resolve_device(device)
     if prepare:  # one polarity judgement for all views (one C-arm)
         from .preparation import prepare_views
@@ -328,5 +333,5 @@ def register_views(
         view_poses=[linked.pose(theta) for linked in views], view_similarities=scores,
         xrays=[item.path or f"view {index}" for index, item in enumerate(fixed)], stages=final.records, xray_preparation=final.preparation,
         confidence=assessment.confidence, likely_failed=assessment.likely_failed, confidence_details=assessment.details(),
-        view_confidences=[view.confidence for view in assessment.views], mask_source=mask_source,
+        view_confidences=[view.confidence for view in assessment.views], mask_source=mask_source, ct_binned_by=ct_binned_by,
     )
