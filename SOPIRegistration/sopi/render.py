@@ -13,7 +13,7 @@ from .geometry import CArmGeometry
 from .preprocess import hu_to_attenuation
 from .volume import Volume
 
-__all__ = ["WORKING_SPACING_MM", "binned_volume", "render_drr", "rendering_volume", "spine_channels", "working_factors"]
+__all__ = ["WORKING_SPACING_MM", "binned_volume", "render_drr", "rendering_volume", "spine_channels", "working_factors", "working_volumes"]
 
 
 def rendering_volume(ct: Volume, attenuation: str = "hu", mask: Volume | None = None) -> Volume:
@@ -79,6 +79,14 @@ def binned_volume(volume: Volume, factors: tuple[int, int, int], reduce: str = "
         index_from_binned[axis, axis] = factor
         index_from_binned[axis, 3] = (factor - 1) / 2
     return Volume(binned, volume.world_from_index @ index_from_binned)
+
+
+def working_volumes(ct: Volume, spine: Volume | None) -> tuple[Volume, Volume | None, tuple[int, int, int]]:
+    """What registration renders of a CT in HU and its 0/1 spine mask (None: none): the attenuation volume and the mask,
+    both binned by :func:`working_factors` (block means, block maxima), and the factors ``(i, j, k)``."""
+    factors = working_factors(ct)
+    attenuation = binned_volume(rendering_volume(ct, "hu"), factors)
+    return attenuation, None if spine is None else binned_volume(spine, factors, "max"), factors
 
 
 def spine_channels(attenuation: Volume, spine: Volume, moving_image: str = "spine") -> Volume:

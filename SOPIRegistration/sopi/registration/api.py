@@ -14,7 +14,7 @@ from ..device import resolve_device
 from ..errors import InputError, NoVertebralColumn
 from ..geometry import CArmGeometry, nominal_view, params_to_dict
 from ..io_xray import XRay, working_xray
-from ..render import binned_volume, rendering_volume, working_factors
+from ..render import working_volumes
 from ..nets.model_file import LoadedModel, load_model
 from ..volume import Volume
 from .global_search import GlobalStage, global_search, same_hypothesis
@@ -196,10 +196,8 @@ def register(
     fixed, orientation = orient_xray(fixed, initial_pose, flip)
     fixed, binned_by = working_xray(fixed)
     geometry = fixed.geometry
-    ct_binned_by = working_factors(ct_volume)  # a fine CT renders binned (the pivot above is the full mask's centroid)
-    attenuation = binned_volume(rendering_volume(ct_volume, "hu"), ct_binned_by)
-    if spine is not None:
-        spine = binned_volume(spine, ct_binned_by, "max")
+    # a fine CT renders binned (the pivot above is the full mask's centroid)
+    attenuation, spine, ct_binned_by = working_volumes(ct_volume, spine)
     preparation: dict = {}
     weight = None
     if prepare:

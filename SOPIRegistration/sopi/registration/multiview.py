@@ -25,7 +25,7 @@ from ..device import resolve_device
 from ..errors import InputError
 from ..geometry import CArmGeometry, nominal_view, params_to_dict
 from ..io_xray import XRay, working_xray
-from ..render import binned_volume, rendering_volume, working_factors
+from ..render import working_volumes
 from ..volume import Volume
 from .global_search import GlobalStage
 from .methods import DEFAULT_METHOD, METHODS, Stage, get_method, needs_mask, scaled_budgets, several_view_stages, single_level
@@ -274,10 +274,8 @@ def register_views(
     geometry = fixed[0].geometry
     if spine is None:
         pivot = default_pivot(initial_pose, geometry)
-    ct_binned_by = working_factors(ct_volume)  # as register renders a fine CT (the pivot is the full mask's)
-    attenuation = binned_volume(rendering_volume(ct_volume, "hu"), ct_binned_by)
-    if spine is not None:
-        spine = binned_volume(spine, ct_binned_by, "max")
+    # as register renders a fine CT (the pivot is the full mask's)
+    attenuation, spine, ct_binned_by = working_volumes(ct_volume, spine)
     chosen_device = resolve_device(device)
     if prepare:  # one polarity judgement for all views (one C-arm)
         from .preparation import prepare_views

@@ -197,11 +197,10 @@ class PoseProblem:
             rows, cols = detector.rows, detector.cols
             coarser = max(1.0, factor * 256 / max(256, self.geometry.rows, self.geometry.cols))  # than a 256-pixel detector's pixels
             step = min(3.0, self.step_mm * coarser)
-            if self._levels:  # the same voxels: share the first level's volume, support box and blended slices
-                projector = next(iter(self._levels.values())).projector.on_detector(detector, step)
-            else:
-                sources = (self.volume.data,) if self.mask is None else (self.volume.data, self.mask.data)
-                projector = self.projectors.projector("channels", self._channels, sources, detector, step, self.device)
+            # every level (and every problem sharing the projectors) renders through one projector of these voxels:
+            # the same volume, support box and blended slices
+            sources = (self.volume.data,) if self.mask is None else (self.volume.data, self.mask.data)
+            projector = self.projectors.projector("channels", self._channels, sources, detector, step, self.device)
             fixed = resize_image(self.xray.to(torch.float32), (rows, cols)).to(self.device)
             exposed = None if self.exposed is None else resize_image(self.exposed.to(torch.float32), (rows, cols)).to(self.device)
             self._levels[factor] = _Level(projector, fixed, self._level_weight(rows, cols), exposed)
