@@ -147,19 +147,32 @@ def test_the_spine_in_view_cap_by_hand():
     assert capped_by_spine_in_view(0.1, 0.2) == 0.1  # a cap, never a raise
 
 
-@pytest.mark.parametrize("with_mask", [True, False])
-def test_probe_renders_counts_the_drrs_an_assessment_renders(monkeypatch, with_mask):
-    """``probe_renders`` against the DRRs ``assess`` actually renders (every projector call's batch, counted)."""
+@pytest.mark.parametrize("with_mask, separate", [(True, False), (True, True), (False, False)])
+def test_probe_renders_counts_the_drrs_an_assessment_renders(monkeypatch, with_mask, separate):
+    """``probe_renders`` against the DRRs ``assess`` actually renders (every projector call's batch, counted): the
+    CT's 13 with the mask's projection (a second channel, or beside them from the mask's own projector), and the
+    mask's projection at the result and the start."""
     from sopi.drr import Projector
     from sopi.registration.confidence import PROBE_RENDERS, probe_renders
+    from sopi.registration.problem import SharedProjectors
 
+    monkeypatch.setattr(SharedProjectors, "SEPARATE_MASK_BELOW", 1.0 if separate else 0.0)
     volume, spine = _phantom()
     view = nominal_view("ap", volume.center_world, TINY.source_to_isocenter_mm)
     with torch.no_grad():
         xray = Projector(volume, TINY)(view.pose(torch.zeros(1, 6, dtype=torch.float64)))[0]
     problem = PoseProblem(volume, xray, TINY, view.camera_from_world, view.isocenter_world, mask=spine if with_mask else None)
-    rendered = []
+    rendered = {"ct": 0, "mask alone": 0}
     forward = Projector.forward
-    monkeypatch.setattr(Projector, "forward", lambda self, poses: rendered.append(poses.reshape(-1, 4, 4).shape[0]) or forward(self, poses))
+
+    def counted(self, poses):
+        rendered["ct" if float(self.volume[0, 0].max()) < 1.0 else "mask alone"] += poses.reshape(-1, 4, 4).shape[0]
+        return forward(self, poses)
+
+    monkeypatch.setattr(Projector, "forward", counted)
     assess(problem, torch.tensor([1.0, -1.0, 2.0, 3.0, 1.0, -4.0], dtype=torch.float64))
-    assert sum(rendered) == probe_renders(problem) == (PROBE_RENDERS if with_mask else PROBE_RENDERS - 2)
+    if separate:
+        assert rendered == {"ct": 13, "mask alone": 13 + 2}
+    else:
+        assert rendered == {"ct": 13 + (2 if with_mask else 0), "mask alone": 0}
+    assert probe_renders(problem) == (PROBE_RENDERS if with_mask else PROBE_RENDERS - 2) == 13 + (2 if with_mask else 0)

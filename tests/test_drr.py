@@ -284,6 +284,38 @@ def test_channels_render_like_separate_volumes_and_masks_give_path_lengths():
     assert (both[:, 1] - fine).abs().max() < 0.05 * alone.max()
 
 
+def test_a_mask_on_its_ct_planes_renders_as_the_two_channel_render_does_and_skips_what_adds_nothing(monkeypatch):
+    """``planes_like``: a mask whose support box is a small part of its CT's renders with the CT's sample planes, so
+    its projection equals the mask channel of a two-channel render (the same samples; planes between its empty
+    slices and rays that miss its box only add zeros), where it differs with its own planes; it samples far fewer
+    planes and rays than the CT. A volume on another grid is refused."""
+    import sopi.drr as drr
+
+    volume = smooth_volume(7).to(torch.float32)
+    mask = torch.zeros_like(volume.data)
+    mask[9:15, 10:16, 11:18] = 1.0
+    poses = random_views(volume.center_world, 4, seed=8)
+    ct = Projector(volume, GEOMETRY, step_mm=1.3)
+    expected = Projector(volume.with_data(torch.stack([volume.data, mask])), GEOMETRY, step_mm=1.3)(poses)
+    sampled = []
+    sweep = drr._PlaneSweep.apply
+    monkeypatch.setattr(drr._PlaneSweep, "apply", lambda slices, positions, intercept, *rest: sampled.append(len(positions) * len(intercept)) or sweep(slices, positions, intercept, *rest))
+    projected = Projector(volume.with_data(mask), GEOMETRY, step_mm=1.3, planes_like=ct)(poses)
+    mask_samples = sum(sampled)
+    sampled.clear()
+    assert torch.allclose(ct(poses), expected[:, 0], rtol=1e-6, atol=1e-6)
+    ct_samples = sum(sampled)
+    assert float(projected.max()) > 1.0
+    assert torch.allclose(projected, expected[:, 1], rtol=1e-5, atol=1e-5)
+    assert torch.equal(projected > 0, expected[:, 1] > 0)
+    assert mask_samples < 0.25 * ct_samples
+    own = Projector(volume.with_data(mask), GEOMETRY, step_mm=1.3)(poses)  # its own box: other planes
+    assert not torch.allclose(own, expected[:, 1], rtol=1e-3, atol=1e-3)
+    coarse = Volume(mask[::2, ::2, ::2].contiguous(), volume.world_from_index @ torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0], dtype=torch.float64)))
+    with pytest.raises(InputError, match="planes_like"):
+        Projector(coarse, GEOMETRY, planes_like=ct)
+
+
 def test_rays_that_miss_the_support_box_are_not_sampled_and_change_no_value_or_gradient(monkeypatch):
     """On a detector wider than the volume's projection (the global search's), only the rays that meet the support
     box are sampled; DRRs (CT and mask channels) and pose gradients equal a render that samples every ray, and a

@@ -320,3 +320,37 @@ def test_problems_sharing_projectors_reuse_the_blended_slices_and_score_alike():
     alone = PoseProblem(moved, problem.xray, DETECTOR, view.camera_from_world, view.isocenter_world, mask=spine)
     assert torch.equal(other.similarity(theta, 1, "gc"), alone.similarity(theta, 1, "gc"))
     assert not torch.equal(alone.similarity(theta, 1, "gc"), expected)
+
+
+def test_a_mask_rendered_with_its_own_projector_scores_as_a_second_channel_does(monkeypatch):
+    """The two ways a level renders the spine mask (SharedProjectors.separate_mask): as a second channel of the CT's
+    projector, or with a projector of its own on the CT's planes. Similarities (region recomputed and held), their
+    pose gradients and the spine coverage agree; the choice follows the mask's share of the CT's support box."""
+    from sopi.drr import support_box_fraction
+    from sopi.registration.problem import SharedProjectors
+
+    problem, volume, spine, view = _scene()
+    theta = torch.tensor([[1.0, -2.0, 1.5, 3.0, -1.0, 4.0], [-2.0, 1.0, 0.0, -4.0, 2.0, -6.0]], dtype=torch.float64)
+    fraction = support_box_fraction(spine.data, volume.data)
+    assert 0.0 < fraction < 1.0
+    results = {}
+    for separate, below in ((True, 1.0), (False, 0.0)):
+        monkeypatch.setattr(SharedProjectors, "SEPARATE_MASK_BELOW", below)
+        made = PoseProblem(volume, problem.xray, DETECTOR, view.camera_from_world, view.isocenter_world, mask=spine)
+        level = made.level(1)
+        assert (level.spine is not None) == separate and level.projector.volume.shape[1] == (1 if separate else 2)
+        moving = theta.clone().requires_grad_()
+        scores = made.similarity(moving, 1, "gc")
+        (gradient,) = torch.autograd.grad(scores.sum(), moving)
+        made.hold_region(theta[1])
+        held = made.similarity(theta, 1, "gc")
+        made.hold_region(None)
+        results[separate] = (scores.detach(), gradient, held, made.spine_coverage(theta, 1))
+    for ours, theirs in zip(results[True], results[False]):
+        assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert float(results[True][3].min()) > 0.05  # the spine is in view: the coverage compared something
+    assert not torch.allclose(results[True][0], results[True][2])  # holding the region changed the scores
+    monkeypatch.setattr(SharedProjectors, "SEPARATE_MASK_BELOW", fraction)  # at the fraction itself: a second channel
+    assert not SharedProjectors().separate_mask(volume, spine)
+    monkeypatch.setattr(SharedProjectors, "SEPARATE_MASK_BELOW", fraction * 1.01)
+    assert SharedProjectors().separate_mask(volume, spine)

@@ -39,7 +39,7 @@ from .geometry import CArmGeometry
 from .validate import all_finite, check_allocation
 from .volume import Volume
 
-__all__ = ["Projector"]
+__all__ = ["Projector", "support_box_fraction"]
 
 #: Sweep axis (0 = i, 1 = j, 2 = k) -> (its dim in the (C, K, J, I) tensor, the
 #: normalised axes that the blended slices' W and H dims follow).
@@ -65,6 +65,10 @@ class Projector(nn.Module):
         dtype: floating type of the rendering (float32 by default).
         max_samples_per_chunk: bound on the samples processed at once.
         max_cache_bytes: bound on the cached blended slices.
+        planes_like: a projector of another volume on the same grid whose sample planes this one uses (the planes
+            span that volume's support box, not this one's): a spine mask rendered with its CT's planes sums exactly
+            the samples the CT's DRR sums, at a fraction of the cost (rays that miss the mask's own support box and
+            planes between its empty slices are skipped, as they add nothing).
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class Projector(nn.Module):
         dtype: torch.dtype = torch.float32,
         max_samples_per_chunk: int = 1 << 20,
         max_cache_bytes: int = 1 << 30,
+        planes_like: Projector | None = None,
     ) -> None:
         super().__init__()
         _check_step(step_mm)
@@ -107,6 +112,14 @@ class Projector(nn.Module):
         self.register_buffer("box_low", ((2.0 * low + 1.0) / grid_size - 1.0).to(dtype), persistent=False)
         self.register_buffer("box_high", ((2.0 * high + 1.0) / grid_size - 1.0).to(dtype), persistent=False)
         self.register_buffer("half_grid", (grid_size / 2.0).to(dtype), persistent=False)  # normalised -> index units
+        plane_low, plane_high = self.box_low, self.box_high  # the box the sample planes span
+        if planes_like is not None:
+            if tuple(planes_like.volume.shape[2:]) != tuple(data.shape[1:]) or not torch.allclose(
+                    planes_like.normalized_from_world.to(torch.float64), self.normalized_from_world.to(torch.float64)):
+                raise InputError("projector: planes_like renders another grid; expected a volume on this volume's grid")
+            plane_low, plane_high = planes_like.plane_low.to(dtype), planes_like.plane_high.to(dtype)
+        self.register_buffer("plane_low", plane_low.clone(), persistent=False)
+        self.register_buffer("plane_high", plane_high.clone(), persistent=False)
         detector_points, ray_length_mm = _detector_points_camera(geometry)
         self.register_buffer("detector_points", detector_points.to(dtype), persistent=False)  # (P, 3)
         self.register_buffer("ray_length_mm", ray_length_mm.to(dtype), persistent=False)  # (P,)
@@ -240,7 +253,7 @@ class Projector(nn.Module):
         _, (w_axis, h_axis) = _SWEEP[axis]
         along = direction[..., axis]
         along = torch.where(along.abs() < 1e-12, torch.full_like(along, 1e-12), along)  # (b, P)
-        span = float(self.box_high[axis] - self.box_low[axis])
+        span = float(self.plane_high[axis] - self.plane_low[axis])
         if self.n_samples:
             planes = self.n_samples
         else:  # enough planes that every ray's step is at most step_mm, rounded up to a few cached counts
@@ -298,7 +311,7 @@ class Projector(nn.Module):
         data = self.volume[0]  # (C, K, J, I)
         slice_bytes = data.numel() // data.shape[dim] * data.element_size()
         per_chunk = max(1, self.max_cache_bytes // max(slice_bytes, 1))
-        low, high = float(self.box_low[axis]), float(self.box_high[axis])
+        low, high = float(self.plane_low[axis]), float(self.plane_high[axis])
         cacheable = not data.requires_grad and planes <= per_chunk
         key = (axis, planes)
         if cacheable and key in self._slice_cache:
@@ -424,6 +437,16 @@ def _blended_slices(data: torch.Tensor, dim: int, positions: torch.Tensor) -> to
     if data.requires_grad:
         return torch.lerp(low, high, fraction.to(data.device)).contiguous()
     return torch.lerp(low, high, fraction.to(data.device), out=low)  # in place: a set of a full-size CT is hundreds of MB
+
+
+def support_box_fraction(inner: torch.Tensor, outer: torch.Tensor) -> float:
+    """The volume of the support box of ``inner``'s voxels over that of ``outer``'s (``(K, J, I)`` tensors on one
+    grid; 0 where ``inner`` is empty): about the share of a render of ``outer`` that a render of ``inner`` on
+    ``outer``'s planes (``planes_like``) samples."""
+    inner_low, inner_high = _support_box_index(inner[None])
+    outer_low, outer_high = _support_box_index(outer[None])
+    outer_size = float((outer_high - outer_low).prod())
+    return float((inner_high - inner_low).clamp_min(0.0).prod()) / outer_size if outer_size > 0 else 0.0
 
 
 def _support_box_index(data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -94,12 +94,12 @@ class MultiViewProblem:
         shared = [index for index, level in enumerate(levels) if _same_detector(level.projector, first)]
         scores: dict[int, torch.Tensor] = {}
         if len(shared) > 1:
-            poses = torch.cat([self.views[index].pose(theta.to(torch.float64)) for index in shared])
-            rendered = first(poses.to(self.views[0].device))
+            poses = torch.cat([self.views[index].pose(theta.to(torch.float64)) for index in shared]).to(self.views[0].device)
+            rendered = first(poses)
             for position, index in enumerate(shared):
-                part = rendered[position * len(theta):(position + 1) * len(theta)]
+                part = slice(position * len(theta), (position + 1) * len(theta))
                 view = self.views[index]
-                scores[index] = view._compare(levels[index], *view.split_channels(levels[index], part), measure)
+                scores[index] = view._compare(levels[index], *view.split_rendered(levels[index], rendered[part], poses[part]), measure)
         for index, view in enumerate(self.views):
             if index not in scores:
                 scores[index] = view.similarity(theta, self.view_factor(index, factor), measure)
