@@ -92,6 +92,36 @@ def test_scores_computed_in_blocks_of_templates_equal_each_template_scored_alone
     torch.testing.assert_close(maps, alone, rtol=0, atol=1e-6)
 
 
+def test_maps_of_images_of_awkward_sizes_are_padded_to_fast_fft_lengths_and_match_a_direct_computation():
+    """43 x 47 (primes) images are correlated on a 45 x 48 FFT grid: the maps at every corner shift, where a wrong
+    padding would wrap the window around, still match the direct computation; the length is the smallest 5-smooth."""
+    from sopi.template_matching import fast_fft_length
+
+    def smooth(n: int) -> bool:
+        for prime in (2, 3, 5):
+            while n % prime == 0:
+                n //= prime
+        return n == 1
+
+    for length in range(1, 400):
+        assert fast_fft_length(length) == next(n for n in range(length, 2 * length + 2) if smooth(n))
+    generator = torch.Generator().manual_seed(5)
+    image = torch.randn(2, 2, 43, 47, generator=generator, dtype=torch.float64)
+    template = image[0, :, 20:33, 30:41].clone() * 2.0 + 1.0
+    mask = torch.ones(13, 11, dtype=torch.bool)
+    mask[-3:, -4:] = False
+    masked = masked_ncc_maps(image[:, :1], template[None, :1], mask[None], min_fraction=0.0)
+    joint = gradient_ncc_maps(image, template[None], mask[None], min_fraction=0.0)
+    assert masked.shape == joint.shape == (2, 1, 43 - 13 + 1, 47 - 11 + 1)
+    values = template[:, mask] - template[:, mask].mean(dim=1, keepdim=True)
+    for n, row, col in [(0, 0, 0), (1, 0, 36), (0, 30, 0), (1, 30, 36), (0, 20, 30)]:
+        assert float(masked[n, 0, row, col]) == pytest.approx(_direct_ncc(image[n, 0], template[0], mask, row, col), abs=1e-9)
+        window = image[n, :, row:row + 13, col:col + 11][:, mask]
+        expected = float((window * values).sum() / torch.sqrt(window.square().sum() * values.square().sum()))
+        assert float(joint[n, 0, row, col]) == pytest.approx(expected, abs=1e-9)
+    assert float(masked[0, 0, 20, 30]) == pytest.approx(1.0, abs=1e-9)
+
+
 def test_top_peaks_are_the_largest_values_that_top_their_whole_window():
     """Against a direct definition: a peak is no smaller than every value within ``separation_px``
     (a square window, cut at the border)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["gradient_ncc_maps", "masked_ncc_maps", "top_peaks"]
+__all__ = ["fast_fft_length", "gradient_ncc_maps", "masked_ncc_maps", "top_peaks"]
 
 _TINY = 1e-12
 #: Working set of one block of templates' spectra (bytes), and the fewest templates in a block.
@@ -113,7 +113,25 @@ def _centred_templates(images: torch.Tensor, templates: torch.Tensor, masks: tor
     means = (templates * masks[:, None]).sum(dim=(-2, -1)) / weight[:, None]
     centred = (templates - means[..., None, None]) * masks[:, None]  # (K, C, h, w)
     crop = (..., slice(0, height - rows + 1), slice(0, width - cols + 1))
-    return (height, width), crop, masks, weight, centred
+    return (fast_fft_length(height), fast_fft_length(width)), crop, masks, weight, centred
+
+
+def fast_fft_length(length: int) -> int:
+    """The smallest ``n >= length`` with no prime factor above 5. The correlations are zero-padded to it: a valid shift
+    never reaches past the image, so the padding changes no score, and an FFT of a length with a large prime factor is
+    slow (the chest CT's search maps of 172 x 104 = 4 * 43 x 8 * 13: 0.28 s per batch, 0.21 s padded to 180 x 108)."""
+    best = None
+    power2 = 1
+    while best is None or power2 < best:
+        power3 = power2
+        while best is None or power3 < best:
+            power5 = power3
+            while power5 < length:
+                power5 *= 5
+            best = power5 if best is None else min(best, power5)
+            power3 *= 3
+        power2 *= 2
+    return best
 
 
 def _floored_scores(numerator: torch.Tensor, spread: torch.Tensor, energy: torch.Tensor, min_fraction: float) -> torch.Tensor:
