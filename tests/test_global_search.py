@@ -536,9 +536,14 @@ def test_a_several_view_result_shows_the_spine_only_where_every_checked_view_doe
     assert ViewsAssessment(0.3, True, [view(None), view(None)]).spine_in_view is None
 
 
-def test_a_flagged_result_gets_a_second_look_with_instruments_masked_before_the_wider_search():
+def test_a_flagged_result_gets_a_second_look_with_instruments_masked_before_the_wider_search(monkeypatch):
+    """The masked search (the first result's masked refinement, :data:`REFINE_FIRST_MASKED`, left out here: see the
+    next test)."""
+    import sopi.registration.passes as passes
     from sopi.registration.passes import INSTRUMENTS_NOTE, run_passes
     from sopi.registration.methods import START_NOTE, WIDER_NOTE
+
+    monkeypatch.setattr(passes, "REFINE_FIRST_MASKED", False)
 
     stages = get_method("global+opt")
     # (confidences of the passes run, what second_look finds, the notes of the passes run, the winner)
@@ -563,12 +568,15 @@ def test_a_flagged_result_gets_a_second_look_with_instruments_masked_before_the_
         assert final.records == [{"stage": note} for note in notes] and final.preparation == {"pass": notes[confidences.index(winner)]}
 
 
-def test_after_a_second_look_the_first_pose_is_judged_again_with_the_instruments_masked():
+def test_after_a_second_look_the_first_pose_is_judged_again_with_the_instruments_masked(monkeypatch):
     """Every pass competes under the masked X-ray's weights: the first pose, judged again on the masked pass's
     problem, wins where that judgement is the more confident (and is then not flagged: no wider search)."""
     from dataclasses import replace
 
+    import sopi.registration.passes as passes
     from sopi.registration.passes import INSTRUMENTS_NOTE, run_passes
+
+    monkeypatch.setattr(passes, "REFINE_FIRST_MASKED", False)
     from sopi.registration.confidence import LIKELY_FAILED_BELOW
     from sopi.registration.methods import START_NOTE, WIDER_NOTE
 
@@ -599,6 +607,43 @@ def test_after_a_second_look_the_first_pose_is_judged_again_with_the_instruments
         if winner == "first":  # judged with the instruments masked: the masked pass's record of what it masked
             assert final.preparation == {"pass": INSTRUMENTS_NOTE}
         assert final.records == [{"stage": note} for note in notes]
+
+
+def test_the_second_look_first_refines_the_first_result_masked_and_searches_only_when_that_is_flagged():
+    """With straight instruments found, the first result is refined (no search) from its own pose on the masked X-ray;
+    trusted, it ends the second look (no masked search, no wider one) and competes with the first pose judged again
+    on its problem; flagged, the masked search runs as before and the refinement only competes where trusted."""
+    from dataclasses import replace
+
+    from sopi.registration.confidence import LIKELY_FAILED_BELOW
+    from sopi.registration.methods import START_NOTE, WIDER_NOTE
+    from sopi.registration.passes import INSTRUMENTS_NOTE, REFINED_NOTE, run_passes
+
+    stages = get_method("global+opt")
+    # (confidences of the passes run, the first pose judged again, the notes run, the winner's pass)
+    cases = [
+        ((0.3, 0.7), 0.4, ["first", REFINED_NOTE], REFINED_NOTE),
+        ((0.3, 0.7), 0.8, ["first", REFINED_NOTE], "first"),
+        ((0.3, 0.2, 0.6), 0.1, ["first", REFINED_NOTE, INSTRUMENTS_NOTE], INSTRUMENTS_NOTE),
+        ((0.3, 0.45, 0.2, 0.1, 0.3), 0.35, ["first", REFINED_NOTE, INSTRUMENTS_NOTE, WIDER_NOTE, START_NOTE], "first"),
+    ]
+    for confidences, again, notes, winner in cases:
+        calls, starts, judged = [], [], []
+
+        def run(chosen, note, start=None):
+            calls.append(note or "first")
+            starts.append(None if start is None else float(start[0]))
+            return replace(_fake_pass(confidences[len(calls) - 1], note or "first"), problem=f"problem of {note or 'first'}")
+
+        def judge(problem, theta):
+            judged.append(problem)
+            return type("Assessment", (), {"confidence": again, "likely_failed": again < LIKELY_FAILED_BELOW, "spine_in_view": None})()
+
+        final = run_passes(run, stages, lambda: True, judge=judge)
+        assert calls == notes
+        assert starts[1] == confidences[0] and all(start is None for index, start in enumerate(starts) if index != 1)  # from the first pose
+        assert judged == [f"problem of {notes[2] if len(notes) > 2 else REFINED_NOTE}"]  # on the pass the second look kept
+        assert final.problem == f"problem of {winner}" and final.records == [{"stage": note} for note in notes]
 
 
 def _sample_case_at(theta: list[float]):

@@ -15,7 +15,7 @@ from .global_search import same_hypothesis
 from .methods import START_NOTE, WIDER_NOTE, widened, without_search
 from .optimizers import Monitor
 
-__all__ = ["ALTERNATIVES", "ALTERNATIVE_NOTE", "INSTRUMENTS_NOTE", "WIDER_PASS_MARGIN", "run_passes", "stage_loop"]
+__all__ = ["ALTERNATIVES", "ALTERNATIVE_NOTE", "INSTRUMENTS_NOTE", "REFINED_NOTE", "WIDER_PASS_MARGIN", "run_passes", "stage_loop"]
 
 
 @dataclass
@@ -70,8 +70,15 @@ WIDER_PASS_MARGIN = 0.05
 #: Prefix of the stage labels of the pass that looks again with straight instruments masked.
 INSTRUMENTS_NOTE = "instruments masked: "
 
+#: Prefix of the stage labels of the pass that first refines the first result with straight instruments masked.
+REFINED_NOTE = "instruments masked, the first result refined: "
+
 #: Prefix of the stage labels of the passes that refine the search's other hypotheses all the way.
 ALTERNATIVE_NOTE = "another hypothesis: "
+
+#: Whether the second look first refines the first result with the instruments masked (no search) and searches
+#: again only when that is flagged too (docs/benchmarks.md, 2026-12-06).
+REFINE_FIRST_MASKED = True
 
 #: How many of each searched pass's other hypotheses (most similar first) a flagged result refines all the way: on
 #: 54 flagged realistic cases (wide and paper starts, five CTs) the best of each pass fixed the same failures as the
@@ -93,7 +100,9 @@ def run_passes(
        at flagged results only, it lost none. With ``judge`` (``judge(problem, theta)``, an assessment), the
        first pass's pose is judged again on that pass's problem, so that every pass competes under the same
        weights: a smaller weight scores higher, and a right first pose flagged because of the instruments
-       lost to a worse masked one (docs/benchmarks.md, 2026-12-05);
+       lost to a worse masked one (docs/benchmarks.md, 2026-12-05). With :data:`REFINE_FIRST_MASKED`, the first
+       result is refined with them masked first (``run(without the search, REFINED_NOTE, start=theta)``); the masked
+       search runs only when that is flagged too;
     2. when every pass so far is flagged and the method has a global search to widen
        (:func:`~sopi.registration.methods.widened`), ``run(wider, WIDER_NOTE)`` from the same start;
     3. when that is flagged too, ``run(without the search, START_NOTE)``
@@ -113,10 +122,14 @@ def run_passes(
     passes = [("first", final)]
     local = without_search(stages)
     if final.assessment.likely_failed and second_look is not None and second_look():
-        masked = run(stages, INSTRUMENTS_NOTE)
+        refined = run(local, REFINED_NOTE, final.theta) if REFINE_FIRST_MASKED and local is not None else None
+        masked = refined if refined is not None and not refined.assessment.likely_failed else run(stages, INSTRUMENTS_NOTE)
         if judge is not None:  # the first pose judged as the masked one is; what was masked is what it was judged without
             passes[0] = ("first", replace(final, assessment=judge(masked.problem, final.theta), preparation=masked.preparation))
-        passes.append(("instruments", masked))
+        if refined is not None:
+            passes.append(("refined", refined))
+        if masked is not refined:
+            passes.append(("instruments", masked))
     wider = widened(stages, searched=all(record.get("searched", True) for record in final.records))
     if all(one.assessment.likely_failed for _, one in passes) and wider is not None:
         passes.append(("wider", run(wider, WIDER_NOTE)))
@@ -143,7 +156,7 @@ def _winner(passes: list[tuple[str, _Pass]]) -> _Pass:
     confidence.capped_by_spine_in_view), whatever their confidences: every true pose shows it, so the latter is wrong
     for sure, the former may only be off."""
     scored = [((_spine_shown(one.assessment), one.assessment.confidence - (WIDER_PASS_MARGIN if kind == "wider" else 0.0)), one)
-              for kind, one in passes if kind not in ("start", "alternative") or not one.assessment.likely_failed]
+              for kind, one in passes if kind not in ("start", "alternative", "refined") or not one.assessment.likely_failed]
     return max(scored, key=lambda pair: pair[0])[1]  # the first of equals
 
 
