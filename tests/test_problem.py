@@ -354,3 +354,17 @@ def test_a_mask_rendered_with_its_own_projector_scores_as_a_second_channel_does(
     assert not SharedProjectors().separate_mask(volume, spine)
     monkeypatch.setattr(SharedProjectors, "SEPARATE_MASK_BELOW", fraction * 1.01)
     assert SharedProjectors().separate_mask(volume, spine)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_mask_with_its_own_projector_scores_on_cuda_as_on_the_cpu(monkeypatch):
+    """The mask's own projector takes its planes from a CT projector already on the GPU."""
+    from sopi.registration.problem import SharedProjectors
+
+    monkeypatch.setattr(SharedProjectors, "SEPARATE_MASK_BELOW", 1.0)
+    problem, volume, spine, view = _scene()
+    theta = _depths([-4.0, 0.0, 3.0])
+    on_gpu = PoseProblem(volume, problem.xray, DETECTOR, view.camera_from_world, view.isocenter_world, mask=spine,
+                         device=torch.device("cuda"))
+    assert on_gpu.level(1).spine is not None
+    assert torch.allclose(on_gpu.similarity(theta, 1, "gc"), problem.similarity(theta, 1, "gc"), atol=1e-4)

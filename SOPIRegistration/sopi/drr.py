@@ -115,9 +115,10 @@ class Projector(nn.Module):
         plane_low, plane_high = self.box_low, self.box_high  # the box the sample planes span
         if planes_like is not None:
             if tuple(planes_like.volume.shape[2:]) != tuple(data.shape[1:]) or not torch.allclose(
-                    planes_like.normalized_from_world.to(torch.float64), self.normalized_from_world.to(torch.float64)):
+                    planes_like.normalized_from_world.cpu().to(torch.float64), self.normalized_from_world.cpu().to(torch.float64)):
                 raise InputError("projector: planes_like renders another grid; expected a volume on this volume's grid")
-            plane_low, plane_high = planes_like.plane_low.to(dtype), planes_like.plane_high.to(dtype)
+            # planes_like may live on another device already (a held CUDA projector): its box comes here, then moves with .to()
+            plane_low, plane_high = (planes_like.plane_low.to(self.box_low), planes_like.plane_high.to(self.box_high))
         self.register_buffer("plane_low", plane_low.clone(), persistent=False)
         self.register_buffer("plane_high", plane_high.clone(), persistent=False)
         detector_points, ray_length_mm = _detector_points_camera(geometry)
