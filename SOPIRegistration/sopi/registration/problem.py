@@ -78,7 +78,7 @@ class SharedProjectors:
     def separate_mask(self, volume: Volume, mask: Volume) -> bool:
         """Whether the levels render ``mask`` with a projector of its own (:attr:`SEPARATE_MASK_BELOW`)."""
         sources = (volume.data, mask.data)
-        if self._separate is None or any(old is not new for old, new in zip(self._separate[0], sources)):
+        if self._separate is None or not _same_tensors(self._separate[0], sources):
             self._separate = (sources, support_box_fraction(mask.data, volume.data) < self.SEPARATE_MASK_BELOW)
         return self._separate[1]
 
@@ -90,11 +90,15 @@ class SharedProjectors:
         ``volume`` was made from (the same objects give the held projector's copy); ``planes_like``: whose sample
         planes a new projector uses (:class:`sopi.drr.Projector`)."""
         held = self._held.get(kind)
-        if (held is None or len(held[0]) != len(sources) or any(old is not new for old, new in zip(held[0], sources))
-                or held[1].volume.device != torch.device(device)):
+        if held is None or not _same_tensors(held[0], sources) or held[1].volume.device != torch.device(device):
             held = (sources, Projector(volume, geometry, step_mm=step_mm, planes_like=planes_like).to(device))
             self._held[kind] = held
         return held[1].on_detector(geometry, step_mm)
+
+
+def _same_tensors(held: tuple[torch.Tensor, ...], sources: tuple[torch.Tensor, ...]) -> bool:
+    """Whether ``sources`` are the very tensors ``held`` (what :class:`SharedProjectors` keeps something for)."""
+    return len(held) == len(sources) and all(old is new for old, new in zip(held, sources))
 
 
 @dataclass
@@ -412,7 +416,7 @@ class PoseProblem:
             projected = self._held_masks[key].expand(len(poses), -1, -1)
         elif projected is None:
             with torch.no_grad():
-                projected = level.spine(poses)
+                projected = self._spine_projection(level, poses)
         return drr, projected
 
     def _spine_projection(self, level: _Level, poses: torch.Tensor) -> torch.Tensor:
