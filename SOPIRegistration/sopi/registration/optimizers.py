@@ -93,8 +93,27 @@ def cma_es(
     return best
 
 
+def _cma_class() -> type:
+    """``cmaes.CMA``, imported without ``scipy.stats`` where nothing has imported it yet. The package imports
+    ``scipy.stats`` only for its CMA-ES with margin (not used here) and falls back to its own functions when it
+    cannot; that import took 0.4-0.6 s of every registration's process (docs/benchmarks.md)."""
+    import sys
+
+    if "cmaes" in sys.modules:
+        return sys.modules["cmaes"].CMA
+    blocked = "scipy.stats" not in sys.modules
+    if blocked:
+        sys.modules["scipy.stats"] = None  # an import of it raises ImportError meanwhile
+    try:
+        from cmaes import CMA
+    finally:
+        if blocked and sys.modules.get("scipy.stats", 0) is None:
+            del sys.modules["scipy.stats"]
+    return CMA
+
+
 def _cma_run(loss, start, scale, generations, population, sigma, bound, seed, tolerance, patience, monitor, checkpoints=(), stop_at=None) -> OptimizerResult:
-    from cmaes import CMA
+    CMA = _cma_class()
 
     dimension = start.numel()
     bounds = np.tile([[-bound, bound]], (dimension, 1)).astype(float)
