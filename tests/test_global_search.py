@@ -229,6 +229,47 @@ def test_a_confident_start_is_kept_without_searching(far_case):
     assert float(mtre_mm(found.camera_from_world, truth, points)) < 1.0
 
 
+def test_a_start_judged_between_the_thresholds_is_kept_tentatively_and_searched_later_without_judging_it_again(far_case, monkeypatch):
+    """Under ``accept_start_above`` but at least ``tentative_start_above``, the refined start is kept as a kept start is,
+    marked tentative; below it, searched from. The search run after all (``searched_anyway``) with the judged-start
+    cache of the same registration refines and judges nothing again, and finds what a search that never kept the
+    start tentatively finds."""
+    from dataclasses import replace
+
+    import sopi.registration.global_search as global_search_module
+    from sopi.registration.global_search import GlobalStage, global_search
+    from sopi.registration.methods import searched_anyway
+    from sopi.registration.optimizers import Monitor
+    from sopi.registration.problem import PoseProblem
+
+    ct, spine, _, truth, image, _ = far_case
+    elsewhere = nominal_view("ap", mask_centroid_world(spine) + torch.tensor([0.0, 0.0, 40.0], dtype=torch.float64), SMALL.source_to_isocenter_mm)
+    near = elsewhere.pose(torch.tensor([20.0, -13.0, 19.0, 29.0, -8.0, 57.0], dtype=torch.float64))
+    problem = PoseProblem(rendering_volume(ct, "hu"), image, SMALL, near, mask_centroid_world(spine), mask=spine)
+    judged = []
+    original = global_search_module._judged_start
+    monkeypatch.setattr(global_search_module, "_judged_start", lambda *args: judged.append(1) or original(*args))
+    never = replace(GlobalStage(), accept_start_above=1.01, tentative_start_above=None)  # nothing is trusted or kept
+    alone = global_search(problem, never, Monitor(None, None))  # searched, no cache
+    assert alone.searched and not alone.tentative and 0.0 < alone.start_confidence < 1.01
+    doubted = replace(never, tentative_start_above=alone.start_confidence)  # the start's own confidence is enough
+    cache: dict = {}
+    kept = global_search(problem, doubted, Monitor(None, None), judged_starts=cache)
+    assert not kept.searched and kept.tentative and kept.start_confidence == alone.start_confidence and len(cache) == 1
+    start, _, judgements = next(iter(cache.values()))
+    assert judgements == 2 and kept.renders == start.evaluations + 2 * PROBE_RENDERS  # judged after 8 and 24 generations
+    assert len(kept.hypotheses) == 1 and torch.equal(kept.hypotheses[0][0], kept.theta)
+    count = len(judged)
+    later = global_search(problem, searched_anyway((doubted,))[0], Monitor(None, None), judged_starts=cache)
+    assert len(judged) == count  # the cached judgement, not a new one
+    assert later.searched and not later.tentative and later.start_confidence == alone.start_confidence
+    assert [float(value) for _, value in later.hypotheses] == [float(value) for _, value in alone.hypotheses]
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(later.hypotheses, alone.hypotheses))
+    assert later.renders == alone.renders - kept.renders  # the start's refinement and judgements counted once, by the first
+    above = replace(never, tentative_start_above=alone.start_confidence + 1e-6)  # just too doubtful: searched at once
+    assert global_search(problem, above, Monitor(None, None), judged_starts={}).searched
+
+
 @pytest.mark.parametrize("confidences, stops_at", [((0.9,), 8), ((0.05, 0.9), 24), ((0.05, 0.1), 24)])
 def test_a_start_not_trusted_is_refined_on_and_judged_again(monkeypatch, confidences, stops_at):
     """The start's CMA-ES is judged after ``judge_generations`` and, when not trusted, goes on to
@@ -786,7 +827,7 @@ def test_a_right_hypothesis_the_search_ranked_second_is_found_once_the_result_is
     second = true_theta + torch.tensor([2.0, -2.0, 2.0, 4.0, -4.0, 8.0], dtype=torch.float64)
     searches = []
 
-    def fake_search(problem, stage, monitor, seed=0, proposals=()):
+    def fake_search(problem, stage, monitor, seed=0, proposals=(), judged_starts=None):
         searches.append(stage)
         return GlobalOutcome(wrong, -0.3, 1, 1, True, hypotheses=[(wrong, 0.3), (second, 0.25)], renders=1)
 

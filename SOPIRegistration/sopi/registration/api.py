@@ -207,6 +207,8 @@ def register(
     preparation = {**preparation, "orientation": orientation, **({"binned_by": binned_by} if binned_by > 1 else {})}
 
     projectors = SharedProjectors()  # every pass renders the same voxels
+    judged_starts: dict[str, dict] = {"plain": {}, "masked": {}}  # every pass on the same weights judges the same start
+    plain_weight, look = weight, "plain"
 
     def run(chosen: tuple, note: str, start: torch.Tensor | None = None) -> _Pass:
         problem = PoseProblem(  # a fresh one per pass: adapting to the X-ray changes its weights
@@ -221,10 +223,11 @@ def register(
             nonlocal scatter_checked, kept_start
             if isinstance(stage, GlobalStage):
                 proposals = [theta] if index > 0 else []  # an earlier stage's pose (a network's) competes with the search's
-                outcome = global_search(problem, stage, monitor, seed + index, proposals=proposals)
+                outcome = global_search(problem, stage, monitor, seed + index, proposals=proposals, judged_starts=judged_starts[look])
                 kept_start = not outcome.searched
                 alternatives[:] = [theta for theta, _ in outcome.hypotheses if not same_hypothesis(theta, outcome.theta)]
-                extra = {"hypotheses": [round(value, 4) for _, value in outcome.hypotheses], "searched": outcome.searched}
+                extra = {"hypotheses": [round(value, 4) for _, value in outcome.hypotheses], "searched": outcome.searched,
+                         **({"tentative": True} if outcome.tentative else {})}
                 if outcome.start_confidence is not None:
                     extra["start_confidence"] = round(outcome.start_confidence, 4)
                 return outcome, extra
@@ -250,16 +253,21 @@ def register(
         finished.alternatives = alternatives
         return finished
 
-    def second_look() -> bool:
-        """From now on, the straight instruments' sides are masked too; False when none is found."""
-        nonlocal weight
+    def second_look(mask: bool = True) -> bool:
+        """From now on, the straight instruments' sides are masked too; False when none is found. ``mask=False``:
+        back to the X-ray's own weights."""
+        nonlocal weight, look
         from ..xray_prep import without_straight_instruments
 
-        masked = None if weight is None else without_straight_instruments(fixed.image, weight)
+        if not mask:
+            weight, look = plain_weight, "plain"
+            preparation.pop("straight_instruments_fraction", None)
+            return True
+        masked = None if plain_weight is None else without_straight_instruments(fixed.image, plain_weight)
         if masked is None:
             return False
-        preparation["straight_instruments_fraction"] = round(float((weight > 0).float().mean() - (masked > 0).float().mean()), 4)
-        weight = masked
+        preparation["straight_instruments_fraction"] = round(float((plain_weight > 0).float().mean() - (masked > 0).float().mean()), 4)
+        weight, look = masked, "masked"
         return True
 
     from .confidence import assess

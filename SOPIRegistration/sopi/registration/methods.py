@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from ..errors import InputError
 from .global_search import GlobalStage
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "START_NOTE", "WIDER_NOTE", "FineStage", "GlobalStage", "NetworkStage", "Stage", "default_method", "get_method", "needs_mask", "needs_model", "DEPTH_SCAN", "KEPT_START_STAGES", "scaled_budgets", "several_view_stages", "single_level", "widened", "without_search"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "START_NOTE", "WIDER_NOTE", "FineStage", "GlobalStage", "NetworkStage", "Stage", "default_method", "get_method", "needs_mask", "needs_model", "DEPTH_SCAN", "KEPT_START_STAGES", "scaled_budgets", "searched_anyway", "several_view_stages", "single_level", "widened", "without_search"]
 
 
 @dataclass(frozen=True)
@@ -201,6 +201,12 @@ def widened(stages: tuple, searched: bool = True) -> tuple | None:
     if not any(widens(stage) for stage in stages):
         return None
     return tuple(wider(stage) if widens(stage) else stage for stage in stages)
+
+
+def searched_anyway(stages: tuple) -> tuple:
+    """``stages`` with no global search keeping its start only tentatively (``GlobalStage.tentative_start_above``):
+    for the pass that searches after a tentatively kept start's result was flagged likely failed."""
+    return tuple(replace(stage, tentative_start_above=None) if isinstance(stage, GlobalStage) else stage for stage in stages)
 
 
 def without_search(stages: tuple) -> tuple | None:

@@ -305,7 +305,8 @@ def register_views(
                 from .multiview_global import joint_global_search
 
                 outcome = joint_global_search(problem, stage, monitor, seed + index)
-                return outcome, {"renders": outcome.renders, "hypotheses": [round(value, 4) for _, value in outcome.hypotheses]}
+                return outcome, {"renders": outcome.renders, "hypotheses": [round(value, 4) for _, value in outcome.hypotheses],
+                                 **({"tentative": True} if outcome.tentative else {})}
             factor = stage.level_factor(max(geometry.rows, geometry.cols))
             if prepare and index > 0 and not scatter_checked:  # the pose is close enough to judge scatter and edges
                 for number, (linked, record) in enumerate(zip(views, found)):

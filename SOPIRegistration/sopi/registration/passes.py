@@ -12,10 +12,10 @@ import torch
 
 from ..geometry import params_to_dict
 from .global_search import same_hypothesis
-from .methods import START_NOTE, WIDER_NOTE, widened, without_search
+from .methods import START_NOTE, WIDER_NOTE, searched_anyway, widened, without_search
 from .optimizers import Monitor
 
-__all__ = ["ALTERNATIVES", "ALTERNATIVE_NOTE", "INSTRUMENTS_NOTE", "REFINED_NOTE", "WIDER_PASS_MARGIN", "run_passes", "stage_loop"]
+__all__ = ["ALTERNATIVES", "ALTERNATIVE_NOTE", "INSTRUMENTS_NOTE", "REFINED_NOTE", "SEARCHED_NOTE", "WIDER_PASS_MARGIN", "run_passes", "stage_loop"]
 
 
 @dataclass
@@ -70,6 +70,10 @@ WIDER_PASS_MARGIN = 0.05
 #: Prefix of the stage labels of the pass that looks again with straight instruments masked.
 INSTRUMENTS_NOTE = "instruments masked: "
 
+#: Prefix of the stage labels of the pass that searches after all when a start kept tentatively
+#: (``GlobalStage.tentative_start_above``) ended flagged likely failed.
+SEARCHED_NOTE = "the start doubted, searched: "
+
 #: Prefix of the stage labels of the pass that first refines the first result with straight instruments masked.
 REFINED_NOTE = "instruments masked, the first result refined: "
 
@@ -87,12 +91,17 @@ ALTERNATIVES = 1
 
 
 def run_passes(
-    run: Callable[..., _Pass], stages: tuple, second_look: Callable[[], bool] | None = None,
+    run: Callable[..., _Pass], stages: tuple, second_look: Callable[..., bool] | None = None,
     judge: Callable[[object, torch.Tensor], object] | None = None,
 ) -> _Pass:
     """``run(stages, note, start=None)`` (``start``: the first stage's theta) for ``run(stages, "")``; when its result
     is flagged likely failed:
 
+    0. when its global search kept the start only tentatively (``GlobalStage.tentative_start_above``): where
+       ``second_look()`` masks straight instruments (with :data:`REFINE_FIRST_MASKED`), the tentative result is first
+       refined with them masked, and that is the result when it is trusted; otherwise ``second_look(False)`` takes
+       the mask off again and the stages run again with the search (``run(searched_anyway(stages), SEARCHED_NOTE)``),
+       the first pass from then on. The tentative pass competes only where trusted, like a pass from the start;
     1. when ``second_look()`` masks straight instruments in the X-ray (it returns True; every later pass
        runs with them masked), ``run(stages, INSTRUMENTS_NOTE)``: a retractor blade's or a wire's straight
        edges explain an X-ray better at a wrong pose than its anatomy, but masking them for every X-ray
@@ -121,11 +130,21 @@ def run_passes(
     final = run(stages, "")
     passes = [("first", final)]
     local = without_search(stages)
+    if final.assessment.likely_failed and _kept_tentatively(final):
+        passes = [("tentative", final)]  # like a pass from the start: it wins only where trusted
+        if REFINE_FIRST_MASKED and local is not None and second_look is not None and second_look():
+            passes.append(("refined", run(local, REFINED_NOTE, final.theta)))
+            if not passes[-1][1].assessment.likely_failed:
+                return _merged(passes)
+            second_look(False)  # the search after all sees the X-ray as the first pass would have
+        final = run(searched_anyway(stages), SEARCHED_NOTE)
+        passes.append(("first", final))
     if final.assessment.likely_failed and second_look is not None and second_look():
         refined = run(local, REFINED_NOTE, final.theta) if REFINE_FIRST_MASKED and local is not None else None
-        masked = refined if refined is not None and not refined.assessment.likely_failed else run(stages, INSTRUMENTS_NOTE)
+        masked = refined if refined is not None and not refined.assessment.likely_failed else run(searched_anyway(stages), INSTRUMENTS_NOTE)
         if judge is not None:  # the first pose judged as the masked one is; what was masked is what it was judged without
-            passes[0] = ("first", replace(final, assessment=judge(masked.problem, final.theta), preparation=masked.preparation))
+            at = next(index for index, (kind, _) in enumerate(passes) if kind == "first")
+            passes[at] = ("first", replace(final, assessment=judge(masked.problem, final.theta), preparation=masked.preparation))
         if refined is not None:
             passes.append(("refined", refined))
         if masked is not refined:
@@ -142,11 +161,15 @@ def run_passes(
                 if not any(same_hypothesis(theta, other) for other in tried):
                     tried.append(theta)
                     passes.append(("alternative", run(local, ALTERNATIVE_NOTE, theta)))
-    if len(passes) > 1:
-        records = [record for _, one in passes for record in one.records]
-        iterations = sum(one.iterations for _, one in passes)
-        final = _winner(passes)
-        final.records, final.iterations = records, iterations
+    return _merged(passes) if len(passes) > 1 else final
+
+
+def _merged(passes: list[tuple[str, _Pass]]) -> _Pass:
+    """The winning pass (:func:`_winner`) with every pass's records and iterations."""
+    records = [record for _, one in passes for record in one.records]
+    iterations = sum(one.iterations for _, one in passes)
+    final = _winner(passes)
+    final.records, final.iterations = records, iterations
     return final
 
 
@@ -156,8 +179,13 @@ def _winner(passes: list[tuple[str, _Pass]]) -> _Pass:
     confidence.capped_by_spine_in_view), whatever their confidences: every true pose shows it, so the latter is wrong
     for sure, the former may only be off."""
     scored = [((_spine_shown(one.assessment), one.assessment.confidence - (WIDER_PASS_MARGIN if kind == "wider" else 0.0)), one)
-              for kind, one in passes if kind not in ("start", "alternative", "refined") or not one.assessment.likely_failed]
+              for kind, one in passes if kind not in ("start", "alternative", "refined", "tentative") or not one.assessment.likely_failed]
     return max(scored, key=lambda pair: pair[0])[1]  # the first of equals
+
+
+def _kept_tentatively(one: _Pass) -> bool:
+    """Whether a pass's global search kept its start only tentatively (its record says so)."""
+    return any(record.get("tentative", False) for record in one.records)
 
 
 def _spine_shown(assessment) -> bool:

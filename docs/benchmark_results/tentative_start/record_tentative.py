@@ -1,0 +1,58 @@
+"""record_tentative.py CT MASK PROTOCOL SEED OUT [I ...]: the cases of `sopi benchmark --realistic --cases 10 --seed
+SEED` (all, or cases I), registered as the benchmark does (global+opt, seed SEED + I), every pass recorded: its label,
+mTRE, confidence, flag, time and the start's judged confidence. Appends one JSON line per case to OUT.
+Env TENTATIVE: `GlobalStage.tentative_start_above` for the run (a number; `none`: off, the code before; `default`:
+the code's own, default 0: every start not trusted outright is kept tentatively). FIRST_ONLY=1: the first pass
+alone (the start's judgement and the tentative result). SOPI: the package folder (default SOPIRegistration)."""
+import sys, time, os, json
+from dataclasses import replace
+import torch
+sys.path.insert(0, os.environ.get('SOPI', 'SOPIRegistration'))
+from sopi.io import read_ct, read_mask
+from sopi.geometry import CArmGeometry, nominal_view
+from sopi.simulate import simulate_cases
+from sopi.segment import mask_centroid_world
+from sopi.benchmark import target_points, _row
+from sopi.io_xray import XRay
+from sopi.registration import register
+import sopi.registration.api as api
+from sopi.registration.methods import METHODS, GlobalStage
+
+THRESHOLD = os.environ.get('TENTATIVE', '0')  # 'default': the code's own setting
+if THRESHOLD != 'default':
+    METHODS['global+opt'] = tuple(replace(s, tentative_start_above=None if THRESHOLD == 'none' else float(THRESHOLD))
+                                  if isinstance(s, GlobalStage) else s for s in METHODS['global+opt'])
+ct_path, mask_path, protocol, seed, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+indices = [int(x) for x in sys.argv[6:]] or list(range(10))
+geometry = CArmGeometry.preset("perlove-plx118f")
+ct = read_ct(ct_path); spine = read_mask(mask_path, ct)
+nominal = nominal_view('ap', mask_centroid_world(spine), geometry.source_to_isocenter_mm)
+points = target_points(spine)
+thetas, images, draws = simulate_cases(ct, nominal, geometry, protocol, 10, seed, True, 'cpu', spine=spine)
+orig = api.run_passes
+for index in indices:
+    log = []
+    truth = thetas[index].to(torch.float64)
+
+    def describe(kind, p, seconds):
+        r = _row('x', index, truth, p.problem.pose(p.theta), nominal.pose(truth), nominal, geometry, points, 0, p.similarity, 0)
+        start = [rec.get('start_confidence') for rec in p.records if 'start_confidence' in rec]
+        d = dict(kind=kind, mtre=r['mtre_mm'], failed=r['failed'], conf=p.assessment.confidence, flagged=p.assessment.likely_failed,
+                 renders=sum(x.get('renders', 0) for x in p.records), time=seconds,
+                 start_confidence=start[0] if start else None, tentative=any(rec.get('tentative') for rec in p.records))
+        log.append(d); print(index, d, flush=True)
+
+    def patched(run, stages, second_look=None, judge=None):
+        def logged(chosen, note, start=None):
+            t0 = time.perf_counter(); p = run(chosen, note, start); describe('pass:' + (note or 'first'), p, time.perf_counter() - t0); return p
+        if os.environ.get('FIRST_ONLY'):  # the first pass alone: the start's judgement and the tentative result
+            final = logged(stages, "")
+        else:
+            final = orig(logged, stages, second_look, judge)
+        describe('final', final, 0.0)
+        return final
+    api.run_passes = patched
+    t = time.time()
+    res = register(ct, XRay(images[index], geometry), initial_pose=nominal.camera_from_world, mask=spine, method='global+opt', device='cpu', seed=seed + index)
+    with open(out, 'a') as f:
+        f.write(json.dumps(dict(ct=os.path.basename(ct_path), protocol=protocol, seed=seed, case=index, time=time.time() - t, log=log)) + '\n')
