@@ -838,3 +838,38 @@ def test_a_right_hypothesis_the_search_ranked_second_is_found_once_the_result_is
     first_pose = start.pose(torch.tensor(list(found.stages[len(get_method("global+opt")) - 1]["params"].values()), dtype=torch.float64))
     assert float(mtre_mm(first_pose, truth, points)) > 10.0
     assert float(mtre_mm(found.camera_from_world, truth, points)) < 2.0 and not found.likely_failed
+
+
+def test_the_second_look_masks_straight_instruments_and_can_take_the_mask_off_again(monkeypatch):
+    """``register``'s second look (what ``run_passes`` calls): masked, the passes after it weigh the instruments' band
+    out and say how much was masked; ``second_look(False)`` gives the next pass the X-ray's own weights again, as a
+    start kept tentatively needs before the search it runs after all."""
+    import sopi.registration.api as api_module
+    import sopi.xray_prep as xray_prep
+    from sopi.registration.methods import Stage
+
+    ct, spine, start, _, image, _ = _sample_case_at([2.0, -1.0, 1.0, 3.0, -2.0, 4.0])
+    band = torch.zeros(SMALL.rows, SMALL.cols, dtype=torch.bool)
+    band[:, 40:44] = True
+    monkeypatch.setattr(xray_prep, "without_straight_instruments", lambda image, weight: weight * (~band).to(weight))
+    seen = {}
+
+    def fake_run_passes(run, stages, second_look=None, judge=None):
+        scan = (Stage("depth-scan", "gradient-ncc", 4, (1.0, 3.0), 1),)
+        plain = run(scan, "")
+        seen["looked"] = second_look()
+        masked = run(scan, "masked: ")
+        seen["unlooked"] = second_look(False)
+        seen["passes"] = (plain, masked, run(scan, "plain again: "))
+        return seen["passes"][-1]
+
+    monkeypatch.setattr(api_module, "run_passes", fake_run_passes)
+    register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine)
+    plain, masked, again = seen["passes"]
+    assert seen["looked"] and seen["unlooked"]
+    assert plain.problem.xray_weight is not None and bool((plain.problem.xray_weight[band] > 0).any())
+    assert bool((masked.problem.xray_weight[band] == 0).all())
+    assert torch.equal(masked.problem.xray_weight[~band], plain.problem.xray_weight[~band])
+    assert torch.equal(again.problem.xray_weight, plain.problem.xray_weight)
+    assert masked.preparation["straight_instruments_fraction"] > 0
+    assert "straight_instruments_fraction" not in plain.preparation and "straight_instruments_fraction" not in again.preparation
