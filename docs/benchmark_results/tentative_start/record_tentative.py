@@ -3,7 +3,8 @@ SEED` (all, or cases I), registered as the benchmark does (global+opt, seed SEED
 mTRE, confidence, flag, time and the start's judged confidence. Appends one JSON line per case to OUT.
 Env TENTATIVE: `GlobalStage.tentative_start_above` for the run (a number; `none`: off, the code before; `default`:
 the code's own, default 0: every start not trusted outright is kept tentatively). FIRST_ONLY=1: the first pass
-alone (the start's judgement and the tentative result). SOPI: the package folder (default SOPIRegistration)."""
+alone (the start's judgement and the tentative result). JUDGEMENTS=1: every judgement of the start (after 8, then 24
+generations) in the line too. SOPI: the package folder (default SOPIRegistration)."""
 import sys, time, os, json
 from dataclasses import replace
 import torch
@@ -30,8 +31,19 @@ nominal = nominal_view('ap', mask_centroid_world(spine), geometry.source_to_isoc
 points = target_points(spine)
 thetas, images, draws = simulate_cases(ct, nominal, geometry, protocol, 10, seed, True, 'cpu', spine=spine)
 orig = api.run_passes
+judgements = []  # JUDGEMENTS=1: every judgement of the start (confidence), in order (8, then 24 generations)
+if os.environ.get('JUDGEMENTS'):
+    import sopi.registration.global_search as global_search_module
+    _assess = global_search_module.assess
+    def _logged_assess(problem, theta, **kwargs):
+        result = _assess(problem, theta, **kwargs)
+        if 'coefficients' in kwargs:
+            judgements.append(result.confidence)
+        return result
+    global_search_module.assess = _logged_assess
 for index in indices:
     log = []
+    judgements.clear()
     truth = thetas[index].to(torch.float64)
 
     def describe(kind, p, seconds):
@@ -55,4 +67,4 @@ for index in indices:
     t = time.time()
     res = register(ct, XRay(images[index], geometry), initial_pose=nominal.camera_from_world, mask=spine, method='global+opt', device='cpu', seed=seed + index)
     with open(out, 'a') as f:
-        f.write(json.dumps(dict(ct=os.path.basename(ct_path), protocol=protocol, seed=seed, case=index, time=time.time() - t, log=log)) + '\n')
+        f.write(json.dumps(dict(ct=os.path.basename(ct_path), protocol=protocol, seed=seed, case=index, time=time.time() - t, log=log, **({'judgements': list(judgements)} if os.environ.get('JUDGEMENTS') else {}))) + '\n')
