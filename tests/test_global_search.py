@@ -4,6 +4,7 @@ stands for against projected points, and a far start recovered on the sample CT.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,7 +16,8 @@ from sopi.io_xray import XRay
 from sopi.registration import register
 from sopi.registration.confidence import PROBE_RENDERS
 from sopi.registration.global_search import _matched_pose
-from sopi.registration.methods import DEFAULT_METHOD, default_method, get_method, needs_mask
+from sopi.registration.methods import DEFAULT_METHOD, START_NOTE, WIDER_NOTE, GlobalStage, default_method, get_method, needs_mask
+from sopi.registration.passes import REFINED_NOTE, SEARCHED_NOTE, run_passes
 from sopi.render import render_drr, rendering_volume
 from sopi.sample_data import load_sample
 from sopi.segment import mask_centroid_world
@@ -497,13 +499,16 @@ def test_widened_reaches_further_in_roll_and_in_plane_for_global_searches_only()
     assert widened(roll_only, searched=False)[0].roll_beyond_deg is None
 
 
-def _fake_pass(confidence: float, label: str, spine_in_view: float | None = None):
+def _fake_pass(confidence: float, label: str, spine_in_view: float | None = None, tentative: bool = False):
+    """A pass that ended at ``confidence`` (its theta and similarity say so too); ``tentative``: its search kept the
+    start only tentatively."""
     from sopi.registration.passes import _Pass
     from sopi.registration.confidence import LIKELY_FAILED_BELOW
 
     cues = {"confidence": confidence, "likely_failed": confidence < LIKELY_FAILED_BELOW, "spine_in_view": spine_in_view}
     assessment = type("Assessment", (), cues)()
-    return _Pass(None, torch.full((6,), confidence, dtype=torch.float64), [{"stage": label}], 3, True, confidence, assessment, {"pass": label})
+    record = {"stage": label, **({"tentative": True} if tentative else {})}
+    return _Pass(None, torch.full((6,), confidence, dtype=torch.float64), [record], 3, True, confidence, assessment, {"pass": label})
 
 
 def test_a_second_wider_pass_runs_only_after_a_flagged_result_and_the_more_confident_pass_wins():
@@ -873,3 +878,84 @@ def test_the_second_look_masks_straight_instruments_and_can_take_the_mask_off_ag
     assert torch.equal(again.problem.xray_weight, plain.problem.xray_weight)
     assert masked.preparation["straight_instruments_fraction"] > 0
     assert "straight_instruments_fraction" not in plain.preparation and "straight_instruments_fraction" not in again.preparation
+
+
+# a start kept tentatively (GlobalStage.tentative_start_above) in run_passes
+
+@pytest.mark.parametrize("confidences, notes, winner", [
+    ((0.9,), [""], 0.9),  # trusted: nothing else runs
+    ((0.3, 0.8), ["", SEARCHED_NOTE], 0.8),  # flagged: searched after all, which wins
+    # flagged, searched flagged too: the wider search, then the start; the tentative pass (0.45) is more confident
+    # than the searched ones but flagged, so it cannot win, as a flagged pass from the start cannot
+    ((0.45, 0.3, 0.1, 0.2), ["", SEARCHED_NOTE, WIDER_NOTE, START_NOTE], 0.3),
+])
+def test_a_flagged_tentative_start_is_searched_after_all_and_wins_only_where_trusted(confidences, notes, winner):
+    stages = tuple(GlobalStage(tentative_start_above=0.05) if isinstance(stage, GlobalStage) else stage
+                   for stage in get_method("global+opt"))
+    calls = []
+
+    def run(chosen, note, start=None):
+        calls.append((chosen, note))
+        return _fake_pass(confidences[len(calls) - 1], note or "first", tentative=len(calls) == 1)
+
+    final = run_passes(run, stages)
+    assert [note for _, note in calls] == notes
+    assert float(final.theta[0]) == winner
+    assert [record["stage"] for record in final.records] == [note or "first" for note in notes]  # every pass recorded
+    if len(calls) > 1:
+        searched = calls[1][0]
+        assert searched[0].tentative_start_above is None and searched[1:] == stages[1:]  # the same stages, the search forced
+        assert searched[0] == replace(GlobalStage(), tentative_start_above=None)  # nothing else changed
+
+
+def test_a_pass_that_searched_is_never_run_again():
+    """Only a tentative start's record asks for the search after all: a flagged searched first pass goes on to the
+    wider search as before."""
+    stages = get_method("global+opt")
+    calls = []
+
+    def run(chosen, note, start=None):
+        calls.append(note)
+        return _fake_pass((0.3, 0.8)[len(calls) - 1], note or "first")
+
+    assert float(run_passes(run, stages).theta[0]) == 0.8 and calls == ["", WIDER_NOTE]
+
+
+@pytest.mark.parametrize("confidences, notes, looks, winner", [
+    # the tentative result refined with the instruments masked is trusted: no search at all
+    ((0.3, 0.8), ["", REFINED_NOTE], [True], 0.8),
+    # flagged too: the mask comes off, the search runs after all, then the searched result's own second look
+    ((0.3, 0.4, 0.2, 0.9), ["", REFINED_NOTE, SEARCHED_NOTE, REFINED_NOTE], [True, False, True], 0.9),
+])
+def test_a_flagged_tentative_start_with_instruments_is_refined_masked_before_anything_is_searched(confidences, notes, looks, winner):
+    stages = tuple(GlobalStage(tentative_start_above=0.05) if isinstance(stage, GlobalStage) else stage
+                   for stage in get_method("global+opt"))
+    calls, asked = [], []
+
+    def run(chosen, note, start=None):
+        calls.append((note, start))
+        return _fake_pass(confidences[len(calls) - 1], note or "first", tentative=len(calls) == 1)
+
+    def second_look(mask: bool = True) -> bool:
+        asked.append(mask)
+        return True
+
+    final = run_passes(run, stages, second_look)
+    assert [note for note, _ in calls] == notes and asked == looks
+    assert float(final.theta[0]) == winner
+    assert calls[1][1] is not None and float(calls[1][1][0]) == confidences[0]  # refined from the tentative result
+    if len(calls) > 3:
+        assert float(calls[3][1][0]) == confidences[2]  # the second look refines the searched result
+
+
+def test_without_instruments_found_a_flagged_tentative_start_is_searched_at_once():
+    stages = tuple(GlobalStage(tentative_start_above=0.05) if isinstance(stage, GlobalStage) else stage
+                   for stage in get_method("global+opt"))
+    calls, asked = [], []
+
+    def run(chosen, note, start=None):
+        calls.append(note)
+        return _fake_pass((0.3, 0.8)[len(calls) - 1], note or "first", tentative=len(calls) == 1)
+
+    final = run_passes(run, stages, lambda mask=True: asked.append(mask) or False)
+    assert calls == ["", SEARCHED_NOTE] and asked == [True] and float(final.theta[0]) == 0.8

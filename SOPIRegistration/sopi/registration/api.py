@@ -25,6 +25,8 @@ from .problem import PoseProblem, SharedProjectors, default_pivot, exposed_field
 
 __all__ = ["RegistrationResult", "load_networks", "register"]
 
+_NOT_YET = object()  # a value not computed yet (None is a result)
+
 
 @dataclass
 class RegistrationResult:
@@ -207,8 +209,8 @@ def register(
     preparation = {**preparation, "orientation": orientation, **({"binned_by": binned_by} if binned_by > 1 else {})}
 
     projectors = SharedProjectors()  # every pass renders the same voxels
-    judged_starts: dict[str, dict] = {"plain": {}, "masked": {}}  # every pass on the same weights judges the same start
-    plain_weight, look = weight, "plain"
+    judged_starts: dict[str, dict] = {"own": {}, "masked": {}}  # the same weights judge the same start
+    plain_weight, masked_weight = weight, _NOT_YET
 
     def run(chosen: tuple, note: str, start: torch.Tensor | None = None) -> _Pass:
         problem = PoseProblem(  # a fresh one per pass: adapting to the X-ray changes its weights
@@ -223,7 +225,7 @@ def register(
             nonlocal scatter_checked, kept_start
             if isinstance(stage, GlobalStage):
                 proposals = [theta] if index > 0 else []  # an earlier stage's pose (a network's) competes with the search's
-                outcome = global_search(problem, stage, monitor, seed + index, proposals=proposals, judged_starts=judged_starts[look])
+                outcome = global_search(problem, stage, monitor, seed + index, proposals=proposals, judged_starts=judged_starts["own" if weight is plain_weight else "masked"])
                 kept_start = not outcome.searched
                 alternatives[:] = [theta for theta, _ in outcome.hypotheses if not same_hypothesis(theta, outcome.theta)]
                 extra = {"hypotheses": [round(value, 4) for _, value in outcome.hypotheses], "searched": outcome.searched,
@@ -256,18 +258,19 @@ def register(
     def second_look(mask: bool = True) -> bool:
         """From now on, the straight instruments' sides are masked too; False when none is found. ``mask=False``:
         back to the X-ray's own weights."""
-        nonlocal weight, look
+        nonlocal weight, masked_weight
         from ..xray_prep import without_straight_instruments
 
         if not mask:
-            weight, look = plain_weight, "plain"
+            weight = plain_weight
             preparation.pop("straight_instruments_fraction", None)
             return True
-        masked = None if plain_weight is None else without_straight_instruments(fixed.image, plain_weight)
-        if masked is None:
+        if masked_weight is _NOT_YET:  # found once, whatever the passes ask
+            masked_weight = None if plain_weight is None else without_straight_instruments(fixed.image, plain_weight)
+        if masked_weight is None:
             return False
-        preparation["straight_instruments_fraction"] = round(float((plain_weight > 0).float().mean() - (masked > 0).float().mean()), 4)
-        weight, look = masked, "masked"
+        preparation["straight_instruments_fraction"] = round(float((plain_weight > 0).float().mean() - (masked_weight > 0).float().mean()), 4)
+        weight = masked_weight
         return True
 
     from .confidence import assess

@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -172,8 +172,7 @@ def global_search(
     if stage.accept_start_above is None:
         first = refine(origin, 0)  # the start itself competes too (chosen[0] below)
     else:
-        key = (seed, stage.judge_generations, stage.rejudge_generations, stage.refine_generations, stage.refine_px,
-               stage.refine_population, stage.refine_scale, stage.measure, stage.accept_start_above)
+        key = (seed, replace(stage, tentative_start_above=None))  # the same stage judges the same start
         cached = None if judged_starts is None else judged_starts.get(key)
         judged, assessment, judgements = cached if cached is not None else _judged_start(problem, stage, refine)
         if judged_starts is not None:
