@@ -25,7 +25,7 @@ from .io_xray import XRay
 from .simulate import simulate_cases  # noqa: F401  (re-exported: benchmarks import it from here)
 from .volume import Volume
 
-__all__ = ["CaseMetrics", "case_metrics", "initial_rows", "result_row", "run_benchmark", "simulate_cases", "target_points", "write_results"]
+__all__ = ["CaseMetrics", "benchmark_cases", "case_metrics", "initial_rows", "result_row", "run_benchmark", "simulate_cases", "target_points", "write_results"]
 
 #: The paper's failure threshold on its summed per-axis errors (deg and mm).
 FAILURE_THRESHOLD = 3.0
@@ -91,8 +91,6 @@ def run_benchmark(
     """
     from .nets.model_file import load_model
     from .registration import get_method, load_networks, register
-    from .segment import mask_centroid_world
-
     from .validate import check_outputs, check_seed
 
     if not methods:
@@ -107,12 +105,8 @@ def run_benchmark(
     loaded = {kind: load_model(path, device=device) for kind, path in given.items() if path is not None}  # once, for every case
     for method in methods:
         load_networks(method, loaded, device)  # a missing or wrong model fails before any work
-    geometry = geometry or CArmGeometry.preset("perlove-plx118f")
-    ct = read_ct(ct_path)
-    spine = read_mask(mask_path, ct)
-    nominal = nominal_view(view, mask_centroid_world(spine), geometry.source_to_isocenter_mm)
-    points = target_points(spine)
-    thetas, images, _ = simulate_cases(ct, nominal, geometry, protocol, cases, seed, realistic, device, spine=spine)
+    ct, spine, geometry, nominal, points, thetas, images = benchmark_cases(
+        ct_path, mask_path, protocol, cases, seed, realistic, device=device, view=view, geometry=geometry)
     rows = initial_rows(thetas, nominal, geometry, points)
     total, done = cases * len(methods), 0
     for method in methods:
@@ -132,6 +126,24 @@ def run_benchmark(
         "model": None if model is None else str(model), "fine_model": None if fine_model is None else str(fine_model),
     }
     return write_results(rows, out_dir, settings)
+
+
+def benchmark_cases(
+    ct_path: str | Path, mask_path: str | Path, protocol: str, cases: int, seed: int, realistic: bool, *,
+    device: torch.device | str = "cpu", view: str = "ap", geometry: CArmGeometry | None = None,
+) -> tuple[Volume, Volume, CArmGeometry, NominalView, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """The cases :func:`run_benchmark` registers, for scripts that register them otherwise:
+    ``(ct, spine, geometry, nominal, points, thetas, images)``: the CT and its spine mask, the C-arm (default the
+    paper's), the nominal ``view`` about the spine's centroid every method starts from, the spine points mTRE is
+    measured on (world mm), each case's true ``theta`` about ``nominal`` and its X-ray (:func:`simulate_cases`)."""
+    from .segment import mask_centroid_world
+
+    geometry = geometry or CArmGeometry.preset("perlove-plx118f")
+    ct = read_ct(ct_path)
+    spine = read_mask(mask_path, ct)
+    nominal = nominal_view(view, mask_centroid_world(spine), geometry.source_to_isocenter_mm)
+    thetas, images, _ = simulate_cases(ct, nominal, geometry, protocol, cases, seed, realistic, device, spine=spine)
+    return ct, spine, geometry, nominal, target_points(spine), thetas, images
 
 
 def initial_rows(thetas: Sequence[torch.Tensor], nominal: NominalView, geometry: CArmGeometry, points: torch.Tensor) -> list[dict]:

@@ -9,11 +9,7 @@ import sys, time, os, json
 from dataclasses import replace
 import torch
 sys.path.insert(0, os.environ.get('SOPI', 'SOPIRegistration'))
-from sopi.io import read_ct, read_mask
-from sopi.geometry import CArmGeometry, nominal_view
-from sopi.simulate import simulate_cases
-from sopi.segment import mask_centroid_world
-from sopi.benchmark import target_points, _row
+from sopi.benchmark import benchmark_cases, _row
 from sopi.io_xray import XRay
 from sopi.registration import register
 import sopi.registration.api as api
@@ -25,11 +21,7 @@ if THRESHOLD != 'default':
                                   if isinstance(s, GlobalStage) else s for s in METHODS['global+opt'])
 ct_path, mask_path, protocol, seed, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 indices = [int(x) for x in sys.argv[6:]] or list(range(10))
-geometry = CArmGeometry.preset("perlove-plx118f")
-ct = read_ct(ct_path); spine = read_mask(mask_path, ct)
-nominal = nominal_view('ap', mask_centroid_world(spine), geometry.source_to_isocenter_mm)
-points = target_points(spine)
-thetas, images, draws = simulate_cases(ct, nominal, geometry, protocol, 10, seed, True, 'cpu', spine=spine)
+ct, spine, geometry, nominal, points, thetas, images = benchmark_cases(ct_path, mask_path, protocol, 10, seed, True)
 orig = api.run_passes
 judgements = []  # JUDGEMENTS=1: every judgement of the start (confidence), in order (8, then 24 generations)
 if os.environ.get('JUDGEMENTS'):
