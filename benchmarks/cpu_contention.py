@@ -2,19 +2,23 @@
 """Whole ``sopi register`` wall time on a shared CPU: alone and next to a competing load.
 
 Each run is a fresh ``sopi register`` process (reading the CT, preparing the X-ray,
-registering, writing the JSON) on the sample case: the bundled sample CT, its reference
-vertebra labels as the mask, the bundled sample X-ray, method ``opt``, seed 0.
+registering, writing the JSON). By default on the sample case: the bundled sample CT, its reference
+vertebra labels as the mask, the bundled sample X-ray, method ``opt``, seed 0. With ``--ct CT
+--case FOLDER`` (a ``sopi simulate`` output: ``xray.mha``, ``init.json``) on that case instead, as
+a new user runs it: the default method, the automatic spine mask, ``--seed``.
 
 Settings compared (``--settings``):
 
 * ``torch-first``: the behaviour before issue 13 item 6: torch (and its OpenMP runtime) is
   imported before ``sopi`` can set anything, so OpenMP keeps its default wait policy
   (threads spin about 3 ms at every barrier before sleeping) and torch uses one thread per core.
-* ``sopi``: ``python -m sopi`` as shipped: importing ``sopi`` first sets
-  ``OMP_WAIT_POLICY=PASSIVE`` (sleeping, not spinning, waits); torch's default thread count.
+* ``sopi``: ``python -m sopi`` as shipped: importing ``sopi`` first sets short waits
+  (``OMP_WAIT_POLICY=PASSIVE`` with ``GOMP_SPINCOUNT=1000``: spin about 10 us, then sleep;
+  :func:`sopi.short_openmp_waits`); torch's default thread count.
 * ``threads=N``: as ``sopi`` with ``OMP_NUM_THREADS=N``.
 * ``env:NAME=VALUE,...``: as ``torch-first`` with these environment variables (for example
-  ``env:OMP_WAIT_POLICY=PASSIVE``, read by OpenMP when torch loads it).
+  ``env:OMP_WAIT_POLICY=PASSIVE``, read by OpenMP when torch loads it: sleeping at once, as shipped
+  before the short spin).
 
 Loads (``--loads``): ``none``; ``busy``: one process spinning in pure Python (one core
 taken); ``torch``: a second torch process with default settings running small parallel
@@ -58,8 +62,9 @@ LOADS = {
 }
 
 
-def register_command(setting: str, out: Path) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment of one ``sopi register`` run under ``setting``."""
+def register_command(setting: str, out: Path, case: tuple[Path, Path, int] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of one ``sopi register`` run under ``setting``; ``case``: ``(CT, a
+    simulated case's folder, seed)`` instead of the sample case."""
     environment = dict(os.environ)
     environment["PYTHONPATH"] = str(REPO / "SOPIRegistration")
     for name in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT"):
@@ -75,12 +80,16 @@ def register_command(setting: str, out: Path) -> tuple[list[str], dict[str, str]
         "--mask", str(SAMPLE / "sample_ct_vertebrae.nii.gz"), "--method", "opt", "--seed", "0",
         "--out", str(out), "--quiet",
     ]  # fmt: skip
+    if case is not None:
+        ct, folder, seed = case
+        arguments = ["register", "--ct", str(ct), "--xray", str(folder / "xray.mha"), "--init", str(folder / "init.json"),
+                     "--seed", str(seed), "--out", str(out), "--quiet"]
     return [sys.executable, "-c", f"import sys; sys.argv = ['sopi', *sys.argv[1:]]; {boot}", *arguments], environment
 
 
-def timed_run(setting: str, folder: Path) -> float:
+def timed_run(setting: str, folder: Path, case: tuple[Path, Path, int] | None = None) -> float:
     """Wall seconds of one ``sopi register`` process (raises if it fails)."""
-    command, environment = register_command(setting, folder / "result.json")
+    command, environment = register_command(setting, folder / "result.json", case)
     started = time.perf_counter()
     completed = subprocess.run(command, env=environment, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
@@ -93,7 +102,7 @@ def start_load(load: str) -> subprocess.Popen | None:
     """Start the competing process for ``load`` (None for ``none``)."""
     if load == "none":
         return None
-    environment = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    environment = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
     process = subprocess.Popen([sys.executable, "-c", LOADS[load]], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(2.0)  # let it import torch and reach its loop
     return process
@@ -105,7 +114,7 @@ def stop_load(process: subprocess.Popen | None) -> None:
         process.wait()
 
 
-def measure(settings: list[str], loads: list[str], repeats: int) -> dict[tuple[str, str], list[float]]:
+def measure(settings: list[str], loads: list[str], repeats: int, case: tuple[Path, Path, int] | None = None) -> dict[tuple[str, str], list[float]]:
     """Wall times per (load, setting); settings interleaved within each repeat."""
     times: dict[tuple[str, str], list[float]] = {(load, setting): [] for load in loads for setting in settings}
     with tempfile.TemporaryDirectory() as folder:
@@ -115,7 +124,7 @@ def measure(settings: list[str], loads: list[str], repeats: int) -> dict[tuple[s
                 try:
                     order = settings if repeat % 2 == 0 else settings[::-1]
                     for setting in order:
-                        seconds = timed_run(setting, Path(folder))
+                        seconds = timed_run(setting, Path(folder), case)
                         times[(load, setting)].append(seconds)
                         print(f"repeat {repeat + 1} load {load} {setting}: {seconds:.1f} s", file=sys.stderr, flush=True)
                 finally:
@@ -123,7 +132,7 @@ def measure(settings: list[str], loads: list[str], repeats: int) -> dict[tuple[s
     return times
 
 
-def report(times: dict, settings: list[str], loads: list[str], load_average: tuple[float, float], argv: list[str]) -> str:
+def report(times: dict, settings: list[str], loads: list[str], load_average: tuple[float, float], argv: list[str], what: str = "the sample case") -> str:
     """The markdown section."""
     lines = [SECTION, ""]
     lines.append(
@@ -131,7 +140,7 @@ def report(times: dict, settings: list[str], loads: list[str], load_average: tup
         f"load average (1 min) at start / end {load_average[0]:.2f} / {load_average[1]:.2f} (other work shares the machine, "
         "so read the numbers as upper bounds and compare within a row)."
     )
-    lines += ["", "Median wall time of a whole `sopi register` process on the sample case (s; all runs in brackets):", ""]
+    lines += ["", f"Median wall time of a whole `sopi register` process on {what} (s; all runs in brackets):", ""]
     lines += ["| load | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
     for load in loads:
         cells = []
@@ -148,11 +157,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", nargs="+", default=["torch-first", "sopi", "threads=1"])
     parser.add_argument("--loads", nargs="+", default=["none", "busy", "torch"], choices=["none", *LOADS])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ct", type=Path, default=None, help="with --case: register this CT's simulated case")
+    parser.add_argument("--case", type=Path, default=None, help="a `sopi simulate` folder (xray.mha, init.json)")
+    parser.add_argument("--seed", type=int, default=0, help="registration seed with --case")
     parser.add_argument("--out", type=Path, default=None, help="write/replace the section in this markdown file")
     args = parser.parse_args(argv)
+    if (args.ct is None) != (args.case is None):
+        parser.error("--ct and --case go together")
+    case = None if args.case is None else (args.ct, args.case, args.seed)
+    what = "the sample case" if case is None else f"the case `{args.case.name}` of `{args.ct.name}` (seed {args.seed})"
     start = os.getloadavg()[0]
-    times = measure(args.settings, args.loads, args.repeats)
-    section = report(times, args.settings, args.loads, (start, os.getloadavg()[0]), sys.argv[1:] if argv is None else argv)
+    times = measure(args.settings, args.loads, args.repeats, case)
+    section = report(times, args.settings, args.loads, (start, os.getloadavg()[0]), sys.argv[1:] if argv is None else argv, what)
     print(section)
     if args.out:
         sys.path.insert(0, str(REPO / "benchmarks"))

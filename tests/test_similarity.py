@@ -103,6 +103,23 @@ def test_patch_ncc_matches_explicit_windows():
     assert float(patch_ncc(fixed, 2 * fixed - 1, patch_px=5)[0]) == pytest.approx(1.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("name", ["patch-ncc", "gradient-ncc"])
+def test_patch_measures_give_the_same_scores_and_gradients_with_one_x_ray_expanded_over_the_batch(name):
+    # a registration compares one X-ray with a batch of DRRs (expanded, so its statistics are computed once)
+    measure = SIMILARITIES[name]
+    fixed, moving = smooth_random(15, (1, 16, 18))[0], smooth_random(16, (4, 16, 18))
+    masks = (smooth_random(17, (4, 16, 18)) > 0.4).to(torch.float64)
+    for mask in (None, masks, masks[:1].expand(4, -1, -1)):
+        scores = []
+        for fixed_batch, mask_batch in ((fixed.expand(4, -1, -1), mask), (fixed.repeat(4, 1, 1), None if mask is None else mask.clone())):
+            leaf = moving.clone().requires_grad_(True)
+            score = measure(fixed_batch, leaf, mask_batch)
+            scores.append((score.detach(), torch.autograd.grad(score.sum(), leaf)[0]))
+        (expanded, gradient), (copied, expected) = scores
+        assert expanded.shape == (4,)
+        assert torch.allclose(expanded, copied, atol=1e-12) and torch.allclose(gradient, expected, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", sorted(SIMILARITIES))
 def test_every_measure_is_batched_differentiable_and_best_at_identity(name):
     measure = SIMILARITIES[name]

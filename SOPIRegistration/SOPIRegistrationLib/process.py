@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sopi import short_openmp_waits
 from sopi.errors import Cancelled, InputError
 
 __all__ = ["EngineProcessError", "ProcessJob", "Step", "engine_environment", "python_executable", "sopi_command"]
@@ -63,13 +64,13 @@ def sopi_command(*arguments: str | os.PathLike) -> list[str]:
 
 
 def engine_environment() -> dict[str, str]:
-    """This process's environment with the engine's folder first on ``PYTHONPATH`` and passive
-    OpenMP waits (unless set)."""
+    """This process's environment with the engine's folder first on ``PYTHONPATH`` and short
+    OpenMP waits (:func:`sopi.short_openmp_waits`; unless set)."""
     environment = dict(os.environ)
     paths = [str(ENGINE_PATH)] + [path for path in environment.get("PYTHONPATH", "").split(os.pathsep) if path]
     environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     environment["PYTHONUNBUFFERED"] = "1"
-    environment.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch's threads sleep, not spin, beside Slicer (sopi/__init__.py)
+    short_openmp_waits(environment)  # torch's threads spin briefly, then sleep, beside Slicer
     return environment
 
 

@@ -171,6 +171,12 @@ def box_mean(image: torch.Tensor, size: int) -> torch.Tensor:
     return (running(running(wide, -1), -2) / counts).to(image.dtype)
 
 
+def _one_if_shared(image: torch.Tensor | None) -> torch.Tensor | None:
+    """``(1, H, W)`` where every image of the ``(B, H, W)`` batch is the same one expanded (a zero batch
+    stride, as :meth:`torch.Tensor.expand` gives): what is computed of it is then computed once."""
+    return image[:1] if image is not None and image.shape[0] > 1 and image.stride(0) == 0 else image
+
+
 def patch_ncc(
     fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = None, patch_px: int = 9
 ) -> torch.Tensor:
@@ -180,14 +186,16 @@ def patch_ncc(
     changes across the image (non-uniform exposure, soft tissue).
     """
     fixed, moving, mask = _batched(fixed, moving, mask)
-    weights = _weights(fixed, mask)
+    fixed, mask = _one_if_shared(fixed), _one_if_shared(mask)
     pool = lambda image: box_mean(image, patch_px)  # noqa: E731
     mean_f, mean_m = pool(fixed), pool(moving)
     covariance = pool(fixed * moving) - mean_f * mean_m
     variance_f = (pool(fixed.square()) - mean_f.square()).clamp(min=0)
     variance_m = (pool(moving.square()) - mean_m.square()).clamp(min=0)
     local = covariance / torch.sqrt(variance_f * variance_m + _TINY)
-    window_weight = pool(weights)
+    if mask is None:  # every window weighs 1
+        return local.mean(dim=(-2, -1))
+    window_weight = pool(mask.to(local))
     return (window_weight * local).sum(dim=(-2, -1)) / window_weight.sum(dim=(-2, -1)).clamp(min=_EPS)
 
 
@@ -207,7 +215,7 @@ def gradient_ncc(
 ) -> torch.Tensor:
     """Patch NCC of the Sobel derivatives, averaged over the two directions."""
     fixed, moving, mask = _batched(fixed, moving, mask)
-    pairs = zip(image_gradients(fixed), image_gradients(moving))
+    pairs = zip(image_gradients(_one_if_shared(fixed)), image_gradients(moving))
     return torch.stack([patch_ncc(f, m, mask, patch_px) for f, m in pairs]).mean(0)
 
 
