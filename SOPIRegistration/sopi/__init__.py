@@ -13,9 +13,8 @@ import os as _os
 from collections.abc import MutableMapping as _MutableMapping
 
 #: Busy-wait iterations of GNU OpenMP's threads (torch's Linux wheels) before they sleep at a barrier, about 10 us:
-#: on an idle 2-core CPU, whole registrations of a full-size chest CT took 11-13 % less time than with none (sleeping
-#: at once), and 8 % more beside a busy core (OpenMP's own default, 300000, took 2-8 times longer there)
-#: (docs/benchmarks.md, "Short OpenMP waits").
+#: on an idle 2-core CPU whole registrations took 8-12 % less time than with none (sleeping at once), beside other
+#: work 3-10 % more (OpenMP's own default, 300000, took 2-8 times longer there) (docs/benchmarks.md, "Short OpenMP waits").
 OPENMP_SPIN_COUNT = 1000
 
 
