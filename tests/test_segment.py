@@ -391,3 +391,23 @@ def test_find_peaks_agrees_with_scipy_signal_on_smooth_and_flat_topped_profiles(
     profile = np.array([0, 5, 5, 5, 0, 1, 0, 9, 2, 3, 2, 8, 8])  # plateau middle 2; 5 too low; 12 at the end never counts
     np.testing.assert_array_equal(find_peaks(profile, prominence=2.0, distance=1), [2, 7])
     np.testing.assert_array_equal(find_peaks(profile, prominence=2.0, distance=6), [7])  # 2 is within 6 of the higher 7
+
+
+def test_working_grid_axes_are_the_assignment_scipy_finds_for_any_grid_orientation():
+    from scipy.optimize import linear_sum_assignment
+
+    from sopi.segment_grid import _canonical_axes
+
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(40):
+        rotation, _ = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
+        if trial < 8:  # axis-aligned grids, every permutation and direction
+            rotation = torch.eye(3, dtype=torch.float64)[torch.randperm(3, generator=generator)] * (torch.randint(0, 2, (3,), generator=generator) * 2 - 1)
+        world_from_index = torch.eye(4, dtype=torch.float64)
+        world_from_index[:3, :3] = rotation * torch.tensor([0.7, 1.3, 2.5], dtype=torch.float64)
+        perm, flip = _canonical_axes(world_from_index)
+        # canonical dimension c is LPS axis 2 - c; data dimension d is ITK index axis 2 - d
+        weight = rotation.abs().flip(0, 1).numpy()
+        rows, cols = linear_sum_assignment(-weight)
+        assert perm == [int(cols[list(rows).index(c)]) for c in range(3)]
+        assert flip == [bool(rotation[2 - c, 2 - perm[c]] < 0) for c in range(3)]
