@@ -527,3 +527,23 @@ def test_rays_the_volumes_extent_cuts_leave_through_a_side_face_at_tissue():
     chords = projector(views)  # the ball's chord (x 0.02): the rays through its core are long
     assert int((chords > 0.02 * radius).sum()) > 500
     assert not cut[chords > 0.02 * 2.0].any()  # at most grazing rays by the box's touching points
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_support_box_is_the_bounding_box_of_the_non_zero_voxels_one_voxel_wider(channels):
+    import numpy as np
+
+    from sopi.drr import _support_box_index
+
+    generator = torch.Generator().manual_seed(channels)
+    for trial in range(6):
+        data = torch.zeros(channels, 9, 11, 13)
+        for _ in range(trial + 1):  # a few voxels anywhere, in any channel, some at the grid's edge
+            c, k, j, i = (int(torch.randint(0, size, (1,), generator=generator)) for size in data.shape)
+            data[c, k, j, i] = float(torch.randn(1, generator=generator))  # negative values count too
+        index = np.argwhere(data.numpy().any(axis=0))  # (N, 3) as (k, j, i)
+        low, high = _support_box_index(data)
+        assert low.tolist() == (index.min(axis=0)[::-1] - 1.0).tolist()
+        assert high.tolist() == (index.max(axis=0)[::-1] + 1.0).tolist()
+    low, high = _support_box_index(torch.zeros(channels, 4, 5, 6))
+    assert low.tolist() == high.tolist() == [0.0, 0.0, 0.0]

@@ -452,15 +452,15 @@ def support_box_fraction(inner: torch.Tensor, outer: torch.Tensor) -> float:
 
 def _support_box_index(data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Index-space box ``[low, high]`` (I, J, K order) outside which the interpolant is zero."""
-    occupied = (data != 0).any(dim=0)  # (K, J, I)
-    if not occupied.any():  # nothing to integrate: an empty box
+    occupied = (data[0] != 0) if data.shape[0] == 1 else (data != 0).any(dim=0)  # (K, J, I)
+    rows = occupied.any(dim=2)  # (K, J): two passes over the voxels instead of three (0.1 s each on a chest CT)
+    if not rows.any():  # nothing to integrate: an empty box
         return torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
     lows, highs = [], []
-    for axis in (2, 1, 0):  # i, j, k
-        other = tuple(a for a in range(3) if a != axis)
-        present = torch.nonzero(occupied.any(dim=other)).flatten()
-        lows.append(float(present.min()) - 1.0)
-        highs.append(float(present.max()) + 1.0)
+    for present in (occupied.any(dim=0).any(dim=0), rows.any(dim=0), rows.any(dim=1)):  # i, j, k
+        index = torch.nonzero(present).flatten()
+        lows.append(float(index.min()) - 1.0)
+        highs.append(float(index.max()) + 1.0)
     return torch.tensor(lows, dtype=torch.float64), torch.tensor(highs, dtype=torch.float64)
 
 
