@@ -561,3 +561,14 @@ def test_shipped_sample_xray_is_the_drr_at_its_recorded_pose():
     ct, _ = load_sample()
     expected = render_drr(rendering_volume(ct, "hu"), xray.geometry, pose)
     torch.testing.assert_close(xray.image, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("pixel_type", [np.int16, np.uint16, np.int32, np.uint8, np.float32, np.float64])
+def test_read_ct_gives_float32_voxels_equal_to_the_file_and_its_own_copy(tmp_path: Path, pixel_type) -> None:
+    values = (np.arange(4 * 5 * 6).reshape(4, 5, 6) * 37 % 1500).astype(pixel_type)
+    path = _write_sitk(tmp_path / "ct.nrrd", sitk.GetImageFromArray(values))
+    ct = read_ct(path)
+    assert ct.data.dtype == torch.float32 and tuple(ct.data.shape) == (4, 5, 6)
+    assert np.array_equal(ct.data.numpy(), values.astype(np.float32))
+    ct.data[0, 0, 0] = -999.0  # writable, and no other reader shares it
+    assert float(read_ct(path).data[0, 0, 0]) == float(values[0, 0, 0])

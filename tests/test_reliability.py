@@ -395,3 +395,18 @@ def test_model_that_holds_code_is_refused_in_one_line(files, capsys, tmp_path):
             "--method", "rtpi", "--model", weights, "--out", tmp_path / "r.json"]
     message = refused(capsys, args, [weights], [tmp_path / "r.json"])
     assert "not a SOPIRegistration model file" in message and "refused" in message and "weights_only" not in message
+
+
+def test_ct_content_check_on_a_large_volume_judges_its_percentiles_from_a_subsample():
+    from sopi.errors import InputError
+    from sopi.validate import check_ct_content
+
+    generator = torch.Generator().manual_seed(0)
+    flat = torch.full((40, 100, 100), 40.0) + torch.randn(40, 100, 100, generator=generator)  # 400 000 voxels of soft tissue
+    flat[0, :5] = 1500.0  # a few bright voxels (under 1 %) do not make it a CT of anatomy
+    with pytest.raises(InputError, match="barely vary"):
+        check_ct_content(flat, "flat.nii.gz")
+    anatomy = flat.clone()
+    anatomy[:, :, :30] = -1000.0  # air beside the body
+    anatomy[:, 40:50, 40:50] = 700.0  # bone
+    check_ct_content(anatomy, "anatomy.nii.gz")

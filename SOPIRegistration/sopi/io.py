@@ -16,6 +16,7 @@ a series: the whole series it belongs to is read). Written volumes are
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -219,9 +220,21 @@ def read_ct(path: str | Path) -> Volume:
     rescale slope/intercept are applied by SimpleITK, so values are HU.
     """
     image, path = _read_volume_image(path, "a CT volume")
-    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
-    check_finite(array, path, "the CT")
-    return Volume(torch.from_numpy(np.ascontiguousarray(array)), _affine(image))
+    view = sitk.GetArrayViewFromImage(image)  # the image's own buffer, read-only: checked, then copied once
+    check_finite(view, path, "the CT")
+    return Volume(_float32_copy(view), _affine(image))
+
+
+def _float32_copy(array: np.ndarray) -> torch.Tensor:
+    """A float32 tensor copy of ``array``: torch's conversion (multi-threaded; 0.04 s for a 512 x 512 x 141 int16 CT,
+    where numpy's ``astype`` took 0.3 s), or numpy's for a type torch does not hold."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "not writable": the tensor only reads it, for the copy
+            source = torch.from_numpy(array)
+        return source.to(torch.float32, copy=True)
+    except (TypeError, RuntimeError):
+        return torch.from_numpy(array.astype(np.float32))
 
 
 def _affine(image: sitk.Image) -> torch.Tensor:

@@ -196,8 +196,8 @@ def check_ct_content(data: torch.Tensor, source: str) -> None:
     rendered into an X-ray with no structure to register.
     """
     sample = data.reshape(-1)
-    if sample.numel() > 1_000_000:  # a regular subsample is plenty for percentiles
-        sample = sample[:: sample.numel() // 1_000_000 + 1]
+    if sample.numel() > 200_000:  # a regular subsample is plenty for percentiles (sorting a million took 0.05 s)
+        sample = sample[:: sample.numel() // 200_000 + 1]
     sample = sample.to(torch.float32)
     low, high = (float(v) for v in torch.quantile(sample, torch.tensor([0.01, 0.99])))
     if high - low < 100.0:
