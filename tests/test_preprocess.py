@@ -47,6 +47,10 @@ def test_hu_to_attenuation_values() -> None:
     # With the threshold off, values below -1000 HU clamp to 0 instead of going negative.
     torch.testing.assert_close(hu_to_attenuation(torch.tensor([-1500.0, -500.0]), min_hu=-5000.0), torch.tensor([0.0, 0.5 * water]))
     torch.testing.assert_close(hu_to_attenuation(torch.tensor([0.0]), mu_water_per_mm=0.02), torch.tensor([0.02]))
+    for given in (hu, hu.double(), torch.tensor([-1500, -100, 300], dtype=torch.int16)):  # the caller's HU are left as they were
+        kept = given.clone()
+        hu_to_attenuation(given)
+        assert torch.equal(given, kept)
 
 
 # --------------------------------------------------------------------------- crop and resample

@@ -35,8 +35,9 @@ def hu_to_attenuation(
     Integer input gives float32; floating input keeps its dtype.
     """
     hu = hu if hu.is_floating_point() else hu.to(torch.float32)
-    mu = mu_water_per_mm * (1.0 + hu / 1000.0)
-    return torch.where(hu < min_hu, torch.zeros_like(mu), mu).clamp_min(0.0)
+    mu = hu / 1000.0  # then in place, the same operations in the same order: a CT-sized tensor is made once, not five times
+    mu.add_(1.0).mul_(mu_water_per_mm)
+    return mu.masked_fill_(hu < min_hu, 0.0).clamp_min_(0.0)
 
 
 def _three(values: float | Sequence[float] | torch.Tensor, name: str) -> torch.Tensor:
