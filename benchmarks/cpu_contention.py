@@ -75,12 +75,13 @@ def register_command(setting: str, out: Path, case: tuple[Path, Path, int] | Non
     if setting.startswith("env:"):  # env:NAME=VALUE,NAME=VALUE: torch-first with these variables
         boot = BOOT["torch-first"]
         environment.update(pair.split("=", 1) for pair in setting[4:].split(","))
-    arguments = [
-        "register", "--ct", str(SAMPLE / "sample_ct.nii.gz"), "--xray", str(SAMPLE / "sample_xray.mha"),
-        "--mask", str(SAMPLE / "sample_ct_vertebrae.nii.gz"), "--method", "opt", "--seed", "0",
-        "--out", str(out), "--quiet",
-    ]  # fmt: skip
-    if case is not None:
+    if case is None:
+        arguments = [
+            "register", "--ct", str(SAMPLE / "sample_ct.nii.gz"), "--xray", str(SAMPLE / "sample_xray.mha"),
+            "--mask", str(SAMPLE / "sample_ct_vertebrae.nii.gz"), "--method", "opt", "--seed", "0",
+            "--out", str(out), "--quiet",
+        ]  # fmt: skip
+    else:
         ct, folder, seed = case
         arguments = ["register", "--ct", str(ct), "--xray", str(folder / "xray.mha"), "--init", str(folder / "init.json"),
                      "--seed", str(seed), "--out", str(out), "--quiet"]
@@ -164,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if (args.ct is None) != (args.case is None):
         parser.error("--ct and --case go together")
+    if args.case is not None and args.out is not None:
+        parser.error("--out replaces the sample case's section; print a --case run and copy what you need")
     case = None if args.case is None else (args.ct, args.case, args.seed)
     what = "the sample case" if case is None else f"the case `{args.case.name}` of `{args.ct.name}` (seed {args.seed})"
     start = os.getloadavg()[0]

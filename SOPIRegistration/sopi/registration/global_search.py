@@ -149,9 +149,9 @@ def global_search(
 
     ``proposals``: thetas from elsewhere (a network's estimate) refined and ranked with the
     search's own hypotheses; like them, they must beat the refined start by ``start_margin``.
-    ``judged_starts``: a cache of judged starts shared by the passes of one registration, valid only while
-    ``problem``'s X-ray, weights and start stay the same (the caller empties it when they change): a start kept
-    tentatively and then searched after all is not refined and judged twice.
+    ``judged_starts``: a cache of judged starts shared by the passes of one registration, valid only for
+    ``problem``'s X-ray, weights and start (the caller keeps one per X-ray weighting): a start kept tentatively and
+    then searched after all is not refined and judged twice.
     """
     score = _FFT_SCORES.get(stage.fft_score)
     if score is None:
