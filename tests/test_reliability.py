@@ -121,6 +121,30 @@ def test_truncated_and_corrupt_compressed_files_are_refused(files, capsys, tmp_p
         read_ct(plain)
 
 
+def test_the_check_alongside_the_reader_decides_the_error(files, tmp_path):
+    """The integrity check runs in a second thread while the body reads: its error replaces the body's outcome
+    (a finished read or a reader's own error), and a sound file lets the body's result and errors through."""
+    from sopi.file_integrity import checked_alongside
+
+    raw = files["ct.nii.gz"].read_bytes()
+    truncated = tmp_path / "truncated.nii.gz"
+    truncated.write_bytes(raw[: len(raw) * 6 // 10])
+    read = []
+    with pytest.raises(InputError, match=r"truncated\.nii\.gz: the compressed file is truncated"):
+        with checked_alongside(truncated, "a CT volume"):
+            read.append(truncated.read_bytes())  # the body finished: the check still has the last word
+    assert read
+    with pytest.raises(InputError, match="the compressed file is truncated"):
+        with checked_alongside(truncated, "a CT volume"):
+            raise InputError("the reader's own, less telling error")
+    with pytest.raises(InputError, match="the reader's own"):
+        with checked_alongside(files["ct.nii.gz"], "a CT volume"):
+            raise InputError("the reader's own, less telling error")
+    with checked_alongside(files["ct.nii.gz"], "a CT volume"):
+        pass
+    assert read_ct(files["ct.nii.gz"]).data.shape == torch.Size(sitk.GetArrayViewFromImage(sitk.ReadImage(str(files["ct.nii.gz"]))).shape)
+
+
 def test_nan_in_a_nifti_file_is_seen(tmp_path):
     data = np.zeros((6, 7, 8), np.float32)
     data[1, 2, 3], data[2, 2, 2] = np.nan, np.inf

@@ -11,16 +11,19 @@ MetaImage headers against the data that follows them.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import struct
+import threading
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
 
-__all__ = ["check_image_file"]
+__all__ = ["check_image_file", "checked_alongside"]
 
 #: NIfTI datatype code -> numpy dtype (the float types are the ones checked for NaN/Inf).
 _NIFTI_DTYPES = {
@@ -49,6 +52,40 @@ def check_image_file(path: Path, what: str) -> None:
         _check_nifti(path.read_bytes(), path, what)
     elif name.endswith(".mha"):
         _check_metaimage(path.read_bytes(), path, what)
+
+
+@contextlib.contextmanager
+def checked_alongside(path: Path, what: str) -> Iterator[None]:
+    """Run :func:`check_image_file` in a second thread while the body reads ``path``.
+
+    Both decompress the same file (zlib and SimpleITK's readers let go of Python's lock), so on two cores the
+    check costs no wall time: 0.55 -> 0.30 s for a 512 x 512 x 141 gzipped CT. When the check fails its error is
+    raised, in place of whatever the body raised or returned: a truncated file is named as one even where the
+    reader read it (with zeros) or failed with a less telling message.
+    """
+    if not path.is_file():
+        yield
+        return
+    failures: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            check_image_file(path, what)
+        except BaseException as error:  # MemoryError included: handed to the reading thread
+            failures.append(error)
+
+    thread = threading.Thread(target=check, name="sopi-file-check", daemon=True)
+    thread.start()
+    try:
+        yield
+    except BaseException:
+        thread.join()
+        if failures:
+            raise failures[0] from None
+        raise
+    thread.join()
+    if failures:
+        raise failures[0]
 
 
 def _gunzip(path: Path, what: str) -> bytes:

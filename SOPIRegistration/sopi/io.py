@@ -84,11 +84,13 @@ def quiet_itk() -> Iterator[None]:
         sitk.ProcessObject.SetGlobalWarningDisplay(previous)
 
 
-def read_information(path: Path, what: str) -> sitk.ImageFileReader:
-    """An :class:`sitk.ImageFileReader` for ``path`` with the header read; ``GetImageIO()`` names the format."""
+def read_information(path: Path, what: str, check: bool = True) -> sitk.ImageFileReader:
+    """An :class:`sitk.ImageFileReader` for ``path`` with the header read; ``GetImageIO()`` names the format.
+    ``check``: the file's integrity first (:func:`sopi.file_integrity.check_image_file`); False where the caller
+    checks it alongside (:func:`sopi.file_integrity.checked_alongside`)."""
     from .file_integrity import check_image_file
 
-    if path.is_file():
+    if check and path.is_file():
         check_image_file(path, what)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -172,10 +174,18 @@ def _check_slice_positions(reader: sitk.ImageSeriesReader, image: sitk.Image, pa
 
 def _read_volume_image(path: str | Path, what: str) -> tuple[sitk.Image, Path]:
     """Read a 3D scalar image (file or DICOM series) with the shape checks shared by CTs and labels."""
+    from .file_integrity import checked_alongside
+
     path = require_path(path, what)
     if path.is_dir():
         return _read_series(_dicom_series_files(path), path, what), path
-    info = read_information(path, what)
+    with checked_alongside(path, what):
+        return _read_volume_file(path, what)
+
+
+def _read_volume_file(path: Path, what: str) -> tuple[sitk.Image, Path]:
+    """One volume file (or the DICOM series one file belongs to), its integrity checked by the caller."""
+    info = read_information(path, what, check=False)
     if info.GetImageIO() == "GDCMImageIO":
         # One file of a series: read the whole series it belongs to.
         series_uid = info.GetMetaData("0020|000e").strip() if info.HasMetaDataKey("0020|000e") else ""
