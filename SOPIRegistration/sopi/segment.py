@@ -106,8 +106,11 @@ from .segment_grid import (
     _WorkingGrid,
     _disk,
     _enclosed,
+    _gaussian,
+    _in_plane_opening,
     _largest_component,
     _offsets,
+    _per_slice,
     Array,
 )
 from .validate import all_finite
@@ -149,14 +152,15 @@ def _denoise(work: Array) -> tuple[Array, float]:
     if noise <= _NOISE_TARGET_HU:
         return work, noise
     sigma = min(1.5, float(np.sqrt((noise / _NOISE_TARGET_HU) ** (4.0 / 3.0) / (4.0 * np.pi))))
-    return ndi.gaussian_filter(work, max(sigma, 0.5), mode="nearest"), noise
+    return _gaussian(work, max(sigma, 0.5), mode="nearest"), noise
 
 
 def _body_mask(work: Array, spacing: Array) -> Array:
     """Step 1: HU > -400, opened 3 mm per slice, largest 3D component, slice holes filled."""
-    body = _largest_component(ndi.binary_opening(work > _AIR_HU, _disk(3.0, spacing[1:])[None]))
-    for k in np.flatnonzero(body.any(axis=(1, 2))):
-        body[k] = ndi.binary_fill_holes(body[k])
+    body = _largest_component(_in_plane_opening(work > _AIR_HU, _disk(3.0, spacing[1:])))
+    slices = np.flatnonzero(body.any(axis=(1, 2)))
+    if len(slices):
+        body[slices] = _per_slice(lambda k: ndi.binary_fill_holes(body[k]), slices)
     return body
 
 
@@ -240,14 +244,14 @@ def _fill_slices(bone: Array, hu: Array, spacing: Array, canal: Array) -> Array:
     rows, cols = np.mgrid[0 : bone.shape[1], 0 : bone.shape[2]]
     body_close = _disk(max(_BODY_CLOSE_MM, 2.0 * float(max(spacing[1:]))), spacing[1:])
     dy, dx = _offsets(bone.shape, canal, spacing)
-    out = bone.copy()
-    for k in np.flatnonzero(bone.any(axis=(1, 2))):
-        out[k] |= _vertebral_body_interior(bone[k], hu[k], dy[k], dx[k], spacing, body_close)
+
+    def fill(k: int) -> Array:
+        out = bone[k] | _vertebral_body_interior(bone[k], hu[k], dy[k], dx[k], spacing, body_close)
         closed = ndi.binary_closing(bone[k], close) | bone[k]
         holes, count = ndi.label(ndi.binary_fill_holes(closed) & ~closed)
-        out[k] |= closed & (hu[k] > _FILL_MIN_HU)
+        out |= closed & (hu[k] > _FILL_MIN_HU)
         if count == 0:
-            continue
+            return out
         mean = np.asarray(ndi.mean(hu[k], holes, np.arange(1, count + 1)))
         size = np.bincount(holes.ravel(), minlength=count + 1)[1:] * pixel
         keep = np.concatenate([[False], (mean > _FILL_MIN_HU) & (size < _MAX_HOLE_MM2)])
@@ -258,8 +262,13 @@ def _fill_slices(bone: Array, hu: Array, spacing: Array, canal: Array) -> Array:
             parts, n = ndi.label((holes == holes[row, col]) & (hu[k] > _FILL_MIN_HU) & away)
             big = np.bincount(parts.ravel(), minlength=n + 1) * pixel >= 30.0
             big[0] = False
-            out[k] |= big[parts]
-        out[k] |= keep[holes]
+            out |= big[parts]
+        return out | keep[holes]
+
+    out = bone.copy()
+    slices = np.flatnonzero(bone.any(axis=(1, 2)))
+    if len(slices):
+        out[slices] = _per_slice(fill, slices)
     return out
 
 

@@ -25,6 +25,7 @@ from .segment_grid import (
     Array,
     _disk,
     _enclosed,
+    _per_slice,
 )
 
 
@@ -61,10 +62,11 @@ def _canal_candidates(bone: Array, body: Array, work: Array, spacing: Array) -> 
     count = bone.shape[0]
     pixel = spacing[1] * spacing[2]
     strip = max(1, int(round(5.0 / spacing[2])))
-    found: list[tuple[int, float, float, float]] = []
-    for k in range(count):
+
+    def candidates(k: int) -> list[tuple[int, float, float, float]]:
+        found: list[tuple[int, float, float, float]] = []
         if body[k].sum() * pixel < 1000.0 or not bone[k].any():
-            continue
+            return found
         outline = _outline_visible(body[k])
         r_lo, c_lo, r_hi, c_hi = 0, 0, bone.shape[1], bone.shape[2]
         if outline:  # only where a canal may lie, with room for the symmetry test
@@ -75,7 +77,7 @@ def _canal_candidates(bone: Array, body: Array, work: Array, spacing: Array) -> 
             c_lo, c_hi = max(0, int(middle - margin_c)), int(middle + margin_c) + 2
         slab, hu = bone[k, r_lo:r_hi, c_lo:c_hi], work[k, r_lo:r_hi, c_lo:c_hi]
         if not slab.any():
-            continue
+            return found
         closed = ndi.binary_closing(slab, _disk(2.0, spacing[1:])) | slab
         for radius in _CANAL_CLOSE_MM:  # a wider closing bridges gaps in a thin or noisy ring
             inside = _enclosed(closed, _disk(radius, spacing[1:])) if radius > 2.0 else ndi.binary_fill_holes(closed) & ~closed
@@ -109,6 +111,9 @@ def _canal_candidates(bone: Array, body: Array, work: Array, spacing: Array) -> 
                         found.append((k, r0 + r_lo, c0 + c_lo, symmetry))
             if len(found) > before:
                 break
+        return found
+
+    found = [item for per_slice in _per_slice(candidates, range(count)) for item in per_slice]
     return np.array(found, dtype=float).reshape(-1, 4)
 
 

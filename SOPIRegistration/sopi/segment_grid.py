@@ -7,8 +7,10 @@ posterior, left) axes, block-averaged to about ``_WORK_SPACING_MM``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -18,6 +20,7 @@ from scipy import ndimage as ndi
 from .volume import Volume
 
 Array = np.ndarray
+_T = TypeVar("_T")
 
 _WORK_SPACING_MM = 1.5  # internal grid: the CT block-averaged by integer factors to about this
 _WORK_THRESHOLD_FACTOR = 0.7  # bone threshold on the working grid, relative to bone_threshold_hu
@@ -192,3 +195,49 @@ def _upsample(selected: Array, shape: Sequence[int], factors: Sequence[int], fli
     out[tuple(region)] = values > _UPSAMPLE_LEVEL
     return out
 
+
+
+# --------------------------------------------------------------------------- work spread over torch's threads
+
+
+def _workers() -> int:
+    """Threads for the steps below: torch's intra-op count (``OMP_NUM_THREADS``, ``torch.set_num_threads``)."""
+    return max(1, torch.get_num_threads())
+
+
+def _per_slice(function: Callable[[int], _T], indices: Sequence[int]) -> list[_T]:
+    """``[function(k) for k in indices]``, spread over :func:`_workers` threads: SciPy's ``ndimage`` lets go of
+    Python's lock, so slices are processed side by side. Each call must only read shared arrays."""
+    workers = min(_workers(), len(indices))
+    if workers <= 1:
+        return [function(k) for k in indices]
+    with ThreadPoolExecutor(workers, thread_name_prefix="sopi-segment") as pool:
+        return list(pool.map(function, indices))
+
+
+def _halves(size: int, parts: int) -> list[slice]:
+    bounds = np.linspace(0, size, parts + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def _in_plane_opening(mask: Array, disk: Array) -> Array:
+    """``ndi.binary_opening(mask, disk[None])``: an opening within each slice (axis 0), slabs side by side."""
+    parts = _halves(mask.shape[0], _workers())
+    return np.concatenate(_per_slice(lambda index: ndi.binary_opening(mask[parts[index]], disk[None]), range(len(parts))))
+
+
+def _gaussian(volume: Array, sigma: float, mode: str = "nearest") -> Array:
+    """``ndi.gaussian_filter(volume, sigma, mode=mode)``, the same numbers: its 1D passes in its order, each
+    split across another axis into slabs filtered side by side."""
+    out = np.array(volume, dtype=volume.dtype, copy=True)
+    for axis in range(volume.ndim):
+        across = (axis + 1) % volume.ndim
+        parts = _halves(volume.shape[across], _workers())
+        source = out.copy()
+
+        def run(index: int, axis: int = axis, across: int = across, source: Array = source) -> None:
+            region = tuple(parts[index] if a == across else slice(None) for a in range(volume.ndim))
+            ndi.gaussian_filter1d(source[region], sigma, axis=axis, mode=mode, output=out[region])
+
+        _per_slice(run, range(len(parts)))
+    return out
