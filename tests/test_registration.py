@@ -18,7 +18,7 @@ from sopi.registration.methods import get_method
 from sopi.registration.optimizers import AdamStep, Monitor, adam, cma_es, line_scan, powell
 from sopi.render import render_drr, rendering_volume
 from sopi.sample_data import load_sample, sample_ct_path, sample_vertebrae_path
-from sopi.segment import mask_centroid_world
+from sopi.segment import bone_mask, mask_centroid_world
 from sopi.volume import Volume
 
 #: A small detector so a whole registration runs in seconds on two cores.
@@ -284,6 +284,33 @@ def test_register_falls_back_to_the_bone_where_no_spine_is_found():
     assert given.mask_source == "given"
     assert register(ct, XRay(image, SMALL), initial_pose=nominal.camera_from_world, method="opt", device="cpu",
                     iteration_scale=0.05).mask_source == "none"
+    # segmented beside the X-ray's preparation (a start given) = the same mask given, prepared after it
+    with pytest.warns(UserWarning, match="no vertebral column"):
+        beside = register(ct, XRay(image, SMALL), initial_pose=nominal.camera_from_world, auto_mask=True, method="opt",
+                          device="cpu", iteration_scale=0.05)
+    after = register(ct, XRay(image, SMALL), initial_pose=nominal.camera_from_world, mask=bone_mask(ct), method="opt",
+                     device="cpu", iteration_scale=0.05)
+    assert beside.mask_source == "bone" and torch.equal(beside.camera_from_world, after.camera_from_world)
+    assert beside.xray_preparation == after.xray_preparation
+
+
+def test_side_by_side_runs_the_second_in_a_thread_and_raises_the_first_error():
+    import threading
+
+    from sopi.registration.api import _side_by_side
+
+    assert _side_by_side(lambda: threading.current_thread().name, lambda: threading.current_thread().name)[1].startswith("sopi-mask")
+    finished = []
+
+    def slow_failure():
+        finished.append("second")
+        raise InputError("second")
+
+    with pytest.raises(InputError, match="first"):
+        _side_by_side(lambda: (_ for _ in ()).throw(InputError("first")), slow_failure)
+    assert finished == ["second"]  # it ran to its end before the first's error was raised
+    with pytest.raises(InputError, match="second"):
+        _side_by_side(lambda: 1, slow_failure)
 
 
 def test_a_line_scan_returns_the_vertex_of_a_parabola_and_the_end_of_a_slope():

@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple, TypeVar
 
 import torch
 
@@ -14,7 +15,7 @@ from ..device import resolve_device
 from ..errors import InputError, NoVertebralColumn
 from ..geometry import CArmGeometry, nominal_view, params_to_dict
 from ..io_xray import XRay, working_xray
-from ..render import working_volumes
+from ..render import binned_volume, working_volumes
 from ..nets.model_file import LoadedModel, load_model
 from ..volume import Volume
 from .global_search import GlobalStage, global_search, same_hypothesis
@@ -22,6 +23,9 @@ from .methods import FineStage, NetworkStage, Stage, default_method, get_method,
 from .optimizers import Monitor, OptimizerResult, adam, cma_es, line_scan, multi_start, powell
 from .passes import _Pass, run_passes, stage_loop
 from .problem import PoseProblem, SharedProjectors, default_pivot, exposed_field
+
+_A = TypeVar("_A")
+_B = TypeVar("_B")
 
 __all__ = ["RegistrationResult", "load_networks", "register"]
 
@@ -138,7 +142,7 @@ def register(
         cancel: polled between iterations; returning True raises :class:`sopi.errors.Cancelled`.
     """
     from ..io import read_ct, read_mask, read_xray
-    from ..xray_orientation import FLIPS, orient_xray
+    from ..xray_orientation import FLIPS
     from ..validate import check_ct_content, check_pose_in_front, check_rigid_pose, check_seed, check_xray_signal
 
     check_seed(seed)
@@ -172,16 +176,28 @@ def register(
         mask = prepared.mask_for(ct_volume)
     if auto_mask is None:
         auto_mask = mask is None and needs_mask(method)
-    spine, mask_source = _spine_mask(ct_volume, mask, auto_mask, progress, cancel, read_mask)
-    if spine is not None:  # label maps (vertebra ids) become a 0/1 mask
-        spine = spine.with_data((spine.data != 0).to(torch.uint8))
-    elif networks:
-        raise InputError(f"method {method!r} needs the spine mask (give a mask file, or let it be segmented: no --no-mask)")
     if initial_pose is not None and view is not None:
         raise InputError("give either initial_pose or view, not both")
     for network in networks.values():
         if view is not None and view != network.view:
             raise InputError(f"{network.path.name} was trained for the {network.view!r} view, not {view!r}")
+    if geometry is not fixed.geometry:
+        fixed = replace(fixed, geometry=geometry)
+
+    def find_spine() -> tuple[Volume | None, str]:
+        return _spine_mask(ct_volume, mask, auto_mask, progress, cancel, read_mask)
+
+    def prepare_view(start: torch.Tensor) -> _PreparedView:
+        return _prepared_view(fixed, ct_volume, start, flip, prepare, resolve_device(device))
+
+    if initial_pose is not None and mask is None and auto_mask:  # the X-ray is prepared while the spine is segmented
+        view_ready, (spine, mask_source) = _side_by_side(lambda: prepare_view(initial_pose), find_spine)
+    else:
+        view_ready, (spine, mask_source) = None, find_spine()
+    if spine is not None:  # label maps (vertebra ids) become a 0/1 mask
+        spine = spine.with_data((spine.data != 0).to(torch.uint8))
+    elif networks:
+        raise InputError(f"method {method!r} needs the spine mask (give a mask file, or let it be segmented: no --no-mask)")
     if spine is not None:
         from ..segment import mask_centroid_world
 
@@ -193,19 +209,9 @@ def register(
         check_pose_in_front(initial_pose, ct_volume.center_world, geometry.sdd_mm, "initial_pose")  # a given one was checked above
     if spine is None:
         pivot = default_pivot(initial_pose, geometry)
-    if geometry is not fixed.geometry:
-        fixed = replace(fixed, geometry=geometry)
-    fixed, orientation = orient_xray(fixed, initial_pose, flip)
-    fixed, binned_by = working_xray(fixed)
-    geometry = fixed.geometry
-    # a fine CT renders binned (the pivot above is the full mask's centroid)
-    attenuation, spine, ct_binned_by = working_volumes(ct_volume, spine)
-    preparation: dict = {}
-    weight = None
-    if prepare:
-        from .preparation import prepare_fixed
-
-        fixed, weight, preparation = prepare_fixed(fixed, attenuation, initial_pose, resolve_device(device))
+    fixed, geometry, orientation, binned_by, attenuation, ct_binned_by, weight, preparation = view_ready or prepare_view(initial_pose)
+    if spine is not None:  # a fine CT renders binned (the pivot above is the full mask's centroid)
+        spine = binned_volume(spine, ct_binned_by, "max")
     preparation = {**preparation, "orientation": orientation, **({"binned_by": binned_by} if binned_by > 1 else {})}
 
     projectors = SharedProjectors()  # every pass renders the same voxels
@@ -341,6 +347,46 @@ def _score(problem: PoseProblem, theta: torch.Tensor) -> float:
     """Gradient correlation at the half-resolution level: how a learned stage's pose is reported."""
     with torch.no_grad():
         return float(problem.similarity(theta[None], 2, "gc")[0])
+
+
+class _PreparedView(NamedTuple):
+    """The X-ray as registration uses it, and the CT's volume it is compared with (:func:`_prepared_view`)."""
+
+    fixed: XRay
+    geometry: CArmGeometry
+    orientation: dict
+    binned_by: int
+    attenuation: Volume
+    ct_binned_by: tuple[int, int, int]
+    weight: torch.Tensor | None
+    preparation: dict
+
+
+def _prepared_view(fixed: XRay, ct: Volume, initial_pose: torch.Tensor, flip: str, prepare: bool, device: torch.device) -> _PreparedView:
+    """The X-ray turned to ``initial_pose``'s camera axes (``flip``), on the working detector and, with ``prepare``,
+    prepared against the CT's attenuation (binned where the CT is fine, :func:`sopi.render.working_volumes`)."""
+    from ..xray_orientation import orient_xray
+
+    fixed, orientation = orient_xray(fixed, initial_pose, flip)
+    fixed, binned_by = working_xray(fixed)
+    attenuation, _, ct_binned_by = working_volumes(ct, None)
+    weight, preparation = None, {}
+    if prepare:
+        from .preparation import prepare_fixed
+
+        fixed, weight, preparation = prepare_fixed(fixed, attenuation, initial_pose, device)
+    return _PreparedView(fixed, fixed.geometry, orientation, binned_by, attenuation, ct_binned_by, weight, preparation)
+
+
+def _side_by_side(first: Callable[[], _A], second: Callable[[], _B]) -> tuple[_A, _B]:
+    """``(first(), second())`` with ``second`` run in a thread of its own meanwhile (segmenting, which holds Python's lock
+    little, beside the X-ray's preparation in torch). Both finish before anything is raised; ``first``'s error wins."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="sopi-mask") as pool:
+        later = pool.submit(second)
+        done = first()  # an error here is raised once the thread is done (leaving the with block waits for it)
+        return done, later.result()
 
 
 def _spine_mask(ct, mask, auto_mask, progress, cancel, read_mask) -> tuple[Volume | None, str]:
