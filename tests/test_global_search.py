@@ -773,7 +773,7 @@ def test_a_flagged_result_refines_the_searches_other_hypotheses_all_the_way_and_
     from sopi.registration.confidence import LIKELY_FAILED_BELOW
     from sopi.registration.passes import ALTERNATIVE_NOTE, run_passes
 
-    monkeypatch.setattr(passes_module, "ALTERNATIVES", 2)  # the default is 1: two show the limit and the duplicates
+    monkeypatch.setattr(passes_module, "ALTERNATIVES", 2)  # two show the limit and the duplicates
     stages = get_method("global+opt")
     near = torch.tensor([0.5, 0.0, 0.0, 1.0, 0.0, 0.0], dtype=torch.float64)  # within a hypothesis's closeness
     first = [torch.full((6,), 10.0 * (k + 1), dtype=torch.float64) for k in range(3)]
@@ -800,6 +800,36 @@ def test_a_flagged_result_refines_the_searches_other_hypotheses_all_the_way_and_
         for (chosen, _, start), expected in zip(calls[3:], expected_starts):
             assert chosen == get_method("opt") and torch.equal(start, expected)  # refined all the way, nothing searched
         assert final.assessment.confidence == winner and len(final.records) == len(calls)
+
+
+def test_the_next_round_of_other_hypotheses_runs_only_while_the_winner_is_flagged(monkeypatch):
+    """Rounds: the best other hypothesis of every searched pass, then the second best of each, and so on up to
+    ALTERNATIVES; a round starts only while the winner is flagged (a whole round runs once started)."""
+    import sopi.registration.passes as passes_module
+    from sopi.registration.confidence import LIKELY_FAILED_BELOW
+    from sopi.registration.methods import START_NOTE, WIDER_NOTE
+    from sopi.registration.passes import ALTERNATIVE_NOTE, run_passes
+
+    monkeypatch.setattr(passes_module, "ALTERNATIVES", 3)
+    first = [torch.full((6,), 10.0 * (k + 1), dtype=torch.float64) for k in range(3)]
+    wider = [torch.full((6,), -10.0 * (k + 1), dtype=torch.float64) for k in range(3)]
+    in_rounds = [first[0], wider[0], first[1], wider[1], first[2], wider[2]]
+    trusted = LIKELY_FAILED_BELOW + 0.1
+    for confidences, runs, winner in (((trusted, 0.1), 2, trusted), ((0.1,) * 6, 6, 0.3), ((0.1, 0.1, 0.2, trusted), 4, trusted)):
+        starts = []
+
+        def run(chosen, note, start=None):
+            if note == ALTERNATIVE_NOTE:
+                starts.append(start)
+                found = _fake_pass(confidences[len(starts) - 1], note)
+            else:
+                found = _fake_pass({"": 0.3, WIDER_NOTE: 0.2, START_NOTE: 0.1}[note], note or "first")
+            found.alternatives = {"": first, WIDER_NOTE: wider}.get(note, [])
+            return found
+
+        final = run_passes(run, get_method("global+opt"))
+        assert len(starts) == runs and all(torch.equal(a, b) for a, b in zip(starts, in_rounds))
+        assert final.assessment.confidence == winner
 
 
 def test_no_other_hypothesis_is_refined_once_a_pass_is_trusted():

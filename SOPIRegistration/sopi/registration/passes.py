@@ -84,10 +84,11 @@ ALTERNATIVE_NOTE = "another hypothesis: "
 #: again only when that is flagged too (docs/benchmarks.md, 2026-12-06).
 REFINE_FIRST_MASKED = True
 
-#: How many of each searched pass's other hypotheses (most similar first) a flagged result refines all the way: on
-#: 54 flagged realistic cases (wide and paper starts, five CTs) the best of each pass fixed the same failures as the
-#: best three, for 39 % of their renders (docs/benchmarks.md, "Every hypothesis refined before a flagged result is given").
-ALTERNATIVES = 1
+#: How many of each searched pass's other hypotheses (most similar first) a flagged result refines all the way, one
+#: round at a time while the winner stays flagged: on 54 flagged realistic cases (wide and paper starts, five CTs) the
+#: best of each pass fixed the same failures as the best three (docs/benchmarks.md, "Every hypothesis refined before a
+#: flagged result is given"); a far start on the held-out pelvis was fixed only by the fifth (2026-12-06).
+ALTERNATIVES = 5
 
 
 def run_passes(
@@ -117,8 +118,9 @@ def run_passes(
     3. when that is flagged too, ``run(without the search, START_NOTE)``
        (:func:`~sopi.registration.methods.without_search`);
     4. when the pass that would win is flagged too, the searched passes' other refined hypotheses
-       (``_Pass.alternatives``, up to :data:`ALTERNATIVES` of each pass, distinct), each refined all the way:
-       ``run(without the search, ALTERNATIVE_NOTE, start=theta)``. The search ranks its hypotheses after a short
+       (``_Pass.alternatives``, distinct), each refined all the way: ``run(without the search, ALTERNATIVE_NOTE,
+       start=theta)``, the best of each pass first, then the next best of each while the winner is still flagged, up
+       to :data:`ALTERNATIVES` of each (:func:`_alternatives`). The search ranks its hypotheses after a short
        refinement at 64 pixels, which sees neither depth nor the spine's detail; the full refinement's confidence
        does, and a flagged result means that ranking already failed once (docs/benchmarks.md, "Every hypothesis
        refined before a flagged result is given").
@@ -154,14 +156,25 @@ def run_passes(
         passes.append(("wider", run(wider, WIDER_NOTE)))
         if passes[-1][1].assessment.likely_failed and local is not None:
             passes.append(("start", run(local, START_NOTE)))
-    if _winner(passes).assessment.likely_failed and local is not None:
-        tried: list[torch.Tensor] = []
-        for _, searched in list(passes):
-            for theta in searched.alternatives[:ALTERNATIVES]:
-                if not any(same_hypothesis(theta, other) for other in tried):
-                    tried.append(theta)
-                    passes.append(("alternative", run(local, ALTERNATIVE_NOTE, theta)))
+    if local is not None:
+        _alternatives(passes, lambda theta: run(local, ALTERNATIVE_NOTE, theta))
     return _merged(passes) if len(passes) > 1 else final
+
+
+def _alternatives(passes: list[tuple[str, _Pass]], refine: Callable[[torch.Tensor], _Pass]) -> None:
+    """While the winner is flagged: in rounds, each searched pass's next other hypothesis (``_Pass.alternatives``,
+    distinct ones only) refined all the way and added to ``passes``, at most :data:`ALTERNATIVES` rounds. A round
+    starts only when the ones before left the winner flagged, so the first round is all that runs where it ends
+    trusted."""
+    searched = [one for _, one in passes]
+    tried: list[torch.Tensor] = []
+    for depth in range(ALTERNATIVES):
+        if not _winner(passes).assessment.likely_failed:
+            return
+        for one in searched:
+            if depth < len(one.alternatives) and not any(same_hypothesis(one.alternatives[depth], other) for other in tried):
+                tried.append(one.alternatives[depth])
+                passes.append(("alternative", refine(one.alternatives[depth])))
 
 
 def _merged(passes: list[tuple[str, _Pass]]) -> _Pass:
