@@ -85,10 +85,12 @@ ALTERNATIVE_NOTE = "another hypothesis: "
 REFINE_FIRST_MASKED = True
 
 #: How many of each searched pass's other hypotheses (most similar first) a flagged result refines all the way, one
-#: round at a time while the winner stays flagged: on 54 flagged realistic cases (wide and paper starts, five CTs) the
+#: round at a time while the winner stays flagged. On 54 flagged realistic cases (wide and paper starts, five CTs) the
 #: best of each pass fixed the same failures as the best three (docs/benchmarks.md, "Every hypothesis refined before a
-#: flagged result is given"); a far start on the held-out pelvis was fixed only by the fifth (2026-12-06).
-ALTERNATIVES = 5
+#: flagged result is given"). On 23 flagged cases of the held-out chest and pelvis CTs (far, wide and paper starts), the
+#: second round fixed a chest wide start (28.8 -> 1.95 mm) for 3-33 s more per flagged case on one thread, rounds three
+#: to five one more far start (to 8.5 mm) for 16-105 s more (docs/benchmarks.md, 2026-12-06, sixteenth session).
+ALTERNATIVES = 2
 
 
 def run_passes(
