@@ -78,14 +78,10 @@ def checked_alongside(path: Path, what: str) -> Iterator[None]:
     thread.start()
     try:
         yield
-    except BaseException:
+    finally:
         thread.join()
         if failures:
             raise failures[0] from None
-        raise
-    thread.join()
-    if failures:
-        raise failures[0]
 
 
 def _gunzip(path: Path, what: str) -> bytes:

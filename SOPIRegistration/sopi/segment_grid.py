@@ -215,27 +215,28 @@ def _per_slice(function: Callable[[int], _T], indices: Sequence[int]) -> list[_T
         return list(pool.map(function, indices))
 
 
-def _halves(size: int, parts: int) -> list[slice]:
+def _slabs(size: int, parts: int) -> list[slice]:
+    """At most ``parts`` contiguous, non-empty slices that cover ``range(size)``."""
     bounds = np.linspace(0, size, parts + 1).round().astype(int)
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
 def _in_plane_opening(mask: Array, disk: Array) -> Array:
     """``ndi.binary_opening(mask, disk[None])``: an opening within each slice (axis 0), slabs side by side."""
-    parts = _halves(mask.shape[0], _workers())
+    parts = _slabs(mask.shape[0], _workers())
     return np.concatenate(_per_slice(lambda index: ndi.binary_opening(mask[parts[index]], disk[None]), range(len(parts))))
 
 
 def _gaussian(volume: Array, sigma: float, mode: str = "nearest") -> Array:
     """``ndi.gaussian_filter(volume, sigma, mode=mode)``, the same numbers: its 1D passes in its order, each
     split across another axis into slabs filtered side by side."""
-    out = np.array(volume, dtype=volume.dtype, copy=True)
+    out = volume
     for axis in range(volume.ndim):
         across = (axis + 1) % volume.ndim
-        parts = _halves(volume.shape[across], _workers())
-        source = out.copy()
+        parts = _slabs(volume.shape[across], _workers())
+        source, out = out, np.empty_like(volume)  # the input is left as it is
 
-        def run(index: int, axis: int = axis, across: int = across, source: Array = source) -> None:
+        def run(index: int, axis: int = axis, across: int = across, source: Array = source, out: Array = out) -> None:
             region = tuple(parts[index] if a == across else slice(None) for a in range(volume.ndim))
             ndi.gaussian_filter1d(source[region], sigma, axis=axis, mode=mode, output=out[region])
 

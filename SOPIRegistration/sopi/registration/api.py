@@ -209,7 +209,8 @@ def register(
         check_pose_in_front(initial_pose, ct_volume.center_world, geometry.sdd_mm, "initial_pose")  # a given one was checked above
     if spine is None:
         pivot = default_pivot(initial_pose, geometry)
-    fixed, geometry, orientation, binned_by, attenuation, ct_binned_by, weight, preparation = view_ready or prepare_view(initial_pose)
+    fixed, orientation, binned_by, attenuation, ct_binned_by, weight, preparation = view_ready or prepare_view(initial_pose)
+    geometry = fixed.geometry
     if spine is not None:  # a fine CT renders binned (the pivot above is the full mask's centroid)
         spine = binned_volume(spine, ct_binned_by, "max")
     preparation = {**preparation, "orientation": orientation, **({"binned_by": binned_by} if binned_by > 1 else {})}
@@ -352,8 +353,7 @@ def _score(problem: PoseProblem, theta: torch.Tensor) -> float:
 class _PreparedView(NamedTuple):
     """The X-ray as registration uses it, and the CT's volume it is compared with (:func:`_prepared_view`)."""
 
-    fixed: XRay
-    geometry: CArmGeometry
+    fixed: XRay  # its geometry is the working detector's
     orientation: dict
     binned_by: int
     attenuation: Volume
@@ -375,7 +375,7 @@ def _prepared_view(fixed: XRay, ct: Volume, initial_pose: torch.Tensor, flip: st
         from .preparation import prepare_fixed
 
         fixed, weight, preparation = prepare_fixed(fixed, attenuation, initial_pose, device)
-    return _PreparedView(fixed, fixed.geometry, orientation, binned_by, attenuation, ct_binned_by, weight, preparation)
+    return _PreparedView(fixed, orientation, binned_by, attenuation, ct_binned_by, weight, preparation)
 
 
 def _side_by_side(first: Callable[[], _A], second: Callable[[], _B]) -> tuple[_A, _B]:

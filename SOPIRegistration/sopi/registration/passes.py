@@ -168,12 +168,12 @@ def _alternatives(passes: list[tuple[str, _Pass]], refine: Callable[[torch.Tenso
     distinct ones only) refined all the way and added to ``passes``, at most :data:`ALTERNATIVES` rounds. A round
     starts only when the ones before left the winner flagged, so the first round is all that runs where it ends
     trusted."""
-    searched = [one for _, one in passes]
+    earlier = [one for _, one in passes]  # only a searched pass has other hypotheses
     tried: list[torch.Tensor] = []
     for depth in range(ALTERNATIVES):
         if not _winner(passes).assessment.likely_failed:
             return
-        for one in searched:
+        for one in earlier:
             if depth < len(one.alternatives) and not any(same_hypothesis(one.alternatives[depth], other) for other in tried):
                 tried.append(one.alternatives[depth])
                 passes.append(("alternative", refine(one.alternatives[depth])))
