@@ -185,14 +185,22 @@ def test_register_uses_the_shipped_models_and_segments_the_spine_by_default(tmp_
 
     sample = MODULE_SAMPLE
     ct, xray = sample / "sample_ct.nii.gz", sample / "sample_xray.mha"
-    out = tmp_path / "result.json"
-    assert main(["register", "--ct", str(ct), "--xray", str(xray), "--method", "rtpi", "--out", str(out), "--quiet", "--device", "cpu"]) == 0
-    assert "trained on another CT" not in capsys.readouterr().err  # the shipped models know the sample CT
+    out, mask_out = tmp_path / "result.json", tmp_path / "spine.nii.gz"
+    assert main(["register", "--ct", str(ct), "--xray", str(xray), "--method", "rtpi", "--out", str(out), "--quiet", "--device", "cpu",
+                 "--mask-out", str(mask_out)]) == 0
+    captured = capsys.readouterr()
+    assert "trained on another CT" not in captured.err  # the shipped models know the sample CT
+    assert f"wrote {mask_out} (the spine mask used: segmented)" in captured.out
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["method"] == "rtpi" and result["stages"][0]["stage"] == "rtpi"
+    from sopi.io import read_label_map, same_grid
     from sopi.segment import mask_centroid_world, segment_spine
 
-    assert torch.allclose(torch.tensor(result["pivot_world_mm"], dtype=torch.float64), mask_centroid_world(segment_spine(read_ct(ct))))
+    segmented = segment_spine(read_ct(ct))
+    assert torch.allclose(torch.tensor(result["pivot_world_mm"], dtype=torch.float64), mask_centroid_world(segmented))
+    written = read_label_map(mask_out)  # the mask it used, as `sopi segment` makes it, on the CT's own grid
+    assert same_grid(written, segmented) and torch.equal(written.data != 0, segmented.data != 0)
+    assert set(written.data.unique().tolist()) == {0, 1}
     # another CT (here the sample with its voxels shifted by 1 HU): the same models, with a warning
     other = tmp_path / "other_ct.nii.gz"
     image = sitk.ReadImage(str(ct))
@@ -202,3 +210,25 @@ def test_register_uses_the_shipped_models_and_segments_the_spine_by_default(tmp_
     assert "warning: rtpi_sample_ct.pt (rtpi) was trained on another CT" in err
     assert main(["register", "--ct", str(ct), "--xray", str(xray), "--method", "rtpi", "--no-mask", "--out", str(tmp_path / "r3.json")]) == 2
     assert "needs the spine mask" in capsys.readouterr().err
+
+
+def test_register_mask_out_writes_the_given_mask_or_refuses_clearly(tmp_path, capsys):
+    sample = MODULE_SAMPLE
+    ct, xray, labels = sample / "sample_ct.nii.gz", sample / "sample_xray.mha", sample / "sample_ct_vertebrae.nii.gz"
+    base = ["register", "--ct", str(ct), "--xray", str(xray), "--method", "rtpi", "--device", "cpu", "--quiet", "--out", str(tmp_path / "r.json")]
+    for extra, message in (
+        (["--no-mask", "--mask-out", str(tmp_path / "m.nii.gz")], "no spine mask to write with --no-mask"),
+        (["--mask-out", str(tmp_path / "m.png")], "expected a name ending in one of .nii, .nii.gz"),
+        (["--mask-out", str(tmp_path / "r.json")], "--mask-out"),
+        (["--mask", str(labels), "--mask-out", str(labels)], "is the input --mask"),
+    ):
+        assert main(base + extra) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "r.json").exists()  # refused before any work
+    written = tmp_path / "spine.mha"
+    assert main(base + ["--mask", str(labels), "--mask-out", str(written)]) == 0
+    assert "(the spine mask used: given)" in capsys.readouterr().out
+    from sopi.io import read_label_map, read_mask
+
+    given = read_label_map(labels, reference=read_ct(ct))
+    assert torch.equal(read_mask(written, read_ct(ct)).data, (given.data != 0).to(torch.uint8))  # the label map as a 0/1 mask

@@ -267,12 +267,21 @@ def test_module_picks_inputs_but_never_its_outputs_or_label_maps():
     assert choose_inputs(slicer.vtkMRMLScene()) == (None, None)
 
 
-def test_register_segments_the_spine_when_none_is_given():
+@pytest.mark.parametrize("method", ["rtpi", "global+opt"])
+def test_register_segments_the_spine_when_none_is_given(method):
+    """A method that needs the spine segments it in the engine's one process (``--mask-out``), and the scene gets the
+    very mask the engine used: ``sopi segment``'s."""
+    from sopi.segment import segment_spine
+
     scene = slicer.vtkMRMLScene()
     case = load_sample_case(scene)
-    result = RegistrationLogic(scene).register(case.ct_node, case.xray_node, method="rtpi", device="cpu")
-    assert result.segmentation_node is not None
+    logic = RegistrationLogic(scene)
+    job = logic.start_register(case.ct_node, case.xray_node, method=method, device="cpu", iteration_scale=0.2)
+    assert len(job.steps) == 1  # no second engine process for the segmentation
+    result = job.wait(timeout_s=600)
+    assert result.segmentation_node is not None and result.segmentation_node.GetName() == f"{case.ct_node.GetName()} spine"
     mask = nodes.mask_from_segmentation(result.segmentation_node, case.ct_node)
+    assert torch.equal(mask.data != 0, segment_spine(nodes.volume_from_node(case.ct_node)).data != 0)
     assert dice(mask, case.vertebrae.data != 0) > 0.7
 
 

@@ -271,6 +271,8 @@ def test_register_cli_names_what_is_missing_in_one_line(simulated_views, tmp_pat
         "1 --xray but 2 --geometry": ["--xray", str(case / "xray_ap.mha"), "--geometry", str(case / "geometry_ap.json"),
                                       "--geometry", str(case / "geometry_lateral.json")],
         "registers one view": [*two, "--method", "sopi+opt"],
+        "no spine mask to write with --no-mask": [*two, "--geometry", str(case / "geometry_ap.json"), "--geometry", str(case / "geometry_lateral.json"),
+                                                   "--no-mask", "--mask-out", str(tmp_path / "spine.nii.gz")],
     }
     for message, args in cases.items():
         assert main([*ct, *args]) == 2

@@ -255,7 +255,7 @@ class RegistrationLogic:
                 to ``second_drr_node`` (new if None).
         The job's result is a :class:`SceneRegistration`.
         """
-        from sopi.registration.methods import get_method, needs_model
+        from sopi.registration.methods import get_method, needs_mask, needs_model
 
         get_method(method)
         if not step_mm > 0 or not iteration_scale > 0:
@@ -280,7 +280,8 @@ class RegistrationLogic:
         defaults = self.default_models()
         models = {"rtpi": model or (defaults["rtpi"] if "rtpi" in needed else None),
                   "fine": fine_model or (defaults["fine"] if "fine" in needed else None)}
-        auto_mask = prepared.mask is None and bool(needed)
+        # without a segmentation, a method that needs the spine segments it in the engine's process and writes it back
+        auto_mask = prepared.mask is None and needs_mask(method)
         folder = write_inputs(self.temporary_root, prepared.ct, prepared.mask, prepared.xray, prepared.initial_pose)
         if second is not None:
             second_view.write_second_xray(folder, second)
@@ -290,14 +291,12 @@ class RegistrationLogic:
                      "--step-mm", repr(float(step_mm)),
                      "--out", "result.json"]
         arguments += ["--init", "init.json"] if prepared.initial_pose is not None else ["--view", view]
-        arguments += ["--mask", "mask.mha"] if prepared.mask is not None or auto_mask else []
+        arguments += ["--mask", "mask.mha"] if prepared.mask is not None else ["--mask-out", "mask.mha"] if auto_mask else []
         arguments += [] if pyramid else ["--no-pyramid"]
         arguments += view_arguments if second is not None else []
         for option, path in (("--model", models["rtpi"]), ("--fine-model", models["fine"])):
             arguments += [option, str(Path(path).resolve())] if path else []
-        steps = [Step(sopi_command(*arguments), 0.8 if auto_mask else 1.0, readable_progress)]
-        if auto_mask:  # segment first, in its own step, so the new spine can be shown
-            steps.insert(0, Step(sopi_command("segment", "ct.mha", "--out", "mask.mha"), 0.2, lambda m: f"Segmenting spine ({m})"))
+        steps = [Step(sopi_command(*arguments), 1.0, readable_progress)]
 
         def finish(folder: Path) -> SceneRegistration:
             from sopi.render import render_drr
@@ -358,7 +357,8 @@ class RegistrationLogic:
     def _write_registration(self, ct_node, xray_node, geometry, prepared, result, drr, new_mask, segmentation_node,
                             transform_node, drr_node, flip: str = "none") -> SceneRegistration:
         if new_mask is not None:
-            segmentation_node = nodes.segmentation_from_mask(new_mask, self.scene, ct_node, f"{ct_node.GetName()} spine")
+            found = "bone (no spine found)" if result.mask_source == "bone" else "spine"  # the engine's fallback: every bone
+            segmentation_node = nodes.segmentation_from_mask(new_mask, self.scene, ct_node, f"{ct_node.GetName()} {found}")
         if transform_node is None:
             transform_node = self.scene.AddNewNodeByClass(
                 "vtkMRMLLinearTransformNode", self.scene.GenerateUniqueName(f"{xray_node.GetName()} registration")

@@ -228,6 +228,33 @@ def _parse_ids(text: str) -> list[int]:
     return ids
 
 
+def check_mask_out(args: argparse.Namespace) -> None:
+    """``sopi register --mask-out``: a volume file name other than ``--out`` and ``--fused``; it asks for the spine to
+    be segmented where no ``--mask`` is given (``args.auto_mask`` set), and cannot go with ``--no-mask``."""
+    from .io import VOLUME_WRITE_SUFFIXES, file_suffix
+
+    if args.mask_out is None:
+        return
+    if file_suffix(args.mask_out) not in VOLUME_WRITE_SUFFIXES:
+        raise InputError(f"--mask-out {args.mask_out}: a volume file; expected a name ending in one of {', '.join(VOLUME_WRITE_SUFFIXES)}")
+    if any(other is not None and args.mask_out.resolve() == Path(other).resolve() for other in (args.out, args.fused)):
+        raise InputError(f"--mask-out {args.mask_out}: is the same file as --out or --fused; expected a file of its own")
+    if args.auto_mask is False:
+        raise InputError("--mask-out: there is no spine mask to write with --no-mask; leave one of them out")
+    if args.mask is None:
+        args.auto_mask = True
+
+
+def write_mask_out(args: argparse.Namespace, result) -> None:
+    """Write ``result.spine`` to ``args.mask_out`` (atomically) when it is asked for."""
+    from .io import write_volume
+
+    if args.mask_out is None:
+        return
+    write_volume(args.mask_out, result.spine)
+    print(f"wrote {args.mask_out} (the spine mask used: {result.mask_source})")
+
+
 def _cmd_register(args: argparse.Namespace) -> int:
     from .atomic import write_json
     from .cli_prepare import models_from_folder
@@ -248,11 +275,12 @@ def _cmd_register(args: argparse.Namespace) -> int:
         "--ct": args.ct, "--xray": args.xray, "--geometry": args.geometry, "--init": args.init, "--mask": args.mask,
         "--model": args.model, "--fine-model": args.fine_model,
     }
-    check_outputs({"--out": args.out, "--fused": args.fused}, inputs)
+    check_outputs({"--out": args.out, "--fused": args.fused, "--mask-out": args.mask_out}, inputs)
     if args.fused is not None and args.fused.suffix.lower() != ".png":
         raise InputError(f"--fused {args.fused}: the fused overlay is a PNG image; expected a name ending in .png")
     if args.fused is not None and args.fused.resolve() == args.out.resolve():
         raise InputError(f"--fused {args.fused}: is the same file as --out; expected two different files")
+    check_mask_out(args)
     geometry = _optional_geometry(args)
     ct = read_ct(args.ct)
     check_ct_content(ct.data, f"--ct {args.ct}")
@@ -273,6 +301,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
         )
     write_json(args.out, result.to_dict())
     print(f"wrote {args.out} (similarity {result.similarity:.4f}, {result.time_s:.1f} s)")
+    write_mask_out(args, result)
     verdict = "likely failed: check the overlay before using it" if result.likely_failed else "looks right"
     print(f"confidence {result.confidence:.2f} ({verdict})")
     from .cli_views import print_turned
@@ -402,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(reg, prepared=True)
     reg.add_argument("--out", type=Path, required=True, help="result JSON")
     reg.add_argument("--fused", type=Path, help="also write the DRR at the result fused over the X-ray (PNG; an X-ray over 512 pixels binned as it was registered)")
+    reg.add_argument(
+        "--mask-out", type=Path,
+        help="also write the spine mask the registration used, 0/1 on the CT's grid (.nii.gz, .nii, .nrrd or .mha): "
+        "the one segmented automatically (segmenting it even for a method that needs none), or --mask's",
+    )
     reg.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     reg.add_argument("--seed", type=seed, default=0)
     reg.add_argument("--iteration-scale", type=positive_number, default=1.0, help="multiply every stage's iteration budget (default 1)")

@@ -45,7 +45,7 @@ def view_geometries(xrays: list[Path], geometries: list[Path] | None, preset: st
 def register_views_command(args: argparse.Namespace) -> int:
     """``sopi register`` with two or more ``--xray``: a joint registration; RESULT's ``matrix`` is view 0's."""
     from .atomic import write_json
-    from .cli import _frame, _progress_bar
+    from .cli import _frame, _progress_bar, check_mask_out, write_mask_out
     from .geometry import load_pose
     from .io import read_ct, read_xray
     from .registration.methods import DEFAULT_METHOD
@@ -54,9 +54,10 @@ def register_views_command(args: argparse.Namespace) -> int:
     inputs = {"--ct": args.ct, "--init": args.init, "--mask": args.mask, "--model": args.model, "--fine-model": args.fine_model}
     inputs.update({f"--xray {index}": path for index, path in enumerate(args.xray)})
     inputs.update({f"--geometry {index}": path for index, path in enumerate(args.geometry or [])})
-    check_outputs({"--out": args.out, "--fused": args.fused}, inputs)
+    check_outputs({"--out": args.out, "--fused": args.fused, "--mask-out": args.mask_out}, inputs)
     if args.fused is not None and args.fused.suffix.lower() != ".png":
         raise InputError(f"--fused {args.fused}: the fused overlay is a PNG image; expected a name ending in .png")
+    check_mask_out(args)
     if args.model or args.fine_model:
         raise InputError("--model/--fine-model: the learned methods register one view; with several --xray use " + ", ".join(multiview_methods()))
     method = args.method or DEFAULT_METHOD  # the global search then opt, as for one view without trained models
@@ -75,6 +76,7 @@ def register_views_command(args: argparse.Namespace) -> int:
             step_mm=args.step_mm, flip=args.flip, progress=progress,
         )
     write_json(args.out, result.to_dict())
+    write_mask_out(args, result)
     scores = ", ".join(f"{score:.3f}" for score in result.view_similarities)
     print(f"wrote {args.out} (similarity {result.similarity:.4f}; per view {scores}; {result.time_s:.1f} s)")
     verdict = "likely failed: check every view's overlay before using it" if result.likely_failed else "looks right"

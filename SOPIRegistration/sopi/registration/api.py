@@ -55,6 +55,8 @@ class RegistrationResult:
     confidence_details: dict = field(default_factory=dict)
     mask_source: str = ""  # "given", "segmented", "bone" (no vertebral column found: every bone of the body) or "none"
     ct_binned_by: tuple[int, int, int] = (1, 1, 1)  # (i, j, k): a CT finer than WORKING_SPACING_MM renders binned
+    # the 0/1 spine mask it used on the CT's own grid (given or segmented; None without one); not in RESULT.json
+    spine: Volume | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         """The ``RESULT.json`` content."""
@@ -211,6 +213,7 @@ def register(
         pivot = default_pivot(initial_pose, geometry)
     fixed, orientation, binned_by, attenuation, ct_binned_by, weight, preparation = view_ready or prepare_view(initial_pose)
     geometry = fixed.geometry
+    used_spine = spine
     if spine is not None:  # a fine CT renders binned (the pivot above is the full mask's centroid)
         spine = binned_volume(spine, ct_binned_by, "max")
     preparation = {**preparation, "orientation": orientation, **({"binned_by": binned_by} if binned_by > 1 else {})}
@@ -301,6 +304,7 @@ def register(
         confidence_details=final.assessment.details(),
         mask_source=mask_source,
         ct_binned_by=ct_binned_by,
+        spine=used_spine,
     )
 
 

@@ -143,6 +143,7 @@ class MultiViewResult:
     view_confidences: list[float] = field(default_factory=list)
     mask_source: str = ""  # as RegistrationResult.mask_source
     ct_binned_by: tuple[int, int, int] = (1, 1, 1)  # as RegistrationResult.ct_binned_by
+    spine: Volume | None = field(default=None, repr=False)  # as RegistrationResult.spine
 
     def to_dict(self) -> dict:
         """The ``RESULT.json`` content: ``matrix`` is view 0's ``camera_from_world``."""
@@ -275,6 +276,7 @@ def register_views(
     if spine is None:
         pivot = default_pivot(initial_pose, geometry)
     # as register renders a fine CT (the pivot is the full mask's)
+    used_spine = spine
     attenuation, spine, ct_binned_by = working_volumes(ct_volume, spine)
     chosen_device = resolve_device(device)
     if prepare:  # one polarity judgement for all views (one C-arm)
@@ -333,4 +335,5 @@ def register_views(
         xrays=[item.path or f"view {index}" for index, item in enumerate(fixed)], stages=final.records, xray_preparation=final.preparation,
         confidence=assessment.confidence, likely_failed=assessment.likely_failed, confidence_details=assessment.details(),
         view_confidences=[view.confidence for view in assessment.views], mask_source=mask_source, ct_binned_by=ct_binned_by,
+        spine=used_spine,
     )
