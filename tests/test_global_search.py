@@ -875,6 +875,38 @@ def test_a_right_hypothesis_the_search_ranked_second_is_found_once_the_result_is
     assert float(mtre_mm(found.camera_from_world, truth, points)) < 2.0 and not found.likely_failed
 
 
+def test_a_later_pass_that_reaches_the_same_pose_after_its_search_reuses_the_first_pass_stages(monkeypatch):
+    """The search (replaced here) ends at the same pose in the first pass and in the wider one: the wider pass's stages
+    would run from the same poses on an X-ray weighted alike, so their outcomes are taken from the first pass (marked
+    ``reused``, no renders) and equal what the first pass found; passes from elsewhere (the start, another hypothesis)
+    still run their own."""
+    import sopi.registration.api as api_module
+    from sopi.registration.global_search import GlobalOutcome
+
+    ct, spine, start, truth, image, points = _sample_case_at([12.0, -28.0, 20.0, 25.0, -30.0, 40.0])
+    wrong = torch.tensor([-25.0, 30.0, -20.0, -60.0, 40.0, -80.0], dtype=torch.float64)
+    ran = []
+    run_stage = api_module._run_stage
+
+    def counted(problem, stage, theta, seed, monitor):
+        ran.append((stage.label, theta.clone()))
+        return run_stage(problem, stage, theta, seed, monitor)
+
+    monkeypatch.setattr(api_module, "global_search", lambda *args, **kwargs: GlobalOutcome(wrong, -0.3, 1, 1, True, hypotheses=[(wrong, 0.3)], renders=1))
+    monkeypatch.setattr(api_module, "_run_stage", counted)
+    found = register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine, prepare=False)
+    after_search = len(get_method("global+opt")) - 1
+    first = found.stages[1:1 + after_search]
+    wider = [record for record in found.stages if record["stage"].startswith(WIDER_NOTE)]
+    assert wider[0]["stage"] == WIDER_NOTE + "global search" and len(wider) == 1 + after_search  # flagged: the wider pass ran
+    assert all(record["reused"] and record["renders"] == 0 and record["iterations"] == 0 for record in wider[1:])
+    assert [(r["params"], r["similarity"]) for r in wider[1:]] == [(r["params"], r["similarity"]) for r in first]
+    assert not any(record.get("reused") for record in first)
+    from_start = [record for record in found.stages if record["stage"].startswith(START_NOTE)]
+    assert from_start and not any(record.get("reused") for record in from_start)  # another start: its own stages
+    assert len(ran) == after_search + len(from_start)  # the first pass's and the start's; none for the wider pass
+
+
 def test_the_second_look_masks_straight_instruments_and_can_take_the_mask_off_again(monkeypatch):
     """``register``'s second look (what ``run_passes`` calls): masked, the passes after it weigh the instruments' band
     out and say how much was masked; ``second_look(False)`` gives the next pass the X-ray's own weights again, as a

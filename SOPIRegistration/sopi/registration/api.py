@@ -219,6 +219,10 @@ def register(
     preparation = {**preparation, "orientation": orientation, **({"binned_by": binned_by} if binned_by > 1 else {})}
 
     projectors = SharedProjectors()  # every pass renders the same voxels
+    # a stage's outcome by what it depends on (the pass's X-ray weights, the stage, its place, the poses every stage of
+    # the pass after the search started from): a later pass that reaches the same pose runs the same stages again (a
+    # wider search that ends at the first search's hypothesis), so it takes their outcomes instead
+    finished_stages: dict[tuple, tuple[OptimizerResult, dict]] = {}
     judged_starts: dict[str, dict] = {"own": {}, "masked": {}}  # the same weights judge the same start
     plain_weight, masked_weight = weight, _NOT_YET
 
@@ -230,6 +234,7 @@ def register(
         found = dict(preparation)
         scatter_checked, kept_start = False, False
         alternatives: list[torch.Tensor] = []
+        pass_weight, starts = weight, []  # the poses this pass's stages after a search started from
 
         def step(index: int, stage, theta: torch.Tensor, monitor: Monitor):
             nonlocal scatter_checked, kept_start
@@ -257,9 +262,15 @@ def register(
             if prepare and problem.FIT_BONE_CONTRAST and index > 0 and index == len(chosen) - 1:  # the last stage: closest yet
                 found["bone_contrast_estimate"] = problem.estimate_bone_contrast(theta, factor, stage.measure)
                 found["scatter_to_primary_estimate"] = problem.scatter_to_primary
-            if not instead:
-                return _run_stage(problem, stage, theta, seed + index, monitor), {}
-            return _run_in_turn(problem, instead, theta, seed + index, monitor, note, " (kept start)")
+            starts.append(theta.detach().to(torch.float64).numpy().tobytes())
+            if instead:
+                return _run_in_turn(problem, instead, theta, seed + index, monitor, note, " (kept start)")
+            key = (id(pass_weight), index, len(chosen), stage, tuple(starts))
+            if key in finished_stages:  # the problem was adapted above from the same poses, as in the pass that ran it
+                outcome, extra = finished_stages[key]
+                return replace(outcome, theta=outcome.theta.clone(), iterations=0, evaluations=0), {**extra, "reused": True}
+            finished_stages[key] = (_run_stage(problem, stage, theta, seed + index, monitor), {})
+            return finished_stages[key]
 
         finished = stage_loop(problem, chosen, note, step, assess, found, progress, cancel, start=start)
         finished.alternatives = alternatives
