@@ -222,7 +222,7 @@ def register(
     # a stage's outcome by what it depends on (the pass's X-ray weights, the stage, its place, the poses every stage of
     # the pass after the search started from): a later pass that reaches the same pose runs the same stages again (a
     # wider search that ends at the first search's hypothesis), so it takes their outcomes instead
-    finished_stages: dict[tuple, tuple[OptimizerResult, dict]] = {}
+    finished_stages: dict[tuple, OptimizerResult] = {}
     judged_starts: dict[str, dict] = {"own": {}, "masked": {}}  # the same weights judge the same start
     plain_weight, masked_weight = weight, _NOT_YET
 
@@ -267,10 +267,10 @@ def register(
                 return _run_in_turn(problem, instead, theta, seed + index, monitor, note, " (kept start)")
             key = (id(pass_weight), index, len(chosen), stage, tuple(starts))
             if key in finished_stages:  # the problem was adapted above from the same poses, as in the pass that ran it
-                outcome, extra = finished_stages[key]
-                return replace(outcome, theta=outcome.theta.clone(), iterations=0, evaluations=0), {**extra, "reused": True}
-            finished_stages[key] = (_run_stage(problem, stage, theta, seed + index, monitor), {})
-            return finished_stages[key]
+                outcome = finished_stages[key]
+                return replace(outcome, theta=outcome.theta.clone(), iterations=0, evaluations=0), {"reused": True}
+            finished_stages[key] = _run_stage(problem, stage, theta, seed + index, monitor)
+            return finished_stages[key], {}
 
         finished = stage_loop(problem, chosen, note, step, assess, found, progress, cancel, start=start)
         finished.alternatives = alternatives
