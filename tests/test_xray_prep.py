@@ -384,3 +384,61 @@ def test_anatomy_at_the_border_of_an_image_of_mostly_air_is_not_taken_for_a_blad
     assert float(prepared.weight[body].mean()) > 0.8  # kept, but for the eroded rim
     blade = torch.where(body, _anatomy(4) + 3.0, _anatomy(4))
     assert float(prepare_xray(blade, detect_metal=False).outside_field[body].float().mean()) > 0.95
+
+
+def test_the_edges_tell_an_inverted_x_ray_with_a_bright_blade_where_the_coarse_pattern_cannot():
+    """The sample CT seen off its start by a few degrees and millimetres, with a collimator blade bright in the
+    image as stored. The edges' scores (``_gradient_scores``) favour the reading that shows bone bright, each
+    way, where the coarse scores favour no reading by their margin; the registration re-reads the inverted image,
+    whose edges clear ``_GRADIENT_MARGIN``, and keeps the bone-bright one."""
+    from sopi.io import mask_from_labels
+    from sopi.io_xray import XRay
+    from sopi.registration import preparation
+    from sopi.render import render_drr, rendering_volume
+    from sopi.sample_data import load_sample
+    from sopi.segment import mask_centroid_world
+
+    ct, labels = load_sample()
+    geometry = CArmGeometry.preset("perlove-plx118f")  # 256 pixels: judged at 64
+    start = nominal_view("ap", mask_centroid_world(mask_from_labels(labels)), geometry.source_to_isocenter_mm)
+    attenuation = rendering_volume(ct, "hu")
+    drr = render_drr(attenuation, geometry, start.pose(torch.tensor([-3.0, 2.0, -4.0, -5.0, 7.0, -10.0], dtype=torch.float64)))
+    blade = torch.zeros_like(drr, dtype=torch.bool)
+    blade[:, :36] = True
+    bright = torch.where(blade, drr.max() * 1.3, drr)  # the blade's shadow: more attenuation than any ray through the body
+    cpu = torch.device("cpu")
+    expected = {"bone-bright": bright, "bone-dark": float(bright.max()) * 1.1 - bright, "intensity": torch.exp(-bright)}
+    for reading, image in expected.items():
+        judgement = preparation._polarity_scores(XRay(image, geometry), attenuation, start.camera_from_world, cpu)
+        others = max(score for name, score in judgement.edges.items() if name != "bone-bright")
+        margin = judgement.edges["bone-bright"] - others if reading == "bone-bright" else others - judgement.edges["bone-bright"]
+        assert margin >= 0.15, judgement.edges
+        for coarse in (judgement.fills, judgement.field_masked):
+            assert max(coarse.values()) - coarse["bone-bright"] < preparation._POLARITY_MARGIN, coarse  # no coarse re-reading
+        if reading == "intensity":
+            continue
+        prepared, _, record = preparation.prepare_fixed(XRay(image, geometry), attenuation, start.camera_from_world, cpu)
+        assert record["polarity"] == reading, record
+        assert record["polarity_scores_edges"] == {name: round(value, 3) for name, value in judgement.edges.items()}
+        inside = ~blade & (prepared.image.abs() > 0)
+        assert float(torch.corrcoef(torch.stack([prepared.image[inside], drr[inside]]))[0, 1]) > 0.9  # bone bright again
+
+
+def test_the_edges_re_read_by_their_margin_and_otherwise_only_where_the_coarse_judgements_and_the_edges_agree():
+    from sopi.registration.preparation import _GRADIENT_MARGIN, _Judgement, _reading
+
+    coarse_dark = {"bone-bright": 0.5, "bone-dark": 0.9}  # both coarse weightings would re-read
+    coarse_bright = {"bone-bright": 0.9, "bone-dark": 0.5}
+    clear = _GRADIENT_MARGIN + 0.01
+    assert _reading([_Judgement(coarse_bright, coarse_bright, None, {"bone-bright": 0.3, "bone-dark": 0.3 + clear})]) == "bone-dark"
+    assert _reading([_Judgement(coarse_bright, coarse_bright, None,
+                                {"bone-bright": 0.3, "bone-dark": 0.35, "intensity": 0.3 + clear})]) == "intensity"
+    assert _reading([_Judgement(coarse_dark, coarse_dark, None, {"bone-bright": 0.3 + clear, "bone-dark": 0.3})]) == "bone-bright"
+    leaning_dark = {"bone-bright": 0.4, "bone-dark": 0.4 + _GRADIENT_MARGIN / 2}
+    leaning_bright = {"bone-bright": 0.4 + _GRADIENT_MARGIN / 2, "bone-dark": 0.4}
+    assert _reading([_Judgement(coarse_dark, coarse_dark, None, leaning_dark)]) == "bone-dark"  # both cues say so
+    assert _reading([_Judgement(coarse_dark, coarse_dark, None, leaning_bright)]) == "bone-bright"
+    assert _reading([_Judgement(coarse_bright, coarse_bright, None, leaning_dark)]) == "bone-bright"
+    assert _reading([_Judgement(coarse_dark, coarse_bright, None, leaning_dark)]) == "bone-bright"  # the coarse two disagree
+    assert _reading([_Judgement(coarse_dark, coarse_dark, None)]) == "bone-dark"  # not judged by its edges
+    assert _reading([]) == "bone-bright"

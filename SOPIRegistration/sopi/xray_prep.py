@@ -42,7 +42,7 @@ from .field_edges import _CENTRAL_RADIUS, hough_blade_edges, step_blade_edges
 from .filters import dilate, gaussian_blur
 from .instrument_edges import straight_instruments
 
-__all__ = ["PreparedXRay", "apply_reading", "coarse_correlation", "detect_polarity", "fill_masked", "prepare_xray"]
+__all__ = ["PreparedXRay", "apply_reading", "coarse_correlation", "detect_polarity", "fill_masked", "prepare_xray", "readings"]
 
 _PLATEAU_FRACTION = 0.9  # share of samples beyond a field edge that must stay on the plateau
 #: the field edge is looked for only where at least this share of the central disc is not already known (saturated,
@@ -187,12 +187,18 @@ def detect_polarity(image: torch.Tensor, drr: torch.Tensor, weight: torch.Tensor
     misalignments do not matter; a ``drr`` on a larger detector than ``image`` is searched
     over every placement (far starts).
     """
+    scores = {name: coarse_correlation(candidate, drr, weight) for name, candidate in readings(image).items()}
+    return max(scores, key=scores.get), scores
+
+
+def readings(image: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``image`` as each polarity would have it shown bone bright: ``"bone-bright"`` (as it is), ``"bone-dark"``
+    (``max - image``) and, for a positive image, ``"intensity"`` (``-log(image / max)``)."""
     values = image.detach().to(torch.float32).cpu()
     candidates = {"bone-bright": values, "bone-dark": values.max() - values}
     if float(values.min()) > 0:
         candidates["intensity"] = -torch.log(values / values.max())
-    scores = {name: coarse_correlation(candidate, drr, weight) for name, candidate in candidates.items()}
-    return max(scores, key=scores.get), scores
+    return candidates
 
 
 def apply_reading(image: torch.Tensor, reading: str) -> torch.Tensor:

@@ -44,7 +44,7 @@ from .confidence import MIN_SPINE_IN_VIEW, MIN_START_COVERAGE, START_COEFFICIENT
 from .optimizers import Monitor, OptimizerResult, cma_es
 from .problem import PoseProblem
 
-__all__ = ["ACCEPT_START_ABOVE", "TENTATIVE_START_ABOVE", "GlobalOutcome", "GlobalStage", "global_search", "judge_start", "same_hypothesis"]
+__all__ = ["ACCEPT_START_ABOVE", "TENTATIVE_START_ABOVE", "GlobalOutcome", "GlobalStage", "global_search", "gradient_templates", "judge_start", "same_hypothesis"]
 
 
 _FFT_SCORES = {"masked-ncc": masked_ncc_maps, "joint-gradient": gradient_ncc_maps}
@@ -197,7 +197,7 @@ def global_search(
     depth = problem.geometry.source_to_isocenter_mm
     scales = torch.linspace(math.log((depth - stage.depth_mm) / depth), math.log((depth + stage.depth_mm) / depth), stage.depth_steps).exp().tolist()
     warps = list(itertools.product(angles, scales))
-    templates, masks = _templates(level.fixed, level.weight, small, warps)
+    templates, masks = gradient_templates(level.fixed, level.weight, small, warps)
     spine_maps = _SpineMaps(problem, search, small)
     candidates = []  # (score, rotation index, warp index, row, col)
     for start in range(0, len(rotations), 8):
@@ -420,7 +420,7 @@ def _search_detector(problem: PoseProblem, small: CArmGeometry, max_extent: floa
     return small.padded(-first_col, -first_row, math.ceil(right) - (small.cols - 1), math.ceil(bottom) - (small.rows - 1))
 
 
-def _templates(image: torch.Tensor, weight: torch.Tensor | None, geometry: CArmGeometry, warps: list[tuple[float, float]]):
+def gradient_templates(image: torch.Tensor, weight: torch.Tensor | None, geometry: CArmGeometry, warps: list[tuple[float, float]]):
     """Sobel derivatives ``(K, 2, h, w)`` of the X-ray turned by ``angle`` (deg) and scaled by ``scale``
     about the principal point, and their masks ``(K, h, w)`` (1 where the X-ray is valid)."""
     rows, cols = image.shape

@@ -21,7 +21,7 @@ import torch
 from ..geometry import CArmGeometry, invert_rigid, rigid, transform_points
 from ..similarity import image_gradients
 from ..template_matching import masked_ncc_maps, top_peaks
-from .global_search import GlobalOutcome, GlobalStage, _templates, global_search
+from .global_search import GlobalOutcome, GlobalStage, global_search, gradient_templates
 from .optimizers import Monitor, cma_es
 
 __all__ = ["align_in_view", "joint_global_search"]
@@ -90,7 +90,7 @@ def align_in_view(problem, index: int, theta: torch.Tensor, stage: GlobalStage, 
         rendered = projector(pose[None].to(view.device))
         drr = rendered[:, 0] if rendered.ndim == 4 else rendered
         gradient_x, gradient_y = image_gradients(drr.to(torch.float32))
-        templates, masks = _templates(level.fixed, level.weight, small, [(0.0, 1.0)])
+        templates, masks = gradient_templates(level.fixed, level.weight, small, [(0.0, 1.0)])
         maps = masked_ncc_maps(torch.stack([gradient_x, gradient_y], dim=1), templates, masks)
         _, rows, cols = top_peaks(maps, peaks or stage.peaks_per_map, separation_px=3)
     reference_from_view = invert_rigid(view.view_from_reference.to(torch.float64)) if view.view_from_reference is not None else torch.eye(4, dtype=torch.float64)

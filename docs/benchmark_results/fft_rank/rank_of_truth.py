@@ -1,7 +1,7 @@
 """Where the candidates near the truth rank in the FFT search (global_search's loop, copied)."""
 import json, sys, math, itertools, torch
 exec(open(__file__.replace('rank_of_truth.py', 'similarity_at_truth.py')).read().split('ref = problem(sp, 5)')[0])
-from sopi.registration.global_search import (GlobalStage, _grid, _search_detector, _templates, _SpineMaps, _FFT_SCORES,
+from sopi.registration.global_search import (GlobalStage, _grid, _search_detector, gradient_templates, _SpineMaps, _FFT_SCORES,
     _matched_pose, same_hypothesis)
 from sopi.similarity import image_gradients
 from sopi.template_matching import top_peaks
@@ -21,7 +21,7 @@ angles = _grid(stage.in_plane_deg, stage.in_plane_step_deg)
 depth = p.geometry.source_to_isocenter_mm
 scales = torch.linspace(math.log((depth - stage.depth_mm) / depth), math.log((depth + stage.depth_mm) / depth), stage.depth_steps).exp().tolist()
 warps = list(itertools.product(angles, scales))
-templates, masks = _templates(level.fixed, level.weight, small, warps)
+templates, masks = gradient_templates(level.fixed, level.weight, small, warps)
 spine_maps = _SpineMaps(p, search, small)
 cands = []
 for start in range(0, len(rotations), 8):
