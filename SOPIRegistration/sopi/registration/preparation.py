@@ -109,10 +109,10 @@ def _polarity_scores(xray: XRay, attenuation: Volume, initial_pose: torch.Tensor
     fills, field = (prepare_xray(xray.image, xray.field_mask, detect_field=detect, detect_metal=False) for detect in (False, True))
     return _Judgement(detect_polarity(image, drr, resize_image(fills.weight, small))[1],
                       detect_polarity(image, drr, resize_image(field.weight, small))[1], ~field.outside_field,
-                      _gradient_scores(xray, drr, working))
+                      _gradient_scores(xray, drr, working, ~field.outside_field))
 
 
-def _gradient_scores(xray: XRay, drr: torch.Tensor, working: CArmGeometry) -> dict[str, float]:
+def _gradient_scores(xray: XRay, drr: torch.Tensor, working: CArmGeometry, exposed: torch.Tensor) -> dict[str, float]:
     """Each reading's best gradient correlation with ``drr`` (a DRR on a detector ``_POLARITY_EXTENT`` times
     ``working``'s) over every placement and the turns ``_GRADIENT_TURNS``.
 
@@ -121,6 +121,7 @@ def _gradient_scores(xray: XRay, drr: torch.Tensor, working: CArmGeometry) -> di
     (:func:`sopi.xray_prep.detect_polarity`) matches every reading somewhere on a wide DRR. All readings are
     scored on the same pixels (none that any reading's field, fill or metal masks): a collimator blade is
     found only where it is bright, and its edge kept in the other reading would match the body's edge.
+    ``exposed`` is the field already found in the image as given (with any shutter).
     """
     from ..similarity import image_gradients
     from ..template_matching import masked_ncc_maps
@@ -128,7 +129,9 @@ def _gradient_scores(xray: XRay, drr: torch.Tensor, working: CArmGeometry) -> di
     from .global_search import gradient_templates
 
     options = readings(xray.image)
-    common = torch.stack([prepare_xray(reading, xray.field_mask).weight for reading in options.values()]).amin(dim=0)
+    weights = [prepare_xray(reading, exposed, detect_field=False).weight if name == "bone-bright" else prepare_xray(reading, xray.field_mask).weight
+               for name, reading in options.items()]  # the image as given: its field is known, its metal is added
+    common = torch.stack(weights).amin(dim=0)
     weight = resize_image(common, working.shape)
     gradient_x, gradient_y = image_gradients(drr.to(torch.float32).cpu()[None])
     drr_gradients = torch.stack([gradient_x, gradient_y], dim=1)
