@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from ..geometry import CArmGeometry
 from ..io_xray import XRay, resize_image
 from ..volume import Volume
+
+if TYPE_CHECKING:
+    from ..xray_prep import PreparedXRay
 
 __all__ = ["prepare_fixed", "prepare_views"]
 
@@ -72,10 +75,10 @@ def prepare_views(
                 image = apply_reading(image, reading)
             record["polarity"] = reading
             record["polarity_source"] = "drr-comparison" if len(judged) == 1 else f"drr-comparison over {len(judged)} views"
-        known, detect = xray.field_mask, True
-        if index in judged and reading == "bone-bright" and judged[index].exposed is not None:
-            known, detect = judged[index].exposed, False  # the judgement already found the field of this very image
-        prepared = prepare_xray(image, known, detect_field=detect)
+        if index in judged and reading == "bone-bright" and judged[index].as_given is not None:
+            prepared = judged[index].as_given  # the judgement already prepared this very image
+        else:
+            prepared = prepare_xray(image, xray.field_mask)
         record.update(prepared.summary())
         metadata = {**xray.metadata, "prepared": True}
         exposed = ~prepared.outside_field  # the field found (with any shutter the file gave): where scatter comes from
@@ -88,7 +91,8 @@ class _Judgement(NamedTuple):
 
     fills: dict[str, float]  # weighted where the image is not a constant fill
     field_masked: dict[str, float]  # weighted inside the field found in the image as given, too
-    exposed: torch.Tensor | None  # that field (with any shutter the file gave); None: prepare_views finds it again
+    as_given: PreparedXRay | None  # the image as given, with that field (and any shutter) and its metal masked; None:
+    # prepare_views prepares it again
     edges: dict[str, float] | None = None  # the edges' match (_gradient_scores); None: not judged so
 
 
@@ -107,12 +111,13 @@ def _polarity_scores(xray: XRay, attenuation: Volume, initial_pose: torch.Tensor
     drr = render_drr(attenuation, working.padded(grow_cols, grow_rows, grow_cols, grow_rows), initial_pose, step_mm=3.0, device=device)
     image = resize_image(xray.image, small)
     fills, field = (prepare_xray(xray.image, xray.field_mask, detect_field=detect, detect_metal=False) for detect in (False, True))
+    as_given = prepare_xray(xray.image, ~field.outside_field, detect_field=False)  # the field known, the metal added
     return _Judgement(detect_polarity(image, drr, resize_image(fills.weight, small))[1],
-                      detect_polarity(image, drr, resize_image(field.weight, small))[1], ~field.outside_field,
-                      _gradient_scores(xray, drr, working, ~field.outside_field))
+                      detect_polarity(image, drr, resize_image(field.weight, small))[1], as_given,
+                      _gradient_scores(xray, drr, working, as_given.weight))
 
 
-def _gradient_scores(xray: XRay, drr: torch.Tensor, working: CArmGeometry, exposed: torch.Tensor) -> dict[str, float]:
+def _gradient_scores(xray: XRay, drr: torch.Tensor, working: CArmGeometry, weight_as_given: torch.Tensor) -> dict[str, float]:
     """Each reading's best gradient correlation with ``drr`` (a DRR on a detector ``_POLARITY_EXTENT`` times
     ``working``'s) over every placement and the turns ``_GRADIENT_TURNS``.
 
@@ -121,7 +126,7 @@ def _gradient_scores(xray: XRay, drr: torch.Tensor, working: CArmGeometry, expos
     (:func:`sopi.xray_prep.detect_polarity`) matches every reading somewhere on a wide DRR. All readings are
     scored on the same pixels (none that any reading's field, fill or metal masks): a collimator blade is
     found only where it is bright, and its edge kept in the other reading would match the body's edge.
-    ``exposed`` is the field already found in the image as given (with any shutter).
+    ``weight_as_given`` is the image's own (bone-bright reading's) weight, already prepared.
     """
     from ..similarity import image_gradients
     from ..template_matching import masked_ncc_maps
@@ -129,9 +134,8 @@ def _gradient_scores(xray: XRay, drr: torch.Tensor, working: CArmGeometry, expos
     from .global_search import gradient_templates
 
     options = readings(xray.image)
-    weights = [prepare_xray(reading, exposed, detect_field=False).weight if name == "bone-bright" else prepare_xray(reading, xray.field_mask).weight
-               for name, reading in options.items()]  # the image as given: its field is known, its metal is added
-    common = torch.stack(weights).amin(dim=0)
+    others = [prepare_xray(reading, xray.field_mask).weight for name, reading in options.items() if name != "bone-bright"]
+    common = torch.stack([weight_as_given, *others]).amin(dim=0)
     weight = resize_image(common, working.shape)
     gradient_x, gradient_y = image_gradients(drr.to(torch.float32).cpu()[None])
     drr_gradients = torch.stack([gradient_x, gradient_y], dim=1)
