@@ -198,7 +198,8 @@ def _register(folder: Path, seed: int, extra: list[str]) -> subprocess.Popen:
                "--xray", str(folder / "xray.mha"), "--geometry", str(folder / "geometry.json"), "--init", str(folder / "init.json"),
                "--seed", str(seed), "--out", str(folder / "result.json"), *extra]
     env = dict(os.environ, PYTHONPATH=str(REPO / "SOPIRegistration"), OMP_NUM_THREADS="1")
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=open(folder / "register.log", "w"))
+    with open(folder / "register.log", "w") as log:  # the child keeps its own copy of the handle
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
 
 
 def run(args: argparse.Namespace) -> None:
