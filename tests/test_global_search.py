@@ -541,6 +541,45 @@ def test_a_second_wider_pass_runs_only_after_a_flagged_result_and_the_more_confi
     assert calls == [""]  # nothing searched, nothing to widen or leave out
 
 
+def test_a_flagged_first_pass_tries_the_other_reading_and_the_more_confident_reading_goes_on():
+    """Where the polarity judgement left another reading open, a flagged first pass is followed by one on the other
+    reading; the more confident of the two keeps its reading for every later pass, and both are recorded."""
+    from sopi.registration.passes import READING_NOTE, run_passes
+    from sopi.registration.methods import START_NOTE, WIDER_NOTE
+
+    first_passes = {"bone-bright": 0.1, "bone-dark": 0.8}
+    for dark, expected_reading, expected_notes in (
+        (0.8, "bone-dark", ["first", READING_NOTE]),  # the other reading is trusted: nothing more runs
+        (0.05, "bone-bright", ["first", READING_NOTE, WIDER_NOTE, START_NOTE]),  # it lost: back to the first reading
+    ):
+        first_passes["bone-dark"] = dark
+        reading, switches, calls = ["bone-bright"], [], []
+
+        def other_reading(switch: bool = True) -> bool:
+            switches.append(switch)
+            reading[0] = "bone-dark" if switch else "bone-bright"
+            return True
+
+        def run(chosen, note):
+            calls.append((note, reading[0]))
+            one = _fake_pass(first_passes[reading[0]] if note in ("", READING_NOTE) else 0.01, note or "first")
+            one.preparation = {"polarity": reading[0]}
+            return one
+
+        final = run_passes(run, get_method("global+opt"), other_reading=other_reading)
+        assert final.preparation["polarity"] == expected_reading and float(final.theta[0]) == max(0.1, dark)
+        assert final.preparation["polarity_first_passes"] == {"bone-bright": 0.1, "bone-dark": dark}
+        assert switches == ([True] if expected_reading == "bone-dark" else [True, False])
+        assert [note or "first" for note, _ in calls] == [record["stage"] for record in final.records] == expected_notes
+        assert all(used == expected_reading for note, used in calls if note not in ("", READING_NOTE))  # later passes
+        assert final.iterations == 3 * len(calls)
+    for confidence, offered in ((0.9, True), (0.1, False)):  # trusted, or no other reading open: as before
+        switches, calls = [], []
+        run_passes(lambda chosen, note: calls.append(note) or _fake_pass(confidence, note or "first"), get_method("global+opt"),
+                   other_reading=lambda switch=True: switches.append(switch) or offered)
+        assert READING_NOTE not in calls and switches == ([] if confidence > 0.5 else [True])
+
+
 def test_a_pass_that_shows_the_spine_beats_a_more_confident_one_that_does_not():
     """A result whose spine is out of view (capped below the flag) is wrong for sure; a flagged one that shows the
     spine may only be off, so it wins whatever the confidences (no check, None, counts as shown)."""
@@ -921,7 +960,7 @@ def test_the_second_look_masks_straight_instruments_and_can_take_the_mask_off_ag
     monkeypatch.setattr(xray_prep, "without_straight_instruments", lambda image, weight: weight * (~band).to(weight))
     seen = {}
 
-    def fake_run_passes(run, stages, second_look=None, judge=None):
+    def fake_run_passes(run, stages, second_look=None, judge=None, other_reading=None):
         scan = (Stage("depth-scan", "gradient-ncc", 4, (1.0, 3.0), 1),)
         plain = run(scan, "")
         seen["looked"] = second_look()
@@ -1021,3 +1060,44 @@ def test_without_instruments_found_a_flagged_tentative_start_is_searched_at_once
 
     final = run_passes(run, stages, lambda mask=True: asked.append(mask) or False)
     assert calls == ["", SEARCHED_NOTE] and asked == [True] and float(final.theta[0]) == 0.8
+
+
+def test_the_other_reading_gives_the_passes_the_image_read_the_other_way_and_back(monkeypatch):
+    """``register``'s other reading (what ``run_passes`` calls): where the judgement left a reading open, the passes
+    after ``other_reading()`` see the image so read, prepared on its own and recorded so; ``other_reading(False)``
+    gives them the first reading's image and weights again. With nothing left open there is no other reading."""
+    import sopi.registration.api as api_module
+    from sopi.registration import preparation
+    from sopi.registration.methods import Stage
+    from sopi.xray_prep import apply_reading
+
+    ct, spine, start, _, image, _ = _sample_case_at([2.0, -1.0, 1.0, 3.0, -2.0, 4.0])
+    seen = {}
+
+    def fake_run_passes(run, stages, second_look=None, judge=None, other_reading=None):
+        scan = (Stage("depth-scan", "gradient-ncc", 4, (1.0, 3.0), 1),)
+        first = run(scan, "")
+        seen["switched"] = other_reading()
+        if not seen["switched"]:
+            return first
+        other = run(scan, "other: ")
+        seen["back"] = other_reading(False)
+        seen["passes"] = (first, other, run(scan, "first again: "))
+        return seen["passes"][-1]
+
+    monkeypatch.setattr(api_module, "run_passes", fake_run_passes)
+    register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine)
+    assert seen == {"switched": False}  # a clean bone-bright DRR: nothing left open
+    monkeypatch.setattr(preparation, "_alternative", lambda judged, reading: "bone-dark" if reading == "bone-bright" else None)
+    register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine)
+    first, other, again = seen["passes"]
+    assert seen["switched"] and seen["back"]
+    assert first.preparation["polarity"] == again.preparation["polarity"] == "bone-bright"
+    assert first.preparation["polarity_alternative"] == "bone-dark"
+    assert other.preparation["polarity"] == "bone-dark" and other.preparation["polarity_alternative"] == "bone-bright"
+    assert other.preparation["polarity_scores_edges"] == first.preparation["polarity_scores_edges"]  # judged once
+    kept = other.problem.xray_weight > 0
+    expected = apply_reading(first.problem.xray, "bone-dark")
+    correlation = torch.corrcoef(torch.stack([other.problem.xray[kept], expected[kept]]))[0, 1]
+    assert float(correlation) > 0.99  # the image read bone-dark: the first reading's, reversed
+    assert torch.equal(again.problem.xray, first.problem.xray) and torch.equal(again.problem.xray_weight, first.problem.xray_weight)

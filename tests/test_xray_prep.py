@@ -442,3 +442,43 @@ def test_the_edges_re_read_by_their_margin_and_otherwise_only_where_the_coarse_j
     assert _reading([_Judgement(coarse_dark, coarse_bright, None, leaning_dark)]) == "bone-bright"  # the coarse two disagree
     assert _reading([_Judgement(coarse_dark, coarse_dark, None)]) == "bone-dark"  # not judged by its edges
     assert _reading([]) == "bone-bright"
+
+
+def test_edges_that_lean_short_of_the_margin_leave_the_other_reading_open():
+    from sopi.registration.preparation import _GRADIENT_MARGIN, _GRADIENT_OPEN, _Judgement, _alternative, _reading
+
+    coarse_dark, coarse_bright = {"bone-bright": 0.5, "bone-dark": 0.9}, {"bone-bright": 0.9, "bone-dark": 0.5}
+    between = (_GRADIENT_OPEN + _GRADIENT_MARGIN) / 2
+
+    def judged(coarse, lean):
+        views = [_Judgement(coarse, coarse, None, {"bone-bright": 0.4, "bone-dark": 0.4 + lean, "intensity": 0.4 + lean / 2})]
+        reading = _reading(views)
+        return reading, _alternative(views, reading)
+
+    assert judged(coarse_bright, between) == ("bone-bright", "bone-dark")  # the best other reading is the one tried
+    assert judged(coarse_bright, _GRADIENT_OPEN / 2) == ("bone-bright", None)  # too little lean: nothing open
+    assert judged(coarse_bright, -between) == ("bone-bright", None)  # leaning bright
+    assert judged(coarse_bright, _GRADIENT_MARGIN + 0.01) == ("bone-dark", None)  # taken outright
+    assert judged(coarse_dark, _GRADIENT_OPEN / 2) == ("bone-dark", "bone-bright")  # re-read by the coarse judgements
+    assert judged(coarse_dark, between) == ("bone-dark", "bone-bright")
+    assert _alternative([_Judgement(coarse_dark, coarse_dark, None)], "bone-dark") is None  # not judged by its edges
+    assert _alternative([], "bone-bright") is None
+
+
+def test_a_reading_asked_for_is_applied_without_a_judgement():
+    from sopi.io_xray import XRay
+    from sopi.registration.preparation import prepare_fixed
+    from sopi.render import render_drr
+
+    volume, geometry, pose, _ = _box_scene()
+    drr = render_drr(volume, geometry, pose)
+    image = float(drr.max()) * 1.2 - drr  # bone dark
+    judged = prepare_fixed(XRay(image, geometry), volume, pose, torch.device("cpu"))[2]
+    for reading in ("bone-dark", "bone-bright"):
+        prepared, weight, record = prepare_fixed(XRay(image, geometry), volume, pose, torch.device("cpu"), reading=reading)
+        assert record["polarity"] == reading and record["polarity_source"] == "asked for"
+        assert not any(key.startswith("polarity_scores") for key in record)  # nothing judged
+        inside = weight > 0
+        correlation = float(torch.corrcoef(torch.stack([prepared.image[inside], drr[inside]]))[0, 1])
+        assert (correlation > 0.9) if reading == "bone-dark" else (correlation < -0.9)
+    assert "polarity_scores" in judged and judged["polarity_source"] == "drr-comparison"

