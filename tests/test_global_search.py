@@ -952,27 +952,16 @@ def test_the_second_look_masks_straight_instruments_and_can_take_the_mask_off_ag
     start kept tentatively needs before the search it runs after all."""
     import sopi.registration.api as api_module
     import sopi.xray_prep as xray_prep
-    from sopi.registration.methods import Stage
 
     ct, spine, start, _, image, _ = _sample_case_at([2.0, -1.0, 1.0, 3.0, -2.0, 4.0])
     band = torch.zeros(SMALL.rows, SMALL.cols, dtype=torch.bool)
     band[:, 40:44] = True
     monkeypatch.setattr(xray_prep, "without_straight_instruments", lambda image, weight: weight * (~band).to(weight))
     seen = {}
-
-    def fake_run_passes(run, stages, second_look=None, judge=None, other_reading=None):
-        scan = (Stage("depth-scan", "gradient-ncc", 4, (1.0, 3.0), 1),)
-        plain = run(scan, "")
-        seen["looked"] = second_look()
-        masked = run(scan, "masked: ")
-        seen["unlooked"] = second_look(False)
-        seen["passes"] = (plain, masked, run(scan, "plain again: "))
-        return seen["passes"][-1]
-
-    monkeypatch.setattr(api_module, "run_passes", fake_run_passes)
+    monkeypatch.setattr(api_module, "run_passes", _turning_passes("second_look", seen))
     register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine)
     plain, masked, again = seen["passes"]
-    assert seen["looked"] and seen["unlooked"]
+    assert seen["on"] and seen["off"]
     assert plain.problem.xray_weight is not None and bool((plain.problem.xray_weight[band] > 0).any())
     assert bool((masked.problem.xray_weight[band] == 0).all())
     assert torch.equal(masked.problem.xray_weight[~band], plain.problem.xray_weight[~band])
@@ -1068,30 +1057,17 @@ def test_the_other_reading_gives_the_passes_the_image_read_the_other_way_and_bac
     gives them the first reading's image and weights again. With nothing left open there is no other reading."""
     import sopi.registration.api as api_module
     from sopi.registration import preparation
-    from sopi.registration.methods import Stage
     from sopi.xray_prep import apply_reading
 
     ct, spine, start, _, image, _ = _sample_case_at([2.0, -1.0, 1.0, 3.0, -2.0, 4.0])
     seen = {}
-
-    def fake_run_passes(run, stages, second_look=None, judge=None, other_reading=None):
-        scan = (Stage("depth-scan", "gradient-ncc", 4, (1.0, 3.0), 1),)
-        first = run(scan, "")
-        seen["switched"] = other_reading()
-        if not seen["switched"]:
-            return first
-        other = run(scan, "other: ")
-        seen["back"] = other_reading(False)
-        seen["passes"] = (first, other, run(scan, "first again: "))
-        return seen["passes"][-1]
-
-    monkeypatch.setattr(api_module, "run_passes", fake_run_passes)
+    monkeypatch.setattr(api_module, "run_passes", _turning_passes("other_reading", seen))
     register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine)
-    assert seen == {"switched": False}  # a clean bone-bright DRR: nothing left open
+    assert seen == {"on": False}  # a clean bone-bright DRR: nothing left open
     monkeypatch.setattr(preparation, "_alternative", lambda judged, reading: "bone-dark" if reading == "bone-bright" else None)
     register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine)
     first, other, again = seen["passes"]
-    assert seen["switched"] and seen["back"]
+    assert seen["on"] and seen["off"]
     assert first.preparation["polarity"] == again.preparation["polarity"] == "bone-bright"
     assert first.preparation["polarity_alternative"] == "bone-dark"
     assert other.preparation["polarity"] == "bone-dark" and other.preparation["polarity_alternative"] == "bone-bright"
@@ -1101,3 +1077,23 @@ def test_the_other_reading_gives_the_passes_the_image_read_the_other_way_and_bac
     correlation = torch.corrcoef(torch.stack([other.problem.xray[kept], expected[kept]]))[0, 1]
     assert float(correlation) > 0.99  # the image read bone-dark: the first reading's, reversed
     assert torch.equal(again.problem.xray, first.problem.xray) and torch.equal(again.problem.xray_weight, first.problem.xray_weight)
+
+
+def _turning_passes(turn: str, seen: dict):
+    """A ``run_passes`` for ``register`` that runs a short depth scan, turns ``turn`` (``second_look`` or
+    ``other_reading``) on, scans again, turns it off and scans once more, keeping the three passes in ``seen``."""
+    from sopi.registration.methods import Stage
+
+    def fake_run_passes(run, stages, second_look=None, judge=None, other_reading=None):
+        switch = {"second_look": second_look, "other_reading": other_reading}[turn]
+        scan = (Stage("depth-scan", "gradient-ncc", 4, (1.0, 3.0), 1),)
+        first = run(scan, "")
+        seen["on"] = switch()
+        if not seen["on"]:
+            return first
+        turned = run(scan, "turned: ")
+        seen["off"] = switch(False)
+        seen["passes"] = (first, turned, run(scan, "back: "))
+        return seen["passes"][-1]
+
+    return fake_run_passes
