@@ -541,43 +541,52 @@ def test_a_second_wider_pass_runs_only_after_a_flagged_result_and_the_more_confi
     assert calls == [""]  # nothing searched, nothing to widen or leave out
 
 
-def test_a_flagged_first_pass_tries_the_other_reading_and_the_more_confident_reading_goes_on():
-    """Where the polarity judgement left another reading open, a flagged first pass is followed by one on the other
-    reading; the more confident of the two keeps its reading for every later pass, and both are recorded."""
+def test_a_flagged_first_pass_tries_the_other_readings_and_the_most_confident_reading_goes_on():
+    """Where the polarity judgement left other readings open, a flagged first pass is followed by one on each other
+    reading in turn until one is trusted; the most confident of them keeps its reading for every later pass, and all
+    are recorded where they ran."""
     from sopi.registration.passes import READING_NOTE, run_passes
     from sopi.registration.methods import START_NOTE, WIDER_NOTE
 
-    first_passes = {"bone-bright": 0.1, "bone-dark": 0.8}
-    for dark, expected_reading, expected_notes in (
-        (0.8, "bone-dark", ["first", READING_NOTE]),  # the other reading is trusted: nothing more runs
-        (0.05, "bone-bright", ["first", READING_NOTE, WIDER_NOTE, START_NOTE]),  # it lost: back to the first reading
-    ):
-        first_passes["bone-dark"] = dark
-        reading, switches, calls = ["bone-bright"], [], []
+    polarities = ["bone-bright", "bone-dark", "intensity"]
+    cases = [  # each reading's first confidence, the readings that run, the winner
+        ({"bone-bright": 0.1, "bone-dark": 0.8, "intensity": 0.9}, 2, "bone-dark"),  # trusted: the third does not run
+        ({"bone-bright": 0.1, "bone-dark": 0.2, "intensity": 0.3}, 3, "intensity"),  # all flagged: the best goes on
+        ({"bone-bright": 0.3, "bone-dark": 0.05, "intensity": 0.2}, 3, "bone-bright"),  # back to the first
+        ({"bone-bright": 0.1, "bone-dark": 0.3, "intensity": 0.05}, 3, "bone-dark"),  # back to the second
+    ]
+    for confidences, ran, winner in cases:
+        reading, switches, calls = [polarities[0]], [], []
 
-        def other_reading(switch: bool = True) -> bool:
-            switches.append(switch)
-            reading[0] = "bone-dark" if switch else "bone-bright"
+        def other_readings(index: int) -> bool:
+            switches.append(index)
+            if index >= len(polarities):
+                return False
+            reading[0] = polarities[index]
             return True
 
         def run(chosen, note):
             calls.append((note, reading[0]))
-            one = _fake_pass(first_passes[reading[0]] if note in ("", READING_NOTE) else 0.01, note or "first")
+            one = _fake_pass(confidences[reading[0]] if note in ("", READING_NOTE) else 0.01, note or "first")
             one.preparation = {"polarity": reading[0]}
             return one
 
-        final = run_passes(run, get_method("global+opt"), other_reading=other_reading)
-        assert final.preparation["polarity"] == expected_reading and float(final.theta[0]) == max(0.1, dark)
-        assert final.preparation["polarity_first_passes"] == {"bone-bright": 0.1, "bone-dark": dark}
-        assert switches == ([True] if expected_reading == "bone-dark" else [True, False])
-        assert [note or "first" for note, _ in calls] == [record["stage"] for record in final.records] == expected_notes
-        assert all(used == expected_reading for note, used in calls if note not in ("", READING_NOTE))  # later passes
+        final = run_passes(run, get_method("global+opt"), other_readings=other_readings)
+        flagged = confidences[winner] < 0.5
+        assert final.preparation["polarity"] == winner and float(final.theta[0]) == confidences[winner]
+        assert final.preparation["polarity_first_passes"] == {name: confidences[name] for name in polarities[:ran]}
+        asked_past_the_last = [ran] if confidences[polarities[ran - 1]] < 0.5 else []  # answered False
+        back = [polarities.index(winner)] if polarities.index(winner) != ran - 1 else []
+        assert switches == list(range(1, ran)) + asked_past_the_last + back
+        expected = ["first"] + [READING_NOTE] * (ran - 1) + ([WIDER_NOTE, START_NOTE] if flagged else [])
+        assert [note or "first" for note, _ in calls] == [record["stage"] for record in final.records] == expected
+        assert all(used == winner for note, used in calls if note not in ("", READING_NOTE))  # the later passes
         assert final.iterations == 3 * len(calls)
     for confidence, offered in ((0.9, True), (0.1, False)):  # trusted, or no other reading open: as before
         switches, calls = [], []
         run_passes(lambda chosen, note: calls.append(note) or _fake_pass(confidence, note or "first"), get_method("global+opt"),
-                   other_reading=lambda switch=True: switches.append(switch) or offered)
-        assert READING_NOTE not in calls and switches == ([] if confidence > 0.5 else [True])
+                   other_readings=lambda index: switches.append(index) or offered)
+        assert READING_NOTE not in calls and switches == ([] if confidence > 0.5 else [1])
 
 
 def test_a_pass_that_shows_the_spine_beats_a_more_confident_one_that_does_not():
@@ -1061,16 +1070,16 @@ def test_the_other_reading_gives_the_passes_the_image_read_the_other_way_and_bac
 
     ct, spine, start, _, image, _ = _sample_case_at([2.0, -1.0, 1.0, 3.0, -2.0, 4.0])
     seen = {}
-    monkeypatch.setattr(api_module, "run_passes", _turning_passes("other_reading", seen))
+    monkeypatch.setattr(api_module, "run_passes", _turning_passes("other_readings", seen))
     register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine)
     assert seen == {"on": False}  # a clean bone-bright DRR: nothing left open
-    monkeypatch.setattr(preparation, "_alternative", lambda judged, reading: "bone-dark" if reading == "bone-bright" else None)
+    monkeypatch.setattr(preparation, "_alternatives", lambda judged, reading: ("bone-dark",) if reading == "bone-bright" else ())
     register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine)
     first, other, again = seen["passes"]
     assert seen["on"] and seen["off"]
     assert first.preparation["polarity"] == again.preparation["polarity"] == "bone-bright"
-    assert first.preparation["polarity_alternative"] == "bone-dark"
-    assert other.preparation["polarity"] == "bone-dark" and other.preparation["polarity_alternative"] == "bone-bright"
+    assert first.preparation["polarity_alternatives"] == ["bone-dark"]
+    assert other.preparation["polarity"] == "bone-dark" and other.preparation["polarity_alternatives"] == ["bone-bright"]
     assert other.preparation["polarity_scores_edges"] == first.preparation["polarity_scores_edges"]  # judged once
     kept = other.problem.xray_weight > 0
     expected = apply_reading(first.problem.xray, "bone-dark")
@@ -1080,12 +1089,12 @@ def test_the_other_reading_gives_the_passes_the_image_read_the_other_way_and_bac
 
 
 def _turning_passes(turn: str, seen: dict):
-    """A ``run_passes`` for ``register`` that runs a short depth scan, turns ``turn`` (``second_look`` or
-    ``other_reading``) on, scans again, turns it off and scans once more, keeping the three passes in ``seen``."""
+    """A ``run_passes`` for ``register`` that runs a short depth scan, turns ``turn`` (``second_look``, or
+    ``other_readings`` to its first alternative) on, scans again, turns it off and scans once more, keeping the three passes in ``seen``."""
     from sopi.registration.methods import Stage
 
-    def fake_run_passes(run, stages, second_look=None, judge=None, other_reading=None):
-        switch = {"second_look": second_look, "other_reading": other_reading}[turn]
+    def fake_run_passes(run, stages, second_look=None, judge=None, other_readings=None):
+        switch = {"second_look": lambda on=True: second_look(on), "other_readings": lambda on=True: other_readings(int(on))}[turn]
         scan = (Stage("depth-scan", "gradient-ncc", 4, (1.0, 3.0), 1),)
         first = run(scan, "")
         seen["on"] = switch()

@@ -444,8 +444,8 @@ def test_the_edges_re_read_by_their_margin_and_otherwise_only_where_the_coarse_j
     assert _reading([]) == "bone-bright"
 
 
-def test_edges_that_lean_short_of_the_margin_leave_the_other_reading_open():
-    from sopi.registration.preparation import _GRADIENT_MARGIN, _GRADIENT_OPEN, _Judgement, _alternative, _reading
+def test_edges_that_lean_short_of_the_margin_leave_the_other_readings_open():
+    from sopi.registration.preparation import _GRADIENT_MARGIN, _GRADIENT_OPEN, _Judgement, _alternatives, _reading
 
     coarse_dark, coarse_bright = {"bone-bright": 0.5, "bone-dark": 0.9}, {"bone-bright": 0.9, "bone-dark": 0.5}
     between = (_GRADIENT_OPEN + _GRADIENT_MARGIN) / 2
@@ -453,16 +453,37 @@ def test_edges_that_lean_short_of_the_margin_leave_the_other_reading_open():
     def judged(coarse, lean):
         views = [_Judgement(coarse, coarse, None, {"bone-bright": 0.4, "bone-dark": 0.4 + lean, "intensity": 0.4 + lean / 2})]
         reading = _reading(views)
-        return reading, _alternative(views, reading)
+        return reading, _alternatives(views, reading)
 
-    assert judged(coarse_bright, between) == ("bone-bright", "bone-dark")  # the best other reading is the one tried
-    assert judged(coarse_bright, _GRADIENT_OPEN / 2) == ("bone-bright", None)  # too little lean: nothing open
-    assert judged(coarse_bright, -between) == ("bone-bright", None)  # leaning bright
-    assert judged(coarse_bright, _GRADIENT_MARGIN + 0.01) == ("bone-dark", None)  # taken outright
-    assert judged(coarse_dark, _GRADIENT_OPEN / 2) == ("bone-dark", "bone-bright")  # re-read by the coarse judgements
-    assert judged(coarse_dark, between) == ("bone-dark", "bone-bright")
-    assert _alternative([_Judgement(coarse_dark, coarse_dark, None)], "bone-dark") is None  # not judged by its edges
-    assert _alternative([], "bone-bright") is None
+    assert judged(coarse_bright, between) == ("bone-bright", ("bone-dark", "intensity"))  # the best edges first
+    assert judged(coarse_bright, _GRADIENT_OPEN / 2) == ("bone-bright", ())  # too little lean: nothing open
+    assert judged(coarse_bright, -between) == ("bone-bright", ())  # leaning bright
+    assert judged(coarse_bright, _GRADIENT_MARGIN + 0.01) == ("bone-dark", ())  # taken outright
+    assert judged(coarse_dark, _GRADIENT_OPEN / 2) == ("bone-dark", ("bone-bright",))  # re-read by the coarse judgements
+    assert judged(coarse_dark, between) == ("bone-dark", ("bone-bright",))
+    assert _alternatives([_Judgement(coarse_dark, coarse_dark, None)], "bone-dark") == ()  # not judged by its edges
+    assert _alternatives([], "bone-bright") == ()
+
+
+def test_an_image_positive_but_for_its_zeros_is_read_as_intensities_too():
+    """A display image (counts to a gamma, black outside the field) has an intensity reading: the logarithm, its zeros
+    at its smallest positive value; an image mostly zero, or with negative values, has none."""
+    from sopi.xray_prep import readings
+
+    counts = torch.exp(-torch.linspace(0.5, 4.0, 64))[None].repeat(64, 1)
+    display = counts ** 0.7
+    display[:, :8] = 0.0  # outside the field
+    intensity = readings(display)["intensity"]
+    assert torch.allclose(intensity[:, 8:], -torch.log(display[:, 8:] / display.max()))
+    offset = intensity[:, 8:] - 0.7 * -torch.log(counts[:, 8:])  # the line integral times the gamma, plus a constant
+    assert float(offset.max() - offset.min()) < 1e-5
+    assert torch.allclose(intensity[:, :8], intensity[:, 8:].max().expand(64, 8))  # the zeros: the smallest positive value
+    assert torch.equal(apply_reading(display, "intensity"), intensity)
+    mostly_zero = torch.zeros(64, 64)
+    mostly_zero[:, :8] = display[:, 8:16]
+    assert "intensity" not in readings(mostly_zero) and "intensity" not in readings(display - 0.5)
+    positive = counts + 0.01
+    assert torch.equal(readings(positive)["intensity"], -torch.log(positive / positive.max()))  # as before
 
 
 def test_a_reading_asked_for_is_applied_without_a_judgement():

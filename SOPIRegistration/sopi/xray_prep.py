@@ -191,13 +191,21 @@ def detect_polarity(image: torch.Tensor, drr: torch.Tensor, weight: torch.Tensor
     return max(scores, key=scores.get), scores
 
 
+#: An image with zero pixels (outside an image intensifier's field, black in a display image) is read as intensities
+#: too when at least this fraction of it is positive; its zeros take its smallest positive value.
+INTENSITY_POSITIVE_FRACTION = 0.5
+
+
 def readings(image: torch.Tensor) -> dict[str, torch.Tensor]:
     """``image`` as each polarity would have it shown bone bright: ``"bone-bright"`` (as it is), ``"bone-dark"``
-    (``max - image``) and, for a positive image, ``"intensity"`` (``-log(image / max)``)."""
+    (``max - image``) and, for a positive image (or one positive but for some zeros, :func:`_zeros_filled_intensities`),
+    ``"intensity"`` (``-log(image / max)``)."""
     values = image.detach().to(torch.float32).cpu()
     candidates = {"bone-bright": values, "bone-dark": values.max() - values}
     if float(values.min()) > 0:
         candidates["intensity"] = -torch.log(values / values.max())
+    elif (filled := _zeros_filled_intensities(values)) is not None:
+        candidates["intensity"] = filled
     return candidates
 
 
@@ -207,8 +215,21 @@ def apply_reading(image: torch.Tensor, reading: str) -> torch.Tensor:
     if reading == "bone-dark":
         return values.max() - values
     if reading == "intensity":
-        return -torch.log(values.clamp(min=1e-6 * float(values.max())) / values.max())
+        filled = _zeros_filled_intensities(values) if float(values.min()) <= 0 else None
+        return filled if filled is not None else -torch.log(values.clamp(min=1e-6 * float(values.max())) / values.max())
     return values
+
+
+def _zeros_filled_intensities(values: torch.Tensor) -> torch.Tensor | None:
+    """``-log(values / max)`` of a non-negative image whose positive pixels make up at least
+    :data:`INTENSITY_POSITIVE_FRACTION` of it, its zeros at its smallest positive value (a constant the field and
+    saturation masks take out, instead of an edge far beyond any attenuation); None for any other image. A display
+    image is transmitted counts to a gamma: its logarithm is the line integral times the gamma."""
+    top = float(values.max())
+    positive = values > 0
+    if top <= 0 or float(values.min()) < 0 or float(positive.float().mean()) < INTENSITY_POSITIVE_FRACTION:
+        return None
+    return -torch.log(values.clamp(min=float(values[positive].min())) / top)
 
 
 # --------------------------------------------------------------------------- detections

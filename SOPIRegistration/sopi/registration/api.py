@@ -219,7 +219,7 @@ def register(
     if spine is not None:  # a fine CT renders binned (the pivot above is the full mask's centroid)
         spine = binned_volume(spine, ct_binned_by, "max")
     preparation = {**preparation, "orientation": orientation, **({"binned_by": binned_by} if binned_by > 1 else {})}
-    first_reading, alternative = preparation.get("polarity"), preparation.get("polarity_alternative")
+    polarities = [preparation.get("polarity"), *preparation.get("polarity_alternatives", ())]  # the first, then the others
 
     projectors = SharedProjectors()  # every pass renders the same voxels
     # a stage's outcome by what it depends on (the pass's X-ray weights, the stage, its place, the poses every stage of
@@ -298,28 +298,30 @@ def register(
         return True
 
     readings_kept: dict[str, tuple] = {}  # each reading's X-ray, weights, record and judged starts, once prepared
+    reading_now = polarities[0]
 
-    def other_reading(switch: bool = True) -> bool:
-        """From now on, the X-ray read as ``polarity_alternative`` says (``switch=False``: as first decided); False
-        where the polarity judgement left no alternative open."""
-        nonlocal fixed, weight, plain_weight, masked_weight, preparation, judged_starts
-        if alternative is None:
+    def other_readings(index: int) -> bool:
+        """From now on, the X-ray read as ``polarities[index]`` says (0: as first decided, then the alternatives the
+        polarity judgement left open); False where there is no such reading."""
+        nonlocal fixed, weight, plain_weight, masked_weight, preparation, judged_starts, reading_now
+        if index >= len(polarities):
             return False
-        now, target = (first_reading, alternative) if switch else (alternative, first_reading)
-        readings_kept[now] = (fixed, plain_weight, masked_weight, preparation, judged_starts)
+        target = polarities[index]
+        readings_kept[reading_now] = (fixed, plain_weight, masked_weight, preparation, judged_starts)
         if target not in readings_kept:
             view = prepare_view(initial_pose, target)
             judgement = {key: value for key, value in preparation.items() if key.startswith("polarity_scores")}
             record = {**judgement, **view.preparation, "polarity_source": "the registration: the edges left it open",
-                      "polarity_alternative": first_reading, "orientation": orientation, **({"binned_by": binned_by} if binned_by > 1 else {})}
+                      "polarity_alternatives": [name for name in polarities if name != target], "orientation": orientation,
+                      **({"binned_by": binned_by} if binned_by > 1 else {})}
             readings_kept[target] = (view.fixed, view.weight, _NOT_YET, record, {"own": {}, "masked": {}})
         fixed, plain_weight, masked_weight, preparation, judged_starts = readings_kept[target]
-        weight = plain_weight
+        weight, reading_now = plain_weight, target
         return True
 
     from .confidence import assess
 
-    final = run_passes(run, stages, second_look, judge=assess, other_reading=other_reading if prepare else None)
+    final = run_passes(run, stages, second_look, judge=assess, other_readings=other_readings if prepare else None)
     if progress is not None:
         progress(1.0, "done")
     return RegistrationResult(

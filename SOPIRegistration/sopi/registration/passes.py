@@ -99,14 +99,14 @@ ALTERNATIVES = 2
 
 def run_passes(
     run: Callable[..., _Pass], stages: tuple, second_look: Callable[..., bool] | None = None,
-    judge: Callable[[object, torch.Tensor], object] | None = None, other_reading: Callable[[bool], bool] | None = None,
+    judge: Callable[[object, torch.Tensor], object] | None = None, other_readings: Callable[[int], bool] | None = None,
 ) -> _Pass:
-    """``run(stages, note, start=None)`` (``start``: the first stage's theta) for ``run(stages, "")``. When its result is
-    flagged likely failed and ``other_reading()`` reads the X-ray with the other polarity its edges left open (it
-    returns True; False where there is none), ``run(stages, READING_NOTE)`` too: the more confident of the two first
-    passes (:func:`_winner`) stays, with its reading (``other_reading(False)`` goes back to the first one); the result's
-    preparation record gets ``polarity_first_passes`` (each reading's first confidence). Then, when the result is
-    flagged likely failed:
+    """``run(stages, note, start=None)`` (``start``: the first stage's theta) for ``run(stages, "")``. While the last
+    such first pass is flagged likely failed and ``other_readings(k)`` reads the X-ray with the ``k``-th other
+    polarity its edges left open (k = 1, 2, ...; it returns False where there is none), ``run(stages, READING_NOTE)``
+    too: the most confident of these first passes (:func:`_winner`) stays, with its reading (``other_readings(i)``
+    goes back to the ``i``-th; 0 is the first), and the result's preparation record gets ``polarity_first_passes``
+    (each reading's first confidence). Then, when the result is flagged likely failed:
 
     0. when its global search kept the start only tentatively (``GlobalStage.tentative_start_above``): where
        ``second_look()`` masks straight instruments (with :data:`REFINE_FIRST_MASKED`), the tentative result is first
@@ -140,21 +140,21 @@ def run_passes(
     misses and successes of the searched passes as often as it recovered a failure); the records and iterations
     include every pass's."""
     final = run(stages, "")
-    other_polarity, at, tried = None, 0, None  # the first pass of the reading that lost, where its records go, both scores
-    if final.assessment.likely_failed and other_reading is not None and other_reading(True):
-        other = run(stages, READING_NOTE)
-        tried = {_reading_of(one): round(one.assessment.confidence, 4) for one in (final, other)}
-        if _winner([("first", final), ("first", other)]) is other:
-            final, other_polarity = other, final  # it ran first: its records come first
-        else:
-            other_reading(False)
-            other_polarity, at = other, len(final.records)  # it ran right after the first pass
+    tried = [final]  # the first pass of each reading, in the order they ran
+    while tried[-1].assessment.likely_failed and other_readings is not None and other_readings(len(tried)):
+        tried.append(run(stages, READING_NOTE))
+    if len(tried) == 1:
+        return _further_passes(run, stages, final, second_look, judge)
+    final = _winner([("first", one) for one in tried])
+    if final is not tried[-1]:
+        other_readings(next(index for index, one in enumerate(tried) if one is final))  # back to the winner's reading
+    first_records = [record for one in tried for record in one.records]  # before a merge replaces the winner's
+    kept = len(final.records)
     result = _further_passes(run, stages, final, second_look, judge)
-    if other_polarity is not None:
-        result.records[at:at] = other_polarity.records
-        result.iterations += other_polarity.iterations
-        if isinstance(result.preparation, dict):  # a later pass's record too
-            result.preparation["polarity_first_passes"] = tried
+    result.records = first_records + result.records[kept:]  # every reading's first pass, then the passes after the winner's
+    result.iterations += sum(one.iterations for one in tried if one is not final)
+    if isinstance(result.preparation, dict):  # a later pass's record too
+        result.preparation["polarity_first_passes"] = {_reading_of(one): round(one.assessment.confidence, 4) for one in tried}
     return result
 
 

