@@ -218,7 +218,12 @@ def register(
     used_spine = spine
     if spine is not None:  # a fine CT renders binned (the pivot above is the full mask's centroid)
         spine = binned_volume(spine, ct_binned_by, "max")
-    preparation = {**preparation, "orientation": orientation, **({"binned_by": binned_by} if binned_by > 1 else {})}
+
+    def with_view(record: dict) -> dict:
+        """A view's preparation record with how the X-ray was turned and binned."""
+        return {**record, "orientation": orientation, **({"binned_by": binned_by} if binned_by > 1 else {})}
+
+    preparation = with_view(preparation)
     polarities = [preparation.get("polarity"), *preparation.get("polarity_alternatives", ())]  # the first, then the others
 
     projectors = SharedProjectors()  # every pass renders the same voxels
@@ -311,9 +316,8 @@ def register(
         if target not in readings_kept:
             view = prepare_view(initial_pose, target)
             judgement = {key: value for key, value in preparation.items() if key.startswith("polarity_scores")}
-            record = {**judgement, **view.preparation, "polarity_source": "the registration: the edges left it open",
-                      "polarity_alternatives": [name for name in polarities if name != target], "orientation": orientation,
-                      **({"binned_by": binned_by} if binned_by > 1 else {})}
+            record = with_view({**judgement, **view.preparation, "polarity_source": "the registration: the edges left it open",
+                                "polarity_alternatives": [name for name in polarities if name != target]})
             readings_kept[target] = (view.fixed, view.weight, _NOT_YET, record, {"own": {}, "masked": {}})
         fixed, plain_weight, masked_weight, preparation, judged_starts = readings_kept[target]
         weight, reading_now = plain_weight, target

@@ -80,19 +80,17 @@ def prepare_views(
     prepared_views = []
     for index, xray in enumerate(xrays):
         image, record = xray.image, {}
-        if index in unsettled and index not in judged:
+        if index in unsettled:
             if reading != "bone-bright":
                 image = apply_reading(image, reading)
-            record.update(polarity=reading, polarity_source="asked for")
+            record["polarity"] = reading
+            record["polarity_source"] = ("asked for" if not judged else "drr-comparison" if len(judged) == 1
+                                         else f"drr-comparison over {len(judged)} views")
         if index in judged:
             record["polarity_scores"] = {name: round(value, 3) for name, value in judged[index].fills.items()}
             record["polarity_scores_field_masked"] = {name: round(value, 3) for name, value in judged[index].field_masked.items()}
             if judged[index].edges is not None:
                 record["polarity_scores_edges"] = {name: round(value, 3) for name, value in judged[index].edges.items()}
-            if reading != "bone-bright":
-                image = apply_reading(image, reading)
-            record["polarity"] = reading
-            record["polarity_source"] = "drr-comparison" if len(judged) == 1 else f"drr-comparison over {len(judged)} views"
             if alternatives:
                 record["polarity_alternatives"] = list(alternatives)
         if index in judged and reading == "bone-bright" and judged[index].as_given is not None:
@@ -176,13 +174,12 @@ def _reading(judged: Sequence[_Judgement]) -> str:
     if not judged:
         return "bone-bright"
     coarse = _agreed([_decide([view.fills for view in judged]), _decide([view.field_masked for view in judged])])
-    edges = [view.edges for view in judged if view.edges is not None]
-    if not edges:
+    leaning = _edges_lean(judged)
+    if leaning is None:
         return coarse
-    trusted = max(edges, key=lambda view: max(view.values()))
-    other = max((name for name in trusted if name != "bone-bright"), key=trusted.get)
-    if trusted[other] - trusted["bone-bright"] >= _GRADIENT_MARGIN:
-        return other
+    trusted, others, lean = leaning
+    if lean >= _GRADIENT_MARGIN:
+        return others[0]
     return coarse if trusted.get(coarse, -math.inf) > trusted["bone-bright"] else "bone-bright"
 
 
@@ -192,17 +189,25 @@ def _alternatives(judged: Sequence[_Judgement], reading: str) -> tuple[str, ...]
     ``_GRADIENT_MARGIN``, every other reading, the best edges first (the edges tell a reversed image, not which curve
     reversed it: a log image inverted or counts to a gamma, whose logarithm is the line integral); bone-bright where
     the coarse judgements re-read the image with the edges leaning less than ``_GRADIENT_MARGIN``."""
-    edges = [view.edges for view in judged if view.edges is not None]
-    if not edges:
+    leaning = _edges_lean(judged)
+    if leaning is None or leaning[2] >= _GRADIENT_MARGIN:
         return ()
-    trusted = max(edges, key=lambda view: max(view.values()))
-    others = sorted((name for name in trusted if name != "bone-bright"), key=trusted.get, reverse=True)
-    lean = trusted[others[0]] - trusted["bone-bright"]
-    if lean >= _GRADIENT_MARGIN:
-        return ()
+    _, others, lean = leaning
     if reading != "bone-bright":
         return ("bone-bright",)
     return tuple(others) if lean >= _GRADIENT_OPEN else ()
+
+
+def _edges_lean(judged: Sequence[_Judgement]) -> tuple[dict[str, float], list[str], float] | None:
+    """``(edges, others, lean)`` of the view whose best reading's edges match best (:func:`_gradient_scores`): its
+    scores, its readings other than bone-bright by their scores (best first) and how far the best of them leads
+    bone-bright's; None where no view was judged by its edges."""
+    edges = [view.edges for view in judged if view.edges is not None]
+    if not edges:
+        return None
+    trusted = max(edges, key=lambda view: max(view.values()))
+    others = sorted((name for name in trusted if name != "bone-bright"), key=trusted.get, reverse=True)
+    return trusted, others, trusted[others[0]] - trusted["bone-bright"]
 
 
 def _agreed(verdicts: Sequence[str]) -> str:
