@@ -42,7 +42,8 @@ GEOMETRY_PRESETS = {
     "perlove-plx118f-full": (1011.7, 675.0),
     "generic": (1000.0, 650.0),
 }
-POLARITY_CHOICES = ["bone-bright", "bone-dark", "intensity"]
+#: How bone looks in the X-ray (sopi.io_xray.POLARITIES): "auto" lets the registration judge it against a DRR of the CT.
+POLARITY_CHOICES = ["auto", "bone-bright", "bone-dark", "intensity"]
 #: What the X-ray node's image is against the C-arm's convention (SOPIRegistrationLib.orientation.XRAY_ORIENTATIONS):
 #: as taken, mirrored, turned by 90 deg, or mirrored across a diagonal.
 FLIP_CHOICES = ["none", "left-right", "up-down", "both", "rotated-cw", "rotated-ccw", "diagonal", "anti-diagonal"]
@@ -133,7 +134,7 @@ class SOPIRegistrationParameterNode:
     sourceToDetectorMm: Annotated[float, WithinRange(100.0, 3000.0)] = 1011.7
     sourceToIsocenterMm: Annotated[float, WithinRange(50.0, 3000.0)] = 675.0
     pixelSpacingMm: Annotated[float, WithinRange(0.0, 10.0)] = 0.0  # 0: the X-ray node's spacing
-    xrayPolarity: Annotated[str, Choice(POLARITY_CHOICES)] = "bone-bright"
+    xrayPolarity: Annotated[str, Choice(POLARITY_CHOICES)] = "auto"
     xrayFlip: Annotated[str, Choice(FLIP_CHOICES)] = "none"
     secondXrayVolume: vtkMRMLScalarVolumeNode  # optional: registered jointly with the first (sopi.register_views)
     secondViewTurnDeg: Annotated[float, WithinRange(-180.0, 180.0)] = -90.0  # C-arm primary angle, second minus first
@@ -488,6 +489,9 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ).format(confidence=result.confidence)
         elif result.confidence == result.confidence:  # NaN: no read-out
             self.ui.statusLabel.text += " " + _("Confidence {confidence:.2f}.").format(confidence=result.confidence)
+        reading = registration.transform_node.GetAttribute("SOPIRegistration.XRayReading")
+        if node.xrayPolarity == "auto" and reading:  # what the judgement decided, so the clinician can overrule it
+            self.ui.statusLabel.text += " " + _("X-ray read as {reading} (set X-ray polarity to overrule).").format(reading=reading)
         if result.mask_source == "bone":  # the automatic segmentation found no spine in this CT
             self.ui.statusLabel.text += " " + _(
                 "No spine found in the CT: registered on all of its bone. A spine segmentation gives a better start."

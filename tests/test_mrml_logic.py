@@ -491,3 +491,38 @@ def test_a_result_judged_with_instruments_masked_marks_its_transform_node(regist
         for node_id in set(_node_ids(scene)) - set(before):
             scene.RemoveNode(scene.GetNodeByID(node_id))
     assert _node_ids(scene) == before
+
+
+def test_auto_polarity_lets_the_engine_judge_an_inverted_xray_node_and_keeps_its_reading():
+    """The module's default polarity, ``auto``: the sample X-ray stored bone-dark (inverted) goes to the engine as it
+    is, the engine's judgement re-reads it and registers the true pose, the reading lands on the transform node, and
+    the similarity read-out reads the node that way (the same node read bone-bright correlates negatively)."""
+    from SOPIRegistrationLib import settings
+    from SOPIRegistrationLib.reading import result_reading, xray_image_as_read
+
+    scene = slicer.vtkMRMLScene()
+    case = load_sample_case(scene)
+    spine = case.vertebrae.with_data((case.vertebrae.data != 0).to(torch.uint8))
+    segmentation = nodes.segmentation_from_mask(spine, scene, case.ct_node)
+    image = nodes.xray_image_from_node(case.xray_node)
+    inverted = image.max() - image
+    dark_node = nodes.image_to_node(inverted, nodes.node_ras_from_ijk(case.xray_node), scene, "bone-dark X-ray")
+    logic = RegistrationLogic(scene)
+    registration = logic.register(case.ct_node, dark_node, segmentation_node=segmentation, method="opt", device="cpu")
+    transform = registration.transform_node
+    assert _mtre(logic, transform, case) < 1.0
+    assert registration.result.xray_preparation["polarity"] == "bone-dark"
+    assert transform.GetAttribute("SOPIRegistration.XRayReading") == "bone-dark"
+    assert transform.GetAttribute("SOPIRegistration.XRayReadingSource").startswith("drr-comparison")
+    np.testing.assert_array_equal(nodes.xray_image_from_node(dark_node), inverted)  # the input is left alone
+    # read bone-dark, the node is the original X-ray less its minimum
+    np.testing.assert_allclose(xray_image_as_read(dark_node, "auto", "bone-dark"), image - image.min(), atol=1e-3)
+    parameters = _module_parameters(case, xrayVolume=dark_node, xrayPolarity="auto", outputTransform=transform,
+                                    outputDrr=registration.drr_node)
+    assert settings.similarities(logic, parameters)[0] > 0.9
+    assert logic.similarity(dark_node, registration.drr_node, "bone-bright") < -0.5
+    # a polarity the clinician chose is what the node was read as; a two-view result's reading is its first view's
+    assert result_reading("bone-dark", {"xray_preparation": {"polarity": "bone-bright"}}) == ("bone-dark", "chosen")
+    two_views = {"views": [{"xray_preparation": {"polarity": "intensity", "polarity_source": "drr-comparison over 2 views"}}, {}]}
+    assert result_reading("auto", two_views) == ("intensity", "drr-comparison over 2 views")
+    assert result_reading("auto", {"xray_preparation": {}}) == ("bone-bright", "as given")

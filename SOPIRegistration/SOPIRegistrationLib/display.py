@@ -132,22 +132,21 @@ def xray_mask_labels(image: np.ndarray, field_mask: np.ndarray | None = None, in
 
 
 def show_xray_mask(scene, xray_node, label_node=None, visible: bool = True, opacity: float = 0.4,
-                   layouts: tuple[str, ...] | None = ("Red",), polarity: str = "bone-bright", instruments: bool = False):
+                   layouts: tuple[str, ...] | None = ("Red",), polarity: str = "auto", instruments: bool = False,
+                   reading: str | None = None):
     """Overlay (or hide) the regions registration ignores on the X-ray in the slice views ``layouts``.
 
-    ``polarity`` says how the node shows bone (as :func:`sopi.io.read_xray` takes it); ``instruments``
-    as in :func:`xray_mask_labels`.
+    ``polarity`` and ``reading`` say how the node's values are read (:func:`.reading.xray_image_as_read`: the
+    clinician's polarity, or under ``auto`` the registration's reading); ``instruments`` as in :func:`xray_mask_labels`.
     The label map sits on the X-ray node's own grid (``label_node`` is reused). Returns the
     label node, or None when hidden (an existing one is kept for the next time)."""
     if not visible:
         for composite in _composite_nodes(scene, layouts):
             composite.SetLabelVolumeID(None)
         return label_node
-    from sopi.io_xray import apply_polarity
+    from .reading import xray_image_as_read
 
-    image = nodes.xray_image_from_node(xray_node).astype(np.float64)
-    labels = xray_mask_labels(apply_polarity(image, "bone-bright" if polarity == "auto" else polarity, xray_node.GetName()),
-                              instruments=instruments)
+    labels = xray_mask_labels(xray_image_as_read(xray_node, polarity, reading), instruments=instruments)
     label_node = mark_output(nodes.label_image_to_node(labels, xray_node, scene, f"{xray_node.GetName()} ignored", label_node))
     for composite in _composite_nodes(scene, layouts):
         composite.SetLabelVolumeID(label_node.GetID())

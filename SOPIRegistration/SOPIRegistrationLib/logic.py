@@ -22,7 +22,7 @@ import torch
 
 from sopi.errors import InputError
 from sopi.geometry import NOMINAL_VIEWS, CArmGeometry
-from sopi.io_xray import XRay, apply_polarity, binned_detector
+from sopi.io_xray import XRay, binned_detector
 from sopi.xray_orientation import Orientation
 from sopi.volume import Volume
 
@@ -31,6 +31,7 @@ from .xray_geometry import DEFAULT_PRESET, dicom_geometry_settings, geometry_for
 from .orientation import ORIENTATION_ATTRIBUTE, orientation_between, stored_orientation, xray_orientation
 from .inputs import mark_output
 from .jobfiles import read_mask, remove_folder, result_from_dict, write_inputs, write_volume
+from .reading import XRAY_READING_ATTRIBUTE, result_reading, xray_image_as_read
 from .process import ProcessJob, Step, job_folder, python_executable, sopi_command
 
 __all__ = ["DEFAULT_METHOD", "RegistrationLogic", "SceneRegistration", "dicom_geometry_settings", "geometry_for_xray"]
@@ -94,11 +95,6 @@ def _matrix_attribute(node, name: str) -> np.ndarray | None:
 
 def _set_matrix_attribute(node, name: str, values: np.ndarray) -> None:
     node.SetAttribute(ATTRIBUTE_PREFIX + name, " ".join(repr(float(value)) for value in np.asarray(values).ravel()))
-
-
-def _xray_image(xray_node, polarity: str) -> np.ndarray:
-    """An X-ray node's image as float64 with bone bright (``polarity`` says how bone looks in the node)."""
-    return apply_polarity(nodes.xray_image_from_node(xray_node).astype(np.float64), polarity, xray_node.GetName())
 
 
 def _xray_scene_frame(xray_node, geometry: CArmGeometry, orientation: Orientation = Orientation()) -> np.ndarray:
@@ -223,7 +219,7 @@ class RegistrationLogic:
                        init_transform_node=None, method: str = DEFAULT_METHOD, device: str = "auto",
                        transform_node=None, drr_node=None, on_progress=None, on_done=None, on_error=None, *,
                        model: str | Path | None = None, fine_model: str | Path | None = None, seed: int = 0,
-                       polarity: str = "bone-bright", step_mm: float = 1.0, iteration_scale: float = 1.0,
+                       polarity: str = "auto", step_mm: float = 1.0, iteration_scale: float = 1.0,
                        pyramid: bool = True, second_xray_node=None, second_geometry: CArmGeometry | None = None,
                        second_drr_node=None, flip: str = "none", view: str = "ap") -> ProcessJob:
         """Register an X-ray node to a CT node in the background.
@@ -239,8 +235,11 @@ class RegistrationLogic:
                 (:data:`sopi.geometry.NOMINAL_VIEWS`: ``ap``, ``pa`` or ``lateral``).
             transform_node, drr_node: outputs to update; new nodes are created if None.
             model, fine_model: network files; default :meth:`default_models`.
-            polarity: how bone looks in the X-ray node (``bone-bright``, ``bone-dark`` or
-                ``intensity``); the engine wants bone bright.
+            polarity: how bone looks in the X-ray node (``bone-bright``, ``bone-dark`` or ``intensity``:
+                applied before the engine sees the image), or ``auto``: the engine judges it against a DRR
+                of the CT and, where that leaves it open and the result is flagged, tries the other readings
+                (as ``sopi register`` does); the reading registered with is kept on the transform node
+                (:data:`.reading.XRAY_READING_ATTRIBUTE`).
             seed, step_mm, iteration_scale, pyramid: as in :func:`sopi.register`.
             flip: what the X-ray node's image is against the C-arm's convention
                 (:data:`.orientation.XRAY_ORIENTATIONS`, ``docs/conventions.md``): ``none``, mirrored ``left-right``,
@@ -285,8 +284,9 @@ class RegistrationLogic:
         folder = write_inputs(self.temporary_root, prepared.ct, prepared.mask, prepared.xray, prepared.initial_pose)
         if second is not None:
             second_view.write_second_xray(folder, second)
-        # the X-ray file holds bone bright (the module's polarity applied): settled, not for the engine to judge
-        arguments = ["register", "--ct", "ct.mha", "--xray", "xray.mha", "--polarity", "bone-bright", "--geometry", "geometry.json", "--method", method,
+        # a polarity the clinician chose is applied (bone bright, settled); under auto the engine judges the image as given
+        engine_polarity = "auto" if polarity == "auto" else "bone-bright"
+        arguments = ["register", "--ct", "ct.mha", "--xray", "xray.mha", "--polarity", engine_polarity, "--geometry", "geometry.json", "--method", method,
                      "--device", device, "--seed", str(int(seed)), "--iteration-scale", repr(float(iteration_scale)),
                      "--step-mm", repr(float(step_mm)),
                      "--out", "result.json"]
@@ -303,19 +303,21 @@ class RegistrationLogic:
 
             data = json.loads((folder / "result.json").read_text(encoding="utf-8"))
             result = result_from_dict(data)  # two views: the confidence is the lowest view's
+            reading = result_reading(polarity, data)
             new_mask = read_mask(folder / "mask.mha", prepared.ct) if auto_mask else None
             # the DRR the clinician compares: from the CT at its own resolution
             drr = render_drr(self._rendering_volume(ct_node), self.drawn_detector(geometry), result.camera_from_world, step_mm=step_mm).numpy()
             if second is None:
                 return self._write_nodes(lambda: self._write_registration(
                     ct_node, xray_node, geometry, prepared, result, drr, new_mask, segmentation_node, transform_node, drr_node, flip,
+                    reading,
                 ))
             second_pose = torch.from_numpy(second_view.second_view_pose(data))
             second_drr = render_drr(self._rendering_volume(ct_node), self.drawn_detector(second.geometry), second_pose, step_mm=step_mm).numpy()
 
             def write_both() -> SceneRegistration:
                 written = self._write_registration(ct_node, xray_node, geometry, prepared, result, drr, new_mask, segmentation_node,
-                                                   transform_node, drr_node)
+                                                   transform_node, drr_node, reading=reading)
                 second_view.store_second_view(written.transform_node, second.geometry, data, second_xray_node)  # the sliders move both
                 written.second_drr_node = self._drr_to_node(second_drr, second.geometry, _xray_scene_frame(second_xray_node, second.geometry),
                                                             second_drr_node, f"{second_xray_node.GetName()} DRR")
@@ -328,7 +330,7 @@ class RegistrationLogic:
     def _prepare(self, ct_node, xray_node, geometry, segmentation_node, init_transform_node, polarity,
                  orientation: Orientation = Orientation()) -> _Prepared:
         ct = nodes.volume_from_node(ct_node)
-        image = _xray_image(xray_node, polarity)
+        image = xray_image_as_read(xray_node, polarity)  # under auto, as it is: the engine judges it
         if image.shape != geometry.shape:
             raise InputError(f"X-ray: {xray_node.GetName()!r} is {image.shape} pixels but the geometry describes {geometry.shape}")
         geometry = orientation.geometry(geometry)
@@ -355,7 +357,8 @@ class RegistrationLogic:
             raise
 
     def _write_registration(self, ct_node, xray_node, geometry, prepared, result, drr, new_mask, segmentation_node,
-                            transform_node, drr_node, flip: str = "none") -> SceneRegistration:
+                            transform_node, drr_node, flip: str = "none",
+                            reading: tuple[str, str] = ("bone-bright", "chosen")) -> SceneRegistration:
         if new_mask is not None:
             found = "bone (no spine found)" if result.mask_source == "bone" else "spine"  # the engine's fallback: every bone
             segmentation_node = nodes.segmentation_from_mask(new_mask, self.scene, ct_node, f"{ct_node.GetName()} {found}")
@@ -370,6 +373,8 @@ class RegistrationLogic:
         _set_matrix_attribute(transform_node, "PivotLPS", result.pivot_world.numpy())
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "Geometry", json.dumps(geometry.to_dict()))
         transform_node.SetAttribute(ORIENTATION_ATTRIBUTE, flip)
+        transform_node.SetAttribute(XRAY_READING_ATTRIBUTE, reading[0])  # how the X-ray node's values were read
+        transform_node.SetAttribute(XRAY_READING_ATTRIBUTE + "Source", reading[1])
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "Method", result.method)
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "Similarity", repr(float(result.similarity)))
         transform_node.SetAttribute(ATTRIBUTE_PREFIX + "TimeS", f"{result.time_s:.3f}")
@@ -476,12 +481,14 @@ class RegistrationLogic:
         name = f"{(xray_node if xray_node is not None else transform_node).GetName()} DRR"
         return self._drr_to_node(image.numpy(), geometry, scene_from_camera, drr_node, name)
 
-    def similarity(self, xray_node, drr_node, polarity: str = "bone-bright") -> float:
-        """Gradient correlation (in [-1, 1], higher is better) of the X-ray and a DRR node (resampled to the DRR's size)."""
+    def similarity(self, xray_node, drr_node, polarity: str = "auto", reading: str | None = None) -> float:
+        """Gradient correlation (in [-1, 1], higher is better) of the X-ray and a DRR node (resampled to the DRR's size);
+        the X-ray read as :func:`.reading.xray_image_as_read` says (under ``auto``, as the registration read it:
+        ``reading``)."""
         from sopi.io_xray import resize_image
         from sopi.similarity import gradient_correlation
 
-        xray = _xray_image(xray_node, polarity)
+        xray = xray_image_as_read(xray_node, polarity, reading)
         drr = torch.from_numpy(nodes.xray_image_from_node(drr_node)).to(torch.float64)
         drr = orientation_between(xray_node, drr_node).undo(drr)  # a DRR drawn for a turned X-ray, back to the X-ray's pixels
 

@@ -149,10 +149,12 @@ def show_results(lib, scene, parameters) -> dict:
         _set_visible(second_marker, False)  # kept for the next two-view registration
     shown["secondCarmMarker"] = second_marker
     from .logic import INSTRUMENTS_MASKED_ATTRIBUTE
+    from .reading import registered_reading
 
     instruments = parameters.outputTransform.GetAttribute(INSTRUMENTS_MASKED_ATTRIBUTE) == "true"
     shown["xrayMaskLabel"] = display.show_xray_mask(scene, parameters.xrayVolume, parameters.xrayMaskLabel, parameters.showXrayMask,
-                                                    polarity=parameters.xrayPolarity, instruments=instruments)
+                                                    polarity=parameters.xrayPolarity, instruments=instruments,
+                                                    reading=registered_reading(parameters.outputTransform))
     return shown
 
 
@@ -164,9 +166,12 @@ def _set_visible(node, visible: bool) -> None:
 
 def similarities(lib, parameters) -> list[float]:
     """Gradient correlation of each X-ray and its DRR: the first, and the second after a two-view registration."""
-    values = [lib.similarity(parameters.xrayVolume, parameters.outputDrr, parameters.xrayPolarity)]
+    from .reading import registered_reading
+
+    reading = registered_reading(parameters.outputTransform)  # under auto: as the registration read the X-rays
+    values = [lib.similarity(parameters.xrayVolume, parameters.outputDrr, parameters.xrayPolarity, reading)]
     if two_views(parameters) and parameters.secondOutputDrr is not None:
-        values.append(lib.similarity(parameters.secondXrayVolume, parameters.secondOutputDrr, parameters.xrayPolarity))
+        values.append(lib.similarity(parameters.secondXrayVolume, parameters.secondOutputDrr, parameters.xrayPolarity, reading))
     return values
 
 

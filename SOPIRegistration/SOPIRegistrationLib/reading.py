@@ -1,0 +1,56 @@
+"""How the module reads an X-ray node's values: as the clinician set the polarity, or, under ``auto``, as the
+registration judged them (against a DRR of the CT, with the other readings tried where that was open).
+
+The engine wants bone bright. A polarity the clinician chose is applied here before the image goes to the engine
+(:func:`sopi.io_xray.apply_polarity`); under ``auto`` the image goes as it is, the engine judges it
+(:func:`sopi.registration.preparation.prepare_fixed`), and the reading it registered with is kept on the
+registration's transform node, so the similarity read-out and the masked-pixel overlay read the node the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import nodes
+
+__all__ = ["XRAY_READING_ATTRIBUTE", "registered_reading", "result_reading", "xray_image_as_read"]
+
+#: On a registration's transform node: how the X-ray node's values were read (``bone-bright``, ``bone-dark`` or
+#: ``intensity``), and ``XRAY_READING_ATTRIBUTE + "Source"``: who said so (the clinician, the file, the judgement).
+XRAY_READING_ATTRIBUTE = "SOPIRegistration.XRayReading"
+
+
+def result_reading(polarity: str, result_json: dict) -> tuple[str, str]:
+    """``(reading, source)`` of a registration of an X-ray node: the ``polarity`` the clinician chose, or under
+    ``"auto"`` the engine's (``xray_preparation["polarity"]`` of the result JSON, the first view's of a two-view
+    one; ``bone-bright`` where the engine recorded none: the image was used as given)."""
+    if polarity != "auto":
+        return polarity, "chosen"
+    views = result_json.get("views")
+    preparation = (views[0] if views else result_json).get("xray_preparation") or {}
+    return str(preparation.get("polarity", "bone-bright")), str(preparation.get("polarity_source", "as given"))
+
+
+def registered_reading(transform_node) -> str | None:
+    """The reading a registration stored on its transform node (None: none, or no node)."""
+    return (transform_node.GetAttribute(XRAY_READING_ATTRIBUTE) or None) if transform_node is not None else None
+
+
+def xray_image_as_read(xray_node, polarity: str, reading: str | None = None) -> np.ndarray:
+    """The X-ray node's image as float64 with bone bright.
+
+    ``polarity`` is how the clinician says bone looks in the node (:data:`sopi.io_xray.POLARITIES`); under
+    ``"auto"`` the image is read as ``reading`` (:func:`sopi.xray_prep.apply_reading`, the engine's own conversion),
+    and as it is before a registration has judged it (``reading`` None)."""
+    image = nodes.xray_image_from_node(xray_node).astype(np.float64)
+    if polarity != "auto":
+        from sopi.io_xray import apply_polarity
+
+        return apply_polarity(image, polarity, xray_node.GetName())
+    if reading in (None, "bone-bright"):
+        return image
+    import torch
+
+    from sopi.xray_prep import apply_reading
+
+    return apply_reading(torch.from_numpy(image), reading).to(torch.float64).numpy()
