@@ -60,7 +60,7 @@ SAMPLE_CATEGORY = "SOPIRegistration"
 #: Resources/SampleData file -> (cached file name pattern, checksum); tests/test_slicer_module_static.py checks them.
 SAMPLE_FILES = {
     "sample_ct.nii.gz": ("SOPISampleCT-{}.nii.gz", "SHA256:b19d60bbf6a50b5ad62970846f257e274d6dde5c5e7af1332afdc0c3f9b7e6c4"),
-    "sample_xray.mha": ("SOPISampleXray-{}.mha", "SHA256:fbe6ecbb47aebb3687a93918d39135dd1f7292e7ec0580e28b196aae16991b1c"),
+    "sample_xray.mha": ("SOPISampleXray-{}.mha", "SHA256:bed662c015f3065ecce995ce918496686df10e12d663f797bb88e4a464f6e313"),
 }
 
 

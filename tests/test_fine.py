@@ -296,7 +296,9 @@ def test_cli_train_fine_and_register_sopi(tmp_path):
         "--method", "sopi", "--model", str(sample_rtpi_model_path()), "--fine-model", str(out / "fine.pt"), "--out", str(result),
         "--device", "cpu", "--quiet",
     ]) == 0
-    assert [stage["stage"] for stage in json.loads(result.read_text(encoding="utf-8"))["stages"]] == ["rtpi", "fine"]
+    stages = [stage["stage"] for stage in json.loads(result.read_text(encoding="utf-8"))["stages"]]
+    # RTPI, then the fine module; a flagged result (a 2-step network) may take a second look with the same two stages
+    assert stages[:2] == ["rtpi", "fine"] and all(stage.split(": ")[-1] in ("rtpi", "fine") for stage in stages)
 
 
 def test_training_settings_round_trip_through_a_model_json():

@@ -189,7 +189,8 @@ def test_global_search_recovers_a_pose_far_outside_the_capture_range_of_opt(far_
     ct, spine, start, truth, image, points = far_case
     assert float(mtre_mm(start.camera_from_world, truth, points)) > 60.0
     local = register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine, method="opt", prepare=False)
-    assert float(mtre_mm(local.camera_from_world, truth, points)) > 10.0  # outside opt's reach
+    assert float(mtre_mm(local.camera_from_world, truth, points)) > 3.0  # opt alone does not register it (4.6 mm, 45 mm with
+    # the DRR that left lung and fat out)
     found = register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine, prepare=False)
     assert found.method == "global+opt"
     assert float(mtre_mm(found.camera_from_world, truth, points)) < 2.0
@@ -354,7 +355,9 @@ def test_a_kept_start_scans_depth_instead_of_running_cma_es(far_case, instead, m
     true_depth = float(transform_points(truth, pivot[None])[0, 2])
     assert abs(depth[0] - true_depth) > 10.0  # the kept start is well off in depth (14 mm here)
     assert abs(depth[1] - true_depth) < 0.5 * abs(depth[0] - true_depth)  # the scan takes most of it
-    assert float(mtre_mm(found.camera_from_world, truth, points)) < 1.0
+    # 1.3 mm: on this 128-pixel detector the last level's planes are 4 mm apart, and the lung's long boundaries make
+    # such a DRR differ along the ray from the X-ray drawn on 2 mm planes (docs/benchmarks.md, "Lung and fat in the DRR")
+    assert float(mtre_mm(found.camera_from_world, truth, points)) < 2.0
 
 
 def test_the_refined_start_wins_near_ties(far_case, monkeypatch):
@@ -767,9 +770,9 @@ def test_a_roll_beyond_the_first_search_is_found_by_the_wider_second_pass():
 
 
 def test_an_in_plane_turn_beyond_the_first_search_is_found_by_the_wider_second_pass():
-    """rz 50 deg (the X-ray turned on the detector) lies beyond the first search's +-30 deg of in-plane turns;
+    """rz 56 deg (the X-ray turned on the detector) lies beyond the first search's +-30 deg of in-plane turns;
     the first pass ends far off and is flagged, the second, turning to +-60 deg, finds it."""
-    ct, spine, start, truth, image, points = _sample_case_at([6.0, -5.0, 50.0, 8.0, -6.0, 15.0])
+    ct, spine, start, truth, image, points = _sample_case_at([6.0, -5.0, 56.0, 8.0, -6.0, 15.0])
     found = register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine, prepare=False)
     first = [record for record in found.stages if not record["stage"].startswith("wider")]
     second = [record for record in found.stages if record["stage"].startswith("wider search: ")]
@@ -1084,7 +1087,7 @@ def test_the_other_reading_gives_the_passes_the_image_read_the_other_way_and_bac
     kept = other.problem.xray_weight > 0
     expected = apply_reading(first.problem.xray, "bone-dark")
     correlation = torch.corrcoef(torch.stack([other.problem.xray[kept], expected[kept]]))[0, 1]
-    assert float(correlation) > 0.99  # the image read bone-dark: the first reading's, reversed
+    assert float(correlation) > 0.97  # the image read bone-dark: the first reading's, reversed (its own fills differ)
     assert torch.equal(again.problem.xray, first.problem.xray) and torch.equal(again.problem.xray_weight, first.problem.xray_weight)
 
 

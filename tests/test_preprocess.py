@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sopi.errors import InputError
-from sopi.preprocess import MU_WATER_PER_MM, crop_and_resample, hu_to_attenuation, spine_roi
+from sopi.preprocess import MU_WATER_PER_MM, SOPI_MIN_HU, crop_and_resample, hu_to_attenuation, spine_roi
 from sopi.volume import Volume, world_from_index_affine
 
 
@@ -36,11 +36,15 @@ def _world_of_voxels(volume: Volume) -> torch.Tensor:
 
 
 def test_hu_to_attenuation_values() -> None:
-    hu = torch.tensor([-1000.0, -500.0, -131.0, -100.0, 0.0, 1000.0, 2000.0])
+    hu = torch.tensor([-1000.0, -901.0, -850.0, -500.0, -131.0, -100.0, 0.0, 1000.0, 2000.0])
     mu = hu_to_attenuation(hu)
     water = MU_WATER_PER_MM
-    expected = torch.tensor([0.0, 0.0, 0.0, 0.9 * water, water, 2 * water, 3 * water])
+    # air is dropped; lung and fat attenuate as their density says
+    expected = torch.tensor([0.0, 0.0, 0.15 * water, 0.5 * water, 0.869 * water, 0.9 * water, water, 2 * water, 3 * water])
     torch.testing.assert_close(mu, expected)
+    # the SOPI authors' threshold drops lung and fat below -130 HU
+    sopi = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.9 * water, water, 2 * water, 3 * water])
+    torch.testing.assert_close(hu_to_attenuation(hu, min_hu=SOPI_MIN_HU), sopi)
     assert MU_WATER_PER_MM == 0.02683
     assert hu_to_attenuation(torch.tensor([-100], dtype=torch.int16)).dtype == torch.float32
     assert hu_to_attenuation(hu.double()).dtype == torch.float64

