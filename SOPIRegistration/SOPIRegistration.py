@@ -489,7 +489,9 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ).format(confidence=result.confidence)
         elif result.confidence == result.confidence:  # NaN: no read-out
             self.ui.statusLabel.text += " " + _("Confidence {confidence:.2f}.").format(confidence=result.confidence)
-        reading = registration.transform_node.GetAttribute("SOPIRegistration.XRayReading")
+        from SOPIRegistrationLib.reading import registered_reading
+
+        reading = registered_reading(registration.transform_node)
         if node.xrayPolarity == "auto" and reading:  # what the judgement decided, so the clinician can overrule it
             self.ui.statusLabel.text += " " + _("X-ray read as {reading} (set X-ray polarity to overrule).").format(reading=reading)
         if result.mask_source == "bone":  # the automatic segmentation found no spine in this CT
