@@ -508,8 +508,9 @@ def _fake_pass(confidence: float, label: str, spine_in_view: float | None = None
     from sopi.registration.passes import _Pass
     from sopi.registration.confidence import LIKELY_FAILED_BELOW
 
-    cues = {"confidence": confidence, "likely_failed": confidence < LIKELY_FAILED_BELOW, "spine_in_view": spine_in_view}
-    assessment = type("Assessment", (), cues)()
+    from sopi.registration.confidence import Assessment
+
+    assessment = Assessment(confidence, confidence < LIKELY_FAILED_BELOW, confidence, 0.0, 0.0, 0.0, spine_in_view=spine_in_view)
     record = {"stage": label, **({"tentative": True} if tentative else {})}
     return _Pass(None, torch.full((6,), confidence, dtype=torch.float64), [record], 3, True, confidence, assessment, {"pass": label})
 
@@ -561,7 +562,7 @@ def test_a_flagged_first_pass_tries_the_other_readings_and_the_most_confident_re
     for confidences, ran, winner in cases:
         reading, switches, calls = [polarities[0]], [], []
 
-        def other_readings(index: int) -> bool:
+        def other_readings(index: int, unexplained: bool = False) -> bool:
             switches.append(index)
             if index >= len(polarities):
                 return False
@@ -588,8 +589,48 @@ def test_a_flagged_first_pass_tries_the_other_readings_and_the_most_confident_re
     for confidence, offered in ((0.9, True), (0.1, False)):  # trusted, or no other reading open: as before
         switches, calls = [], []
         run_passes(lambda chosen, note: calls.append(note) or _fake_pass(confidence, note or "first"), get_method("global+opt"),
-                   other_readings=lambda index: switches.append(index) or offered)
+                   other_readings=lambda index, unexplained=False: switches.append(index) or offered)
         assert READING_NOTE not in calls and switches == ([] if confidence > 0.5 else [1])
+
+
+def test_the_readings_the_cues_left_closed_are_tried_only_where_no_reading_explains_the_image():
+    """Readings the polarity judgement left closed run only while no first pass so far reached
+    NOTHING_EXPLAINED_BELOW; a result on such a reading is flagged (its confidence capped below the flag), whatever its
+    own confidence, and its pose is the one that pass found."""
+    from sopi.registration.confidence import LIKELY_FAILED_BELOW
+    from sopi.registration.passes import AGAINST_THE_CUES_MARGIN, NOTHING_EXPLAINED_BELOW, READING_NOTE, run_passes
+
+    low, capped = NOTHING_EXPLAINED_BELOW / 5, LIKELY_FAILED_BELOW - AGAINST_THE_CUES_MARGIN
+    polarities, open_readings = ["bone-bright", "bone-dark", "intensity"], 1  # the judgement left both others closed
+    cases = [  # each reading's first confidence, the readings that run, the winner, its final confidence
+        ({"bone-bright": low, "bone-dark": 0.9, "intensity": 0.95}, 2, "bone-dark", capped),  # trusted, yet flagged
+        ({"bone-bright": low, "bone-dark": low, "intensity": 0.3}, 3, "intensity", 0.3),
+        ({"bone-bright": low, "bone-dark": 0.2, "intensity": 0.9}, 2, "bone-dark", 0.2),  # 0.2 explains something: stop
+        ({"bone-bright": NOTHING_EXPLAINED_BELOW * 2, "bone-dark": 0.9, "intensity": 0.9}, 1, "bone-bright", NOTHING_EXPLAINED_BELOW * 2),
+        ({"bone-bright": 0.04, "bone-dark": 0.01, "intensity": 0.02}, 3, "bone-bright", 0.04),  # back to the first, unflagged by it
+    ]
+    for confidences, ran, winner, final_confidence in cases:
+        reading, asked = [polarities[0]], []
+
+        def other_readings(index: int, unexplained: bool = False) -> bool:
+            asked.append((index, unexplained))
+            if index >= len(polarities) or (index >= open_readings and not unexplained):
+                return False
+            reading[0] = polarities[index]
+            return True
+
+        def run(chosen, note):
+            one = _fake_pass(confidences[reading[0]] if note in ("", READING_NOTE) else 0.01, note or "first")
+            one.preparation = {"polarity": reading[0], **({"polarity_against_the_cues": True} if reading[0] != polarities[0] else {})}
+            return one
+
+        final = run_passes(run, get_method("global+opt"), other_readings=other_readings)
+        assert final.preparation["polarity"] == winner and float(final.theta[0]) == confidences[winner]
+        assert abs(final.assessment.confidence - final_confidence) < 1e-12 and final.assessment.likely_failed
+        assert len(final.preparation.get("polarity_first_passes", {polarities[0]: 0})) == ran
+        firsts = [confidences[name] for name in polarities[:ran]]
+        asked_in_turn = [max(firsts[: k + 1]) < NOTHING_EXPLAINED_BELOW for k in range(ran) if firsts[k] < LIKELY_FAILED_BELOW]
+        assert [(index, unexplained) for index, unexplained in asked[: len(asked_in_turn)]] == list(zip(range(1, ran + 1), asked_in_turn))
 
 
 def test_a_pass_that_shows_the_spine_beats_a_more_confident_one_that_does_not():
@@ -1089,6 +1130,38 @@ def test_the_other_reading_gives_the_passes_the_image_read_the_other_way_and_bac
     correlation = torch.corrcoef(torch.stack([other.problem.xray[kept], expected[kept]]))[0, 1]
     assert float(correlation) > 0.97  # the image read bone-dark: the first reading's, reversed (its own fills differ)
     assert torch.equal(again.problem.xray, first.problem.xray) and torch.equal(again.problem.xray_weight, first.problem.xray_weight)
+
+
+def test_a_reading_left_closed_is_given_only_where_nothing_is_explained_and_says_so(monkeypatch):
+    """``register``'s other readings past those left open: refused while a first pass explained something, given (the
+    image read that way, prepared on its own) where none did, and recorded as read against the image's cues."""
+    import sopi.registration.api as api_module
+    from sopi.registration import preparation
+    from sopi.registration.methods import Stage
+
+    ct, spine, start, _, image, _ = _sample_case_at([2.0, -1.0, 1.0, 3.0, -2.0, 4.0])
+    monkeypatch.setattr(preparation, "_alternatives", lambda judged, reading: ())
+    monkeypatch.setattr(preparation, "_closed", lambda judged, chosen: ("bone-dark",))
+    seen = {}
+
+    def fake_run_passes(run, stages, second_look=None, judge=None, other_readings=None):
+        scan = (Stage("depth-scan", "gradient-ncc", 4, (1.0, 3.0), 1),)
+        first = run(scan, "")
+        seen["explained"] = other_readings(1, False)
+        seen["unexplained"] = other_readings(1, True)
+        seen["past the last"] = other_readings(2, True)
+        seen["passes"] = (first, run(scan, "turned: "))
+        return seen["passes"][-1]
+
+    monkeypatch.setattr(api_module, "run_passes", fake_run_passes)
+    register(ct, XRay(image, SMALL), initial_pose=start.camera_from_world, mask=spine)
+    first, other = seen["passes"]
+    assert (seen["explained"], seen["unexplained"], seen["past the last"]) == (False, True, False)
+    assert first.preparation["polarity"] == "bone-bright" and first.preparation["polarity_if_unexplained"] == ["bone-dark"]
+    assert "polarity_against_the_cues" not in first.preparation
+    assert other.preparation["polarity"] == "bone-dark" and other.preparation["polarity_against_the_cues"] is True
+    assert "explained" in other.preparation["polarity_source"]
+    assert not torch.equal(other.problem.xray, first.problem.xray)
 
 
 def _turning_passes(turn: str, seen: dict):

@@ -467,6 +467,24 @@ def test_edges_that_lean_short_of_the_margin_leave_the_other_readings_open():
     assert _alternatives([], "bone-bright") == ()
 
 
+def test_the_readings_left_closed_are_the_rest_the_best_edges_first():
+    """What the registration tries only where no reading chosen explains the image: every reading neither chosen nor
+    left open, by its edges (by the coarse pattern where the edges were not judged); nothing where nothing was judged."""
+    from sopi.registration.preparation import _GRADIENT_MARGIN, _GRADIENT_OPEN, _Judgement, _alternatives, _closed, _reading
+
+    coarse = {"bone-bright": 0.9, "bone-dark": 0.5, "intensity": 0.7}
+    for lean, closed in ((_GRADIENT_OPEN / 2, ("intensity", "bone-dark")), (-0.1, ("intensity", "bone-dark")),
+                         ((_GRADIENT_OPEN + _GRADIENT_MARGIN) / 2, ()), (_GRADIENT_MARGIN + 0.01, ("bone-dark", "bone-bright"))):  # intensity outright
+        edges = {"bone-bright": 0.4, "bone-dark": 0.4 + lean, "intensity": 0.4 + lean + 0.01}
+        views = [_Judgement(coarse, coarse, None, edges)]
+        reading = _reading(views)
+        chosen = (reading, *_alternatives(views, reading))
+        assert _closed(views, chosen) == closed
+        assert set(chosen) | set(closed) == set(edges) and not set(chosen) & set(closed)
+    assert _closed([_Judgement(coarse, coarse, None)], ("bone-bright",)) == ("intensity", "bone-dark")  # by the coarse pattern
+    assert _closed([], ("bone-bright",)) == ()
+
+
 def test_an_image_positive_but_for_its_zeros_is_read_as_intensities_too():
     """A display image (counts to a gamma, black outside the field) has an intensity reading: the logarithm, its zeros
     at its smallest positive value; an image mostly zero, or with negative values, has none."""

@@ -16,10 +16,11 @@ from ..errors import InputError, NoVertebralColumn
 from ..geometry import CArmGeometry, nominal_view, params_to_dict
 from ..io_xray import XRay, working_xray
 from ..render import binned_volume, working_volumes
-from ..nets.model_file import LoadedModel, load_model
 from ..volume import Volume
+from ..nets.model_file import LoadedModel
 from .global_search import GlobalStage, global_search, same_hypothesis
-from .methods import FineStage, NetworkStage, Stage, default_method, get_method, needs_mask, needs_model, scaled_budgets, single_level
+from .learned import _fine_stage, _network_stage, load_networks
+from .methods import FineStage, NetworkStage, Stage, default_method, get_method, needs_mask, scaled_budgets, single_level
 from .optimizers import Monitor, OptimizerResult, adam, cma_es, line_scan, multi_start, powell
 from .passes import _Pass, run_passes, stage_loop
 from .problem import PoseProblem, SharedProjectors, default_pivot, exposed_field
@@ -224,7 +225,8 @@ def register(
         return {**record, "orientation": orientation, **({"binned_by": binned_by} if binned_by > 1 else {})}
 
     preparation = with_view(preparation)
-    polarities = [preparation.get("polarity"), *preparation.get("polarity_alternatives", ())]  # the first, then the others
+    open_readings = [preparation.get("polarity"), *preparation.get("polarity_alternatives", ())]  # the first, then the others
+    polarities = [*open_readings, *preparation.get("polarity_if_unexplained", ())]  # then those only tried as a last resort
 
     projectors = SharedProjectors()  # every pass renders the same voxels
     # a stage's outcome by what it depends on (the pass's X-ray weights, the stage, its place, the poses every stage of
@@ -305,19 +307,24 @@ def register(
     readings_kept: dict[str, tuple] = {}  # each reading's X-ray, weights, record and judged starts, once prepared
     reading_now = polarities[0]
 
-    def other_readings(index: int) -> bool:
+    def other_readings(index: int, unexplained: bool = False) -> bool:
         """From now on, the X-ray read as ``polarities[index]`` says (0: as first decided, then the alternatives the
-        polarity judgement left open); False where there is no such reading."""
+        polarity judgement left open, then, where ``unexplained``, those it left closed); False where there is no such
+        reading."""
         nonlocal fixed, weight, plain_weight, masked_weight, preparation, judged_starts, reading_now
-        if index >= len(polarities):
+        if index >= len(polarities) or (index >= len(open_readings) and not unexplained):
             return False
         target = polarities[index]
         readings_kept[reading_now] = (fixed, plain_weight, masked_weight, preparation, judged_starts)
         if target not in readings_kept:
             view = prepare_view(initial_pose, target)
             judgement = {key: value for key, value in preparation.items() if key.startswith("polarity_scores")}
-            record = with_view({**judgement, **view.preparation, "polarity_source": "the registration: the edges left it open",
-                                "polarity_alternatives": [name for name in polarities if name != target]})
+            against = index >= len(open_readings)
+            record = with_view({**judgement, **view.preparation, "polarity_alternatives": [name for name in open_readings if name != target],
+                                "polarity_if_unexplained": [name for name in polarities[len(open_readings):] if name != target],
+                                "polarity_source": "the registration: " + ("no reading the cues chose explained the image" if against
+                                                                           else "the edges left it open"),
+                                **({"polarity_against_the_cues": True} if against else {})})
             readings_kept[target] = (view.fixed, view.weight, _NOT_YET, record, {"own": {}, "masked": {}})
         fixed, plain_weight, masked_weight, preparation, judged_starts = readings_kept[target]
         weight, reading_now = plain_weight, target
@@ -346,52 +353,6 @@ def register(
         ct_binned_by=ct_binned_by,
         spine=used_spine,
     )
-
-
-def load_networks(method: str, models: dict, device: str | torch.device = "auto") -> dict[str, LoadedModel]:
-    """The networks ``method`` needs, by kind, from ``models`` (``{"rtpi": ..., "fine": ...}``,
-    each a file or an already loaded model, which is passed through); a clear error for a
-    missing or wrong one."""
-    loaded = {}
-    for kind in sorted(needs_model(method)):
-        given = models.get(kind)
-        option = "--model" if kind == "rtpi" else "--fine-model"
-        if given is None:
-            raise InputError(f"method {method!r} needs a trained {kind.upper()} model ({option} FILE.pt)")
-        network = given if isinstance(given, LoadedModel) else load_model(given, device=resolve_device(device))
-        if network.kind != kind:
-            raise InputError(f"method {method!r}: {option} needs a {kind!r} model; {network.path} holds a {network.kind!r} model")
-        loaded[kind] = network
-    return loaded
-
-
-def _fine_stage(problem: PoseProblem, network: LoadedModel, stage, spine: Volume, fixed: XRay, theta: torch.Tensor, monitor: Monitor):
-    """Learned fine registration from ``theta``; scored by gradient correlation like the other stages."""
-    from ..nets.predict import check_geometry
-    from .fine import FineObjective, fine_register
-
-    check_geometry(network, problem.geometry)
-    objective = FineObjective(
-        network, problem.volume, spine, problem.reference, fixed.image, problem.geometry, device=problem.device
-    )
-    outcome = fine_register(objective, theta, stage, monitor)
-    return OptimizerResult(outcome.theta, -_score(problem, outcome.theta), outcome.iterations, outcome.evaluations, outcome.converged)
-
-
-def _network_stage(problem: PoseProblem, network: LoadedModel, spine: Volume, fixed: XRay, monitor: Monitor):
-    """Ask the network for theta (relative to the problem's reference view); score it like the optimisers do."""
-    from ..nets.predict import check_geometry, rtpi_theta
-
-    monitor.report(0, 1)
-    check_geometry(network, problem.geometry)
-    estimate = rtpi_theta(network, problem.volume, spine, problem.reference, fixed.image)
-    return OptimizerResult(estimate, -_score(problem, estimate), 1, 1, True)
-
-
-def _score(problem: PoseProblem, theta: torch.Tensor) -> float:
-    """Gradient correlation at the half-resolution level: how a learned stage's pose is reported."""
-    with torch.no_grad():
-        return float(problem.similarity(theta[None], 2, "gc")[0])
 
 
 class _PreparedView(NamedTuple):

