@@ -1182,3 +1182,14 @@ def _turning_passes(turn: str, seen: dict):
         return seen["passes"][-1]
 
     return fake_run_passes
+
+
+def test_the_cli_says_when_the_xray_was_read_against_its_cues(capsys):
+    from sopi.cli_views import print_reading
+
+    print_reading({"polarity": "intensity", "polarity_against_the_cues": True})
+    said = capsys.readouterr().out
+    assert said.startswith("X-ray read as intensity:") and "--polarity" in said
+    print_reading({"polarity": "bone-dark", "polarity_source": "the registration: the edges left it open"})
+    print_reading({"polarity": "bone-bright"})
+    assert capsys.readouterr().out == ""

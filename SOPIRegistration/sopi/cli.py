@@ -304,9 +304,10 @@ def _cmd_register(args: argparse.Namespace) -> int:
     write_mask_out(args, result)
     verdict = "likely failed: check the overlay before using it" if result.likely_failed else "looks right"
     print(f"confidence {result.confidence:.2f} ({verdict})")
-    from .cli_views import print_turned
+    from .cli_views import print_reading, print_turned
 
     print_turned([result.xray_preparation["orientation"]])
+    print_reading(result.xray_preparation)
     if args.fused:
         from .fusion import overlay_pair, write_fused_png
         from .render import rendering_volume

@@ -142,3 +142,11 @@ def print_turned(records: list[dict]) -> None:
     for index, record in enumerate(records):
         if Orientation.from_record(record).changes:
             print(f"X-ray{f' {index}' if len(records) > 1 else ''} registered turned: {record['reason']}")
+
+
+def print_reading(preparation: dict) -> None:
+    """Say when the X-ray was registered read against its own cues (``polarity_against_the_cues``: no reading its edges
+    and pattern chose explained it, see :data:`sopi.registration.passes.NOTHING_EXPLAINED_BELOW`)."""
+    if preparation.get("polarity_against_the_cues", False):
+        print(f"X-ray read as {preparation['polarity']}: read as its edges and pattern suggest, it explained nothing; "
+              "check the overlay, or give --polarity")
