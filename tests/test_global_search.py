@@ -595,8 +595,8 @@ def test_a_flagged_first_pass_tries_the_other_readings_and_the_most_confident_re
 
 def test_the_readings_the_cues_left_closed_are_tried_only_where_no_reading_explains_the_image():
     """Readings the polarity judgement left closed run only while no first pass so far reached
-    NOTHING_EXPLAINED_BELOW; a result on such a reading is flagged (its confidence capped below the flag), whatever its
-    own confidence, and its pose is the one that pass found."""
+    NOTHING_EXPLAINED_BELOW, and win only where their own first pass reached it; a result on such a reading is flagged
+    (its confidence capped below the flag), whatever its own confidence, and its pose is the one that pass found."""
     from sopi.registration.confidence import LIKELY_FAILED_BELOW
     from sopi.registration.passes import AGAINST_THE_CUES_MARGIN, NOTHING_EXPLAINED_BELOW, READING_NOTE, run_passes
 
@@ -608,6 +608,7 @@ def test_the_readings_the_cues_left_closed_are_tried_only_where_no_reading_expla
         ({"bone-bright": low, "bone-dark": 0.2, "intensity": 0.9}, 2, "bone-dark", 0.2),  # 0.2 explains something: stop
         ({"bone-bright": NOTHING_EXPLAINED_BELOW * 2, "bone-dark": 0.9, "intensity": 0.9}, 1, "bone-bright", NOTHING_EXPLAINED_BELOW * 2),
         ({"bone-bright": 0.04, "bone-dark": 0.01, "intensity": 0.02}, 3, "bone-bright", 0.04),  # back to the first, unflagged by it
+        ({"bone-bright": 0.01, "bone-dark": 0.02, "intensity": 0.04}, 3, "bone-bright", 0.01),  # the others explain nothing either
     ]
     for confidences, ran, winner, final_confidence in cases:
         reading, asked = [polarities[0]], []

@@ -122,8 +122,9 @@ def run_passes(
     ``unexplained`` (no first pass so far reached :data:`NOTHING_EXPLAINED_BELOW`), one they left closed,
     ``run(stages, READING_NOTE)`` too: the most confident of these first passes (:func:`_winner`) stays, with its
     reading (``other_readings(i)`` goes back to the ``i``-th; 0 is the first), and the result's preparation record gets
-    ``polarity_first_passes`` (each reading's first confidence); a result on a reading the cues left closed (its record's
-    ``polarity_against_the_cues``) is flagged. Then, when the result is flagged likely failed:
+    ``polarity_first_passes`` (each reading's first confidence); a reading the cues left closed (its record's
+    ``polarity_against_the_cues``) competes only where its first pass reached :data:`NOTHING_EXPLAINED_BELOW` itself,
+    and a result on it is flagged. Then, when the result is flagged likely failed:
 
     0. when its global search kept the start only tentatively (``GlobalStage.tentative_start_above``): where
        ``second_look()`` masks straight instruments (with :data:`REFINE_FIRST_MASKED`), the tentative result is first
@@ -166,7 +167,8 @@ def run_passes(
         tried.append(run(stages, READING_NOTE))
     if len(tried) == 1:
         return _further_passes(run, stages, final, second_look, judge)
-    final = _winner([("first", one) for one in tried])
+    # a reading against the image's cues competes only where it explains the image itself
+    final = _winner([("first", one) for one in tried if not _against_the_cues(one) or one.assessment.confidence >= NOTHING_EXPLAINED_BELOW])
     if final is not tried[-1]:
         other_readings(next(index for index, one in enumerate(tried) if one is final), True)  # back to the winner's reading
     first_records = [record for one in tried for record in one.records]  # before a merge replaces the winner's
@@ -176,9 +178,14 @@ def run_passes(
     result.iterations += sum(one.iterations for one in tried if one is not final)
     if isinstance(result.preparation, dict):  # a later pass's record too
         result.preparation["polarity_first_passes"] = {_reading_of(one): round(one.assessment.confidence, 4) for one in tried}
-        if result.preparation.get("polarity_against_the_cues", False):
+        if _against_the_cues(result):
             result.assessment = _flagged(result.assessment)
     return result
+
+
+def _against_the_cues(one: _Pass) -> bool:
+    """Whether a pass read its X-ray as the image's cues did not choose (its preparation record says so)."""
+    return isinstance(one.preparation, dict) and bool(one.preparation.get("polarity_against_the_cues", False))
 
 
 def _flagged(assessment):
