@@ -489,10 +489,14 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ).format(confidence=result.confidence)
         elif result.confidence == result.confidence:  # NaN: no read-out
             self.ui.statusLabel.text += " " + _("Confidence {confidence:.2f}.").format(confidence=result.confidence)
-        from SOPIRegistrationLib.reading import registered_reading
+        from SOPIRegistrationLib.reading import read_against_the_cues, registered_reading
 
         reading = registered_reading(registration.transform_node)
-        if node.xrayPolarity == "auto" and reading:  # what the judgement decided, so the clinician can overrule it
+        if node.xrayPolarity == "auto" and reading and read_against_the_cues(registration.transform_node):
+            self.ui.statusLabel.text += " " + _(
+                "X-ray read as {reading}: read as it looks, it matched nothing. Check the overlay, or set X-ray polarity."
+            ).format(reading=reading)
+        elif node.xrayPolarity == "auto" and reading:  # what the judgement decided, so the clinician can overrule it
             self.ui.statusLabel.text += " " + _("X-ray read as {reading} (set X-ray polarity to overrule).").format(reading=reading)
         if result.mask_source == "bone":  # the automatic segmentation found no spine in this CT
             self.ui.statusLabel.text += " " + _(

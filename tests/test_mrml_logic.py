@@ -526,3 +526,12 @@ def test_auto_polarity_lets_the_engine_judge_an_inverted_xray_node_and_keeps_its
     two_views = {"views": [{"xray_preparation": {"polarity": "intensity", "polarity_source": "drr-comparison over 2 views"}}, {}]}
     assert result_reading("auto", two_views) == ("intensity", "drr-comparison over 2 views")
     assert result_reading("auto", {"xray_preparation": {}}) == ("bone-bright", "as given")
+    # read against the image's own cues (the reading they chose explained nothing): the source says so, and the node too
+    from SOPIRegistrationLib.reading import AGAINST_THE_CUES, XRAY_READING_ATTRIBUTE, read_against_the_cues
+
+    against = {"xray_preparation": {"polarity": "intensity", "polarity_source": "the registration: ...", "polarity_against_the_cues": True}}
+    assert result_reading("auto", against) == ("intensity", AGAINST_THE_CUES)
+    assert result_reading("bone-dark", against) == ("bone-dark", "chosen")
+    assert not read_against_the_cues(transform) and not read_against_the_cues(None)  # judged by the DRR comparison
+    transform.SetAttribute(XRAY_READING_ATTRIBUTE + "Source", AGAINST_THE_CUES)
+    assert read_against_the_cues(transform)

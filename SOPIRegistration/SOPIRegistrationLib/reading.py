@@ -13,27 +13,39 @@ import numpy as np
 
 from . import nodes
 
-__all__ = ["XRAY_READING_ATTRIBUTE", "registered_reading", "result_reading", "xray_image_as_read"]
+__all__ = ["AGAINST_THE_CUES", "XRAY_READING_ATTRIBUTE", "read_against_the_cues", "registered_reading", "result_reading", "xray_image_as_read"]
 
 #: On a registration's transform node: how the X-ray node's values were read (``bone-bright``, ``bone-dark`` or
 #: ``intensity``), and ``XRAY_READING_ATTRIBUTE + "Source"``: who said so (the clinician, the file, the judgement).
 XRAY_READING_ATTRIBUTE = "SOPIRegistration.XRayReading"
 
 
+#: The source of a reading the engine took against the image's own cues: the reading they chose explained nothing
+#: (``xray_preparation["polarity_against_the_cues"]``, :data:`sopi.registration.passes.NOTHING_EXPLAINED_BELOW`).
+AGAINST_THE_CUES = "against the image's cues"
+
+
 def result_reading(polarity: str, result_json: dict) -> tuple[str, str]:
     """``(reading, source)`` of a registration of an X-ray node: the ``polarity`` the clinician chose, or under
     ``"auto"`` the engine's (``xray_preparation["polarity"]`` of the result JSON, the first view's of a two-view
-    one; ``bone-bright`` where the engine recorded none: the image was used as given)."""
+    one; ``bone-bright`` where the engine recorded none: the image was used as given); the source is
+    :data:`AGAINST_THE_CUES` where the engine read the image against its own cues."""
     if polarity != "auto":
         return polarity, "chosen"
     views = result_json.get("views")
     preparation = (views[0] if views else result_json).get("xray_preparation") or {}
-    return str(preparation.get("polarity", "bone-bright")), str(preparation.get("polarity_source", "as given"))
+    source = AGAINST_THE_CUES if preparation.get("polarity_against_the_cues", False) else preparation.get("polarity_source", "as given")
+    return str(preparation.get("polarity", "bone-bright")), str(source)
 
 
 def registered_reading(transform_node) -> str | None:
     """The reading a registration stored on its transform node (None: none, or no node)."""
     return (transform_node.GetAttribute(XRAY_READING_ATTRIBUTE) or None) if transform_node is not None else None
+
+
+def read_against_the_cues(transform_node) -> bool:
+    """Whether a registration stored on its transform node read the X-ray against the image's cues."""
+    return transform_node is not None and transform_node.GetAttribute(XRAY_READING_ATTRIBUTE + "Source") == AGAINST_THE_CUES
 
 
 def xray_image_as_read(xray_node, polarity: str, reading: str | None = None) -> np.ndarray:
