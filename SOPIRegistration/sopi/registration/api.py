@@ -16,8 +16,8 @@ from ..errors import InputError, NoVertebralColumn
 from ..geometry import CArmGeometry, nominal_view, params_to_dict
 from ..io_xray import XRay, working_xray
 from ..render import binned_volume, working_volumes
-from ..volume import Volume
 from ..nets.model_file import LoadedModel
+from ..volume import Volume
 from .global_search import GlobalStage, global_search, same_hypothesis
 from .learned import _fine_stage, _network_stage, load_networks
 from .methods import FineStage, NetworkStage, Stage, default_method, get_method, needs_mask, scaled_budgets, single_level

@@ -114,7 +114,7 @@ ALTERNATIVES = 2
 
 def run_passes(
     run: Callable[..., _Pass], stages: tuple, second_look: Callable[..., bool] | None = None,
-    judge: Callable[[object, torch.Tensor], object] | None = None, other_readings: Callable[[int], bool] | None = None,
+    judge: Callable[[object, torch.Tensor], object] | None = None, other_readings: Callable[[int, bool], bool] | None = None,
 ) -> _Pass:
     """``run(stages, note, start=None)`` (``start``: the first stage's theta) for ``run(stages, "")``. While the last
     such first pass is flagged likely failed and ``other_readings(k, unexplained)`` reads the X-ray with the ``k``-th
@@ -170,7 +170,7 @@ def run_passes(
     # a reading against the image's cues competes only where it explains the image itself
     final = _winner([("first", one) for one in tried if not _against_the_cues(one) or one.assessment.confidence >= NOTHING_EXPLAINED_BELOW])
     if final is not tried[-1]:
-        other_readings(next(index for index, one in enumerate(tried) if one is final), True)  # back to the winner's reading
+        other_readings(next(index for index, one in enumerate(tried) if one is final), unexplained=True)  # back to the winner's reading, tried
     first_records = [record for one in tried for record in one.records]  # before a merge replaces the winner's
     kept = len(final.records)
     result = _further_passes(run, stages, final, second_look, judge)
