@@ -219,6 +219,7 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.geometryPresetComboBox.connect("activated(int)", self.onPresetChanged)
         self.ui.outputTransformSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onOutputTransformChanged)
         self.ui.xrayVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onXrayChanged)
+        self.ui.secondXrayVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._dicomFile)
         for name in POSE_PARAMETERS:
             self._poseSlider(name).connect("valueChanged(double)", lambda value, name=name: self.onPoseSliderChanged(name, value))
         # opacity, fusion mode and "place CT" act through the parameter node (_onParameterNodeModified)
@@ -336,12 +337,22 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.sourceToDetectorMm = sdd
             self._parameterNode.sourceToIsocenterMm = sod
 
+    def _dicomFile(self, xrayNode) -> str:
+        """The DICOM file an X-ray node was loaded from ("" if none), kept on the node: under the auto polarity its
+        intensity tags then say how to read the node's values, as sopi register reads the file."""
+        uids = (xrayNode.GetAttribute("DICOM.instanceUIDs") or "").split() if xrayNode is not None else []
+        path = slicer.dicomDatabase.fileForInstance(uids[0]) if uids and slicer.dicomDatabase else ""
+        if path and self.logic.dependenciesReady():  # the bridge imports the engine
+            from SOPIRegistrationLib.reading import SOURCE_FILE_ATTRIBUTE
+
+            xrayNode.SetAttribute(SOURCE_FILE_ATTRIBUTE, path)
+        return path
+
     def onXrayChanged(self, xrayNode) -> None:
         """Fill the C-arm geometry from the DICOM tags when the X-ray was loaded from DICOM."""
-        uids = (xrayNode.GetAttribute("DICOM.instanceUIDs") or "").split() if xrayNode is not None else []
-        if not uids or not self._parameterNode or not self.logic.dependenciesReady():
+        if not self._parameterNode or not self.logic.dependenciesReady():
             return
-        path = slicer.dicomDatabase.fileForInstance(uids[0]) if slicer.dicomDatabase else ""
+        path = self._dicomFile(xrayNode)
         if not path:
             return
         from SOPIRegistrationLib import dicom_geometry_settings
@@ -489,10 +500,12 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ).format(confidence=result.confidence)
         elif result.confidence == result.confidence:  # NaN: no read-out
             self.ui.statusLabel.text += " " + _("Confidence {confidence:.2f}.").format(confidence=result.confidence)
-        from SOPIRegistrationLib.reading import read_against_the_cues, registered_reading
+        from SOPIRegistrationLib.reading import FROM_THE_FILE, XRAY_READING_ATTRIBUTE, read_against_the_cues, registered_reading
 
         reading = registered_reading(registration.transform_node)
-        if node.xrayPolarity == "auto" and reading and read_against_the_cues(registration.transform_node):
+        if node.xrayPolarity == "auto" and reading and registration.transform_node.GetAttribute(XRAY_READING_ATTRIBUTE + "Source") == FROM_THE_FILE:
+            self.ui.statusLabel.text += " " + _("X-ray read as {reading}, as its DICOM intensity tags say.").format(reading=reading)
+        elif node.xrayPolarity == "auto" and reading and read_against_the_cues(registration.transform_node):
             self.ui.statusLabel.text += " " + _(
                 "X-ray read as {reading}: read as it looks, it matched nothing. Check the overlay, or set X-ray polarity."
             ).format(reading=reading)

@@ -139,6 +139,43 @@ def test_intensity_tags_absent_or_partial(tmp_path: Path) -> None:
     np.testing.assert_allclose(xray.image.numpy(), stored.max() - stored)
 
 
+def test_settled_polarity_reads_the_values_as_read_xray_reads_the_file(tmp_path: Path) -> None:
+    """``settled_polarity``: what ``read_xray`` decides under auto, with the values it applies it to: the polarity
+    applied to those values is ``read_xray``'s image, for every intensity-tag case; None where nothing is settled."""
+    from sopi.io_xray import apply_polarity, settled_polarity
+
+    intensity = np.round(4000.0 * np.exp(-LINE_INTEGRALS))
+    log = np.round(3000 - 500 * LINE_INTEGRALS)
+    cases = {  # name: (stored, photometric, tags, expected polarity)
+        "lin.dcm": (intensity, "MONOCHROME1", {"PixelIntensityRelationship": "LIN", "PixelIntensityRelationshipSign": 1}, "intensity"),
+        "lin_falling.dcm": (4095 - intensity, "MONOCHROME2", {"PixelIntensityRelationship": "LIN", "PixelIntensityRelationshipSign": -1},
+                            "intensity"),
+        "log_rising.dcm": (log, "MONOCHROME1", {"PixelIntensityRelationship": "LOG", "PixelIntensityRelationshipSign": 1}, "bone-dark"),
+        "log_falling.dcm": (4095 - log, "MONOCHROME2", {"PixelIntensityRelationship": "LOG", "PixelIntensityRelationshipSign": -1},
+                            "bone-bright"),
+        "rescaled.dcm": (np.round((log - 10.0) / 2.0), "MONOCHROME2", {"RescaleSlope": "2", "RescaleIntercept": "10",
+                                                                         "PixelIntensityRelationship": "LOG"}, "bone-dark"),
+    }
+    for name, (stored, photometric, tags, polarity) in cases.items():
+        path = write_dicom(tmp_path / name, stored, "DX", photometric, **tags)
+        values, decided, reason = settled_polarity(path)
+        expected = read_xray(path)
+        assert decided == polarity == expected.metadata["polarity_applied"] and reason in expected.metadata["polarity_reason"]
+        np.testing.assert_allclose(apply_polarity(values, decided, path).astype(np.float32), expected.image.numpy(), rtol=1e-6)
+    # the LOG values are the modality values (rescaled where the file says so), whatever the photometric interpretation
+    np.testing.assert_array_equal(settled_polarity(tmp_path / "log_rising.dcm")[0], log)
+    np.testing.assert_array_equal(settled_polarity(tmp_path / "rescaled.dcm")[0], np.round((log - 10.0) / 2.0) * 2 + 10)
+    # nothing settled: display-ready or untagged DICOM, several frames, a file that is not DICOM
+    assert settled_polarity(write_dicom(tmp_path / "disp.dcm", log, "RF", PixelIntensityRelationship="DISP")) is None
+    assert settled_polarity(write_dicom(tmp_path / "none.dcm", log, "RF")) is None
+    frames = np.stack([log, log])
+    assert settled_polarity(write_dicom(tmp_path / "cine.dcm", frames, "XA", PixelIntensityRelationship="LOG")) is None
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(log.astype(np.float32)), str(tmp_path / "plain.mha"))
+    assert settled_polarity(tmp_path / "plain.mha") is None
+
+
 # --------------------------------------------------------------------------- frames
 
 

@@ -493,6 +493,44 @@ def test_a_result_judged_with_instruments_masked_marks_its_transform_node(regist
     assert _node_ids(scene) == before
 
 
+def test_auto_polarity_reads_a_dicom_xray_node_as_its_files_intensity_tags_say(tmp_path):
+    """An X-ray node loaded from a DICOM file loses the file's intensity tags; with the file named on the node, ``auto``
+    reads the node as ``sopi register`` reads the file (LOG, sign +1: bone dark), the engine is told so instead of
+    judging it, the pose is found, and the transform node says where the reading came from. A node whose values are
+    not the file's, or that names no file (or a missing one), is left to the engine's judgement."""
+    pytest.importorskip("pydicom")
+    from test_dicom_xray import write_dicom
+
+    from SOPIRegistrationLib.reading import FROM_THE_FILE, SOURCE_FILE_ATTRIBUTE, XRAY_READING_ATTRIBUTE, file_reading
+
+    scene = slicer.vtkMRMLScene()
+    case = load_sample_case(scene)
+    spine = case.vertebrae.with_data((case.vertebrae.data != 0).to(torch.uint8))
+    segmentation = nodes.segmentation_from_mask(spine, scene, case.ct_node)
+    image = nodes.xray_image_from_node(case.xray_node).astype(np.float64)
+    stored = np.round(3500.0 - 3000.0 * image / image.max())  # LOG data that grow with intensity: bone dark
+    path = write_dicom(tmp_path / "xray.dcm", stored, "DX", "MONOCHROME1", PixelIntensityRelationship="LOG",
+                       PixelIntensityRelationshipSign=1)
+    node = nodes.image_to_node(stored, nodes.node_ras_from_ijk(case.xray_node), scene, "DICOM X-ray")
+    assert file_reading(node) is None  # no file named
+    node.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(tmp_path / "gone.dcm"))
+    assert file_reading(node) is None
+    node.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(path))
+    polarity, reason = file_reading(node)
+    assert polarity == "bone-dark" and "LOG" in reason
+    edited = nodes.image_to_node(stored[::-1].copy(), nodes.node_ras_from_ijk(case.xray_node), scene, "edited X-ray")
+    edited.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(path))
+    assert file_reading(edited) is None  # not the values the tags describe
+    logic = RegistrationLogic(scene)
+    registration = logic.register(case.ct_node, node, segmentation_node=segmentation, method="opt", device="cpu")
+    transform = registration.transform_node
+    assert _mtre(logic, transform, case) < 1.0
+    assert "polarity_scores" not in registration.result.xray_preparation  # told, not judged
+    assert transform.GetAttribute(XRAY_READING_ATTRIBUTE) == "bone-dark"
+    assert transform.GetAttribute(XRAY_READING_ATTRIBUTE + "Source") == FROM_THE_FILE
+    np.testing.assert_array_equal(nodes.xray_image_from_node(node), stored.astype(np.float32))  # the input is left alone
+
+
 def test_auto_polarity_lets_the_engine_judge_an_inverted_xray_node_and_keeps_its_reading():
     """The module's default polarity, ``auto``: the sample X-ray stored bone-dark (inverted) goes to the engine as it
     is, the engine's judgement re-reads it and registers the true pose, the reading lands on the transform node, and

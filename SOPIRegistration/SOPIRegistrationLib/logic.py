@@ -31,7 +31,7 @@ from .xray_geometry import DEFAULT_PRESET, dicom_geometry_settings, geometry_for
 from .orientation import ORIENTATION_ATTRIBUTE, orientation_between, stored_orientation, xray_orientation
 from .inputs import mark_output
 from .jobfiles import read_mask, remove_folder, result_from_dict, write_inputs, write_volume
-from .reading import XRAY_READING_ATTRIBUTE, result_reading, xray_image_as_read
+from .reading import FROM_THE_FILE, XRAY_READING_ATTRIBUTE, file_reading, result_reading, xray_image_as_read
 from .process import ProcessJob, Step, job_folder, python_executable, sopi_command
 
 __all__ = ["DEFAULT_METHOD", "RegistrationLogic", "SceneRegistration", "dicom_geometry_settings", "geometry_for_xray"]
@@ -236,10 +236,11 @@ class RegistrationLogic:
             transform_node, drr_node: outputs to update; new nodes are created if None.
             model, fine_model: network files; default :meth:`default_models`.
             polarity: how bone looks in the X-ray node (``bone-bright``, ``bone-dark`` or ``intensity``:
-                applied before the engine sees the image), or ``auto``: the engine judges it against a DRR
-                of the CT and, where that leaves it open and the result is flagged, tries the other readings
-                (as ``sopi register`` does); the reading registered with is kept on the transform node
-                (:data:`.reading.XRAY_READING_ATTRIBUTE`).
+                applied before the engine sees the image), or ``auto``: as the DICOM files' intensity tags say where
+                every X-ray node names its file and still holds its values (:func:`.reading.file_reading`), else the
+                engine judges it against a DRR of the CT and, where that leaves it open and the result is flagged,
+                tries the other readings (as ``sopi register`` does); the reading registered with is kept on the
+                transform node (:data:`.reading.XRAY_READING_ATTRIBUTE`).
             seed, step_mm, iteration_scale, pyramid: as in :func:`sopi.register`.
             flip: what the X-ray node's image is against the C-arm's convention
                 (:data:`.orientation.XRAY_ORIENTATIONS`, ``docs/conventions.md``): ``none``, mirrored ``left-right``,
@@ -265,7 +266,10 @@ class RegistrationLogic:
             raise InputError(f"Start view {view!r} is not one of {NOMINAL_VIEWS}")
         if orientation.changes and second_xray_node is not None:
             raise InputError("X-ray orientation: turning a mirrored X-ray works with one X-ray; register the two views as stored")
-        prepared = self._prepare(ct_node, xray_node, geometry, segmentation_node, init_transform_node, polarity, orientation)
+        # under auto, X-rays whose DICOM files' intensity tags settle how to read them are read so, as sopi register would
+        from_files = [file_reading(node) for node in (xray_node, second_xray_node) if node is not None] if polarity == "auto" else [None]
+        readings = [settled[0] for settled in from_files] if all(from_files) else [polarity] * len(from_files)
+        prepared = self._prepare(ct_node, xray_node, geometry, segmentation_node, init_transform_node, readings[0], orientation)
         geometry = prepared.xray.geometry  # the image as registered (turned back where it was mirrored)
         second = None
         if second_xray_node is not None:
@@ -273,7 +277,7 @@ class RegistrationLogic:
 
             view_arguments = second_view.engine_arguments(method)
             second_geometry = second_geometry or second_view.second_view_geometry(geometry, geometry_for_xray(second_xray_node), -90.0)
-            second = self._prepare(ct_node, second_xray_node, second_geometry, None, None, polarity).xray
+            second = self._prepare(ct_node, second_xray_node, second_geometry, None, None, readings[-1]).xray
             model = fine_model = None  # the learned methods register one view: no networks to pass
         needed = needs_model(method)
         defaults = self.default_models()
@@ -284,8 +288,8 @@ class RegistrationLogic:
         folder = write_inputs(self.temporary_root, prepared.ct, prepared.mask, prepared.xray, prepared.initial_pose)
         if second is not None:
             second_view.write_second_xray(folder, second)
-        # a polarity the clinician chose is applied (bone bright, settled); under auto the engine judges the image as given
-        engine_polarity = "auto" if polarity == "auto" else "bone-bright"
+        # a polarity the clinician or the file chose is applied (bone bright, settled); else the engine judges the image as given
+        engine_polarity = "auto" if readings[0] == "auto" else "bone-bright"
         arguments = ["register", "--ct", "ct.mha", "--xray", "xray.mha", "--polarity", engine_polarity, "--geometry", "geometry.json", "--method", method,
                      "--device", device, "--seed", str(int(seed)), "--iteration-scale", repr(float(iteration_scale)),
                      "--step-mm", repr(float(step_mm)),
@@ -303,7 +307,7 @@ class RegistrationLogic:
 
             data = json.loads((folder / "result.json").read_text(encoding="utf-8"))
             result = result_from_dict(data)  # two views: the confidence is the lowest view's
-            reading = result_reading(polarity, data)
+            reading = (readings[0], FROM_THE_FILE) if readings[0] != polarity else result_reading(polarity, data)
             new_mask = read_mask(folder / "mask.mha", prepared.ct) if auto_mask else None
             # the DRR the clinician compares: from the CT at its own resolution
             drr = render_drr(self._rendering_volume(ct_node), self.drawn_detector(geometry), result.camera_from_world, step_mm=step_mm).numpy()

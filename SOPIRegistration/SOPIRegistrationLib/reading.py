@@ -5,6 +5,11 @@ The engine wants bone bright. A polarity the clinician chose is applied here bef
 (:func:`sopi.io_xray.apply_polarity`); under ``auto`` the image goes as it is, the engine judges it
 (:func:`sopi.registration.preparation.prepare_fixed`), and the reading it registered with is kept on the
 registration's transform node, so the similarity read-out and the masked-pixel overlay read the node the same way.
+
+An X-ray node loaded from a DICOM file loses the file's intensity tags (PixelIntensityRelationship and its sign), which
+settle the polarity where ``sopi register`` reads the file itself. The module keeps the file's path on the node
+(:data:`SOURCE_FILE_ATTRIBUTE`); under ``auto``, where the node still holds the values the tags describe,
+:func:`file_reading` reads it as the engine reads the file, and the engine is told so instead of judging it.
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ import numpy as np
 
 from . import nodes
 
-__all__ = ["AGAINST_THE_CUES", "XRAY_READING_ATTRIBUTE", "read_against_the_cues", "registered_reading", "result_reading", "xray_image_as_read"]
+__all__ = [
+    "AGAINST_THE_CUES", "FROM_THE_FILE", "SOURCE_FILE_ATTRIBUTE", "XRAY_READING_ATTRIBUTE", "file_reading", "read_against_the_cues",
+    "registered_reading", "result_reading", "xray_image_as_read",
+]
 
 #: On a registration's transform node: how the X-ray node's values were read (``bone-bright``, ``bone-dark`` or
 #: ``intensity``), and ``XRAY_READING_ATTRIBUTE + "Source"``: who said so (the clinician, the file, the judgement).
@@ -23,6 +31,13 @@ XRAY_READING_ATTRIBUTE = "SOPIRegistration.XRayReading"
 #: The source of a reading the engine took against the image's own cues: the reading they chose explained nothing
 #: (``xray_preparation["polarity_against_the_cues"]``, :data:`sopi.registration.passes.NOTHING_EXPLAINED_BELOW`).
 AGAINST_THE_CUES = "against the image's cues"
+
+#: On an X-ray node: the file it was loaded from (the module sets it for an X-ray from Slicer's DICOM database; a
+#: script may set it too).
+SOURCE_FILE_ATTRIBUTE = "SOPIRegistration.SourceFile"
+
+#: The source of a reading that the X-ray file's DICOM intensity tags settled (:func:`file_reading`).
+FROM_THE_FILE = "the DICOM file's intensity tags"
 
 
 def result_reading(polarity: str, result_json: dict) -> tuple[str, str]:
@@ -46,6 +61,29 @@ def registered_reading(transform_node) -> str | None:
 def read_against_the_cues(transform_node) -> bool:
     """Whether a registration stored on its transform node read the X-ray against the image's cues."""
     return transform_node is not None and transform_node.GetAttribute(XRAY_READING_ATTRIBUTE + "Source") == AGAINST_THE_CUES
+
+
+def file_reading(xray_node) -> tuple[str, str] | None:
+    """``(polarity, reason)``: how to read the X-ray node's values as ``sopi register`` reads the DICOM file it came
+    from (:data:`SOURCE_FILE_ATTRIBUTE`; :func:`sopi.io_xray.settled_polarity`), with the tags' reason. None where the
+    node names no file, the file is gone or its tags settle nothing, or the node's values are not the ones the tags
+    describe (edited, resampled, another frame, or loaded another way): then the engine judges the image."""
+    from pathlib import Path
+
+    from sopi.io_xray import settled_polarity
+
+    path = xray_node.GetAttribute(SOURCE_FILE_ATTRIBUTE) if xray_node is not None else None
+    if not path or not Path(path).is_file():
+        return None
+    settled = settled_polarity(path)
+    if settled is None:
+        return None
+    values, polarity, reason = settled
+    image = nodes.xray_image_from_node(xray_node).astype(np.float64)
+    scale = max(float(np.abs(values).max()), 1.0)
+    if image.shape != values.shape or not np.allclose(image, values, rtol=0.0, atol=1e-5 * scale):
+        return None
+    return polarity, reason
 
 
 def xray_image_as_read(xray_node, polarity: str, reading: str | None = None) -> np.ndarray:

@@ -52,7 +52,10 @@ from .errors import InputError
 from .geometry import CArmGeometry
 from .io import check_finite, execute, file_suffix, read_information, require_path, sitk_message
 
-__all__ = ["MAX_WORKING_PX", "POLARITIES", "XRay", "apply_polarity", "binned_detector", "read_xray", "resize_image", "working_xray", "write_xray"]
+__all__ = [
+    "MAX_WORKING_PX", "POLARITIES", "XRay", "apply_polarity", "binned_detector", "read_xray", "resize_image", "settled_polarity", "working_xray",
+    "write_xray",
+]
 
 #: Registration works on X-rays at most this many pixels on their longest side (:func:`working_xray`). No stage
 #: samples the detector finer than a 256-pixel one: a 2560-pixel radiograph took 21.8 s to register as read
@@ -232,6 +235,25 @@ def read_xray(
         if exposed is not None:
             exposed = resize_image(exposed.to(torch.float32), (rows_out, cols_out)) > 0.5
     return XRay(image.contiguous(), geometry, str(path), metadata, exposed)
+
+
+def settled_polarity(path: str | Path) -> tuple[np.ndarray, str, str] | None:
+    """What :func:`read_xray` under ``"auto"`` decides from a one-frame DICOM X-ray's intensity tags: ``(values,
+    polarity, reason)``, ``apply_polarity(values, polarity)`` being its image (``values`` ``(rows, cols)`` float64:
+    the modality values, or the values inverted over the stored range for LIN data that fall with intensity); None
+    where the file is not DICOM, holds several frames, or its tags settle nothing (:func:`sopi.dicom_xray.auto_polarity`).
+
+    For an image that came from the file by another road (a Slicer node loaded from it): where its values are
+    ``values``, this is how to read it as ``sopi register`` reads the file."""
+    path = require_path(path, "an X-ray image")
+    reader = read_information(path, "an X-ray image")
+    size = reader.GetSize()
+    if reader.GetImageIO() != "GDCMImageIO" or reader.GetNumberOfComponents() != 1 or (reader.GetDimension() == 3 and size[2] != 1):
+        return None
+    tags = {key: reader.GetMetaData(key).strip() for key in reader.GetMetaDataKeys()}
+    array = sitk.GetArrayFromImage(execute(reader, path, "an X-ray image")).reshape(size[1], size[0]).astype(np.float64)
+    decided = auto_polarity(intensity_values(array, tags, _ITK_CONVERTS_MONOCHROME1, path)[0], tags, path)
+    return None if decided is None else (decided[0], decided[1], decided[3])
 
 
 def apply_polarity(array: np.ndarray, polarity: str, path: str | Path) -> np.ndarray:
