@@ -228,33 +228,6 @@ def _parse_ids(text: str) -> list[int]:
     return ids
 
 
-def check_mask_out(args: argparse.Namespace) -> None:
-    """``sopi register --mask-out``: a volume file name other than ``--out`` and ``--fused``; it asks for the spine to
-    be segmented where no ``--mask`` is given (``args.auto_mask`` set), and cannot go with ``--no-mask``."""
-    from .io import VOLUME_WRITE_SUFFIXES, file_suffix
-
-    if args.mask_out is None:
-        return
-    if file_suffix(args.mask_out) not in VOLUME_WRITE_SUFFIXES:
-        raise InputError(f"--mask-out {args.mask_out}: a volume file; expected a name ending in one of {', '.join(VOLUME_WRITE_SUFFIXES)}")
-    if any(other is not None and args.mask_out.resolve() == Path(other).resolve() for other in (args.out, args.fused)):
-        raise InputError(f"--mask-out {args.mask_out}: is the same file as --out or --fused; expected a file of its own")
-    if args.auto_mask is False:
-        raise InputError("--mask-out: there is no spine mask to write with --no-mask; leave one of them out")
-    if args.mask is None:
-        args.auto_mask = True
-
-
-def write_mask_out(args: argparse.Namespace, result) -> None:
-    """Write ``result.spine`` to ``args.mask_out`` (atomically) when it is asked for."""
-    from .io import write_volume
-
-    if args.mask_out is None:
-        return
-    write_volume(args.mask_out, result.spine)
-    print(f"wrote {args.mask_out} (the spine mask used: {result.mask_source})")
-
-
 def _cmd_register(args: argparse.Namespace) -> int:
     from .atomic import write_json
     from .cli_prepare import models_from_folder
@@ -280,6 +253,8 @@ def _cmd_register(args: argparse.Namespace) -> int:
         raise InputError(f"--fused {args.fused}: the fused overlay is a PNG image; expected a name ending in .png")
     if args.fused is not None and args.fused.resolve() == args.out.resolve():
         raise InputError(f"--fused {args.fused}: is the same file as --out; expected two different files")
+    from .cli_views import check_mask_out, write_mask_out
+
     check_mask_out(args)
     geometry = _optional_geometry(args)
     ct = read_ct(args.ct)

@@ -1,5 +1,6 @@
 """``sopi register`` and ``sopi simulate`` with several views (``--xray X0 --geometry G0 --xray X1 --geometry G1``,
-``--views ap,lateral``); the single-view paths stay in :mod:`sopi.cli`."""
+``--views ap,lateral``), and what ``sopi register`` writes and prints beside its result (``--mask-out``, the reading, a
+turned X-ray); the single-view paths stay in :mod:`sopi.cli`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from .errors import InputError
 from .geometry import NOMINAL_VIEWS, CArmGeometry
 from .validate import check_ct_content, check_outputs
 
-__all__ = ["benchmark_views_command", "parse_views", "print_turned", "register_views_command", "simulate_views_command", "view_geometries"]
+__all__ = [
+    "benchmark_views_command", "check_mask_out", "parse_views", "print_turned", "register_views_command", "simulate_views_command",
+    "view_geometries", "write_mask_out",
+]
 
 
 def parse_views(text: str) -> list[str]:
@@ -150,3 +154,30 @@ def print_reading(preparation: dict) -> None:
     if preparation.get("polarity_against_the_cues", False):
         print(f"X-ray read as {preparation['polarity']}: read as its edges and pattern suggest, it explained nothing; "
               "check the overlay, or give --polarity")
+
+
+def check_mask_out(args: argparse.Namespace) -> None:
+    """``sopi register --mask-out``: a volume file name other than ``--out`` and ``--fused``; it asks for the spine to
+    be segmented where no ``--mask`` is given (``args.auto_mask`` set), and cannot go with ``--no-mask``."""
+    from .io import VOLUME_WRITE_SUFFIXES, file_suffix
+
+    if args.mask_out is None:
+        return
+    if file_suffix(args.mask_out) not in VOLUME_WRITE_SUFFIXES:
+        raise InputError(f"--mask-out {args.mask_out}: a volume file; expected a name ending in one of {', '.join(VOLUME_WRITE_SUFFIXES)}")
+    if any(other is not None and args.mask_out.resolve() == Path(other).resolve() for other in (args.out, args.fused)):
+        raise InputError(f"--mask-out {args.mask_out}: is the same file as --out or --fused; expected a file of its own")
+    if args.auto_mask is False:
+        raise InputError("--mask-out: there is no spine mask to write with --no-mask; leave one of them out")
+    if args.mask is None:
+        args.auto_mask = True
+
+
+def write_mask_out(args: argparse.Namespace, result) -> None:
+    """Write ``result.spine`` to ``args.mask_out`` (atomically) when it is asked for."""
+    from .io import write_volume
+
+    if args.mask_out is None:
+        return
+    write_volume(args.mask_out, result.spine)
+    print(f"wrote {args.mask_out} (the spine mask used: {result.mask_source})")
