@@ -158,8 +158,9 @@ def test_settled_polarity_reads_the_values_as_read_xray_reads_the_file(tmp_path:
     }
     for name, (stored, photometric, tags, polarity) in cases.items():
         path = write_dicom(tmp_path / name, stored, "DX", photometric, **tags)
-        values, decided, reason = settled_polarity(path)
+        values, displayed, decided, reason = settled_polarity(path)
         expected = read_xray(path)
+        np.testing.assert_array_equal(displayed, read_xray(path, polarity="bone-bright").image.numpy())  # what GDCM shows
         assert decided == polarity == expected.metadata["polarity_applied"] and reason in expected.metadata["polarity_reason"]
         np.testing.assert_allclose(apply_polarity(values, decided, path).astype(np.float32), expected.image.numpy(), rtol=1e-6)
     # the LOG values are the modality values (rescaled where the file says so), whatever the photometric interpretation

@@ -521,6 +521,15 @@ def test_auto_polarity_reads_a_dicom_xray_node_as_its_files_intensity_tags_say(t
     edited = nodes.image_to_node(stored[::-1].copy(), nodes.node_ras_from_ijk(case.xray_node), scene, "edited X-ray")
     edited.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(path))
     assert file_reading(edited) is None  # not the values the tags describe
+    # Slicer's default DICOM loader (GDCM) shows MONOCHROME1 inverted: read the opposite way, the engine's image up to a constant
+    from sopi.io_xray import apply_polarity, read_xray
+
+    displayed = nodes.image_to_node(4095.0 - stored, nodes.node_ras_from_ijk(case.xray_node), scene, "displayed X-ray")
+    displayed.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(path))
+    reading, reason = file_reading(displayed)
+    assert reading == "bone-bright" and "displayed" in reason
+    difference = apply_polarity(4095.0 - stored, reading, "x") - read_xray(path).image.numpy()
+    np.testing.assert_allclose(difference, difference.flat[0], atol=1e-3)
     logic = RegistrationLogic(scene)
     registration = logic.register(case.ct_node, node, segmentation_node=segmentation, method="opt", device="cpu")
     transform = registration.transform_node

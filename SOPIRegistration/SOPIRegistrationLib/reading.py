@@ -65,25 +65,31 @@ def read_against_the_cues(transform_node) -> bool:
 
 def file_reading(xray_node) -> tuple[str, str] | None:
     """``(polarity, reason)``: how to read the X-ray node's values as ``sopi register`` reads the DICOM file it came
-    from (:data:`SOURCE_FILE_ATTRIBUTE`; :func:`sopi.io_xray.settled_polarity`), with the tags' reason. None where the
-    node names no file, the file is gone or its tags settle nothing, or the node's values are not the ones the tags
-    describe (edited, resampled, another frame, or loaded another way): then the engine judges the image."""
+    from (:data:`SOURCE_FILE_ATTRIBUTE`; :func:`sopi.io_xray.settled_polarity`), with the tags' reason. Where the node
+    holds the values the tags describe, the reading is the engine's own; where it holds the values a GDCM-based loader
+    shows (Slicer's default: a MONOCHROME1 file inverted), the opposite reading gives the engine's image up to a
+    constant (not for LIN data, whose logarithm needs the values the tags describe). None where the node names no file,
+    the file is gone or its tags settle nothing, or the node holds neither (edited, resampled, another frame): then
+    the engine judges the image."""
     from pathlib import Path
 
     from sopi.io_xray import settled_polarity
 
     path = xray_node.GetAttribute(SOURCE_FILE_ATTRIBUTE) if xray_node is not None else None
-    if not path or not Path(path).is_file():
-        return None
-    settled = settled_polarity(path)
+    settled = settled_polarity(path) if path and Path(path).is_file() else None
     if settled is None:
         return None
-    values, polarity, reason = settled
     image = nodes.xray_image_from_node(xray_node).astype(np.float64)
-    scale = max(float(np.abs(values).max()), 1.0)
-    if image.shape != values.shape or not np.allclose(image, values, rtol=0.0, atol=1e-5 * scale):
-        return None
-    return polarity, reason
+
+    def holds(values: np.ndarray) -> bool:
+        return image.shape == values.shape and np.allclose(image, values, rtol=0.0, atol=1e-5 * max(float(np.abs(values).max()), 1.0))
+
+    if holds(settled.values):
+        return settled.polarity, settled.reason
+    if settled.polarity != "intensity" and holds(settled.displayed):
+        opposite = "bone-bright" if settled.polarity == "bone-dark" else "bone-dark"
+        return opposite, settled.reason + "; the node holds the values as displayed (inverted)"
+    return None
 
 
 def xray_image_as_read(xray_node, polarity: str, reading: str | None = None) -> np.ndarray:

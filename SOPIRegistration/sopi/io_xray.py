@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -53,7 +54,7 @@ from .geometry import CArmGeometry
 from .io import check_finite, execute, file_suffix, read_information, require_path, sitk_message
 
 __all__ = [
-    "MAX_WORKING_PX", "POLARITIES", "XRay", "apply_polarity", "binned_detector", "read_xray", "resize_image", "settled_polarity", "working_xray",
+    "MAX_WORKING_PX", "POLARITIES", "XRay", "apply_polarity", "binned_detector", "read_xray", "resize_image", "SettledPolarity", "settled_polarity", "working_xray",
     "write_xray",
 ]
 
@@ -237,11 +238,22 @@ def read_xray(
     return XRay(image.contiguous(), geometry, str(path), metadata, exposed)
 
 
-def settled_polarity(path: str | Path) -> tuple[np.ndarray, str, str] | None:
-    """What :func:`read_xray` under ``"auto"`` decides from a one-frame DICOM X-ray's intensity tags: ``(values,
-    polarity, reason)``, ``apply_polarity(values, polarity)`` being its image (``values`` ``(rows, cols)`` float64:
-    the modality values, or the values inverted over the stored range for LIN data that fall with intensity); None
-    where the file is not DICOM, holds several frames, or its tags settle nothing (:func:`sopi.dicom_xray.auto_polarity`).
+class SettledPolarity(NamedTuple):
+    """What a DICOM X-ray's intensity tags settle (:func:`settled_polarity`): ``apply_polarity(values, polarity)`` is
+    :func:`read_xray`'s image under ``"auto"``; ``displayed`` are the values SimpleITK/GDCM returns (MONOCHROME1
+    inverted over the stored range), all ``(rows, cols)`` float64."""
+
+    values: np.ndarray
+    displayed: np.ndarray
+    polarity: str
+    reason: str
+
+
+def settled_polarity(path: str | Path) -> SettledPolarity | None:
+    """What :func:`read_xray` under ``"auto"`` decides from a one-frame DICOM X-ray's intensity tags, with the values it
+    applies it to (the modality values, or the values inverted over the stored range for LIN data that fall with
+    intensity) and the values a GDCM-based reader shows; None where the file is not DICOM, holds several frames, or its
+    tags settle nothing (:func:`sopi.dicom_xray.auto_polarity`).
 
     For an image that came from the file by another road (a Slicer node loaded from it): where its values are
     ``values``, this is how to read it as ``sopi register`` reads the file."""
@@ -252,8 +264,9 @@ def settled_polarity(path: str | Path) -> tuple[np.ndarray, str, str] | None:
         return None
     tags = {key: reader.GetMetaData(key).strip() for key in reader.GetMetaDataKeys()}
     array = sitk.GetArrayFromImage(execute(reader, path, "an X-ray image")).reshape(size[1], size[0]).astype(np.float64)
-    decided = auto_polarity(intensity_values(array, tags, _ITK_CONVERTS_MONOCHROME1, path)[0], tags, path)
-    return None if decided is None else (decided[0], decided[1], decided[3])
+    modality, displayed = intensity_values(array, tags, _ITK_CONVERTS_MONOCHROME1, path)
+    decided = auto_polarity(modality, tags, path)
+    return None if decided is None else SettledPolarity(decided[0], displayed, decided[1], decided[3])
 
 
 def apply_polarity(array: np.ndarray, polarity: str, path: str | Path) -> np.ndarray:
