@@ -49,7 +49,7 @@ def view_geometries(xrays: list[Path], geometries: list[Path] | None, preset: st
 def register_views_command(args: argparse.Namespace) -> int:
     """``sopi register`` with two or more ``--xray``: a joint registration; RESULT's ``matrix`` is view 0's."""
     from .atomic import write_json
-    from .cli import _frame, _progress_bar, check_mask_out, write_mask_out
+    from .cli import _frame, _progress_bar
     from .geometry import load_pose
     from .io import read_ct, read_xray
     from .registration.methods import DEFAULT_METHOD
