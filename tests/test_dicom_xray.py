@@ -141,7 +141,8 @@ def test_intensity_tags_absent_or_partial(tmp_path: Path) -> None:
 
 def test_settled_polarity_reads_the_values_as_read_xray_reads_the_file(tmp_path: Path) -> None:
     """``settled_polarity``: what ``read_xray`` decides under auto, with the values it applies it to: the polarity
-    applied to those values is ``read_xray``'s image, for every intensity-tag case; None where nothing is settled."""
+    applied to those values is ``read_xray``'s image, for every intensity-tag case and every frame of a cine; None
+    where nothing is settled."""
     from sopi.io_xray import apply_polarity, settled_polarity
 
     intensity = np.round(4000.0 * np.exp(-LINE_INTEGRALS))
@@ -160,17 +161,25 @@ def test_settled_polarity_reads_the_values_as_read_xray_reads_the_file(tmp_path:
         path = write_dicom(tmp_path / name, stored, "DX", photometric, **tags)
         values, displayed, decided, reason = settled_polarity(path)
         expected = read_xray(path)
-        np.testing.assert_array_equal(displayed, read_xray(path, polarity="bone-bright").image.numpy())  # what GDCM shows
+        assert values.shape == displayed.shape == (1, *stored.shape)
+        np.testing.assert_array_equal(displayed[0], read_xray(path, polarity="bone-bright").image.numpy())  # what GDCM shows
         assert decided == polarity == expected.metadata["polarity_applied"] and reason in expected.metadata["polarity_reason"]
-        np.testing.assert_allclose(apply_polarity(values, decided, path).astype(np.float32), expected.image.numpy(), rtol=1e-6)
+        np.testing.assert_allclose(apply_polarity(values[0], decided, path).astype(np.float32), expected.image.numpy(), rtol=1e-6)
     # the LOG values are the modality values (rescaled where the file says so), whatever the photometric interpretation
-    np.testing.assert_array_equal(settled_polarity(tmp_path / "log_rising.dcm")[0], log)
-    np.testing.assert_array_equal(settled_polarity(tmp_path / "rescaled.dcm")[0], np.round((log - 10.0) / 2.0) * 2 + 10)
-    # nothing settled: display-ready or untagged DICOM, several frames, a file that is not DICOM
+    np.testing.assert_array_equal(settled_polarity(tmp_path / "log_rising.dcm").values[0], log)
+    np.testing.assert_array_equal(settled_polarity(tmp_path / "rescaled.dcm").values[0], np.round((log - 10.0) / 2.0) * 2 + 10)
+    # a cine: every frame, each read as read_xray reads that frame
+    cine = write_dicom(tmp_path / "cine.dcm", np.stack([log, np.round(0.8 * log + 100)]), "XA", "MONOCHROME1", PixelIntensityRelationship="LOG",
+                       PixelIntensityRelationshipSign=1)
+    settled = settled_polarity(cine)
+    assert settled.values.shape == (2, *log.shape) and settled.polarity == "bone-dark"
+    for frame in (0, 1):
+        np.testing.assert_allclose(apply_polarity(settled.values[frame], settled.polarity, cine).astype(np.float32),
+                                   read_xray(cine, frame=frame).image.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(settled.values[1], np.round(0.8 * log + 100))
+    # nothing settled: display-ready or untagged DICOM, a file that is not DICOM
     assert settled_polarity(write_dicom(tmp_path / "disp.dcm", log, "RF", PixelIntensityRelationship="DISP")) is None
     assert settled_polarity(write_dicom(tmp_path / "none.dcm", log, "RF")) is None
-    frames = np.stack([log, log])
-    assert settled_polarity(write_dicom(tmp_path / "cine.dcm", frames, "XA", PixelIntensityRelationship="LOG")) is None
     import SimpleITK as sitk
 
     sitk.WriteImage(sitk.GetImageFromArray(log.astype(np.float32)), str(tmp_path / "plain.mha"))

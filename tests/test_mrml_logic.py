@@ -496,8 +496,9 @@ def test_a_result_judged_with_instruments_masked_marks_its_transform_node(regist
 def test_auto_polarity_reads_a_dicom_xray_node_as_its_files_intensity_tags_say(tmp_path):
     """An X-ray node loaded from a DICOM file loses the file's intensity tags; with the file named on the node, ``auto``
     reads the node as ``sopi register`` reads the file (LOG, sign +1: bone dark), the engine is told so instead of
-    judging it, the pose is found, and the transform node says where the reading came from. A node whose values are
-    not the file's, or that names no file (or a missing one), is left to the engine's judgement."""
+    judging it, the pose is found, and the transform node says where the reading came from. A node holding one frame of
+    a cine is read as that frame. A node whose values are not the file's, or that names no file (or a missing one), is
+    left to the engine's judgement."""
     pytest.importorskip("pydicom")
     from test_dicom_xray import write_dicom
 
@@ -530,6 +531,17 @@ def test_auto_polarity_reads_a_dicom_xray_node_as_its_files_intensity_tags_say(t
     assert reading == "bone-bright" and "displayed" in reason
     difference = apply_polarity(4095.0 - stored, reading, "x") - read_xray(path).image.numpy()
     np.testing.assert_allclose(difference, difference.flat[0], atol=1e-3)
+    # one frame of a cine (a sequence's frame in Slicer): the frame it holds is found; a frame it is not is not
+    cine = write_dicom(tmp_path / "cine.dcm", np.stack([stored[::-1], stored]), "XA", "MONOCHROME2", PixelIntensityRelationship="LOG",
+                       PixelIntensityRelationshipSign=1)
+    node.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(cine))
+    assert file_reading(node)[0] == "bone-dark"
+    edited.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(cine))
+    assert file_reading(edited)[0] == "bone-dark"  # the cine's first frame
+    shifted = nodes.image_to_node(stored + 7.0, nodes.node_ras_from_ijk(case.xray_node), scene, "shifted X-ray")
+    shifted.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(cine))
+    assert file_reading(shifted) is None
+    node.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(path))
     logic = RegistrationLogic(scene)
     registration = logic.register(case.ct_node, node, segmentation_node=segmentation, method="opt", device="cpu")
     transform = registration.transform_node

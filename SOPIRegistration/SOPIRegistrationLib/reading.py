@@ -66,11 +66,11 @@ def read_against_the_cues(transform_node) -> bool:
 def file_reading(xray_node) -> tuple[str, str] | None:
     """``(polarity, reason)``: how to read the X-ray node's values as ``sopi register`` reads the DICOM file it came
     from (:data:`SOURCE_FILE_ATTRIBUTE`; :func:`sopi.io_xray.settled_polarity`), with the tags' reason. Where the node
-    holds the values the tags describe, the reading is the engine's own; where it holds the values a GDCM-based loader
-    shows (Slicer's default: a MONOCHROME1 file inverted), the opposite reading gives the engine's image up to a
-    constant (not for LIN data, whose logarithm needs the values the tags describe). None where the node names no file,
-    the file is gone or its tags settle nothing, or the node holds neither (edited, resampled, another frame): then
-    the engine judges the image."""
+    holds the values the tags describe (of the file's one frame, or of one frame of a cine: a sequence's frame), the
+    reading is the engine's own; where it holds the values a GDCM-based loader shows (Slicer's default: a MONOCHROME1
+    file inverted), the opposite reading gives the engine's image up to a constant (not for LIN data, whose logarithm
+    needs the values the tags describe). None where the node names no file, the file is gone or its tags settle
+    nothing, or the node holds no frame's values (edited, resampled, averaged): then the engine judges the image."""
     from pathlib import Path
 
     from sopi.io_xray import settled_polarity
@@ -81,8 +81,9 @@ def file_reading(xray_node) -> tuple[str, str] | None:
         return None
     image = nodes.xray_image_from_node(xray_node).astype(np.float64)
 
-    def holds(values: np.ndarray) -> bool:
-        return image.shape == values.shape and np.allclose(image, values, rtol=0.0, atol=1e-5 * max(float(np.abs(values).max()), 1.0))
+    def holds(frames: np.ndarray) -> bool:
+        return image.shape == frames.shape[1:] and any(
+            np.allclose(image, frame, rtol=0.0, atol=1e-5 * max(float(np.abs(frame).max()), 1.0)) for frame in frames)
 
     if holds(settled.values):
         return settled.polarity, settled.reason

@@ -239,9 +239,9 @@ def read_xray(
 
 
 class SettledPolarity(NamedTuple):
-    """What a DICOM X-ray's intensity tags settle (:func:`settled_polarity`): ``apply_polarity(values, polarity)`` is
-    :func:`read_xray`'s image under ``"auto"``; ``displayed`` are the values SimpleITK/GDCM returns (MONOCHROME1
-    inverted over the stored range), all ``(rows, cols)`` float64."""
+    """What a DICOM X-ray's intensity tags settle (:func:`settled_polarity`), frame by frame: ``apply_polarity(values[k],
+    polarity)`` is :func:`read_xray`'s image of frame ``k`` under ``"auto"``; ``displayed[k]`` are the values
+    SimpleITK/GDCM returns for it (MONOCHROME1 inverted over the stored range); both ``(frames, rows, cols)`` float64."""
 
     values: np.ndarray
     displayed: np.ndarray
@@ -250,21 +250,22 @@ class SettledPolarity(NamedTuple):
 
 
 def settled_polarity(path: str | Path) -> SettledPolarity | None:
-    """What :func:`read_xray` under ``"auto"`` decides from a one-frame DICOM X-ray's intensity tags, with the values it
-    applies it to (the modality values, or the values inverted over the stored range for LIN data that fall with
-    intensity) and the values a GDCM-based reader shows; None where the file is not DICOM, holds several frames, or its
+    """What :func:`read_xray` under ``"auto"`` decides from a DICOM X-ray's intensity tags, with the values of every
+    frame it applies it to (the modality values, or the values inverted over the stored range for LIN data that fall
+    with intensity) and the values a GDCM-based reader shows; None where the file is not a greyscale DICOM image or its
     tags settle nothing (:func:`sopi.dicom_xray.auto_polarity`).
 
-    For an image that came from the file by another road (a Slicer node loaded from it): where its values are
-    ``values``, this is how to read it as ``sopi register`` reads the file."""
+    For an image that came from the file by another road (a Slicer node loaded from it, one frame of a cine): where its
+    values are one frame's ``values``, this is how to read it as ``sopi register`` reads that frame."""
     path = require_path(path, "an X-ray image")
     reader = read_information(path, "an X-ray image")
-    size = reader.GetSize()
-    if reader.GetImageIO() != "GDCMImageIO" or reader.GetNumberOfComponents() != 1 or (reader.GetDimension() == 3 and size[2] != 1):
+    if reader.GetImageIO() != "GDCMImageIO" or reader.GetNumberOfComponents() != 1 or reader.GetDimension() > 3:
         return None
+    size = reader.GetSize()
+    frames = size[2] if reader.GetDimension() == 3 else 1
     tags = {key: reader.GetMetaData(key).strip() for key in reader.GetMetaDataKeys()}
-    array = sitk.GetArrayFromImage(execute(reader, path, "an X-ray image")).reshape(size[1], size[0]).astype(np.float64)
-    modality, displayed = intensity_values(array, tags, _ITK_CONVERTS_MONOCHROME1, path)
+    stack = sitk.GetArrayFromImage(execute(reader, path, "an X-ray image")).reshape(frames, size[1], size[0]).astype(np.float64)
+    modality, displayed = intensity_values(stack, tags, _ITK_CONVERTS_MONOCHROME1, path)
     decided = auto_polarity(modality, tags, path)
     return None if decided is None else SettledPolarity(decided[0], displayed, decided[1], decided[3])
 
