@@ -858,6 +858,44 @@ def test_the_wider_pass_renders_only_the_rolls_beyond_the_first_search_unless_it
         global_search(problem, replace(wider, fft_score="ncc"), Monitor(None, None))
 
 
+def test_a_later_search_takes_the_refinements_an_earlier_one_made_of_the_same_hypotheses(far_case, monkeypatch):
+    """With the passes' shared cache, a search that chooses the hypotheses an earlier one refined (same place, same
+    seed, same refinement settings) takes those refinements, uncounted, and ends with the same hypotheses; another seed
+    or no cache refines them again."""
+    import sopi.registration.global_search as global_search_module
+    from sopi.registration.global_search import GlobalStage, global_search
+    from sopi.registration.optimizers import Monitor, OptimizerResult
+    from sopi.registration.problem import PoseProblem
+
+    ct, spine, start, truth, image, points = far_case
+    problem = PoseProblem(rendering_volume(ct, "hu"), image, SMALL, start.camera_from_world, mask_centroid_world(spine), mask=spine)
+    calls = []
+
+    def fake_cma_es(loss, theta, *args, **kwargs):  # a refinement that moves each hypothesis a little, by its seed
+        calls.append(kwargs["seed"])
+        moved = theta + 0.01 * (kwargs["seed"] + 1)
+        return OptimizerResult(moved, -float(loss(moved[None])[0]), 1, 1, True)
+
+    monkeypatch.setattr(global_search_module, "cma_es", fake_cma_es)
+    stage = GlobalStage(accept_start_above=None)  # the start refined every time (as a wider pass does)
+    cache: dict = {}
+    first = global_search(problem, stage, Monitor(None, None), seed=3, judged_starts=cache)
+    refined = len(calls)
+    assert refined == 1 + stage.hypotheses and first.renders == 81 + refined  # the search's DRRs, one evaluation a refinement
+    calls.clear()
+    again = global_search(problem, stage, Monitor(None, None), seed=3, judged_starts=cache)
+    assert calls == [3]  # only the start, which is not cached here
+    assert again.renders == 81 + 1
+    assert [(theta.tolist(), value) for theta, value in again.hypotheses] == [(theta.tolist(), value) for theta, value in first.hypotheses]
+    assert torch.equal(again.theta, first.theta)
+    calls.clear()
+    global_search(problem, stage, Monitor(None, None), seed=4, judged_starts=cache)
+    assert len(calls) == refined  # another seed: refined again
+    calls.clear()
+    global_search(problem, stage, Monitor(None, None), seed=3)
+    assert len(calls) == refined  # no cache
+
+
 def test_a_flagged_result_refines_the_searches_other_hypotheses_all_the_way_and_the_most_confident_wins(monkeypatch):
     """After every pass is flagged, each searched pass's other hypotheses (up to ALTERNATIVES each, none twice)
     are refined from where they are, without a search; one wins only where it is trusted (not flagged)."""

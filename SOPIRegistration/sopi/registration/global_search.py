@@ -149,9 +149,10 @@ def global_search(
 
     ``proposals``: thetas from elsewhere (a network's estimate) refined and ranked with the
     search's own hypotheses; like them, they must beat the refined start by ``start_margin``.
-    ``judged_starts``: a cache of judged starts shared by the passes of one registration, valid only for
-    ``problem``'s X-ray, weights and start (the caller keeps one per X-ray weighting): a start kept tentatively and
-    then searched after all is not refined and judged twice.
+    ``judged_starts``: a cache of judged starts and refined hypotheses shared by the passes of one registration, valid
+    only for ``problem``'s X-ray, weights and start (the caller keeps one per X-ray weighting): a start kept tentatively
+    and then searched after all is not refined and judged twice, and a wider search that chooses a hypothesis an earlier
+    search refined, at the same place and seed, takes that refinement (uncounted) instead of running it again.
     """
     score = _FFT_SCORES.get(stage.fft_score)
     if score is None:
@@ -236,10 +237,14 @@ def global_search(
     refined, iterations, evaluations = [], 0, 0
     in_view = _SpineInView(problem, spine_maps.footprint)
     for index, theta in enumerate(chosen):
-        outcome = first if index == 0 else refine(theta, index)
+        key = ("refined", seed, index, _refinement_settings(stage), theta.detach().cpu().numpy().tobytes())
+        earlier = None if index == 0 or judged_starts is None else judged_starts.get(key)
+        outcome = first if index == 0 else earlier if earlier is not None else refine(theta, index)
+        if index > 0 and judged_starts is not None:
+            judged_starts[key] = outcome
         if index == 0 or in_view(outcome.theta):  # a refinement can carry a match out of view too
             refined.append((outcome.theta, -outcome.loss))
-        if index > 0 or cached is None:  # a cached start was refined (and counted) by an earlier pass
+        if (index > 0 and earlier is None) or (index == 0 and cached is None):  # a cached one was counted by an earlier pass
             iterations, evaluations = iterations + outcome.iterations, evaluations + outcome.evaluations
         monitor.report(1 + len(rotations) + index, steps)
     start_theta, start_similarity = refined[0]  # chosen[0] is the start
@@ -278,6 +283,11 @@ def _judged_start(problem: PoseProblem, stage: GlobalStage, refine) -> tuple[Opt
     if not judgements or not torch.equal(judgements[-1][0], judged.theta):  # it moved on and converged before the next judgement
         judgements.append((judged.theta, assess(problem, judged.theta, coefficients=START_COEFFICIENTS)))
     return judged, judgements[-1][1], len(judgements)
+
+
+def _refinement_settings(stage: GlobalStage) -> tuple:
+    """What a hypothesis's refinement depends on beyond the problem, its theta and its seed."""
+    return stage.refine_px, stage.refine_generations, stage.refine_population, stage.refine_scale, stage.measure
 
 
 def _refiner(problem: PoseProblem, stage: GlobalStage, seed: int, cancel) -> Callable[..., OptimizerResult]:
