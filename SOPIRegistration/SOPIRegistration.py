@@ -500,10 +500,10 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ).format(confidence=result.confidence)
         elif result.confidence == result.confidence:  # NaN: no read-out
             self.ui.statusLabel.text += " " + _("Confidence {confidence:.2f}.").format(confidence=result.confidence)
-        from SOPIRegistrationLib.reading import FROM_THE_FILE, XRAY_READING_ATTRIBUTE, read_against_the_cues, registered_reading
+        from SOPIRegistrationLib.reading import FROM_THE_FILE, read_against_the_cues, reading_source, registered_reading
 
         reading = registered_reading(registration.transform_node)
-        if node.xrayPolarity == "auto" and reading and registration.transform_node.GetAttribute(XRAY_READING_ATTRIBUTE + "Source") == FROM_THE_FILE:
+        if node.xrayPolarity == "auto" and reading and reading_source(registration.transform_node) == FROM_THE_FILE:
             self.ui.statusLabel.text += " " + _("X-ray read as {reading}, as its DICOM intensity tags say.").format(reading=reading)
         elif node.xrayPolarity == "auto" and reading and read_against_the_cues(registration.transform_node):
             self.ui.statusLabel.text += " " + _(

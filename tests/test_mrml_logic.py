@@ -549,6 +549,9 @@ def test_auto_polarity_reads_a_dicom_xray_node_as_its_files_intensity_tags_say(t
     assert "polarity_scores" not in registration.result.xray_preparation  # told, not judged
     assert transform.GetAttribute(XRAY_READING_ATTRIBUTE) == "bone-dark"
     assert transform.GetAttribute(XRAY_READING_ATTRIBUTE + "Source") == FROM_THE_FILE
+    from SOPIRegistrationLib.reading import reading_source
+
+    assert reading_source(transform) == FROM_THE_FILE and reading_source(None) is None  # what the module's status line reads
     np.testing.assert_array_equal(nodes.xray_image_from_node(node), stored.astype(np.float32))  # the input is left alone
 
 

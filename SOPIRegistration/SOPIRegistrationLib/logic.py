@@ -267,8 +267,9 @@ class RegistrationLogic:
         if orientation.changes and second_xray_node is not None:
             raise InputError("X-ray orientation: turning a mirrored X-ray works with one X-ray; register the two views as stored")
         # under auto, X-rays whose DICOM files' intensity tags settle how to read them are read so, as sopi register would
-        from_files = [file_reading(node) for node in (xray_node, second_xray_node) if node is not None] if polarity == "auto" else [None]
-        readings = [settled[0] for settled in from_files] if all(from_files) else [polarity] * len(from_files)
+        views = [node for node in (xray_node, second_xray_node) if node is not None]
+        settled = [file_reading(node) for node in views] if polarity == "auto" else []
+        readings = [reading for reading, _ in settled] if settled and all(settled) else [polarity] * len(views)
         prepared = self._prepare(ct_node, xray_node, geometry, segmentation_node, init_transform_node, readings[0], orientation)
         geometry = prepared.xray.geometry  # the image as registered (turned back where it was mirrored)
         second = None
@@ -277,7 +278,7 @@ class RegistrationLogic:
 
             view_arguments = second_view.engine_arguments(method)
             second_geometry = second_geometry or second_view.second_view_geometry(geometry, geometry_for_xray(second_xray_node), -90.0)
-            second = self._prepare(ct_node, second_xray_node, second_geometry, None, None, readings[-1]).xray
+            second = self._prepare(ct_node, second_xray_node, second_geometry, None, None, readings[1]).xray
             model = fine_model = None  # the learned methods register one view: no networks to pass
         needed = needs_model(method)
         defaults = self.default_models()

@@ -20,7 +20,7 @@ from . import nodes
 
 __all__ = [
     "AGAINST_THE_CUES", "FROM_THE_FILE", "SOURCE_FILE_ATTRIBUTE", "XRAY_READING_ATTRIBUTE", "file_reading", "read_against_the_cues",
-    "registered_reading", "result_reading", "xray_image_as_read",
+    "reading_source", "registered_reading", "result_reading", "xray_image_as_read",
 ]
 
 #: On a registration's transform node: how the X-ray node's values were read (``bone-bright``, ``bone-dark`` or
@@ -58,9 +58,15 @@ def registered_reading(transform_node) -> str | None:
     return (transform_node.GetAttribute(XRAY_READING_ATTRIBUTE) or None) if transform_node is not None else None
 
 
+def reading_source(transform_node) -> str | None:
+    """Who said how to read the X-ray, as a registration stored it on its transform node (None: none, or no node):
+    ``"chosen"``, :data:`FROM_THE_FILE`, :data:`AGAINST_THE_CUES` or the engine's judgement."""
+    return (transform_node.GetAttribute(XRAY_READING_ATTRIBUTE + "Source") or None) if transform_node is not None else None
+
+
 def read_against_the_cues(transform_node) -> bool:
     """Whether a registration stored on its transform node read the X-ray against the image's cues."""
-    return transform_node is not None and transform_node.GetAttribute(XRAY_READING_ATTRIBUTE + "Source") == AGAINST_THE_CUES
+    return reading_source(transform_node) == AGAINST_THE_CUES
 
 
 def file_reading(xray_node) -> tuple[str, str] | None:

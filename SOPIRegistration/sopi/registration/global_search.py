@@ -237,14 +237,13 @@ def global_search(
     refined, iterations, evaluations = [], 0, 0
     in_view = _SpineInView(problem, spine_maps.footprint)
     for index, theta in enumerate(chosen):
-        key = ("refined", seed, index, _refinement_settings(stage), theta.detach().cpu().numpy().tobytes())
-        earlier = None if index == 0 or judged_starts is None else judged_starts.get(key)
-        outcome = first if index == 0 else earlier if earlier is not None else refine(theta, index)
-        if index > 0 and judged_starts is not None:
-            judged_starts[key] = outcome
+        if index == 0:
+            outcome, counted = first, cached is None  # a cached start was refined (and counted) by an earlier pass
+        else:
+            outcome, counted = _refined(refine, theta, index, judged_starts, (seed, *_refinement_settings(stage)))
         if index == 0 or in_view(outcome.theta):  # a refinement can carry a match out of view too
             refined.append((outcome.theta, -outcome.loss))
-        if (index > 0 and earlier is None) or (index == 0 and cached is None):  # a cached one was counted by an earlier pass
+        if counted:
             iterations, evaluations = iterations + outcome.iterations, evaluations + outcome.evaluations
         monitor.report(1 + len(rotations) + index, steps)
     start_theta, start_similarity = refined[0]  # chosen[0] is the start
@@ -283,6 +282,18 @@ def _judged_start(problem: PoseProblem, stage: GlobalStage, refine) -> tuple[Opt
     if not judgements or not torch.equal(judgements[-1][0], judged.theta):  # it moved on and converged before the next judgement
         judgements.append((judged.theta, assess(problem, judged.theta, coefficients=START_COEFFICIENTS)))
     return judged, judgements[-1][1], len(judgements)
+
+
+def _refined(refine, theta: torch.Tensor, index: int, cache: dict | None, context: tuple) -> tuple[OptimizerResult, bool]:
+    """``(refine(theta, index), True)``, or ``(its outcome, False)`` where an earlier search of the registration
+    (``cache``, keyed with ``context``: the search's seed and refinement settings) already refined ``theta`` there."""
+    if cache is None:
+        return refine(theta, index), True
+    key = ("refined", *context, index, theta.detach().cpu().numpy().tobytes())
+    if key in cache:
+        return cache[key], False
+    cache[key] = refine(theta, index)
+    return cache[key], True
 
 
 def _refinement_settings(stage: GlobalStage) -> tuple:
