@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sopi.geometry import CArmGeometry, nominal_view
-from sopi.registration.confidence import assess, landscape_features, perturbations
+from sopi.registration.confidence import assess, combine, landscape_features, perturbations, unseen_probes
 from sopi.registration.problem import PoseProblem
 from sopi.report import auroc, summarise
 from sopi.volume import Volume, world_from_index_affine
@@ -33,6 +33,24 @@ def test_landscape_features_by_hand():
     assert drop == pytest.approx((0.1 + 0.3 - 0.1 + 0.1 + 8 * 0.2) / 12)
     assert worst == pytest.approx(0.0)  # axis 1: (-0.1 + 0.1) / 2
     assert lower == pytest.approx(11 / 12)
+
+
+def test_landscape_leaves_out_moves_that_lost_the_spine():
+    # centre 0.5; axis 0's moves scored 0 (the spine left what the X-ray shows), axis 1 lost one of two,
+    # the others lose 0.1 each: the drops are the seen moves' only
+    scores = torch.tensor([0.5, 0.0, 0.0, 0.0, 0.3] + [0.4] * 8, dtype=torch.float64)
+    similarity, drop, worst, lower = landscape_features(scores)
+    assert unseen_probes(scores) == 3
+    assert similarity == pytest.approx(0.5)
+    assert drop == pytest.approx((0.2 + 8 * 0.1) / 9)
+    assert worst == pytest.approx(0.1)  # axis 0 unjudged; axis 1 0.2 from its one seen move
+    assert lower == pytest.approx(1.0)
+    assert combine(similarity, drop) < combine(similarity, float((0.5 - scores[1:]).mean()))  # the zeros no longer inflate it
+    nothing_seen = torch.tensor([0.5] + [0.0] * 12, dtype=torch.float64)
+    assert unseen_probes(nothing_seen) == 12 and combine(*landscape_features(nothing_seen)[:2]) == 0.0
+    # a result that scores 0 itself: its moves' zeros are ordinary drops of 0
+    flat = torch.zeros(13, dtype=torch.float64)
+    assert unseen_probes(flat) == 0 and landscape_features(flat)[1] == 0.0
 
 
 def test_auroc_by_hand():
