@@ -748,7 +748,38 @@ def test_after_a_second_look_the_first_pose_is_judged_again_with_the_instruments
         assert final.records == [{"stage": note} for note in notes]
 
 
-def test_the_second_look_first_refines_the_first_result_masked_and_searches_only_when_that_is_flagged():
+def test_the_refinement_of_a_converged_result_runs_as_a_kept_start(far_case, monkeypatch):
+    """``register``'s passes refine a result (the second look's :data:`REFINED_NOTE` pass) as after a kept start: the
+    depth scan and the short CMA-ES instead of opt's wide CMA-ES (at most 21 + 1 + 12 x 16 DRRs, not 640), from the
+    result itself, and the pose stays on the truth."""
+    import sopi.registration.api as api_module
+    from sopi.registration.methods import KEPT_START_STAGES, without_search
+
+    ct, spine, _, truth, image, points = far_case
+    start = NominalView(truth, mask_centroid_world(spine), "truth").pose(torch.tensor([1.5, -1.0, 1.0, 2.0, -2.0, 6.0], dtype=torch.float64))
+    seen = []
+
+    def first_then_refined(run, stages, *args, **kwargs):
+        first = run(stages, "")
+        refined = run(without_search(stages), REFINED_NOTE, first.theta, kept_start=True)
+        seen.extend([first, refined])
+        return refined
+
+    monkeypatch.setattr(api_module, "run_passes", first_then_refined)
+    found = register(ct, XRay(image, SMALL), initial_pose=start, mask=spine, prepare=False)
+    first, refined = seen
+    cma = get_method("global+opt")[1]
+    kept = refined.records[0]
+    assert kept["stage"] == REFINED_NOTE + " + ".join(one.label for one in KEPT_START_STAGES) + " (kept start)"
+    assert kept["renders"] <= sum(2 * one.budget + 2 if one.scans_depth else one.budget * one.population
+                                  for one in KEPT_START_STAGES) < cma.budget * cma.population
+    assert [record["stage"] for record in refined.records[1:]] == [REFINED_NOTE + one.label for one in get_method("global+opt")[2:]]
+    first_pose, refined_pose = first.problem.pose(first.theta), found.camera_from_world
+    assert float(mtre_mm(first_pose, truth, points)) < 2.0 and float(mtre_mm(refined_pose, truth, points)) < 2.0
+
+
+@pytest.mark.parametrize("as_kept", [False, True])
+def test_the_second_look_first_refines_the_first_result_masked_and_searches_only_when_that_is_flagged(as_kept, monkeypatch):
     """With straight instruments found, the first result is refined (no search) from its own pose on the masked X-ray;
     trusted, it ends the second look (no masked search, no wider one) and competes with the first pose judged again
     on its problem; flagged, the masked search runs as before and the refinement only competes where trusted."""
@@ -756,8 +787,10 @@ def test_the_second_look_first_refines_the_first_result_masked_and_searches_only
 
     from sopi.registration.confidence import LIKELY_FAILED_BELOW
     from sopi.registration.methods import START_NOTE, WIDER_NOTE
+    from sopi.registration import passes
     from sopi.registration.passes import INSTRUMENTS_NOTE, REFINED_NOTE, run_passes
 
+    monkeypatch.setattr(passes, "REFINE_AS_KEPT_START", as_kept)
     stages = get_method("global+opt")
     # (confidences of the passes run, the first pose judged again, the notes run, the winner's pass)
     cases = [
@@ -767,11 +800,12 @@ def test_the_second_look_first_refines_the_first_result_masked_and_searches_only
         ((0.3, 0.45, 0.2, 0.1, 0.3), 0.35, ["first", REFINED_NOTE, INSTRUMENTS_NOTE, WIDER_NOTE, START_NOTE], "first"),
     ]
     for confidences, again, notes, winner in cases:
-        calls, starts, judged = [], [], []
+        calls, starts, judged, kept = [], [], [], []
 
-        def run(chosen, note, start=None):
+        def run(chosen, note, start=None, kept_start=False):
             calls.append(note or "first")
             starts.append(None if start is None else float(start[0]))
+            kept.append(kept_start)
             return replace(_fake_pass(confidences[len(calls) - 1], note or "first"), problem=f"problem of {note or 'first'}")
 
         def judge(problem, theta):
@@ -781,6 +815,7 @@ def test_the_second_look_first_refines_the_first_result_masked_and_searches_only
         final = run_passes(run, stages, lambda: True, judge=judge)
         assert calls == notes
         assert starts[1] == confidences[0] and all(start is None for index, start in enumerate(starts) if index != 1)  # from the first pose
+        assert kept == [as_kept and index == 1 for index in range(len(notes))]  # the refinement, as a kept start's if asked
         assert judged == [f"problem of {notes[2] if len(notes) > 2 else REFINED_NOTE}"]  # on the pass the second look kept
         assert final.problem == f"problem of {winner}" and final.records == [{"stage": note} for note in notes]
 
@@ -1114,7 +1149,8 @@ def test_a_flagged_tentative_start_with_instruments_is_refined_masked_before_any
                    for stage in get_method("global+opt"))
     calls, asked = [], []
 
-    def run(chosen, note, start=None):
+    def run(chosen, note, start=None, kept_start=False):
+        assert not kept_start  # REFINE_AS_KEPT_START is off
         calls.append((note, start))
         return _fake_pass(confidences[len(calls) - 1], note or "first", tentative=len(calls) == 1)
 

@@ -236,13 +236,13 @@ def register(
     judged_starts: dict[str, dict] = {"own": {}, "masked": {}}  # the same weights judge the same start
     plain_weight, masked_weight = weight, _NOT_YET
 
-    def run(chosen: tuple, note: str, start: torch.Tensor | None = None) -> _Pass:
+    def run(chosen: tuple, note: str, start: torch.Tensor | None = None, kept_start: bool = False) -> _Pass:
         problem = PoseProblem(  # a fresh one per pass: adapting to the X-ray changes its weights
             attenuation, fixed.image, geometry, initial_pose.to(torch.float64), pivot, mask=spine, device=resolve_device(device),
             step_mm=step_mm, xray_weight=weight, exposed=exposed_field(fixed), projectors=projectors,
         )
         found = dict(preparation)
-        scatter_checked, kept_start = False, False
+        scatter_checked = False  # kept_start: the first stage runs its after_kept_start stages instead (a converged start)
         alternatives: list[torch.Tensor] = []
         pass_weight, starts = weight, []  # the poses this pass's stages after a search started from
 

@@ -103,6 +103,13 @@ ALTERNATIVE_NOTE = "another hypothesis: "
 #: again only when that is flagged too (docs/benchmarks.md, 2026-12-06).
 REFINE_FIRST_MASKED = True
 
+#: Whether that refinement of the first result starts as a kept start does (``Stage.after_kept_start``: a depth scan and
+#: a short CMA-ES instead of ``opt``'s wide CMA-ES). Off: on 60 realistic cases of three CTs (paper and wide starts) the
+#: 13 that ran it rendered about 420 DRRs fewer each, but where the first result was a few mm off the wide CMA-ES
+#: brought it closer (a wide pelvis case 7.6 mm: 0.29 mm against 2.24), and over the 7 whose pose moved the mean
+#: mTRE was 1.09 mm with it against 1.38 (docs/benchmarks.md, "The first result refined as a kept start").
+REFINE_AS_KEPT_START = False
+
 #: How many of each searched pass's other hypotheses (most similar first) a flagged result refines all the way, one
 #: round at a time while the winner stays flagged. On 54 flagged realistic cases (wide and paper starts, five CTs) the
 #: best of each pass fixed the same failures as the best three (docs/benchmarks.md, "Every hypothesis refined before a
@@ -116,7 +123,8 @@ def run_passes(
     run: Callable[..., _Pass], stages: tuple, second_look: Callable[..., bool] | None = None,
     judge: Callable[[object, torch.Tensor], object] | None = None, other_readings: Callable[[int, bool], bool] | None = None,
 ) -> _Pass:
-    """``run(stages, note, start=None)`` (``start``: the first stage's theta) for ``run(stages, "")``. While the last
+    """``run(stages, note, start=None, kept_start=False)`` (``start``: the first stage's theta; ``kept_start``: the first
+    stage runs its ``after_kept_start`` stages instead, as after a global search that kept its start) for ``run(stages, "")``. While the last
     such first pass is flagged likely failed and ``other_readings(k, unexplained)`` reads the X-ray with the ``k``-th
     other polarity its edges left open (k = 1, 2, ...; it returns False where there is none), or, where
     ``unexplained`` (no first pass so far reached :data:`NOTHING_EXPLAINED_BELOW`), one they left closed,
@@ -139,7 +147,8 @@ def run_passes(
        first pass's pose is judged again on that pass's problem, so that every pass competes under the same
        weights: a smaller weight scores higher, and a right first pose flagged because of the instruments
        lost to a worse masked one (docs/benchmarks.md, 2026-12-05). With :data:`REFINE_FIRST_MASKED`, the first
-       result is refined with them masked first (``run(without the search, REFINED_NOTE, start=theta)``); the masked
+       result is refined with them masked first (``run(without the search, REFINED_NOTE, start=theta)``, as from a kept
+       start with :data:`REFINE_AS_KEPT_START`); the masked
        search runs only when that is flagged too;
     2. when every pass so far is flagged and the method has a global search to widen
        (:func:`~sopi.registration.methods.widened`), ``run(wider, WIDER_NOTE)`` from the same start;
@@ -207,14 +216,14 @@ def _further_passes(run: Callable[..., _Pass], stages: tuple, final: _Pass, seco
     if final.assessment.likely_failed and _kept_tentatively(final):
         passes = [("tentative", final)]  # like a pass from the start: it wins only where trusted
         if REFINE_FIRST_MASKED and local is not None and second_look is not None and second_look():
-            passes.append(("refined", run(local, REFINED_NOTE, final.theta)))
+            passes.append(("refined", run(local, REFINED_NOTE, final.theta, kept_start=REFINE_AS_KEPT_START)))
             if not passes[-1][1].assessment.likely_failed:
                 return _merged(passes)
             second_look(False)  # the search after all sees the X-ray as the first pass would have
         final = run(searched_anyway(stages), SEARCHED_NOTE)
         passes.append(("first", final))
     if final.assessment.likely_failed and second_look is not None and second_look():
-        refined = run(local, REFINED_NOTE, final.theta) if REFINE_FIRST_MASKED and local is not None else None
+        refined = run(local, REFINED_NOTE, final.theta, kept_start=REFINE_AS_KEPT_START) if REFINE_FIRST_MASKED and local is not None else None
         masked = refined if refined is not None and not refined.assessment.likely_failed else run(searched_anyway(stages), INSTRUMENTS_NOTE)
         if judge is not None:  # the first pose judged as the masked one is; what was masked is what it was judged without
             at = next(index for index, (kind, _) in enumerate(passes) if kind == "first")
