@@ -339,7 +339,8 @@ class SOPIRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _dicomFile(self, xrayNode) -> str:
         """The DICOM file an X-ray node was loaded from ("" if none), kept on the node: under the auto polarity its
-        intensity tags then say how to read the node's values, as sopi register reads the file."""
+        intensity tags then say how to read the node's values, and its shutters what to leave out, as sopi register
+        reads the file."""
         uids = (xrayNode.GetAttribute("DICOM.instanceUIDs") or "").split() if xrayNode is not None else []
         path = slicer.dicomDatabase.fileForInstance(uids[0]) if uids and slicer.dicomDatabase else ""
         if path and self.logic.dependenciesReady():  # the bridge imports the engine

@@ -212,6 +212,37 @@ def test_register_uses_the_shipped_models_and_segments_the_spine_by_default(tmp_
     assert "needs the spine mask" in capsys.readouterr().err
 
 
+def test_register_field_mask_leaves_out_what_the_beam_did_not_reach_or_refuses_clearly(tmp_path, capsys):
+    import SimpleITK as sitk
+
+    sample = MODULE_SAMPLE
+    ct, xray, labels = sample / "sample_ct.nii.gz", sample / "sample_xray.mha", sample / "sample_ct_vertebrae.nii.gz"
+    rows, cols = read_xray(xray).image.shape
+    exposed = torch.ones(rows, cols, dtype=torch.uint8)
+    exposed[:, : int(0.4 * cols)] = 0  # a collimator blade over the left 40 %
+    sitk.WriteImage(sitk.GetImageFromArray(exposed.numpy()), str(tmp_path / "field.mha"))
+    sitk.WriteImage(sitk.GetImageFromArray(exposed[:-1].numpy()), str(tmp_path / "short.mha"))
+    sitk.WriteImage(sitk.GetImageFromArray((0 * exposed).numpy()), str(tmp_path / "dark.mha"))
+    base = ["register", "--ct", str(ct), "--xray", str(xray), "--method", "rtpi", "--mask", str(labels), "--device", "cpu", "--quiet"]
+    for extra, message in (
+        (["--field-mask", str(tmp_path / "short.mha")], f"is {rows - 1}x{cols} pixels (rows x cols); expected the X-ray's {rows}x{cols}"),
+        (["--field-mask", str(tmp_path / "dark.mha")], "no pixel is exposed"),
+        (["--field-mask", str(tmp_path / "missing.mha")], "missing.mha"),
+        (["--xray", str(xray), "--field-mask", str(tmp_path / "field.mha")], "--field-mask: describes one X-ray"),
+        (["--field-mask", str(tmp_path / "r.json")], "--out"),
+    ):
+        assert main(base + extra + ["--out", str(tmp_path / "r.json")]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "r.json").exists()
+    fractions = []
+    for extra in ([], ["--field-mask", str(tmp_path / "field.mha")]):
+        assert main(base + extra + ["--out", str(tmp_path / "r.json")]) == 0
+        fractions.append(json.loads((tmp_path / "r.json").read_text())["xray_preparation"]["outside_field_fraction"])
+    assert fractions[0] < 0.05  # a DRR: nothing outside the field found
+    blade = float((exposed == 0).float().mean())
+    assert blade - 0.005 <= fractions[1] < blade + 0.05  # the blade, on the working detector (a coarse pixel partly under it is out)
+
+
 def test_register_mask_out_writes_the_given_mask_or_refuses_clearly(tmp_path, capsys):
     sample = MODULE_SAMPLE
     ct, xray, labels = sample / "sample_ct.nii.gz", sample / "sample_xray.mha", sample / "sample_ct_vertebrae.nii.gz"

@@ -159,8 +159,9 @@ def test_settled_polarity_reads_the_values_as_read_xray_reads_the_file(tmp_path:
     }
     for name, (stored, photometric, tags, polarity) in cases.items():
         path = write_dicom(tmp_path / name, stored, "DX", photometric, **tags)
-        values, displayed, decided, reason = settled_polarity(path)
+        values, displayed, decided, reason, shutter = settled_polarity(path)
         expected = read_xray(path)
+        assert shutter is None and expected.field_mask is None
         assert values.shape == displayed.shape == (1, *stored.shape)
         np.testing.assert_array_equal(displayed[0], read_xray(path, polarity="bone-bright").image.numpy())  # what GDCM shows
         assert decided == polarity == expected.metadata["polarity_applied"] and reason in expected.metadata["polarity_reason"]
@@ -177,6 +178,11 @@ def test_settled_polarity_reads_the_values_as_read_xray_reads_the_file(tmp_path:
         np.testing.assert_allclose(apply_polarity(settled.values[frame], settled.polarity, cine).astype(np.float32),
                                    read_xray(cine, frame=frame).image.numpy(), rtol=1e-6)
     np.testing.assert_array_equal(settled.values[1], np.round(0.8 * log + 100))
+    # the shutters come with it: read_xray's field mask of the file
+    shuttered = write_dicom(tmp_path / "shutter.dcm", log, "XA", PixelIntensityRelationship="LOG", ShutterShape="RECTANGULAR", **RECT_TAGS)
+    field = settled_polarity(shuttered).field_mask
+    assert field is not None and field.dtype == bool and 0 < field.sum() < field.size
+    np.testing.assert_array_equal(field, read_xray(shuttered).field_mask.numpy())
     # nothing settled: display-ready or untagged DICOM, a file that is not DICOM
     assert settled_polarity(write_dicom(tmp_path / "disp.dcm", log, "RF", PixelIntensityRelationship="DISP")) is None
     assert settled_polarity(write_dicom(tmp_path / "none.dcm", log, "RF")) is None

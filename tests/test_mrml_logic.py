@@ -493,6 +493,58 @@ def test_a_result_judged_with_instruments_masked_marks_its_transform_node(regist
     assert _node_ids(scene) == before
 
 
+def test_a_dicom_xray_nodes_shutters_reach_the_engine_as_its_field_mask(tmp_path):
+    """Where ``auto`` reads an X-ray node from its DICOM file, the file's shutters go to the engine too (``sopi
+    register --field-mask``), turned as the image is: the registration leaves out what they cover, as ``sopi register``
+    on the file does. A node the file does not settle, or a file without shutters, gives none."""
+    pytest.importorskip("pydicom")
+    from test_dicom_xray import write_dicom
+
+    from sopi.io_xray import read_field_mask, read_xray
+    from SOPIRegistrationLib.orientation import xray_orientation
+    from SOPIRegistrationLib.reading import FIELD_MASK_FILE, SOURCE_FILE_ATTRIBUTE, file_field_mask, write_field_mask
+
+    scene = slicer.vtkMRMLScene()
+    case = load_sample_case(scene)
+    image = nodes.xray_image_from_node(case.xray_node).astype(np.float64)
+    rows, cols = image.shape
+    stored = np.round(3500.0 - 3000.0 * image / image.max())  # LOG, sign +1: bone dark
+    right = int(0.6 * cols)  # the shutter's right edge: the right 40 % are covered
+    tags = {"PixelIntensityRelationship": "LOG", "PixelIntensityRelationshipSign": 1}
+    path = write_dicom(tmp_path / "xray.dcm", stored, "DX", "MONOCHROME1", ShutterShape="RECTANGULAR", ShutterLeftVerticalEdge=1,
+                       ShutterRightVerticalEdge=right, ShutterUpperHorizontalEdge=1, ShutterLowerHorizontalEdge=rows, **tags)
+    node = nodes.image_to_node(stored, nodes.node_ras_from_ijk(case.xray_node), scene, "DICOM X-ray")
+    assert file_field_mask(node) is None  # no file named
+    node.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(path))
+    shutter = file_field_mask(node)
+    np.testing.assert_array_equal(shutter, read_xray(path).field_mask.numpy())  # what sopi register reads from the file
+    assert shutter[:, :right].all() and not shutter[:, right:].any()
+    for flip, turned in (("none", shutter), ("left-right", shutter[:, ::-1])):
+        folder = tmp_path / flip
+        folder.mkdir()
+        orientation = xray_orientation(flip)
+        assert write_field_mask(folder, node, orientation, orientation.geometry(logic_geometry(case)))
+        np.testing.assert_array_equal(read_field_mask(folder / FIELD_MASK_FILE, shutter.shape).numpy(), turned)
+    plain = write_dicom(tmp_path / "plain.dcm", stored, "DX", "MONOCHROME1", **tags)
+    other = nodes.image_to_node(stored, nodes.node_ras_from_ijk(case.xray_node), scene, "unshuttered X-ray")
+    other.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(plain))
+    assert file_field_mask(other) is None and not write_field_mask(tmp_path, other, xray_orientation("none"), logic_geometry(case))
+    logic = RegistrationLogic(scene)
+    fractions = []
+    for xray_node in (other, node):
+        registration = logic.register(case.ct_node, xray_node, method="rtpi", device="cpu")
+        fractions.append(registration.result.xray_preparation["outside_field_fraction"])
+    covered = 1.0 - right / cols
+    assert fractions[0] < 0.05 and covered - 0.005 <= fractions[1] < covered + 0.05
+
+
+def logic_geometry(case):
+    """The C-arm geometry the module gives the sample X-ray node."""
+    from SOPIRegistrationLib.xray_geometry import geometry_for_xray
+
+    return geometry_for_xray(case.xray_node)
+
+
 def test_auto_polarity_reads_a_dicom_xray_node_as_its_files_intensity_tags_say(tmp_path):
     """An X-ray node loaded from a DICOM file loses the file's intensity tags; with the file named on the node, ``auto``
     reads the node as ``sopi register`` reads the file (LOG, sign +1: bone dark), the engine is told so instead of

@@ -31,7 +31,7 @@ from .xray_geometry import DEFAULT_PRESET, dicom_geometry_settings, geometry_for
 from .orientation import ORIENTATION_ATTRIBUTE, orientation_between, stored_orientation, xray_orientation
 from .inputs import mark_output
 from .jobfiles import read_mask, remove_folder, result_from_dict, write_inputs, write_volume
-from .reading import FROM_THE_FILE, XRAY_READING_ATTRIBUTE, file_reading, result_reading, xray_image_as_read
+from .reading import FIELD_MASK_FILE, FROM_THE_FILE, XRAY_READING_ATTRIBUTE, file_reading, result_reading, write_field_mask, xray_image_as_read
 from .process import ProcessJob, Step, job_folder, python_executable, sopi_command
 
 __all__ = ["DEFAULT_METHOD", "RegistrationLogic", "SceneRegistration", "dicom_geometry_settings", "geometry_for_xray"]
@@ -289,6 +289,8 @@ class RegistrationLogic:
         folder = write_inputs(self.temporary_root, prepared.ct, prepared.mask, prepared.xray, prepared.initial_pose)
         if second is not None:
             second_view.write_second_xray(folder, second)
+        # one X-ray read from its file: the file's shutters too (sopi register takes one view's)
+        shutter = second is None and readings[0] != polarity and write_field_mask(folder, xray_node, orientation, prepared.xray.geometry)
         # a polarity the clinician or the file chose is applied (bone bright, settled); else the engine judges the image as given
         engine_polarity = "auto" if readings[0] == "auto" else "bone-bright"
         arguments = ["register", "--ct", "ct.mha", "--xray", "xray.mha", "--polarity", engine_polarity, "--geometry", "geometry.json", "--method", method,
@@ -298,6 +300,7 @@ class RegistrationLogic:
         arguments += ["--init", "init.json"] if prepared.initial_pose is not None else ["--view", view]
         arguments += ["--mask", "mask.mha"] if prepared.mask is not None else ["--mask-out", "mask.mha"] if auto_mask else []
         arguments += [] if pyramid else ["--no-pyramid"]
+        arguments += ["--field-mask", FIELD_MASK_FILE] if shutter else []
         arguments += view_arguments if second is not None else []
         for option, path in (("--model", models["rtpi"]), ("--fine-model", models["fine"])):
             arguments += [option, str(Path(path).resolve())] if path else []

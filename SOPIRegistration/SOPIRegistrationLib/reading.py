@@ -9,7 +9,9 @@ registration's transform node, so the similarity read-out and the masked-pixel o
 An X-ray node loaded from a DICOM file loses the file's intensity tags (PixelIntensityRelationship and its sign), which
 settle the polarity where ``sopi register`` reads the file itself. The module keeps the file's path on the node
 (:data:`SOURCE_FILE_ATTRIBUTE`); under ``auto``, where the node still holds the values the tags describe,
-:func:`file_reading` reads it as the engine reads the file, and the engine is told so instead of judging it.
+:func:`file_reading` reads it as the engine reads the file, and the engine is told so instead of judging it; the file's
+shutters go to the engine too (:func:`file_field_mask`, ``sopi register --field-mask``), as ``sopi register`` would
+read them from the file.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 from . import nodes
 
 __all__ = [
-    "AGAINST_THE_CUES", "FROM_THE_FILE", "SOURCE_FILE_ATTRIBUTE", "XRAY_READING_ATTRIBUTE", "file_reading", "read_against_the_cues",
+    "AGAINST_THE_CUES", "FIELD_MASK_FILE", "FROM_THE_FILE", "SOURCE_FILE_ATTRIBUTE", "XRAY_READING_ATTRIBUTE", "file_field_mask",
+    "file_reading", "write_field_mask", "read_against_the_cues",
     "reading_source", "registered_reading", "result_reading", "xray_image_as_read",
 ]
 
@@ -77,6 +80,45 @@ def file_reading(xray_node) -> tuple[str, str] | None:
     file inverted), the opposite reading gives the engine's image up to a constant (not for LIN data, whose logarithm
     needs the values the tags describe). None where the node names no file, the file is gone or its tags settle
     nothing, or the node holds no frame's values (edited, resampled, averaged): then the engine judges the image."""
+    found = _node_file(xray_node)
+    return None if found is None else found[1:]
+
+
+def file_field_mask(xray_node) -> np.ndarray | None:
+    """Bool ``(rows, cols)``, True where the beam reached the detector: the shutters (ShutterShape, CollimatorShape) of
+    the DICOM file the X-ray node came from, as ``sopi register`` reads them from the file, where :func:`file_reading`
+    reads the node from that file; None otherwise, or where the file has no shutter."""
+    found = _node_file(xray_node)
+    return None if found is None else found[0].field_mask
+
+
+#: The file in a registration's job folder that holds the X-ray's exposed field for ``sopi register --field-mask``.
+FIELD_MASK_FILE = "field.mha"
+
+
+def write_field_mask(folder, xray_node, orientation, geometry) -> bool:
+    """Write :func:`file_field_mask` of ``xray_node``, turned by ``orientation`` (as the X-ray written beside it) on
+    ``geometry``, to ``folder / FIELD_MASK_FILE``; False (nothing written) where the node has none. A failed write
+    removes the job folder."""
+    shutter = file_field_mask(xray_node)
+    if shutter is None:
+        return False
+    import torch
+
+    from sopi.io_xray import write_xray
+
+    from .jobfiles import remove_folder
+
+    try:
+        write_xray(folder / FIELD_MASK_FILE, orientation.apply(torch.from_numpy(shutter.astype(np.float32))), geometry)
+    except BaseException:
+        remove_folder(folder)
+        raise
+    return True
+
+
+def _node_file(xray_node):
+    """``(SettledPolarity, polarity, reason)`` of :func:`file_reading`, or None."""
     from pathlib import Path
 
     from sopi.io_xray import settled_polarity
@@ -92,10 +134,10 @@ def file_reading(xray_node) -> tuple[str, str] | None:
             np.allclose(image, frame, rtol=0.0, atol=1e-5 * max(float(np.abs(frame).max()), 1.0)) for frame in frames)
 
     if holds(settled.values):
-        return settled.polarity, settled.reason
+        return settled, settled.polarity, settled.reason
     if settled.polarity != "intensity" and holds(settled.displayed):
         opposite = "bone-bright" if settled.polarity == "bone-dark" else "bone-dark"
-        return opposite, settled.reason + "; the node holds the values as displayed (inverted)"
+        return settled, opposite, settled.reason + "; the node holds the values as displayed (inverted)"
     return None
 
 

@@ -240,13 +240,15 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
         if args.models is not None:
             raise InputError("--models: the learned methods register one view; leave it out with several --xray")
+        if args.field_mask is not None:
+            raise InputError("--field-mask: describes one X-ray; leave it out with several --xray")
         return register_views_command(args)
     if args.geometry and len(args.geometry) > 1:
         raise InputError(f"1 --xray but {len(args.geometry)} --geometry; expected one --geometry per --xray, in the same order")
     args.xray, args.geometry = args.xray[0], (args.geometry[0] if args.geometry else None)
     inputs = {
         "--ct": args.ct, "--xray": args.xray, "--geometry": args.geometry, "--init": args.init, "--mask": args.mask,
-        "--model": args.model, "--fine-model": args.fine_model,
+        "--model": args.model, "--fine-model": args.fine_model, "--field-mask": args.field_mask,
     }
     check_outputs({"--out": args.out, "--fused": args.fused, "--mask-out": args.mask_out}, inputs)
     if args.fused is not None and args.fused.suffix.lower() != ".png":
@@ -266,6 +268,13 @@ def _cmd_register(args: argparse.Namespace) -> int:
         args.method = default_method(args.model is not None and args.fine_model is not None)
     model, fine_model = _default_models(args, ct)
     xray = read_xray(args.xray, geometry=geometry, polarity=args.polarity, frame=_frame(args.frame))
+    if args.field_mask is not None:  # with any shutter the file gave
+        from dataclasses import replace
+
+        from .io_xray import read_field_mask
+
+        exposed = read_field_mask(args.field_mask, tuple(xray.image.shape))
+        xray = replace(xray, field_mask=exposed if xray.field_mask is None else exposed & xray.field_mask)
     initial_pose = load_pose(args.init) if args.init else None
     with _progress_bar(f"sopi register ({args.method})", args.quiet) as progress:
         result = register(
@@ -426,6 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
         "bone-dark, or intensity (raw detector values, converted with -log)",
     )
     reg.add_argument("--frame", help="multi-frame X-rays (fluoroscopy): the frame index (0 = first, -1 = last) or mean")
+    reg.add_argument(
+        "--field-mask", type=Path,
+        help="an image of the X-ray file's size, non-zero where the beam reached the detector (the collimator's opening); "
+        "pixels outside are left out, together with the file's own DICOM shutters (one --xray)",
+    )
     reg.add_argument(
         "--flip", choices=("auto", "none", "left-right", "up-down", "both", "rotated-cw", "rotated-ccw", "diagonal", "anti-diagonal"), default="auto",
         help="how the X-ray's pixels face: auto (a DICOM radiograph's Patient Orientation, else as stored), or what the stored "

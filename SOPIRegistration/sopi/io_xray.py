@@ -54,7 +54,7 @@ from .geometry import CArmGeometry
 from .io import check_finite, execute, file_suffix, read_information, require_path, sitk_message
 
 __all__ = [
-    "MAX_WORKING_PX", "POLARITIES", "XRay", "apply_polarity", "binned_detector", "read_xray", "resize_image", "SettledPolarity", "settled_polarity", "working_xray",
+    "MAX_WORKING_PX", "POLARITIES", "XRay", "apply_polarity", "binned_detector", "read_field_mask", "read_xray", "resize_image", "SettledPolarity", "settled_polarity", "working_xray",
     "write_xray",
 ]
 
@@ -241,12 +241,14 @@ def read_xray(
 class SettledPolarity(NamedTuple):
     """What a DICOM X-ray's intensity tags settle (:func:`settled_polarity`), frame by frame: ``apply_polarity(values[k],
     polarity)`` is :func:`read_xray`'s image of frame ``k`` under ``"auto"``; ``displayed[k]`` are the values
-    SimpleITK/GDCM returns for it (MONOCHROME1 inverted over the stored range); both ``(frames, rows, cols)`` float64."""
+    SimpleITK/GDCM returns for it (MONOCHROME1 inverted over the stored range); both ``(frames, rows, cols)`` float64.
+    ``field_mask``: :func:`read_xray`'s :attr:`XRay.field_mask` of the file (its shutters; None without any)."""
 
     values: np.ndarray
     displayed: np.ndarray
     polarity: str
     reason: str
+    field_mask: np.ndarray | None = None
 
 
 def settled_polarity(path: str | Path) -> SettledPolarity | None:
@@ -267,7 +269,28 @@ def settled_polarity(path: str | Path) -> SettledPolarity | None:
     stack = sitk.GetArrayFromImage(execute(reader, path, "an X-ray image")).reshape(frames, size[1], size[0]).astype(np.float64)
     modality, displayed = intensity_values(stack, tags, _ITK_CONVERTS_MONOCHROME1, path)
     decided = auto_polarity(modality, tags, path)
-    return None if decided is None else SettledPolarity(decided[0], displayed, decided[1], decided[3])
+    if decided is None:
+        return None
+    return SettledPolarity(decided[0], displayed, decided[1], decided[3], field_mask(tags, size[1], size[0], path)[0])
+
+
+def read_field_mask(path: str | Path, shape: tuple[int, int], what: str = "--field-mask") -> torch.Tensor:
+    """Bool ``(rows, cols)`` from a 2D image file of ``shape`` (the X-ray file's): True where it is not 0, the pixels the
+    beam reached (inside the collimator or the image intensifier's field)."""
+    path = require_path(path, f"{what}: an image of the exposed field")
+    reader = read_information(path, f"{what}: an image of the exposed field")
+    array = sitk.GetArrayFromImage(execute(reader, path, f"{what}: an image of the exposed field"))
+    if reader.GetNumberOfComponents() != 1 or array.squeeze().ndim != 2:
+        raise InputError(f"{what} {path}: expected one 2D greyscale image (non-zero where the beam reached the detector), "
+                         f"got {reader.GetNumberOfComponents()} component(s) of shape {array.shape}")
+    array = array.squeeze()
+    if tuple(array.shape) != tuple(shape):
+        raise InputError(f"{what} {path}: is {array.shape[0]}x{array.shape[1]} pixels (rows x cols); expected the X-ray's "
+                         f"{shape[0]}x{shape[1]}")
+    mask = torch.from_numpy(np.ascontiguousarray(array != 0))
+    if not bool(mask.any()):
+        raise InputError(f"{what} {path}: no pixel is exposed (every pixel is 0); expected non-zero where the beam reached the detector")
+    return mask
 
 
 def apply_polarity(array: np.ndarray, polarity: str, path: str | Path) -> np.ndarray:
