@@ -502,7 +502,7 @@ def test_a_dicom_xray_nodes_shutters_reach_the_engine_as_its_field_mask(tmp_path
 
     from sopi.io_xray import read_field_mask, read_xray
     from SOPIRegistrationLib.orientation import xray_orientation
-    from SOPIRegistrationLib.reading import FIELD_MASK_FILE, SOURCE_FILE_ATTRIBUTE, file_field_mask, write_field_mask
+    from SOPIRegistrationLib.reading import FIELD_MASK_FILE, SOURCE_FILE_ATTRIBUTE, file_reading, write_field_mask
 
     scene = slicer.vtkMRMLScene()
     case = load_sample_case(scene)
@@ -514,21 +514,21 @@ def test_a_dicom_xray_nodes_shutters_reach_the_engine_as_its_field_mask(tmp_path
     path = write_dicom(tmp_path / "xray.dcm", stored, "DX", "MONOCHROME1", ShutterShape="RECTANGULAR", ShutterLeftVerticalEdge=1,
                        ShutterRightVerticalEdge=right, ShutterUpperHorizontalEdge=1, ShutterLowerHorizontalEdge=rows, **tags)
     node = nodes.image_to_node(stored, nodes.node_ras_from_ijk(case.xray_node), scene, "DICOM X-ray")
-    assert file_field_mask(node) is None  # no file named
+    assert file_reading(node) is None  # no file named
     node.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(path))
-    shutter = file_field_mask(node)
+    shutter = file_reading(node).field_mask
     np.testing.assert_array_equal(shutter, read_xray(path).field_mask.numpy())  # what sopi register reads from the file
     assert shutter[:, :right].all() and not shutter[:, right:].any()
     for flip, turned in (("none", shutter), ("left-right", shutter[:, ::-1])):
         folder = tmp_path / flip
         folder.mkdir()
         orientation = xray_orientation(flip)
-        assert write_field_mask(folder, node, orientation, orientation.geometry(logic_geometry(case)))
+        assert write_field_mask(folder, shutter, orientation, orientation.geometry(logic_geometry(case)))
         np.testing.assert_array_equal(read_field_mask(folder / FIELD_MASK_FILE, shutter.shape).numpy(), turned)
     plain = write_dicom(tmp_path / "plain.dcm", stored, "DX", "MONOCHROME1", **tags)
     other = nodes.image_to_node(stored, nodes.node_ras_from_ijk(case.xray_node), scene, "unshuttered X-ray")
     other.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(plain))
-    assert file_field_mask(other) is None and not write_field_mask(tmp_path, other, xray_orientation("none"), logic_geometry(case))
+    assert file_reading(other).field_mask is None and not write_field_mask(tmp_path, None, xray_orientation("none"), logic_geometry(case))
     logic = RegistrationLogic(scene)
     fractions = []
     for xray_node in (other, node):
@@ -569,7 +569,7 @@ def test_auto_polarity_reads_a_dicom_xray_node_as_its_files_intensity_tags_say(t
     node.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(tmp_path / "gone.dcm"))
     assert file_reading(node) is None
     node.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(path))
-    polarity, reason = file_reading(node)
+    polarity, reason, _ = file_reading(node)
     assert polarity == "bone-dark" and "LOG" in reason
     edited = nodes.image_to_node(stored[::-1].copy(), nodes.node_ras_from_ijk(case.xray_node), scene, "edited X-ray")
     edited.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(path))
@@ -579,7 +579,7 @@ def test_auto_polarity_reads_a_dicom_xray_node_as_its_files_intensity_tags_say(t
 
     displayed = nodes.image_to_node(4095.0 - stored, nodes.node_ras_from_ijk(case.xray_node), scene, "displayed X-ray")
     displayed.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(path))
-    reading, reason = file_reading(displayed)
+    reading, reason, _ = file_reading(displayed)
     assert reading == "bone-bright" and "displayed" in reason
     difference = apply_polarity(4095.0 - stored, reading, "x") - read_xray(path).image.numpy()
     np.testing.assert_allclose(difference, difference.flat[0], atol=1e-3)

@@ -269,7 +269,7 @@ class RegistrationLogic:
         # under auto, X-rays whose DICOM files' intensity tags settle how to read them are read so, as sopi register would
         views = [node for node in (xray_node, second_xray_node) if node is not None]
         settled = [file_reading(node) for node in views] if polarity == "auto" else []
-        readings = [reading for reading, _ in settled] if settled and all(settled) else [polarity] * len(views)
+        readings = [one.polarity for one in settled] if settled and all(settled) else [polarity] * len(views)
         prepared = self._prepare(ct_node, xray_node, geometry, segmentation_node, init_transform_node, readings[0], orientation)
         geometry = prepared.xray.geometry  # the image as registered (turned back where it was mirrored)
         second = None
@@ -290,7 +290,7 @@ class RegistrationLogic:
         if second is not None:
             second_view.write_second_xray(folder, second)
         # one X-ray read from its file: the file's shutters too (sopi register takes one view's)
-        shutter = second is None and readings[0] != polarity and write_field_mask(folder, xray_node, orientation, prepared.xray.geometry)
+        shutter = second is None and readings[0] != polarity and write_field_mask(folder, settled[0].field_mask, orientation, prepared.xray.geometry)
         # a polarity the clinician or the file chose is applied (bone bright, settled); else the engine judges the image as given
         engine_polarity = "auto" if readings[0] == "auto" else "bone-bright"
         arguments = ["register", "--ct", "ct.mha", "--xray", "xray.mha", "--polarity", engine_polarity, "--geometry", "geometry.json", "--method", method,

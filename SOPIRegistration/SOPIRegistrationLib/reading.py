@@ -10,18 +10,20 @@ An X-ray node loaded from a DICOM file loses the file's intensity tags (PixelInt
 settle the polarity where ``sopi register`` reads the file itself. The module keeps the file's path on the node
 (:data:`SOURCE_FILE_ATTRIBUTE`); under ``auto``, where the node still holds the values the tags describe,
 :func:`file_reading` reads it as the engine reads the file, and the engine is told so instead of judging it; the file's
-shutters go to the engine too (:func:`file_field_mask`, ``sopi register --field-mask``), as ``sopi register`` would
-read them from the file.
+shutters go to the engine too (:class:`FileReading`'s ``field_mask``, ``sopi register --field-mask``), as ``sopi
+register`` would read them from the file.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
 from . import nodes
 
 __all__ = [
-    "AGAINST_THE_CUES", "FIELD_MASK_FILE", "FROM_THE_FILE", "SOURCE_FILE_ATTRIBUTE", "XRAY_READING_ATTRIBUTE", "file_field_mask",
+    "AGAINST_THE_CUES", "FIELD_MASK_FILE", "FROM_THE_FILE", "SOURCE_FILE_ATTRIBUTE", "XRAY_READING_ATTRIBUTE", "FileReading",
     "file_reading", "write_field_mask", "read_against_the_cues",
     "reading_source", "registered_reading", "result_reading", "xray_image_as_read",
 ]
@@ -72,53 +74,25 @@ def read_against_the_cues(transform_node) -> bool:
     return reading_source(transform_node) == AGAINST_THE_CUES
 
 
-def file_reading(xray_node) -> tuple[str, str] | None:
-    """``(polarity, reason)``: how to read the X-ray node's values as ``sopi register`` reads the DICOM file it came
-    from (:data:`SOURCE_FILE_ATTRIBUTE`; :func:`sopi.io_xray.settled_polarity`), with the tags' reason. Where the node
-    holds the values the tags describe (of the file's one frame, or of one frame of a cine: a sequence's frame), the
-    reading is the engine's own; where it holds the values a GDCM-based loader shows (Slicer's default: a MONOCHROME1
-    file inverted), the opposite reading gives the engine's image up to a constant (not for LIN data, whose logarithm
-    needs the values the tags describe). None where the node names no file, the file is gone or its tags settle
-    nothing, or the node holds no frame's values (edited, resampled, averaged): then the engine judges the image."""
-    found = _node_file(xray_node)
-    return None if found is None else found[1:]
+class FileReading(NamedTuple):
+    """How to read an X-ray node as ``sopi register`` reads the DICOM file it came from (:func:`file_reading`): the
+    polarity, the tags' reason, and the file's shutters (bool ``(rows, cols)``, True where the beam reached the
+    detector, as :func:`sopi.io_xray.read_xray` reads them; None without any)."""
+
+    polarity: str
+    reason: str
+    field_mask: np.ndarray | None
 
 
-def file_field_mask(xray_node) -> np.ndarray | None:
-    """Bool ``(rows, cols)``, True where the beam reached the detector: the shutters (ShutterShape, CollimatorShape) of
-    the DICOM file the X-ray node came from, as ``sopi register`` reads them from the file, where :func:`file_reading`
-    reads the node from that file; None otherwise, or where the file has no shutter."""
-    found = _node_file(xray_node)
-    return None if found is None else found[0].field_mask
-
-
-#: The file in a registration's job folder that holds the X-ray's exposed field for ``sopi register --field-mask``.
-FIELD_MASK_FILE = "field.mha"
-
-
-def write_field_mask(folder, xray_node, orientation, geometry) -> bool:
-    """Write :func:`file_field_mask` of ``xray_node``, turned by ``orientation`` (as the X-ray written beside it) on
-    ``geometry``, to ``folder / FIELD_MASK_FILE``; False (nothing written) where the node has none. A failed write
-    removes the job folder."""
-    shutter = file_field_mask(xray_node)
-    if shutter is None:
-        return False
-    import torch
-
-    from sopi.io_xray import write_xray
-
-    from .jobfiles import remove_folder
-
-    try:
-        write_xray(folder / FIELD_MASK_FILE, orientation.apply(torch.from_numpy(shutter.astype(np.float32))), geometry)
-    except BaseException:
-        remove_folder(folder)
-        raise
-    return True
-
-
-def _node_file(xray_node):
-    """``(SettledPolarity, polarity, reason)`` of :func:`file_reading`, or None."""
+def file_reading(xray_node) -> FileReading | None:
+    """How to read the X-ray node's values as ``sopi register`` reads the DICOM file it came from
+    (:data:`SOURCE_FILE_ATTRIBUTE`; :func:`sopi.io_xray.settled_polarity`), with the tags' reason and the file's
+    shutters. Where the node holds the values the tags describe (of the file's one frame, or of one frame of a cine: a
+    sequence's frame), the reading is the engine's own; where it holds the values a GDCM-based loader shows (Slicer's
+    default: a MONOCHROME1 file inverted), the opposite reading gives the engine's image up to a constant (not for LIN
+    data, whose logarithm needs the values the tags describe). None where the node names no file, the file is gone or
+    its tags settle nothing, or the node holds no frame's values (edited, resampled, averaged): then the engine judges
+    the image."""
     from pathlib import Path
 
     from sopi.io_xray import settled_polarity
@@ -134,11 +108,35 @@ def _node_file(xray_node):
             np.allclose(image, frame, rtol=0.0, atol=1e-5 * max(float(np.abs(frame).max()), 1.0)) for frame in frames)
 
     if holds(settled.values):
-        return settled, settled.polarity, settled.reason
+        return FileReading(settled.polarity, settled.reason, settled.field_mask)
     if settled.polarity != "intensity" and holds(settled.displayed):
         opposite = "bone-bright" if settled.polarity == "bone-dark" else "bone-dark"
-        return settled, opposite, settled.reason + "; the node holds the values as displayed (inverted)"
+        return FileReading(opposite, settled.reason + "; the node holds the values as displayed (inverted)", settled.field_mask)
     return None
+
+
+#: The file in a registration's job folder that holds the X-ray's exposed field for ``sopi register --field-mask``.
+FIELD_MASK_FILE = "field.mha"
+
+
+def write_field_mask(folder, field_mask: np.ndarray | None, orientation, geometry) -> bool:
+    """Write ``field_mask`` (a :class:`FileReading`'s), turned by ``orientation`` (as the X-ray written beside it) on
+    ``geometry``, to ``folder / FIELD_MASK_FILE``; False (nothing written) for None. A failed write removes the job
+    folder."""
+    if field_mask is None:
+        return False
+    import torch
+
+    from sopi.io_xray import write_xray
+
+    from .jobfiles import remove_folder
+
+    try:
+        write_xray(folder / FIELD_MASK_FILE, orientation.apply(torch.from_numpy(field_mask.astype(np.float32))), geometry)
+    except BaseException:
+        remove_folder(folder)
+        raise
+    return True
 
 
 def xray_image_as_read(xray_node, polarity: str, reading: str | None = None) -> np.ndarray:

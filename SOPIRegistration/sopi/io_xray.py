@@ -277,13 +277,14 @@ def settled_polarity(path: str | Path) -> SettledPolarity | None:
 def read_field_mask(path: str | Path, shape: tuple[int, int], what: str = "--field-mask") -> torch.Tensor:
     """Bool ``(rows, cols)`` from a 2D image file of ``shape`` (the X-ray file's): True where it is not 0, the pixels the
     beam reached (inside the collimator or the image intensifier's field)."""
-    path = require_path(path, f"{what}: an image of the exposed field")
-    reader = read_information(path, f"{what}: an image of the exposed field")
-    array = sitk.GetArrayFromImage(execute(reader, path, f"{what}: an image of the exposed field"))
-    if reader.GetNumberOfComponents() != 1 or array.squeeze().ndim != 2:
+    expected = f"{what}: an image of the exposed field"
+    path = require_path(path, expected)
+    reader = read_information(path, expected)
+    stored = sitk.GetArrayFromImage(execute(reader, path, expected))
+    array = stored.squeeze()
+    if reader.GetNumberOfComponents() != 1 or array.ndim != 2:
         raise InputError(f"{what} {path}: expected one 2D greyscale image (non-zero where the beam reached the detector), "
-                         f"got {reader.GetNumberOfComponents()} component(s) of shape {array.shape}")
-    array = array.squeeze()
+                         f"got {reader.GetNumberOfComponents()} component(s) of shape {stored.shape}")
     if tuple(array.shape) != tuple(shape):
         raise InputError(f"{what} {path}: is {array.shape[0]}x{array.shape[1]} pixels (rows x cols); expected the X-ray's "
                          f"{shape[0]}x{shape[1]}")
