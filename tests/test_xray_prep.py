@@ -523,3 +523,18 @@ def test_a_reading_asked_for_is_applied_without_a_judgement():
         correlation = float(torch.corrcoef(torch.stack([prepared.image[inside], drr[inside]]))[0, 1])
         assert (correlation > 0.9) if reading == "bone-dark" else (correlation < -0.9)
     assert "polarity_scores" in judged and judged["polarity_source"] == "drr-comparison"
+
+
+def test_the_judgement_sees_each_reading_as_the_registration_reads_it():
+    """``readings`` (what the polarity judgement compares) and ``apply_reading`` (what the registration then uses) give
+    the same image for every reading, also where a positive image holds values under a millionth of its maximum (the
+    logarithm is clamped there: a raw image's dark corners must not become edges far beyond any attenuation)."""
+    from sopi.xray_prep import readings
+
+    image = torch.exp(-torch.linspace(0.5, 4.0, 64))[None].repeat(64, 1)
+    image[:4, :4] = 1e-9 * float(image.max())  # positive, far under the clamp
+    options = readings(image)
+    assert set(options) == {"bone-bright", "bone-dark", "intensity"}
+    for name, seen in options.items():
+        assert torch.equal(seen, apply_reading(image, name))
+    assert float(options["intensity"].max()) == pytest.approx(-math.log(1e-6), rel=1e-5)  # clamped, not -log(1e-9)

@@ -201,12 +201,10 @@ def readings(image: torch.Tensor) -> dict[str, torch.Tensor]:
     (``max - image``) and, for a positive image (or one positive but for some zeros, :func:`_zeros_filled_intensities`),
     ``"intensity"`` (``-log(image / max)``)."""
     values = image.detach().to(torch.float32).cpu()
-    candidates = {"bone-bright": values, "bone-dark": values.max() - values}
-    if float(values.min()) > 0:
-        candidates["intensity"] = -torch.log(values / values.max())
-    elif (filled := _zeros_filled_intensities(values)) is not None:
-        candidates["intensity"] = filled
-    return candidates
+    names = ["bone-bright", "bone-dark"]
+    if float(values.min()) > 0 or _zeros_filled_intensities(values) is not None:
+        names.append("intensity")
+    return {name: apply_reading(values, name) for name in names}  # each exactly as the registration would read it
 
 
 def apply_reading(image: torch.Tensor, reading: str) -> torch.Tensor:
