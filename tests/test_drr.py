@@ -547,3 +547,26 @@ def test_support_box_is_the_bounding_box_of_the_non_zero_voxels_one_voxel_wider(
         assert high.tolist() == (index.max(axis=0)[::-1] + 1.0).tolist()
     low, high = _support_box_index(torch.zeros(channels, 4, 5, 6))
     assert low.tolist() == high.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_default_ray_chunks_follow_the_threads_and_render_what_one_chunk_renders():
+    """On the CPU a render reads 2^18 samples per thread per call, at most 2^20 (the GPU's); the image does not depend
+    on it beyond float32 rounding."""
+    from sopi.drr import samples_per_chunk
+
+    threads = torch.get_num_threads()
+    try:
+        expected = {1: 1 << 18, 2: 1 << 19, 3: 3 << 18, 8: 1 << 20}
+        for count, samples in expected.items():
+            torch.set_num_threads(count)
+            assert samples_per_chunk(torch.device("cpu")) == samples
+    finally:
+        torch.set_num_threads(threads)
+    assert samples_per_chunk(torch.device("cuda")) == 1 << 20  # a device object only: no GPU needed
+    volume = smooth_volume(2).to(torch.float32)
+    poses = random_views(volume.center_world, 3, seed=5)
+    default = Projector(volume, GEOMETRY, n_samples=300)
+    one_chunk = Projector(volume, GEOMETRY, n_samples=300, max_samples_per_chunk=300 * GEOMETRY.rows * GEOMETRY.cols * 3)
+    rays_per_call = samples_per_chunk(torch.device("cpu")) // 300
+    assert rays_per_call < 3 * GEOMETRY.rows * GEOMETRY.cols  # the default splits this batch's rays
+    assert torch.allclose(default(poses), one_chunk(poses), rtol=1e-5, atol=1e-5)

@@ -48,6 +48,15 @@ _SWEEP = {0: (3, (1, 2)), 1: (2, (0, 2)), 2: (1, (0, 1))}
 MIN_STEP_MM = 0.01
 #: Most sample planes one render may use (a 1 m ray at 0.015 mm); more would run for hours.
 MAX_PLANES = 1 << 16
+#: Samples one ``grid_sample`` call reads on the CPU, per thread: the sample grid ``(planes, rays, 2)`` and the output
+#: ``(planes, C, rays)`` of a thread's share then stay within its core's cache. With one thread, 2^20 samples per call
+#: (as on a GPU) made the 64- and 128-pixel levels' renders a quarter to two fifths slower than 2^17-2^18 on three CTs,
+#: forward and with the pose gradient; with two threads and the short OpenMP waits of ``sopi/__init__.py`` each call
+#: wakes the other thread, and 2^19 did best (up to a quarter faster than 2^20, the chest CT's 128-pixel renders the
+#: same); more threads keep 2^20 (``benchmarks/drr_chunks.py``; docs/benchmarks.md, "The projector's ray chunks").
+CPU_SAMPLES_PER_THREAD = 1 << 18
+#: The most samples one call reads: on a GPU, where each call is a kernel launch, and on the CPU with four threads or more.
+MAX_SAMPLES_PER_CHUNK = 1 << 20
 #: Memory per detector pixel that a projector holds and a render touches (points, lengths, rays).
 _BYTES_PER_PIXEL = 128
 
@@ -63,7 +72,8 @@ class Projector(nn.Module):
         step_mm: largest distance between samples along a ray (mm).
         n_samples: fixed number of sample planes (overrides ``step_mm``).
         dtype: floating type of the rendering (float32 by default).
-        max_samples_per_chunk: bound on the samples processed at once.
+        max_samples_per_chunk: bound on the samples processed at once; by default :data:`MAX_SAMPLES_PER_CHUNK`, on the
+            CPU :data:`CPU_SAMPLES_PER_THREAD` per thread of torch's at most (:func:`samples_per_chunk`).
         max_cache_bytes: bound on the cached blended slices.
         planes_like: a projector of another volume on the same grid whose sample planes this one uses (the planes
             span that volume's support box, not this one's): a spine mask rendered with its CT's planes sums exactly
@@ -78,7 +88,7 @@ class Projector(nn.Module):
         step_mm: float = 1.0,
         n_samples: int | None = None,
         dtype: torch.dtype = torch.float32,
-        max_samples_per_chunk: int = 1 << 20,
+        max_samples_per_chunk: int | None = None,
         max_cache_bytes: int = 1 << 30,
         planes_like: Projector | None = None,
     ) -> None:
@@ -90,7 +100,7 @@ class Projector(nn.Module):
         self.geometry = geometry
         self.step_mm = float(step_mm)
         self.n_samples = n_samples
-        self.max_samples_per_chunk = int(max_samples_per_chunk)
+        self.max_samples_per_chunk = None if max_samples_per_chunk is None else int(max_samples_per_chunk)
         self.max_cache_bytes = int(max_cache_bytes)
         self.single_channel = volume.data.ndim == 3
         data = (volume.data[None] if self.single_channel else volume.data).to(dtype)
@@ -286,7 +296,7 @@ class Projector(nn.Module):
             # several X-rays wide: half to two thirds of its rays)
             sampled = hits.nonzero()[:, 0]
             per_ray = tuple(values.index_select(0, sampled) for values in per_ray)
-        rays_per_chunk = max(1, self.max_samples_per_chunk // planes)
+        rays_per_chunk = max(1, (self.max_samples_per_chunk or samples_per_chunk(direction.device)) // planes)
         total = None
         for slices, positions in self._plane_chunks(axis, planes) if per_ray[0].shape[0] else ():
             pieces = []
@@ -395,6 +405,13 @@ def _evict_least_recent(cache: dict, budget_bytes: int) -> None:
             break
         total -= sizes[key]
         del cache[key]
+
+
+def samples_per_chunk(device: torch.device) -> int:
+    """Samples one render's ``grid_sample`` call reads by default on ``device`` (see :data:`CPU_SAMPLES_PER_THREAD`)."""
+    if device.type != "cpu":
+        return MAX_SAMPLES_PER_CHUNK
+    return min(MAX_SAMPLES_PER_CHUNK, CPU_SAMPLES_PER_THREAD * torch.get_num_threads())
 
 
 def _check_step(step_mm: float) -> None:
