@@ -136,6 +136,9 @@ def test_line_steps_measure_a_straight_step_edge_and_share_one_sampling_across_o
     for offset, shared in zip((5, 1), together):
         (alone,) = _line_steps(image, usable, bins, offsets=(offset,))
         assert all(torch.equal(a, b) for a, b in zip(alone, shared))
+    for chunk in (1, 3, bins):  # angles sampled at once (the default follows the threads): the same to the bit
+        chunked = _line_steps(image, usable, bins, offsets=(5, 1), chunk=chunk)
+        assert all(torch.equal(a, b) for one, other in zip(chunked, together) for a, b in zip(one, other))
 
 
 def test_a_dicom_shutter_is_honoured():
