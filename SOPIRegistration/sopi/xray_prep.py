@@ -199,7 +199,8 @@ INTENSITY_POSITIVE_FRACTION = 0.5
 def readings(image: torch.Tensor) -> dict[str, torch.Tensor]:
     """``image`` as each polarity would have it shown bone bright: ``"bone-bright"`` (as it is), ``"bone-dark"``
     (``max - image``) and, for a positive image (or one positive but for some zeros, :func:`_zeros_filled_intensities`),
-    ``"intensity"`` (``-log(image / max)``)."""
+    ``"intensity"`` (``-log(image / max)``), each as :func:`apply_reading` gives it (the logarithm clamped at a millionth of
+    the maximum)."""
     values = image.detach().to(torch.float32).cpu()
     names = ["bone-bright", "bone-dark"]
     if float(values.min()) > 0 or _zeros_filled_intensities(values) is not None:
