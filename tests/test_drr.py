@@ -250,7 +250,7 @@ def test_planes_between_empty_slices_are_skipped_and_change_no_value_or_gradient
     data[:, :, 10:17] = 0.0
     sampled = []
     blend = drr._blended_slices
-    monkeypatch.setattr(drr, "_blended_slices", lambda d, dim, positions: sampled.append(len(positions)) or blend(d, dim, positions))
+    monkeypatch.setattr(drr, "_blended_slices", lambda d, dim, positions, *rest: sampled.append(len(positions)) or blend(d, dim, positions, *rest))
     theta = torch.tensor([4.0, -3.0, 2.0, 1.0, -2.0, 3.0], dtype=torch.float64, requires_grad=True)
     for view in ("ap", "lateral"):
         nominal = nominal_view(view, volume.center_world, 650.0)
@@ -458,6 +458,30 @@ def test_blended_slices_interpolate_linearly_between_neighbouring_slices_and_are
             neighbour = [slices[k] if 0 <= k < size else torch.zeros_like(slices[0]) for k in (lower, lower + 1)]
             expected = neighbour[0] * (1.0 - (index - lower)) + neighbour[1] * (index - lower)
             torch.testing.assert_close(result, expected, rtol=0, atol=1e-12)
+        # from a contiguous copy of the slices (Projector._slices_major), the same blends to the bit
+        assert torch.equal(_blended_slices(data, dim, positions, slices.contiguous()), blended)
+
+
+def test_a_sweep_across_the_innermost_axis_blends_from_one_contiguous_copy(monkeypatch):
+    """Rays along the volume's i axis (a lateral view) sweep its innermost dim: the projector blends those slices
+    from one contiguous copy of the volume, made once and shared with its other detectors, and renders what it
+    renders without the copy, to the bit; a view along another axis makes none."""
+    volume = smooth_volume(8).to(torch.float32)
+    theta = torch.tensor([3.0, -2.0, 1.0, 2.0, -1.0, 1.5], dtype=torch.float64)
+    ap, lateral = (nominal_view(view, volume.center_world, 650.0).pose(theta) for view in ("ap", "lateral"))
+    projector = Projector(volume, GEOMETRY, step_mm=1.0)
+    small = projector.resized(24, 20)
+    with torch.no_grad():
+        projector(ap)
+        assert projector._innermost_major == []
+        images = [projector(lateral), small(lateral)]
+    assert len(projector._innermost_major) == 1 and small._innermost_major is projector._innermost_major
+    assert projector._innermost_major[0].shape == volume.data.movedim(-1, 0)[:, None].shape  # (I, C, K, J)
+    monkeypatch.setattr(Projector, "_slices_major", lambda self, dim: None)
+    with torch.no_grad():
+        strided = [Projector(volume, GEOMETRY, step_mm=1.0)(lateral), Projector(volume, GEOMETRY, step_mm=1.0).resized(24, 20)(lateral)]
+    assert all(torch.equal(image, reference) for image, reference in zip(images, strided))
+    assert float(images[0].abs().max()) > 1.0
 
 
 def test_all_finite_finds_nan_and_infinities_anywhere():

@@ -109,6 +109,7 @@ class Projector(nn.Module):
         self.register_buffer("volume", data[None].contiguous(), persistent=False)  # (1, C, K, J, I)
         self._slice_cache: dict = {}
         self._occupied: dict = {}  # sweep dim -> (size + 2,) bool: slices holding a non-zero voxel, padded by an empty one
+        self._innermost_major: list = []  # the volume with its innermost dim first, once a sweep along it needs it
 
         grid_size = torch.tensor(volume.grid_shape, dtype=torch.float64)  # (I, J, K)
         # grid_sample's normalised coordinates (align_corners=False): x_n = (2 i + 1) / I - 1.
@@ -140,6 +141,7 @@ class Projector(nn.Module):
 
     def _apply(self, fn, recurse=True):  # .to() / .cuda(): cached slices live on the old device
         self._slice_cache = {}  # a new dict: copies made by resized() keep theirs
+        self._innermost_major = []
         return super()._apply(fn, recurse)
 
     def resized(self, rows: int, cols: int) -> Projector:
@@ -332,13 +334,27 @@ class Projector(nn.Module):
         positions = low + (torch.arange(planes, dtype=torch.float64) + 0.5) * (high - low) / planes
         if not data.requires_grad:  # planes between two empty slices add nothing to a DRR or its pose gradient
             positions = positions[self._between_occupied(dim, positions)]
+        major = self._slices_major(dim) if not data.requires_grad else None
         for start in range(0, len(positions), per_chunk):
             chunk = positions[start : start + per_chunk]
-            result = (_blended_slices(data, dim, chunk), chunk.to(data))
+            result = (_blended_slices(data, dim, chunk, major), chunk.to(data))
             if cacheable:  # keep a few plane sets (pyramid levels share the cache) within the budget
                 _evict_least_recent(self._slice_cache, self.max_cache_bytes - result[0].numel() * result[0].element_size())
                 self._slice_cache[key] = result
             yield result
+
+    def _slices_major(self, dim: int) -> torch.Tensor | None:
+        """The volume's slices across ``dim`` as one contiguous ``(size, C, ...)`` tensor where gathering them from the
+        volume itself is slow, else None. Only the innermost dim (I: a sweep along the volume's i axis, the lateral
+        rays of a roll beyond 45 deg) needs it: each of its slices is one value in every row, and gathering 512 of a
+        512 x 512 x 141 CT's took 0.42 s against 0.06 s from this copy (the blends are the same to the bit). Made once
+        per volume (one more copy of it in memory) and shared by the projectors of :meth:`on_detector`."""
+        data = self.volume[0]
+        if dim != data.ndim - 1 or data.shape[dim] == 1:
+            return None
+        if not self._innermost_major:
+            self._innermost_major.append(data.movedim(dim, 0).contiguous())
+        return self._innermost_major[0]
 
     def _between_occupied(self, dim: int, positions: torch.Tensor) -> torch.Tensor:
         """``(n,)`` bool: whether the plane at each normalised position blends a slice with a non-zero voxel.
@@ -435,13 +451,15 @@ def _plane_ladder(needed: int) -> int:
     return round(8 * 2 ** (math.ceil(8 * math.log2(needed / 8) - 1e-9) / 8))
 
 
-def _blended_slices(data: torch.Tensor, dim: int, positions: torch.Tensor) -> torch.Tensor:
-    """Trilinear blends ``(n, C, H, W)`` of ``data`` (C, K, J, I) at normalised ``positions`` along ``dim``."""
+def _blended_slices(data: torch.Tensor, dim: int, positions: torch.Tensor, major: torch.Tensor | None = None) -> torch.Tensor:
+    """Trilinear blends ``(n, C, H, W)`` of ``data`` (C, K, J, I) at normalised ``positions`` along ``dim``; ``major``:
+    the same slices as ``data.movedim(dim, 0)``, stored contiguously (:meth:`Projector._slices_major`)."""
     size = data.shape[dim]
     index = ((positions + 1.0) * size - 1.0) / 2.0  # align_corners=False
     lower = torch.floor(index)
     fraction = (index - lower).to(data)[:, None, None, None]
-    slices = data.movedim(dim, 0)  # a view: copying the volume (as padding it did) took longer than the blend
+    # a view: copying the volume (as padding it did) took longer than the blend, except across its innermost dim
+    slices = data.movedim(dim, 0) if major is None else major
 
     def gathered(which: torch.Tensor) -> torch.Tensor:  # the slices at ``which``, zero beyond the volume
         picked = slices.index_select(0, which.clamp(0, size - 1))
