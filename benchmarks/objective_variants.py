@@ -2,16 +2,19 @@
 of the objective end to end on the same cases.
 
 Variants (``--variant``):
-- ``default``: the shipped stages (since 2026-12-04 ending with the ``scan-gncc`` depth scan);
-- ``no-scan``: the shipped stages without that depth scan (``opt`` before 2026-12-04);
-- the variants below replace the depth scan:
+- ``default``: the shipped stages (since 2026-12-04 with the ``scan-gncc`` depth scan, since 2026-12-07 ending with
+  ``methods.FINAL_POLISH``: Adam on every parameter on the scan's similarity);
+- ``no-polish``: the shipped stages without that polish (``opt`` from 2026-12-04 to 2026-12-07);
+- ``no-scan``: without the depth scan and the polish (``opt`` before 2026-12-04);
+- the variants below replace the depth scan and the polish:
 - ``hold``: the Adam stage at 1/2 holds the spine region at its start pose (``Stage.hold_region``);
 - ``full``: a third stage, Adam at full resolution (40 iterations), after the 1/2 stage;
 - ``hold+full``: both, each Adam stage holding its region;
 - ``scan``: a third stage, the similarity at 1/2 sampled +-8 mm in 1 mm steps along the ray through the
   pivot (depth alone, region held), its best point refined by a parabola (``depth-scan``);
 - ``scan-gncc-held``: the default's depth scan (patch NCC of the gradients, ``gradient-ncc``, 9 px windows, at
-  1/2, +-12 mm in 1.5 mm steps along the same ray, refined by a parabola) with the region held.
+  1/2, +-12 mm in 1.5 mm steps along the same ray, refined by a parabola) with the region held;
+- ``scan-gncc-full``: the depth scan on the full-resolution detector instead of 1/2 (no polish).
 
 ``--scatter-from-field`` reads DRRs out with scatter from the X-ray's exposed field only
 (``sopi.registration.problem.SCATTER_FROM_EXPOSED_FIELD``); ``--fit-bone-contrast`` fits the bone
@@ -45,17 +48,19 @@ from sopi.cli import main as sopi_main  # noqa: E402
 
 def variant_stages(name: str) -> tuple:
     """``opt``'s stages for the variant ``name``."""
-    first, adam, depth_scan = methods.METHODS["opt"]
+    first, adam, depth_scan, polish = methods.METHODS["opt"]
     held = dataclasses.replace(adam, hold_region=True)
     scan = methods.Stage("depth-scan", "gc", 2, (1.0, 1.0), 8, hold_region=True)  # +-8 mm along the ray through the pivot
     stages = {
-        "default": (first, adam, depth_scan),
+        "default": (first, adam, depth_scan, polish),
+        "no-polish": (first, adam, depth_scan),
         "no-scan": (first, adam),
         "hold": (first, held),
         "full": (first, adam, dataclasses.replace(adam, factor=1, budget=40)),
         "hold+full": (first, held, dataclasses.replace(held, factor=1, budget=40)),
         "scan": (first, adam, scan),
         "scan-gncc-held": (first, adam, dataclasses.replace(depth_scan, hold_region=True)),
+        "scan-gncc-full": (first, adam, dataclasses.replace(depth_scan, factor=1)),
     }
     if name not in stages:
         raise SystemExit(f"unknown variant {name!r}; expected one of {', '.join(stages)}")

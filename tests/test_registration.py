@@ -154,8 +154,8 @@ def test_the_bone_contrast_is_fitted_once_where_the_last_stage_starts_when_switc
     run = lambda: register(ct, XRay(image, SMALL), initial_pose=nominal.camera_from_world, mask=spine, method="opt",  # noqa: E731
                            device="cpu", iteration_scale=0.2)
     result = run()
-    assert len(calls) == 1 and len(result.stages) == 3  # CMA-ES, Adam, the depth scan
-    assert params_to_dict(calls[0].reshape(6)) == pytest.approx(result.stages[1]["params"])  # where the stage before the last ended
+    assert len(calls) == 1 and len(result.stages) == 4  # CMA-ES, Adam, the depth scan, the polish
+    assert params_to_dict(calls[0].reshape(6)) == pytest.approx(result.stages[2]["params"])  # where the stage before the last ended
     assert result.xray_preparation["bone_contrast_estimate"] in (0.6, 0.75, 0.9, 1.0, 1.15, 1.3, 1.5, 1.75)
     monkeypatch.setattr(PoseProblem, "FIT_BONE_CONTRAST", False)  # the default
     calls.clear()
@@ -391,9 +391,35 @@ def test_opts_depth_scan_brings_a_pose_off_in_depth_back_along_the_ray(sample_ca
     along = float(moved @ direction)
     assert torch.allclose(moved, along * direction, atol=1e-9)  # depth alone
     assert along == pytest.approx(-7.0, abs=1.0)
-    assert METHODS["opt"][-1] == DEPTH_SCAN
+    assert METHODS["opt"][-2] == DEPTH_SCAN
     assert DEPTH_SCAN not in several_view_stages(METHODS["global+opt"])  # several views see depth themselves
-    assert several_view_stages(METHODS["global+opt"]) == METHODS["global+opt"][:-1]
+    assert several_view_stages(METHODS["global+opt"]) == METHODS["global+opt"][:-2]  # and the polish after it
+
+
+def test_the_final_polish_climbs_the_scans_similarity_on_every_parameter(sample_case):
+    """``opt``'s last stage (``FINAL_POLISH``): from the true pose turned 1.5 deg about the detector's rows and pushed
+    4 mm along the ray, where a depth scan alone can only trade depth against the turn, Adam on the scan's similarity
+    over every parameter ends nearer the truth than the scan does, and scores higher there."""
+    from sopi.registration.api import _run_stage
+    from sopi.registration.methods import DEPTH_SCAN, FINAL_POLISH, METHODS
+    from sopi.registration.problem import PoseProblem
+
+    ct, spine, nominal, _, image = sample_case
+    truth = torch.tensor([2.0, -1.5, 2.5, 4.0, -3.0, 8.0], dtype=torch.float64)
+    start = nominal.pose(torch.zeros(6, dtype=torch.float64)).to(torch.float64)
+    problem = PoseProblem(rendering_volume(ct, "hu"), image, SMALL, start, mask_centroid_world(spine), mask=spine)
+    points = torch.nonzero(spine.data)[::200].flip(-1).double() @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
+    off = truth + 4.0 * problem.depth_direction(truth)
+    off[0] += 1.5
+    scanned = _run_stage(problem, DEPTH_SCAN, off, 0, Monitor()).theta.to(torch.float64)
+    polished = _run_stage(problem, FINAL_POLISH, scanned, 0, Monitor()).theta.to(torch.float64)
+    error = [float(mtre_mm(problem.pose(theta), problem.pose(truth), points)) for theta in (off, scanned, polished)]
+    assert error[2] < 0.5 * error[1] and error[2] < 1.0, error
+    with torch.no_grad():
+        problem.hold_ct_edges(scanned)
+        before, after = problem.similarity(torch.stack([scanned, polished]), FINAL_POLISH.factor, FINAL_POLISH.measure).tolist()
+    assert after > before
+    assert METHODS["opt"][-1] == FINAL_POLISH and FINAL_POLISH.measure == DEPTH_SCAN.measure
 
 
 def test_a_fine_ct_is_registered_binned_and_the_pose_still_found(sample_case, monkeypatch):
