@@ -10,6 +10,8 @@ from sopi.geometry import load_pose
 from sopi.io import read_ct, read_mask
 
 VERSIONS = {"base": "/tmp/s24/base/SOPIRegistration", "new": "/work/main/SOPIRegistration"}
+if os.environ.get("VERSIONS"):  # name=path,...: other versions (a single one: times only)
+    VERSIONS = dict(pair.split("=", 1) for pair in os.environ["VERSIONS"].split(","))
 S = "/work/main/SOPIRegistration/Resources/SampleData"
 CTS = {"sample": (f"{S}/sample_ct.nii.gz", f"{S}/sample_ct_vertebrae.nii.gz"),
        "pelvis": ("/tmp/data/ts_pelvis_ct.nii.gz", "/tmp/data/ts_pelvis_spine.nii.gz"),
