@@ -368,3 +368,52 @@ def test_a_mask_with_its_own_projector_scores_on_cuda_as_on_the_cpu(monkeypatch)
                          device=torch.device("cuda"))
     assert on_gpu.level(1).spine is not None
     assert torch.allclose(on_gpu.similarity(theta, 1, "gc"), problem.similarity(theta, 1, "gc"), atol=1e-4)
+
+
+def test_a_held_window_scores_as_the_whole_detector_does_on_fewer_pixels():
+    """``PoseProblem.hold_window``: the level renders only the box of the pixels that count at the held pose (plus a
+    margin), with the whole detector's scatter held there. Near that pose it scores and differentiates as the whole
+    detector does (a second computation of the same objective), and once released the whole level is back."""
+    problem, volume, spine, view = _scene()
+    wide = CArmGeometry(1011.7, 120, 120, (2.0, 2.0), source_to_isocenter_mm=675.0)
+    truth = torch.tensor([[2.0, -1.0, 3.0, 2.0, -3.0, 4.0]], dtype=torch.float64)
+    with torch.no_grad():
+        xray = Projector(volume, wide)(view.pose(truth))[0]
+    problem = PoseProblem(volume, xray, wide, view.camera_from_world, view.isocenter_world, mask=spine, scatter_to_primary=1.0)
+    near = truth + torch.tensor([[0.0] * 6, [0.4, 0.0, 0.0, 0.0, 0.0, 1.0], [0.0, -0.3, 0.2, 0.5, 0.0, -1.5]], dtype=torch.float64)
+
+    def scores_and_gradient() -> tuple[torch.Tensor, torch.Tensor]:
+        moving = near.clone().requires_grad_(True)
+        scores = problem.similarity(moving, 1, "gradient-ncc")
+        scores[1].backward()
+        return scores.detach(), moving.grad[1]
+
+    whole, whole_gradient = scores_and_gradient()
+    problem.hold_window(truth[0], 1)
+    window = problem.level(1)
+    assert window.fixed.numel() < PoseProblem.WINDOW_MAX_FRACTION * 120 * 120 and window.scatter is not None
+    windowed, windowed_gradient = scores_and_gradient()
+    assert torch.allclose(windowed, whole, atol=5e-4), (windowed, whole)
+    assert torch.nn.functional.cosine_similarity(windowed_gradient, whole_gradient, dim=0) > 0.99
+    problem.hold_window(None)
+    assert tuple(problem.level(1).fixed.shape) == (120, 120)
+    assert torch.equal(problem.similarity(near, 1, "gradient-ncc").detach(), whole)
+
+
+def test_a_stage_that_asks_renders_within_a_window_held_where_it_starts_and_releases_it():
+    problem, volume, spine, view = _scene()
+    wide = CArmGeometry(1011.7, 120, 120, (2.0, 2.0), source_to_isocenter_mm=675.0)
+    truth = torch.tensor([[2.0, -1.0, 3.0, 2.0, -3.0, 4.0]], dtype=torch.float64)
+    with torch.no_grad():
+        xray = Projector(volume, wide)(view.pose(truth))[0]
+    problem = PoseProblem(volume, xray, wide, view.camera_from_world, view.isocenter_world, mask=spine)
+    shapes, original = [], problem.similarity
+
+    def spy(theta, factor, measure):
+        shapes.append(tuple(problem.level(factor).fixed.shape))
+        return original(theta, factor, measure)
+
+    problem.similarity = spy
+    _run_stage(problem, Stage("adam", "gradient-ncc", 1, (1.0, 2.0), 3, spine_window=True), truth[0], 0, Monitor(None, None, 0.0, 1.0, ""))
+    assert shapes and len(set(shapes)) == 1 and shapes[0][0] * shapes[0][1] < 0.5 * 120 * 120
+    assert problem._window is None and tuple(problem.level(1).fixed.shape) == (120, 120)

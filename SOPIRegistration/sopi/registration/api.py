@@ -459,10 +459,12 @@ def _run_stage(problem: PoseProblem, stage: Stage, theta: torch.Tensor, seed: in
 
     problem.hold_region(theta if stage.hold_region else None)
     problem.hold_ct_edges(theta if stage.hold_ct_edges and PoseProblem.LEAVE_OUT_CT_EDGES else None)  # where the stage starts
+    problem.hold_window(theta if stage.spine_window else None, factor)
     try:
         if stage.starts > 1:
             return multi_start(optimize, theta, scale, starts=stage.starts, seed=seed)
         return optimize(theta)
     finally:
+        problem.hold_window(None)
         problem.hold_region(None)
         problem.hold_ct_edges(None)

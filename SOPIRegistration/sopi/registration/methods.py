@@ -15,9 +15,10 @@ unit of the optimiser's normalised coordinates for rotations and translations.
   normalisation keeps metal and collimator edges from dominating realistic X-rays; plain
   gradient correlation there failed 4 of 10 realistic cases of the sample CT), then
   gradient descent (Adam) through the differentiable projector at half resolution,
-  similarity weighted by the (dilated) projected spine. A further full-resolution Adam
-  pass cut the mTRE from about 0.2 mm to 0.05 mm on 5 paper-protocol cases for twice
-  the time, so it is left out.
+  similarity weighted by the (dilated) projected spine, then a scan along the ray for depth
+  (:data:`DEPTH_SCAN`) and Adam on the scan's patch score at 1/2 and at full resolution
+  (:data:`FINAL_POLISH`, :data:`FULL_POLISH`): one view senses depth only through a
+  magnification change of a fraction of a pixel.
 * ``sopi+global+opt`` (the default with models trained for this CT): RTPI's pose joins the global
   search's hypotheses as a proposal (:func:`~sopi.registration.global_search.global_search`),
   the fine module refines the winner, then ``opt``.
@@ -40,7 +41,7 @@ from dataclasses import dataclass, replace
 from ..errors import InputError
 from .global_search import GlobalStage
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "START_NOTE", "WIDER_NOTE", "FineStage", "GlobalStage", "NetworkStage", "Stage", "default_method", "get_method", "needs_mask", "needs_model", "DEPTH_SCAN", "FINAL_POLISH", "KEPT_START_STAGES", "scaled_budgets", "searched_anyway", "several_view_stages", "single_level", "widened", "without_search"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "START_NOTE", "WIDER_NOTE", "FineStage", "GlobalStage", "NetworkStage", "Stage", "default_method", "get_method", "needs_mask", "needs_model", "DEPTH_SCAN", "FINAL_POLISH", "FULL_POLISH", "KEPT_START_STAGES", "scaled_budgets", "searched_anyway", "several_view_stages", "single_level", "widened", "without_search"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class Stage:
     learning_rate: float = 0.05  # adam only
     hold_region: bool = False  # weight by the spine's projection at the stage's start pose (PoseProblem.hold_region)
     hold_ct_edges: bool = False  # leave out the rays the CT's extent cuts at the stage's start pose (PoseProblem.hold_ct_edges)
+    single_view: bool = False  # measured on single views only: several-view runs skip it (several_view_stages)
+    spine_window: bool = False  # render only the box of the pixels that count where the stage starts (PoseProblem.hold_window)
     # run instead of this stage, in turn, when the global search just before kept its start (GlobalStage.accept_start_above)
     after_kept_start: tuple[Stage, ...] = ()
 
@@ -125,7 +128,16 @@ DEPTH_SCAN = Stage("depth-scan", "gradient-ncc", 2, (1.0, 1.5), 8, hold_ct_edges
 #: 0.004 at most successes: those misses were the optimizer's, not the similarity's. Over 80 realistic paper cases
 #: (four CTs, two seeds) it took successes from 67 to 70, clean paper medians down on all four CTs; it moves some
 #: successes by up to a millimetre either way (docs/benchmarks.md, "Where the paper near misses come from").
-FINAL_POLISH = Stage("adam", "gradient-ncc", 2, (1.0, 2.0), 60, learning_rate=0.05, patience=10, hold_ct_edges=True)
+FINAL_POLISH = Stage("adam", "gradient-ncc", 2, (1.0, 2.0), 60, learning_rate=0.05, patience=10, hold_ct_edges=True, single_view=True)
+
+#: ``opt``'s last stage since 2026-12-07's second session: :data:`FINAL_POLISH` again on the full-resolution detector.
+#: A 3 mm depth error changes the magnification by under 0.5 %, about half a pixel at the edge of the paper's field at
+#: full resolution and a quarter at 1/2; the near misses left after the polish at 1/2 were depth errors of 3-5 mm
+#: with the in-plane error under 0.7 mm. From the stored results of 80 realistic paper cases (four CTs, two seeds) it
+#: took the cases under 3 mm from 72 to 76 (docs/benchmarks.md, "A last polish at full resolution").
+#: It renders only the box of the pixels that count where it starts (``Stage.spine_window``: 40-55 % of the detector
+#: on the chest CT's paper views).
+FULL_POLISH = replace(FINAL_POLISH, factor=1, spine_window=True)
 
 #: What replaces ``opt``'s CMA-ES after a global search that kept its start (its confidence vouched for it, see
 #: :class:`GlobalStage`): depth alone, +-30 mm in 3 mm steps at 1/4 (21 DRRs), then a short CMA-ES at 1/4 with a
@@ -146,6 +158,7 @@ _OPT = (
     Stage("adam", "gc", 2, (1.0, 2.0), 60, learning_rate=0.1, patience=10, hold_ct_edges=True),
     DEPTH_SCAN,
     FINAL_POLISH,
+    FULL_POLISH,
 )
 
 METHODS: dict[str, tuple[Stage | NetworkStage | FineStage, ...]] = {
@@ -280,9 +293,9 @@ def scaled_budgets(stages: tuple, iteration_scale: float) -> tuple:
 
 
 def several_view_stages(stages: tuple) -> tuple:
-    """``stages`` without the depth scans, which search along one view's ray, and the polish after them
-    (:data:`FINAL_POLISH`, measured on single views only): for several views."""
-    return tuple(stage for stage in stages if not (isinstance(stage, Stage) and (stage.scans_depth or stage == FINAL_POLISH)))
+    """``stages`` without the depth scans, which search along one view's ray, and the polishes after them
+    (``Stage.single_view``: :data:`FINAL_POLISH`, :data:`FULL_POLISH`): for several views."""
+    return tuple(stage for stage in stages if not (isinstance(stage, Stage) and (stage.scans_depth or stage.single_view)))
 
 
 def single_level(stages: tuple) -> tuple:

@@ -77,6 +77,11 @@ class MultiViewProblem:
         for view in self.views:
             view.hold_ct_edges(theta)
 
+    def hold_window(self, theta: torch.Tensor | None, factor: int = 1) -> None:
+        """Every view renders its level within its own window at ``theta`` (:meth:`PoseProblem.hold_window`)."""
+        for index, view in enumerate(self.views):
+            view.hold_window(theta, self.view_factor(index, factor))
+
     def view_factor(self, index: int, factor: int) -> int:
         """The downsampling factor of view ``index`` that gives the working width view 0 has at ``factor``."""
         width = max(self.geometry.rows, self.geometry.cols) / factor

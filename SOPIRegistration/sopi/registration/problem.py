@@ -21,8 +21,9 @@ from ..io_xray import XRay, resize_image
 from ..preprocess import MU_WATER_PER_MM
 from ..similarity import SIMILARITIES
 from ..volume import Volume
+from .scatter import scatter_field, with_scatter
 
-__all__ = ["PoseProblem", "SharedProjectors", "default_pivot", "exposed_field"]
+__all__ = ["PoseProblem", "SharedProjectors", "default_pivot", "exposed_field", "with_scatter"]
 
 #: scatter-to-primary ratios the read-out is fitted among (:meth:`PoseProblem.estimate_scatter`)
 SCATTER_CANDIDATES = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
@@ -108,6 +109,7 @@ class _Level:
     fixed: torch.Tensor  # (rows, cols)
     weight: torch.Tensor | None  # (rows, cols): the X-ray's weight on this level
     exposed: torch.Tensor | None = None  # (rows, cols): fraction of each pixel the beam reached
+    scatter: torch.Tensor | None = None  # (1, rows, cols): a window's scatter, held (PoseProblem.hold_window)
 
 
 @dataclass
@@ -174,6 +176,12 @@ class PoseProblem:
     _held_masks: dict = field(default_factory=dict, init=False, repr=False)
     _edge_theta: torch.Tensor | None = field(default=None, init=False, repr=False)
     _edge_weights: dict = field(default_factory=dict, init=False, repr=False)
+    _window: tuple[int, _Level] | None = field(default=None, init=False, repr=False)
+    #: a window (:meth:`hold_window`) reaches this many pixels beyond the box of the pixels that count where it is
+    #: held: a 9-pixel patch of Sobel derivatives reaches 5, and the spine's image moves a few pixels in a polish
+    WINDOW_MARGIN_PX: ClassVar[int] = 12
+    #: no window is held where its box would cover more than this fraction of the level's detector (little to gain)
+    WINDOW_MAX_FRACTION: ClassVar[float] = 0.8
 
     def __post_init__(self) -> None:
         if tuple(self.xray.shape) != self.geometry.shape:
@@ -206,28 +214,70 @@ class PoseProblem:
         return self.geometry.resized(-(-self.geometry.rows // factor), -(-self.geometry.cols // factor))
 
     def level(self, factor: int) -> _Level:
-        """Projector and fixed image on the detector downsampled by ``factor``."""
+        """Projector and fixed image on the detector downsampled by ``factor`` (its held window, :meth:`hold_window`)."""
+        if self._window is not None and self._window[0] == factor:
+            return self._window[1]
         if factor not in self._levels:
             detector = self.level_detector(factor)
             rows, cols = detector.rows, detector.cols
             coarser = max(1.0, factor * 256 / max(256, self.geometry.rows, self.geometry.cols))  # than a 256-pixel detector's pixels
-            step = min(3.0, self.step_mm * coarser)
-            # every level (and every problem sharing the projectors) renders through one projector of these voxels:
-            # the same volume, support box and blended slices; a small mask through its own, on the same planes
-            spine = None
-            if self.mask is None:
-                projector = self.attenuation_projector(detector, step)
-            elif self.projectors.separate_mask(self.volume, self.mask):
-                projector = self.attenuation_projector(detector, step)
-                spine = self.projectors.projector(
-                    "spine", self.mask, (self.volume.data, self.mask.data), detector, step, self.device, planes_like=projector)
-            else:
-                channels = self.volume.with_data(torch.stack([self.volume.data, self.mask.data.to(self.volume.data)]))
-                projector = self.projectors.projector("channels", channels, (self.volume.data, self.mask.data), detector, step, self.device)
+            projector, spine = self._projectors_on(detector, min(3.0, self.step_mm * coarser))
             fixed = resize_image(self.xray.to(torch.float32), (rows, cols)).to(self.device)
             exposed = None if self.exposed is None else resize_image(self.exposed.to(torch.float32), (rows, cols)).to(self.device)
             self._levels[factor] = _Level(projector, spine, fixed, self._level_weight(rows, cols), exposed)
         return self._levels[factor]
+
+    def _projectors_on(self, detector: CArmGeometry, step: float) -> tuple[Projector, Projector | None]:
+        """A level's ``(projector, spine projector)`` on ``detector``. Every level (and every problem sharing the
+        projectors) renders through one projector of these voxels: the same volume, support box and blended
+        slices; a small mask through its own, on the same planes."""
+        if self.mask is None:
+            return self.attenuation_projector(detector, step), None
+        if self.projectors.separate_mask(self.volume, self.mask):
+            projector = self.attenuation_projector(detector, step)
+            return projector, self.projectors.projector(
+                "spine", self.mask, (self.volume.data, self.mask.data), detector, step, self.device, planes_like=projector)
+        channels = self.volume.with_data(torch.stack([self.volume.data, self.mask.data.to(self.volume.data)]))
+        return self.projectors.projector("channels", channels, (self.volume.data, self.mask.data), detector, step, self.device), None
+
+    def hold_window(self, theta: torch.Tensor | None, factor: int = 1) -> None:
+        """Render level ``factor``, until called with None, only within the box of the pixels that count at
+        ``theta`` (the spine's dilated projection where the X-ray's weight is positive) grown by
+        :attr:`WINDOW_MARGIN_PX`, the scatter of the whole detector at ``theta`` held.
+
+        A polish moves the pose by a millimetre or two, so what it compares stays inside the box; outside it every
+        weight is zero and every ray rendered there is wasted (half or more of a full-resolution detector on the
+        paper's spine views). Nothing is held without a mask, or where the box covers most of the detector.
+        """
+        self._window = None
+        if theta is None or self.mask is None:
+            return
+        level = self.level(factor)
+        height, width = level.fixed.shape
+        with torch.no_grad():
+            rendered, projected = self._render(level, theta.detach().reshape(1, 6))
+            counted = dilate(projected > 0, self.mask_dilation_px)[0]
+            if level.weight is not None:
+                counted = counted & (level.weight > 0)
+            if not bool(counted.any()):
+                return
+            rows, cols = torch.nonzero(counted, as_tuple=True)
+            margin = self.WINDOW_MARGIN_PX
+            top, left = max(0, int(rows.min()) - margin), max(0, int(cols.min()) - margin)
+            bottom, right = min(height, int(rows.max()) + margin + 1), min(width, int(cols.max()) + margin + 1)
+            if (bottom - top) * (right - left) > self.WINDOW_MAX_FRACTION * height * width:
+                return
+            geometry = level.projector.geometry
+            held = None
+            if self.scatter_to_primary > 0:
+                sigma_px = self.scatter_sigma_mm / geometry.pixel_spacing_mm[0]
+                held = scatter_field(rendered, self.scatter_to_primary, sigma_px, level.exposed)[:, top:bottom, left:right]
+        projector, spine = self._projectors_on(geometry.padded(-left, -top, right - width, bottom - height), level.projector.step_mm)
+
+        def crop(image: torch.Tensor | None) -> torch.Tensor | None:
+            return None if image is None else image[top:bottom, left:right]
+
+        self._window = (factor, _Level(projector, spine, crop(level.fixed), crop(level.weight), crop(level.exposed), held))
 
     def _level_weight(self, rows: int, cols: int) -> torch.Tensor | None:
         if self.xray_weight is None:  # a coarse pixel counts only if all its fine pixels do
@@ -424,7 +474,10 @@ class PoseProblem:
         return level.spine(poses) if level.spine is not None else level.projector(poses)[:, 1]
 
     def _read_out(self, level: _Level, rendered: torch.Tensor) -> torch.Tensor:
-        """The DRRs as the detector reads them: with scatter when :attr:`scatter_to_primary` is positive."""
+        """The DRRs as the detector reads them: with scatter when :attr:`scatter_to_primary` is positive (a window's
+        held scatter while :meth:`hold_window` holds one)."""
+        if level.scatter is not None:
+            return -torch.log(torch.exp(-rendered) + level.scatter)
         if self.scatter_to_primary <= 0:
             return rendered
         return with_scatter(rendered, self.scatter_to_primary, self.scatter_sigma_mm / level.projector.geometry.pixel_spacing_mm[0], level.exposed)
@@ -451,27 +504,3 @@ class PoseProblem:
         if seen is not None:  # a pose that moves the spine out of what the X-ray shows is no evidence, however well the rest matches
             scores = torch.where(seen, scores, torch.zeros_like(scores))
         return scores.to(torch.float64).cpu()
-
-
-def with_scatter(line_integrals: torch.Tensor, scatter_to_primary: float, sigma_px: float, exposed: torch.Tensor | None = None) -> torch.Tensor:
-    """``(B, H, W)`` line integrals read out with scatter: ``-log(P + S)``, ``P = exp(-p)``.
-
-    ``S`` is a Gaussian (``sigma_px``) of ``P`` scaled so that its mean is
-    ``scatter_to_primary`` times ``P``'s. With ``exposed`` (``(H, W)`` in [0, 1], where the beam
-    reached the detector) only the exposed primary scatters and both means are taken over the
-    exposed pixels. Scatter is smooth, so ``S`` is computed on a grid binned by 4 and
-    interpolated back.
-    """
-    primary = torch.exp(-line_integrals)
-    source = primary if exposed is None else primary * exposed
-    binned = F.avg_pool2d(source[:, None], 4, ceil_mode=True)[:, 0]
-    blurred = gaussian_blur(binned, max(sigma_px / 4, 0.5))
-    scatter = F.interpolate(blurred[:, None], size=primary.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-    if exposed is None or float(exposed.sum()) < 1.0:
-        mean_primary, mean_scatter = primary.mean(dim=(-2, -1), keepdim=True), scatter.mean(dim=(-2, -1), keepdim=True)
-    else:
-        total = exposed.sum()
-        mean_primary = (primary * exposed).sum(dim=(-2, -1), keepdim=True) / total
-        mean_scatter = (scatter * exposed).sum(dim=(-2, -1), keepdim=True) / total
-    scale = scatter_to_primary * mean_primary / mean_scatter.clamp(min=1e-12)
-    return -torch.log(primary + scale * scatter)
