@@ -1,3 +1,5 @@
+"""One evaluation of the patch score (forward and backward) at 1/2 and 1/1, with and without the window and a held
+spine region, on a clean DRR X-ray: python eval_cost.py CT MASK (T=threads)."""
 import sys, time, os
 sys.path.insert(0, "/work/main/SOPIRegistration")
 import sopi, torch
@@ -15,12 +17,13 @@ truth = torch.tensor([1.0, -1.0, 2.0, 3.0, -2.0, 5.0], dtype=torch.float64)
 image = render_drr(att, G, nominal.pose(truth))
 pr = PoseProblem(att, image, G, start, pivot, mask=spine)
 pr.scatter_to_primary = 1.0
+print("separate mask", pr.projectors.separate_mask(pr.volume, pr.mask))
 pr.hold_ct_edges(truth)
-for F in (2, 1):
+for factor, win, held in [(2, 0, 0), (1, 0, 0), (1, 1, 0), (1, 1, 1)]:
+    pr.hold_window(truth if win else None, factor); pr.hold_region(truth if held else None)
     th = truth.clone().reshape(1, 6).requires_grad_(True)
+    ts = []
     for i in range(4):
-        t = time.time(); s = pr.similarity(th, F, "gradient-ncc"); t1 = time.time(); s.sum().backward(); t2 = time.time()
-        if i: print(F, "fwd %.3f bwd %.3f" % (t1 - t, t2 - t1))
-    th2 = truth.clone().reshape(1, 6)
-    with torch.no_grad():
-        t = time.time(); pr.similarity(th2, F, "gradient-ncc"); print(F, "nograd %.3f" % (time.time() - t))
+        t = time.time(); s = pr.similarity(th, factor, "gradient-ncc"); t1 = time.time(); s.sum().backward(); t2 = time.time()
+        if i: ts.append((t1 - t, t2 - t1))
+    print("level 1 /", factor, "window", win, "held region", held, "shape", tuple(pr.level(factor).fixed.shape), "fwd %.3f bwd %.3f" % tuple(sum(x[k] for x in ts) / len(ts) for k in (0, 1)), "score", float(s.detach()))
