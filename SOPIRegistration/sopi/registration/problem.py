@@ -21,7 +21,7 @@ from ..io_xray import XRay, resize_image
 from ..preprocess import MU_WATER_PER_MM
 from ..similarity import SIMILARITIES
 from ..volume import Volume
-from .scatter import scatter_field, with_scatter
+from .scatter import read_out, scatter_field, with_scatter
 
 __all__ = ["PoseProblem", "SharedProjectors", "default_pivot", "exposed_field", "with_scatter"]
 
@@ -477,7 +477,7 @@ class PoseProblem:
         """The DRRs as the detector reads them: with scatter when :attr:`scatter_to_primary` is positive (a window's
         held scatter while :meth:`hold_window` holds one)."""
         if level.scatter is not None:
-            return -torch.log(torch.exp(-rendered) + level.scatter)
+            return read_out(rendered, level.scatter)
         if self.scatter_to_primary <= 0:
             return rendered
         return with_scatter(rendered, self.scatter_to_primary, self.scatter_sigma_mm / level.projector.geometry.pixel_spacing_mm[0], level.exposed)

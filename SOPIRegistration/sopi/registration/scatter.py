@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ..filters import gaussian_blur
 
-__all__ = ["scatter_field", "with_scatter"]
+__all__ = ["read_out", "scatter_field", "with_scatter"]
 
 
 def scatter_field(line_integrals: torch.Tensor, scatter_to_primary: float, sigma_px: float, exposed: torch.Tensor | None = None) -> torch.Tensor:
@@ -30,7 +30,12 @@ def scatter_field(line_integrals: torch.Tensor, scatter_to_primary: float, sigma
     return scatter_to_primary * mean_primary / mean_scatter.clamp(min=1e-12) * scatter
 
 
+def read_out(line_integrals: torch.Tensor, scatter: torch.Tensor) -> torch.Tensor:
+    """Line integrals ``p`` read out with the scatter ``S`` added to the primary: ``-log(exp(-p) + S)``."""
+    return -torch.log(torch.exp(-line_integrals) + scatter)
+
+
 def with_scatter(line_integrals: torch.Tensor, scatter_to_primary: float, sigma_px: float, exposed: torch.Tensor | None = None) -> torch.Tensor:
-    """``(B, H, W)`` line integrals read out with scatter: ``-log(P + S)``, ``P = exp(-p)``, ``S`` the
-    :func:`scatter_field` of ``p`` (differentiable through both)."""
-    return -torch.log(torch.exp(-line_integrals) + scatter_field(line_integrals, scatter_to_primary, sigma_px, exposed))
+    """``(B, H, W)`` line integrals read out (:func:`read_out`) with their own :func:`scatter_field`
+    (differentiable through both)."""
+    return read_out(line_integrals, scatter_field(line_integrals, scatter_to_primary, sigma_px, exposed))
