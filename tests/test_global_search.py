@@ -369,7 +369,7 @@ def test_the_refined_start_wins_near_ties(far_case, monkeypatch):
     from dataclasses import replace
 
     import sopi.registration.global_search as global_search_module
-    from sopi.registration.global_search import GlobalStage, global_search
+    from sopi.registration.global_search import GlobalStage, global_search, search_rotations
     from sopi.registration.optimizers import Monitor, OptimizerResult
     from sopi.registration.problem import PoseProblem
 
@@ -901,7 +901,7 @@ def test_a_later_search_takes_the_refinements_an_earlier_one_made_of_the_same_hy
     seed, same refinement settings) takes those refinements, uncounted, and ends with the same hypotheses; another seed
     or no cache refines them again."""
     import sopi.registration.global_search as global_search_module
-    from sopi.registration.global_search import GlobalStage, global_search
+    from sopi.registration.global_search import GlobalStage, global_search, search_rotations
     from sopi.registration.optimizers import Monitor, OptimizerResult
     from sopi.registration.problem import PoseProblem
 
@@ -919,11 +919,12 @@ def test_a_later_search_takes_the_refinements_an_earlier_one_made_of_the_same_hy
     cache: dict = {}
     first = global_search(problem, stage, Monitor(None, None), seed=3, judged_starts=cache)
     refined = len(calls)
-    assert refined == 1 + stage.hypotheses and first.renders == 81 + refined  # the search's DRRs, one evaluation a refinement
+    rendered = len(search_rotations(stage))
+    assert refined == 1 + stage.hypotheses and first.renders == rendered + refined  # the search's DRRs, one evaluation a refinement
     calls.clear()
     again = global_search(problem, stage, Monitor(None, None), seed=3, judged_starts=cache)
     assert calls == [3]  # only the start, which is not cached here
-    assert again.renders == 81 + 1
+    assert again.renders == rendered + 1
     assert [(theta.tolist(), value) for theta, value in again.hypotheses] == [(theta.tolist(), value) for theta, value in first.hypotheses]
     assert torch.equal(again.theta, first.theta)
     calls.clear()
@@ -1271,3 +1272,28 @@ def test_the_cli_says_when_the_xray_was_read_against_its_cues(capsys):
     print_reading({"polarity": "bone-dark", "polarity_source": "the registration: the edges left it open"})
     print_reading({"polarity": "bone-bright"})
     assert capsys.readouterr().out == ""
+
+
+def test_the_search_renders_its_grid_and_the_centres_of_the_squares_within_the_staggered_range():
+    """The square grid (10 deg steps to +-40) and the centres of its squares within +-30 (``staggered_deg``): every
+    (rx, ry) within +-30 lies within half a step (5 deg) of a rendered one, against half a diagonal (7.07 deg) with the
+    grid alone; a wider pass's rolls within the first pass's range are left out, centres included."""
+    from sopi.registration.global_search import GlobalStage, search_rotations
+
+    stage = GlobalStage()
+    nodes = search_rotations(stage)
+    square = [(float(a), float(b)) for a in range(-40, 41, 10) for b in range(-40, 41, 10)]
+    centres = [(float(a), float(b)) for a in range(-25, 26, 10) for b in range(-25, 26, 10)]
+    assert sorted(map(tuple, nodes.tolist())) == sorted(square + centres)
+    span = torch.linspace(-30.0, 30.0, 121, dtype=torch.float64)
+    poses = torch.cartesian_prod(span, span)
+
+    def farthest(rendered: torch.Tensor) -> float:
+        return float(torch.cdist(poses, rendered).min(dim=1).values.max())
+
+    assert farthest(nodes) == pytest.approx(5.0, abs=1e-9)
+    alone = search_rotations(replace(stage, staggered_deg=None))
+    assert sorted(map(tuple, alone.tolist())) == sorted(square)
+    assert farthest(alone) == pytest.approx(50.0 ** 0.5, abs=1e-9)
+    wider = search_rotations(replace(stage, roll_deg=70.0, roll_beyond_deg=40.0))
+    assert len(wider) == 9 * 6 and bool((wider[:, 1].abs() > 40.0).all())
