@@ -883,13 +883,14 @@ def test_the_wider_pass_renders_only_the_rolls_beyond_the_first_search_unless_it
 
     outcome = global_search(problem, first, Monitor(None, None))
     assert outcome.searched and outcome.start_confidence < first.accept_start_above  # the far start is judged, then searched from
-    assert outcome.renders == renders(9 * 9) + PROBE_RENDERS  # rx, ry in -40..40 by 10; the start's assessment
+    centres = 6 * 6  # the grid squares' centres within +-30: rx, ry in +-5, +-15, +-25
+    assert outcome.renders == renders(9 * 9 + centres) + PROBE_RENDERS  # rx, ry in -40..40 by 10; the start's assessment
     assert wider.accept_start_above is None  # the second pass never skips its search
-    assert global_search(problem, wider, Monitor(None, None)).renders == renders(9 * 6)  # ry in +-50, +-60, +-70
+    assert global_search(problem, wider, Monitor(None, None)).renders == renders(9 * 6)  # ry in +-50, +-60, +-70 (no centre)
     everything = widened((replace(first, wider_in_plane_deg=first.in_plane_deg),), searched=False)[0]  # the first pass accepted its start
-    assert global_search(problem, everything, Monitor(None, None)).renders == renders(9 * 15)  # every roll: ry in -70..70
+    assert global_search(problem, everything, Monitor(None, None)).renders == renders(9 * 15 + centres)  # every roll: ry in -70..70
     turned = widened((first,))[0]  # the default also widens the in-plane turns: every roll again, no more DRRs than that
-    assert turned.in_plane_deg == first.wider_in_plane_deg and global_search(problem, turned, Monitor(None, None)).renders == renders(9 * 15)
+    assert turned.in_plane_deg == first.wider_in_plane_deg and global_search(problem, turned, Monitor(None, None)).renders == renders(9 * 15 + centres)
     joint = replace(wider, fft_score="joint-gradient")  # the other FFT score searches the same grid
     assert global_search(problem, joint, Monitor(None, None)).renders == renders(9 * 6)
     with pytest.raises(ValueError, match="fft_score"):
