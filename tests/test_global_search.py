@@ -369,7 +369,7 @@ def test_the_refined_start_wins_near_ties(far_case, monkeypatch):
     from dataclasses import replace
 
     import sopi.registration.global_search as global_search_module
-    from sopi.registration.global_search import GlobalStage, global_search, search_rotations
+    from sopi.registration.global_search import GlobalStage, global_search
     from sopi.registration.optimizers import Monitor, OptimizerResult
     from sopi.registration.problem import PoseProblem
 

@@ -415,8 +415,9 @@ def search_rotations(stage: GlobalStage) -> torch.Tensor:
     nodes = list(itertools.product(tilts, rolls))
     if stage.staggered_deg is not None:
         centres = [value + step / 2 for value in _grid(stage.staggered_deg, step) if abs(value + step / 2) <= stage.staggered_deg + 1e-9]
+        furthest_roll = max(rolls) + 1e-9
         nodes += [(tilt, roll) for tilt, roll in itertools.product(centres, centres)
-                  if abs(tilt) <= stage.out_of_plane_deg + 1e-9 and abs(roll) <= max(abs(r) for r in rolls) + 1e-9]
+                  if abs(tilt) <= stage.out_of_plane_deg + 1e-9 and abs(roll) <= furthest_roll]
     if stage.roll_beyond_deg is not None:
         nodes = [(tilt, roll) for tilt, roll in nodes if abs(roll) > stage.roll_beyond_deg + 1e-9]
     return torch.tensor(nodes, dtype=torch.float64).reshape(-1, 2)
