@@ -24,7 +24,8 @@ contrast before the last stage (``PoseProblem.FIT_BONE_CONTRAST``, off by defaul
 changes the global search's FFT score (``GlobalStage.fft_score``); ``--accept-start-above C`` the confidence at which
 it keeps a refined start without searching (``GlobalStage.accept_start_above``); ``--judge-generations G`` how long
 the start is refined before it is judged (``GlobalStage.judge_generations``); ``--staggered-deg D|none`` how far the
-search renders the centres of its rotation grid's squares (``GlobalStage.staggered_deg``); ``--kept-start-cma`` runs ``opt``'s CMA-ES
+search renders the centres of its rotation grid's squares (``GlobalStage.staggered_deg``); ``--search-voxel-mm D|none`` the
+voxel size the search's DRRs are rendered from (``GlobalStage.search_voxel_mm``); ``--kept-start-cma`` runs ``opt``'s CMA-ES
 after a kept start too (``Stage.after_kept_start`` off: before 2026-12-04's third session); ``--ct-edges-in`` keeps the pixels whose rays
 the CT's extent cuts in every stage (``PoseProblem.LEAVE_OUT_CT_EDGES``, on since 2026-12-04); ``--instrument-bands``
 adds straight instruments to the metal mask (``sopi.xray_prep.STRAIGHT_INSTRUMENTS``, off by default). Everything after the options is
@@ -83,6 +84,8 @@ def main() -> int:
                         help="refine the start this many generations before judging it (GlobalStage.judge_generations; default: the shipped one)")
     parser.add_argument("--staggered-deg", default=None,
                         help="render the grid squares' centres within this many degrees, or 'none' (GlobalStage.staggered_deg; default: the shipped one)")
+    parser.add_argument("--search-voxel-mm", default=None,
+                        help="the search renders the CT block-averaged to at most this voxel size (mm), or 'none' (GlobalStage.search_voxel_mm; default: the shipped one)")
     parser.add_argument("--kept-start-cma", action="store_true", help="opt's CMA-ES runs after a kept start too (Stage.after_kept_start off)")
     parser.add_argument("--ct-edges-in", action="store_true", help="keep the CT's cut edges in the similarity (before 2026-12-04)")
     parser.add_argument("--instrument-bands", action="store_true", help="straight bands (their sides) in the metal mask")
@@ -101,6 +104,8 @@ def main() -> int:
         search = dataclasses.replace(search, judge_generations=args.judge_generations)
     if args.staggered_deg is not None:
         search = dataclasses.replace(search, staggered_deg=None if args.staggered_deg == "none" else float(args.staggered_deg))
+    if args.search_voxel_mm is not None:
+        search = dataclasses.replace(search, search_voxel_mm=None if args.search_voxel_mm == "none" else float(args.search_voxel_mm))
     methods.METHODS["global+opt"] = (search, *stages)
     problem.SCATTER_FROM_EXPOSED_FIELD = args.scatter_from_field
     problem.PoseProblem.FIT_BONE_CONTRAST = args.fit_bone_contrast

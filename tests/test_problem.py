@@ -322,6 +322,38 @@ def test_problems_sharing_projectors_reuse_the_blended_slices_and_score_alike():
     assert not torch.equal(alone.similarity(theta, 1, "gc"), expected)
 
 
+def test_a_coarse_voxel_size_renders_the_block_averaged_volume_once_for_every_problem_sharing_it():
+    """``attenuation_projector(..., voxel_mm)`` (the global search's): the DRR of the CT block-averaged to at most
+    that voxel size, exactly as a projector of that binned volume renders it; built once for problems sharing the
+    projectors; close to the full volume's DRR (the blocks' means are what coarse pixels average); a voxel size the
+    CT already meets renders the volume itself."""
+    from sopi.registration.problem import SharedProjectors
+    from sopi.render import binned_volume
+
+    fine = torch.zeros(48, 48, 48)
+    fine[4:44, 8:40, 8:40] = 0.02
+    fine[10:22, 18:28, 16:30] = 0.07
+    fine[26:40, 20:30, 18:28] = 0.06
+    volume = Volume(fine, world_from_index_affine((-47.0, -47.0, -47.0), (2.0, 2.0, 2.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    view = nominal_view("ap", volume.center_world, DETECTOR.source_to_isocenter_mm)
+    shared = SharedProjectors()
+    made = [PoseProblem(volume, torch.zeros(DETECTOR.shape), DETECTOR, view.camera_from_world, view.isocenter_world, projectors=shared)
+            for _ in range(2)]
+    poses = made[0].pose(torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [12.0, -20.0, 5.0, 3.0, -2.0, 10.0]], dtype=torch.float64))
+    with torch.no_grad():
+        coarse = made[0].attenuation_projector(DETECTOR, 3.0, voxel_mm=5.0)
+        assert tuple(coarse.volume.shape[2:]) == (24, 24, 24)  # 2 mm voxels binned by 2 (by 3 would pass 5 mm)
+        expected = Projector(binned_volume(volume, (2, 2, 2)), DETECTOR, step_mm=3.0)(poses)
+        assert torch.allclose(coarse(poses), expected, rtol=1e-5, atol=1e-6)
+        assert made[1].attenuation_projector(DETECTOR, 3.0, voxel_mm=5.0)._slice_cache is coarse._slice_cache
+        full = made[0].attenuation_projector(DETECTOR, 3.0)(poses)
+        assert coarse.volume.shape != made[0].attenuation_projector(DETECTOR, 3.0).volume.shape
+        a, b = expected.flatten(1) - expected.flatten(1).mean(1, keepdim=True), full.flatten(1) - full.flatten(1).mean(1, keepdim=True)
+        assert bool(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)) > 0.995).all())  # 0.9985 and 0.9998
+        assert float((expected - full).abs().mean()) < 0.03 * float(full.mean())  # 1.8 %: the blocks' edges blur
+        assert torch.equal(made[0].attenuation_projector(DETECTOR, 3.0, voxel_mm=2.5)(poses), full)
+
+
 def test_a_mask_rendered_with_its_own_projector_scores_as_a_second_channel_does(monkeypatch):
     """The two ways a level renders the spine mask (SharedProjectors.separate_mask): as a second channel of the CT's
     projector, or with a projector of its own on the CT's planes. Similarities (region recomputed and held), their

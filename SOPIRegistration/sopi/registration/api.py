@@ -23,7 +23,8 @@ from .learned import _fine_stage, _network_stage, load_networks
 from .methods import FineStage, NetworkStage, Stage, default_method, get_method, needs_mask, scaled_budgets, single_level
 from .optimizers import Monitor, OptimizerResult, adam, cma_es, line_scan, multi_start, powell
 from .passes import _Pass, run_passes, stage_loop
-from .problem import PoseProblem, SharedProjectors, default_pivot, exposed_field
+from .problem import PoseProblem, default_pivot, exposed_field
+from .projectors import SharedProjectors
 
 _A = TypeVar("_A")
 _B = TypeVar("_B")

@@ -93,6 +93,10 @@ class GlobalStage:
     depth_mm: float = 100.0
     depth_steps: int = 7
     detector_px: int = 48
+    # the search renders the CT block-averaged to voxels of at most this size (mm; PoseProblem.attenuation_projector);
+    # None: the working volume itself. At 3 mm the full-size chest CT's search took 2.3 s less (15.1 -> 12.8 s), but on
+    # 40 realistic wide starts of three CTs it ended under 10 mm in 30 against 32 (docs/benchmarks.md, 2026-12-07)
+    search_voxel_mm: float | None = None
     max_extent: float = 6.0  # the search detector is at most this many working detectors wide and high
     peaks_per_map: int = 2
     hypotheses: int = 6
@@ -193,7 +197,7 @@ def global_search(
     small = level.projector.geometry
     search = _search_detector(problem, small, stage.max_extent)
     # the attenuation alone: the search matches the DRR's edges, the spine channel would be rendered for nothing
-    projector = problem.attenuation_projector(search, level.projector.step_mm)
+    projector = problem.attenuation_projector(search, level.projector.step_mm, stage.search_voxel_mm)
     angles = _grid(stage.in_plane_deg, stage.in_plane_step_deg)
     depth = problem.geometry.source_to_isocenter_mm
     scales = torch.linspace(math.log((depth - stage.depth_mm) / depth), math.log((depth + stage.depth_mm) / depth), stage.depth_steps).exp().tolist()

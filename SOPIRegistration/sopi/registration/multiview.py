@@ -30,7 +30,8 @@ from ..volume import Volume
 from .global_search import GlobalStage
 from .methods import DEFAULT_METHOD, METHODS, Stage, get_method, needs_mask, scaled_budgets, several_view_stages, single_level
 from .optimizers import Monitor
-from .problem import PoseProblem, SharedProjectors, default_pivot, exposed_field
+from .problem import PoseProblem, default_pivot, exposed_field
+from .projectors import SharedProjectors
 
 __all__ = ["LinkedProblem", "MultiViewProblem", "MultiViewResult", "multiview_methods", "register_views"]
 
