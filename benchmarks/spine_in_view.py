@@ -49,7 +49,8 @@ def main() -> None:
             values = sorted(value for seed in args.seeds.split(",") for value in coverage_ratios(problem, case_poses(scene.nominal, protocol, args.cases, int(seed), scene.spine)))
             ratios += values
             print(f"{name} {protocol}: true poses {len(values)}, ratio min {values[0]:.3f}, p5 {values[len(values) // 20]:.3f}, median {values[len(values) // 2]:.3f}")
-        print(f"{name}: {len(ratios)} true poses, smallest ratio {min(ratios):.3f}")
+        below = ", ".join(f"{sum(value < level for value in ratios)} under {level:g}" for level in (0.5, 0.55, 0.6, 0.65, 0.7))
+        print(f"{name}: {len(ratios)} true poses, smallest ratio {min(ratios):.3f}; {below}")
         for folder in args.results:
             files = sorted(Path(folder).glob("**/results.csv"))
             files = [path for path in files if len(every) == 1 or name in str(path)]
