@@ -131,6 +131,8 @@ def test_a_flagged_result_looks_again_with_a_plate_masked(sample_case, monkeypat
     assert first == [stage.label for stage in get_method("opt")]
     assert labels[len(first):] == [INSTRUMENTS_NOTE + label for label in first]  # opt has no search to widen: two passes
     assert result.likely_failed
+    judged = [index for index, record in enumerate(result.stages) if "pass_confidence" in record]  # each pass's own judgement
+    assert judged == [len(first) - 1, len(labels) - 1] and all(result.stages[index]["pass_likely_failed"] for index in judged)
     points = torch.nonzero(spine.data)[::200].flip(-1).double() @ spine.world_from_index[:3, :3].T + spine.world_from_index[:3, 3]
     assert float(mtre_mm(result.camera_from_world, truth, points)) < 2.0
     # whichever pass won, it was judged with the plate's sides masked (the first pose is judged again), as recorded
@@ -181,6 +183,10 @@ def test_register_cli_writes_result_and_fused_picture(sample_case, tmp_path, cap
     assert result["likely_failed"] == (result["confidence"] < 0.5)
     assert {"similarity_gc", "peak_drop"} <= set(result["confidence_details"])
     assert f"confidence {result['confidence']:.2f}" in capsys.readouterr().out
+    assert all(": " not in record["stage"] for record in result["stages"])  # one pass (no instruments to look again without)
+    # its own judgement, in its last stage's record, is the result's
+    assert [record.get("pass_confidence") for record in result["stages"]] == [None] * (len(result["stages"]) - 1) + [round(result["confidence"], 4)]
+    assert result["stages"][-1]["pass_likely_failed"] is result["likely_failed"]
     from PIL import Image
 
     picture = Image.open(fused)

@@ -44,8 +44,9 @@ def stage_loop(
     """Run ``stages`` in turn from ``start`` on ``problem`` (one view's or several views'), each
     stage's label prefixed with ``note``; ``step(index, stage, theta, monitor)`` runs one stage and
     returns ``(outcome, extra record fields)``. Each candidate pose renders ``renders_per_pose`` DRRs.
-    ``assess(problem, theta)`` judges where the last stage ended. ``start``: the first stage's theta (default 0,
-    the problem's initial pose)."""
+    ``assess(problem, theta)`` judges where the last stage ended; its confidence and flag go into the last stage's
+    record (``pass_confidence``, ``pass_likely_failed``). ``start``: the first stage's theta (default 0, the problem's
+    initial pose)."""
     theta = torch.zeros(6, dtype=torch.float64) if start is None else start.reshape(6).to(torch.float64)
     records, iterations, converged, similarity = [], 0, True, float("nan")
     for index, stage in enumerate(stages):
@@ -59,7 +60,10 @@ def stage_loop(
             "time_s": round(time.perf_counter() - stage_started, 3), "params": params_to_dict(theta),
             "renders": outcome.evaluations * renders_per_pose, **extra,  # a global search counts its search renders in extra
         })
-    return _Pass(problem, theta, records, iterations, converged, similarity, assess(problem, theta), preparation)
+    assessment = assess(problem, theta)
+    if records:  # each pass's own judgement, kept in its last stage's record (a later pass may win or lose against it)
+        records[-1].update(pass_confidence=round(float(assessment.confidence), 4), pass_likely_failed=bool(assessment.likely_failed))
+    return _Pass(problem, theta, records, iterations, converged, similarity, assessment, preparation)
 
 
 #: The wider pass replaces the first only when more confident by this much: it searched rolls beyond
