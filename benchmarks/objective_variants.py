@@ -25,7 +25,8 @@ changes the global search's FFT score (``GlobalStage.fft_score``); ``--accept-st
 it keeps a refined start without searching (``GlobalStage.accept_start_above``); ``--judge-generations G`` how long
 the start is refined before it is judged (``GlobalStage.judge_generations``); ``--staggered-deg D|none`` how far the
 search renders the centres of its rotation grid's squares (``GlobalStage.staggered_deg``); ``--search-voxel-mm D|none`` the
-voxel size the search's DRRs are rendered from (``GlobalStage.search_voxel_mm``); ``--kept-start-cma`` runs ``opt``'s CMA-ES
+voxel size the search's DRRs are rendered from (``GlobalStage.search_voxel_mm``); ``--gradient-floor F|none`` the search's derivatives scaled towards unit length (``GlobalStage.gradient_floor``);
+``--orientation-hypotheses N`` how many matches of the unit-gradient ranking are refined too (``GlobalStage.orientation_hypotheses``); ``--kept-start-cma`` runs ``opt``'s CMA-ES
 after a kept start too (``Stage.after_kept_start`` off: before 2026-12-04's third session); ``--ct-edges-in`` keeps the pixels whose rays
 the CT's extent cuts in every stage (``PoseProblem.LEAVE_OUT_CT_EDGES``, on since 2026-12-04); ``--instrument-bands``
 adds straight instruments to the metal mask (``sopi.xray_prep.STRAIGHT_INSTRUMENTS``, off by default). Everything after the options is
@@ -86,6 +87,10 @@ def main() -> int:
                         help="render the grid squares' centres within this many degrees, or 'none' (GlobalStage.staggered_deg; default: the shipped one)")
     parser.add_argument("--search-voxel-mm", default=None,
                         help="the search renders the CT block-averaged to at most this voxel size (mm), or 'none' (GlobalStage.search_voxel_mm; default: the shipped one)")
+    parser.add_argument("--gradient-floor", default=None,
+                        help="the search's derivatives scaled towards unit length with this floor, or 'none' (GlobalStage.gradient_floor; default: the shipped one)")
+    parser.add_argument("--orientation-hypotheses", type=int, default=None,
+                        help="matches of the unit-gradient ranking refined besides the others (GlobalStage.orientation_hypotheses; default: the shipped one)")
     parser.add_argument("--kept-start-cma", action="store_true", help="opt's CMA-ES runs after a kept start too (Stage.after_kept_start off)")
     parser.add_argument("--ct-edges-in", action="store_true", help="keep the CT's cut edges in the similarity (before 2026-12-04)")
     parser.add_argument("--instrument-bands", action="store_true", help="straight bands (their sides) in the metal mask")
@@ -106,6 +111,10 @@ def main() -> int:
         search = dataclasses.replace(search, staggered_deg=None if args.staggered_deg == "none" else float(args.staggered_deg))
     if args.search_voxel_mm is not None:
         search = dataclasses.replace(search, search_voxel_mm=None if args.search_voxel_mm == "none" else float(args.search_voxel_mm))
+    if args.gradient_floor is not None:
+        search = dataclasses.replace(search, gradient_floor=None if args.gradient_floor == "none" else float(args.gradient_floor))
+    if args.orientation_hypotheses is not None:
+        search = dataclasses.replace(search, orientation_hypotheses=args.orientation_hypotheses)
     methods.METHODS["global+opt"] = (search, *stages)
     problem.SCATTER_FROM_EXPOSED_FIELD = args.scatter_from_field
     problem.PoseProblem.FIT_BONE_CONTRAST = args.fit_bone_contrast

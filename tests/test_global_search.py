@@ -124,6 +124,35 @@ def test_maps_of_images_of_awkward_sizes_are_padded_to_fast_fft_lengths_and_matc
     assert float(masked[0, 0, 20, 30]) == pytest.approx(1.0, abs=1e-9)
 
 
+def test_unit_gradients_let_faint_anatomy_outweigh_an_instruments_strong_edges_in_the_fft_match():
+    """The search image holds faint squares (anatomy) at one place and a bright bar (an instrument) at another; the
+    template is the squares with the bar across them, as an X-ray with an instrument the CT cannot show. With the
+    derivatives as they are, the bar's edges outweigh everything and the match lands on the bar; scaled towards unit
+    length (the search's second ranking, GlobalStage.orientation_floor), the squares' many edge pixels win."""
+    from sopi.similarity import image_gradients, unit_gradients
+
+    texture = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 100, 100, generator=torch.Generator().manual_seed(5), dtype=torch.float64), 5, 1)
+    image = 0.05 * texture[0]  # soft tissue: most of the image, and the typical derivative
+    for row, col in [(3, 3), (3, 19), (19, 3), (19, 19)]:
+        image[0, 8 + row:8 + row + 9, 10 + col:10 + col + 9] += 1.0  # the anatomy: window at row 8, col 10
+    image[0, 60:84, 64:68] += 30.0  # the bar: window at row 56, col 50
+    template = image[:, 8:40, 10:42].clone()
+    template[0, 4:28, 14:18] += 30.0  # the instrument across the anatomy in the X-ray
+    mask = torch.ones(1, 32, 32, dtype=torch.bool)
+
+    def best(floor):
+        gradients = image_gradients(image)
+        template_gradients = image_gradients(template)
+        if floor is not None:
+            gradients, template_gradients = unit_gradients(*gradients, floor), unit_gradients(*template_gradients, floor)
+        maps = masked_ncc_maps(torch.stack(gradients, dim=1), torch.stack(template_gradients, dim=1), mask, min_fraction=0.0)
+        _, rows, cols = top_peaks(maps, per_map=1, separation_px=3)
+        return int(rows[0, 0, 0]), int(cols[0, 0, 0])
+
+    assert best(None) == (56, 50)
+    assert best(GlobalStage().orientation_floor) == (8, 10)
+
+
 def test_top_peaks_are_the_largest_values_that_top_their_whole_window():
     """Against a direct definition: a peak is no smaller than every value within ``separation_px``
     (a square window, cut at the border)."""
@@ -417,12 +446,12 @@ def test_hypotheses_that_leave_the_spine_out_of_view_are_neither_refined_nor_kep
     monkeypatch.setattr(global_search_module, "cma_es", fixed_outcomes)
     outcome = global_search(problem, GlobalStage(), Monitor(None, None))
     refined = torch.stack(calls[1:])
-    assert len(refined) == GlobalStage().hypotheses
+    assert len(refined) == GlobalStage().searched_hypotheses
     assert bool((problem.spine_coverage(refined, factor) >= MIN_SPINE_IN_VIEW * start_coverage).all())
     carried = calls[1] + away
     assert float(problem.spine_coverage(carried[None], factor)[0]) < MIN_SPINE_IN_VIEW * start_coverage  # it did leave the view
     assert not any(torch.equal(theta, carried) for theta, _ in outcome.hypotheses)
-    assert len(outcome.hypotheses) == GlobalStage().hypotheses  # the start and the others
+    assert len(outcome.hypotheses) == GlobalStage().searched_hypotheses  # the start and the others
     assert torch.equal(outcome.theta, torch.zeros(6, dtype=torch.float64)) and -outcome.loss == pytest.approx(0.5)
     without_mask = PoseProblem(rendering_volume(ct, "hu"), image, SMALL, start.camera_from_world, mask_centroid_world(spine))
     calls.clear()
@@ -439,14 +468,15 @@ def test_the_spine_maps_footprint_of_projected_voxels_covers_what_a_rendered_mas
     from sopi.drr import Projector
     from sopi.filters import dilate
     from sopi.registration.confidence import MIN_SPINE_IN_VIEW
-    from sopi.registration.global_search import _SpineMaps, _search_detector
+    from sopi.registration.global_search import _search_detector
+    from sopi.registration.spine_footprint import SpineMaps
     from sopi.registration.problem import PoseProblem
 
     ct, spine, start, truth, image, points = far_case
     problem = PoseProblem(rendering_volume(ct, "hu"), image, SMALL, start.camera_from_world, mask_centroid_world(spine), mask=spine)
     small = SMALL.resized(48, 48)
     search = _search_detector(problem, small, 6.0)
-    maps = _SpineMaps(problem, search, small)
+    maps = SpineMaps(problem, search, small)
     theta = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [10.0, 30.0, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
     poses = problem.pose(theta)
     rendered = Projector(spine.with_data((spine.data != 0).to(torch.float32)), search, step_mm=0.5)(poses) > 0
@@ -481,7 +511,7 @@ def test_a_proposal_is_refined_right_after_the_start_and_can_win(far_case, monke
     monkeypatch.setattr(global_search_module, "cma_es", fixed_outcomes)
     outcome = global_search(problem, GlobalStage(), Monitor(None, None), proposals=[proposal])
     assert torch.equal(calls[1], proposal) and torch.equal(outcome.theta, proposal)
-    assert len(calls) == GlobalStage().hypotheses + 2  # the start, the proposal and the search's own
+    assert len(calls) == GlobalStage().searched_hypotheses + 2  # the start, the proposal and the search's own
 
 
 def test_widened_reaches_further_in_roll_and_in_plane_for_global_searches_only():
@@ -876,7 +906,7 @@ def test_the_wider_pass_renders_only_the_rolls_beyond_the_first_search_unless_it
     monkeypatch.setattr(global_search_module, "cma_es", lambda loss, theta, *args, **kwargs: OptimizerResult(theta, 0.0, 1, 1, True))
     first = GlobalStage()
     wider = widened((replace(first, wider_in_plane_deg=first.in_plane_deg),))[0]  # the roll alone widened
-    refinements = 1 + first.hypotheses  # the start and the search's own, one evaluation each here
+    refinements = 1 + first.searched_hypotheses  # the start and the search's own, one evaluation each here
 
     def renders(rotations: int) -> int:  # each rotation's DRR and the refinements (the spine checks project points)
         return rotations + refinements
@@ -921,7 +951,7 @@ def test_a_later_search_takes_the_refinements_an_earlier_one_made_of_the_same_hy
     first = global_search(problem, stage, Monitor(None, None), seed=3, judged_starts=cache)
     refined = len(calls)
     rendered = len(search_rotations(stage))
-    assert refined == 1 + stage.hypotheses and first.renders == rendered + refined  # the search's DRRs, one evaluation a refinement
+    assert refined == 1 + stage.searched_hypotheses and first.renders == rendered + refined  # the search's DRRs, one evaluation a refinement
     calls.clear()
     again = global_search(problem, stage, Monitor(None, None), seed=3, judged_starts=cache)
     assert calls == [3]  # only the start, which is not cached here

@@ -11,11 +11,13 @@ from sopi.similarity import (
     SIMILARITIES,
     gradient_correlation,
     gradient_difference,
+    image_gradients,
     laplacian_of_gaussian,
     ncc,
     nccl,
     ngi,
     patch_ncc,
+    unit_gradients,
 )
 
 
@@ -143,3 +145,29 @@ def test_box_mean_equals_average_pooling_that_ignores_the_outside():
     for size in (3, 9, 13):
         expected = F.avg_pool2d(images[:, None], size, stride=1, padding=size // 2, count_include_pad=False)[:, 0]
         assert torch.allclose(box_mean(images, size), expected, atol=1e-12)
+
+
+def test_unit_gradients_keep_each_direction_have_the_analytic_length_and_ignore_contrast():
+    """On a ramp every derivative has the median length m: scaled by 1 / sqrt(m^2 + (f m)^2) it has length
+    1 / sqrt(1 + f^2). Elsewhere the direction is kept, the length grows with the derivative's own, and the
+    result is the same for the image at any contrast (the median scales with it); a flat image stays zero."""
+    rows, cols = torch.meshgrid(torch.arange(20.0), torch.arange(24.0), indexing="ij")
+    ramp = (3.0 * cols + 4.0 * rows)[None]
+    gx, gy = image_gradients(ramp)
+    for floor in (0.5, 2.0):
+        ux, uy = unit_gradients(gx, gy, floor)
+        length = torch.sqrt(ux.square() + uy.square())[:, 1:-1, 1:-1]  # inside: replicate padding halves the edges
+        assert torch.allclose(length, torch.full_like(length, 1.0 / (1.0 + floor**2) ** 0.5), atol=1e-6)
+        assert torch.allclose(ux[:, 1:-1, 1:-1] / uy[:, 1:-1, 1:-1], torch.full_like(length, 3.0 / 4.0), atol=1e-6)
+    images = smooth_random(3)
+    gx, gy = image_gradients(images)
+    ux, uy = unit_gradients(gx, gy, 1.0)
+    cross = ux * gy - uy * gx  # parallel: no cross product; same sense: positive dot product
+    assert float(cross.abs().max()) < 1e-6 and bool(((ux * gx + uy * gy) >= 0).all())
+    for index in range(len(images)):  # each image has its own median
+        length, unit = torch.sqrt(gx[index].square() + gy[index].square()).flatten(), torch.sqrt(ux[index].square() + uy[index].square()).flatten()
+        assert bool((unit[torch.argsort(length)].diff() >= -1e-6).all()) and float(unit.max()) < 1.0
+    scaled = unit_gradients(*image_gradients(25.0 * images + 7.0), 1.0)
+    assert torch.allclose(scaled[0], ux, atol=1e-5) and torch.allclose(scaled[1], uy, atol=1e-5)
+    flat = unit_gradients(torch.zeros(1, 5, 5), torch.zeros(1, 5, 5), 2.0)
+    assert all(bool((part == 0).all()) for part in flat)

@@ -5,7 +5,10 @@ CT is rendered once onto a *search detector*: the working detector extended on e
 side so that it holds the projection of the whole spine plus half an X-ray. The X-ray,
 rotated in its plane (``rz``) and scaled (depth, close to a scale change at the
 isocentre), is then matched at every shift of that DRR at once by FFT (the derivatives'
-normalised correlation, :func:`sopi.template_matching.masked_ncc_maps`). So in-plane
+normalised correlation, :func:`sopi.template_matching.masked_ncc_maps`). The matches are ranked twice: with the
+derivatives as they are, and with both images' derivatives scaled towards unit length, so that an edge counts by its
+direction, not its contrast (:func:`sopi.similarity.unit_gradients`): an instrument's strong edges then drown the
+spine's less. Each ranking finds poses the other misses (``GlobalStage.orientation_hypotheses``). So in-plane
 rotation, depth, in-plane translation and *where along the spine the X-ray was taken* cost
 no renders.
 
@@ -36,13 +39,13 @@ import torch
 import torch.nn.functional as F
 
 from ..distances import _skew
-from ..filters import dilate
 from ..geometry import CArmGeometry, project_points, rigid, transform_points
-from ..similarity import image_gradients
+from ..similarity import image_gradients, unit_gradients
 from ..template_matching import gradient_ncc_maps, masked_ncc_maps, top_peaks
-from .confidence import MIN_SPINE_IN_VIEW, MIN_START_COVERAGE, START_COEFFICIENTS, Assessment, assess, assessment_factor, probe_renders, shows_spine
+from .confidence import START_COEFFICIENTS, Assessment, assess, probe_renders
 from .optimizers import Monitor, OptimizerResult, cma_es
 from .problem import PoseProblem
+from .spine_footprint import SpineInView, SpineMaps
 
 __all__ = ["ACCEPT_START_ABOVE", "TENTATIVE_START_ABOVE", "GlobalOutcome", "GlobalStage", "global_search", "gradient_templates", "judge_start", "same_hypothesis",
            "search_rotations"]
@@ -111,6 +114,15 @@ class GlobalStage:
     # or "joint-gradient" (both derivatives as one vector, raw windows: gradient_ncc_maps, 2.9x faster; it found
     # the truth among the hypotheses as often, but moved single hard cases both ways, docs/benchmarks.md)
     fft_score: str = "masked-ncc"
+    # the X-ray's and the search DRRs' derivatives scaled towards unit length before the matches are ranked
+    # (sopi.similarity.unit_gradients with this floor, in median derivative lengths); None: as they are. At 2 the
+    # realistic wide starts of seed 0 and 1 ended under 10 mm in 40 of 50 against 42 (docs/benchmarks.md, 2026-12-07)
+    gradient_floor: float | None = None
+    # besides the `hypotheses` best distinct matches, this many of a second ranking, with the derivatives scaled
+    # towards unit length (floor `orientation_floor`): an edge counts by its direction, so an instrument's or a
+    # blade's strong edges outweigh the spine's less, and each ranking finds poses the other misses
+    orientation_hypotheses: int = 2
+    orientation_floor: float = 2.0
     # the refined start is the answer, with no search, when its confidence (sopi.registration.confidence.assess
     # with START_COEFFICIENTS) reaches this; None: always search (ACCEPT_START_ABOVE)
     accept_start_above: float | None = ACCEPT_START_ABOVE
@@ -132,6 +144,11 @@ class GlobalStage:
     @property
     def label(self) -> str:
         return "global search"
+
+    @property
+    def searched_hypotheses(self) -> int:
+        """How many matches a search refines besides its start (and proposals): both rankings'."""
+        return self.hypotheses + self.orientation_hypotheses
 
 
 @dataclass
@@ -169,7 +186,7 @@ def global_search(
     origin = torch.zeros(6, dtype=torch.float64)  # theta of the start
     proposed = [theta.reshape(6).to(torch.float64) for theta in proposals]
     proposed = [theta for theta in proposed if not same_hypothesis(theta, origin)]
-    steps = 1 + len(rotations) + len(proposed) + stage.hypotheses  # progress: the start's refinement, the search renders, the others'
+    steps = 1 + len(rotations) + len(proposed) + stage.searched_hypotheses  # progress: the start's refinement, the search renders, the others'
     monitor.report(0, steps)
 
     refine = _refiner(problem, stage, seed, monitor.cancel)
@@ -202,9 +219,12 @@ def global_search(
     depth = problem.geometry.source_to_isocenter_mm
     scales = torch.linspace(math.log((depth - stage.depth_mm) / depth), math.log((depth + stage.depth_mm) / depth), stage.depth_steps).exp().tolist()
     warps = list(itertools.product(angles, scales))
-    templates, masks = gradient_templates(level.fixed, level.weight, small, warps)
-    spine_maps = _SpineMaps(problem, search, small)
-    candidates = []  # (score, rotation index, warp index, row, col)
+    rankings = [(stage.gradient_floor, stage.hypotheses)]  # (floor, matches wanted from it)
+    if stage.orientation_hypotheses > 0:
+        rankings.append((stage.orientation_floor, stage.orientation_hypotheses))
+    templates = [gradient_templates(level.fixed, level.weight, small, warps, floor) for floor, _ in rankings]
+    spine_maps = SpineMaps(problem, search, small)
+    candidates: list[list[tuple]] = [[] for _ in rankings]  # per ranking: (score, rotation index, warp index, row, col)
     for start in range(0, len(rotations), 8):
         chunk = rotations[start:start + 8]
         theta = torch.zeros(len(chunk), 6, dtype=torch.float64)
@@ -212,34 +232,37 @@ def global_search(
         with torch.no_grad():
             poses = problem.pose(theta).to(problem.device)
             drr = projector(poses)
-            gradient_x, gradient_y = image_gradients(drr.to(torch.float32))
-            maps = spine_maps.in_view_only(score(torch.stack([gradient_x, gradient_y], dim=1), templates, masks), poses)
-            values, rows, cols = top_peaks(maps, stage.peaks_per_map, separation_px=3)
-        for r, k, p in itertools.product(range(len(chunk)), range(len(warps)), range(values.shape[-1])):
-            if math.isfinite(float(values[r, k, p])):  # a map with no match in view has none
-                candidates.append((float(values[r, k, p]), start + r, k, int(rows[r, k, p]), int(cols[r, k, p])))
+            gradients = image_gradients(drr.to(torch.float32))
+            for ranked, (floor, _), (kernels, masks) in zip(candidates, rankings, templates):
+                scaled = gradients if floor is None else unit_gradients(*gradients, floor)
+                maps = spine_maps.in_view_only(score(torch.stack(scaled, dim=1), kernels, masks), poses)
+                values, rows, cols = top_peaks(maps, stage.peaks_per_map, separation_px=3)
+                for r, k, p in itertools.product(range(len(chunk)), range(len(warps)), range(values.shape[-1])):
+                    if math.isfinite(float(values[r, k, p])):  # a map with no match in view has none
+                        ranked.append((float(values[r, k, p]), start + r, k, int(rows[r, k, p]), int(cols[r, k, p])))
         monitor.report(1 + min(start + 8, len(rotations)), steps)
-    candidates.sort(key=lambda item: -item[0])
 
     reference = problem.reference
     pivot_camera_depth = float(transform_points(reference.camera_from_world, reference.isocenter_world[None])[0, 2])
     chosen: list[torch.Tensor] = [origin, *proposed]  # the start itself competes too
-    wanted = len(chosen) + stage.hypotheses
-    for score, r, k, row, col in candidates[: 50 * stage.hypotheses]:
-        theta0 = torch.zeros(6, dtype=torch.float64)
-        theta0[:2] = rotations[r]
-        angle, scale = warps[k]
-        principal = small.principal_point_px
-        offset_px = (col + principal[0] - search.principal_point_px[0], row + principal[1] - search.principal_point_px[1])
-        pose = _matched_pose(problem.pose(theta0), search, offset_px, angle, scale, pivot_camera_depth)
-        theta = reference.params(pose)
-        if all(not same_hypothesis(theta, other) for other in chosen):
-            chosen.append(theta)
-        if len(chosen) == wanted:
-            break
+    for ranked, (_, count) in zip(candidates, rankings):  # each ranking's best distinct matches, after the ones before
+        ranked.sort(key=lambda item: -item[0])
+        wanted = len(chosen) + count
+        for _, r, k, row, col in ranked[: 50 * count]:
+            if len(chosen) == wanted:
+                break
+            theta0 = torch.zeros(6, dtype=torch.float64)
+            theta0[:2] = rotations[r]
+            angle, scale = warps[k]
+            principal = small.principal_point_px
+            offset_px = (col + principal[0] - search.principal_point_px[0], row + principal[1] - search.principal_point_px[1])
+            pose = _matched_pose(problem.pose(theta0), search, offset_px, angle, scale, pivot_camera_depth)
+            theta = reference.params(pose)
+            if all(not same_hypothesis(theta, other) for other in chosen):
+                chosen.append(theta)
 
     refined, iterations, evaluations = [], 0, 0
-    in_view = _SpineInView(problem, spine_maps.footprint)
+    in_view = SpineInView(problem, spine_maps.footprint)
     for index, theta in enumerate(chosen):
         if index == 0:
             outcome, counted = first, cached is None  # a cached start was refined (and counted) by an earlier pass
@@ -325,90 +348,6 @@ def _refiner(problem: PoseProblem, stage: GlobalStage, seed: int, cancel) -> Cal
     return refine
 
 
-class _SpineFootprint:
-    """The pixels the spine projects onto, without marching a ray: the mask's voxels (at most :attr:`SPACING_MM`
-    apart) projected onto a detector and dilated as :meth:`PoseProblem.spine_coverage` dilates the rendered
-    projection (which closes the gaps between them). ``points`` is None without a mask."""
-
-    SPACING_MM = 3.0
-
-    def __init__(self, problem: PoseProblem):
-        self.dilation_px, self.points = problem.mask_dilation_px, None
-        if problem.mask is not None:
-            mask = problem.mask
-            strides = [max(1, math.floor(self.SPACING_MM / float(spacing))) for spacing in mask.spacing.flip(-1)]  # (k, j, i)
-            index = torch.nonzero(mask.data[:: strides[0], :: strides[1], :: strides[2]] != 0) * torch.tensor(strides)
-            self.points = index.flip(-1).to(torch.float64) @ mask.world_from_index[:3, :3].T + mask.world_from_index[:3, 3]
-
-    def region(self, poses: torch.Tensor, detector: CArmGeometry) -> torch.Tensor:
-        """Bool ``(B, rows, cols)``: the spine's dilated footprint on ``detector`` at each ``camera_from_world``."""
-        rows, cols = detector.rows, detector.cols
-        footprint = torch.zeros(len(poses), rows * cols, dtype=torch.bool)
-        for index, pose in enumerate(poses.cpu().to(torch.float64)):
-            pixels = project_points(pose, detector, self.points).round().long()
-            inside = (pixels[:, 0] >= 0) & (pixels[:, 0] < cols) & (pixels[:, 1] >= 0) & (pixels[:, 1] < rows)
-            footprint[index, pixels[inside, 1] * cols + pixels[inside, 0]] = True
-        return dilate(footprint.reshape(-1, rows, cols), self.dilation_px)
-
-
-class _SpineMaps:
-    """Where on the search detector a match would show the spine: the FFT search keeps only matches whose window
-    holds at least :data:`MIN_SPINE_IN_VIEW` of the spine region the start's window holds (the spine's footprint,
-    :class:`_SpineFootprint`, averaged over an X-ray's window). Nothing is left out without a mask or where the
-    start's window shows too little of the spine to compare with."""
-
-    def __init__(self, problem: PoseProblem, search: CArmGeometry, small: CArmGeometry):
-        self.search, self.threshold = search, None
-        self.footprint = _SpineFootprint(problem)
-        if self.footprint.points is None:
-            return
-        self.window = (small.rows, small.cols)
-        left = round(search.principal_point_px[0] - small.principal_point_px[0])
-        top = round(search.principal_point_px[1] - small.principal_point_px[1])
-        start = float(self._coverage(problem.pose(torch.zeros(1, 6, dtype=torch.float64)))[0, top, left])
-        if start >= MIN_START_COVERAGE:
-            self.threshold = MIN_SPINE_IN_VIEW * start
-
-    def _coverage(self, poses: torch.Tensor) -> torch.Tensor:
-        """``(B, H - h + 1, W - w + 1)``: the fraction of each X-ray-sized window the spine region covers."""
-        region = self.footprint.region(poses, self.search).to(torch.float64)
-        height, width = self.window  # window sums from the summed-area table: O(pixels), whatever the window
-        table = F.pad(region.cumsum(-2).cumsum(-1), (1, 0, 1, 0))
-        sums = table[:, height:, width:] - table[:, :-height, width:] - table[:, height:, :-width] + table[:, :-height, :-width]
-        return (sums / (height * width)).to(torch.float32)
-
-    def in_view_only(self, maps: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
-        """``maps`` ``(B, K, ., .)`` (the B poses' match scores) with -inf where the window's spine is out of view."""
-        if self.threshold is None:
-            return maps
-        shown = (self._coverage(poses) >= self.threshold).to(maps.device)
-        return maps.masked_fill(~shown[:, None, : maps.shape[-2], : maps.shape[-1]], -torch.inf)
-
-
-class _SpineInView:
-    """``in_view(theta)``: whether the spine's footprint (:class:`_SpineFootprint`) at ``theta`` covers at least
-    :data:`MIN_SPINE_IN_VIEW` of what it covers at the start, on the detector level of the result's own check
-    (:func:`sopi.registration.confidence.spine_in_view`).
-
-    Every X-ray this tool registers is aimed at the spine; a match that leaves it out of view has matched other
-    anatomy (the hip, a table's edge). At the true poses of 1,920 benchmark cases the ratio was at least 0.5
-    (:mod:`sopi.registration.confidence`). Always True without a mask or where the start shows too little of the
-    spine to compare with."""
-
-    def __init__(self, problem: PoseProblem, footprint: _SpineFootprint):
-        self.problem, self.footprint, self.start = problem, footprint, None
-        self.detector = problem.level_detector(assessment_factor(problem))
-        if footprint.points is not None:
-            start = self._coverage(torch.zeros(6, dtype=torch.float64))
-            self.start = start if start >= MIN_START_COVERAGE else None
-
-    def _coverage(self, theta: torch.Tensor) -> float:
-        return float(self.footprint.region(self.problem.pose(theta.reshape(1, 6)), self.detector).to(torch.float64).mean())
-
-    def __call__(self, theta: torch.Tensor) -> bool:
-        return self.start is None or shows_spine(self._coverage(theta) / self.start)
-
-
 def search_rotations(stage: GlobalStage) -> torch.Tensor:
     """``(R, 2)`` float64 ``(rx, ry)`` (deg) the search renders: the square grid of ``out_of_plane_step_deg`` within
     ``out_of_plane_deg`` (rx) and the roll range (ry), then the centres of its squares within ``staggered_deg`` on
@@ -463,9 +402,11 @@ def _search_detector(problem: PoseProblem, small: CArmGeometry, max_extent: floa
     return small.padded(-first_col, -first_row, math.ceil(right) - (small.cols - 1), math.ceil(bottom) - (small.rows - 1))
 
 
-def gradient_templates(image: torch.Tensor, weight: torch.Tensor | None, geometry: CArmGeometry, warps: list[tuple[float, float]]):
+def gradient_templates(image: torch.Tensor, weight: torch.Tensor | None, geometry: CArmGeometry, warps: list[tuple[float, float]],
+                       floor: float | None = None):
     """Sobel derivatives ``(K, 2, h, w)`` of the X-ray turned by ``angle`` (deg) and scaled by ``scale``
-    about the principal point, and their masks ``(K, h, w)`` (1 where the X-ray is valid)."""
+    about the principal point, and their masks ``(K, h, w)`` (1 where the X-ray is valid). ``floor``: the derivatives
+    scaled towards unit length (:func:`sopi.similarity.unit_gradients`); None: as they are."""
     rows, cols = image.shape
     du, dv = geometry.pixel_spacing_mm
     cu, cv = geometry.principal_point_px
@@ -483,6 +424,8 @@ def gradient_templates(image: torch.Tensor, weight: torch.Tensor | None, geometr
     stacked = torch.stack([image.to(torch.float32), valid.to(torch.float32)])[None].expand(len(warps), 2, rows, cols)
     warped = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     gradient_x, gradient_y = image_gradients(warped[:, 0])
+    if floor is not None:
+        gradient_x, gradient_y = unit_gradients(gradient_x, gradient_y, floor)
     masks = (-F.max_pool2d(-warped[:, 1:2], 3, stride=1, padding=1))[:, 0] > 0.99  # away from every edge of the valid region
     return torch.stack([gradient_x, gradient_y], dim=1), masks
 
