@@ -222,7 +222,8 @@ def global_search(
     rankings = [(stage.gradient_floor, stage.hypotheses)]  # (floor, matches wanted from it)
     if stage.orientation_hypotheses > 0:
         rankings.append((stage.orientation_floor, stage.orientation_hypotheses))
-    templates = [gradient_templates(level.fixed, level.weight, small, warps, floor) for floor, _ in rankings]
+    raw, masks = gradient_templates(level.fixed, level.weight, small, warps)  # the X-ray warped once for every ranking
+    kernels = [raw if floor is None else torch.stack(unit_gradients(raw[:, 0], raw[:, 1], floor), dim=1) for floor, _ in rankings]
     spine_maps = SpineMaps(problem, search, small)
     candidates: list[list[tuple]] = [[] for _ in rankings]  # per ranking: (score, rotation index, warp index, row, col)
     for start in range(0, len(rotations), 8):
@@ -233,13 +234,13 @@ def global_search(
             poses = problem.pose(theta).to(problem.device)
             drr = projector(poses)
             gradients = image_gradients(drr.to(torch.float32))
-            for ranked, (floor, _), (kernels, masks) in zip(candidates, rankings, templates):
-                scaled = gradients if floor is None else unit_gradients(*gradients, floor)
-                maps = spine_maps.in_view_only(score(torch.stack(scaled, dim=1), kernels, masks), poses)
-                values, rows, cols = top_peaks(maps, stage.peaks_per_map, separation_px=3)
-                for r, k, p in itertools.product(range(len(chunk)), range(len(warps)), range(values.shape[-1])):
-                    if math.isfinite(float(values[r, k, p])):  # a map with no match in view has none
-                        ranked.append((float(values[r, k, p]), start + r, k, int(rows[r, k, p]), int(cols[r, k, p])))
+            maps = torch.cat([score(torch.stack(gradients if floor is None else unit_gradients(*gradients, floor), dim=1), templates, masks)
+                              for (floor, _), templates in zip(rankings, kernels)], dim=1)  # (B, rankings x warps, ., .)
+            maps = spine_maps.in_view_only(maps, poses)  # the spine's footprint projected once for every ranking
+            values, rows, cols = top_peaks(maps, stage.peaks_per_map, separation_px=3)
+        found = torch.isfinite(values)  # a map with no match in view has none
+        for (r, k, _), value, row, col in zip(torch.nonzero(found).tolist(), values[found].tolist(), rows[found].tolist(), cols[found].tolist()):
+            candidates[k // len(warps)].append((value, start + r, k % len(warps), row, col))
         monitor.report(1 + min(start + 8, len(rotations)), steps)
 
     reference = problem.reference
@@ -402,11 +403,9 @@ def _search_detector(problem: PoseProblem, small: CArmGeometry, max_extent: floa
     return small.padded(-first_col, -first_row, math.ceil(right) - (small.cols - 1), math.ceil(bottom) - (small.rows - 1))
 
 
-def gradient_templates(image: torch.Tensor, weight: torch.Tensor | None, geometry: CArmGeometry, warps: list[tuple[float, float]],
-                       floor: float | None = None):
+def gradient_templates(image: torch.Tensor, weight: torch.Tensor | None, geometry: CArmGeometry, warps: list[tuple[float, float]]):
     """Sobel derivatives ``(K, 2, h, w)`` of the X-ray turned by ``angle`` (deg) and scaled by ``scale``
-    about the principal point, and their masks ``(K, h, w)`` (1 where the X-ray is valid). ``floor``: the derivatives
-    scaled towards unit length (:func:`sopi.similarity.unit_gradients`); None: as they are."""
+    about the principal point, and their masks ``(K, h, w)`` (1 where the X-ray is valid)."""
     rows, cols = image.shape
     du, dv = geometry.pixel_spacing_mm
     cu, cv = geometry.principal_point_px
@@ -424,8 +423,6 @@ def gradient_templates(image: torch.Tensor, weight: torch.Tensor | None, geometr
     stacked = torch.stack([image.to(torch.float32), valid.to(torch.float32)])[None].expand(len(warps), 2, rows, cols)
     warped = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     gradient_x, gradient_y = image_gradients(warped[:, 0])
-    if floor is not None:
-        gradient_x, gradient_y = unit_gradients(gradient_x, gradient_y, floor)
     masks = (-F.max_pool2d(-warped[:, 1:2], 3, stride=1, padding=1))[:, 0] > 0.99  # away from every edge of the valid region
     return torch.stack([gradient_x, gradient_y], dim=1), masks
 
