@@ -94,6 +94,62 @@ def test_scores_computed_in_blocks_of_templates_equal_each_template_scored_alone
     torch.testing.assert_close(maps, alone, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("score", [masked_ncc_maps, gradient_ncc_maps])
+def test_maps_computed_side_by_side_are_those_of_one_thread_bit_for_bit(score, monkeypatch):
+    """The blocks of templates run in Python threads, torch single-threaded in each: the maps must be exactly those
+    of a single-threaded run, and torch's thread count is back afterwards."""
+    import sopi.template_matching as template_matching
+
+    generator = torch.Generator().manual_seed(8)
+    images = torch.randn(4, 2, 37, 29, generator=generator)
+    templates = torch.randn(10, 2, 9, 11, generator=generator)
+    masks = torch.rand(10, 9, 11, generator=generator) > 0.4
+    monkeypatch.setattr(template_matching, "_BLOCK_BYTES", 1)  # three blocks
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        together = score(images, templates, masks)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        alone = score(images, templates, masks)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(together, alone)
+
+
+def test_map_medians_are_torchs_lower_median_of_each_map():
+    """Odd and even pixel counts, ties and negative values: the partial sort gives torch's own median."""
+    from sopi.template_matching import map_medians
+
+    generator = torch.Generator().manual_seed(3)
+    for shape in [(3, 5, 7, 9), (2, 4, 6), (1, 1, 1)]:
+        maps = torch.randint(-4, 5, shape, generator=generator).to(torch.float32)  # many ties
+        expected = maps.flatten(-2).median(dim=-1).values
+        assert torch.equal(map_medians(maps), expected)
+        flat = maps.flatten(-2).sort(dim=-1).values
+        assert torch.equal(expected, flat[..., (flat.shape[-1] - 1) // 2])  # the lower median, by a full sort
+
+
+def test_valid_inverse_is_the_cropped_inverse_rfft2():
+    """The rows' inverse, cropped to the valid shifts, then the columns': the crop of the whole inverse."""
+    from sopi.template_matching import _valid_inverse
+
+    spectrum = torch.fft.rfft2(torch.randn(3, 2, 20, 18, generator=torch.Generator().manual_seed(4)))
+    torch.testing.assert_close(_valid_inverse(spectrum, (20, 18), (7, 11)), torch.fft.irfft2(spectrum, s=(20, 18))[..., :7, :11],
+                               rtol=0, atol=1e-6)
+
+
+def test_kept_bar_is_the_count_th_best_score_once_there_are_that_many():
+    """A map whose best score is under the bar can add nothing to the ``count`` best matches."""
+    from sopi.registration.global_search import _kept_bar
+
+    scores = [0.3, 0.9, 0.1, 0.5, 0.9]
+    ranked = [(score, index, 0, 0, 0) for index, score in enumerate(scores)]
+    assert _kept_bar(ranked[:2], 3) == -math.inf
+    for count in range(1, 6):
+        assert _kept_bar(ranked, count) == sorted(scores, reverse=True)[count - 1]
+
+
 def test_maps_of_images_of_awkward_sizes_are_padded_to_fast_fft_lengths_and_match_a_direct_computation():
     """43 x 47 (primes) images are correlated on a 45 x 48 FFT grid: the maps at every corner shift, where a wrong
     padding would wrap the window around, still match the direct computation; the length is the smallest 5-smooth."""

@@ -49,3 +49,34 @@ def test_engine_process_environment_waits_briefly_unless_set(monkeypatch, given)
     if "OMP_WAIT_POLICY" in given:
         expected.pop("GOMP_SPINCOUNT")  # OpenMP's own spin count for the policy chosen
     assert {name: environment[name] for name in _OPENMP_VARIABLES if name in environment} == expected
+
+
+def test_side_by_side_runs_every_item_single_threaded_in_order_and_restores_the_thread_count():
+    import threading
+
+    import torch
+
+    from sopi.torch_workers import side_by_side
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        seen = side_by_side(lambda item: (item * item, torch.get_num_threads(), threading.current_thread().name), list(range(7)))
+        assert [value for value, _, _ in seen] == [item * item for item in range(7)]
+        assert {count for _, count, _ in seen} == {1}  # torch single-threaded in each worker
+        assert all(name.startswith("sopi-torch") for _, _, name in seen)
+        assert torch.get_num_threads() == 2
+
+        def failing(item: int) -> int:
+            if item == 3:
+                raise ValueError("item 3")
+            return item
+
+        with pytest.raises(ValueError, match="item 3"):
+            side_by_side(failing, list(range(5)))
+        assert torch.get_num_threads() == 2  # restored after an error too
+
+        torch.set_num_threads(1)  # one thread: in order, in the caller's thread
+        assert side_by_side(lambda item: threading.current_thread().name, [0, 1]) == [threading.current_thread().name] * 2
+    finally:
+        torch.set_num_threads(threads)

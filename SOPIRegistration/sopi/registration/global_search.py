@@ -30,6 +30,7 @@ hypothesis is clearly more similar (``start_margin``).
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -237,9 +238,14 @@ def global_search(
             maps = torch.cat([score(torch.stack(gradients if floor is None else unit_gradients(*gradients, floor), dim=1), templates, masks)
                               for (floor, _), templates in zip(rankings, kernels)], dim=1)  # (B, rankings x warps, ., .)
             maps = spine_maps.in_view_only(maps, poses)  # the spine's footprint projected once for every ranking
-            values, rows, cols = top_peaks(maps, stage.peaks_per_map, separation_px=3)
+            # only the best 50 x count of a ranking's matches are ever read: a map whose best score is under the
+            # ranking's worst of those so far adds none, and its peaks need not be found (the same candidates read)
+            bars = torch.tensor([_kept_bar(ranked, 50 * count) for ranked, (_, count) in zip(candidates, rankings)], dtype=maps.dtype)
+            contending = maps.amax(dim=(-2, -1)) >= bars.repeat_interleave(len(warps))
+            values, rows, cols = top_peaks(maps[contending], stage.peaks_per_map, separation_px=3)
         found = torch.isfinite(values)  # a map with no match in view has none
-        for (r, k, _), value, row, col in zip(torch.nonzero(found).tolist(), values[found].tolist(), rows[found].tolist(), cols[found].tolist()):
+        where = torch.nonzero(contending)[torch.nonzero(found)[:, 0]]  # (rotation in chunk, ranking x warp) of each
+        for (r, k), value, row, col in zip(where.tolist(), values[found].tolist(), rows[found].tolist(), cols[found].tolist()):
             candidates[k // len(warps)].append((value, start + r, k % len(warps), row, col))
         monitor.report(1 + min(start + 8, len(rotations)), steps)
 
@@ -282,6 +288,14 @@ def global_search(
     renders = len(rotations) + evaluations + judged_renders
     return GlobalOutcome(best_theta, -best_similarity, iterations, renders, True, hypotheses=refined, renders=renders,
                          start_confidence=start_confidence)
+
+
+def _kept_bar(ranked: list[tuple], count: int) -> float:
+    """The ``count``-th best score among ``ranked`` candidates (``-inf`` while there are fewer): a match scoring
+    under it can never be among the ``count`` best."""
+    if len(ranked) < count:
+        return -math.inf
+    return heapq.nlargest(count, (item[0] for item in ranked))[-1]
 
 
 def judge_start(problem: PoseProblem, stage: GlobalStage, seed: int = 0) -> tuple[OptimizerResult, Assessment]:
