@@ -53,6 +53,8 @@ __all__ = ["ACCEPT_START_ABOVE", "TENTATIVE_START_ABOVE", "GlobalOutcome", "Glob
 
 
 _FFT_SCORES = {"masked-ncc": masked_ncc_maps, "joint-gradient": gradient_ncc_maps}
+#: A ranking's best matches read, per hypothesis wanted from it, for distinct ones (most are the same pose again).
+_READ_PER_HYPOTHESIS = 50
 
 #: The refined start's confidence at which the search is skipped: about twice the highest that a refined far or
 #: wide start reached (0.106 on 240 of them: clean and realistic X-rays of three CTs, seeds 0 and 1). It was the
@@ -238,9 +240,10 @@ def global_search(
             maps = torch.cat([score(torch.stack(gradients if floor is None else unit_gradients(*gradients, floor), dim=1), templates, masks)
                               for (floor, _), templates in zip(rankings, kernels)], dim=1)  # (B, rankings x warps, ., .)
             maps = spine_maps.in_view_only(maps, poses)  # the spine's footprint projected once for every ranking
-            # only the best 50 x count of a ranking's matches are ever read: a map whose best score is under the
-            # ranking's worst of those so far adds none, and its peaks need not be found (the same candidates read)
-            bars = torch.tensor([_kept_bar(ranked, 50 * count) for ranked, (_, count) in zip(candidates, rankings)], dtype=maps.dtype)
+            # only a ranking's best _READ_PER_HYPOTHESIS x count matches are ever read: a map whose best score is under
+            # the ranking's worst of those so far adds none, and its peaks need not be found (the same candidates read)
+            bars = [_kept_bar(ranked, _READ_PER_HYPOTHESIS * count) for ranked, (_, count) in zip(candidates, rankings)]
+            bars = torch.tensor(bars, dtype=maps.dtype)
             contending = maps.amax(dim=(-2, -1)) >= bars.repeat_interleave(len(warps))
             values, rows, cols = top_peaks(maps[contending], stage.peaks_per_map, separation_px=3)
         found = torch.isfinite(values)  # a map with no match in view has none
@@ -255,7 +258,7 @@ def global_search(
     for ranked, (_, count) in zip(candidates, rankings):  # each ranking's best distinct matches, after the ones before
         ranked.sort(key=lambda item: -item[0])
         wanted = len(chosen) + count
-        for _, r, k, row, col in ranked[: 50 * count]:
+        for _, r, k, row, col in ranked[: _READ_PER_HYPOTHESIS * count]:
             if len(chosen) == wanted:
                 break
             theta0 = torch.zeros(6, dtype=torch.float64)
