@@ -130,13 +130,18 @@ def test_map_medians_are_torchs_lower_median_of_each_map():
         assert torch.equal(expected, flat[..., (flat.shape[-1] - 1) // 2])  # the lower median, by a full sort
 
 
-def test_valid_inverse_is_the_cropped_inverse_rfft2():
-    """The rows' inverse, cropped to the valid shifts, then the columns': the crop of the whole inverse."""
-    from sopi.template_matching import _valid_inverse
+def test_valid_inverse_of_the_laid_out_spectra_is_the_cropped_inverse_rfft2():
+    """:func:`_spectra` lays rfft2's spectrum out with the rows' frequencies innermost; the rows' inverse, cropped to
+    the valid shifts, then the columns': the crop of the whole inverse. Odd and even sizes, batch dims kept."""
+    from sopi.template_matching import _spectra, _valid_inverse
 
-    spectrum = torch.fft.rfft2(torch.randn(3, 2, 20, 18, generator=torch.Generator().manual_seed(4)))
-    torch.testing.assert_close(_valid_inverse(spectrum, (20, 18), (7, 11)), torch.fft.irfft2(spectrum, s=(20, 18))[..., :7, :11],
-                               rtol=0, atol=1e-6)
+    generator = torch.Generator().manual_seed(4)
+    for size, valid in (((20, 18), (7, 11)), ((15, 25), (15, 1)), ((9, 10), (1, 10))):
+        values = torch.randn(3, 2, *size, generator=generator)
+        spectrum = _spectra(values, size)
+        assert spectrum.shape == (3, 2, size[1] // 2 + 1, size[0]) and spectrum.is_contiguous()
+        torch.testing.assert_close(spectrum, torch.fft.rfft2(values).transpose(-1, -2), rtol=0, atol=0)
+        torch.testing.assert_close(_valid_inverse(spectrum, size, valid), values[..., : valid[0], : valid[1]], rtol=0, atol=1e-5)
 
 
 def test_kept_bar_is_the_count_th_best_score_once_there_are_that_many():
@@ -772,6 +777,7 @@ def test_a_flagged_result_gets_a_second_look_with_instruments_masked_before_the_
     from sopi.registration.methods import START_NOTE, WIDER_NOTE
 
     monkeypatch.setattr(passes, "REFINE_FIRST_MASKED", False)
+    monkeypatch.setattr(passes, "REJUDGE_FIRST_MASKED", False)
 
     stages = get_method("global+opt")
     # (confidences of the passes run, what second_look finds, the notes of the passes run, the winner)
@@ -805,6 +811,7 @@ def test_after_a_second_look_the_first_pose_is_judged_again_with_the_instruments
     from sopi.registration.passes import INSTRUMENTS_NOTE, run_passes
 
     monkeypatch.setattr(passes, "REFINE_FIRST_MASKED", False)
+    monkeypatch.setattr(passes, "REJUDGE_FIRST_MASKED", False)
     from sopi.registration.confidence import LIKELY_FAILED_BELOW
     from sopi.registration.methods import START_NOTE, WIDER_NOTE
 
@@ -880,6 +887,7 @@ def test_the_second_look_first_refines_the_first_result_masked_and_searches_only
     from sopi.registration.passes import INSTRUMENTS_NOTE, REFINED_NOTE, run_passes
 
     monkeypatch.setattr(passes, "REFINE_AS_KEPT_START", as_kept)
+    monkeypatch.setattr(passes, "REJUDGE_FIRST_MASKED", False)  # its own test below
     stages = get_method("global+opt")
     # (confidences of the passes run, the first pose judged again, the notes run, the winner's pass)
     cases = [
@@ -907,6 +915,109 @@ def test_the_second_look_first_refines_the_first_result_masked_and_searches_only
         assert kept == [as_kept and index == 1 for index in range(len(notes))]  # the refinement, as a kept start's if asked
         assert judged == [f"problem of {notes[2] if len(notes) > 2 else REFINED_NOTE}"]  # on the pass the second look kept
         assert final.problem == f"problem of {winner}" and final.records == [{"stage": note} for note in notes]
+
+
+@pytest.mark.parametrize("polish", [True, False])
+def test_after_a_search_the_second_look_first_judges_the_first_result_masked_and_only_polishes_it_when_trusted(polish, monkeypatch):
+    """With straight instruments found after a first pass that searched, the first result is judged again on a masked
+    pass's problem (no stage runs, from its own pose). Trusted, it is only polished with them masked (the stages after
+    opt's wide CMA-ES, from its pose; with :data:`REJUDGED_POLISH`), the more confident of the two kept, nothing
+    searched; flagged, the masked refinement and search run as before. After a kept start nothing is judged first."""
+    from dataclasses import replace
+
+    from sopi.registration import passes
+    from sopi.registration.methods import WIDER_NOTE, polish_stages, without_search
+    from sopi.registration.passes import INSTRUMENTS_NOTE, REFINED_NOTE, REJUDGED_NOTE, run_passes
+
+    monkeypatch.setattr(passes, "REJUDGED_POLISH", polish)
+    stages = get_method("global+opt")
+    local = without_search(stages)
+    # (confidences of the passes run, the notes run, the winner's pass and confidence)
+    cases = [
+        ((0.3, 0.7, 0.6), ["first", REJUDGED_NOTE, REFINED_NOTE], REJUDGED_NOTE, 0.7),
+        ((0.3, 0.7, 0.8), ["first", REJUDGED_NOTE, REFINED_NOTE], REFINED_NOTE, 0.8),
+        ((0.3, 0.4, 0.8), ["first", REJUDGED_NOTE, REFINED_NOTE], REFINED_NOTE, 0.8),
+        ((0.3, 0.1, 0.2, 0.6), ["first", REJUDGED_NOTE, REFINED_NOTE, INSTRUMENTS_NOTE], INSTRUMENTS_NOTE, 0.6),
+        ((0.3, 0.1, 0.2, 0.1, 0.6), ["first", REJUDGED_NOTE, REFINED_NOTE, INSTRUMENTS_NOTE, WIDER_NOTE], WIDER_NOTE, 0.6),
+    ]
+    kept_start_cases = [  # refined with the instruments masked at once, as before
+        ((0.3, 0.6), ["first", REFINED_NOTE], REFINED_NOTE, 0.6),
+        ((0.3, 0.2, 0.6), ["first", REFINED_NOTE, INSTRUMENTS_NOTE], INSTRUMENTS_NOTE, 0.6),
+    ]
+    for searched, listed in ((True, cases), (False, kept_start_cases)):
+        for confidences, notes, winner, confidence in listed:
+            trusted = searched and confidences[1] >= 0.5
+            if trusted and not polish:
+                notes, winner, confidence = notes[:2], REJUDGED_NOTE, confidences[1]
+            calls, chosen_stages, judged_only = [], [], []
+
+            def run(chosen, note, start=None, kept_start=False, judge_only=False):
+                calls.append(note or "first")
+                chosen_stages.append((chosen, None if start is None else float(start[0])))
+                made = _fake_pass(confidences[len(calls) - 1], note or "first")
+                if judge_only:
+                    judged_only.append(len(calls))
+                    return replace(made, theta=start.clone(), records=[{"stage": note + "judged"}])  # at the pose it was given
+                return replace(made, records=[{**made.records[0], "searched": searched}]) if not note else made
+
+            def judge(problem, theta):  # the first pose judged on the pass the second look kept, where that is not trusted
+                return type("Assessment", (), {"confidence": 0.35, "likely_failed": True, "spine_in_view": None})()
+
+            final = run_passes(run, stages, lambda: True, judge=judge)
+            assert calls == notes and judged_only == ([2] if searched else [])
+            if searched:
+                assert chosen_stages[1] == (local, confidences[0])  # judged at the first pose, with the stages it would refine with
+                refining = polish_stages(local) if trusted else local  # the polish alone after a trusted judgement
+                assert chosen_stages[2:3] == ([(refining, confidences[0])] if len(notes) > 2 else [])
+                assert final.records[:2] == [{"stage": "first", "searched": True}, {"stage": REJUDGED_NOTE + "judged"}]
+            else:
+                assert chosen_stages[1] == (local, confidences[0])  # the whole refinement, from the first pose
+            assert final.assessment.confidence == confidence
+            if winner == REJUDGED_NOTE:  # the first pose with its masked judgement, record and preparation
+                assert float(final.theta[0]) == confidences[0] and not final.assessment.likely_failed
+                assert final.preparation == {"pass": REJUDGED_NOTE}
+            else:
+                assert float(final.theta[0]) == confidences[notes.index(winner)]
+
+
+def test_the_polish_stages_are_the_ones_after_the_last_cma_es():
+    """opt's Adam, depth scan and last polish; nothing without a CMA-ES stage or with nothing after it."""
+    from sopi.registration.methods import DEPTH_SCAN, FINAL_POLISH, polish_stages, without_search
+
+    opt = get_method("opt")
+    assert polish_stages(opt) == opt[1:] and polish_stages(opt)[-2:] == (DEPTH_SCAN, FINAL_POLISH)
+    assert polish_stages(without_search(get_method("global+opt"))) == opt[1:]
+    assert polish_stages(opt[1:]) is None and polish_stages(opt[:1]) is None
+    assert polish_stages(get_method("sopi+opt")) == opt[1:]
+
+
+def test_a_judged_pass_judges_its_start_on_the_problem_adapted_there(far_case, monkeypatch):
+    """``register``'s ``run(..., judge_only=True)``: no stage runs; the pose it is given is judged on the pass's own
+    problem, adapted to the X-ray at that pose first (the scatter fitted, as a pass's second stage does), and one record
+    holds that judgement."""
+    import sopi.registration.api as api_module
+    from sopi.registration.confidence import assess
+    from sopi.registration.methods import without_search
+    from sopi.registration.passes import REJUDGED_NOTE
+
+    ct, spine, _, truth, image, _ = far_case
+    start = NominalView(truth, mask_centroid_world(spine), "truth").pose(torch.tensor([1.5, -1.0, 1.0, 2.0, -2.0, 6.0], dtype=torch.float64))
+    seen = []
+
+    def first_then_judged(run, stages, *args, **kwargs):
+        first = run(stages, "")
+        seen.extend([first, run(without_search(stages), REJUDGED_NOTE, first.theta, judge_only=True)])
+        return seen[-1]
+
+    monkeypatch.setattr(api_module, "run_passes", first_then_judged)
+    found = register(ct, XRay(image, SMALL), initial_pose=start, mask=spine)
+    first, judged = seen
+    assert torch.equal(judged.theta, first.theta) and torch.equal(found.params, first.theta) and judged.iterations == 0
+    assert judged.problem is not first.problem and "scatter_to_primary_estimate" in judged.preparation  # adapted there
+    again = assess(judged.problem, first.theta)
+    assert judged.assessment.confidence == again.confidence and found.confidence == again.confidence
+    assert [record["stage"] for record in judged.records] == [REJUDGED_NOTE + "judged"]
+    assert judged.records[0]["pass_confidence"] == round(again.confidence, 4) and judged.records[0]["iterations"] == 0
 
 
 def _sample_case_at(theta: list[float]):

@@ -40,11 +40,11 @@ def masked_ncc_maps(images: torch.Tensor, templates: torch.Tensor, masks: torch.
     channels = images.shape[1]
     size, valid, masks, weight, centred = _centred_templates(images, templates, masks)
     energy = centred.square().sum(dim=(-2, -1))  # (K, C)
-    image_f = torch.fft.rfft2(torch.cat([images, images.square()], dim=1), s=size)  # (N, 2C, ., .)
+    image_f = _spectra(torch.cat([images, images.square()], dim=1), size)  # (N, 2C, ., .)
 
     def block(part: slice) -> torch.Tensor:
-        centred_f = torch.fft.rfft2(centred[part], s=size).conj()  # (k, C, ., .)
-        mask_f = torch.fft.rfft2(masks[part], s=size).conj()  # (k, ., .)
+        centred_f = _spectra(centred[part], size).conj()  # (k, C, ., .)
+        mask_f = _spectra(masks[part], size).conj()  # (k, ., .)
         total = 0.0
         for channel in range(channels):
             plain, squared = image_f[:, channel], image_f[:, channels + channel]
@@ -77,12 +77,12 @@ def gradient_ncc_maps(images: torch.Tensor, templates: torch.Tensor, masks: torc
     channels = images.shape[1]
     size, valid, masks, _, centred = _centred_templates(images, templates, masks)
     energy = centred.square().sum(dim=(-3, -2, -1))  # (K,)
-    image_f = torch.fft.rfft2(images, s=size)  # (N, C, ., .)
-    power_f = torch.fft.rfft2(images.square().sum(dim=1), s=size)  # (N, ., .)
+    image_f = _spectra(images, size)  # (N, C, ., .)
+    power_f = _spectra(images.square().sum(dim=1), size)  # (N, ., .)
 
     def block(part: slice) -> torch.Tensor:
-        centred_f = torch.fft.rfft2(centred[part], s=size).conj()  # (k, C, ., .)
-        mask_f = torch.fft.rfft2(masks[part], s=size).conj()  # (k, ., .)
+        centred_f = _spectra(centred[part], size).conj()  # (k, C, ., .)
+        mask_f = _spectra(masks[part], size).conj()  # (k, ., .)
         product = image_f[:, None, 0] * centred_f[None, :, 0]
         for channel in range(1, channels):
             product += image_f[:, None, channel] * centred_f[None, :, channel]
@@ -122,11 +122,19 @@ def _centred_templates(images: torch.Tensor, templates: torch.Tensor, masks: tor
     return (fast_fft_length(height), fast_fft_length(width)), valid, masks, weight, centred
 
 
+def _spectra(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``rfft2(values, s=size)`` laid out as ``(..., size[1] // 2 + 1, size[0])``, the rows' frequencies innermost
+    (contiguous): :func:`_valid_inverse` then inverts along the rows without first copying every product to that
+    layout, which took as long as the transform itself on the search's maps (docs/benchmarks.md)."""
+    return torch.fft.rfft2(values, s=size).transpose(-1, -2).contiguous()
+
+
 def _valid_inverse(spectrum: torch.Tensor, size: tuple[int, int], valid: tuple[int, int]) -> torch.Tensor:
-    """``irfft2(spectrum, s=size)[..., :valid[0], :valid[1]]``: the inverse along the rows first, then only the valid
-    rows' inverse along the columns (the same values; 1.8x faster than inverting every row on the search's maps)."""
-    rows = torch.fft.ifft(spectrum, n=size[0], dim=-2)[..., : valid[0], :]
-    return torch.fft.irfft(rows, n=size[1], dim=-1)[..., : valid[1]]
+    """``irfft2(s, s=size)[..., :valid[0], :valid[1]]`` of the spectrum ``s`` that :func:`_spectra` lays out
+    (``spectrum`` is ``s`` transposed): the inverse along the rows first, then only the valid rows' inverse along the
+    columns (the same values; 1.8x faster than inverting every row on the search's maps)."""
+    rows = torch.fft.ifft(spectrum, n=size[0], dim=-1)[..., : valid[0]]
+    return torch.fft.irfft(rows.transpose(-1, -2), n=size[1], dim=-1)[..., : valid[1]]
 
 
 def fast_fft_length(length: int) -> int:

@@ -22,7 +22,7 @@ from .global_search import GlobalStage, global_search, same_hypothesis
 from .learned import _fine_stage, _network_stage, load_networks
 from .methods import FineStage, NetworkStage, Stage, default_method, get_method, needs_mask, scaled_budgets, single_level
 from .optimizers import Monitor, OptimizerResult, adam, cma_es, line_scan, multi_start, powell
-from .passes import _Pass, run_passes, stage_loop
+from .passes import _Pass, judged_pass, run_passes, stage_loop
 from .problem import PoseProblem, default_pivot, exposed_field
 from .projectors import SharedProjectors
 
@@ -237,7 +237,7 @@ def register(
     judged_starts: dict[str, dict] = {"own": {}, "masked": {}}  # the same weights judge the same start
     plain_weight, masked_weight = weight, _NOT_YET
 
-    def run(chosen: tuple, note: str, start: torch.Tensor | None = None, kept_start: bool = False) -> _Pass:
+    def run(chosen: tuple, note: str, start: torch.Tensor | None = None, kept_start: bool = False, judge_only: bool = False) -> _Pass:
         problem = PoseProblem(  # a fresh one per pass: adapting to the X-ray changes its weights
             attenuation, fixed.image, geometry, initial_pose.to(torch.float64), pivot, mask=spine, device=resolve_device(device),
             step_mm=step_mm, xray_weight=weight, exposed=exposed_field(fixed), projectors=projectors,
@@ -283,6 +283,11 @@ def register(
             finished_stages[key] = _run_stage(problem, stage, theta, seed + index, monitor)
             return finished_stages[key], {}
 
+        if judge_only:  # start judged, the problem adapted to the X-ray there as the stages after the first would adapt it
+            adapting = next((stage for stage in chosen[1:] if isinstance(stage, Stage)), None)
+            if prepare and adapting is not None:
+                found.update(problem.adapt_to_xray(start, adapting.level_factor(max(geometry.rows, geometry.cols)), adapting.measure))
+            return judged_pass(problem, start, note, assess, found)
         finished = stage_loop(problem, chosen, note, step, assess, found, progress, cancel, start=start)
         finished.alternatives = alternatives
         return finished

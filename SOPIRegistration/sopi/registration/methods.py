@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from ..errors import InputError
 from .global_search import GlobalStage
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "START_NOTE", "WIDER_NOTE", "FineStage", "GlobalStage", "NetworkStage", "Stage", "default_method", "get_method", "needs_mask", "needs_model", "DEPTH_SCAN", "FINAL_POLISH", "FULL_POLISH", "KEPT_START_STAGES", "scaled_budgets", "searched_anyway", "several_view_stages", "single_level", "widened", "without_search"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "START_NOTE", "WIDER_NOTE", "FineStage", "GlobalStage", "NetworkStage", "Stage", "default_method", "get_method", "needs_mask", "needs_model", "polish_stages", "DEPTH_SCAN", "FINAL_POLISH", "FULL_POLISH", "KEPT_START_STAGES", "scaled_budgets", "searched_anyway", "several_view_stages", "single_level", "widened", "without_search"]
 
 
 @dataclass(frozen=True)
@@ -242,6 +242,13 @@ def without_search(stages: tuple) -> tuple | None:
     """
     kept = tuple(stage for stage in stages if not isinstance(stage, GlobalStage))
     return kept if kept and len(kept) < len(stages) else None
+
+
+def polish_stages(stages: tuple) -> tuple | None:
+    """The stages after the last CMA-ES stage of ``stages`` (those that move little: opt's Adam, depth scan and
+    polish); None where there is no CMA-ES stage or nothing after it."""
+    last = max((index for index, stage in enumerate(stages) if isinstance(stage, Stage) and stage.optimizer == "cma-es"), default=None)
+    return None if last is None or last == len(stages) - 1 else tuple(stages[last + 1:])
 
 
 def needs_mask(name: str) -> bool:

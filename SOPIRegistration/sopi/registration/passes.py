@@ -12,11 +12,11 @@ import torch
 
 from ..geometry import params_to_dict
 from .global_search import same_hypothesis
-from .methods import START_NOTE, WIDER_NOTE, searched_anyway, widened, without_search
+from .methods import START_NOTE, WIDER_NOTE, polish_stages, searched_anyway, widened, without_search
 from .optimizers import Monitor
 
-__all__ = ["ALTERNATIVES", "ALTERNATIVE_NOTE", "INSTRUMENTS_NOTE", "NOTHING_EXPLAINED_BELOW", "READING_NOTE", "REFINED_NOTE", "SEARCHED_NOTE", "WIDER_PASS_MARGIN",
-           "run_passes", "stage_loop"]
+__all__ = ["ALTERNATIVES", "ALTERNATIVE_NOTE", "INSTRUMENTS_NOTE", "NOTHING_EXPLAINED_BELOW", "READING_NOTE", "REFINED_NOTE", "REJUDGED_NOTE", "SEARCHED_NOTE",
+           "WIDER_PASS_MARGIN", "judged_pass", "run_passes", "stage_loop"]
 
 
 @dataclass
@@ -66,6 +66,18 @@ def stage_loop(
     return _Pass(problem, theta, records, iterations, converged, similarity, assessment, preparation)
 
 
+def judged_pass(problem, theta: torch.Tensor, note: str, assess: Callable, preparation: object) -> _Pass:
+    """A pass that runs no stage: ``theta`` judged on ``problem`` (``assess(problem, theta)``), with one record saying so
+    (``note + "judged"``, its confidence and flag as a pass's last record holds them)."""
+    started = time.perf_counter()
+    theta = theta.reshape(6).to(torch.float64)
+    assessment = assess(problem, theta)
+    record = {"stage": note + "judged", "iterations": 0, "similarity": float(assessment.similarity), "time_s": round(time.perf_counter() - started, 3),
+              "params": params_to_dict(theta), "pass_confidence": round(float(assessment.confidence), 4),
+              "pass_likely_failed": bool(assessment.likely_failed)}
+    return _Pass(problem, theta, [record], 0, True, float(assessment.similarity), assessment, preparation)
+
+
 #: The wider pass replaces the first only when more confident by this much: it searched rolls beyond
 #: the first search's, which are less likely, so a near tie stays with the first (on 48 realistic
 #: cases that ran it, this changed 3: one failure fixed, two failures ending elsewhere; docs/benchmarks.md).
@@ -81,6 +93,9 @@ SEARCHED_NOTE = "the start doubted, searched: "
 
 #: Prefix of the stage labels of the pass that first refines the first result with straight instruments masked.
 REFINED_NOTE = "instruments masked, the first result refined: "
+
+#: Prefix of the record of the first result judged again with straight instruments masked (:data:`REJUDGE_FIRST_MASKED`).
+REJUDGED_NOTE = "instruments masked, the first result judged: "
 
 #: Prefix of the stage labels of the pass that registers the X-ray read with the other polarity its edges left open.
 READING_NOTE = "the other polarity: "
@@ -107,6 +122,22 @@ ALTERNATIVE_NOTE = "another hypothesis: "
 #: again only when that is flagged too (docs/benchmarks.md, 2026-12-06).
 REFINE_FIRST_MASKED = True
 
+#: Whether the second look, after a first pass that searched, first judges the first result again with the instruments
+#: masked (on a problem adapted to the X-ray at it, as a pass's stages after the first are) and, trusted so, only polishes
+#: it with them masked (:data:`REJUDGED_POLISH`) instead of refining it with opt's wide CMA-ES again. A searched pass ran
+#: that CMA-ES already; a kept start ran only a short one, so its refinement is left as it was: on the paper starts of
+#: two seeds (four CTs) the masked refinement after a kept start ended closer than the first pose in six of eight cases
+#: (0.1-0.9 mm; one 3.2 mm miss without it). After a search, on the seven held-out wide cases (seed 2, four CTs) that
+#: ended trusted after the masked refinement, the first result judged again was trusted too, and polished it ended within
+#: 3 mm in all seven (the refinement: six), 2-13 s sooner (docs/benchmarks.md, thirty-first session).
+REJUDGE_FIRST_MASKED = True
+
+#: Whether a first result trusted once judged again with the instruments masked is still polished with them masked
+#: (:func:`~sopi.registration.methods.polish_stages`: the stages after opt's wide CMA-ES), the more confident of the two
+#: kept. Without it a wide case of the sample CT ended 3.97 mm off (4.6 mm across: a miss) where the polish ended 0.79 mm
+#: off (docs/benchmarks.md, thirty-first session).
+REJUDGED_POLISH = True
+
 #: Whether that refinement of the first result starts as a kept start does (``Stage.after_kept_start``: a depth scan and
 #: a short CMA-ES instead of ``opt``'s wide CMA-ES). Off: on 60 realistic cases of three CTs (paper and wide starts) the
 #: 13 that ran it rendered about 420 DRRs fewer each, but where the first result was a few mm off the wide CMA-ES
@@ -127,8 +158,9 @@ def run_passes(
     run: Callable[..., _Pass], stages: tuple, second_look: Callable[..., bool] | None = None,
     judge: Callable[[object, torch.Tensor], object] | None = None, other_readings: Callable[[int, bool], bool] | None = None,
 ) -> _Pass:
-    """``run(stages, note, start=None, kept_start=False)`` (``start``: the first stage's theta; ``kept_start``: the first
-    stage runs its ``after_kept_start`` stages instead, as after a global search that kept its start) for ``run(stages, "")``. While the last
+    """``run(stages, note, start=None, kept_start=False, judge_only=False)`` (``start``: the first stage's theta; ``kept_start``: the first
+    stage runs its ``after_kept_start`` stages instead, as after a global search that kept its start; ``judge_only``: no
+    stage runs, ``start`` is judged on the pass's problem adapted to the X-ray there, :func:`judged_pass`) for ``run(stages, "")``. While the last
     such first pass is flagged likely failed and ``other_readings(k, unexplained)`` reads the X-ray with the ``k``-th
     other polarity its edges left open (k = 1, 2, ...; it returns False where there is none), or, where
     ``unexplained`` (no first pass so far reached :data:`NOTHING_EXPLAINED_BELOW`), one they left closed,
@@ -150,8 +182,11 @@ def run_passes(
        at flagged results only, it lost none. With ``judge`` (``judge(problem, theta)``, an assessment), the
        first pass's pose is judged again on that pass's problem, so that every pass competes under the same
        weights: a smaller weight scores higher, and a right first pose flagged because of the instruments
-       lost to a worse masked one (docs/benchmarks.md, 2026-12-05). With :data:`REFINE_FIRST_MASKED`, the first
-       result is refined with them masked first (``run(without the search, REFINED_NOTE, start=theta)``, as from a kept
+       lost to a worse masked one (docs/benchmarks.md, 2026-12-05). With :data:`REJUDGE_FIRST_MASKED`, a first
+       result whose pass searched is judged again with them masked first (``run(without the search, REJUDGED_NOTE,
+       start=theta, judge_only=True)``: no stage runs) and, trusted so, is only polished with them masked
+       (``run(polish_stages(without the search), REFINED_NOTE, start=theta)`` with :data:`REJUDGED_POLISH`; the more
+       confident of the two stays). Otherwise, with :data:`REFINE_FIRST_MASKED`, it is refined with them masked (``run(without the search, REFINED_NOTE, start=theta)``, as from a kept
        start with :data:`REFINE_AS_KEPT_START`); the masked
        search runs only when that is flagged too;
     2. when every pass so far is flagged and the method has a global search to widen
@@ -227,6 +262,18 @@ def _further_passes(run: Callable[..., _Pass], stages: tuple, final: _Pass, seco
         final = run(searched_anyway(stages), SEARCHED_NOTE)
         passes.append(("first", final))
     if final.assessment.likely_failed and second_look is not None and second_look():
+        if REJUDGE_FIRST_MASKED and judge is not None and local is not None and _searched(final):
+            rejudged = run(local, REJUDGED_NOTE, final.theta, judge_only=True)
+            trusted = not rejudged.assessment.likely_failed  # the instruments alone made it doubtful: no refinement, no search
+            at = next(index for index, (kind, _) in enumerate(passes) if kind == "first")
+            final = replace(final, records=final.records + rejudged.records,
+                            **({"assessment": rejudged.assessment, "preparation": rejudged.preparation} if trusted else {}))
+            passes[at] = ("first", final)
+            if trusted:
+                tail = polish_stages(local) if REJUDGED_POLISH else None
+                if tail:  # still polished with them masked, the wide CMA-ES left out; the more confident stays
+                    passes.append(("refined", run(tail, REFINED_NOTE, final.theta)))
+                return _merged(passes) if len(passes) > 1 else final
         refined = run(local, REFINED_NOTE, final.theta, kept_start=REFINE_AS_KEPT_START) if REFINE_FIRST_MASKED and local is not None else None
         masked = refined if refined is not None and not refined.assessment.likely_failed else run(searched_anyway(stages), INSTRUMENTS_NOTE)
         if judge is not None:  # the first pose judged as the masked one is; what was masked is what it was judged without
@@ -279,6 +326,11 @@ def _winner(passes: list[tuple[str, _Pass]]) -> _Pass:
     scored = [((_spine_shown(one.assessment), one.assessment.confidence - (WIDER_PASS_MARGIN if kind == "wider" else 0.0)), one)
               for kind, one in passes if kind not in ("start", "alternative", "refined", "tentative") or not one.assessment.likely_failed]
     return max(scored, key=lambda pair: pair[0])[1]  # the first of equals
+
+
+def _searched(one: _Pass) -> bool:
+    """Whether a pass's global search searched (rather than keeping its start); False without a search."""
+    return any(record.get("searched", False) for record in one.records)
 
 
 def _kept_tentatively(one: _Pass) -> bool:
