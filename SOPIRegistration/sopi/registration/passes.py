@@ -129,7 +129,8 @@ REFINE_FIRST_MASKED = True
 #: two seeds (four CTs) the masked refinement after a kept start ended closer than the first pose in six of eight cases
 #: (0.1-0.9 mm; one 3.2 mm miss without it). After a search, on the seven held-out wide cases (seed 2, four CTs) that
 #: ended trusted after the masked refinement, the first result judged again was trusted too, and polished it ended within
-#: 3 mm in all seven (the refinement: six), 2-13 s sooner (docs/benchmarks.md, thirty-first session).
+#: the paper's 3 deg / 3 mm in all seven, as after the refinement (kept unpolished: six), 1.6-6.8 s sooner
+#: (docs/benchmarks.md, thirty-first session).
 REJUDGE_FIRST_MASKED = True
 
 #: Whether a first result trusted once judged again with the instruments masked is still polished with them masked
