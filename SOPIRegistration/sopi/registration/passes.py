@@ -187,9 +187,9 @@ def run_passes(
        result whose pass searched is judged again with them masked first (``run(without the search, REJUDGED_NOTE,
        start=theta, judge_only=True)``: no stage runs) and, trusted so, is only polished with them masked
        (``run(polish_stages(without the search), REFINED_NOTE, start=theta)`` with :data:`REJUDGED_POLISH`; the more
-       confident of the two stays). Otherwise, with :data:`REFINE_FIRST_MASKED`, it is refined with them masked (``run(without the search, REFINED_NOTE, start=theta)``, as from a kept
-       start with :data:`REFINE_AS_KEPT_START`); the masked
-       search runs only when that is flagged too;
+       confident of the two stays). Otherwise, with :data:`REFINE_FIRST_MASKED`, it is refined with them masked
+       (``run(without the search, REFINED_NOTE, start=theta)``, as from a kept start with
+       :data:`REFINE_AS_KEPT_START`); the masked search runs only when that is flagged too;
     2. when every pass so far is flagged and the method has a global search to widen
        (:func:`~sopi.registration.methods.widened`), ``run(wider, WIDER_NOTE)`` from the same start;
     3. when that is flagged too, ``run(without the search, START_NOTE)``
