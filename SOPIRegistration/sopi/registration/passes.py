@@ -62,7 +62,7 @@ def stage_loop(
         })
     assessment = assess(problem, theta)
     if records:  # each pass's own judgement, kept in its last stage's record (a later pass may win or lose against it)
-        records[-1].update(pass_confidence=round(float(assessment.confidence), 4), pass_likely_failed=bool(assessment.likely_failed))
+        records[-1].update(_judgement_fields(assessment))
     return _Pass(problem, theta, records, iterations, converged, similarity, assessment, preparation)
 
 
@@ -73,9 +73,13 @@ def judged_pass(problem, theta: torch.Tensor, note: str, assess: Callable, prepa
     theta = theta.reshape(6).to(torch.float64)
     assessment = assess(problem, theta)
     record = {"stage": note + "judged", "iterations": 0, "similarity": float(assessment.similarity), "time_s": round(time.perf_counter() - started, 3),
-              "params": params_to_dict(theta), "pass_confidence": round(float(assessment.confidence), 4),
-              "pass_likely_failed": bool(assessment.likely_failed)}
+              "params": params_to_dict(theta), **_judgement_fields(assessment)}
     return _Pass(problem, theta, [record], 0, True, float(assessment.similarity), assessment, preparation)
+
+
+def _judgement_fields(assessment) -> dict:
+    """A pass's own judgement as its last record holds it (``pass_confidence``, ``pass_likely_failed``)."""
+    return {"pass_confidence": round(float(assessment.confidence), 4), "pass_likely_failed": bool(assessment.likely_failed)}
 
 
 #: The wider pass replaces the first only when more confident by this much: it searched rolls beyond
@@ -263,10 +267,10 @@ def _further_passes(run: Callable[..., _Pass], stages: tuple, final: _Pass, seco
         final = run(searched_anyway(stages), SEARCHED_NOTE)
         passes.append(("first", final))
     if final.assessment.likely_failed and second_look is not None and second_look():
+        at = next(index for index, (kind, _) in enumerate(passes) if kind == "first")  # where the first pass stands
         if REJUDGE_FIRST_MASKED and judge is not None and local is not None and _searched(final):
             rejudged = run(local, REJUDGED_NOTE, final.theta, judge_only=True)
             trusted = not rejudged.assessment.likely_failed  # the instruments alone made it doubtful: no refinement, no search
-            at = next(index for index, (kind, _) in enumerate(passes) if kind == "first")
             final = replace(final, records=final.records + rejudged.records,
                             **({"assessment": rejudged.assessment, "preparation": rejudged.preparation} if trusted else {}))
             passes[at] = ("first", final)
@@ -278,7 +282,6 @@ def _further_passes(run: Callable[..., _Pass], stages: tuple, final: _Pass, seco
         refined = run(local, REFINED_NOTE, final.theta, kept_start=REFINE_AS_KEPT_START) if REFINE_FIRST_MASKED and local is not None else None
         masked = refined if refined is not None and not refined.assessment.likely_failed else run(searched_anyway(stages), INSTRUMENTS_NOTE)
         if judge is not None:  # the first pose judged as the masked one is; what was masked is what it was judged without
-            at = next(index for index, (kind, _) in enumerate(passes) if kind == "first")
             passes[at] = ("first", replace(final, assessment=judge(masked.problem, final.theta), preparation=masked.preparation))
         if refined is not None:
             passes.append(("refined", refined))
